@@ -1,0 +1,143 @@
+"""Blob store: Part 10 files kept byte for byte, made durable before the index knows them."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import hashlib
+import os
+import secrets
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+CHUNK_SIZE = 1024 * 1024
+_SYNCFS_BATCH = 8  # from this many files on, one syncfs beats one fsync each
+
+
+class BlobStore(Protocol):
+    """The seam between the archive and where bytes live (local disk now, object storage later)."""
+
+    spool_dir: Path
+
+    def new_key(self, study_uid: str, sop_uid: str) -> str: ...
+    def store(self, moves: Iterable[tuple[Path, str]]) -> None: ...
+    def open(self, key: str) -> BinaryIO: ...
+    def size(self, key: str) -> int: ...
+    def iter_chunks(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]: ...
+    def delete(self, keys: Iterable[str]) -> None: ...
+    def iter_keys(self) -> Iterator[str]: ...
+    def check(self) -> None: ...
+
+
+def _load_syncfs() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    name = ctypes.util.find_library("c")
+    if not name:
+        return None
+    libc = ctypes.CDLL(name, use_errno=True)
+    return getattr(libc, "syncfs", None)
+
+
+class FilesystemBlobStore:
+    """Blobs under one folder; incoming files are spooled inside it so storing is a rename."""
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.spool_dir = root / ".incoming"
+        self.fsync = fsync
+        self.spool_dir.mkdir(parents=True, exist_ok=True)
+        self._syncfs = _load_syncfs()
+
+    def new_key(self, study_uid: str, sop_uid: str) -> str:
+        """UIDs are validated before they get here; the token keeps a replaced blob's name new."""
+        fan = hashlib.sha1(study_uid.encode(), usedforsecurity=False).hexdigest()[:2]
+        return f"{fan}/{study_uid}/{sop_uid}.{secrets.token_hex(4)}.dcm"
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if self.root.resolve() not in path.parents:
+            raise ValueError(f"blob key {key!r} escapes the store")
+        return path
+
+    def _make_durable(self, paths: list[Path]) -> None:
+        if not self.fsync or not paths:
+            return
+        if self._syncfs is not None and len(paths) >= _SYNCFS_BATCH:
+            fd = os.open(self.root, os.O_RDONLY)
+            try:
+                if self._syncfs(fd) == 0:
+                    return
+            finally:
+                os.close(fd)
+        for path in paths:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def _sync_dirs(self, folders: set[Path]) -> None:
+        if not self.fsync:
+            return
+        for folder in folders:
+            fd = os.open(folder, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+
+    def store(self, moves: Iterable[tuple[Path, str]]) -> None:
+        """Flush every spooled file, rename each to its key, flush the folders that changed."""
+        moves = list(moves)
+        self._make_durable([source for source, _ in moves])
+        folders: set[Path] = set()
+        for source, key in moves:
+            target = self._path(key)
+            if target.parent not in folders and not target.parent.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                folders.add(target.parent.parent)
+            os.replace(source, target)
+            folders.add(target.parent)
+        self._sync_dirs(folders)
+
+    def open(self, key: str) -> BinaryIO:
+        return self._path(key).open("rb")
+
+    def size(self, key: str) -> int:
+        return self._path(key).stat().st_size
+
+    def iter_chunks(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        with self.open(key) as handle:
+            handle.seek(start)
+            remaining = (end - start) if end is not None else None
+            while remaining is None or remaining > 0:
+                want = CHUNK_SIZE if remaining is None else min(CHUNK_SIZE, remaining)
+                chunk = handle.read(want)
+                if not chunk:
+                    return
+                if remaining is not None:
+                    remaining -= len(chunk)
+                yield chunk
+
+    def delete(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            path = self._path(key)
+            path.unlink(missing_ok=True)
+            try:
+                path.parent.rmdir()
+            except OSError:
+                pass
+
+    def iter_keys(self) -> Iterator[str]:
+        for path in self.root.rglob("*.dcm"):
+            if self.spool_dir not in path.parents:
+                yield path.relative_to(self.root).as_posix()
+
+    def iter_spooled(self) -> Iterator[Path]:
+        yield from self.spool_dir.iterdir()
+
+    def check(self) -> None:
+        """Readiness: the folder exists and is writable."""
+        probe = self.spool_dir / f".ready-{secrets.token_hex(4)}"
+        probe.write_bytes(b"")
+        probe.unlink()

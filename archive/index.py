@@ -1,0 +1,204 @@
+"""Index rows for received instances, written in one transaction per batch."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydicom.dataset import Dataset
+from sqlalchemy import Connection, Table, select, tuple_
+from sqlalchemy.dialects import postgresql, sqlite
+
+from archive import dicomjson, normalise
+from archive.levels import SERIES_TAGS, STUDY_TAGS, level_json
+from archive.models import Instance, Patient, Series, Study
+from archive.parse import ParsedInstance
+
+PATIENT = Patient.__table__
+STUDY = Study.__table__
+SERIES = Series.__table__
+INSTANCE = Instance.__table__
+
+
+def _text(dataset: Dataset, keyword: str) -> str:
+    """Read leniently: a value pydicom cannot decode indexes as empty, never fails the store."""
+    try:
+        value = dataset.get(keyword, "")
+    except Exception:
+        return ""
+    if value is None:
+        return ""
+    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
+        return "\\".join(str(item) for item in value)
+    return str(value).strip()
+
+
+def _sequence_text(dataset: Dataset, sequence: str, keyword: str) -> str:
+    try:
+        items = dataset.get(sequence) or []
+        return _text(items[0], keyword) if items else ""
+    except Exception:
+        return ""
+
+
+@dataclass
+class IndexEntry:
+    """One instance's rows at every level, ready to upsert."""
+
+    patient: dict[str, Any]
+    study: dict[str, Any]
+    series: dict[str, Any]
+    instance: dict[str, Any]
+
+
+def _clip_row(table: Table, row: dict[str, Any]) -> dict[str, Any]:
+    """Hostile or sloppy senders send 10 MB names; the search form keeps what fits."""
+    for name, value in row.items():
+        length = getattr(table.c[name].type, "length", None)
+        if length and isinstance(value, str) and len(value) > length:
+            row[name] = value[:length]
+    return row
+
+
+def index_entry(parsed: ParsedInstance, document: dict[str, Any], blob_key: str) -> IndexEntry:
+    ds = parsed.dataset
+    name = _text(ds, "PatientName")
+    alphabetic, ideographic, phonetic = normalise.person_name_groups(name)
+    patient = {
+        "patient_id": _text(ds, "PatientID"),
+        "issuer_of_patient_id": _text(ds, "IssuerOfPatientID"),
+        "patient_name": name,
+        "patient_name_search": alphabetic,
+        "patient_name_ideographic": ideographic,
+        "patient_name_phonetic": phonetic,
+        "patient_birth_date": normalise.date(_text(ds, "PatientBirthDate")),
+        "patient_sex": _text(ds, "PatientSex"),
+    }
+    study = {
+        "study_instance_uid": parsed.study_instance_uid,
+        "study_date": normalise.date(_text(ds, "StudyDate")),
+        "study_time": normalise.time(_text(ds, "StudyTime")),
+        "accession_number": _text(ds, "AccessionNumber"),
+        "study_id": _text(ds, "StudyID"),
+        "study_description": _text(ds, "StudyDescription"),
+        "referring_physician_name_search": normalise.person_name_groups(
+            _text(ds, "ReferringPhysicianName")
+        )[0],
+        "attrs_json": dicomjson.encode(level_json(document, STUDY_TAGS)),
+    }
+    series = {
+        "series_instance_uid": parsed.series_instance_uid,
+        "modality": _text(ds, "Modality"),
+        "series_number": normalise.integer(_text(ds, "SeriesNumber")),
+        "series_description": _text(ds, "SeriesDescription"),
+        "series_date": normalise.date(_text(ds, "SeriesDate")),
+        "body_part_examined": _text(ds, "BodyPartExamined"),
+        "institution_name": _text(ds, "InstitutionName"),
+        "performed_procedure_step_start_date": normalise.date(
+            _text(ds, "PerformedProcedureStepStartDate")
+        ),
+        "performed_procedure_step_start_time": normalise.time(
+            _text(ds, "PerformedProcedureStepStartTime")
+        ),
+        "scheduled_procedure_step_id": _sequence_text(
+            ds, "RequestAttributesSequence", "ScheduledProcedureStepID"
+        ),
+        "requested_procedure_id": _sequence_text(
+            ds, "RequestAttributesSequence", "RequestedProcedureID"
+        ),
+        "attrs_json": dicomjson.encode(level_json(document, SERIES_TAGS)),
+    }
+    instance = {
+        "sop_instance_uid": parsed.sop_instance_uid,
+        "sop_class_uid": parsed.sop_class_uid,
+        "instance_number": normalise.integer(_text(ds, "InstanceNumber")),
+        "rows": normalise.integer(_text(ds, "Rows")),
+        "columns": normalise.integer(_text(ds, "Columns")),
+        "bits_allocated": normalise.integer(_text(ds, "BitsAllocated")),
+        "number_of_frames": normalise.integer(_text(ds, "NumberOfFrames")),
+        "transfer_syntax_uid": parsed.transfer_syntax_uid,
+        "blob_key": blob_key,
+        "size": parsed.size,
+        "metadata_json": dicomjson.encode(document),
+    }
+    return IndexEntry(
+        patient=_clip_row(PATIENT, patient),
+        study=_clip_row(STUDY, study),
+        series=_clip_row(SERIES, series),
+        instance=_clip_row(INSTANCE, instance),
+    )
+
+
+def _insert_ignoring_conflicts(connection: Connection, table: Table, keys: list[str]) -> Any:
+    dialect = postgresql if connection.dialect.name == "postgresql" else sqlite
+    return dialect.insert(table).on_conflict_do_nothing(index_elements=keys)
+
+
+def _upsert_pks(
+    connection: Connection, table: Table, keys: list[str], rows: list[dict[str, Any]]
+) -> dict[tuple[Any, ...], int]:
+    """Insert rows whose key is new; return the primary key of every row's key."""
+    unique: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for row in rows:
+        unique.setdefault(tuple(row[k] for k in keys), row)
+    key_columns = [table.c[k] for k in keys]
+    found = _select_pks(connection, table, key_columns, list(unique))
+    missing = [row for key, row in unique.items() if key not in found]
+    if missing:
+        connection.execute(_insert_ignoring_conflicts(connection, table, keys), missing)
+        found.update(
+            _select_pks(connection, table, key_columns, [k for k in unique if k not in found])
+        )
+    return found
+
+
+def _select_pks(
+    connection: Connection, table: Table, columns: list[Any], keys: list[tuple[Any, ...]]
+) -> dict[tuple[Any, ...], int]:
+    if not keys:
+        return {}
+    if len(columns) == 1:
+        condition = columns[0].in_([k[0] for k in keys])
+    else:
+        condition = tuple_(*columns).in_(keys)
+    statement = select(table.c.pk, *columns).where(condition)
+    return {tuple(row[1:]): row[0] for row in connection.execute(statement)}
+
+
+def insert_entries(connection: Connection, entries: Sequence[IndexEntry]) -> set[str]:
+    """Write a batch; returns the SOP Instance UIDs actually inserted (others lost a race)."""
+    if not entries:
+        return set()
+    patients = _upsert_pks(
+        connection, PATIENT, ["patient_id", "issuer_of_patient_id"], [e.patient for e in entries]
+    )
+    for entry in entries:
+        key = (entry.patient["patient_id"], entry.patient["issuer_of_patient_id"])
+        entry.study["patient_pk"] = patients[key]
+    studies = _upsert_pks(connection, STUDY, ["study_instance_uid"], [e.study for e in entries])
+    for entry in entries:
+        entry.series["study_pk"] = studies[(entry.study["study_instance_uid"],)]
+    series = _upsert_pks(connection, SERIES, ["series_instance_uid"], [e.series for e in entries])
+    rows = []
+    for entry in entries:
+        entry.instance["series_pk"] = series[(entry.series["series_instance_uid"],)]
+        rows.append(entry.instance)
+    statement = _insert_ignoring_conflicts(connection, INSTANCE, ["sop_instance_uid"]).returning(
+        INSTANCE.c.sop_instance_uid
+    )
+    inserted = connection.execute(statement, rows).scalars().all()
+    return set(inserted)
+
+
+def replace_entry(connection: Connection, entry: IndexEntry) -> str | None:
+    """Point the instance at a new blob; returns the old blob key, to delete after commit."""
+    row = connection.execute(
+        select(INSTANCE.c.pk, INSTANCE.c.blob_key).where(
+            INSTANCE.c.sop_instance_uid == entry.instance["sop_instance_uid"]
+        )
+    ).first()
+    if row is not None:
+        connection.execute(INSTANCE.delete().where(INSTANCE.c.pk == row.pk))
+    insert_entries(connection, [entry])
+    return None if row is None else str(row.blob_key)

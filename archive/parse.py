@@ -1,0 +1,161 @@
+"""Reading a received instance: checks, identity, and a file meta header where one is missing."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import (
+    UID,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
+
+from archive import outcomes
+
+IMPLEMENTATION_CLASS_UID = generate_uid(prefix=None, entropy_srcs=["Ferry DICOM exchange"])
+IMPLEMENTATION_VERSION_NAME = "FERRY_0_1"
+_PIXEL_TAGS_LE = {
+    struct.pack("<HH", 0x7FE0, element): element for element in (0x0010, 0x0008, 0x0009)
+}
+_SEQUENCE_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
+_REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
+
+
+class InvalidInstance(Exception):
+    """A received part that cannot be stored; carries the STOW failure reason."""
+
+    def __init__(self, reason: int, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.message = message
+
+
+@dataclass
+class ParsedInstance:
+    path: Path
+    dataset: Dataset
+    sop_class_uid: str
+    sop_instance_uid: str
+    study_instance_uid: str
+    series_instance_uid: str
+    transfer_syntax_uid: str
+    pixel_vr: str | None
+    size: int
+
+
+def _read_dataset(path: Path) -> tuple[Dataset, str | None, int]:
+    """Everything before the pixel data, what follows it, and where the parse stopped."""
+    with path.open("rb") as handle:
+        try:
+            dataset = dcmread(handle, stop_before_pixels=True, force=True)
+        except Exception as error:  # pydicom raises many types on hostile bytes
+            raise InvalidInstance(
+                outcomes.CANNOT_UNDERSTAND, f"not a DICOM file: {error}"
+            ) from None
+        position = handle.tell()
+        peek = handle.read(8)
+    pixel_vr = None
+    if peek[:4] in _PIXEL_TAGS_LE:
+        explicit_vr = peek[4:6]
+        if explicit_vr in (b"OB", b"OW", b"OF", b"OD"):
+            pixel_vr = explicit_vr.decode()
+        else:
+            pixel_vr = "OW" if int(dataset.get("BitsAllocated", 16) or 16) > 8 else "OB"
+    return dataset, pixel_vr, position
+
+
+def _check_complete(path: Path, position: int, pixel_vr: str | None, size: int) -> None:
+    """A part cut short inside its pixel data parses fine up to there; refuse it."""
+    if pixel_vr is None:
+        return
+    with path.open("rb") as handle:
+        handle.seek(position)
+        header = handle.read(12)
+        explicit = header[4:6] in (b"OB", b"OW", b"OF", b"OD")
+        length = struct.unpack("<I", header[8:12] if explicit else header[4:8])[0]
+        if length == 0xFFFFFFFF:
+            handle.seek(max(size - 8, 0))
+            if handle.read(8) != _SEQUENCE_END:
+                raise InvalidInstance(
+                    outcomes.CANNOT_UNDERSTAND, "encapsulated pixel data truncated"
+                )
+        elif position + (12 if explicit else 8) + length > size:
+            raise InvalidInstance(outcomes.CANNOT_UNDERSTAND, "pixel data truncated")
+
+
+def _identity(dataset: Dataset) -> dict[str, str]:
+    values: dict[str, str] = {}
+    for keyword in _REQUIRED_UIDS:
+        try:
+            value = str(dataset.get(keyword, "") or "").strip()
+        except Exception:  # a value pydicom cannot decode at all
+            value = ""
+        if not value:
+            raise InvalidInstance(
+                outcomes.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, f"{keyword} is missing"
+            )
+        if not UID(value).is_valid:
+            raise InvalidInstance(
+                outcomes.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, f"{keyword} {value[:80]!r} is not a UID"
+            )
+        values[keyword] = value
+    return values
+
+
+def _add_file_meta(path: Path, dataset: Dataset, identity: dict[str, str]) -> Path:
+    """A bare dataset (no preamble, no meta) gets a correct header in front of its own bytes."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = identity["SOPClassUID"]
+    meta.MediaStorageSOPInstanceUID = identity["SOPInstanceUID"]
+    implicit, _little = dataset.original_encoding
+    meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
+    meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
+    header = io.BytesIO()
+    header.write(b"\x00" * 128 + b"DICM")
+    write_file_meta_info(header, meta, enforce_standard=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=".meta-")
+    with os.fdopen(fd, "wb") as target, path.open("rb") as source:
+        target.write(header.getvalue())
+        while chunk := source.read(1024 * 1024):
+            target.write(chunk)
+    path.unlink()
+    dataset.file_meta = meta
+    return Path(name)
+
+
+def read_received(path: Path) -> ParsedInstance:
+    """Parse a spooled part; raises InvalidInstance with the reason to report."""
+    size = path.stat().st_size
+    if size == 0:
+        raise InvalidInstance(outcomes.CANNOT_UNDERSTAND, "empty part")
+    dataset, pixel_vr, position = _read_dataset(path)
+    identity = _identity(dataset)
+    _check_complete(path, position, pixel_vr, size)
+    has_preamble = getattr(dataset, "preamble", None) is not None
+    meta = getattr(dataset, "file_meta", None)
+    if not has_preamble or meta is None or "TransferSyntaxUID" not in meta:
+        if meta is not None and "TransferSyntaxUID" in meta:
+            raise InvalidInstance(outcomes.CANNOT_UNDERSTAND, "file meta without a preamble")
+        path = _add_file_meta(path, dataset, identity)
+        size = path.stat().st_size
+    return ParsedInstance(
+        path=path,
+        dataset=dataset,
+        sop_class_uid=identity["SOPClassUID"],
+        sop_instance_uid=identity["SOPInstanceUID"],
+        study_instance_uid=identity["StudyInstanceUID"],
+        series_instance_uid=identity["SeriesInstanceUID"],
+        transfer_syntax_uid=str(dataset.file_meta.TransferSyntaxUID),
+        pixel_vr=pixel_vr,
+        size=size,
+    )

@@ -1,0 +1,341 @@
+"""Searching the index at study, series and instance level (PS3.18 10.6, PS3.4 C.6.1).
+
+Every filter becomes part of one SQL query (deeper-level keys as EXISTS), so counts and
+paging see only what matched. Answers are DICOM JSON built from the stored level attributes
+plus the values the index computes (counts, ModalitiesInStudy, RetrieveURL).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, Engine, Select, and_, exists, func, select
+
+from archive import levels
+from archive.dicomjson import BASE_PLACEHOLDER, with_base
+from archive.levels import Level
+from archive.matching import Kind, match
+from archive.models import Instance, Patient, Series, Study
+
+_ORDER = {Level.STUDY: 0, Level.SERIES: 1, Level.INSTANCE: 2}
+
+
+@dataclass(frozen=True)
+class Matchable:
+    level: Level
+    kind: Kind
+    columns: tuple[Any, ...]
+
+
+# Attributes with search columns. Tag -> where it lives and how it is matched.
+MATCHABLE: dict[int, Matchable] = {
+    0x00100010: Matchable(
+        Level.STUDY,
+        Kind.PERSON_NAME,
+        (
+            Patient.patient_name_search,
+            Patient.patient_name_ideographic,
+            Patient.patient_name_phonetic,
+        ),
+    ),
+    0x00100020: Matchable(Level.STUDY, Kind.TEXT, (Patient.patient_id,)),
+    0x00100021: Matchable(Level.STUDY, Kind.TEXT, (Patient.issuer_of_patient_id,)),
+    0x00100030: Matchable(Level.STUDY, Kind.DATE, (Patient.patient_birth_date,)),
+    0x00100040: Matchable(Level.STUDY, Kind.CODE, (Patient.patient_sex,)),
+    0x0020000D: Matchable(Level.STUDY, Kind.UID, (Study.study_instance_uid,)),
+    0x00080020: Matchable(Level.STUDY, Kind.DATE, (Study.study_date,)),
+    0x00080030: Matchable(Level.STUDY, Kind.TIME, (Study.study_time,)),
+    0x00080050: Matchable(Level.STUDY, Kind.TEXT, (Study.accession_number,)),
+    0x00200010: Matchable(Level.STUDY, Kind.TEXT, (Study.study_id,)),
+    0x00081030: Matchable(Level.STUDY, Kind.TEXT, (Study.study_description,)),
+    0x00080090: Matchable(Level.STUDY, Kind.PERSON_NAME, (Study.referring_physician_name_search,)),
+    0x00080061: Matchable(Level.SERIES, Kind.CODE, (Series.modality,)),  # ModalitiesInStudy
+    0x0020000E: Matchable(Level.SERIES, Kind.UID, (Series.series_instance_uid,)),
+    0x00080060: Matchable(Level.SERIES, Kind.CODE, (Series.modality,)),
+    0x00200011: Matchable(Level.SERIES, Kind.INTEGER, (Series.series_number,)),
+    0x0008103E: Matchable(Level.SERIES, Kind.TEXT, (Series.series_description,)),
+    0x00080021: Matchable(Level.SERIES, Kind.DATE, (Series.series_date,)),
+    0x00180015: Matchable(Level.SERIES, Kind.CODE, (Series.body_part_examined,)),
+    0x00080080: Matchable(Level.SERIES, Kind.TEXT, (Series.institution_name,)),
+    0x00400244: Matchable(Level.SERIES, Kind.DATE, (Series.performed_procedure_step_start_date,)),
+    0x00400245: Matchable(Level.SERIES, Kind.TIME, (Series.performed_procedure_step_start_time,)),
+    0x00400009: Matchable(Level.SERIES, Kind.TEXT, (Series.scheduled_procedure_step_id,)),
+    0x00401001: Matchable(Level.SERIES, Kind.TEXT, (Series.requested_procedure_id,)),
+    0x00080062: Matchable(Level.INSTANCE, Kind.UID, (Instance.sop_class_uid,)),  # in study
+    0x00080016: Matchable(Level.INSTANCE, Kind.UID, (Instance.sop_class_uid,)),
+    0x00080018: Matchable(Level.INSTANCE, Kind.UID, (Instance.sop_instance_uid,)),
+    0x00200013: Matchable(Level.INSTANCE, Kind.INTEGER, (Instance.instance_number,)),
+}
+REQUEST_ATTRIBUTES_SEQUENCE = 0x00400275
+SEQUENCE_MATCHABLE = {0x00400009, 0x00401001}  # only inside RequestAttributesSequence
+
+
+@dataclass(frozen=True)
+class Filter:
+    tag: int
+    value: str
+    attribute: str  # as the client wrote it, for messages
+
+
+@dataclass(frozen=True)
+class SearchQuery:
+    level: Level
+    study_uid: str | None = None
+    series_uid: str | None = None
+    filters: tuple[Filter, ...] = ()
+    include_tags: frozenset[int] = frozenset()
+    include_all: bool = False
+    fuzzy: bool = False
+    limit: int = 100
+    offset: int = 0
+
+
+@dataclass
+class SearchResult:
+    documents: list[bytes] = field(default_factory=list)
+    truncated: bool = False
+
+
+def _base_statement(level: Level) -> Select[Any]:
+    if level is Level.STUDY:
+        return select(Study.pk, Study.study_instance_uid, Study.attrs_json).join(
+            Patient, Patient.pk == Study.patient_pk
+        )
+    if level is Level.SERIES:
+        return (
+            select(
+                Series.pk,
+                Study.study_instance_uid,
+                Study.attrs_json,
+                Series.series_instance_uid,
+                Series.attrs_json,
+            )
+            .join(Study, Study.pk == Series.study_pk)
+            .join(Patient, Patient.pk == Study.patient_pk)
+        )
+    return (
+        select(
+            Instance.pk,
+            Study.study_instance_uid,
+            Study.attrs_json,
+            Series.series_instance_uid,
+            Series.attrs_json,
+            Instance.sop_instance_uid,
+            Instance.metadata_json,
+        )
+        .join(Series, Series.pk == Instance.series_pk)
+        .join(Study, Study.pk == Series.study_pk)
+        .join(Patient, Patient.pk == Study.patient_pk)
+    )
+
+
+def _deeper_exists(query_level: Level, filter_level: Level, condition: Any) -> Any:
+    """A key below the query level matches if any entity beneath matches it."""
+    if filter_level is Level.SERIES:
+        return exists(select(Series.pk).where(Series.study_pk == Study.pk, condition))
+    if query_level is Level.STUDY:
+        inner = (
+            select(Instance.pk)
+            .join(Series, Series.pk == Instance.series_pk)
+            .where(Series.study_pk == Study.pk, condition)
+        )
+        return exists(inner)
+    return exists(select(Instance.pk).where(Instance.series_pk == Series.pk, condition))
+
+
+def build_statement(query: SearchQuery) -> Select[Any]:
+    statement = _base_statement(query.level)
+    if query.study_uid is not None:
+        statement = statement.where(Study.study_instance_uid == query.study_uid)
+    if query.series_uid is not None:
+        statement = statement.where(Series.series_instance_uid == query.series_uid)
+    for item in query.filters:
+        spec = MATCHABLE[item.tag]
+        condition = match(
+            spec.kind, list(spec.columns), item.value, item.attribute, fuzzy=query.fuzzy
+        )
+        if _ORDER[spec.level] > _ORDER[query.level]:
+            condition = _deeper_exists(query.level, spec.level, condition)
+        statement = statement.where(condition)
+    return _ordered(statement, query.level)
+
+
+def _ordered(statement: Select[Any], level: Level) -> Select[Any]:
+    if level is Level.STUDY:
+        return statement.order_by(Study.study_date.desc(), Study.study_time.desc(), Study.pk.desc())
+    if level is Level.SERIES:
+        return statement.order_by(Study.pk, Series.series_number, Series.pk)
+    return statement.order_by(Series.pk, Instance.instance_number, Instance.pk)
+
+
+def search(engine: Engine, query: SearchQuery, base_url: str) -> SearchResult:
+    statement = build_statement(query).limit(query.limit + 1).offset(query.offset)
+    with engine.connect() as connection:
+        rows = connection.execute(statement).all()
+        truncated = len(rows) > query.limit
+        rows = rows[: query.limit]
+        if query.level is Level.STUDY:
+            documents = _study_documents(connection, rows, query, base_url)
+        elif query.level is Level.SERIES:
+            documents = _series_documents(connection, rows, query, base_url)
+        else:
+            documents = _instance_documents(connection, rows, query, base_url)
+    return SearchResult(documents=documents, truncated=truncated)
+
+
+def _element(vr: str, values: list[Any]) -> dict[str, Any]:
+    return {"vr": vr, "Value": values} if values else {"vr": vr}
+
+
+def _key(tag: int) -> str:
+    return f"{tag:08X}"
+
+
+def _study_documents(
+    connection: Connection, rows: list[Any], query: SearchQuery, base_url: str
+) -> list[bytes]:
+    pks = [row[0] for row in rows]
+    modalities: dict[int, set[str]] = defaultdict(set)
+    series_counts: dict[int, int] = defaultdict(int)
+    for study_pk, modality, count in connection.execute(
+        select(Series.study_pk, Series.modality, func.count())
+        .where(Series.study_pk.in_(pks))
+        .group_by(Series.study_pk, Series.modality)
+    ):
+        series_counts[study_pk] += count
+        if modality:
+            modalities[study_pk].add(modality)
+    instance_counts = dict(
+        connection.execute(
+            select(Series.study_pk, func.count(Instance.pk))
+            .join(Instance, Instance.series_pk == Series.pk)
+            .where(Series.study_pk.in_(pks))
+            .group_by(Series.study_pk)
+        ).all()
+    )
+    want_sop_classes = query.include_all or levels.SOP_CLASSES_IN_STUDY in query.include_tags
+    sop_classes = _sop_classes(connection, pks) if want_sop_classes and pks else {}
+    documents = []
+    for pk, study_uid, attrs in rows:
+        document = orjson.loads(attrs)
+        document[_key(levels.MODALITIES_IN_STUDY)] = _element("CS", sorted(modalities[pk]))
+        document[_key(levels.NUMBER_OF_STUDY_RELATED_SERIES)] = _element("IS", [series_counts[pk]])
+        document[_key(levels.NUMBER_OF_STUDY_RELATED_INSTANCES)] = _element(
+            "IS", [instance_counts.get(pk, 0)]
+        )
+        if want_sop_classes:
+            document[_key(levels.SOP_CLASSES_IN_STUDY)] = _element(
+                "UI", sorted(sop_classes.get(pk, ()))
+            )
+        _add_common(document, f"{base_url}/studies/{study_uid}")
+        _add_included(connection, document, query, Study.pk == pk, levels.STUDY_TAGS)
+        documents.append(_encode(document, base_url))
+    return documents
+
+
+def _sop_classes(connection: Connection, pks: list[int]) -> dict[int, set[str]]:
+    result: dict[int, set[str]] = defaultdict(set)
+    for study_pk, sop_class in connection.execute(
+        select(Series.study_pk, Instance.sop_class_uid)
+        .join(Instance, Instance.series_pk == Series.pk)
+        .where(Series.study_pk.in_(pks))
+        .distinct()
+    ):
+        result[study_pk].add(sop_class)
+    return result
+
+
+def _series_documents(
+    connection: Connection, rows: list[Any], query: SearchQuery, base_url: str
+) -> list[bytes]:
+    pks = [row[0] for row in rows]
+    counts = dict(
+        connection.execute(
+            select(Instance.series_pk, func.count(Instance.pk))
+            .where(Instance.series_pk.in_(pks))
+            .group_by(Instance.series_pk)
+        ).all()
+    )
+    documents = []
+    for pk, study_uid, study_attrs, series_uid, series_attrs in rows:
+        document = orjson.loads(study_attrs)
+        document.update(orjson.loads(series_attrs))
+        document[_key(levels.NUMBER_OF_SERIES_RELATED_INSTANCES)] = _element(
+            "IS", [counts.get(pk, 0)]
+        )
+        _add_common(document, f"{base_url}/studies/{study_uid}/series/{series_uid}")
+        _add_included(
+            connection, document, query, Series.pk == pk, levels.STUDY_TAGS | levels.SERIES_TAGS
+        )
+        documents.append(_encode(document, base_url))
+    return documents
+
+
+def _instance_documents(
+    connection: Connection, rows: list[Any], query: SearchQuery, base_url: str
+) -> list[bytes]:
+    documents = []
+    wanted = levels.INSTANCE_TAGS | query.include_tags
+    for _pk, study_uid, study_attrs, series_uid, series_attrs, sop_uid, metadata in rows:
+        document = orjson.loads(study_attrs)
+        document.update(orjson.loads(series_attrs))
+        instance = orjson.loads(metadata)
+        if query.include_all:
+            document.update((k, v) for k, v in instance.items() if "BulkDataURI" not in v)
+        else:
+            document.update((k, v) for k, v in instance.items() if int(k, 16) in wanted)
+        path = f"/studies/{study_uid}/series/{series_uid}/instances/{sop_uid}"
+        _add_common(document, base_url + path)
+        documents.append(_encode(document, base_url))
+    return documents
+
+
+def _add_common(document: dict[str, Any], retrieve_url: str) -> None:
+    document[_key(levels.RETRIEVE_URL)] = _element("UR", [retrieve_url])
+    document[_key(levels.INSTANCE_AVAILABILITY)] = _element("CS", ["ONLINE"])
+
+
+def _add_included(
+    connection: Connection,
+    document: dict[str, Any],
+    query: SearchQuery,
+    scope: Any,
+    level_tags: frozenset[int],
+) -> None:
+    """Attributes asked for by includefield that the level does not keep: from one instance."""
+    missing = {
+        _key(tag)
+        for tag in query.include_tags
+        if tag not in level_tags and tag not in levels.COMPUTED_TAGS and _key(tag) not in document
+    }
+    if not missing:
+        return
+    statement = (
+        select(Instance.metadata_json)
+        .join(Series, Series.pk == Instance.series_pk)
+        .join(Study, Study.pk == Series.study_pk)
+        .where(and_(scope))
+        .order_by(Instance.pk)
+        .limit(1)
+    )
+    metadata = connection.execute(statement).scalar()
+    if metadata is None:
+        return
+    instance = orjson.loads(metadata)
+    document.update((key, instance[key]) for key in missing if key in instance)
+
+
+def _encode(document: dict[str, Any], base_url: str) -> bytes:
+    encoded = orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
+    return with_base(encoded, base_url) if BASE_PLACEHOLDER.encode() in encoded else encoded
+
+
+def iter_json_array(documents: list[bytes]) -> Iterator[bytes]:
+    yield b"["
+    for position, document in enumerate(documents):
+        yield document if position == 0 else b"," + document
+    yield b"]"

@@ -1,0 +1,155 @@
+"""Benchmark figures per server, and their rendering as a side-by-side table and as JSON."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+HIGHER = "higher"
+LOWER = "lower"
+SERVER_TITLES = {"ferry": "Ferry", "orthanc": "Orthanc"}
+MISSING = "–"
+FAILED = "ERR"
+NOT_APPLICABLE = "n/a"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """One measured number for one server; `group` is the unit of work that produced it."""
+
+    group: str
+    key: str
+    label: str
+    unit: str
+    better: str
+    value: float | None  # None: not applicable to this server (memory of a server given by URL)
+    raw: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Row:
+    group: str
+    key: str
+    label: str
+    unit: str
+    better: str
+    values: dict[str, float | None] = field(default_factory=dict)
+    raw: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class Report:
+    """Figures from every server, in the order the measures ran; failures kept beside them."""
+
+    def __init__(self, servers: Sequence[str]) -> None:
+        self.servers = list(servers)
+        self.rows: dict[str, Row] = {}
+        self.failures: dict[str, dict[str, str]] = {}
+        self.failure_labels: dict[str, str] = {}
+
+    def add(self, server: str, figures: Iterable[Figure]) -> None:
+        for figure in figures:
+            row = self.rows.setdefault(
+                figure.key,
+                Row(figure.group, figure.key, figure.label, figure.unit, figure.better),
+            )
+            row.values[server] = figure.value
+            row.raw[server] = figure.raw
+
+    def fail(self, server: str, group: str, label: str, error: str) -> None:
+        self.failures.setdefault(group, {})[server] = error
+        self.failure_labels.setdefault(group, label)
+        if not any(row.group == group for row in self.rows.values()):
+            self.rows[group] = Row(group, group, label, "", "")
+
+    @property
+    def failed(self) -> bool:
+        return bool(self.failures)
+
+    def visible_rows(self) -> list[Row]:
+        """Placeholder rows of failed groups give way to real figures of the same group."""
+        real = {row.group for row in self.rows.values() if row.key != row.group}
+        return [row for row in self.rows.values() if row.key != row.group or row.group not in real]
+
+    def cell(self, row: Row, server: str) -> str:
+        if server in row.values:
+            value = row.values[server]
+            return NOT_APPLICABLE if value is None else format_number(value)
+        return FAILED if server in self.failures.get(row.group, {}) else MISSING
+
+    def render_table(self, title: str) -> str:
+        compare = "ferry" in self.servers and "orthanc" in self.servers
+        header = ["measure", "unit", *(SERVER_TITLES.get(s, s) for s in self.servers)]
+        if compare:
+            header += ["Ferry/Orthanc", "better"]
+        lines = [header]
+        for row in self.visible_rows():
+            line = [row.label, row.unit, *(self.cell(row, s) for s in self.servers)]
+            if compare:
+                line += [_ratio(row), row.better]
+            lines.append(line)
+        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+        text = [title, ""]
+        for number, line in enumerate(lines):
+            cells = [
+                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))
+            ]
+            text.append("  ".join(cells).rstrip())
+            if number == 0:
+                text.append("  ".join("-" * w for w in widths))
+        if compare:
+            text += [
+                "",
+                "Ferry/Orthanc is Ferry's figure divided by Orthanc's; 'better' says which "
+                "way favours Ferry (higher: ratio > 1 is better; lower: ratio < 1 is better).",
+            ]
+        text += [
+            f"{FAILED} {server} {self.failure_labels[group]}: {error}"
+            for group, errors in self.failures.items()
+            for server, error in errors.items()
+        ]
+        return "\n".join(text)
+
+    def to_json(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "group": row.group,
+                "key": row.key,
+                "label": row.label,
+                "unit": row.unit,
+                "better": row.better,
+                "values": {server: row.values.get(server) for server in self.servers},
+                "errors": self.failures.get(row.group, {}),
+                "raw": row.raw,
+            }
+            for row in self.visible_rows()
+        ]
+
+
+def latency_figures(
+    group: str, key: str, label: str, seconds: Sequence[float], **raw: Any
+) -> list[Figure]:
+    """p50 and p95 in milliseconds, each carrying every sample."""
+    ms = np.asarray(seconds) * 1000.0
+    detail = {**raw, "n": len(ms), "samples_ms": [round(float(v), 3) for v in ms]}
+    return [
+        Figure(
+            group, f"{key}.p{q}", f"{label} p{q}", "ms", LOWER, float(np.percentile(ms, q)), detail
+        )
+        for q in (50, 95)
+    ]
+
+
+def format_number(value: float) -> str:
+    if value >= 100:
+        return f"{value:,.0f}"
+    return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _ratio(row: Row) -> str:
+    ferry, orthanc = row.values.get("ferry"), row.values.get("orthanc")
+    if ferry is None or orthanc is None or orthanc == 0:
+        return MISSING
+    return f"{ferry / orthanc:.2f}×"

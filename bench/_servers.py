@@ -1,0 +1,201 @@
+"""Servers under test: started on free loopback ports with fresh data folders, or reached by URL."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+LOOPBACK = "127.0.0.1"
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 20.0
+ORTHANC_BINARY = "/usr/sbin/Orthanc"
+ORTHANC_PLUGINS = (
+    "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+    "/usr/lib/orthanc/libOrthancDicomWeb.so.1.7",
+)
+# Only the DICOMweb plugin: naming the plugins folder would load the others installed beside it.
+
+
+class ServerError(RuntimeError):
+    """A server could not be started or did not become ready."""
+
+
+class Server:
+    """A DICOMweb server reached at `base_url`, the DICOMweb root; `pid` is None when not ours."""
+
+    def __init__(self, name: str, base_url: str = "", token: str | None = None) -> None:
+        self.name = name
+        self.base_url = base_url.rstrip("/")
+        self.headers = {"Accept-Encoding": "identity"}
+        if token:
+            self.headers["Authorization"] = f"Bearer {token}"
+        self.version: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return None
+
+    def start(self) -> None:
+        """A server given by URL is already running."""
+
+    def stop(self) -> None:
+        """A server given by URL is left running."""
+
+    def client(self, timeout: float = 120.0) -> httpx.Client:
+        """A fresh client: one per thread, every request with `Accept-Encoding: identity`."""
+        return httpx.Client(headers=self.headers, timeout=timeout)
+
+
+class ManagedServer(Server):
+    """A server process this benchmark starts, owns by pid, stops and cleans up after."""
+
+    ready_path = "/"
+
+    def __init__(self, name: str, token: str | None = None) -> None:
+        super().__init__(name, token=token)
+        self._process: subprocess.Popen[bytes] | None = None
+        self._data_dir: Path | None = None
+        self.port = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self) -> None:
+        self._data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
+        self.port = free_port()
+        argv, env = self.command(self._data_dir, self.port)
+        with open(self._data_dir / "server.log", "wb") as log:
+            # A session of its own: Ctrl-C reaches the benchmark, which then stops the server.
+            self._process = subprocess.Popen(
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        self.base_url = f"http://{LOOPBACK}:{self.port}/dicom-web"
+        self._wait_ready(f"http://{LOOPBACK}:{self.port}{self.ready_path}")
+        self.version = self.read_version()
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._data_dir is not None:
+            shutil.rmtree(self._data_dir, ignore_errors=True)
+            self._data_dir = None
+
+    def command(self, data_dir: Path, port: int) -> tuple[list[str], dict[str, str]]:
+        raise NotImplementedError
+
+    def read_version(self) -> str | None:
+        return None
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self._data_dir is None:
+            return ""
+        with contextlib.suppress(OSError):
+            text = (self._data_dir / "server.log").read_text(errors="replace")
+            return "\n".join(text.splitlines()[-lines:])
+        return ""
+
+    def _wait_ready(self, url: str) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        with self.client(timeout=2.0) as client:
+            while time.monotonic() < deadline:
+                if self._process is None or self._process.poll() is not None:
+                    raise ServerError(f"{self.name} exited at start-up:\n{self.log_tail()}")
+                with contextlib.suppress(httpx.HTTPError):
+                    if client.get(url).status_code == 200:
+                        return
+                time.sleep(0.1)
+        raise ServerError(
+            f"{self.name} not ready after {READY_TIMEOUT_S:.0f} s:\n{self.log_tail()}"
+        )
+
+
+class OrthancServer(ManagedServer):
+    """Orthanc with only its DICOMweb plugin, configured as FIELD-NOTES.md says."""
+
+    ready_path = "/system"
+
+    def __init__(self, binary: str = ORTHANC_BINARY, plugin: str | None = None) -> None:
+        super().__init__("orthanc")
+        self.binary = binary
+        self.plugin = plugin or find_orthanc_plugin()
+
+    def command(self, data_dir: Path, port: int) -> tuple[list[str], dict[str, str]]:
+        config = {
+            "Name": "ferry-bench",
+            "HttpPort": port,
+            "DicomServerEnabled": False,
+            "DicomPort": free_port(),
+            "StorageDirectory": str(data_dir / "storage"),
+            "IndexDirectory": str(data_dir / "index"),
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "DefaultEncoding": "Utf8",
+            "Plugins": [self.plugin],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        }
+        path = data_dir / "orthanc.json"
+        path.write_text(json.dumps(config, indent=2))
+        return [self.binary, str(path)], dict(os.environ)
+
+    def read_version(self) -> str | None:
+        root = f"http://{LOOPBACK}:{self.port}"
+        with self.client(timeout=5.0) as client:
+            system = client.get(f"{root}/system").json()
+            plugin = client.get(f"{root}/plugins/dicom-web").json()
+        return f"{system['Version']} (dicom-web {plugin['Version']})"
+
+
+class FerryServer(ManagedServer):
+    """Ferry's own `ferry serve`, from the virtualenv this benchmark runs in."""
+
+    ready_path = "/readyz"
+
+    def command(self, data_dir: Path, port: int) -> tuple[list[str], dict[str, str]]:
+        script = Path(sys.executable).parent / "ferry"
+        argv = [str(script)] if script.exists() else [sys.executable, "-m", "ferry.cli"]
+        (data_dir / "data").mkdir()
+        env = dict(os.environ)
+        env.update(
+            FERRY_DATA_DIR=str(data_dir / "data"),
+            FERRY_HTTP_PORT=str(port),
+            FERRY_HTTP_HOST=LOOPBACK,
+        )
+        return [*argv, "serve"], env
+
+    def read_version(self) -> str | None:
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            return importlib.metadata.version("ferry")
+        return None
+
+
+def find_orthanc_plugin() -> str:
+    for candidate in ORTHANC_PLUGINS:
+        if Path(candidate).is_file():
+            return candidate
+    raise ServerError(f"Orthanc's DICOMweb plugin not found at any of {ORTHANC_PLUGINS}")
+
+
+def free_port() -> int:
+    """A loopback port free now; the small race with other programs is accepted."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((LOOPBACK, 0))
+        return int(probe.getsockname()[1])

@@ -1,0 +1,1 @@
+"""The DICOMweb edge (PS3.18): QIDO-RS, WADO-RS, STOW-RS."""

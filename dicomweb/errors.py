@@ -1,0 +1,57 @@
+"""The one table from domain errors to HTTP statuses, and the handlers that apply it."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ferry import errors
+
+log = logging.getLogger(__name__)
+
+HTTP_STATUS: dict[type[errors.FerryError], int] = {
+    errors.NotFound: 404,
+    errors.InvalidQuery: 400,
+    errors.BadRequestBody: 400,
+    errors.NotAcceptable: 406,
+    errors.PayloadTooLarge: 413,
+    errors.UnsupportedMediaType: 415,
+}
+
+
+def status_for(error: errors.FerryError) -> int:
+    for kind in type(error).__mro__:
+        if kind in HTTP_STATUS:
+            return HTTP_STATUS[kind]
+    return 500
+
+
+def error_response(status: int, message: str) -> Response:
+    body = orjson.dumps({"error": message, "status": status})
+    return Response(body, status_code=status, media_type="application/json")
+
+
+async def handle_ferry_error(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, errors.FerryError)
+    return error_response(status_for(error), str(error))
+
+
+async def handle_http_exception(_request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    return error_response(error.status_code, error.detail)
+
+
+async def handle_unexpected(request: Request, error: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path)
+    return error_response(500, "internal error; the event is logged")
+
+
+EXCEPTION_HANDLERS = {
+    errors.FerryError: handle_ferry_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

@@ -1,0 +1,187 @@
+"""QIDO-RS: search for studies, series and instances (PS3.18 10.6)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import anyio
+from pydicom.datadict import dictionary_VR
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from archive.dicomjson import tag_of
+from archive.levels import Level
+from archive.search import (
+    MATCHABLE,
+    REQUEST_ATTRIBUTES_SEQUENCE,
+    SEQUENCE_MATCHABLE,
+    Filter,
+    SearchQuery,
+    iter_json_array,
+    search,
+)
+from dicomweb.media import InvalidMediaType, parse_accept
+from dicomweb.urls import path_uid, public_base
+from ferry.errors import InvalidQuery, NotAcceptable
+from ferry.settings import Settings
+
+_JSON_TYPES = {"application/dicom+json", "application/json", "*/*", "application/*"}
+_MAX_OFFSET = 2**31
+
+
+def warning_header(messages: Iterable[str]) -> str:
+    """RFC 7234 Warning values, as PS3.18 8.3.5.1 uses them for ignored query parts."""
+    return ", ".join(f'299 ferry "{m.replace(chr(34), chr(39))}"' for m in messages)
+
+
+def _attribute(key: str) -> tuple[int, bool] | None:
+    """The tag a key names (`PatientName`, `00100010`, `Sequence.Keyword`) and if we match it."""
+    try:
+        tags = [tag_of(part) for part in key.split(".")]
+    except ValueError:
+        return None
+    if len(tags) == 1:
+        return tags[0], tags[0] in MATCHABLE and tags[0] not in SEQUENCE_MATCHABLE
+    in_request = tags[0] == REQUEST_ATTRIBUTES_SEQUENCE and len(tags) == 2
+    return tags[0], in_request and tags[1] in SEQUENCE_MATCHABLE
+
+
+def _number(name: str, text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise InvalidQuery(f"{name} must be a non-negative integer, not {text[:40]!r}") from None
+    if value < 0:
+        raise InvalidQuery(f"{name} must be a non-negative integer, not {value}")
+    return value
+
+
+def _include_tags(values: list[str]) -> tuple[frozenset[int], bool]:
+    tags: set[int] = set()
+    include_all = False
+    for value in values:
+        for item in value.split(","):
+            item = item.strip()
+            if not item:
+                continue
+            if item.lower() == "all":
+                include_all = True
+                continue
+            try:
+                tags.add(tag_of(item))
+            except ValueError:
+                raise InvalidQuery(f"includefield: unknown attribute {item[:80]!r}") from None
+    return frozenset(tags), include_all
+
+
+def parse_search(
+    request: Request, level: Level, settings: Settings
+) -> tuple[SearchQuery, list[str]]:
+    """The query string as a SearchQuery, and the warnings for what was not honoured."""
+    warnings: list[str] = []
+    filters: list[Filter] = []
+    includes: list[str] = []
+    returned: set[int] = set()
+    limit = settings.qido_max_limit
+    offset = 0
+    fuzzy = False
+    for name, value in request.query_params.multi_items():
+        lowered = name.lower()
+        if lowered == "includefield":
+            includes.append(value)
+        elif lowered == "limit":
+            limit = _number("limit", value)
+            if limit > settings.qido_max_limit:
+                warnings.append(f"limit {limit} reduced to the maximum {settings.qido_max_limit}")
+                limit = settings.qido_max_limit
+        elif lowered == "offset":
+            offset = _number("offset", value)
+            if offset > _MAX_OFFSET:
+                raise InvalidQuery(f"offset must be at most {_MAX_OFFSET}")
+        elif lowered == "fuzzymatching":
+            if value.lower() not in {"true", "false"}:
+                raise InvalidQuery("fuzzymatching must be true or false")
+            fuzzy = value.lower() == "true"
+        else:
+            item = _filter(name, value, warnings, returned)
+            if item is not None:
+                filters.append(item)
+    include_tags, include_all = _include_tags(includes)
+    query = SearchQuery(
+        level=level,
+        study_uid=path_uid(request, "study") if "study" in request.path_params else None,
+        series_uid=path_uid(request, "series") if "series" in request.path_params else None,
+        filters=tuple(filters),
+        include_tags=include_tags | returned,
+        include_all=include_all,
+        fuzzy=fuzzy,
+        limit=limit,
+        offset=offset,
+    )
+    return query, warnings
+
+
+def _filter(name: str, value: str, warnings: list[str], returned: set[int]) -> Filter | None:
+    """A filter for a key we match on; other attributes are returned, not matched (8.3.4.1)."""
+    attribute = _attribute(name)
+    if attribute is None:
+        warnings.append(f"unknown query parameter {name[:64]!r} ignored")
+        return None
+    tag, matchable = attribute
+    if not matchable:
+        warnings.append(f"matching on {name[:64]} is not supported; the attribute is returned")
+        returned.add(tag)
+        return None
+    if "\x00" in value or len(value) > 4096:
+        raise InvalidQuery(f"{name[:64]}: value is not acceptable")
+    _check_vr(tag, name, value)
+    if tag == REQUEST_ATTRIBUTES_SEQUENCE:
+        tag = tag_of(name.split(".")[1])
+    return Filter(tag, value, name)
+
+
+def _check_vr(tag: int, name: str, value: str) -> None:
+    try:
+        vr = dictionary_VR(tag)
+    except KeyError:
+        return
+    if vr in {"DA", "TM", "DT"} and any(c in value for c in "*?") and value != "*":
+        raise InvalidQuery(f"{name}: wildcards are not allowed for {vr} values")
+
+
+def _check_accept(request: Request) -> None:
+    try:
+        ranges = parse_accept(request.headers.get("accept"))
+    except InvalidMediaType as error:
+        raise InvalidQuery(f"Accept: {error}") from None
+    if not any(r.essence in _JSON_TYPES for r in ranges):
+        raise NotAcceptable("search results are available as application/dicom+json only")
+
+
+async def _search(request: Request, level: Level) -> Response:
+    settings: Settings = request.app.state.settings
+    _check_accept(request)
+    query, warnings = parse_search(request, level, settings)
+    base = public_base(request, settings)
+    result = await anyio.to_thread.run_sync(search, request.app.state.archive.engine, query, base)
+    if result.truncated:
+        warnings.append(
+            "The number of results exceeded the maximum supported by the server. "
+            "Additional results can be requested."
+        )
+    headers = {"Warning": warning_header(warnings)} if warnings else {}
+    return StreamingResponse(
+        iter_json_array(result.documents), media_type="application/dicom+json", headers=headers
+    )
+
+
+async def search_for_studies(request: Request) -> Response:
+    return await _search(request, Level.STUDY)
+
+
+async def search_for_series(request: Request) -> Response:
+    return await _search(request, Level.SERIES)
+
+
+async def search_for_instances(request: Request) -> Response:
+    return await _search(request, Level.INSTANCE)

@@ -1,0 +1,190 @@
+"""STOW-RS: store instances from a multipart/related request (PS3.18 10.5)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import anyio
+import orjson
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from archive.outcomes import CANNOT_UNDERSTAND, StoreOutcome
+from archive.store import Archive
+from dicomweb.media import InvalidMediaType, parse_content_type
+from dicomweb.multipart import MalformedMultipart, ReceivedPart, RelatedPartsReader
+from dicomweb.urls import path_uid, public_base
+from ferry.errors import BadRequestBody, PayloadTooLarge, UnsupportedMediaType
+from ferry.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DICOM = "application/dicom"
+# Response attributes (PS3.18 Table 10.5.3-1)
+RETRIEVE_URL = "00081190"
+FAILED_SOP_SEQUENCE = "00081198"
+REFERENCED_SOP_SEQUENCE = "00081199"
+REFERENCED_SOP_CLASS_UID = "00081150"
+REFERENCED_SOP_INSTANCE_UID = "00081155"
+FAILURE_REASON = "00081197"
+WARNING_REASON = "00081196"
+
+
+def _boundary(request: Request) -> bytes:
+    header = request.headers.get("content-type", "")
+    try:
+        media = parse_content_type(header)
+    except InvalidMediaType as error:
+        raise UnsupportedMediaType(f"Content-Type {header[:200]!r}: {error}") from None
+    if media.essence != "multipart/related":
+        raise UnsupportedMediaType(
+            f'STOW-RS takes multipart/related; type="{DICOM}", not {media.essence}'
+        )
+    part_type = media.param("type")
+    if part_type is not None and part_type.lower() != DICOM:
+        raise UnsupportedMediaType(f"STOW-RS takes parts of type {DICOM}, not {part_type}")
+    boundary = media.param("boundary")
+    if not boundary:
+        raise BadRequestBody("the multipart/related Content-Type has no boundary parameter")
+    return boundary.encode("latin-1", errors="replace")
+
+
+def _check_declared_length(request: Request, limit: int) -> None:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"request of {declared} bytes exceeds the limit of {limit} bytes")
+
+
+async def _receive_parts(request: Request, settings: Settings) -> list[ReceivedPart]:
+    """Spool every part to disk as it arrives; nothing bigger than a chunk sits in memory."""
+    limit = settings.max_request_bytes
+    _check_declared_length(request, limit)
+    reader = RelatedPartsReader(_boundary(request), settings.spool_dir, max_part_bytes=limit)
+    parts: list[ReceivedPart] = []
+    received = 0
+    try:
+        async for chunk in request.stream():
+            received += len(chunk)
+            if received > limit:
+                raise PayloadTooLarge(f"request exceeds the limit of {limit} bytes")
+            parts += reader.feed(chunk)
+        parts += reader.close()
+    except MalformedMultipart as error:
+        _discard(reader, parts)
+        raise BadRequestBody(f"malformed multipart body: {error}") from None
+    except BaseException:  # disconnect, cancellation, too large: leave no spooled file
+        _discard(reader, parts)
+        raise
+    return parts
+
+
+def _discard(reader: RelatedPartsReader, parts: list[ReceivedPart]) -> None:
+    reader.discard()
+    for part in parts:
+        part.path.unlink(missing_ok=True)
+
+
+def _part_problem(part: ReceivedPart) -> str | None:
+    if not part.complete:
+        return "part truncated: the body ended before the part's closing boundary"
+    if part.too_large:
+        return "part exceeds the maximum request size"
+    if part.content_type is None:
+        return None  # RFC 2046: a part without Content-Type takes the declared type
+    try:
+        essence = parse_content_type(part.content_type).essence
+    except InvalidMediaType:
+        essence = part.content_type
+    if essence != DICOM:
+        return f"part of type {part.content_type[:100]!r} is not {DICOM}"
+    return None
+
+
+def _store(archive: Archive, parts: list[ReceivedPart], study: str | None) -> list[StoreOutcome]:
+    refused = []
+    accepted = []
+    for part in parts:
+        problem = _part_problem(part)
+        if problem:
+            part.path.unlink(missing_ok=True)
+            refused.append(StoreOutcome("", "", failure_reason=CANNOT_UNDERSTAND, message=problem))
+        else:
+            accepted.append(part.path)
+    return archive.store_files(accepted, study) + refused
+
+
+def _reference(outcome: StoreOutcome) -> dict[str, Any]:
+    return {
+        REFERENCED_SOP_CLASS_UID: _ui(outcome.sop_class_uid),
+        REFERENCED_SOP_INSTANCE_UID: _ui(outcome.sop_instance_uid),
+    }
+
+
+def _ui(value: str) -> dict[str, Any]:
+    return {"vr": "UI", "Value": [value]} if value else {"vr": "UI"}
+
+
+def store_response(outcomes: list[StoreOutcome], base: str, study: str | None) -> Response:
+    """200 when all stored, 202 when some, 409 when none (PS3.18 10.5.3)."""
+    stored = [o for o in outcomes if o.stored]
+    failed = [o for o in outcomes if not o.stored]
+    document: dict[str, Any] = {}
+    studies = {o.study_instance_uid for o in stored}
+    if study or len(studies) == 1:
+        document[RETRIEVE_URL] = {"vr": "UR", "Value": [f"{base}/studies/{study or studies.pop()}"]}
+    if failed:
+        document[FAILED_SOP_SEQUENCE] = {
+            "vr": "SQ",
+            "Value": [
+                {**_reference(o), FAILURE_REASON: {"vr": "US", "Value": [o.failure_reason]}}
+                for o in failed
+            ],
+        }
+    if stored:
+        items = []
+        for o in stored:
+            item = _reference(o)
+            url = (
+                f"{base}/studies/{o.study_instance_uid}/series/{o.series_instance_uid}"
+                f"/instances/{o.sop_instance_uid}"
+            )
+            item[RETRIEVE_URL] = {"vr": "UR", "Value": [url]}
+            if o.warnings:
+                item[WARNING_REASON] = {"vr": "US", "Value": list(o.warnings)}
+            items.append(item)
+        document[REFERENCED_SOP_SEQUENCE] = {"vr": "SQ", "Value": items}
+    status = 200 if not failed else (202 if stored else 409)
+    if not outcomes:
+        status = 409
+    headers = {}
+    if failed:
+        messages = "; ".join(
+            f"{o.sop_instance_uid or 'part'}: {o.message}" for o in failed[:10]
+        ).replace('"', "'")
+        headers["Warning"] = f'299 ferry "{_header_safe(messages)}"'
+    return Response(
+        orjson.dumps(document),
+        status_code=status,
+        media_type="application/dicom+json",
+        headers=headers,
+    )
+
+
+def _header_safe(text: str) -> str:
+    return "".join(c if c.isascii() and c.isprintable() else "?" for c in text)[:2000]
+
+
+async def store_instances(request: Request) -> Response:
+    settings: Settings = request.app.state.settings
+    archive: Archive = request.app.state.archive
+    study = path_uid(request, "study") if "study" in request.path_params else None
+    try:
+        parts = await _receive_parts(request, settings)
+    except ClientDisconnect:
+        log.info("client disconnected during STOW-RS; spooled parts removed")
+        return Response(status_code=400)
+    if not parts:
+        raise BadRequestBody("the multipart body holds no parts")
+    outcomes = await anyio.to_thread.run_sync(_store, archive, parts, study)
+    return store_response(outcomes, public_base(request, settings), study)

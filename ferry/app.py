@@ -1,0 +1,101 @@
+"""The composition root for HTTP: builds the archive and the Starlette app from Settings."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+import anyio
+from pydicom import config as pydicom_config
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route
+
+from archive.blobstore import FilesystemBlobStore
+from archive.store import Archive
+from dicomweb.errors import EXCEPTION_HANDLERS
+from dicomweb.routes import ROUTES
+from dicomweb.urls import DICOMWEB_PREFIX
+from ferry.database import check_database, create_database_engine, migrate
+from ferry.settings import Settings, load_settings
+
+log = logging.getLogger(__name__)
+
+
+def configure_libraries(settings: Settings) -> None:
+    """Library globals, set in one place: read leniently, write strictly."""
+    pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
+    pydicom_config.settings.writing_validation_mode = pydicom_config.RAISE
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)
+    logging.basicConfig(level=settings.log_level.upper())
+
+
+def build_archive(settings: Settings) -> Archive:
+    engine = create_database_engine(settings)
+    migrate(engine)
+    blobs = FilesystemBlobStore(settings.blob_dir, fsync=settings.blob_fsync)
+    return Archive(engine, blobs, replace_duplicates=settings.replace_duplicates)
+
+
+async def healthz(_request: Request) -> Response:
+    return JSONResponse({"status": "up"})
+
+
+async def readyz(request: Request) -> Response:
+    archive: Archive = request.app.state.archive
+    try:
+        await anyio.to_thread.run_sync(check_database, archive.engine)
+        await anyio.to_thread.run_sync(archive.blobs.check)
+    except Exception as error:
+        log.warning("not ready: %s", error)
+        return JSONResponse({"status": "not ready", "reason": type(error).__name__}, 503)
+    return JSONResponse({"status": "ready"})
+
+
+def _middleware(settings: Settings) -> list[Middleware]:
+    if not settings.cors_origins:
+        return []
+    return [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
+            allow_headers=["accept", "authorization", "content-type", "if-none-match"],
+            expose_headers=["Warning", "ETag", "Content-Length", "Content-Location"],
+            allow_credentials=True,
+            max_age=3600,
+        )
+    ]
+
+
+def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
+    configure_libraries(settings)
+    archive = archive or build_archive(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        archive.engine.dispose()
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Mount(DICOMWEB_PREFIX, routes=ROUTES),
+        ],
+        middleware=_middleware(settings),
+        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.archive = archive
+    return app
+
+
+def create_app_from_env() -> Starlette:
+    """For `uvicorn --factory ferry.app:create_app_from_env`."""
+    return create_app(load_settings())

@@ -1,0 +1,94 @@
+"""The `ferry` command: serve, import, archive check, config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ferry.settings import Settings, SettingsError, load_settings, settings_variables
+
+
+def _serve(settings: Settings, _args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from ferry.app import create_app
+
+    app = create_app(settings)
+    base = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
+    print(f"Ferry is starting; data in {settings.data_dir.resolve()}")
+    print(f"  DICOMweb: {base}/dicom-web   (QIDO-RS, WADO-RS, STOW-RS)")
+    print(f"  Health:   {base}/healthz  {base}/readyz", flush=True)
+    uvicorn.run(
+        app,
+        host=settings.http_host,
+        port=settings.http_port,
+        log_level=settings.log_level,
+        http="httptools",
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+def _import(settings: Settings, args: argparse.Namespace) -> int:
+    from archive.importer import import_paths
+
+    from ferry.app import build_archive, configure_libraries
+
+    configure_libraries(settings)
+    summary = import_paths(build_archive(settings), args.paths, progress=not args.quiet)
+    print(summary.describe())
+    return 0 if not summary.rejected else 1
+
+
+def _check(settings: Settings, args: argparse.Namespace) -> int:
+    from archive.check import check_archive
+    from ferry.app import build_archive, configure_libraries
+
+    configure_libraries(settings)
+    report = check_archive(build_archive(settings), repair=args.repair)
+    for key in report.orphan_blobs:
+        print(f"orphan blob (no index row){' - removed' if report.repaired else ''}: {key}")
+    for name in report.spooled_files:
+        print(f"left-over incoming file{' - removed' if report.repaired else ''}: {name}")
+    for key in report.missing_blobs:
+        print(f"MISSING BLOB for an indexed instance: {key}")
+    print("archive consistent" if report.consistent else "archive has findings")
+    return 0 if report.consistent or (report.repaired and not report.missing_blobs) else 1
+
+
+def _config(_settings: Settings, _args: argparse.Namespace) -> int:
+    for name, default in settings_variables().items():
+        print(f"{name}={default}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ferry", description="DICOM image exchange")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("serve", help="start the HTTP service").set_defaults(run=_serve)
+    importer = commands.add_parser("import", help="import DICOM files, folders, DICOMDIRs, zips")
+    importer.add_argument("paths", nargs="+", type=Path)
+    importer.add_argument("--quiet", action="store_true", help="no progress bar")
+    importer.set_defaults(run=_import)
+    archive = commands.add_parser("archive", help="archive maintenance")
+    archive_commands = archive.add_subparsers(dest="archive_command", required=True)
+    check = archive_commands.add_parser("check", help="find orphan blobs and left-over files")
+    check.add_argument("--repair", action="store_true", help="remove what is found")
+    check.set_defaults(run=_check)
+    commands.add_parser("config", help="list the FERRY_* variables").set_defaults(run=_config)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as error:
+        print(f"ferry: invalid configuration: {error}", file=sys.stderr)
+        return 2
+    return int(args.run(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

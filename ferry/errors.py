@@ -1,0 +1,55 @@
+"""Domain errors, raised by the core and mapped to statuses only at the edges.
+
+FerryError
+├── NotFound
+│   ├── StudyNotFound
+│   ├── SeriesNotFound
+│   └── InstanceNotFound
+├── InvalidQuery            a query parameter or path value Ferry cannot use
+├── NotAcceptable           no representation the client accepts can be produced
+├── UnsupportedMediaType    a request body of a type Ferry does not take
+├── PayloadTooLarge         a request body over the configured maximum
+└── BadRequestBody          a request body that cannot be parsed at all
+"""
+
+from __future__ import annotations
+
+
+class FerryError(Exception):
+    """Base of every error Ferry raises on purpose; the message is safe to show a client."""
+
+
+class NotFound(FerryError):
+    pass
+
+
+class StudyNotFound(NotFound):
+    pass
+
+
+class SeriesNotFound(NotFound):
+    pass
+
+
+class InstanceNotFound(NotFound):
+    pass
+
+
+class InvalidQuery(FerryError):
+    pass
+
+
+class NotAcceptable(FerryError):
+    pass
+
+
+class UnsupportedMediaType(FerryError):
+    pass
+
+
+class PayloadTooLarge(FerryError):
+    pass
+
+
+class BadRequestBody(FerryError):
+    pass

@@ -1,0 +1,160 @@
+"""Settings: one frozen object, read once from FERRY_* variables and an optional TOML file."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A setting has a value Ferry cannot use; the message names the variable."""
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError(f"expected true or false, got {text!r}")
+
+
+def _parse_port(text: str) -> int:
+    port = int(text)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port {port} outside 0-65535")
+    return port
+
+
+def _parse_positive(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise ValueError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _parse_ae_title(text: str) -> str:
+    title = text.strip()
+    if not 1 <= len(title) <= 16 or "\\" in title or not title.isprintable():
+        raise ValueError(f"AE title {text!r} must be 1-16 printable characters without backslash")
+    return title
+
+
+def _parse_list(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+def _parse_url(text: str) -> str | None:
+    url = text.strip().rstrip("/")
+    if not url:
+        return None
+    if not url.startswith(("http://", "https://")):
+        raise ValueError(f"expected an http:// or https:// URL, got {text!r}")
+    return url
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything Ferry can be told; built once by the composition root and passed down."""
+
+    data_dir: Path = Path("var")
+    database_url: str = ""
+    http_host: str = "127.0.0.1"
+    http_port: int = 8042
+    dicom_port: int = 11112
+    dicom_ae_title: str = "FERRY"
+    public_url: str | None = None
+    cors_origins: tuple[str, ...] = ()
+    max_request_bytes: int = 4 * 1024**3
+    trusted_proxy: bool = False
+    replace_duplicates: bool = False
+    qido_max_limit: int = 1000
+    blob_fsync: bool = True
+    log_level: str = "info"
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.database_url:
+            url = f"sqlite:///{(self.data_dir / 'ferry.db').resolve()}"
+            object.__setattr__(self, "database_url", url)
+
+    @property
+    def blob_dir(self) -> Path:
+        return self.data_dir / "blobs"
+
+    @property
+    def spool_dir(self) -> Path:
+        """Incoming parts land here, on the blob store's filesystem, so storing is a rename."""
+        return self.data_dir / "blobs" / ".incoming"
+
+
+# Variable name -> (field name, parser). The README's configuration table mirrors this.
+_VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "FERRY_DATA_DIR": ("data_dir", Path),
+    "FERRY_DATABASE_URL": ("database_url", str),
+    "FERRY_HTTP_HOST": ("http_host", str),
+    "FERRY_HTTP_PORT": ("http_port", _parse_port),
+    "FERRY_DICOM_PORT": ("dicom_port", _parse_port),
+    "FERRY_DICOM_AE_TITLE": ("dicom_ae_title", _parse_ae_title),
+    "FERRY_PUBLIC_URL": ("public_url", _parse_url),
+    "FERRY_CORS_ORIGINS": ("cors_origins", _parse_list),
+    "FERRY_MAX_REQUEST_BYTES": ("max_request_bytes", _parse_positive),
+    "FERRY_TRUSTED_PROXY": ("trusted_proxy", _parse_bool),
+    "FERRY_REPLACE_DUPLICATES": ("replace_duplicates", _parse_bool),
+    "FERRY_QIDO_MAX_LIMIT": ("qido_max_limit", _parse_positive),
+    "FERRY_BLOB_FSYNC": ("blob_fsync", _parse_bool),
+    "FERRY_LOG_LEVEL": ("log_level", str),
+}
+
+
+def settings_variables() -> dict[str, str]:
+    """Each FERRY_* variable with its default, for documentation and `ferry config`."""
+    defaults = Settings()
+    return {name: str(getattr(defaults, attr)) for name, (attr, _) in _VARIABLES.items()}
+
+
+def _from_toml(path: Path) -> dict[str, str]:
+    try:
+        with path.open("rb") as handle:
+            table = tomllib.load(handle)
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise SettingsError(f"FERRY_CONFIG: cannot read {path}: {error}") from error
+    values: dict[str, str] = {}
+    for key, value in table.items():
+        name = f"FERRY_{key.upper()}"
+        if name not in _VARIABLES:
+            raise SettingsError(f"FERRY_CONFIG: unknown setting {key!r} in {path}")
+        values[name] = ",".join(value) if isinstance(value, list) else str(value)
+    return values
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Read the TOML file (if FERRY_CONFIG names one), then the environment over it."""
+    environ = os.environ if environ is None else environ
+    raw: dict[str, str] = {}
+    if config := environ.get("FERRY_CONFIG"):
+        raw.update(_from_toml(Path(config)))
+    raw.update({k: v for k, v in environ.items() if k in _VARIABLES})
+    values: dict[str, Any] = {}
+    for name, text in raw.items():
+        attr, parse = _VARIABLES[name]
+        try:
+            values[attr] = parse(text)
+        except ValueError as error:
+            raise SettingsError(f"{name}: {error}") from error
+    values.update(overrides)
+    return Settings(**values)
+
+
+def replace_settings(settings: Settings, **changes: Any) -> Settings:
+    """A copy with some fields changed; the database URL follows a new data folder if derived."""
+    if "data_dir" in changes and "database_url" not in changes:
+        default = f"sqlite:///{(settings.data_dir / 'ferry.db').resolve()}"
+        if settings.database_url == default:
+            changes["database_url"] = ""
+    return dataclasses.replace(settings, **changes)
