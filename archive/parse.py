@@ -121,15 +121,19 @@ def _add_file_meta(path: Path, dataset: Dataset, identity: dict[str, str]) -> Pa
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     header = io.BytesIO()
-    header.write(b"\x00" * 128 + b"DICM")
     write_file_meta_info(header, meta, enforce_standard=True)
+    dataset.file_meta = meta
+    return _prepend(path, header.getvalue())
+
+
+def _prepend(path: Path, meta: bytes) -> Path:
+    """Preamble, prefix and (if given) a meta group ahead of the received bytes, unchanged."""
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=".meta-")
     with os.fdopen(fd, "wb") as target, path.open("rb") as source:
-        target.write(header.getvalue())
+        target.write(b"\x00" * 128 + b"DICM" + meta)
         while chunk := source.read(1024 * 1024):
             target.write(chunk)
     path.unlink()
-    dataset.file_meta = meta
     return Path(name)
 
 
@@ -143,10 +147,11 @@ def read_received(path: Path) -> ParsedInstance:
     _check_complete(path, position, pixel_vr, size)
     has_preamble = getattr(dataset, "preamble", None) is not None
     meta = getattr(dataset, "file_meta", None)
-    if not has_preamble or meta is None or "TransferSyntaxUID" not in meta:
-        if meta is not None and "TransferSyntaxUID" in meta:
-            raise InvalidInstance(outcomes.CANNOT_UNDERSTAND, "file meta without a preamble")
+    if meta is None or "TransferSyntaxUID" not in meta:
         path = _add_file_meta(path, dataset, identity)
+        size = path.stat().st_size
+    elif not has_preamble:
+        path = _prepend(path, b"")
         size = path.stat().st_size
     return ParsedInstance(
         path=path,

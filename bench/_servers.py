@@ -92,7 +92,7 @@ class ManagedServer(Server):
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
+            except (subprocess.TimeoutExpired, KeyboardInterrupt):
                 process.kill()
                 process.wait()
         if self._data_dir is not None:
@@ -142,8 +142,7 @@ class OrthancServer(ManagedServer):
         config = {
             "Name": "ferry-bench",
             "HttpPort": port,
-            "DicomServerEnabled": False,
-            "DicomPort": free_port(),
+            "DicomServerEnabled": False,  # DIMSE is not measured: no port to claim
             "StorageDirectory": str(data_dir / "storage"),
             "IndexDirectory": str(data_dir / "index"),
             "RemoteAccessAllowed": False,

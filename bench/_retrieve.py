@@ -1,0 +1,119 @@
+"""WADO-RS (PS3.18 10.4): series retrieve throughput read with curl, and metadata latency."""
+
+from __future__ import annotations
+
+import io
+import statistics
+import subprocess
+from collections.abc import Sequence
+
+import httpx
+from pydicom import dcmread
+
+from _http import UnexpectedAnswer, first_value, read_json_array, timed_get
+from _instances import SeriesSpec, StudySpec
+from _report import HIGHER, Figure, latency_figures
+from _servers import Server
+
+# Any transfer syntax: both servers then send the instances as stored, with no transcoding.
+RETRIEVE_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+SOP_INSTANCE_UID = "00080018"
+CURL_TIMEOUT_S = 600
+
+
+def measure_series_retrieve(server: Server, study: StudySpec, repeat: int) -> list[Figure]:
+    """Median MB/s of retrieving one series, read by curl into /dev/null.
+
+    httpx would measure itself (FIELD-NOTES.md: a few hundred MB/s on loopback); curl reads
+    several times faster. One untimed retrieve through httpx checks every part first.
+    """
+    series = study.series[0]
+    url = f"{server.base_url}/studies/{study.study_uid}/series/{series.series_uid}"
+    expected_bytes = verify_series_retrieve(server, url, series)
+    runs = []
+    for _ in range(repeat):
+        status, size, seconds = _curl(url, server.headers)
+        if status != 200 or size != expected_bytes:
+            raise UnexpectedAnswer(f"curl: HTTP {status}, {size} bytes, expected {expected_bytes}")
+        runs.append({"bytes": size, "seconds": seconds, "mb_per_s": size / seconds / 1e6})
+    rows = study.rows
+    label = f"WADO-RS series retrieve, {len(series.sop_uids)} × {rows}×{rows} CT (curl)"
+    median = statistics.median(run["mb_per_s"] for run in runs)
+    raw = {"url_path": url.removeprefix(server.base_url), "accept": RETRIEVE_ACCEPT, "runs": runs}
+    return [Figure("wado.series", "wado.series.throughput", label, "MB/s", HIGHER, median, raw)]
+
+
+def verify_series_retrieve(server: Server, url: str, series: SeriesSpec) -> int:
+    """Check that the answer holds exactly the series' instances; return its size in bytes."""
+    with server.client() as client:
+        response = client.get(url, headers={"Accept": RETRIEVE_ACCEPT})
+    if response.status_code != 200:
+        raise UnexpectedAnswer(f"HTTP {response.status_code}: {response.text[:300]}")
+    parts = split_multipart_related(response)
+    uids = set()
+    for headers, body in parts:
+        if not headers.get("content-type", "").startswith("application/dicom"):
+            raise UnexpectedAnswer(f"part with Content-Type {headers.get('content-type')!r}")
+        uids.add(str(dcmread(io.BytesIO(body), stop_before_pixels=True).SOPInstanceUID))
+    if uids != set(series.sop_uids) or len(parts) != len(series.sop_uids):
+        raise UnexpectedAnswer(
+            f"{len(parts)} parts, {len(uids & set(series.sop_uids))} of the "
+            f"{len(series.sop_uids)} instances of the series"
+        )
+    return len(response.content)
+
+
+def split_multipart_related(response: httpx.Response) -> list[tuple[dict[str, str], bytes]]:
+    """(lower-cased headers, body) of each part of a multipart/related answer (RFC 2387)."""
+    content_type = response.headers.get("content-type", "")
+    params = dict(
+        param.strip().split("=", 1) for param in content_type.split(";")[1:] if "=" in param
+    )
+    boundary = params.get("boundary", "").strip('"')
+    if not content_type.startswith("multipart/related") or not boundary:
+        raise UnexpectedAnswer(f"not multipart/related with a boundary: {content_type!r}")
+    parts = []
+    for chunk in response.content.split(b"--" + boundary.encode())[1:-1]:
+        head, _, body = chunk.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        headers = dict(
+            (name.strip().lower(), value.strip())
+            for name, _, value in (line.partition(":") for line in head.decode().splitlines())
+        )
+        parts.append((headers, body.removesuffix(b"\r\n")))
+    return parts
+
+
+def measure_metadata_latency(
+    server: Server, group: str, label: str, path: str, sop_uids: Sequence[str], repeat: int,
+    warmup: int,
+) -> list[Figure]:
+    """p50/p95 of a /metadata request whose answer must list exactly `sop_uids`."""
+    expected = set(sop_uids)
+    seconds = []
+    with server.client() as client:
+        for attempt in range(warmup + repeat):
+            elapsed, response = timed_get(client, f"{server.base_url}/{path}")
+            found = [first_value(item, SOP_INSTANCE_UID) for item in read_json_array(response)]
+            if len(found) != len(expected) or set(found) != expected:
+                raise UnexpectedAnswer(
+                    f"{path}: {len(found)} instances, expected the {len(expected)} stored"
+                )
+            if attempt >= warmup:
+                seconds.append(elapsed)
+    return latency_figures(
+        group, group, label, seconds, path=path, instances=len(expected),
+        body_bytes=len(response.content),
+    )
+
+
+def _curl(url: str, headers: dict[str, str]) -> tuple[int, int, float]:
+    """HTTP status, bytes read and curl's own total time for one GET."""
+    argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}",
+            "-H", f"Accept: {RETRIEVE_ACCEPT}"]
+    for name, value in headers.items():
+        argv += ["-H", f"{name}: {value}"]
+    result = subprocess.run(
+        [*argv, url], capture_output=True, text=True, check=True, timeout=CURL_TIMEOUT_S
+    )
+    status, size, seconds = result.stdout.split()
+    return int(status), int(size), float(seconds)

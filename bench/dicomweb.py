@@ -1,0 +1,353 @@
+"""DICOMweb benchmark (PS3.18): Ferry and Orthanc side by side on one generated workload.
+
+Measures STOW-RS ingest with 1 and N clients (and the server's peak RSS meanwhile), QIDO-RS
+latency for a query mix at two index sizes, WADO-RS series retrieve throughput, and study and
+series /metadata latency. Servers are started on free loopback ports with fresh data folders and
+stopped at the end, unless given by URL. What each figure means: bench/README.md.
+
+    .venv/bin/python bench/dicomweb.py --only orthanc --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import functools
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from _http import UnexpectedAnswer, read_json_array
+from _instances import StudySpec, iter_batches, iter_study_instances
+from _qido import measure_search_latency, plan_queries, short_count
+from _report import SERVER_TITLES, Figure, Report
+from _retrieve import measure_metadata_latency, measure_series_retrieve
+from _servers import (
+    ORTHANC_BINARY,
+    FerryServer,
+    ManagedServer,
+    OrthancServer,
+    Server,
+    ServerError,
+)
+from _stow import ReplayableBatches, StoreFailed, measure_ingest, store_instances
+from _workload import Workload, fill_counts, plan_workload
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+MEASURES = ("stow", "qido", "wado", "metadata")
+PRESETS: dict[str, dict[str, Any]] = {
+    "full": {"instances": 500, "qido_sizes": [10_000, 100_000], "series_size": 100,
+             "repeat": 30, "warmup": 3, "wado_repeat": 5},
+    "quick": {"instances": 100, "qido_sizes": [1_000], "series_size": 50,
+              "repeat": 10, "warmup": 2, "wado_repeat": 3},
+}
+# Failures a server can cause; anything else is also recorded, but with its traceback.
+SERVER_FAILURES = (UnexpectedAnswer, StoreFailed, ServerError, httpx.HTTPError,
+                   subprocess.SubprocessError)
+_CLOCK = time.monotonic()
+
+
+@dataclass
+class Target:
+    """A server and the studies this run has stored on it."""
+
+    server: Server
+    catalogue: list[StudySpec] = field(default_factory=list)
+    exact: bool = True  # result counts are exact while we know everything the server holds
+
+    @property
+    def name(self) -> str:
+        return self.server.name
+
+    @property
+    def instances(self) -> int:
+        return sum(study.instance_count for study in self.catalogue)
+
+
+def run_ingest(args: argparse.Namespace, targets: Sequence[Target], workload: Workload,
+               report: Report) -> None:
+    """STOW-RS with 1 client, then with `--clients`; bodies are built before the clock starts."""
+    for clients, studies in ((1, workload.ingest_single), (args.clients, workload.ingest_concurrent)):
+        label = f"STOW-RS ingest, {clients} client{'s' if clients > 1 else ''}"
+        log(f"generating {sum(s.instance_count for s in studies)} instances for {label}")
+        batches = list(iter_batches(iter_study_instances(studies, args.seed), args.batch_size))
+        for target in targets:
+            log(f"{target.name}: {label}")
+            measure = functools.partial(measure_ingest, target.server, batches, clients)
+            stored = attempt(report, target, f"stow.c{clients}", label, measure)
+            record_stored(target, studies, stored)
+
+
+def run_search(args: argparse.Namespace, targets: Sequence[Target], workload: Workload,
+               report: Report, prior: int) -> None:
+    """Fill every index to each size with small instances (untimed), then time the query mix."""
+    filled = 0
+    for size, count in zip(args.qido_sizes, fill_counts(workload, args.qido_sizes, prior)):
+        studies, filled = workload.fill[filled:count], count
+        total = sum(study.instance_count for study in studies)
+        group, label = f"qido.{size}", f"QIDO-RS {short_count(size)}"
+        log(f"QIDO-RS at {size} instances: filling with {total} more, {len(studies)} studies")
+        batches = ReplayableBatches(
+            iter_batches(iter_study_instances(studies, args.seed), args.fill_batch)
+        )
+        ready = []
+        for target in targets:
+            fill = functools.partial(store_instances, target.server, batches, args.fill_clients,
+                                     fill_progress(target.name, total))
+            if attempt(report, target, group, f"{label} (filling the index)", fill, record=False):
+                ready.append(target)
+            record_stored(target, studies, target in ready)
+        for target in ready:
+            log(f"{target.name}: {label} query mix, index of {target.instances} instances")
+            queries = plan_queries(target.catalogue, (workload.fill[0], workload.fill[1]),
+                                   target.exact)
+            measure = functools.partial(measure_search_latency, target.server, queries, size,
+                                        target.instances, args.repeat, args.warmup)
+            attempt(report, target, group, label, measure)
+
+
+def run_retrieve(args: argparse.Namespace, targets: Sequence[Target], workload: Workload,
+                 report: Report) -> None:
+    """Store one study of large instances (untimed), then time WADO-RS and /metadata on it."""
+    study, series = workload.retrieve, workload.retrieve.series[0]
+    batches = list(iter_batches(iter_study_instances([study], args.seed), args.batch_size))
+    measures: dict[str, tuple[str, Callable[[Server], list[Figure]]]] = {}
+    if "wado" in args.measures:
+        measures["wado.series"] = ("WADO-RS series retrieve", functools.partial(
+            measure_series_retrieve, study=study, repeat=args.wado_repeat))
+    if "metadata" in args.measures:
+        for group, path, uids in (
+            ("metadata.study", f"studies/{study.study_uid}/metadata",
+             [uid for s in study.series for uid in s.sop_uids]),
+            ("metadata.series", f"studies/{study.study_uid}/series/{series.series_uid}/metadata",
+             series.sop_uids),
+        ):
+            label = f"WADO-RS {group.split('.')[1]} metadata ({len(uids)} instances)"
+            measures[group] = (label, functools.partial(
+                measure_metadata_latency, group=group, label=label, path=path, sop_uids=uids,
+                repeat=args.repeat, warmup=args.warmup))
+    for target in targets:
+        log(f"{target.name}: storing {study.instance_count} instances to retrieve (untimed)")
+        try:
+            store_instances(target.server, batches, args.clients)
+            failure = ""
+        except SERVER_FAILURES as error:
+            failure = f"storing the study to retrieve failed: {error}"
+        record_stored(target, [study], not failure)
+        for group, (label, measure) in measures.items():
+            if failure:
+                report.fail(target.name, group, label, failure)
+                continue
+            log(f"{target.name}: {label}")
+            attempt(report, target, group, label, functools.partial(measure, target.server))
+
+
+def attempt(report: Report, target: Target, group: str, label: str,
+            measure: Callable[[], Any], record: bool = True) -> bool:
+    """Run one unit of work; a failure becomes ERR in its rows and the run goes on."""
+    try:
+        result = measure()
+    except Exception as error:
+        if not isinstance(error, SERVER_FAILURES):
+            traceback.print_exc()
+        report.fail(target.name, group, label, f"{type(error).__name__}: {error}")
+        log(f"{target.name}: {label} FAILED: {error}")
+        return False
+    if record:
+        report.add(target.name, result)
+    return True
+
+
+def record_stored(target: Target, studies: Sequence[StudySpec], stored: bool) -> None:
+    """After a failed store the server holds an unknown part: counts become lower bounds."""
+    if stored:
+        target.catalogue.extend(studies)
+    else:
+        target.exact = False
+
+
+def check_empty(target: Target) -> None:
+    """A server given by URL may hold studies already: then only lower bounds can be checked."""
+    try:
+        with target.server.client(timeout=30.0) as client:
+            response = client.get(f"{target.server.base_url}/studies?limit=1",
+                                  headers={"Accept": "application/dicom+json"})
+        held = read_json_array(response)
+    except (httpx.HTTPError, UnexpectedAnswer) as error:
+        raise ServerError(f"{target.name} at {target.server.base_url}: {error}") from error
+    if held:
+        target.exact = False
+        log(f"{target.name}: not empty; QIDO-RS counts are checked as lower bounds")
+
+
+def fill_progress(name: str, total: int) -> Callable[[int], None]:
+    started = time.monotonic()
+
+    def progress(done: int) -> None:
+        rate = done / max(time.monotonic() - started, 1e-9)
+        log(f"  {name}: {done}/{total} instances stored ({rate:,.0f}/s)")
+
+    return progress
+
+
+def log(message: str) -> None:
+    print(f"[{time.monotonic() - _CLOCK:7.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def build_servers(args: argparse.Namespace) -> list[Server]:
+    servers: list[Server] = []
+    for name in [args.only] if args.only else ["ferry", "orthanc"]:
+        url = getattr(args, f"{name}_url")
+        token = args.ferry_token if name == "ferry" else None
+        if url:
+            servers.append(Server(name, url, token))
+        elif name == "ferry":
+            servers.append(FerryServer("ferry", token))
+        else:
+            servers.append(OrthancServer(args.orthanc_binary, args.orthanc_plugin))
+    return servers
+
+
+def benchmark(args: argparse.Namespace, servers: Sequence[Server], report: Report) -> None:
+    targets = [Target(server) for server in servers]
+    for target in targets:
+        if target.server.pid is None:
+            check_empty(target)
+    prior = 2 * args.instances if "stow" in args.measures else 0
+    fill = max(args.qido_sizes) - prior if "qido" in args.measures else 0
+    salt = datetime.datetime.now().strftime("%Y%m%dT%H%M%S.%f")
+    workload = plan_workload(args.seed, salt, args.instances, args.series_size, fill)
+    if "stow" in args.measures:
+        run_ingest(args, targets, workload, report)
+    if "qido" in args.measures:
+        run_search(args, targets, workload, report, prior)
+    if {"wado", "metadata"} & set(args.measures):
+        run_retrieve(args, targets, workload, report)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
+    servers = build_servers(args)
+    report = Report([server.name for server in servers])
+    started = datetime.datetime.now().astimezone()
+    try:
+        with contextlib.ExitStack() as running:
+            for server in servers:
+                running.callback(_stop, server)  # before start: a half-started server stops too
+                managed = isinstance(server, ManagedServer)
+                log(f"starting {server.name}" if managed else f"using {server.name}")
+                server.start()
+                log(f"{server.name} ready at {server.base_url} (pid {server.pid or 'n/a'})")
+            benchmark(args, servers, report)
+    except KeyboardInterrupt:
+        log("interrupted; servers stopped")
+        return 130
+    except ServerError as error:
+        log(f"FAILED: {error}")
+        return 1
+    write_results(args, servers, report, started)
+    return 1 if report.failed else 0
+
+
+def write_results(args: argparse.Namespace, servers: Sequence[Server], report: Report,
+                  started: datetime.datetime) -> None:
+    document = {
+        "benchmark": "dicomweb",
+        "started": started.isoformat(timespec="seconds"),
+        "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "host": {"cpus": os.cpu_count(), "platform": platform.platform(),
+                 "python": platform.python_version()},
+        "settings": vars(args),
+        "servers": {s.name: {"base_url": s.base_url, "started_by_benchmark": s.pid is not None,
+                             "version": s.version} for s in servers},
+        "measures": report.to_json(),
+    }
+    data = orjson.dumps(document, option=orjson.OPT_INDENT_2)
+    names = ", ".join(f"{SERVER_TITLES.get(s.name, s.name)} {s.version or ''}".strip()
+                      for s in servers)
+    table = report.render_table(
+        f"DICOMweb benchmark {started:%Y-%m-%d %H:%M}: {names}; {os.cpu_count()} CPUs"
+    )
+    if args.json:
+        print(table, file=sys.stderr)
+        sys.stdout.buffer.write(data + b"\n")
+        return
+    print(table)
+    default = RESULTS_DIR / f"dicomweb-{started:%Y%m%d-%H%M%S}.json"
+    path = Path(args.output) if args.output else default
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data + b"\n")
+    log(f"raw figures written to {path}")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    servers = parser.add_argument_group("servers")
+    servers.add_argument("--only", choices=["ferry", "orthanc"], help="benchmark one server")
+    servers.add_argument("--ferry-url", help="DICOMweb root of a running Ferry")
+    servers.add_argument("--orthanc-url", help="DICOMweb root of a running Orthanc")
+    servers.add_argument("--ferry-token", help="bearer token for Ferry's DICOMweb API")
+    servers.add_argument("--orthanc-binary", default=ORTHANC_BINARY)
+    servers.add_argument("--orthanc-plugin", help="libOrthancDicomWeb.so (found if not given)")
+    work = parser.add_argument_group("workload (defaults: full run; --quick: smoke run)")
+    work.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
+    work.add_argument("--measures", type=_names, default=list(MEASURES),
+                      help=f"comma-separated subset of {','.join(MEASURES)}")
+    work.add_argument("--instances", type=int, help="512×512 CT instances per ingest (500)")
+    work.add_argument("--batch-size", type=int, default=50, help="instances per STOW-RS request")
+    work.add_argument("--clients", type=int, default=4, help="concurrent STOW-RS clients")
+    work.add_argument("--qido-sizes", type=_sizes, help="index sizes (10000,100000)")
+    work.add_argument("--series-size", type=int, help="instances per series (100)")
+    work.add_argument("--fill-batch", type=int, default=200, help="small instances per request")
+    work.add_argument("--fill-clients", type=int, default=4, help="concurrent filling clients")
+    work.add_argument("--repeat", type=int, help="timed QIDO-RS and /metadata requests (30)")
+    work.add_argument("--warmup", type=int, help="untimed requests first (3)")
+    work.add_argument("--wado-repeat", type=int, help="timed series retrieves (5)")
+    work.add_argument("--seed", type=int, default=1, help="seed of names, dates and pixels")
+    output = parser.add_argument_group("output")
+    output.add_argument("--json", action="store_true", help="JSON to stdout, table to stderr")
+    output.add_argument("--output", help="JSON file (bench/results/dicomweb-<timestamp>.json)")
+    args = parser.parse_args(argv)
+    for name, value in PRESETS["quick" if args.quick else "full"].items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
+    return args
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = set(names) - set(MEASURES)
+    if unknown:
+        raise argparse.ArgumentTypeError(f"unknown measures {sorted(unknown)}")
+    return names
+
+
+def _sizes(text: str) -> list[int]:
+    return sorted(int(size) for size in text.split(","))
+
+
+def _stop(server: Server) -> None:
+    if server.pid is not None:
+        log(f"stopping {server.name} (pid {server.pid})")
+    server.stop()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Shared fixtures: real databases (SQLite and PostgreSQL), a real uvicorn, real clients."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import uvicorn
+from sqlalchemy.engine import make_url
+
+from archive.store import Archive
+from ferry.app import build_archive, create_app
+from ferry.settings import Settings
+
+REQUIRED = {item.strip() for item in os.environ.get("FERRY_TEST_REQUIRE", "").split(",") if item}
+
+
+def skip_unless_available(kind: str, reason: str) -> None:
+    """Skip on a laptop without the service; in CI (FERRY_TEST_REQUIRE) a skip is a failure."""
+    if kind in REQUIRED:
+        pytest.fail(f"{kind} is required here but unavailable: {reason}")
+    pytest.skip(reason)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> str:
+    url = os.environ.get("FERRY_TEST_POSTGRES")
+    if not url:
+        skip_unless_available("postgres", "FERRY_TEST_POSTGRES is not set")
+    return str(url)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Each test gets its own database: a SQLite file, or a PostgreSQL schema dropped after."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'index.db'}"
+        return
+    base = request.getfixturevalue("postgres_url")
+    import psycopg
+
+    schema = f"ferry_test_{secrets.token_hex(6)}"
+    plain = make_url(base).set(drivername="postgresql").render_as_string(hide_password=False)
+    with psycopg.connect(plain, autocommit=True) as connection:
+        connection.execute(f"CREATE SCHEMA {schema}")
+    url = make_url(base).set(drivername="postgresql+psycopg")
+    url = url.update_query_dict({"options": f"-csearch_path={schema}"})
+    try:
+        yield url.render_as_string(hide_password=False)
+    finally:
+        with psycopg.connect(plain, autocommit=True) as connection:
+            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    port = free_port()
+    # dicomweb-client sends `Host` without the port, so the tests name the public URL.
+    return Settings(
+        data_dir=tmp_path / "var",
+        database_url=database_url,
+        http_port=port,
+        public_url=f"http://127.0.0.1:{port}",
+    )
+
+
+@pytest.fixture
+def archive(settings: Settings) -> Iterator[Archive]:
+    built = build_archive(settings)
+    yield built
+    built.engine.dispose()
+
+
+@dataclass
+class RunningServer:
+    settings: Settings
+    archive: Archive
+    base_url: str
+
+    @property
+    def dicomweb_url(self) -> str:
+        return f"{self.base_url}/dicom-web"
+
+
+class _ThreadServer(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # the test runner owns signals
+        pass
+
+
+def run_server(settings: Settings, archive: Archive) -> Iterator[RunningServer]:
+    app = create_app(settings, archive)
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=settings.http_port, log_level="warning", http="httptools"
+    )
+    server = _ThreadServer(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield RunningServer(settings, archive, f"http://127.0.0.1:{settings.http_port}")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+@pytest.fixture
+def server(settings: Settings, archive: Archive) -> Iterator[RunningServer]:
+    yield from run_server(settings, archive)
+
+
+@pytest.fixture
+def client(server: RunningServer):  # type: ignore[no-untyped-def]
+    from dicomweb_client.api import DICOMwebClient
+
+    return DICOMwebClient(server.dicomweb_url)
