@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import filecmp
 import logging
+import threading
+from contextlib import AbstractContextManager, nullcontext
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,10 @@ class Archive:
         self.engine = engine
         self.blobs = blobs
         self.replace_duplicates = replace_duplicates
+        # SQLite has one writer; queueing here beats its busy handler's sleeps under load.
+        self._write_lock: AbstractContextManager[object] = (
+            threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
+        )
 
     # -- store ---------------------------------------------------------------------------
 
@@ -192,7 +198,7 @@ class Archive:
         self, entries: dict[int, index.IndexEntry], replacing: set[int]
     ) -> tuple[list[str], set[str]]:
         old_keys: list[str] = []
-        with self.engine.begin() as connection:
+        with self._write_lock, self.engine.begin() as connection:
             inserted = index.insert_entries(
                 connection, [e for p, e in entries.items() if p not in replacing]
             )
@@ -273,7 +279,7 @@ class Archive:
     def delete(self, study: str, series: str | None = None, instance: str | None = None) -> int:
         """Remove index rows, then blobs; emptied series, studies and patients go too."""
         stored = self.find_instances(study, series, instance)
-        with self.engine.begin() as connection:
+        with self._write_lock, self.engine.begin() as connection:
             uids = [s.sop_instance_uid for s in stored]
             for start in range(0, len(uids), 500):
                 connection.execute(

@@ -1,4 +1,4 @@
-"""Timed DICOMweb GET requests, and the checks that keep an error from being measured as a result."""
+"""Timed DICOMweb GET requests, and the checks that keep an error from passing as a result."""
 
 from __future__ import annotations
 

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import httpx
+
 from _http import UnexpectedAnswer, first_value, read_json_array, timed_get
 from _instances import StudySpec
 from _report import Figure, latency_figures

@@ -94,7 +94,8 @@ class Report:
         text = [title, ""]
         for number, line in enumerate(lines):
             cells = [
-                c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(line, widths))
+                c.ljust(w) if i < 2 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(line, widths, strict=True))
             ]
             text.append("  ".join(cells).rstrip())
             if number == 0:

@@ -84,7 +84,12 @@ def split_multipart_related(response: httpx.Response) -> list[tuple[dict[str, st
 
 
 def measure_metadata_latency(
-    server: Server, group: str, label: str, path: str, sop_uids: Sequence[str], repeat: int,
+    server: Server,
+    group: str,
+    label: str,
+    path: str,
+    sop_uids: Sequence[str],
+    repeat: int,
     warmup: int,
 ) -> list[Figure]:
     """p50/p95 of a /metadata request whose answer must list exactly `sop_uids`."""
@@ -101,15 +106,28 @@ def measure_metadata_latency(
             if attempt >= warmup:
                 seconds.append(elapsed)
     return latency_figures(
-        group, group, label, seconds, path=path, instances=len(expected),
+        group,
+        group,
+        label,
+        seconds,
+        path=path,
+        instances=len(expected),
         body_bytes=len(response.content),
     )
 
 
 def _curl(url: str, headers: dict[str, str]) -> tuple[int, int, float]:
     """HTTP status, bytes read and curl's own total time for one GET."""
-    argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}",
-            "-H", f"Accept: {RETRIEVE_ACCEPT}"]
+    argv = [
+        "curl",
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{size_download} %{time_total}",
+        "-H",
+        f"Accept: {RETRIEVE_ACCEPT}",
+    ]
     for name, value in headers.items():
         argv += ["-H", f"{name}: {value}"]
     result = subprocess.run(

@@ -53,6 +53,9 @@ class Server:
     def stop(self) -> None:
         """A server given by URL is left running."""
 
+    def describe(self) -> dict[str, object]:
+        return {"base_url": self.base_url, "started_by_benchmark": False, "version": self.version}
+
     def client(self, timeout: float = 120.0) -> httpx.Client:
         """A fresh client: one per thread, every request with `Accept-Encoding: identity`."""
         return httpx.Client(headers=self.headers, timeout=timeout)
@@ -68,6 +71,7 @@ class ManagedServer(Server):
         self._process: subprocess.Popen[bytes] | None = None
         self._data_dir: Path | None = None
         self.port = 0
+        self.started_pid: int | None = None
 
     @property
     def pid(self) -> int | None:
@@ -82,6 +86,7 @@ class ManagedServer(Server):
             self._process = subprocess.Popen(
                 argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
             )
+        self.started_pid = self._process.pid
         self.base_url = f"http://{LOOPBACK}:{self.port}/dicom-web"
         self._wait_ready(f"http://{LOOPBACK}:{self.port}{self.ready_path}")
         self.version = self.read_version()
@@ -98,6 +103,9 @@ class ManagedServer(Server):
         if self._data_dir is not None:
             shutil.rmtree(self._data_dir, ignore_errors=True)
             self._data_dir = None
+
+    def describe(self) -> dict[str, object]:
+        return {**super().describe(), "started_by_benchmark": True, "pid": self.started_pid}
 
     def command(self, data_dir: Path, port: int) -> tuple[list[str], dict[str, str]]:
         raise NotImplementedError

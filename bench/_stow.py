@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import httpx
 import orjson
+
 from _instances import STOW_CONTENT_TYPE, Batch
 from _memory import PeakMemory
 from _report import HIGHER, LOWER, Figure

@@ -8,6 +8,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+
 from _instances import SeriesSpec, StudySpec, derive_uid
 
 SERIES_PER_STUDY = 3
@@ -42,7 +43,7 @@ class Workload:
 def plan_workload(
     seed: int, salt: str, instances: int, series_size: int, fill_instances: int
 ) -> Workload:
-    """Everything the run stores; `salt` keeps UIDs apart from earlier runs on a long-lived server."""
+    """Everything the run stores; `salt` keeps its UIDs apart from those of earlier runs."""
     fill_studies = max(2, math.ceil(fill_instances / (SERIES_PER_STUDY * series_size)))
     return Workload(
         seed=seed,
@@ -99,6 +100,8 @@ def _iter_fill(salt: str, seed: int, count: int, series_size: int) -> Iterator[S
             patient += 1
             studies_left = int(rng.integers(1, 4))
             name = f"{rng.choice(SURNAMES)}^{rng.choice(GIVEN_NAMES)}"
+            if patient == 0:  # the QIDO-RS target: a wildcard query never finds nothing
+                name = f"{SURNAMES[0]}^{GIVEN_NAMES[0]}"
         studies_left -= 1
         date = FIRST_DATE + datetime.timedelta(days=int(rng.integers(0, DATE_SPAN_DAYS)))
         modalities = rng.choice(FILL_MODALITIES, size=SERIES_PER_STUDY)

@@ -48,14 +48,33 @@ from _workload import Workload, fill_counts, plan_workload
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MEASURES = ("stow", "qido", "wado", "metadata")
 PRESETS: dict[str, dict[str, Any]] = {
-    "full": {"instances": 500, "qido_sizes": [10_000, 100_000], "series_size": 100,
-             "repeat": 30, "warmup": 3, "wado_repeat": 5},
-    "quick": {"instances": 100, "qido_sizes": [1_000], "series_size": 50,
-              "repeat": 10, "warmup": 2, "wado_repeat": 3},
+    "full": {
+        "instances": 500,
+        "batch_size": 50,
+        "qido_sizes": [10_000, 100_000],
+        "series_size": 100,
+        "repeat": 30,
+        "warmup": 3,
+        "wado_repeat": 5,
+    },
+    "quick": {
+        "instances": 100,
+        "batch_size": 25,  # so that all four clients have work
+        "qido_sizes": [1_000],
+        "series_size": 50,
+        "repeat": 10,
+        "warmup": 2,
+        "wado_repeat": 3,
+    },
 }
 # Failures a server can cause; anything else is also recorded, but with its traceback.
-SERVER_FAILURES = (UnexpectedAnswer, StoreFailed, ServerError, httpx.HTTPError,
-                   subprocess.SubprocessError)
+SERVER_FAILURES = (
+    UnexpectedAnswer,
+    StoreFailed,
+    ServerError,
+    httpx.HTTPError,
+    subprocess.SubprocessError,
+)
 _CLOCK = time.monotonic()
 
 
@@ -76,10 +95,14 @@ class Target:
         return sum(study.instance_count for study in self.catalogue)
 
 
-def run_ingest(args: argparse.Namespace, targets: Sequence[Target], workload: Workload,
-               report: Report) -> None:
+def run_ingest(
+    args: argparse.Namespace, targets: Sequence[Target], workload: Workload, report: Report
+) -> None:
     """STOW-RS with 1 client, then with `--clients`; bodies are built before the clock starts."""
-    for clients, studies in ((1, workload.ingest_single), (args.clients, workload.ingest_concurrent)):
+    for clients, studies in (
+        (1, workload.ingest_single),
+        (args.clients, workload.ingest_concurrent),
+    ):
         label = f"STOW-RS ingest, {clients} client{'s' if clients > 1 else ''}"
         log(f"generating {sum(s.instance_count for s in studies)} instances for {label}")
         batches = list(iter_batches(iter_study_instances(studies, args.seed), args.batch_size))
@@ -90,11 +113,17 @@ def run_ingest(args: argparse.Namespace, targets: Sequence[Target], workload: Wo
             record_stored(target, studies, stored)
 
 
-def run_search(args: argparse.Namespace, targets: Sequence[Target], workload: Workload,
-               report: Report, prior: int) -> None:
+def run_search(
+    args: argparse.Namespace,
+    targets: Sequence[Target],
+    workload: Workload,
+    report: Report,
+    prior: int,
+) -> None:
     """Fill every index to each size with small instances (untimed), then time the query mix."""
     filled = 0
-    for size, count in zip(args.qido_sizes, fill_counts(workload, args.qido_sizes, prior)):
+    counts = fill_counts(workload, args.qido_sizes, prior)
+    for size, count in zip(args.qido_sizes, counts, strict=True):
         studies, filled = workload.fill[filled:count], count
         total = sum(study.instance_count for study in studies)
         group, label = f"qido.{size}", f"QIDO-RS {short_count(size)}"
@@ -104,40 +133,71 @@ def run_search(args: argparse.Namespace, targets: Sequence[Target], workload: Wo
         )
         ready = []
         for target in targets:
-            fill = functools.partial(store_instances, target.server, batches, args.fill_clients,
-                                     fill_progress(target.name, total))
+            fill = functools.partial(
+                store_instances,
+                target.server,
+                batches,
+                args.fill_clients,
+                fill_progress(target.name, total),
+            )
             if attempt(report, target, group, f"{label} (filling the index)", fill, record=False):
                 ready.append(target)
             record_stored(target, studies, target in ready)
         for target in ready:
             log(f"{target.name}: {label} query mix, index of {target.instances} instances")
-            queries = plan_queries(target.catalogue, (workload.fill[0], workload.fill[1]),
-                                   target.exact)
-            measure = functools.partial(measure_search_latency, target.server, queries, size,
-                                        target.instances, args.repeat, args.warmup)
+            queries = plan_queries(
+                target.catalogue, (workload.fill[0], workload.fill[1]), target.exact
+            )
+            measure = functools.partial(
+                measure_search_latency,
+                target.server,
+                queries,
+                size,
+                target.instances,
+                args.repeat,
+                args.warmup,
+            )
             attempt(report, target, group, label, measure)
 
 
-def run_retrieve(args: argparse.Namespace, targets: Sequence[Target], workload: Workload,
-                 report: Report) -> None:
+def run_retrieve(
+    args: argparse.Namespace, targets: Sequence[Target], workload: Workload, report: Report
+) -> None:
     """Store one study of large instances (untimed), then time WADO-RS and /metadata on it."""
     study, series = workload.retrieve, workload.retrieve.series[0]
     batches = list(iter_batches(iter_study_instances([study], args.seed), args.batch_size))
     measures: dict[str, tuple[str, Callable[[Server], list[Figure]]]] = {}
     if "wado" in args.measures:
-        measures["wado.series"] = ("WADO-RS series retrieve", functools.partial(
-            measure_series_retrieve, study=study, repeat=args.wado_repeat))
+        measures["wado.series"] = (
+            "WADO-RS series retrieve",
+            functools.partial(measure_series_retrieve, study=study, repeat=args.wado_repeat),
+        )
     if "metadata" in args.measures:
         for group, path, uids in (
-            ("metadata.study", f"studies/{study.study_uid}/metadata",
-             [uid for s in study.series for uid in s.sop_uids]),
-            ("metadata.series", f"studies/{study.study_uid}/series/{series.series_uid}/metadata",
-             series.sop_uids),
+            (
+                "metadata.study",
+                f"studies/{study.study_uid}/metadata",
+                [uid for s in study.series for uid in s.sop_uids],
+            ),
+            (
+                "metadata.series",
+                f"studies/{study.study_uid}/series/{series.series_uid}/metadata",
+                series.sop_uids,
+            ),
         ):
             label = f"WADO-RS {group.split('.')[1]} metadata ({len(uids)} instances)"
-            measures[group] = (label, functools.partial(
-                measure_metadata_latency, group=group, label=label, path=path, sop_uids=uids,
-                repeat=args.repeat, warmup=args.warmup))
+            measures[group] = (
+                label,
+                functools.partial(
+                    measure_metadata_latency,
+                    group=group,
+                    label=label,
+                    path=path,
+                    sop_uids=uids,
+                    repeat=args.repeat,
+                    warmup=args.warmup,
+                ),
+            )
     for target in targets:
         log(f"{target.name}: storing {study.instance_count} instances to retrieve (untimed)")
         try:
@@ -154,8 +214,14 @@ def run_retrieve(args: argparse.Namespace, targets: Sequence[Target], workload: 
             attempt(report, target, group, label, functools.partial(measure, target.server))
 
 
-def attempt(report: Report, target: Target, group: str, label: str,
-            measure: Callable[[], Any], record: bool = True) -> bool:
+def attempt(
+    report: Report,
+    target: Target,
+    group: str,
+    label: str,
+    measure: Callable[[], Any],
+    record: bool = True,
+) -> bool:
     """Run one unit of work; a failure becomes ERR in its rows and the run goes on."""
     try:
         result = measure()
@@ -182,8 +248,10 @@ def check_empty(target: Target) -> None:
     """A server given by URL may hold studies already: then only lower bounds can be checked."""
     try:
         with target.server.client(timeout=30.0) as client:
-            response = client.get(f"{target.server.base_url}/studies?limit=1",
-                                  headers={"Accept": "application/dicom+json"})
+            response = client.get(
+                f"{target.server.base_url}/studies?limit=1",
+                headers={"Accept": "application/dicom+json"},
+            )
         held = read_json_array(response)
     except (httpx.HTTPError, UnexpectedAnswer) as error:
         raise ServerError(f"{target.name} at {target.server.base_url}: {error}") from error
@@ -262,22 +330,26 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 1 if report.failed else 0
 
 
-def write_results(args: argparse.Namespace, servers: Sequence[Server], report: Report,
-                  started: datetime.datetime) -> None:
+def write_results(
+    args: argparse.Namespace, servers: Sequence[Server], report: Report, started: datetime.datetime
+) -> None:
     document = {
         "benchmark": "dicomweb",
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "host": {"cpus": os.cpu_count(), "platform": platform.platform(),
-                 "python": platform.python_version()},
+        "host": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": platform.python_version(),
+        },
         "settings": vars(args),
-        "servers": {s.name: {"base_url": s.base_url, "started_by_benchmark": s.pid is not None,
-                             "version": s.version} for s in servers},
+        "servers": {server.name: server.describe() for server in servers},
         "measures": report.to_json(),
     }
     data = orjson.dumps(document, option=orjson.OPT_INDENT_2)
-    names = ", ".join(f"{SERVER_TITLES.get(s.name, s.name)} {s.version or ''}".strip()
-                      for s in servers)
+    names = ", ".join(
+        f"{SERVER_TITLES.get(s.name, s.name)} {s.version or ''}".strip() for s in servers
+    )
     table = report.render_table(
         f"DICOMweb benchmark {started:%Y-%m-%d %H:%M}: {names}; {os.cpu_count()} CPUs"
     )
@@ -304,10 +376,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     servers.add_argument("--orthanc-plugin", help="libOrthancDicomWeb.so (found if not given)")
     work = parser.add_argument_group("workload (defaults: full run; --quick: smoke run)")
     work.add_argument("--quick", action="store_true", help="tiny sizes, for a smoke run")
-    work.add_argument("--measures", type=_names, default=list(MEASURES),
-                      help=f"comma-separated subset of {','.join(MEASURES)}")
+    work.add_argument(
+        "--measures",
+        type=_names,
+        default=list(MEASURES),
+        help=f"comma-separated subset of {','.join(MEASURES)}",
+    )
     work.add_argument("--instances", type=int, help="512×512 CT instances per ingest (500)")
-    work.add_argument("--batch-size", type=int, default=50, help="instances per STOW-RS request")
+    work.add_argument("--batch-size", type=int, help="instances per STOW-RS request (50)")
     work.add_argument("--clients", type=int, default=4, help="concurrent STOW-RS clients")
     work.add_argument("--qido-sizes", type=_sizes, help="index sizes (10000,100000)")
     work.add_argument("--series-size", type=int, help="instances per series (100)")

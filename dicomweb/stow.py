@@ -21,6 +21,7 @@ from ferry.settings import Settings
 log = logging.getLogger(__name__)
 
 DICOM = "application/dicom"
+_FEED_SIZE = 1024 * 1024
 # Response attributes (PS3.18 Table 10.5.3-1)
 RETRIEVE_URL = "00081190"
 FAILED_SOP_SEQUENCE = "00081198"
@@ -63,12 +64,21 @@ async def _receive_parts(request: Request, settings: Settings) -> list[ReceivedP
     reader = RelatedPartsReader(_boundary(request), settings.spool_dir, max_part_bytes=limit)
     parts: list[ReceivedPart] = []
     received = 0
+    pending: list[bytes] = []
+    pending_size = 0
     try:
         async for chunk in request.stream():
             received += len(chunk)
             if received > limit:
                 raise PayloadTooLarge(f"request exceeds the limit of {limit} bytes")
-            parts += reader.feed(chunk)
+            pending.append(chunk)
+            pending_size += len(chunk)
+            if pending_size >= _FEED_SIZE:
+                # Parsing and file writes leave the event loop; one hop per MiB, not per chunk.
+                parts += await anyio.to_thread.run_sync(reader.feed, b"".join(pending))
+                pending, pending_size = [], 0
+        if pending:
+            parts += await anyio.to_thread.run_sync(reader.feed, b"".join(pending))
         parts += reader.close()
     except MalformedMultipart as error:
         _discard(reader, parts)

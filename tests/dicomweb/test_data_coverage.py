@@ -1,0 +1,235 @@
+"""What a DICOMweb client gets back for each kind of data stored (PS3.18 10.4, 10.5, F.2)."""
+
+from __future__ import annotations
+
+import email.message
+import io
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    RLELossless,
+    generate_uid,
+)
+
+from tests import factories
+
+BOUNDARY = "ferry-coverage-3f9c1d7e5b"
+DICOM = 'multipart/related; type="application/dicom"'
+DICOM_ANY = DICOM + "; transfer-syntax=*"
+
+
+def stow(server, *payloads: bytes) -> httpx.Response:
+    """POST Part 10 (or bare) bytes exactly as given, one part each."""
+    body = b"".join(
+        f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + payload + b"\r\n"
+        for payload in payloads
+    )
+    response = httpx.post(
+        f"{server.dicomweb_url}/studies",
+        content=body + f"--{BOUNDARY}--\r\n".encode(),
+        headers={"Content-Type": f"{DICOM}; boundary={BOUNDARY}"},
+    )
+    assert response.status_code == 200, response.text
+    return response
+
+
+def store(server, *datasets: Dataset) -> None:
+    stow(server, *(factories.part10_bytes(ds) for ds in datasets))
+
+
+def get(server, path: str, accept: str = DICOM_ANY, **headers: str) -> httpx.Response:
+    url = path if path.startswith("http") else server.dicomweb_url + path
+    return httpx.get(url, headers={"Accept": accept, **headers})
+
+
+def _param(header: str, name: str) -> str:
+    message = email.message.Message()
+    message["Content-Type"] = header
+    value = message.get_param(name)
+    assert isinstance(value, str), f"no {name} in {header!r}"
+    return value
+
+
+def split_multipart(response: httpx.Response) -> list[tuple[str, bytes]]:
+    """(part Content-Type, body) of each part of a multipart/related response."""
+    assert response.status_code == 200, response.text
+    boundary = _param(response.headers["content-type"], "boundary").encode()
+    chunks = (b"\r\n" + response.content).split(b"\r\n--" + boundary)
+    assert chunks[0] == b"" and chunks[-1] == b"--\r\n"
+    parts = []
+    for chunk in chunks[1:-1]:
+        head, _, body = chunk.partition(b"\r\n\r\n")
+        headers = dict(
+            line.split(": ", 1) for line in head.decode("ascii").split("\r\n") if line
+        )
+        parts.append((headers["Content-Type"], body))
+    return parts
+
+
+def instance_path(ds: Dataset) -> str:
+    return (
+        f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+
+
+def retrieve_one(server, ds: Dataset, accept: str = DICOM_ANY) -> tuple[str, bytes]:
+    parts = split_multipart(get(server, instance_path(ds), accept))
+    assert len(parts) == 1
+    return parts[0]
+
+
+def metadata(server, ds: Dataset) -> dict[str, Any]:
+    response = get(server, instance_path(ds) + "/metadata", "application/dicom+json")
+    assert response.status_code == 200, response.text
+    (document,) = response.json()
+    return document
+
+
+def values(document: dict[str, Any], tag: str) -> list[Any]:
+    return document[tag]["Value"]
+
+
+# -- 1. stored and returned byte for byte ---------------------------------------------------
+
+
+def _check_pixels_bulk(server, ds: Dataset, document: dict[str, Any]) -> None:
+    assert document["7FE00010"]["BulkDataURI"].startswith(server.dicomweb_url + "/studies/")
+    assert "InlineBinary" not in document["7FE00010"]
+
+
+def _check_pdf(server, ds: Dataset, document: dict[str, Any]) -> None:
+    element = document["00420011"]
+    assert element["vr"] == "OB"
+    assert element["BulkDataURI"].startswith(server.dicomweb_url + instance_path(ds))
+    assert values(document, "00420012") == ["application/pdf"]
+
+
+def _check_multiframe(server, ds: Dataset, document: dict[str, Any]) -> None:
+    _check_pixels_bulk(server, ds, document)
+    assert values(document, "00280008") == [10]
+
+
+def _check_private(server, ds: Dataset, document: dict[str, Any]) -> None:
+    assert document["00090010"] == {"vr": "LO", "Value": [factories.PRIVATE_CREATOR]}
+    assert values(document, "00091001") == ["Ferry private text"]
+    assert document["00091002"]["vr"] == "OB"
+    assert document["00091002"]["BulkDataURI"].startswith(server.dicomweb_url + "/studies/")
+    (private_item,) = values(document, "00091003")
+    assert values(private_item, "00080104") == ["Localizer"]
+    references = values(document, "00081140")  # ReferencedImageSequence
+    assert [values(r, "00081155") for r in references] == [
+        [r.ReferencedSOPInstanceUID] for r in ds.ReferencedImageSequence
+    ]
+    (purpose,) = values(references[0], "0040A170")  # nested PurposeOfReferenceCodeSequence
+    assert values(purpose, "00080100") == ["121311"]
+
+
+KINDS: dict[str, tuple[Callable[[], Dataset], str, Callable[..., None]]] = {
+    "ct": (factories.ct_slice, ExplicitVRLittleEndian, _check_pixels_bulk),
+    "multiframe": (factories.mr_multiframe, ExplicitVRLittleEndian, _check_multiframe),
+    "jpeg-baseline": (factories.jpeg_baseline, JPEGBaseline8Bit, _check_pixels_bulk),
+    "jpeg2000": (factories.jpeg2000, JPEG2000Lossless, _check_pixels_bulk),
+    "rle": (factories.rle, RLELossless, _check_pixels_bulk),
+    "pdf": (factories.encapsulated_pdf, ExplicitVRLittleEndian, _check_pdf),
+    "private-and-sequences": (factories.with_private_tags, ExplicitVRLittleEndian, _check_private),
+}
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_instance_is_returned_byte_for_byte_in_its_transfer_syntax(server, kind) -> None:
+    make, transfer_syntax, check_metadata = KINDS[kind]
+    ds = make()
+    sent = factories.part10_bytes(ds)
+    stow(server, sent)
+    content_type, received = retrieve_one(server, ds)
+    assert _param(content_type, "transfer-syntax") == transfer_syntax
+    assert received == sent
+    check_metadata(server, ds, metadata(server, ds))
+
+
+def test_instance_sent_without_file_meta_gets_one_in_front_of_the_bytes_sent(server) -> None:
+    ds = factories.ct_slice()
+    sent = factories.without_file_meta_bytes(ds)
+    stow(server, sent)
+    content_type, received = retrieve_one(server, ds)
+    assert _param(content_type, "transfer-syntax") == ImplicitVRLittleEndian
+    assert received[:132] == b"\x00" * 128 + b"DICM"
+    meta_end = 132 + 12 + int.from_bytes(received[140:144], "little")  # after (0002,0000) UL
+    assert received[meta_end:] == sent
+    read = dcmread(io.BytesIO(received))
+    assert read.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    assert read.file_meta.MediaStorageSOPInstanceUID == ds.SOPInstanceUID
+    assert read.file_meta.MediaStorageSOPClassUID == ds.SOPClassUID
+    assert read.PixelData == ds.PixelData
+
+
+def test_odd_length_value_is_stored_and_returned_as_sent(server) -> None:
+    sent = factories.odd_length_value_bytes()
+    ds = dcmread(io.BytesIO(sent))
+    stow(server, sent)
+    content_type, received = retrieve_one(server, ds)
+    assert _param(content_type, "transfer-syntax") == ExplicitVRLittleEndian
+    assert received == sent
+    assert values(metadata(server, ds), "00081030") == ["ODD VALUE"]
+
+
+# -- 2. character sets -----------------------------------------------------------------------
+
+
+def joined_pn(element: dict[str, Any]) -> str:
+    """A DICOM JSON PN value (PS3.18 F.2.2) back in its `Alphabetic=Ideographic=Phonetic` form."""
+    assert element["vr"] == "PN"
+    (name,) = element["Value"]
+    assert set(name) <= {"Alphabetic", "Ideographic", "Phonetic"}
+    groups = [name.get(group, "") for group in ("Alphabetic", "Ideographic", "Phonetic")]
+    return "=".join(groups).rstrip("=")
+
+
+def search_studies(server, **params: str) -> list[dict[str, Any]]:
+    response = httpx.get(
+        f"{server.dicomweb_url}/studies",
+        params=params,
+        headers={"Accept": "application/dicom+json"},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+@pytest.mark.parametrize("charset", factories.CHARSET_NAMES)
+def test_names_in_each_character_set_come_back_as_utf8(server, charset) -> None:
+    expected_name = factories.CHARSET_NAMES[charset]
+    ds = factories.with_charset(charset)
+    store(server, ds)
+
+    (found,) = search_studies(server, PatientID=ds.PatientID)
+    assert joined_pn(found["00100010"]) == expected_name
+    assert values(found, "00081030") == [factories.CHARSET_DESCRIPTIONS[charset]]
+
+    groups = expected_name.split("=")
+    for group in groups[:2]:  # alphabetic, and ideographic where the name has one
+        (by_name,) = search_studies(server, PatientName=group[:3] + "*")
+        assert values(by_name, "0020000D") == [ds.StudyInstanceUID]
+
+    response = get(server, f"/studies/{ds.StudyInstanceUID}/metadata", "application/dicom+json")
+    assert response.headers["content-type"].startswith("application/dicom+json")
+    (document,) = orjson_loads(response.content)
+    assert joined_pn(document["00100010"]) == expected_name
+    assert values(document, "00081030") == [factories.CHARSET_DESCRIPTIONS[charset]]
+
+
+def orjson_loads(content: bytes) -> Any:
+    """Strictly UTF-8, as PS3.18 F.2 requires of DICOM JSON."""
+    import json
+
+    return json.loads(content.decode("utf-8", errors="strict"))
