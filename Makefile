@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/ferry serve --demo
+	$(BIN)/ferry serve
 
 test: $(STAMP)
 	$(BIN)/ruff check .

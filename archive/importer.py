@@ -260,6 +260,7 @@ class _Importer:
             source = path.open("rb")
         except OSError as error:
             self._reject(label, error)
+            self.progress.advance()
             return
         with source:
             try:
@@ -268,11 +269,13 @@ class _Importer:
                 source.seek(len(head))
             except OSError as error:
                 self._reject(label, error)
-                return
+                is_zip, item = False, None
+            else:
+                item = None if is_zip else self._spool(source, head, label)
             if is_zip:
-                self._import_zip(source, label)
+                self._import_zip(source, label)  # counts its members itself
                 return
-            self._queue(self._spool(source, head, label))
+        self._queue(item)
         self.progress.advance()
 
     def _import_zip(self, source: IO[bytes], label: str) -> None:

@@ -127,7 +127,9 @@ def test_dicomdir_naming_a_missing_file_is_reported(archive, tmp_path):
     summary = import_paths(archive, [tmp_path / "cd" / "DICOMDIR"], progress=False)
 
     assert summary.stored == 1
-    assert summary.rejected == [(str(files[0]), f"named in {tmp_path / 'cd' / 'DICOMDIR'} but missing")]
+    assert summary.rejected == [
+        (str(files[0]), f"named in {tmp_path / 'cd' / 'DICOMDIR'} but missing")
+    ]
 
 
 def test_zip_members_in_subfolders_are_streamed_into_the_archive(archive, tmp_path):
@@ -235,7 +237,9 @@ def test_links_neither_loop_nor_leave_the_folder_nor_import_twice(archive, tmp_p
 def test_missing_argument_is_rejected(archive, tmp_path):
     summary = import_paths(archive, [tmp_path / "nothing"], progress=False)
 
-    assert summary.rejected == [(str(tmp_path / "nothing"), "cannot read: No such file or directory")]
+    assert summary.rejected == [
+        (str(tmp_path / "nothing"), "cannot read: No such file or directory")
+    ]
 
 
 def test_spool_is_emptied_when_the_database_fails_mid_import(archive, tmp_path):

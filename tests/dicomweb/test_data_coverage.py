@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.message
 import io
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -223,13 +224,140 @@ def test_names_in_each_character_set_come_back_as_utf8(server, charset) -> None:
 
     response = get(server, f"/studies/{ds.StudyInstanceUID}/metadata", "application/dicom+json")
     assert response.headers["content-type"].startswith("application/dicom+json")
-    (document,) = orjson_loads(response.content)
+    (document,) = json.loads(response.content.decode("utf-8"))  # F.2: UTF-8, strictly
     assert joined_pn(document["00100010"]) == expected_name
     assert values(document, "00081030") == [factories.CHARSET_DESCRIPTIONS[charset]]
 
 
-def orjson_loads(content: bytes) -> Any:
-    """Strictly UTF-8, as PS3.18 F.2 requires of DICOM JSON."""
-    import json
+# -- 4. Accept handling for retrieve ---------------------------------------------------------
 
-    return json.loads(content.decode("utf-8", errors="strict"))
+EXPLICIT_ONLY = DICOM + f"; transfer-syntax={ExplicitVRLittleEndian}"
+
+
+@pytest.mark.parametrize(
+    "accept",
+    [
+        DICOM_ANY,
+        DICOM,
+        "*/*",
+        f"{DICOM}; transfer-syntax={JPEGBaseline8Bit}",
+        f"{EXPLICIT_ONLY}, {DICOM}; transfer-syntax={JPEGBaseline8Bit}; q=0.5",
+        f"application/pdf, {EXPLICIT_ONLY}; q=0.9, {DICOM_ANY}; q=0.1",
+    ],
+    ids=["any-syntax", "no-syntax", "star-star", "stored-syntax", "q-second", "q-third"],
+)
+def test_retrieve_answers_with_the_stored_syntax_when_any_choice_allows(server, accept) -> None:
+    ds = factories.jpeg_baseline()
+    sent = factories.part10_bytes(ds)
+    stow(server, sent)
+    content_type, received = retrieve_one(server, ds, accept)
+    assert _param(content_type, "transfer-syntax") == JPEGBaseline8Bit
+    assert received == sent
+
+
+@pytest.mark.parametrize(
+    ("accept", "message"),
+    [(EXPLICIT_ONLY, "transcoding"), ("application/pdf", "multipart/related")],
+    ids=["unstored-syntax", "pdf"],
+)
+def test_retrieve_refuses_what_it_cannot_produce_with_406(server, accept, message) -> None:
+    ds = factories.jpeg_baseline()
+    store(server, ds)
+    for path in (f"/studies/{ds.StudyInstanceUID}", instance_path(ds)):
+        response = get(server, path, accept)
+        assert response.status_code == 406
+        assert message in response.json()["error"]
+
+
+def test_unknown_uids_are_404_at_every_level(server) -> None:
+    ds = factories.ct_slice()
+    store(server, ds)
+    study, series, unknown = ds.StudyInstanceUID, ds.SeriesInstanceUID, generate_uid()
+    for path in (
+        f"/studies/{unknown}",
+        f"/studies/{unknown}/metadata",
+        f"/studies/{study}/series/{unknown}",
+        f"/studies/{study}/series/{unknown}/metadata",
+        f"/studies/{study}/series/{series}/instances/{unknown}",
+        f"/studies/{study}/series/{series}/instances/{unknown}/metadata",
+        f"/studies/{unknown}/series/{series}/instances/{ds.SOPInstanceUID}",
+    ):
+        accept = "application/dicom+json" if path.endswith("/metadata") else DICOM_ANY
+        response = get(server, path, accept)
+        assert response.status_code == 404, path
+        assert "not found" in response.json()["error"]
+
+
+@pytest.mark.parametrize(
+    ("accept", "status"),
+    [("application/dicom+json", 200), ("application/json", 200), ("application/xml", 406)],
+)
+def test_metadata_accept(server, accept, status) -> None:
+    ds = factories.ct_slice()
+    store(server, ds)
+    response = get(server, f"/studies/{ds.StudyInstanceUID}/metadata", accept)
+    assert response.status_code == status
+    if status == 200:
+        assert values(response.json()[0], "00080018") == [ds.SOPInstanceUID]
+
+
+def test_series_metadata_etag_revalidates_until_the_series_changes(server) -> None:
+    spec = factories.StudySpec()
+    first = factories.ct_slice(spec=spec)
+    store(server, first)
+    path = f"/studies/{first.StudyInstanceUID}/series/{first.SeriesInstanceUID}/metadata"
+    response = get(server, path, "application/dicom+json")
+    etag = response.headers["etag"]
+    assert len(response.json()) == 1
+
+    unchanged = get(server, path, "application/dicom+json", **{"If-None-Match": etag})
+    assert unchanged.status_code == 304
+    assert unchanged.content == b""
+    assert unchanged.headers["etag"] == etag
+
+    store(server, factories.ct_slice(spec=replace(spec, instance_number=2)))
+    changed = get(server, path, "application/dicom+json", **{"If-None-Match": etag})
+    assert changed.status_code == 200
+    assert changed.headers["etag"] != etag
+    assert len(changed.json()) == 2
+
+
+# -- 5. DELETE -------------------------------------------------------------------------------
+
+
+def _study_counts(server, study_uid: str) -> tuple[int, int] | None:
+    found = search_studies(server, StudyInstanceUID=study_uid)
+    if not found:
+        return None
+    (study,) = found
+    return values(study, "00201206")[0], values(study, "00201208")[0]
+
+
+def test_delete_instance_then_series_then_last_instance(server) -> None:
+    instances = factories.study(n_series=2, per_series=2)
+    store(server, *instances)
+    study_uid = instances[0].StudyInstanceUID
+    blobs = server.archive.blobs
+    assert _study_counts(server, study_uid) == (2, 4)
+    assert len(list(blobs.iter_keys())) == 4
+
+    gone = instances[0]
+    assert httpx.delete(server.dicomweb_url + instance_path(gone)).status_code == 204
+    assert _study_counts(server, study_uid) == (2, 3)
+    assert len(list(blobs.iter_keys())) == 3
+    assert get(server, instance_path(gone)).status_code == 404
+    series = httpx.get(f"{server.dicomweb_url}/studies/{study_uid}/series").json()
+    assert sorted(values(s, "00201209")[0] for s in series) == [1, 2]
+
+    second = instances[2]
+    series_path = f"/studies/{study_uid}/series/{second.SeriesInstanceUID}"
+    assert httpx.delete(server.dicomweb_url + series_path).status_code == 204
+    assert _study_counts(server, study_uid) == (1, 1)
+    assert len(list(blobs.iter_keys())) == 1
+    assert get(server, series_path).status_code == 404
+
+    last = instances[1]
+    assert httpx.delete(server.dicomweb_url + instance_path(last)).status_code == 204
+    assert _study_counts(server, study_uid) is None
+    assert list(blobs.iter_keys()) == []
+    assert get(server, f"/studies/{study_uid}").status_code == 404
