@@ -31,6 +31,7 @@ def configure_libraries(settings: Settings) -> None:
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     pydicom_config.settings.writing_validation_mode = pydicom_config.RAISE
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.basicConfig(level=settings.log_level.upper())
 
 
