@@ -13,7 +13,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 
-__all__ = ["InvalidMediaType", "MediaRange", "parse_accept", "parse_content_type"]
+__all__ = [
+    "InvalidMediaType",
+    "MediaRange",
+    "accept_header",
+    "parse_accept",
+    "parse_content_type",
+]
 
 _TCHARS = frozenset("!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ")
 _OWS = " \t"
@@ -191,3 +197,8 @@ class _Cursor:
                 raise self.error("control character in quoted string")
             value.append(char)
         raise self.error("unterminated quoted string")
+
+
+def accept_header(values: list[str]) -> str | None:
+    """Repeated Accept header fields are one list (RFC 9110 §5.3)."""
+    return ", ".join(values) if values else None

@@ -20,7 +20,7 @@ from archive.search import (
     iter_json_array,
     search,
 )
-from dicomweb.media import InvalidMediaType, parse_accept
+from dicomweb.media import InvalidMediaType, accept_header, parse_accept
 from dicomweb.urls import path_uid, public_base
 from ferry.errors import InvalidQuery, NotAcceptable
 from ferry.settings import Settings
@@ -151,7 +151,7 @@ def _check_vr(tag: int, name: str, value: str) -> None:
 
 def _check_accept(request: Request) -> None:
     try:
-        ranges = parse_accept(request.headers.get("accept"))
+        ranges = parse_accept(accept_header(request.headers.getlist("accept")))
     except InvalidMediaType as error:
         raise InvalidQuery(f"Accept: {error}") from None
     if not any(r.essence in _JSON_TYPES for r in ranges):

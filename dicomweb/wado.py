@@ -12,7 +12,7 @@ from starlette.responses import Response, StreamingResponse
 from archive.blobstore import BlobStore
 from archive.dicomjson import with_base
 from archive.store import Archive, StoredInstance
-from dicomweb.media import InvalidMediaType, MediaRange, parse_accept
+from dicomweb.media import InvalidMediaType, MediaRange, accept_header, parse_accept
 from dicomweb.multipart import iter_multipart_related, multipart_length, new_boundary
 from dicomweb.urls import path_uid, public_base
 from ferry.errors import InvalidQuery, NotAcceptable
@@ -25,7 +25,7 @@ _METADATA_TYPES = {"application/dicom+json", "application/json", "*/*", "applica
 
 def _accept(request: Request) -> list[MediaRange]:
     try:
-        return parse_accept(request.headers.get("accept"))
+        return parse_accept(accept_header(request.headers.getlist("accept")))
     except InvalidMediaType as error:
         raise InvalidQuery(f"Accept: {error}") from None
 
