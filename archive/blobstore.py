@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import hashlib
@@ -123,10 +124,8 @@ class FilesystemBlobStore:
         for key in keys:
             path = self._path(key)
             path.unlink(missing_ok=True)
-            try:
+            with contextlib.suppress(OSError):  # not empty: other instances of the study
                 path.parent.rmdir()
-            except OSError:
-                pass
 
     def iter_keys(self) -> Iterator[str]:
         for path in self.root.rglob("*.dcm"):

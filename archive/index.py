@@ -68,15 +68,14 @@ def index_entry(parsed: ParsedInstance, document: dict[str, Any], blob_key: str)
     patient = {
         "patient_id": _text(ds, "PatientID"),
         "issuer_of_patient_id": _text(ds, "IssuerOfPatientID"),
-        "patient_name": name,
+    }
+    study = {
+        "study_instance_uid": parsed.study_instance_uid,
         "patient_name_search": alphabetic,
         "patient_name_ideographic": ideographic,
         "patient_name_phonetic": phonetic,
         "patient_birth_date": normalise.date(_text(ds, "PatientBirthDate")),
         "patient_sex": _text(ds, "PatientSex"),
-    }
-    study = {
-        "study_instance_uid": parsed.study_instance_uid,
         "study_date": normalise.date(_text(ds, "StudyDate")),
         "study_time": normalise.time(_text(ds, "StudyTime")),
         "accession_number": _text(ds, "AccessionNumber"),

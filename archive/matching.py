@@ -104,6 +104,15 @@ def match_time_range(column: Any, value: str, attribute: str) -> ColumnElement[b
 
 
 def match_person_name(columns: list[Any], value: str, *, fuzzy: bool) -> ColumnElement[bool]:
+    """One group matches any of the name's groups; `A=I=P` matches group by group."""
+    if "=" in value and len(columns) > 1:
+        groups = value.split("=")[: len(columns)]
+        conditions = [
+            match_person_name([column], group, fuzzy=fuzzy)
+            for column, group in zip(columns, groups, strict=False)
+            if group.strip()
+        ]
+        return and_(*conditions) if conditions else true()
     query = normalise.pn_query(value)
     if fuzzy and not _has_wildcard(query):
         pattern = _like_pattern(query)

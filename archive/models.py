@@ -19,18 +19,14 @@ def _now() -> datetime:
 
 
 class Patient(SQLModel, table=True):
+    """Identity only: the same Patient ID may carry other names in another sender's studies."""
+
     __tablename__ = "patient"
     __table_args__ = (UniqueConstraint("patient_id", "issuer_of_patient_id"),)
 
     pk: int | None = Field(default=None, primary_key=True)
     patient_id: str = Field(default="", max_length=64, index=True)
     issuer_of_patient_id: str = Field(default="", max_length=64)
-    patient_name: str = Field(default="", max_length=1024)
-    patient_name_search: str = Field(default="", max_length=1024, index=True)
-    patient_name_ideographic: str = Field(default="", max_length=1024)
-    patient_name_phonetic: str = Field(default="", max_length=1024)
-    patient_birth_date: str = Field(default="", max_length=8)
-    patient_sex: str = Field(default="", max_length=16)
 
 
 class Study(SQLModel, table=True):
@@ -43,6 +39,12 @@ class Study(SQLModel, table=True):
     pk: int | None = Field(default=None, primary_key=True)
     patient_pk: int = Field(foreign_key="patient.pk")
     study_instance_uid: str = Field(max_length=64, unique=True)
+    # Patient attributes as this study carries them: matched here, returned from attrs_json.
+    patient_name_search: str = Field(default="", max_length=1024, index=True)
+    patient_name_ideographic: str = Field(default="", max_length=1024)
+    patient_name_phonetic: str = Field(default="", max_length=1024)
+    patient_birth_date: str = Field(default="", max_length=8)
+    patient_sex: str = Field(default="", max_length=16)
     study_date: str = Field(default="", max_length=8)
     study_time: str = Field(default="", max_length=13)
     accession_number: str = Field(default="", max_length=64, index=True)

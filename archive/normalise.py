@@ -17,7 +17,7 @@ _TIME = re.compile(r"^(\d{2})(?::?(\d{2})(?::?(\d{2})(?:\.(\d{1,6}))?)?)?$")
 
 def person_name_groups(value: str) -> tuple[str, str, str]:
     """Alphabetic, ideographic and phonetic groups in search form."""
-    groups = (value.split("=") + ["", ""])[:3]
+    groups = [*value.split("="), "", ""][:3]
     return (_pn_group(groups[0]), _pn_group(groups[1]), _pn_group(groups[2]))
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import filecmp
 import logging
 import threading
-from contextlib import AbstractContextManager, nullcontext
 from collections.abc import Iterable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +19,7 @@ from sqlalchemy import Engine, delete, func, select
 
 from archive import dicomjson, index, outcomes
 from archive.blobstore import BlobStore
+from archive.bulkdata import parse_bulk_path, read_bulk_value
 from archive.models import Instance, Patient, Series, Study
 from archive.outcomes import StoreOutcome
 from archive.parse import InvalidInstance, ParsedInstance, read_received
@@ -137,7 +138,7 @@ class Archive:
     def _settle_duplicates(
         self, parsed: list[tuple[int, ParsedInstance]], done: list[tuple[int, StoreOutcome]]
     ) -> tuple[list[tuple[int, ParsedInstance]], list[tuple[int, ParsedInstance]]]:
-        """Same UID and same bytes: success, nothing written. Different bytes: refused or replaced."""
+        """Same UID, same bytes: success, nothing written. Other bytes: refused or replaced."""
         uids = [item.sop_instance_uid for _, item in parsed]
         with self.engine.connect() as connection:
             existing = (
@@ -180,7 +181,7 @@ class Archive:
                         _failed(
                             item,
                             outcomes.DUPLICATE_SOP_INSTANCE,
-                            "an instance with this SOP Instance UID and different content is stored",
+                            "another instance with this SOP Instance UID is stored",
                         ),
                     )
                 )
@@ -255,6 +256,13 @@ class Archive:
         if not documents:
             raise _not_found(study, series, instance)
         return list(documents)
+
+    def read_bulk_data(self, study: str, series: str, instance: str, path: str) -> bytes:
+        """Buffered for now: the viewing work streams it with ranges and frame offsets."""
+        steps = parse_bulk_path(path)
+        (stored,) = self.find_instances(study, series, instance)
+        with self.blobs.open(stored.blob_key) as handle:
+            return read_bulk_value(handle, steps)
 
     def series_version(self, study: str, series: str) -> tuple[int, int, int]:
         """Changes whenever an instance of the series is added, replaced or removed (ETags)."""

@@ -103,8 +103,8 @@ class Report:
         if compare:
             text += [
                 "",
-                "Ferry/Orthanc is Ferry's figure divided by Orthanc's; 'better' says which "
-                "way favours Ferry (higher: ratio > 1 is better; lower: ratio < 1 is better).",
+                "Ferry/Orthanc is Ferry's figure divided by Orthanc's; 'better' is the direction",
+                "that favours Ferry (higher: a ratio above 1 is better; lower: below 1 is better).",
             ]
         text += [
             f"{FAILED} {server} {self.failure_labels[group]}: {error}"

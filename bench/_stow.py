@@ -58,8 +58,7 @@ def measure_ingest(server: Server, batches: list[Batch], clients: int) -> list[F
     memory = PeakMemory(server.pid) if server.pid else None
     with memory or contextlib.nullcontext():
         tally = store_instances(server, batches, clients)
-    group = f"stow.c{clients}"
-    label = f"STOW-RS ingest 512×512 CT, {clients} client{'s' if clients > 1 else ''}"
+    group, label = f"stow.c{clients}", ingest_label(clients)
     raw = {
         "instances": tally.instances,
         "payload_bytes": tally.payload_bytes,
@@ -95,6 +94,10 @@ def measure_ingest(server: Server, batches: list[Batch], clients: int) -> list[F
             memory.result() if memory else {},
         ),
     ]
+
+
+def ingest_label(clients: int) -> str:
+    return f"STOW-RS ingest 512×512 CT, {clients} client{'s' if clients > 1 else ''}"
 
 
 def store_instances(

@@ -42,7 +42,13 @@ from _servers import (
     Server,
     ServerError,
 )
-from _stow import ReplayableBatches, StoreFailed, measure_ingest, store_instances
+from _stow import (
+    ReplayableBatches,
+    StoreFailed,
+    ingest_label,
+    measure_ingest,
+    store_instances,
+)
 from _workload import Workload, fill_counts, plan_workload
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -103,7 +109,7 @@ def run_ingest(
         (1, workload.ingest_single),
         (args.clients, workload.ingest_concurrent),
     ):
-        label = f"STOW-RS ingest, {clients} client{'s' if clients > 1 else ''}"
+        label = ingest_label(clients)
         log(f"generating {sum(s.instance_count for s in studies)} instances for {label}")
         batches = list(iter_batches(iter_study_instances(studies, args.seed), args.batch_size))
         for target in targets:
@@ -164,40 +170,9 @@ def run_retrieve(
     args: argparse.Namespace, targets: Sequence[Target], workload: Workload, report: Report
 ) -> None:
     """Store one study of large instances (untimed), then time WADO-RS and /metadata on it."""
-    study, series = workload.retrieve, workload.retrieve.series[0]
+    study = workload.retrieve
     batches = list(iter_batches(iter_study_instances([study], args.seed), args.batch_size))
-    measures: dict[str, tuple[str, Callable[[Server], list[Figure]]]] = {}
-    if "wado" in args.measures:
-        measures["wado.series"] = (
-            "WADO-RS series retrieve",
-            functools.partial(measure_series_retrieve, study=study, repeat=args.wado_repeat),
-        )
-    if "metadata" in args.measures:
-        for group, path, uids in (
-            (
-                "metadata.study",
-                f"studies/{study.study_uid}/metadata",
-                [uid for s in study.series for uid in s.sop_uids],
-            ),
-            (
-                "metadata.series",
-                f"studies/{study.study_uid}/series/{series.series_uid}/metadata",
-                series.sop_uids,
-            ),
-        ):
-            label = f"WADO-RS {group.split('.')[1]} metadata ({len(uids)} instances)"
-            measures[group] = (
-                label,
-                functools.partial(
-                    measure_metadata_latency,
-                    group=group,
-                    label=label,
-                    path=path,
-                    sop_uids=uids,
-                    repeat=args.repeat,
-                    warmup=args.warmup,
-                ),
-            )
+    measures = retrieve_measures(args, study)
     for target in targets:
         log(f"{target.name}: storing {study.instance_count} instances to retrieve (untimed)")
         try:
@@ -212,6 +187,29 @@ def run_retrieve(
                 continue
             log(f"{target.name}: {label}")
             attempt(report, target, group, label, functools.partial(measure, target.server))
+
+
+def retrieve_measures(
+    args: argparse.Namespace, study: StudySpec
+) -> dict[str, tuple[str, Callable[[Server], list[Figure]]]]:
+    """The selected measures on the stored study, by group: (label, measure of one server)."""
+    series = study.series[0]
+    measures: dict[str, tuple[str, Callable[[Server], list[Figure]]]] = {}
+    if "wado" in args.measures:
+        retrieve = functools.partial(measure_series_retrieve, study=study, repeat=args.wado_repeat)
+        measures["wado.series"] = ("WADO-RS series retrieve", retrieve)
+    if "metadata" in args.measures:
+        for level, path, uids in (
+            ("study", f"studies/{study.study_uid}", [u for s in study.series for u in s.sop_uids]),
+            ("series", f"studies/{study.study_uid}/series/{series.series_uid}", series.sop_uids),
+        ):
+            group, label = f"metadata.{level}", f"WADO-RS {level} metadata ({len(uids)} instances)"
+            metadata = functools.partial(
+                measure_metadata_latency, group=group, label=label, path=f"{path}/metadata",
+                sop_uids=uids, repeat=args.repeat, warmup=args.warmup,
+            )  # fmt: skip
+            measures[group] = (label, metadata)
+    return measures
 
 
 def attempt(
@@ -291,7 +289,7 @@ def build_servers(args: argparse.Namespace) -> list[Server]:
 def benchmark(args: argparse.Namespace, servers: Sequence[Server], report: Report) -> None:
     targets = [Target(server) for server in servers]
     for target in targets:
-        if target.server.pid is None:
+        if not isinstance(target.server, ManagedServer):
             check_empty(target)
     prior = 2 * args.instances if "stow" in args.measures else 0
     fill = max(args.qido_sizes) - prior if "qido" in args.measures else 0
@@ -382,21 +380,27 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=list(MEASURES),
         help=f"comma-separated subset of {','.join(MEASURES)}",
     )
-    work.add_argument("--instances", type=int, help="512×512 CT instances per ingest (500)")
-    work.add_argument("--batch-size", type=int, help="instances per STOW-RS request (50)")
-    work.add_argument("--clients", type=int, default=4, help="concurrent STOW-RS clients")
+    work.add_argument("--instances", type=_positive, help="512×512 CT instances per ingest (500)")
+    work.add_argument("--batch-size", type=_positive, help="instances per STOW-RS request (50)")
+    work.add_argument("--clients", type=_positive, default=4, help="concurrent STOW-RS clients (4)")
     work.add_argument("--qido-sizes", type=_sizes, help="index sizes (10000,100000)")
-    work.add_argument("--series-size", type=int, help="instances per series (100)")
-    work.add_argument("--fill-batch", type=int, default=200, help="small instances per request")
-    work.add_argument("--fill-clients", type=int, default=4, help="concurrent filling clients")
-    work.add_argument("--repeat", type=int, help="timed QIDO-RS and /metadata requests (30)")
+    work.add_argument("--series-size", type=_positive, help="instances per series (100)")
+    work.add_argument(
+        "--fill-batch", type=_positive, default=200, help="small instances per request"
+    )
+    work.add_argument(
+        "--fill-clients", type=_positive, default=4, help="concurrent filling clients"
+    )
+    work.add_argument("--repeat", type=_positive, help="timed QIDO-RS and /metadata requests (30)")
     work.add_argument("--warmup", type=int, help="untimed requests first (3)")
-    work.add_argument("--wado-repeat", type=int, help="timed series retrieves (5)")
-    work.add_argument("--seed", type=int, default=1, help="seed of names, dates and pixels")
+    work.add_argument("--wado-repeat", type=_positive, help="timed series retrieves (5)")
+    work.add_argument("--seed", type=int, default=1, help="seed of names, dates and pixels (1)")
     output = parser.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="JSON to stdout, table to stderr")
     output.add_argument("--output", help="JSON file (bench/results/dicomweb-<timestamp>.json)")
     args = parser.parse_args(argv)
+    if args.clients < 2:
+        parser.error("--clients: the concurrent ingest needs at least 2 clients")
     for name, value in PRESETS["quick" if args.quick else "full"].items():
         if getattr(args, name) is None:
             setattr(args, name, value)
@@ -412,7 +416,14 @@ def _names(text: str) -> list[str]:
 
 
 def _sizes(text: str) -> list[int]:
-    return sorted(int(size) for size in text.split(","))
+    return sorted(_positive(size) for size in text.split(","))
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
+    return value
 
 
 def _stop(server: Server) -> None:

@@ -28,4 +28,5 @@ ROUTES = [
     Route(INSTANCE, wado.retrieve_instances, methods=["GET"]),
     Route(INSTANCE, wado.delete_instances, methods=["DELETE"]),
     Route(INSTANCE + "/metadata", wado.retrieve_metadata, methods=["GET"]),
+    Route(INSTANCE + "/bulk/{path:path}", wado.retrieve_bulk_data, methods=["GET"]),
 ]

@@ -125,3 +125,23 @@ async def delete_instances(request: Request) -> Response:
     study, series, instance = _scope(request)
     await anyio.to_thread.run_sync(archive.delete, study, series, instance)
     return Response(status_code=204)
+
+
+async def retrieve_bulk_data(request: Request) -> Response:
+    """One part, application/octet-stream, per PS3.18 10.4.1.1.5."""
+    archive: Archive = request.app.state.archive
+    accepted = {r.essence for r in _accept(request)}
+    if not accepted & {"*/*", "multipart/related", "multipart/*", "application/octet-stream"}:
+        raise NotAcceptable("bulk data is available as application/octet-stream")
+    study, series, instance = _scope(request)
+    assert series is not None and instance is not None
+    value = await anyio.to_thread.run_sync(
+        archive.read_bulk_data, study, series, instance, request.path_params["path"]
+    )
+    if "multipart/related" not in accepted and "application/octet-stream" in accepted:
+        return Response(value, media_type="application/octet-stream")
+    boundary = new_boundary()
+    body = b"".join(iter_multipart_related([("application/octet-stream", [value])], boundary))
+    return Response(
+        body, media_type=f'multipart/related; type="application/octet-stream"; boundary={boundary}'
+    )

@@ -32,7 +32,6 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
 
 def _import(settings: Settings, args: argparse.Namespace) -> int:
     from archive.importer import import_paths
-
     from ferry.app import build_archive, configure_libraries
 
     configure_libraries(settings)

@@ -70,9 +70,7 @@ def split_multipart(response: httpx.Response) -> list[tuple[str, bytes]]:
     parts = []
     for chunk in chunks[1:-1]:
         head, _, body = chunk.partition(b"\r\n\r\n")
-        headers = dict(
-            line.split(": ", 1) for line in head.decode("ascii").split("\r\n") if line
-        )
+        headers = dict(line.split(": ", 1) for line in head.decode("ascii").split("\r\n") if line)
         parts.append((headers["Content-Type"], body))
     return parts
 
@@ -101,7 +99,7 @@ def values(document: dict[str, Any], tag: str) -> list[Any]:
     return document[tag]["Value"]
 
 
-# -- 1. stored and returned byte for byte ---------------------------------------------------
+# -- stored and returned byte for byte ------------------------------------------------------
 
 
 def _check_pixels_bulk(server, ds: Dataset, document: dict[str, Any]) -> None:
@@ -159,6 +157,15 @@ def test_instance_is_returned_byte_for_byte_in_its_transfer_syntax(server, kind)
     check_metadata(server, ds, metadata(server, ds))
 
 
+def test_bulk_data_uri_in_metadata_resolves_to_the_value(server) -> None:
+    ds = factories.encapsulated_pdf()
+    sent = factories.part10_bytes(ds)
+    stow(server, sent)
+    uri = metadata(server, ds)["00420011"]["BulkDataURI"]
+    parts = split_multipart(get(server, uri, 'multipart/related; type="application/octet-stream"'))
+    assert [body for _, body in parts] == [dcmread(io.BytesIO(sent)).EncapsulatedDocument]
+
+
 def test_instance_sent_without_file_meta_gets_one_in_front_of_the_bytes_sent(server) -> None:
     ds = factories.ct_slice()
     sent = factories.without_file_meta_bytes(ds)
@@ -185,7 +192,7 @@ def test_odd_length_value_is_stored_and_returned_as_sent(server) -> None:
     assert values(metadata(server, ds), "00081030") == ["ODD VALUE"]
 
 
-# -- 2. character sets -----------------------------------------------------------------------
+# -- character sets --------------------------------------------------------------------------
 
 
 def joined_pn(element: dict[str, Any]) -> str:
@@ -217,8 +224,7 @@ def test_names_in_each_character_set_come_back_as_utf8(server, charset) -> None:
     assert joined_pn(found["00100010"]) == expected_name
     assert values(found, "00081030") == [factories.CHARSET_DESCRIPTIONS[charset]]
 
-    groups = expected_name.split("=")
-    for group in groups[:2]:  # alphabetic, and ideographic where the name has one
+    for group in expected_name.split("="):  # each of alphabetic, ideographic, phonetic
         (by_name,) = search_studies(server, PatientName=group[:3] + "*")
         assert values(by_name, "0020000D") == [ds.StudyInstanceUID]
 
@@ -229,7 +235,7 @@ def test_names_in_each_character_set_come_back_as_utf8(server, charset) -> None:
     assert values(document, "00081030") == [factories.CHARSET_DESCRIPTIONS[charset]]
 
 
-# -- 4. Accept handling for retrieve ---------------------------------------------------------
+# -- Accept handling for retrieve ------------------------------------------------------------
 
 EXPLICIT_ONLY = DICOM + f"; transfer-syntax={ExplicitVRLittleEndian}"
 
@@ -322,7 +328,7 @@ def test_series_metadata_etag_revalidates_until_the_series_changes(server) -> No
     assert len(changed.json()) == 2
 
 
-# -- 5. DELETE -------------------------------------------------------------------------------
+# -- DELETE ----------------------------------------------------------------------------------
 
 
 def _study_counts(server, study_uid: str) -> tuple[int, int] | None:
@@ -331,6 +337,11 @@ def _study_counts(server, study_uid: str) -> tuple[int, int] | None:
         return None
     (study,) = found
     return values(study, "00201206")[0], values(study, "00201208")[0]
+
+
+def _series_counts(server, study_uid: str) -> list[int]:
+    response = get(server, f"/studies/{study_uid}/series", "application/dicom+json")
+    return sorted(values(series, "00201209")[0] for series in response.json())
 
 
 def test_delete_instance_then_series_then_last_instance(server) -> None:
@@ -346,13 +357,13 @@ def test_delete_instance_then_series_then_last_instance(server) -> None:
     assert _study_counts(server, study_uid) == (2, 3)
     assert len(list(blobs.iter_keys())) == 3
     assert get(server, instance_path(gone)).status_code == 404
-    series = httpx.get(f"{server.dicomweb_url}/studies/{study_uid}/series").json()
-    assert sorted(values(s, "00201209")[0] for s in series) == [1, 2]
+    assert _series_counts(server, study_uid) == [1, 2]
 
     second = instances[2]
     series_path = f"/studies/{study_uid}/series/{second.SeriesInstanceUID}"
     assert httpx.delete(server.dicomweb_url + series_path).status_code == 204
     assert _study_counts(server, study_uid) == (1, 1)
+    assert _series_counts(server, study_uid) == [1]
     assert len(list(blobs.iter_keys())) == 1
     assert get(server, series_path).status_code == 404
 

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-28 00:02:10.916971
+Create Date: 2026-11-28 00:18:12.460628
 """
 
 from collections.abc import Sequence
@@ -26,7 +26,19 @@ def upgrade() -> None:
         sa.Column(
             "issuer_of_patient_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False
         ),
-        sa.Column("patient_name", sqlmodel.sql.sqltypes.AutoString(length=1024), nullable=False),
+        sa.PrimaryKeyConstraint("pk"),
+        sa.UniqueConstraint("patient_id", "issuer_of_patient_id"),
+    )
+    with op.batch_alter_table("patient", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_patient_patient_id"), ["patient_id"], unique=False)
+
+    op.create_table(
+        "study",
+        sa.Column("pk", sa.Integer(), nullable=False),
+        sa.Column("patient_pk", sa.Integer(), nullable=False),
+        sa.Column(
+            "study_instance_uid", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False
+        ),
         sa.Column(
             "patient_name_search", sqlmodel.sql.sqltypes.AutoString(length=1024), nullable=False
         ),
@@ -40,22 +52,6 @@ def upgrade() -> None:
         ),
         sa.Column("patient_birth_date", sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
         sa.Column("patient_sex", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
-        sa.PrimaryKeyConstraint("pk"),
-        sa.UniqueConstraint("patient_id", "issuer_of_patient_id"),
-    )
-    with op.batch_alter_table("patient", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_patient_patient_id"), ["patient_id"], unique=False)
-        batch_op.create_index(
-            batch_op.f("ix_patient_patient_name_search"), ["patient_name_search"], unique=False
-        )
-
-    op.create_table(
-        "study",
-        sa.Column("pk", sa.Integer(), nullable=False),
-        sa.Column("patient_pk", sa.Integer(), nullable=False),
-        sa.Column(
-            "study_instance_uid", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False
-        ),
         sa.Column("study_date", sqlmodel.sql.sqltypes.AutoString(length=8), nullable=False),
         sa.Column("study_time", sqlmodel.sql.sqltypes.AutoString(length=13), nullable=False),
         sa.Column("accession_number", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
@@ -84,6 +80,9 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_study_created_at"), ["created_at"], unique=False)
         batch_op.create_index("ix_study_date_time", ["study_date", "study_time"], unique=False)
         batch_op.create_index("ix_study_patient", ["patient_pk"], unique=False)
+        batch_op.create_index(
+            batch_op.f("ix_study_patient_name_search"), ["patient_name_search"], unique=False
+        )
 
     op.create_table(
         "series",
@@ -181,6 +180,7 @@ def downgrade() -> None:
 
     op.drop_table("series")
     with op.batch_alter_table("study", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_study_patient_name_search"))
         batch_op.drop_index("ix_study_patient")
         batch_op.drop_index("ix_study_date_time")
         batch_op.drop_index(batch_op.f("ix_study_created_at"))
@@ -188,7 +188,6 @@ def downgrade() -> None:
 
     op.drop_table("study")
     with op.batch_alter_table("patient", schema=None) as batch_op:
-        batch_op.drop_index(batch_op.f("ix_patient_patient_name_search"))
         batch_op.drop_index(batch_op.f("ix_patient_patient_id"))
 
     op.drop_table("patient")
