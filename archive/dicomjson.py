@@ -39,7 +39,7 @@ def _element_json(element: DataElement, bulk_prefix: str, path: str) -> dict[str
 
     try:
         return element.to_json_dict(bulk_uri, BULK_DATA_THRESHOLD)
-    except (ValueError, TypeError, OverflowError) as error:
+    except Exception as error:  # pydicom raises many kinds on malformed values
         # Read leniently: a malformed value (say DS "1,5") keeps its VR but loses its value.
         log.warning("attribute %s not representable in DICOM JSON: %s", key, error)
         return {"vr": element.VR}
@@ -48,7 +48,12 @@ def _element_json(element: DataElement, bulk_prefix: str, path: str) -> dict[str
 def dataset_json(dataset: Dataset, bulk_prefix: str, path: str = "") -> dict[str, Any]:
     """Our own walk (not pydicom's) so that nested bulk data gets a path-qualified URI."""
     result: dict[str, Any] = {}
-    for element in dataset:
+    for tag in list(dataset.keys()):
+        try:
+            element = dataset[tag]
+        except Exception as error:  # pydicom converts lazily; hostile values fail here
+            log.warning("attribute %08X unreadable, left out of DICOM JSON: %s", tag, error)
+            continue
         key = _tag_key(element.tag)
         if element.VR == "SQ":
             items = [

@@ -134,6 +134,8 @@ def match_integer(column: Any, value: str, attribute: str) -> ColumnElement[bool
         if number is None:
             raise InvalidQuery(f"{attribute}: {item[:80]!r} is not an integer")
         numbers.append(number)
+    if not numbers:
+        raise InvalidQuery(f"{attribute}: no integer given")
     return column.in_(numbers) if len(numbers) > 1 else column == numbers[0]
 
 

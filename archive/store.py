@@ -19,13 +19,13 @@ from sqlalchemy import Engine, delete, func, select
 
 from archive import dicomjson, index, outcomes
 from archive.blobstore import BlobStore
-from archive.bulkdata import parse_bulk_path, read_bulk_value
 from archive.models import Instance, Patient, Series, Study
 from archive.outcomes import StoreOutcome
 from archive.parse import InvalidInstance, ParsedInstance, read_received
 from ferry.errors import InstanceNotFound, SeriesNotFound, StudyNotFound
 
 log = logging.getLogger(__name__)
+_DIFFERENT_CONTENT = "an instance with this SOP Instance UID and different content is stored"
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,15 @@ class StoredInstance:
     size: int
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """A received instance ready to be written: its parse, blob key and index rows."""
+
+    parsed: ParsedInstance
+    blob_key: str
+    entry: index.IndexEntry
+
+
 class Archive:
     def __init__(self, engine: Engine, blobs: BlobStore, *, replace_duplicates: bool) -> None:
         self.engine = engine
@@ -53,46 +62,17 @@ class Archive:
 
     # -- store ---------------------------------------------------------------------------
 
-    def store_files(
-        self, paths: Sequence[Path], expected_study_uid: str | None = None
-    ) -> list[StoreOutcome]:
-        """Store spooled files (each consumed: stored or deleted); one outcome per file."""
-        results: list[StoreOutcome | None] = [None] * len(paths)
-        parsed: list[tuple[int, ParsedInstance]] = []
-        for position, path in enumerate(paths):
-            try:
-                item = read_received(path)
-            except InvalidInstance as error:
-                path.unlink(missing_ok=True)
-                results[position] = StoreOutcome(
-                    "", "", failure_reason=error.reason, message=error.message
-                )
-                continue
-            if expected_study_uid and item.study_instance_uid != expected_study_uid:
-                item.path.unlink(missing_ok=True)
-                results[position] = _failed(
-                    item,
-                    outcomes.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
-                    f"StudyInstanceUID {item.study_instance_uid} differs from the request's "
-                    f"{expected_study_uid}",
-                )
-                continue
-            parsed.append((position, item))
-        for position, outcome in self._store_parsed(parsed):
-            results[position] = outcome
-        return [r for r in results if r is not None]
+    def prepare(self, path: Path) -> Prepared | StoreOutcome:
+        """Everything before disk and index: parse, check, DICOM JSON, index rows.
 
-    def _store_parsed(
-        self, parsed: list[tuple[int, ParsedInstance]]
-    ) -> list[tuple[int, StoreOutcome]]:
-        done: list[tuple[int, StoreOutcome]] = []
-        fresh, replacing = self._settle_duplicates(parsed, done)
-        work = fresh + replacing
-        if not work:
-            return done
-        entries = {}
-        moves = []
-        for position, item in work:
+        Safe to run for many parts at once (threads); a failure consumes the file.
+        """
+        try:
+            item = read_received(path)
+        except InvalidInstance as error:
+            path.unlink(missing_ok=True)
+            return StoreOutcome("", "", failure_reason=error.reason, message=error.message)
+        try:
             key = self.blobs.new_key(item.study_instance_uid, item.sop_instance_uid)
             document = dicomjson.instance_json(
                 item.dataset,
@@ -101,91 +81,89 @@ class Archive:
                 item.sop_instance_uid,
                 item.pixel_vr,
             )
-            entries[position] = index.index_entry(item, document, key)
-            moves.append((item.path, key))
+            entry = index.index_entry(item, document, key)
+        except Exception as error:  # hostile attribute values pydicom cannot convert
+            log.warning("cannot index %s: %s", item.sop_instance_uid, error)
+            item.path.unlink(missing_ok=True)
+            return _failed(item, outcomes.CANNOT_UNDERSTAND, "attributes cannot be read")
+        return Prepared(item, key, entry)
+
+    def store_files(
+        self, paths: Sequence[Path], expected_study_uid: str | None = None
+    ) -> list[StoreOutcome]:
+        """Store spooled files (each consumed: stored or deleted); one outcome per file."""
+        return self.store_prepared([self.prepare(path) for path in paths], expected_study_uid)
+
+    def store_prepared(
+        self, prepared: Sequence[Prepared | StoreOutcome], expected_study_uid: str | None = None
+    ) -> list[StoreOutcome]:
+        """Settle duplicates, make the blobs durable, commit the index; outcomes in order."""
+        results: list[StoreOutcome | None] = [
+            p if isinstance(p, StoreOutcome) else None for p in prepared
+        ]
+        work = [(n, p) for n, p in enumerate(prepared) if isinstance(p, Prepared)]
         try:
-            self.blobs.store(moves)
-            old_keys, inserted = self._commit(entries, {p for p, _ in replacing})
-        except Exception as error:  # disk full, database gone: nothing is indexed
-            log.exception("store failed")
-            self.blobs.delete(key for _, key in moves)
-            for _path, _ in moves:
-                _path.unlink(missing_ok=True)
-            reason = (
-                outcomes.OUT_OF_RESOURCES
-                if isinstance(error, OSError)
-                else outcomes.PROCESSING_FAILURE
-            )
-            return done + [(p, _failed(item, reason, "could not store")) for p, item in work]
-        self.blobs.delete(old_keys)
+            if expected_study_uid:
+                work = self._other_studies(work, expected_study_uid, results)
+            work, replacing = self._settle_duplicates(work, results)
+            if work:
+                self._write(work, replacing, results)
+        finally:
+            for _, item in work:  # whatever was not renamed into the store is removed
+                item.parsed.path.unlink(missing_ok=True)
+        return [r for r in results if r is not None]
+
+    def _other_studies(
+        self, work: list[tuple[int, Prepared]], study: str, results: list[StoreOutcome | None]
+    ) -> list[tuple[int, Prepared]]:
+        kept = []
         for position, item in work:
-            if item.sop_instance_uid in inserted:
-                done.append((position, _stored(item)))
-            else:
-                self.blobs.delete([entries[position].instance["blob_key"]])
-                done.append(
-                    (
-                        position,
-                        _failed(
-                            item,
-                            outcomes.DUPLICATE_SOP_INSTANCE,
-                            "stored concurrently by another request",
-                        ),
-                    )
-                )
-        return done
+            if item.parsed.study_instance_uid == study:
+                kept.append((position, item))
+                continue
+            item.parsed.path.unlink(missing_ok=True)
+            results[position] = _failed(
+                item.parsed,
+                outcomes.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,
+                f"StudyInstanceUID {item.parsed.study_instance_uid} differs from the "
+                f"request's {study}",
+            )
+        return kept
 
     def _settle_duplicates(
-        self, parsed: list[tuple[int, ParsedInstance]], done: list[tuple[int, StoreOutcome]]
-    ) -> tuple[list[tuple[int, ParsedInstance]], list[tuple[int, ParsedInstance]]]:
+        self, work: list[tuple[int, Prepared]], results: list[StoreOutcome | None]
+    ) -> tuple[list[tuple[int, Prepared]], set[int]]:
         """Same UID, same bytes: success, nothing written. Other bytes: refused or replaced."""
-        uids = [item.sop_instance_uid for _, item in parsed]
-        with self.engine.connect() as connection:
-            existing = (
-                dict(
-                    connection.execute(
-                        select(Instance.sop_instance_uid, Instance.blob_key).where(
-                            Instance.sop_instance_uid.in_(uids)
-                        )
-                    ).all()
+        uids = [item.parsed.sop_instance_uid for _, item in work]
+        existing: dict[str, str] = {}
+        if uids:
+            with self.engine.connect() as connection:
+                statement = select(Instance.sop_instance_uid, Instance.blob_key).where(
+                    Instance.sop_instance_uid.in_(uids)
                 )
-                if uids
-                else {}
-            )
-        fresh, replacing = [], []
+                existing = {uid: key for uid, key in connection.execute(statement)}
+        kept: list[tuple[int, Prepared]] = []
+        replacing: set[int] = set()
         seen: set[str] = set()
-        for position, item in parsed:
-            uid = item.sop_instance_uid
+        for position, item in work:
+            uid = item.parsed.sop_instance_uid
+            problem = None
             if uid in seen:
-                item.path.unlink(missing_ok=True)
-                done.append(
-                    (
-                        position,
-                        _failed(item, outcomes.DUPLICATE_SOP_INSTANCE, "sent twice in one request"),
-                    )
-                )
-                continue
-            seen.add(uid)
-            if uid not in existing:
-                fresh.append((position, item))
-            elif self._same_bytes(item.path, existing[uid]):
-                item.path.unlink(missing_ok=True)
-                done.append((position, _stored(item)))
-            elif self.replace_duplicates:
-                replacing.append((position, item))
+                problem = "sent twice in one request"
+            elif uid in existing and self._same_bytes(item.parsed.path, existing[uid]):
+                results[position] = _stored(item.parsed)
+            elif uid in existing and not self.replace_duplicates:
+                problem = _DIFFERENT_CONTENT
             else:
-                item.path.unlink(missing_ok=True)
-                done.append(
-                    (
-                        position,
-                        _failed(
-                            item,
-                            outcomes.DUPLICATE_SOP_INSTANCE,
-                            "another instance with this SOP Instance UID is stored",
-                        ),
-                    )
-                )
-        return fresh, replacing
+                kept.append((position, item))
+                if uid in existing:
+                    replacing.add(position)
+            seen.add(uid)
+            if problem:
+                results[position] = _failed(item.parsed, outcomes.DUPLICATE_SOP_INSTANCE, problem)
+            if results[position] is not None:
+                item.parsed.path.unlink(missing_ok=True)
+        return kept, replacing
 
     def _same_bytes(self, path: Path, key: str) -> bool:
         try:
@@ -195,19 +173,49 @@ class Archive:
         except OSError:
             return False
 
+    def _write(
+        self,
+        work: list[tuple[int, Prepared]],
+        replacing: set[int],
+        results: list[StoreOutcome | None],
+    ) -> None:
+        moves = [(item.parsed.path, item.blob_key) for _, item in work]
+        try:
+            self.blobs.store(moves)
+            old_keys, inserted = self._commit(work, replacing)
+        except Exception as error:  # disk full, database gone: nothing is indexed
+            log.exception("store failed")
+            self.blobs.delete(key for _, key in moves)
+            reason = (
+                outcomes.OUT_OF_RESOURCES
+                if isinstance(error, OSError)
+                else (outcomes.PROCESSING_FAILURE)
+            )
+            for position, item in work:
+                results[position] = _failed(item.parsed, reason, "could not store")
+            return
+        self.blobs.delete(old_keys)
+        for position, item in work:
+            if item.parsed.sop_instance_uid in inserted:
+                results[position] = _stored(item.parsed)
+            else:
+                self.blobs.delete([item.blob_key])
+                message = "stored concurrently by another request"
+                results[position] = _failed(item.parsed, outcomes.DUPLICATE_SOP_INSTANCE, message)
+
     def _commit(
-        self, entries: dict[int, index.IndexEntry], replacing: set[int]
+        self, work: list[tuple[int, Prepared]], replacing: set[int]
     ) -> tuple[list[str], set[str]]:
         old_keys: list[str] = []
         with self._write_lock, self.engine.begin() as connection:
-            inserted = index.insert_entries(
-                connection, [e for p, e in entries.items() if p not in replacing]
-            )
-            for position in replacing:
-                old = index.replace_entry(connection, entries[position])
-                inserted.add(entries[position].instance["sop_instance_uid"])
-                if old:
-                    old_keys.append(old)
+            fresh = [item.entry for position, item in work if position not in replacing]
+            inserted = index.insert_entries(connection, fresh)
+            for position, item in work:
+                if position in replacing:
+                    old = index.replace_entry(connection, item.entry)
+                    inserted.add(item.parsed.sop_instance_uid)
+                    if old:
+                        old_keys.append(old)
         return old_keys, inserted
 
     # -- read ----------------------------------------------------------------------------
@@ -256,13 +264,6 @@ class Archive:
         if not documents:
             raise _not_found(study, series, instance)
         return list(documents)
-
-    def read_bulk_data(self, study: str, series: str, instance: str, path: str) -> bytes:
-        """Buffered for now: the viewing work streams it with ranges and frame offsets."""
-        steps = parse_bulk_path(path)
-        (stored,) = self.find_instances(study, series, instance)
-        with self.blobs.open(stored.blob_key) as handle:
-            return read_bulk_value(handle, steps)
 
     def series_version(self, study: str, series: str) -> tuple[int, int, int]:
         """Changes whenever an instance of the series is added, replaced or removed (ETags)."""

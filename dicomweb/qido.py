@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import anyio
 from pydicom.datadict import dictionary_VR
 from starlette.requests import Request
@@ -22,16 +20,12 @@ from archive.search import (
 )
 from dicomweb.media import InvalidMediaType, accept_header, parse_accept
 from dicomweb.urls import path_uid, public_base
+from dicomweb.warning import warning_header
 from ferry.errors import InvalidQuery, NotAcceptable
 from ferry.settings import Settings
 
 _JSON_TYPES = {"application/dicom+json", "application/json", "*/*", "application/*"}
 _MAX_OFFSET = 2**31
-
-
-def warning_header(messages: Iterable[str]) -> str:
-    """RFC 7234 Warning values, as PS3.18 8.3.5.1 uses them for ignored query parts."""
-    return ", ".join(f'299 ferry "{m.replace(chr(34), chr(39))}"' for m in messages)
 
 
 def _attribute(key: str) -> tuple[int, bool] | None:

@@ -11,10 +11,11 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from archive.outcomes import CANNOT_UNDERSTAND, StoreOutcome
-from archive.store import Archive
+from archive.store import Archive, Prepared
 from dicomweb.media import InvalidMediaType, parse_content_type
 from dicomweb.multipart import MalformedMultipart, ReceivedPart, RelatedPartsReader
 from dicomweb.urls import path_uid, public_base
+from dicomweb.warning import warning_header
 from ferry.errors import BadRequestBody, PayloadTooLarge, UnsupportedMediaType
 from ferry.settings import Settings
 
@@ -57,12 +58,49 @@ def _check_declared_length(request: Request, limit: int) -> None:
         raise PayloadTooLarge(f"request of {declared} bytes exceeds the limit of {limit} bytes")
 
 
-async def _receive_parts(request: Request, settings: Settings) -> list[ReceivedPart]:
-    """Spool every part to disk as it arrives; nothing bigger than a chunk sits in memory."""
+class _Intake:
+    """Parts become prepared instances as they complete, while the rest of the body streams in."""
+
+    def __init__(self, reader: RelatedPartsReader, archive: Archive) -> None:
+        self.reader = reader
+        self.archive = archive
+        self.items: list[Prepared | StoreOutcome] = []
+
+    def feed(self, data: bytes) -> None:
+        self._take(self.reader.feed(data))
+
+    def close(self) -> None:
+        self._take(self.reader.close())
+
+    def _take(self, parts: list[ReceivedPart]) -> None:
+        for part in parts:
+            problem = _part_problem(part)
+            if problem:
+                part.path.unlink(missing_ok=True)
+                self.items.append(
+                    StoreOutcome("", "", failure_reason=CANNOT_UNDERSTAND, message=problem)
+                )
+            else:
+                self.items.append(self.archive.prepare(part.path))
+
+    def discard(self) -> None:
+        """Disconnect, cancellation, a body too large: leave no spooled file behind."""
+        self.reader.discard()
+        for item in self.items:
+            if isinstance(item, Prepared):
+                item.parsed.path.unlink(missing_ok=True)
+
+
+async def _receive(request: Request, settings: Settings, archive: Archive) -> _Intake:
+    """Spool and prepare every part as it arrives; nothing bigger than a MiB sits in memory."""
     limit = settings.max_request_bytes
     _check_declared_length(request, limit)
-    reader = RelatedPartsReader(_boundary(request), settings.spool_dir, max_part_bytes=limit)
-    parts: list[ReceivedPart] = []
+    boundary = _boundary(request)
+    try:
+        reader = RelatedPartsReader(boundary, settings.spool_dir, max_part_bytes=limit)
+    except MalformedMultipart as error:
+        raise BadRequestBody(f"unusable multipart boundary: {error}") from None
+    intake = _Intake(reader, archive)
     received = 0
     pending: list[bytes] = []
     pending_size = 0
@@ -74,25 +112,19 @@ async def _receive_parts(request: Request, settings: Settings) -> list[ReceivedP
             pending.append(chunk)
             pending_size += len(chunk)
             if pending_size >= _FEED_SIZE:
-                # Parsing and file writes leave the event loop; one hop per MiB, not per chunk.
-                parts += await anyio.to_thread.run_sync(reader.feed, b"".join(pending))
+                # Parsing, file writes and indexing leave the event loop, one hop per MiB.
+                await anyio.to_thread.run_sync(intake.feed, b"".join(pending))
                 pending, pending_size = [], 0
         if pending:
-            parts += await anyio.to_thread.run_sync(reader.feed, b"".join(pending))
-        parts += reader.close()
+            await anyio.to_thread.run_sync(intake.feed, b"".join(pending))
+        await anyio.to_thread.run_sync(intake.close)
     except MalformedMultipart as error:
-        _discard(reader, parts)
+        intake.discard()
         raise BadRequestBody(f"malformed multipart body: {error}") from None
-    except BaseException:  # disconnect, cancellation, too large: leave no spooled file
-        _discard(reader, parts)
+    except BaseException:
+        intake.discard()
         raise
-    return parts
-
-
-def _discard(reader: RelatedPartsReader, parts: list[ReceivedPart]) -> None:
-    reader.discard()
-    for part in parts:
-        part.path.unlink(missing_ok=True)
+    return intake
 
 
 def _part_problem(part: ReceivedPart) -> str | None:
@@ -109,19 +141,6 @@ def _part_problem(part: ReceivedPart) -> str | None:
     if essence != DICOM:
         return f"part of type {part.content_type[:100]!r} is not {DICOM}"
     return None
-
-
-def _store(archive: Archive, parts: list[ReceivedPart], study: str | None) -> list[StoreOutcome]:
-    refused = []
-    accepted = []
-    for part in parts:
-        problem = _part_problem(part)
-        if problem:
-            part.path.unlink(missing_ok=True)
-            refused.append(StoreOutcome("", "", failure_reason=CANNOT_UNDERSTAND, message=problem))
-        else:
-            accepted.append(part.path)
-    return archive.store_files(accepted, study) + refused
 
 
 def _reference(outcome: StoreOutcome) -> dict[str, Any]:
@@ -169,10 +188,8 @@ def store_response(outcomes: list[StoreOutcome], base: str, study: str | None) -
         status = 409
     headers = {}
     if failed:
-        messages = "; ".join(
-            f"{o.sop_instance_uid or 'part'}: {o.message}" for o in failed[:10]
-        ).replace('"', "'")
-        headers["Warning"] = f'299 ferry "{_header_safe(messages)}"'
+        reasons = [f"{o.sop_instance_uid or 'part'}: {o.message}" for o in failed[:10]]
+        headers["Warning"] = warning_header(reasons)
     return Response(
         orjson.dumps(document),
         status_code=status,
@@ -181,20 +198,16 @@ def store_response(outcomes: list[StoreOutcome], base: str, study: str | None) -
     )
 
 
-def _header_safe(text: str) -> str:
-    return "".join(c if c.isascii() and c.isprintable() else "?" for c in text)[:2000]
-
-
 async def store_instances(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     archive: Archive = request.app.state.archive
     study = path_uid(request, "study") if "study" in request.path_params else None
     try:
-        parts = await _receive_parts(request, settings)
+        intake = await _receive(request, settings, archive)
     except ClientDisconnect:
         log.info("client disconnected during STOW-RS; spooled parts removed")
         return Response(status_code=400)
-    if not parts:
+    if not intake.items:
         raise BadRequestBody("the multipart body holds no parts")
-    outcomes = await anyio.to_thread.run_sync(_store, archive, parts, study)
+    outcomes = await anyio.to_thread.run_sync(archive.store_prepared, intake.items, study)
     return store_response(outcomes, public_base(request, settings), study)

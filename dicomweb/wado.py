@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+import logging
+from collections.abc import Callable, Iterator
+from functools import partial
+from tempfile import SpooledTemporaryFile
 
 import anyio
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from archive.blobstore import BlobStore
+from archive.blobstore import CHUNK_SIZE, BlobStore
 from archive.dicomjson import with_base
 from archive.store import Archive, StoredInstance
+from dicomweb import transcoding
 from dicomweb.media import InvalidMediaType, MediaRange, accept_header, parse_accept
 from dicomweb.multipart import iter_multipart_related, multipart_length, new_boundary
+from dicomweb.transcoding import PixelDescription
 from dicomweb.urls import path_uid, public_base
 from ferry.errors import InvalidQuery, NotAcceptable
 from ferry.settings import Settings
+
+log = logging.getLogger(__name__)
 
 DICOM = "application/dicom"
 _ANY_TRANSFER_SYNTAX = "*"
@@ -39,37 +48,113 @@ def _wants_dicom(media: MediaRange) -> bool:
     return part_type is None or part_type.lower() == DICOM
 
 
-def negotiate_transfer_syntax(ranges: list[MediaRange], stored: set[str]) -> None:
-    """Return what is stored when the client takes it; transcoding comes with the viewing work.
+def _acceptable_syntaxes(ranges: list[MediaRange]) -> tuple[list[str | None], list[str]]:
+    """Transfer syntaxes the client takes, most preferred first; None stands for "as stored".
 
-    Without a transfer-syntax parameter Ferry sends what is stored, as `*` does: PS3.18 would
-    default to Explicit VR Little Endian, which is the same bytes for most archives' content.
+    A value that is not a transfer syntax UID is ignored, as PS3.18 8.7.7 says of any invalid
+    or unsupported Accept value; it is named in the 406 if nothing else is left.
     """
-    asked: list[str] = []
+    choices: list[str | None] = []
+    ignored: list[str] = []
     for media in ranges:
         if not _wants_dicom(media):
             continue
         syntax = media.param("transfer-syntax")
-        if syntax is None or syntax == _ANY_TRANSFER_SYNTAX or {syntax} >= stored:
-            return
-        asked.append(syntax)
-    if asked:
-        raise NotAcceptable(
-            f"instances are stored as {', '.join(sorted(stored))}; "
-            f"transcoding to {', '.join(asked)} is not available"
-        )
-    raise NotAcceptable(f'instances are available as multipart/related; type="{DICOM}"')
+        if syntax is None or syntax == _ANY_TRANSFER_SYNTAX:
+            choices.append(None)
+        elif UID(syntax).is_valid and UID(syntax).is_transfer_syntax:
+            choices.append(syntax)
+        else:
+            ignored.append(syntax)
+    return choices, ignored
 
 
-def _part_type(instance: StoredInstance) -> str:
-    return f"{DICOM}; transfer-syntax={instance.transfer_syntax_uid}"
+def negotiate_transfer_syntax(
+    ranges: list[MediaRange],
+    instances: list[StoredInstance],
+    read_pixels: Callable[[StoredInstance], PixelDescription],
+) -> str | None:
+    """The first acceptable transfer syntax every instance can be sent in; None is "as stored".
+
+    Without a transfer-syntax parameter Ferry sends what is stored, as `*` does: PS3.18 would
+    default to Explicit VR Little Endian, and lossy-stored pixels may stay as they are anyway
+    (8.7.3.4). Headers are read only where a codec's limits could matter.
+    """
+    choices, ignored = _acceptable_syntaxes(ranges)
+    if not choices and not ignored:
+        raise NotAcceptable(f'instances are available as multipart/related; type="{DICOM}"')
+    refusals = [f"{value!r} is not a transfer syntax UID" for value in ignored]
+    headers: dict[str, PixelDescription] = {}
+    for choice in choices:
+        if choice is None:
+            return None
+        refusal = _first_refusal(choice, instances, headers, read_pixels)
+        if refusal is None:
+            return choice
+        refusals.append(f"{choice}: {refusal}")
+    raise NotAcceptable("no acceptable transfer syntax can be produced: " + "; ".join(refusals))
+
+
+def _first_refusal(
+    target: str,
+    instances: list[StoredInstance],
+    headers: dict[str, PixelDescription],
+    read_pixels: Callable[[StoredInstance], PixelDescription],
+) -> str | None:
+    for instance in instances:
+        stored = instance.transfer_syntax_uid
+        if stored == target or {stored, target} <= transcoding.NATIVE:
+            continue
+        key = instance.sop_instance_uid
+        if key not in headers:
+            headers[key] = read_pixels(instance)
+        reason = transcoding.reason_not_producible(stored, target, headers[key])
+        if reason is not None:
+            return f"instance {key} is stored as {UID(stored).name} ({stored}); {reason}"
+    return None
+
+
+def _read_pixels(blobs: BlobStore, instance: StoredInstance) -> PixelDescription:
+    try:
+        with blobs.open(instance.blob_key) as fp:
+            return transcoding.read_pixel_description(fp)
+    except (InvalidDicomError, ValueError, EOFError):  # stored leniently; it can't be recoded
+        return PixelDescription(has_pixel_data=True)
+
+
+def _sent_syntax(instance: StoredInstance, target: str | None) -> str:
+    return instance.transfer_syntax_uid if target is None else target
+
+
+def _part_type(transfer_syntax: str) -> str:
+    return f"{DICOM}; transfer-syntax={transfer_syntax}"
+
+
+def _iter_transcoded(blobs: BlobStore, instance: StoredInstance, target: str) -> Iterator[bytes]:
+    """One instance at a time, spooled (to disk past SPOOL_BYTES), then streamed."""
+    with (
+        blobs.open(instance.blob_key) as source,
+        SpooledTemporaryFile(max_size=transcoding.SPOOL_BYTES, dir=blobs.spool_dir) as spool,
+    ):
+        try:
+            transcoding.transcode(source, target, spool)
+        except Exception:  # the response has started: all that is left is to cut it short
+            log.exception("transcoding %s to %s failed", instance.sop_instance_uid, target)
+            raise
+        spool.seek(0)
+        while chunk := spool.read(CHUNK_SIZE):
+            yield chunk
 
 
 def _iter_parts(
-    blobs: BlobStore, instances: list[StoredInstance]
+    blobs: BlobStore, instances: list[StoredInstance], target: str | None
 ) -> Iterator[tuple[str, Iterator[bytes]]]:
     for instance in instances:
-        yield _part_type(instance), blobs.iter_chunks(instance.blob_key)
+        syntax = _sent_syntax(instance, target)
+        if syntax == instance.transfer_syntax_uid:
+            yield _part_type(syntax), blobs.iter_chunks(instance.blob_key)
+        else:
+            yield _part_type(syntax), _iter_transcoded(blobs, instance, syntax)
 
 
 def _scope(request: Request) -> tuple[str, str | None, str | None]:
@@ -86,13 +171,20 @@ async def retrieve_instances(request: Request) -> Response:
     ranges = _accept(request)
     study, series, instance = _scope(request)
     instances = await anyio.to_thread.run_sync(archive.find_instances, study, series, instance)
-    negotiate_transfer_syntax(ranges, {i.transfer_syntax_uid for i in instances})
+    read_pixels = partial(_read_pixels, archive.blobs)
+    target = await anyio.to_thread.run_sync(
+        negotiate_transfer_syntax, ranges, instances, read_pixels
+    )
     boundary = new_boundary()
-    length = multipart_length([(_part_type(i), i.size) for i in instances], boundary)
+    headers: dict[str, str] = {}
+    if all(_sent_syntax(i, target) == i.transfer_syntax_uid for i in instances):
+        parts = [(_part_type(i.transfer_syntax_uid), i.size) for i in instances]
+        headers["Content-Length"] = str(multipart_length(parts, boundary))
+    # Otherwise transcoded sizes are unknown until made: the body goes out chunked.
     return StreamingResponse(
-        iter_multipart_related(_iter_parts(archive.blobs, instances), boundary),
+        iter_multipart_related(_iter_parts(archive.blobs, instances, target), boundary),
         media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}',
-        headers={"Content-Length": str(length)},
+        headers=headers,
     )
 
 
@@ -125,23 +217,3 @@ async def delete_instances(request: Request) -> Response:
     study, series, instance = _scope(request)
     await anyio.to_thread.run_sync(archive.delete, study, series, instance)
     return Response(status_code=204)
-
-
-async def retrieve_bulk_data(request: Request) -> Response:
-    """One part, application/octet-stream, per PS3.18 10.4.1.1.5."""
-    archive: Archive = request.app.state.archive
-    accepted = {r.essence for r in _accept(request)}
-    if not accepted & {"*/*", "multipart/related", "multipart/*", "application/octet-stream"}:
-        raise NotAcceptable("bulk data is available as application/octet-stream")
-    study, series, instance = _scope(request)
-    assert series is not None and instance is not None
-    value = await anyio.to_thread.run_sync(
-        archive.read_bulk_data, study, series, instance, request.path_params["path"]
-    )
-    if "multipart/related" not in accepted and "application/octet-stream" in accepted:
-        return Response(value, media_type="application/octet-stream")
-    boundary = new_boundary()
-    body = b"".join(iter_multipart_related([("application/octet-stream", [value])], boundary))
-    return Response(
-        body, media_type=f'multipart/related; type="application/octet-stream"; boundary={boundary}'
-    )
