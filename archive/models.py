@@ -39,6 +39,8 @@ class Study(SQLModel, table=True):
     pk: int | None = Field(default=None, primary_key=True)
     patient_pk: int = Field(foreign_key="patient.pk")
     study_instance_uid: str = Field(max_length=64, unique=True)
+    # The institution (or security institution) that brought the study in; visibility starts here.
+    institution_pk: int | None = Field(default=None, foreign_key="institution.pk", index=True)
     # Patient attributes as this study carries them: matched here, returned from attrs_json.
     patient_name_search: str = Field(default="", max_length=1024, index=True)
     patient_name_ideographic: str = Field(default="", max_length=1024)
@@ -93,3 +95,21 @@ class Instance(SQLModel, table=True):
     size: int
     metadata_json: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=_now)
+
+
+class StudyGrant(SQLModel, table=True):
+    """Access to a study for another institution, given by a transfer; may expire or be revoked.
+
+    Visibility is data: searches join on this table, never filter after the fact.
+    """
+
+    __tablename__ = "study_grant"
+    __table_args__ = (Index("ix_study_grant_institution", "institution_pk", "study_pk"),)
+
+    pk: int | None = Field(default=None, primary_key=True)
+    study_pk: int = Field(foreign_key="study.pk", index=True)
+    institution_pk: int = Field(foreign_key="institution.pk")
+    granted_at: datetime = Field(default_factory=_now)
+    expires_at: datetime | None = Field(default=None)
+    revoked_at: datetime | None = Field(default=None)
+    reason: str = Field(default="", max_length=256)

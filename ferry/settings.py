@@ -76,6 +76,14 @@ class Settings:
     qido_max_limit: int = 1000
     blob_fsync: bool = True
     log_level: str = "info"
+    token_issuer: str = "ferry"
+    token_audience: str = "ferry"
+    access_token_seconds: int = 300
+    refresh_token_seconds: int = 8 * 3600
+    login_max_failures: int = 5
+    login_lockout_seconds: int = 900
+    oidc_providers: str = ""
+    demo: bool = False
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -86,6 +94,11 @@ class Settings:
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    @property
+    def keys_dir(self) -> Path:
+        """Token signing keys, generated on first start, kept with the data."""
+        return self.data_dir / "keys"
 
     @property
     def spool_dir(self) -> Path:
@@ -109,6 +122,13 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_QIDO_MAX_LIMIT": ("qido_max_limit", _parse_positive),
     "FERRY_BLOB_FSYNC": ("blob_fsync", _parse_bool),
     "FERRY_LOG_LEVEL": ("log_level", str),
+    "FERRY_TOKEN_ISSUER": ("token_issuer", str),
+    "FERRY_TOKEN_AUDIENCE": ("token_audience", str),
+    "FERRY_ACCESS_TOKEN_SECONDS": ("access_token_seconds", _parse_positive),
+    "FERRY_REFRESH_TOKEN_SECONDS": ("refresh_token_seconds", _parse_positive),
+    "FERRY_LOGIN_MAX_FAILURES": ("login_max_failures", _parse_positive),
+    "FERRY_LOGIN_LOCKOUT_SECONDS": ("login_lockout_seconds", _parse_positive),
+    "FERRY_OIDC_PROVIDERS": ("oidc_providers", str),
 }
 
 

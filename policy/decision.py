@@ -1,0 +1,268 @@
+"""The decision function: `decide(principal, action, resource, context, snapshot) -> Decision`.
+
+Pure and deterministic: no I/O, no clock, no environment; everything it needs is passed in.
+Deny rules are evaluated first and win; then allow rules in order; otherwise default deny.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+
+from policy.hours import CoreHoursFacts, in_core_hours
+from policy.principal import Principal
+from policy.roles import Action
+
+STUDY_ACTIONS = frozenset(
+    {Action.SEARCH, Action.READ_METADATA, Action.READ_PIXELS, Action.DOWNLOAD, Action.DELETE}
+)
+
+
+@dataclass(frozen=True)
+class GrantFacts:
+    institution_pk: int
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+
+    def active(self, now: datetime) -> bool:
+        if self.revoked_at is not None and _aware(self.revoked_at) <= now:
+            return False
+        return self.expires_at is None or _aware(self.expires_at) > now
+
+
+@dataclass(frozen=True)
+class InstitutionFacts:
+    pk: int
+    code: str
+    parent_pk: int | None = None
+    worklist_restricted: bool = True
+    hours: CoreHoursFacts = field(default_factory=CoreHoursFacts)
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    pk: int
+    institution_pk: int
+    ae_title: str
+    restricted: bool = True
+
+
+@dataclass(frozen=True)
+class RuleFacts:
+    """A destination rule: who may send to which destination, when, and where out of hours."""
+
+    pk: int
+    institution_pk: int
+    node_pk: int | None
+    sender_institution_pk: int | None
+    window: str = "always"  # always, core, out-of-hours
+    out_of_hours_node_pk: int | None = None
+    out_of_hours_to_worklist: bool = False
+
+
+@dataclass(frozen=True)
+class PolicySnapshot:
+    institutions: Mapping[int, InstitutionFacts] = field(default_factory=dict)
+    nodes: Mapping[int, NodeFacts] = field(default_factory=dict)
+    rules: tuple[RuleFacts, ...] = ()
+
+
+class ResourceKind(StrEnum):
+    STUDY = "study"
+    INSTITUTION = "institution"
+    DESTINATION = "destination"
+
+
+@dataclass(frozen=True)
+class Resource:
+    kind: ResourceKind
+    institution_pk: int | None = None  # owner of a study; the institution acted on
+    study_uid: str = ""
+    grants: tuple[GrantFacts, ...] = ()
+    node_pk: int | None = None  # a destination node; None with DESTINATION: the worklist
+    sender_institution_pk: int | None = None
+
+    @classmethod
+    def study(
+        cls, uid: str, institution_pk: int | None, grants: tuple[GrantFacts, ...] = ()
+    ) -> Resource:
+        return cls(ResourceKind.STUDY, institution_pk, uid, grants)
+
+    @classmethod
+    def institution(cls, pk: int) -> Resource:
+        return cls(ResourceKind.INSTITUTION, pk)
+
+    @classmethod
+    def destination(cls, institution_pk: int, node_pk: int | None, sender_pk: int) -> Resource:
+        return cls(
+            ResourceKind.DESTINATION,
+            institution_pk,
+            node_pk=node_pk,
+            sender_institution_pk=sender_pk,
+        )
+
+
+@dataclass(frozen=True)
+class Context:
+    now: datetime
+    client_address: str = ""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    rule: str
+    reason: str
+    obligations: tuple[str, ...] = ()
+    chain: tuple[str, ...] = ()  # the rules looked at, in order, for `explain`
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _deny(rule: str, reason: str, chain: list[str]) -> Decision:
+    return Decision(False, rule, reason, chain=(*chain, rule))
+
+
+def _allow(rule: str, reason: str, chain: list[str], *obligations: str) -> Decision:
+    return Decision(True, rule, reason, ("audit", *obligations), (*chain, rule))
+
+
+def decide(
+    principal: Principal,
+    action: Action,
+    resource: Resource,
+    context: Context,
+    snapshot: PolicySnapshot | None = None,
+) -> Decision:
+    snapshot = snapshot or PolicySnapshot()
+    chain: list[str] = []
+    if not principal.active:
+        return _deny("principal-inactive", f"{principal.label} is not active", chain)
+    chain.append("principal-active")
+    if resource.kind is ResourceKind.STUDY:
+        return _decide_study(principal, action, resource, context, chain)
+    if resource.kind is ResourceKind.INSTITUTION:
+        return _decide_institution(principal, action, resource, snapshot, chain)
+    return _decide_destination(principal, action, resource, context, snapshot, chain)
+
+
+def _decide_study(
+    principal: Principal, action: Action, resource: Resource, context: Context, chain: list[str]
+) -> Decision:
+    if action not in STUDY_ACTIONS:
+        return _deny("action-not-for-studies", f"{action} is not an action on a study", chain)
+    mine = principal.institutions_for(action)
+    chain.append("owner-membership")
+    if resource.institution_pk is not None and resource.institution_pk in mine:
+        return _allow(
+            "owner-membership",
+            f"{principal.label} may {action} studies of institution {resource.institution_pk}",
+            chain[:-1],
+        )
+    chain.append("active-grant")
+    now = _aware(context.now)
+    for grant in resource.grants:
+        if grant.institution_pk in mine and grant.active(now):
+            return _allow(
+                "active-grant",
+                f"institution {grant.institution_pk} holds an active grant on the study",
+                chain[:-1],
+            )
+    return _deny(
+        "default-deny", f"no owning or granted path lets {principal.label} {action}", chain
+    )
+
+
+def _decide_institution(
+    principal: Principal,
+    action: Action,
+    resource: Resource,
+    snapshot: PolicySnapshot,
+    chain: list[str],
+) -> Decision:
+    target = resource.institution_pk
+    assert target is not None
+    chain.append("membership-role")
+    if action in principal.actions_in(target) and (
+        target in principal.memberships or principal.system_admin
+    ):
+        rule = "membership-role" if target in principal.memberships else "system-admin"
+        return _allow(rule, f"{principal.label} may {action} for institution {target}", chain[:-1])
+    chain.append("parent-administrator")
+    facts = snapshot.institutions.get(target)
+    if (
+        action is Action.ADMINISTER
+        and facts is not None
+        and facts.parent_pk is not None
+        and Action.ADMINISTER in principal.actions_in(facts.parent_pk)
+        and facts.parent_pk in principal.memberships
+    ):
+        return _allow(
+            "parent-administrator",
+            f"administrators of {facts.parent_pk} administer its security institutions",
+            chain[:-1],
+        )
+    return _deny("default-deny", f"{principal.label} may not {action} for {target}", chain)
+
+
+def _decide_destination(
+    principal: Principal,
+    action: Action,
+    resource: Resource,
+    context: Context,
+    snapshot: PolicySnapshot,
+    chain: list[str],
+) -> Decision:
+    sender = resource.sender_institution_pk
+    destination = resource.institution_pk
+    assert destination is not None and sender is not None
+    chain.append("sender-role")
+    if Action.TRANSFER not in principal.actions_in(sender) or sender not in principal.memberships:
+        return _deny("sender-role", f"{principal.label} may not send for {sender}", chain[:-1])
+    facts = snapshot.institutions.get(destination)
+    if facts is None:
+        return _deny("unknown-destination", f"institution {destination} is unknown", chain)
+    restricted = (
+        facts.worklist_restricted
+        if resource.node_pk is None
+        else snapshot.nodes.get(resource.node_pk, NodeFacts(0, 0, "", True)).restricted
+    )
+    chain.append("unrestricted-destination")
+    if not restricted:
+        return _allow("unrestricted-destination", "the destination takes any sender", chain[:-1])
+    core = in_core_hours(context.now, facts.hours)
+    for rule in snapshot.rules:
+        if rule.institution_pk != destination or rule.node_pk != resource.node_pk:
+            continue
+        if rule.sender_institution_pk not in (None, sender):
+            continue
+        chain.append(f"destination-rule:{rule.pk}")
+        if rule.window == "always" or (rule.window == "core") == core:
+            return _routed(rule, core, chain)
+        if rule.window == "core" and not core and _has_out_of_hours(rule):
+            return _routed(rule, core, chain)
+    return _deny("default-deny", "no destination rule lets this sender send here now", chain)
+
+
+def _has_out_of_hours(rule: RuleFacts) -> bool:
+    return rule.out_of_hours_node_pk is not None or rule.out_of_hours_to_worklist
+
+
+def _routed(rule: RuleFacts, core: bool, chain: list[str]) -> Decision:
+    """Out of hours a core-hours rule may send elsewhere: the obligation names where."""
+    name = f"destination-rule:{rule.pk}"
+    if rule.window == "core" and not core:
+        target = (
+            "route-to:worklist"
+            if rule.out_of_hours_to_worklist
+            else f"route-to:node:{rule.out_of_hours_node_pk}"
+        )
+        return _allow(
+            name, "out of hours: sent to the out-of-hours destination", chain[:-1], target
+        )
+    where = "worklist" if rule.node_pk is None else f"node:{rule.node_pk}"
+    return _allow(name, f"allowed by destination rule {rule.pk}", chain[:-1], f"route-to:{where}")

@@ -1,0 +1,54 @@
+"""The principal a request acts as: a user, an API client, or a DICOM node, with its memberships."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from policy.roles import SCOPE_ACTIONS, SYSTEM_ADMIN_ACTIONS, Action, Role, Scope, actions_of
+
+
+class PrincipalKind(StrEnum):
+    USER = "user"
+    API_CLIENT = "api-client"
+    NODE = "node"
+    ANONYMOUS = "anonymous"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Built by authentication from the database; immutable for the rest of the request."""
+
+    kind: PrincipalKind
+    id: int | None
+    name: str
+    memberships: Mapping[int, frozenset[Role]] = field(default_factory=dict)
+    system_admin: bool = False
+    scopes: frozenset[Scope] | None = None  # API tokens only; None: not narrowed
+    active: bool = True
+
+    @property
+    def label(self) -> str:
+        """How audit and explanations name the principal."""
+        return f"{self.kind.value}:{self.name}" if self.id is not None else self.kind.value
+
+    def actions_in(self, institution_pk: int) -> frozenset[Action]:
+        """What this principal may do with an institution's studies, scopes applied."""
+        if not self.active:
+            return frozenset()
+        allowed = actions_of(self.memberships.get(institution_pk, frozenset()))
+        if self.system_admin:
+            allowed |= SYSTEM_ADMIN_ACTIONS
+        if self.scopes is not None:
+            narrowed: set[Action] = set()
+            for scope in self.scopes:
+                narrowed |= SCOPE_ACTIONS[scope]
+            allowed &= frozenset(narrowed)
+        return allowed
+
+    def institutions_for(self, action: Action) -> frozenset[int]:
+        return frozenset(pk for pk in self.memberships if action in self.actions_in(pk))
+
+
+ANONYMOUS = Principal(PrincipalKind.ANONYMOUS, None, "anonymous", active=False)

@@ -1,0 +1,80 @@
+"""Roles, actions, and which roles allow which actions (the matrix administrators reason with)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    INSTITUTION_ADMIN = "admin"
+    SENDER = "sender"
+    RECEIVER = "receiver"
+    VIEWER = "viewer"
+    REQUESTER = "requester"
+    AUDITOR = "auditor"
+
+
+class Action(StrEnum):
+    SEARCH = "search"
+    READ_METADATA = "read-metadata"
+    READ_PIXELS = "read-pixels"
+    DOWNLOAD = "download"
+    STORE = "store"
+    DELETE = "delete"
+    TRANSFER = "transfer"
+    REQUEST = "request"
+    ANSWER = "answer"
+    ADMINISTER = "administer"
+    AUDIT = "audit"
+
+
+class Scope(StrEnum):
+    """What an API token may be used for, on top of its client's roles."""
+
+    READ = "read"
+    WRITE = "write"
+    DOWNLOAD = "download"
+
+
+_VIEW = frozenset({Action.SEARCH, Action.READ_METADATA, Action.READ_PIXELS})
+
+ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
+    Role.VIEWER: _VIEW,
+    Role.RECEIVER: _VIEW | {Action.DOWNLOAD},
+    Role.SENDER: _VIEW | {Action.STORE, Action.TRANSFER},
+    Role.REQUESTER: frozenset({Action.REQUEST}),
+    Role.AUDITOR: frozenset({Action.AUDIT}),
+    Role.INSTITUTION_ADMIN: _VIEW
+    | {Action.DOWNLOAD, Action.DELETE, Action.ANSWER, Action.ADMINISTER, Action.AUDIT},
+}
+
+SCOPE_ACTIONS: dict[Scope, frozenset[Action]] = {
+    Scope.READ: _VIEW,
+    Scope.DOWNLOAD: frozenset({Action.DOWNLOAD}),
+    Scope.WRITE: frozenset({Action.STORE}),
+}
+
+# A system administrator runs the service; patient data needs a membership like anyone's.
+SYSTEM_ADMIN_ACTIONS = frozenset({Action.ADMINISTER, Action.AUDIT})
+
+
+def actions_of(roles: frozenset[Role]) -> frozenset[Action]:
+    allowed: set[Action] = set()
+    for role in roles:
+        allowed |= ROLE_ACTIONS[role]
+    return frozenset(allowed)
+
+
+def parse_roles(text: str) -> frozenset[Role]:
+    """`sender,receiver` -> roles; ValueError naming an unknown role."""
+    roles = set()
+    for item in text.split(","):
+        name = item.strip().lower()
+        if not name:
+            continue
+        try:
+            roles.add(Role(name))
+        except ValueError:
+            known = ", ".join(r.value for r in Role)
+            raise ValueError(f"unknown role {name!r}; roles are {known}") from None
+    return frozenset(roles)
