@@ -17,6 +17,7 @@ from starlette.routing import Mount, Route
 
 from archive.blobstore import FilesystemBlobStore
 from archive.store import Archive
+from dicomweb import capabilities, viewer, wado_uri
 from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.routes import ROUTES
 from dicomweb.urls import DICOMWEB_PREFIX
@@ -86,7 +87,10 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            Route(DICOMWEB_PREFIX, capabilities.retrieve_capabilities, methods=["GET", "OPTIONS"]),
             Mount(DICOMWEB_PREFIX, routes=ROUTES),
+            *viewer.ROUTES,
+            Route("/wado", wado_uri.retrieve_wado_uri, methods=["GET"]),
         ],
         middleware=_middleware(settings),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -18,6 +18,7 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     base = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
     print(f"Ferry is starting; data in {settings.data_dir.resolve()}")
     print(f"  DICOMweb: {base}/dicom-web   (QIDO-RS, WADO-RS, STOW-RS)")
+    print(f"  Viewer:   {base}/viewer/     (after `ferry viewer install`)")
     print(f"  Health:   {base}/healthz  {base}/readyz", flush=True)
     uvicorn.run(
         app,
@@ -56,6 +57,24 @@ def _check(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.consistent or (report.repaired and not report.missing_blobs) else 1
 
 
+def _viewer_install(settings: Settings, _args: argparse.Namespace) -> int:
+    from dicomweb.viewer_install import (
+        ViewerInstallError,
+        install_viewer,
+        viewer_base_path,
+        viewer_root,
+    )
+
+    try:
+        root, base_path = viewer_root(settings.data_dir), viewer_base_path(settings.public_url)
+        done = install_viewer(root, base_path, progress=lambda message: print(message, flush=True))
+    except ViewerInstallError as error:
+        print(f"ferry: the viewer was not installed: {error}", file=sys.stderr)
+        return 1
+    print(done.describe())
+    return 0
+
+
 def _config(_settings: Settings, _args: argparse.Namespace) -> int:
     for name, default in settings_variables().items():
         print(f"{name}={default}")
@@ -76,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--repair", action="store_true", help="remove what is found")
     check.set_defaults(run=_check)
     commands.add_parser("config", help="list the FERRY_* variables").set_defaults(run=_config)
+    viewer = commands.add_parser("viewer", help="the bundled OHIF viewer")
+    viewer_commands = viewer.add_subparsers(dest="viewer_command", required=True)
+    install = viewer_commands.add_parser("install", help="fetch OHIF from the npm registry")
+    install.set_defaults(run=_viewer_install)
     return parser
 
 

@@ -381,3 +381,240 @@ def _image_reference() -> Dataset:
     item.ReferencedSOPInstanceUID = generate_uid()
     item.PurposeOfReferenceCodeSequence = Sequence([_code("121311", "DCM", "Localizer")])
     return item
+
+
+# -- rendering: colour, MONOCHROME1, VOI LUT, video (appended for the rendered resources) ------
+
+RGB_BLOCKS = ((200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 220, 40))  # TL, TR, BL, BR
+
+
+def rgb_blocks(rows: int = 32, columns: int = 32) -> NDArray[np.uint8]:
+    """Four flat colour quadrants: exact in PNG, near-exact through JPEG."""
+    pixels = np.zeros((rows, columns, 3), dtype=np.uint8)
+    half_r, half_c = rows // 2, columns // 2
+    for index, (top, left) in enumerate(((0, 0), (0, half_c), (half_r, 0), (half_r, half_c))):
+        pixels[top : top + half_r, left : left + half_c] = RGB_BLOCKS[index]
+    return pixels
+
+
+def rgb_secondary_capture(
+    rows: int = 32,
+    columns: int = 32,
+    *,
+    photometric: str = "RGB",
+    planar_configuration: int = 0,
+    spec: StudySpec | None = None,
+    **overrides: object,
+) -> Dataset:
+    """A native 8-bit colour Secondary Capture of `rgb_blocks`, as RGB or YBR_FULL."""
+    from pydicom.pixels import convert_color_space
+
+    spec = spec or StudySpec()
+    ds = _secondary_capture(spec, SecondaryCaptureImageStorage, "OT")
+    pixels = rgb_blocks(rows, columns)
+    if photometric != "RGB":
+        pixels = convert_color_space(pixels, "RGB", photometric)
+    ds.set_pixel_data(pixels, photometric, 8, generate_instance_uid=False)
+    if planar_configuration == 1:
+        ds.PlanarConfiguration = 1
+        ds.PixelData = np.ascontiguousarray(pixels.transpose(2, 0, 1)).tobytes()
+    return _finish(ds, overrides)
+
+
+def ybr_jpeg(
+    rows: int = 32, columns: int = 32, *, spec: StudySpec | None = None, **overrides: object
+) -> Dataset:
+    """`rgb_blocks` as JPEG Baseline with 4:2:2 chroma, so YBR_FULL_422 (PS3.5 8.2.1)."""
+    spec = spec or StudySpec()
+    ds = _secondary_capture(spec, SecondaryCaptureImageStorage, "OT")
+    pixels = rgb_blocks(rows, columns)
+    ds.set_pixel_data(pixels, "RGB", 8, generate_instance_uid=False)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, format="JPEG", quality=95, subsampling=1)
+    ds.PixelData = encapsulate([buffer.getvalue()])
+    ds["PixelData"].VR = "OB"
+    ds.PhotometricInterpretation = "YBR_FULL_422"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    _mark_lossy(ds, pixels.nbytes, len(buffer.getvalue()), "ISO_10918_1")
+    return _finish(ds, overrides)
+
+
+def palette_indices(rows: int = 32, columns: int = 32) -> NDArray[np.uint8]:
+    return (_gradient(rows, columns, 0) % 256).astype(np.uint8)
+
+
+def palette_color(
+    rows: int = 32, columns: int = 32, *, spec: StudySpec | None = None, **overrides: object
+) -> Dataset:
+    """8-bit PALETTE COLOR with 16-bit LUTs: index i shows (i, 255 - i, 128) in 8 bits."""
+    spec = spec or StudySpec()
+    ds = _secondary_capture(spec, SecondaryCaptureImageStorage, "OT")
+    ds.set_pixel_data(
+        palette_indices(rows, columns), "PALETTE COLOR", 8, generate_instance_uid=False
+    )
+    entries = np.arange(256, dtype=np.uint16)
+    for colour, values in (("Red", entries), ("Green", 255 - entries), ("Blue", entries * 0 + 128)):
+        setattr(ds, f"{colour}PaletteColorLookupTableDescriptor", [256, 0, 16])
+        setattr(ds, f"{colour}PaletteColorLookupTableData", (values * 257).astype("<u2").tobytes())
+    return _finish(ds, overrides)
+
+
+def cr_monochrome1(
+    rows: int = 32, columns: int = 32, *, spec: StudySpec | None = None, **overrides: object
+) -> Dataset:
+    """A Computed Radiography image, 12-bit MONOCHROME1 (white is low), window 2048/4096."""
+    from pydicom.uid import ComputedRadiographyImageStorage
+
+    spec = spec or StudySpec()
+    ds = _base(spec, ComputedRadiographyImageStorage, "CR")
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.PatientOrientation = ["A", "F"]
+    ds.ViewPosition = "PA"
+    ds.WindowCenter = 2048
+    ds.WindowWidth = 4096
+    pixels = (_gradient(rows, columns, 0) * 3 % 4096).astype(np.uint16)
+    ds.set_pixel_data(pixels, "MONOCHROME1", 12, generate_instance_uid=False)
+    return _finish(ds, overrides)
+
+
+def with_voi_lut(*, spec: StudySpec | None = None, **overrides: object) -> Dataset:
+    """A CT slice whose only VOI is a VOI LUT Sequence: 8-bit output, squared ramp from -200 HU."""
+    ds = ct_slice(spec=spec)
+    del ds.WindowCenter
+    del ds.WindowWidth
+    item = Dataset()
+    item.LUTDescriptor = [1024, -200, 8]
+    item.LUTData = [(i * i) // (1023 * 1023 // 255 + 1) for i in range(1024)]
+    item["LUTData"].VR = "US"
+    item["LUTDescriptor"].VR = "SS"
+    item.LUTExplanation = "Ferry squared ramp"
+    ds.VOILUTSequence = Sequence([item])
+    return _finish(ds, overrides)
+
+
+def mpeg4_video(
+    stream: bytes = b"\x00\x00\x00\x18ftypmp42FERRY-TEST-VIDEO",
+    *,
+    spec: StudySpec | None = None,
+    **overrides: object,
+) -> Dataset:
+    """A Video Photographic Image whose pixel data is `stream` as MPEG-4 AVC/H.264 (4.102)."""
+    from pydicom.uid import MPEG4HP41, VideoPhotographicImageStorage
+
+    spec = spec or StudySpec()
+    ds = _base(spec, VideoPhotographicImageStorage, "XC")
+    ds.ImageType = ["ORIGINAL", "PRIMARY"]
+    ds.SamplesPerPixel = 3
+    ds.PhotometricInterpretation = "YBR_PARTIAL_420"
+    ds.PlanarConfiguration = 0
+    ds.Rows, ds.Columns = 16, 16
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.NumberOfFrames = 2
+    ds.FrameTime = 40
+    ds.FrameIncrementPointer = Tag("FrameTime")
+    ds.PixelData = encapsulate([stream])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = MPEG4HP41
+    return _finish(ds, overrides)
+
+
+def rle_multiframe(
+    frames: int = 4, rows: int = 16, columns: int = 16, **overrides: object
+) -> Dataset:
+    """The MR multi-frame as RLE Lossless, one fragment per frame and a Basic Offset Table."""
+    ds = mr_multiframe(frames, rows, columns)
+    ds.compress(RLELossless, encoding_plugin="pydicom", generate_instance_uid=False)
+    return _finish(ds, overrides)
+
+
+def jpeg_multiframe(
+    frames: int = 3,
+    rows: int = 16,
+    columns: int = 16,
+    *,
+    table: str = "basic",
+    fragments_per_frame: int = 1,
+    spec: StudySpec | None = None,
+    **overrides: object,
+) -> Dataset:
+    """8-bit frames as JPEG Baseline, each encoded alone; `table` is the offset table kept:
+    "basic", "extended" (Extended Offset Table, PS3.3 C.7.6.3.1.8) or "none"."""
+    from pydicom.encaps import encapsulate_extended
+    from pydicom.uid import MultiFrameGrayscaleByteSecondaryCaptureImageStorage
+
+    spec = spec or StudySpec()
+    ds = _secondary_capture(spec, MultiFrameGrayscaleByteSecondaryCaptureImageStorage, "OT")
+    volume = np.stack([_gradient(rows, columns, 40 * f) % 256 for f in range(frames)])
+    ds.set_pixel_data(volume.astype(np.uint8), "MONOCHROME2", 8, generate_instance_uid=False)
+    encoded = []
+    for frame in volume.astype(np.uint8):
+        buffer = io.BytesIO()
+        Image.fromarray(frame).save(buffer, format="JPEG", quality=95)
+        encoded.append(buffer.getvalue())
+    if table == "extended":
+        ds.PixelData, ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = encapsulate_extended(
+            encoded
+        )
+    else:
+        ds.PixelData = encapsulate(encoded, fragments_per_frame, has_bot=table == "basic")
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    _mark_lossy(ds, volume.size, sum(map(len, encoded)), "ISO_10918_1")
+    return _finish(ds, overrides)
+
+
+def single_bit_multiframe(
+    frames: int = 3, rows: int = 5, columns: int = 5, **overrides: object
+) -> Dataset:
+    """Bits Allocated 1, 25 pixels a frame: frames are packed end to end, not byte-aligned."""
+    from pydicom.pixels import pack_bits
+    from pydicom.uid import MultiFrameSingleBitSecondaryCaptureImageStorage
+
+    ds = _secondary_capture(StudySpec(), MultiFrameSingleBitSecondaryCaptureImageStorage, "OT")
+    volume = np.stack([_gradient(rows, columns, f) for f in range(frames)]) % 3 == 0
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, frames
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 1, 0, 0
+    ds.PixelData = pack_bits(volume.astype(np.uint8))  # PS3.5 8.1.1: frames end to end
+    ds["PixelData"].VR = "OB"
+    return _finish(ds, overrides)
+
+
+BULK_ELEMENT_LENGTH = 3000  # each binary value of with_bulk_elements: past the 1 KiB inline limit
+
+
+def with_bulk_elements(*, spec: StudySpec | None = None, **overrides: object) -> Dataset:
+    """A CT slice with every kind of bulk data: overlay, ICC profile, a waveform in a sequence,
+    a private UN value and an ICC profile two sequences deep, each a distinct byte pattern."""
+    ds = ct_slice(spec=spec)
+
+    def pattern(seed: int) -> bytes:
+        return bytes((seed + 7 * i) % 256 for i in range(BULK_ELEMENT_LENGTH))
+
+    ds.add_new(0x60000010, "US", 120)  # OverlayRows
+    ds.add_new(0x60000011, "US", 200)  # OverlayColumns: 120 × 200 bits = 3000 bytes
+    ds.add_new(0x60000040, "CS", "G")
+    ds.add_new(0x60000050, "SS", [1, 1])
+    ds.add_new(0x60000100, "US", 1)
+    ds.add_new(0x60000102, "US", 0)
+    ds.add_new(0x60003000, "OW", pattern(1))  # OverlayData
+    ds.ICCProfile = pattern(2)
+    waveform = Dataset()
+    waveform.WaveformOriginality = "ORIGINAL"
+    waveform.NumberOfWaveformChannels = 1
+    waveform.NumberOfWaveformSamples = BULK_ELEMENT_LENGTH // 2
+    waveform.SamplingFrequency = 500
+    waveform.WaveformBitsAllocated = 16
+    waveform.WaveformSampleInterpretation = "SS"
+    waveform.WaveformData = pattern(3)
+    ds.WaveformSequence = Sequence([Dataset(), waveform])
+    block = ds.private_block(PRIVATE_GROUP, PRIVATE_CREATOR, create=True)
+    block.add_new(0x10, "UN", pattern(4))
+    inner = Dataset()
+    inner.ICCProfile = pattern(5)
+    path = Dataset()
+    path.OpticalPathIdentifier = "1"
+    path.ReferencedImageSequence = Sequence([inner])
+    ds.OpticalPathSequence = Sequence([path])
+    ds["OpticalPathSequence"].is_undefined_length = True
+    return _finish(ds, overrides)
