@@ -10,16 +10,17 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Select, and_, exists, func, select
+from sqlalchemy import Connection, Engine, Select, and_, exists, false, func, or_, select
 
 from archive import levels
 from archive.dicomjson import BASE_PLACEHOLDER, with_base
 from archive.levels import Level
 from archive.matching import Kind, match
-from archive.models import Instance, Patient, Series, Study
+from archive.models import Instance, Patient, Series, Study, StudyGrant
 
 _ORDER = {Level.STUDY: 0, Level.SERIES: 1, Level.INSTANCE: 2}
 
@@ -82,6 +83,28 @@ class Filter:
 
 
 @dataclass(frozen=True)
+class StudyScope:
+    """The studies a search may see: owned by, or granted to, these institutions at `now`."""
+
+    institution_pks: frozenset[int]
+    now: datetime
+
+    def condition(self) -> Any:
+        if not self.institution_pks:
+            return false()
+        pks = list(self.institution_pks)
+        active_grant = exists(
+            select(StudyGrant.pk).where(
+                StudyGrant.study_pk == Study.pk,
+                StudyGrant.institution_pk.in_(pks),
+                or_(StudyGrant.revoked_at.is_(None), StudyGrant.revoked_at > self.now),
+                or_(StudyGrant.expires_at.is_(None), StudyGrant.expires_at > self.now),
+            )
+        )
+        return or_(Study.institution_pk.in_(pks), active_grant)
+
+
+@dataclass(frozen=True)
 class SearchQuery:
     level: Level
     study_uid: str | None = None
@@ -92,6 +115,7 @@ class SearchQuery:
     fuzzy: bool = False
     limit: int = 100
     offset: int = 0
+    scope: StudyScope | None = None  # None only for Ferry's own use (import, retention)
 
 
 @dataclass
@@ -149,6 +173,8 @@ def _deeper_exists(query_level: Level, filter_level: Level, condition: Any) -> A
 
 def build_statement(query: SearchQuery) -> Select[Any]:
     statement = _base_statement(query.level)
+    if query.scope is not None:
+        statement = statement.where(query.scope.condition())
     if query.study_uid is not None:
         statement = statement.where(Study.study_instance_uid == query.study_uid)
     if query.series_uid is not None:

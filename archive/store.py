@@ -13,13 +13,14 @@ import threading
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 from sqlalchemy import Engine, delete, func, select
 
 from archive import dicomjson, index, outcomes
 from archive.blobstore import BlobStore
-from archive.models import Instance, Patient, Series, Study
+from archive.models import Instance, Patient, Series, Study, StudyGrant
 from archive.outcomes import StoreOutcome
 from archive.parse import InvalidInstance, ParsedInstance, read_received
 from ferry.errors import InstanceNotFound, SeriesNotFound, StudyNotFound
@@ -48,6 +49,15 @@ class Prepared:
     parsed: ParsedInstance
     blob_key: str
     entry: index.IndexEntry
+
+
+@dataclass(frozen=True)
+class StudyAccess:
+    """Who owns a study and who holds grants on it: (institution, expires_at, revoked_at)."""
+
+    study_instance_uid: str
+    institution_pk: int | None
+    grants: tuple[tuple[int, datetime | None, datetime | None], ...]
 
 
 class Archive:
@@ -89,13 +99,20 @@ class Archive:
         return Prepared(item, key, entry)
 
     def store_files(
-        self, paths: Sequence[Path], expected_study_uid: str | None = None
+        self,
+        paths: Sequence[Path],
+        expected_study_uid: str | None = None,
+        institution_pk: int | None = None,
     ) -> list[StoreOutcome]:
         """Store spooled files (each consumed: stored or deleted); one outcome per file."""
-        return self.store_prepared([self.prepare(path) for path in paths], expected_study_uid)
+        prepared = [self.prepare(path) for path in paths]
+        return self.store_prepared(prepared, expected_study_uid, institution_pk)
 
     def store_prepared(
-        self, prepared: Sequence[Prepared | StoreOutcome], expected_study_uid: str | None = None
+        self,
+        prepared: Sequence[Prepared | StoreOutcome],
+        expected_study_uid: str | None = None,
+        institution_pk: int | None = None,
     ) -> list[StoreOutcome]:
         """Settle duplicates, make the blobs durable, commit the index; outcomes in order."""
         results: list[StoreOutcome | None] = [
@@ -105,6 +122,7 @@ class Archive:
         try:
             if expected_study_uid:
                 work = self._other_studies(work, expected_study_uid, results)
+            work = self._owned_elsewhere(work, institution_pk, results)
             work, replacing = self._settle_duplicates(work, results)
             if work:
                 self._write(work, replacing, results)
@@ -128,6 +146,37 @@ class Archive:
                 f"StudyInstanceUID {item.parsed.study_instance_uid} differs from the "
                 f"request's {study}",
             )
+        return kept
+
+    def _owned_elsewhere(
+        self,
+        work: list[tuple[int, Prepared]],
+        institution_pk: int | None,
+        results: list[StoreOutcome | None],
+    ) -> list[tuple[int, Prepared]]:
+        """New studies belong to the storing institution; another's study is not added to."""
+        for _, item in work:
+            item.entry.study["institution_pk"] = institution_pk
+        uids = {item.parsed.study_instance_uid for _, item in work}
+        if not uids:
+            return work
+        with self.engine.connect() as connection:
+            owners = dict(
+                connection.execute(
+                    select(Study.study_instance_uid, Study.institution_pk).where(
+                        Study.study_instance_uid.in_(uids)
+                    )
+                ).all()
+            )
+        kept = []
+        for position, item in work:
+            owner = owners.get(item.parsed.study_instance_uid, institution_pk)
+            if owner == institution_pk:
+                kept.append((position, item))
+                continue
+            item.parsed.path.unlink(missing_ok=True)
+            message = "the study belongs to another institution"
+            results[position] = _failed(item.parsed, outcomes.NOT_AUTHORIZED, message)
         return kept
 
     def _settle_duplicates(
@@ -264,6 +313,21 @@ class Archive:
         if not documents:
             raise _not_found(study, series, instance)
         return list(documents)
+
+    def read_study_access(self, study: str) -> StudyAccess | None:
+        """Owner and grants of a study, for the policy decision; None when there is no study."""
+        with self.engine.connect() as connection:
+            row = connection.execute(
+                select(Study.pk, Study.institution_pk).where(Study.study_instance_uid == study)
+            ).first()
+            if row is None:
+                return None
+            grants = connection.execute(
+                select(
+                    StudyGrant.institution_pk, StudyGrant.expires_at, StudyGrant.revoked_at
+                ).where(StudyGrant.study_pk == row.pk)
+            ).all()
+        return StudyAccess(study, row.institution_pk, tuple(tuple(g) for g in grants))
 
     def series_version(self, study: str, series: str) -> tuple[int, int, int]:
         """Changes whenever an instance of the series is added, replaced or removed (ETags)."""
