@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 run: $(STAMP)
 	@if command -v npm >/dev/null 2>&1; then $(BIN)/ferry viewer install || echo "viewer not installed; Ferry runs without it"; \
 	else echo "npm not found: the viewer at /viewer needs it once (sudo apt-get install npm; then $(BIN)/ferry viewer install)"; fi
+	$(BIN)/ferry admin bootstrap-demo
 	$(BIN)/ferry serve
 
 test: $(STAMP)

@@ -58,6 +58,8 @@ class StudyAccess:
     study_instance_uid: str
     institution_pk: int | None
     grants: tuple[tuple[int, datetime | None, datetime | None], ...]
+    patient_id: str = ""
+    accession_number: str = ""
 
 
 class Archive:
@@ -318,7 +320,11 @@ class Archive:
         """Owner and grants of a study, for the policy decision; None when there is no study."""
         with self.engine.connect() as connection:
             row = connection.execute(
-                select(Study.pk, Study.institution_pk).where(Study.study_instance_uid == study)
+                select(
+                    Study.pk, Study.institution_pk, Patient.patient_id, Study.accession_number
+                )
+                .join(Patient, Patient.pk == Study.patient_pk)
+                .where(Study.study_instance_uid == study)
             ).first()
             if row is None:
                 return None
@@ -327,7 +333,13 @@ class Archive:
                     StudyGrant.institution_pk, StudyGrant.expires_at, StudyGrant.revoked_at
                 ).where(StudyGrant.study_pk == row.pk)
             ).all()
-        return StudyAccess(study, row.institution_pk, tuple(tuple(g) for g in grants))
+        return StudyAccess(
+            study,
+            row.institution_pk,
+            tuple((g[0], g[1], g[2]) for g in grants),
+            row.patient_id,
+            row.accession_number,
+        )
 
     def series_version(self, study: str, series: str) -> tuple[int, int, int]:
         """Changes whenever an instance of the series is added, replaced or removed (ETags)."""

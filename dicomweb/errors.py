@@ -20,6 +20,8 @@ HTTP_STATUS: dict[type[errors.FerryError], int] = {
     errors.NotAcceptable: 406,
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,
+    errors.AuthenticationFailed: 401,
+    errors.Forbidden: 403,
 }
 
 
@@ -37,7 +39,10 @@ def error_response(status: int, message: str) -> Response:
 
 async def handle_ferry_error(_request: Request, error: Exception) -> Response:
     assert isinstance(error, errors.FerryError)
-    return error_response(status_for(error), str(error))
+    response = error_response(status_for(error), str(error))
+    if response.status_code == 401:  # RFC 6750 section 3: say how to authenticate
+        response.headers["WWW-Authenticate"] = 'Bearer realm="ferry"'
+    return response
 
 
 async def handle_http_exception(_request: Request, error: Exception) -> Response:

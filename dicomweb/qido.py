@@ -111,6 +111,8 @@ def parse_search(
         fuzzy=fuzzy,
         limit=limit,
         offset=offset,
+        # Set by the guard; a missing scope sees nothing rather than everything.
+        scope=getattr(request.state, "scope", None),
     )
     return query, warnings
 

@@ -209,5 +209,8 @@ async def store_instances(request: Request) -> Response:
         return Response(status_code=400)
     if not intake.items:
         raise BadRequestBody("the multipart body holds no parts")
-    outcomes = await anyio.to_thread.run_sync(archive.store_prepared, intake.items, study)
+    institution = getattr(request.state, "store_institution_pk", None)
+    outcomes = await anyio.to_thread.run_sync(
+        archive.store_prepared, intake.items, study, institution
+    )
     return store_response(outcomes, public_base(request, settings), study)

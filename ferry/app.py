@@ -23,6 +23,9 @@ from dicomweb.routes import ROUTES
 from dicomweb.urls import DICOMWEB_PREFIX
 from ferry.database import check_database, create_database_engine, migrate
 from ferry.settings import Settings, load_settings
+from policy.authentication import Authenticator
+from portal import auth_routes
+from portal.admin_api import api_mount
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,8 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
             Mount(DICOMWEB_PREFIX, routes=ROUTES),
             *viewer.ROUTES,
             Route("/wado", wado_uri.retrieve_wado_uri, methods=["GET"]),
+            *auth_routes.ROUTES,
+            api_mount(),
         ],
         middleware=_middleware(settings),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
@@ -98,6 +103,7 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
     )
     app.state.settings = settings
     app.state.archive = archive
+    app.state.authenticator = Authenticator.open(settings, archive.engine)
     return app
 
 

@@ -81,6 +81,16 @@ def _config(_settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
+def _rotate_keys(settings: Settings, _args: argparse.Namespace) -> int:
+    from policy.tokens import open_key_ring, rotate_keys
+
+    new = rotate_keys(settings)
+    print(f"new signing key {new.kid}; tokens signed by older keys stay valid until they expire")
+    for key in open_key_ring(settings).jwks(new.created_at)["keys"]:
+        print(f"  verifying with {key['kid']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferry", description="DICOM image exchange")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -99,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
     viewer_commands = viewer.add_subparsers(dest="viewer_command", required=True)
     install = viewer_commands.add_parser("install", help="fetch OHIF from the npm registry")
     install.set_defaults(run=_viewer_install)
+    admin = commands.add_parser("admin", help="bootstrap and scripting of who is who")
+    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
+    rotate = admin_commands.add_parser("rotate-keys", help="start signing tokens with a new key")
+    rotate.set_defaults(run=_rotate_keys)
+    from ferry.admin_commands import add_admin_commands
+
+    add_admin_commands(admin_commands)
+    from audit.commands import add_audit_commands
+
+    add_audit_commands(commands)
     return parser
 
 

@@ -9,7 +9,9 @@ FerryError
 ├── NotAcceptable           no representation the client accepts can be produced
 ├── UnsupportedMediaType    a request body of a type Ferry does not take
 ├── PayloadTooLarge         a request body over the configured maximum
-└── BadRequestBody          a request body that cannot be parsed at all
+├── BadRequestBody          a request body that cannot be parsed at all
+├── AuthenticationFailed    credentials missing, wrong, expired, revoked or of a disabled account
+└── Forbidden               a known principal the policy refuses (where refusing leaks nothing)
 """
 
 from __future__ import annotations
@@ -52,4 +54,12 @@ class PayloadTooLarge(FerryError):
 
 
 class BadRequestBody(FerryError):
+    pass
+
+
+class AuthenticationFailed(FerryError):
+    """The message is deliberately vague: it must not tell an attacker which part was wrong."""
+
+
+class Forbidden(FerryError):
     pass

@@ -1,0 +1,236 @@
+"""WADO-URI: one object by query string, as DICOM or rendered (PS3.18 9).
+
+`GET /wado?requestType=WADO&studyUID=..&seriesUID=..&objectUID=..`. Without `contentType`
+an image comes as image/jpeg, an encapsulated document as its own type, a video as its
+stream, and anything else as application/dicom. The rendering is that of /rendered;
+`transferSyntax` with application/dicom transcodes as WADO-RS does (`dicomweb.transcoding`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from tempfile import SpooledTemporaryFile
+from typing import IO
+
+import anyio
+from pydicom.errors import InvalidDicomError
+from pydicom.uid import UID
+from starlette.datastructures import QueryParams
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from archive.blobstore import CHUNK_SIZE, BlobStore
+from archive.store import Archive, StoredInstance
+from dicomweb import transcoding
+from dicomweb.media import InvalidMediaType, parse_accept
+from dicomweb.rendered import parse_integer, parse_number, parse_quality, single
+from dicomweb.rendering import (
+    DEFAULT_QUALITY,
+    NoRenditionAccepted,
+    Region,
+    Rendered,
+    RenderOptions,
+    Viewport,
+    Window,
+    render_stored,
+)
+from dicomweb.transcoding import PixelDescription
+from dicomweb.warning import warning_header
+from ferry.errors import InvalidQuery, NotAcceptable
+
+DICOM = "application/dicom"
+_PARAMETERS = {
+    "requestType",
+    "studyUID",
+    "seriesUID",
+    "objectUID",
+    "contentType",
+    "charset",
+    "anonymize",
+    "annotation",
+    "rows",
+    "columns",
+    "region",
+    "windowCenter",
+    "windowWidth",
+    "frameNumber",
+    "imageQuality",
+    "presentationUID",
+    "presentationSeriesUID",
+    "transferSyntax",
+}
+
+
+def _uid(params: QueryParams, name: str) -> str | None:
+    value = single(params, name)
+    if value is not None and not UID(value).is_valid:
+        raise InvalidQuery(f"{name} {value[:80]!r} is not a valid UID")
+    return value
+
+
+def _required_uid(params: QueryParams, name: str) -> str:
+    value = _uid(params, name)
+    if value is None:
+        raise InvalidQuery(f"{name} is required")
+    return value
+
+
+def _content_types(params: QueryParams) -> list[str] | None:
+    """`contentType` is a list of media types, most wanted first; None when not given."""
+    text = single(params, "contentType")
+    if text is None:
+        return None
+    try:
+        ranges = parse_accept(text)
+    except InvalidMediaType as error:
+        raise InvalidQuery(f"contentType: {error}") from None
+    if not text.strip() or not ranges:
+        raise InvalidQuery("contentType names no media type")
+    return [media.essence for media in ranges]
+
+
+def _size(params: QueryParams, name: str) -> int | None:
+    text = single(params, name)
+    return None if text is None else parse_integer(name, text)
+
+
+def _options(params: QueryParams) -> RenderOptions:
+    rows, columns = _size(params, "rows"), _size(params, "columns")
+    center, width = single(params, "windowCenter"), single(params, "windowWidth")
+    if (center is None) != (width is None):
+        raise InvalidQuery("windowCenter and windowWidth come together")
+    region = single(params, "region")
+    quality = single(params, "imageQuality")
+    return RenderOptions(
+        window=(
+            Window(parse_number("windowCenter", center), parse_number("windowWidth", width))
+            if center is not None and width is not None
+            else None
+        ),
+        viewport=Viewport(columns, rows) if rows is not None or columns is not None else None,
+        region=_region(region) if region is not None else None,
+        quality=parse_quality(quality) if quality is not None else DEFAULT_QUALITY,
+    )
+
+
+def _region(text: str) -> Region:
+    parts = text.split(",")
+    if len(parts) != 4:
+        raise InvalidQuery(f"region {text[:60]!r} must be x1,y1,x2,y2")
+    return Region(*(parse_number("region", part) for part in parts))
+
+
+def _frames(params: QueryParams) -> list[int] | None:
+    number = _size(params, "frameNumber")
+    if number is not None and number < 1:
+        raise InvalidQuery(f"frameNumber {number} must be 1 or more")
+    return None if number is None else [number]
+
+
+def _warnings(params: QueryParams) -> list[str]:
+    unknown = [name for name in params if name not in _PARAMETERS]
+    messages = [f"{name} is not a WADO-URI parameter; ignored" for name in unknown]
+    for name in ("annotation", "presentationUID", "presentationSeriesUID"):
+        if name in params:
+            messages.append(f"{name} is not applied; ignored")
+    return messages
+
+
+async def retrieve_wado_uri(request: Request) -> Response:
+    archive: Archive = request.app.state.archive
+    params = request.query_params
+    if single(params, "requestType") != "WADO":
+        raise InvalidQuery("requestType=WADO is required")
+    study, series, instance = (
+        _required_uid(params, n) for n in ("studyUID", "seriesUID", "objectUID")
+    )
+    anonymize = single(params, "anonymize")
+    if anonymize is not None:
+        if anonymize != "yes":
+            raise InvalidQuery(f"anonymize {anonymize[:20]!r} must be yes")
+        raise InvalidQuery("anonymize: pseudonymisation comes with the pseudonymisation work")
+    wanted = _content_types(params)
+    transfer_syntax = _uid(params, "transferSyntax")
+    options, frames = _options(params), _frames(params)
+    (stored,) = await anyio.to_thread.run_sync(archive.find_instances, study, series, instance)
+    headers = {"Cache-Control": "private, max-age=3600"}
+    messages = _warnings(params)
+    if messages:
+        headers["Warning"] = warning_header(messages)
+    if wanted is not None and wanted[0] == DICOM:
+        return await _dicom_response(archive, stored, transfer_syntax, headers)
+    fallback = wanted is None or DICOM in wanted
+    accepted = [t for t in wanted or ["*/*"] if t != DICOM]
+    rendered = await anyio.to_thread.run_sync(
+        _render_or_none, archive, stored, accepted, frames, options, fallback
+    )
+    if rendered is None:
+        return await _dicom_response(archive, stored, transfer_syntax, headers)
+    if messages or rendered.warnings:
+        headers["Warning"] = warning_header(messages + list(rendered.warnings))
+    return Response(rendered.content, media_type=rendered.media_type, headers=headers)
+
+
+def _render_or_none(
+    archive: Archive,
+    stored: StoredInstance,
+    accepted: list[str],
+    frames: list[int] | None,
+    options: RenderOptions,
+    fallback: bool,
+) -> Rendered | None:
+    """None: send the DICOM object instead, which the client listed or left to us."""
+    try:
+        return render_stored(archive.blobs, stored.blob_key, accepted, frames, options)
+    except NoRenditionAccepted:
+        if fallback:
+            return None
+        raise
+
+
+async def _dicom_response(
+    archive: Archive, stored: StoredInstance, transfer_syntax: str | None, headers: dict[str, str]
+) -> Response:
+    """The Part 10 file as stored, or transcoded when `transferSyntax` names another syntax."""
+    if transfer_syntax is None or transfer_syntax == stored.transfer_syntax_uid:
+        chunks = archive.blobs.iter_chunks(stored.blob_key)
+        size = stored.size
+    else:
+        spool = await anyio.to_thread.run_sync(_transcode, archive.blobs, stored, transfer_syntax)
+        size = spool.seek(0, os.SEEK_END)
+        spool.seek(0)
+        chunks = _iter_spool(spool)
+    headers = {**headers, "Content-Length": str(size)}
+    return StreamingResponse(chunks, media_type=DICOM, headers=headers)
+
+
+def _transcode(blobs: BlobStore, stored: StoredInstance, target: str) -> IO[bytes]:
+    """Transcoded whole before the response starts, so a refusal is still a 406, not a cut."""
+    with blobs.open(stored.blob_key) as source:
+        try:
+            pixels = transcoding.read_pixel_description(source)
+        except (InvalidDicomError, ValueError, EOFError):  # stored leniently; it can't be recoded
+            pixels = PixelDescription(has_pixel_data=True)
+        syntax = stored.transfer_syntax_uid
+        reason = transcoding.reason_not_producible(syntax, target, pixels)
+        if reason is not None:
+            raise NotAcceptable(f"the object is stored as {UID(syntax).name} ({syntax}); {reason}")
+        source.seek(0)
+        # Outlives this function: the response streams it, then `_iter_spool` closes it.
+        spool: IO[bytes] = SpooledTemporaryFile(  # noqa: SIM115
+            max_size=transcoding.SPOOL_BYTES, dir=str(blobs.spool_dir)
+        )
+        try:
+            transcoding.transcode(source, target, spool)
+        except (ValueError, RuntimeError, NotImplementedError) as error:
+            spool.close()
+            raise NotAcceptable(f"transcoding to {target} failed: {error}") from None
+    spool.seek(0)
+    return spool
+
+
+def _iter_spool(spool: IO[bytes]) -> Iterator[bytes]:
+    with spool:
+        while chunk := spool.read(CHUNK_SIZE):
+            yield chunk

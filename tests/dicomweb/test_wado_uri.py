@@ -1,0 +1,193 @@
+"""WADO-URI: objects by query string, as DICOM or rendered (PS3.18 9)."""
+
+from __future__ import annotations
+
+import io
+
+import httpx
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, generate_uid
+
+from tests import factories
+from tests.dicomweb.test_rendered import hounsfield, linear, pixels, store
+
+
+def wado(server, ds: Dataset | None = None, **params: str) -> httpx.Response:
+    query: dict[str, str] = {"requestType": "WADO"}
+    if ds is not None:
+        query |= {
+            "studyUID": ds.StudyInstanceUID,
+            "seriesUID": ds.SeriesInstanceUID,
+            "objectUID": ds.SOPInstanceUID,
+        }
+    return httpx.get(f"{server.base_url}/wado", params=query | params, timeout=30)
+
+
+def test_application_dicom_returns_the_stored_file(server) -> None:
+    ct = factories.ct_slice()
+    store(server, ct)
+    response = wado(server, ct, contentType="application/dicom")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/dicom"
+    (stored,) = server.archive.find_instances(
+        ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID
+    )
+    with server.archive.blobs.open(stored.blob_key) as handle:
+        assert response.content == handle.read()
+    same = wado(server, ct, contentType="application/dicom", transferSyntax=ExplicitVRLittleEndian)
+    assert same.content == response.content
+    assert dcmread(io.BytesIO(response.content)).SOPInstanceUID == ct.SOPInstanceUID
+
+
+def test_another_transfer_syntax_is_transcoded(server) -> None:
+    ct = factories.ct_slice()
+    store(server, ct)
+    response = wado(server, ct, contentType="application/dicom", transferSyntax=JPEG2000Lossless)
+    assert response.status_code == 200, response.text
+    assert int(response.headers["content-length"]) == len(response.content)
+    received = dcmread(io.BytesIO(response.content))
+    assert received.file_meta.TransferSyntaxUID == JPEG2000Lossless
+    np.testing.assert_array_equal(received.pixel_array, ct.pixel_array)
+
+
+@pytest.mark.parametrize("syntax", [JPEGBaseline8Bit, "1.2.840.10008.1.2.4.999"])
+def test_a_transfer_syntax_that_cannot_hold_the_pixels_is_not_acceptable(server, syntax) -> None:
+    ct = factories.ct_slice()  # 16-bit signed: no 8-bit JPEG holds it
+    store(server, ct)
+    response = wado(server, ct, contentType="application/dicom", transferSyntax=syntax)
+    assert response.status_code == 406
+    assert ExplicitVRLittleEndian in response.json()["error"]
+
+
+def test_an_image_is_a_jpeg_by_default(server) -> None:
+    ct = factories.ct_slice()
+    store(server, ct)
+    response = wado(server, ct)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "image/jpeg"
+    shown = pixels(response).astype(np.float64)
+    assert np.abs(shown - linear(hounsfield(ct), 40, 400)).mean() < 2.5
+
+
+def test_png_with_a_window_gives_the_windowed_values(server) -> None:
+    ct = factories.ct_slice()
+    store(server, ct)
+    response = wado(server, ct, contentType="image/png", windowCenter="-100", windowWidth="900")
+    assert response.headers["content-type"] == "image/png"
+    np.testing.assert_array_equal(pixels(response), linear(hounsfield(ct), -100, 900))
+
+
+def test_frame_number_region_rows_and_columns(server) -> None:
+    mf = factories.mr_multiframe(frames=5, rows=32, columns=32)
+    store(server, mf)
+    window = {"windowCenter": "1000", "windowWidth": "2000", "contentType": "image/png"}
+    third = pixels(wado(server, mf, frameNumber="3", **window))
+    expected = linear(mf.pixel_array[2].astype(np.float64), 1000, 2000)
+    np.testing.assert_array_equal(third, expected)
+    corner = pixels(wado(server, mf, frameNumber="3", region="0.5,0,1,0.5", **window))
+    np.testing.assert_array_equal(corner, expected[:16, 16:])
+    assert pixels(wado(server, mf, rows="64", **window)).shape == (64, 64)
+    assert pixels(wado(server, mf, columns="16", **window)).shape == (16, 16)
+    assert pixels(wado(server, mf, rows="8", columns="16", **window)).shape == (8, 8)
+
+
+def test_image_quality_trades_size(server) -> None:
+    ct = factories.ct_slice(rows=128, columns=128)
+    store(server, ct)
+    low, high = wado(server, ct, imageQuality="5"), wado(server, ct, imageQuality="100")
+    assert len(low.content) < len(high.content)
+
+
+def test_encapsulated_pdf_comes_as_the_document(server) -> None:
+    document = factories.minimal_pdf()  # dated by Pillow: made once, compared with itself
+    pdf = factories.encapsulated_pdf(document)
+    store(server, pdf)
+    for params in ({}, {"contentType": "application/pdf"}):
+        response = wado(server, pdf, **params)
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"] == "application/pdf"
+        assert response.content == document
+    refused = wado(server, pdf, contentType="image/jpeg")
+    assert refused.status_code == 406
+    assert "application/pdf" in refused.json()["error"]
+    fallback = wado(server, pdf, contentType="image/jpeg, application/dicom")
+    assert fallback.headers["content-type"] == "application/dicom"
+
+
+def test_ignored_parameters_are_named_in_a_warning(server) -> None:
+    ct = factories.ct_slice()
+    store(server, ct)
+    response = wado(server, ct, annotation="patient", colour="blue", charset="UTF-8")
+    assert response.status_code == 200
+    assert wado(server, ct, **{"größe\r\n": "x"}).status_code == 200  # named safely in a header
+    assert "annotation" in response.headers["warning"]
+    assert "colour" in response.headers["warning"]
+
+
+BAD_WADO_URI = [
+    ({"requestType": "WADO-RS"}, 400, "requestType"),
+    ({"studyUID": "not-a-uid"}, 400, "studyUID"),
+    ({"objectUID": "1.2.3..4"}, 400, "objectUID"),
+    ({"anonymize": "yes"}, 400, "pseudonymisation comes with the pseudonymisation work"),
+    ({"anonymize": "no"}, 400, "anonymize"),
+    ({"windowCenter": "40"}, 400, "windowWidth"),
+    ({"windowCenter": "40", "windowWidth": "0"}, 400, "width"),
+    ({"windowCenter": "40", "windowWidth": "-3"}, 400, "width"),
+    ({"windowCenter": "middle", "windowWidth": "400"}, 400, "not a number"),
+    ({"rows": "0"}, 400, "1 and 4096"),
+    ({"columns": "100000"}, 400, "1 and 4096"),
+    ({"rows": "tall"}, 400, "whole number"),
+    ({"region": "0,0,1"}, 400, "x1,y1,x2,y2"),
+    ({"region": "0.5,0,0.2,1"}, 400, "x1 < x2"),
+    ({"region": "0,0,1.5,1"}, 400, "region"),
+    ({"frameNumber": "0"}, 400, "frameNumber"),
+    ({"frameNumber": "2"}, 404, "past the last frame"),
+    ({"imageQuality": "0"}, 400, "quality"),
+    ({"imageQuality": "101"}, 400, "quality"),
+    ({"contentType": "application/zip"}, 406, "image/jpeg"),
+    ({"contentType": "image/"}, 400, "contentType"),
+    ({"transferSyntax": "1.2.x"}, 400, "transferSyntax"),
+]
+
+
+def test_bad_parameters_are_refused_with_a_reason(server) -> None:
+    ct = factories.ct_slice()
+    store(server, ct)
+    for params, status, words in BAD_WADO_URI:
+        response = wado(server, ct, **params)
+        assert response.status_code == status, (params, response.text)
+        assert words in response.json()["error"], (params, response.json())
+
+
+@pytest.mark.parametrize("missing", ["requestType", "studyUID", "seriesUID", "objectUID"])
+def test_missing_required_parameters_are_refused(server, missing) -> None:
+    ct = factories.ct_slice()
+    store(server, ct)
+    query = {
+        "requestType": "WADO",
+        "studyUID": ct.StudyInstanceUID,
+        "seriesUID": ct.SeriesInstanceUID,
+        "objectUID": ct.SOPInstanceUID,
+    }
+    del query[missing]
+    response = httpx.get(f"{server.base_url}/wado", params=query)
+    assert response.status_code == 400
+    assert missing in response.json()["error"]
+
+
+def test_unknown_object_is_not_found(server) -> None:
+    ct = factories.ct_slice()
+    store(server, ct)
+    response = httpx.get(
+        f"{server.base_url}/wado",
+        params={
+            "requestType": "WADO",
+            "studyUID": ct.StudyInstanceUID,
+            "seriesUID": ct.SeriesInstanceUID,
+            "objectUID": generate_uid(),
+        },
+    )
+    assert response.status_code == 404
