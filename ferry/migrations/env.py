@@ -6,6 +6,7 @@ from alembic import context
 from sqlmodel import SQLModel
 
 import archive.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import audit.models  # noqa: F401
 import policy.models  # noqa: F401
 
 target_metadata = SQLModel.metadata

@@ -1,0 +1,251 @@
+"""Appending to the hash-chained audit trail: `record(engine, AuditRecord(...))`.
+
+Each event's hash is SHA-256 over a canonical JSON form of its fields, its pk and the previous
+event's hash, so editing, deleting or reordering a row breaks the chain (see `audit.verify`).
+Appends are serialised by locking the one-row chain head: `SELECT ... FOR UPDATE` on PostgreSQL,
+`BEGIN IMMEDIATE` on SQLite (plus a per-database lock in the process so threads queue instead of
+spinning in SQLite's busy handler). One append is one INSERT and one UPDATE of the head.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, Engine, insert, select, update
+
+from audit.models import GENESIS_HASH, HEAD_PK, AuditChainHead, AuditEvent, Outcome
+
+DETAIL_MAX_CHARS = 4000
+CHAIN_FIELDS = (
+    "pk",
+    "at",
+    "actor",
+    "actor_kind",
+    "institution_pk",
+    "action",
+    "outcome",
+    "rule",
+    "reason",
+    "study_uid",
+    "patient_id",
+    "accession_number",
+    "transaction",
+    "client_address",
+    "detail",
+    "prev_hash",
+)
+_TEXT_FIELDS = (
+    "actor",
+    "actor_kind",
+    "action",
+    "rule",
+    "reason",
+    "study_uid",
+    "patient_id",
+    "accession_number",
+    "transaction",
+    "client_address",
+)
+_TEXT_LIMITS = {
+    name: column.type.length
+    for name, column in AuditEvent.__table__.columns.items()
+    if getattr(column.type, "length", None)
+}
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """What the caller knows about an event; the trail adds position, time and hashes."""
+
+    action: str
+    outcome: Outcome | str
+    actor: str = "anonymous"
+    actor_kind: str = "anonymous"
+    institution_pk: int | None = None
+    rule: str = ""
+    reason: str = ""
+    study_uid: str = ""
+    patient_id: str = ""
+    accession_number: str = ""
+    transaction: str = ""
+    client_address: str = ""
+    detail: Mapping[str, Any] = field(default_factory=dict)
+    at: datetime | None = None  # None: the moment it is recorded
+
+
+@dataclass(frozen=True)
+class ChainHead:
+    """The last event's pk and hash: an anchor operators keep outside the database."""
+
+    pk: int
+    hash: str
+
+    def __str__(self) -> str:
+        return f"{self.pk}:{self.hash}"
+
+    @classmethod
+    def parse(cls, text: str) -> ChainHead:
+        """`PK:HASH`, as printed by `ferry audit head`; ValueError otherwise."""
+        pk_text, _, digest = text.strip().partition(":")
+        if not pk_text.isdigit() or len(digest) != 64 or not _is_hex(digest):
+            raise ValueError(f"expected an anchor PK:SHA256HEX, got {text!r}")
+        return cls(int(pk_text), digest.lower())
+
+
+def record(engine: Engine, event: AuditRecord) -> None:
+    """Append one event; raises only if the database is unreachable or the input is malformed."""
+    record_many(engine, (event,))
+
+
+def record_many(engine: Engine, events: Sequence[AuditRecord]) -> None:
+    """Append events in order, in one transaction: one INSERT (executemany) and one head update."""
+    rows = [_row_values(event) for event in events]
+    if not rows:
+        return
+    with _appending(engine) as connection:
+        head = _lock_head(connection)
+        last_hash = head.hash
+        for position, row in enumerate(rows, start=head.pk + 1):
+            row["pk"] = position
+            row["prev_hash"] = last_hash
+            row["hash"] = last_hash = event_hash(row)
+        connection.execute(insert(AuditEvent), rows)
+        connection.execute(
+            update(AuditChainHead)
+            .where(AuditChainHead.pk == HEAD_PK)  # type: ignore[arg-type]
+            .values(last_pk=rows[-1]["pk"], last_hash=last_hash)
+        )
+
+
+def chain_head(engine: Engine) -> ChainHead:
+    """The newest event's pk and hash (0 and the genesis hash for an empty trail)."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(AuditChainHead.last_pk, AuditChainHead.last_hash).where(
+                AuditChainHead.pk == HEAD_PK  # type: ignore[arg-type]
+            )
+        ).first()
+    return ChainHead(int(row[0]), str(row[1])) if row else _last_event(engine)
+
+
+def event_hash(values: Mapping[str, Any]) -> str:
+    """SHA-256 (hex) of the canonical form: sorted-key JSON of CHAIN_FIELDS, UTC `...Z` time."""
+    canonical = {name: values[name] for name in CHAIN_FIELDS}
+    canonical["at"] = format_time(values["at"])
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def format_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _row_values(event: AuditRecord) -> dict[str, Any]:
+    """Normalise what a caller (or a client, through a caller) supplied into storable values."""
+    if not event.action:
+        raise ValueError("an audit event needs an action")
+    at = event.at or datetime.now(UTC)
+    if at.utcoffset() is None:
+        raise ValueError("audit times must be timezone-aware")
+    values: dict[str, Any] = {
+        "at": at.astimezone(UTC),
+        "institution_pk": event.institution_pk,
+        "outcome": Outcome(event.outcome).value,
+        "detail": _detail_text(event.detail),
+    }
+    for name in _TEXT_FIELDS:
+        values[name] = _clean(name, getattr(event, name))
+    return values
+
+
+def _clean(name: str, text: str) -> str:
+    """Fit a value to its column: NUL and lone surrogates (PostgreSQL refuses both) replaced."""
+    text = str(text).replace("\x00", "\ufffd")
+    text = text.encode("utf-8", "replace").decode("utf-8")
+    return text[: _TEXT_LIMITS[name]]
+
+
+def _detail_text(detail: Mapping[str, Any]) -> str:
+    """Small JSON; ASCII-escaped, so NUL and lone surrogates arrive as harmless `\\uXXXX`."""
+    text = json.dumps(dict(detail), sort_keys=True, separators=(",", ":"), default=str)
+    if len(text) > DETAIL_MAX_CHARS:
+        return json.dumps({"truncated": True, "chars": len(text)}, sort_keys=True)
+    return text
+
+
+_PROCESS_LOCKS: dict[str, threading.Lock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
+
+
+def _process_lock(engine: Engine) -> threading.Lock:
+    key = engine.url.render_as_string(hide_password=True)
+    with _PROCESS_LOCKS_GUARD:
+        return _PROCESS_LOCKS.setdefault(key, threading.Lock())
+
+
+@contextmanager
+def _appending(engine: Engine) -> Iterator[Connection]:
+    """A transaction holding the chain's write lock until commit."""
+    if engine.dialect.name != "sqlite":
+        with engine.begin() as connection:
+            yield connection
+        return
+    with _process_lock(engine), engine.connect() as plain:
+        # pysqlite would open its own deferred transaction; autocommit lets us say IMMEDIATE.
+        connection = plain.execution_options(isolation_level="AUTOCOMMIT")
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield connection
+        except BaseException:
+            connection.exec_driver_sql("ROLLBACK")
+            raise
+        connection.exec_driver_sql("COMMIT")
+
+
+def _lock_head(connection: Connection) -> ChainHead:
+    query = select(AuditChainHead.last_pk, AuditChainHead.last_hash).where(
+        AuditChainHead.pk == HEAD_PK  # type: ignore[arg-type]
+    )
+    if connection.dialect.name != "sqlite":
+        query = query.with_for_update()
+    row = connection.execute(query).first()
+    if row is not None:
+        return ChainHead(int(row[0]), str(row[1]))
+    _create_head(connection)
+    row = connection.execute(query).one()
+    return ChainHead(int(row[0]), str(row[1]))
+
+
+def _create_head(connection: Connection) -> None:
+    """Seed a missing head from the last event, so a lost head row never restarts the chain."""
+    last = connection.execute(
+        select(AuditEvent.pk, AuditEvent.hash).order_by(AuditEvent.pk.desc()).limit(1)  # type: ignore[attr-defined]
+    ).first()
+    values = {"pk": HEAD_PK, "last_pk": last[0] if last else 0}
+    values["last_hash"] = last[1] if last else GENESIS_HASH
+    if connection.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        statement = pg_insert(AuditChainHead).values(values).on_conflict_do_nothing()
+        connection.execute(statement)
+    else:
+        connection.execute(insert(AuditChainHead).values(values))
+
+
+def _last_event(engine: Engine) -> ChainHead:
+    with engine.connect() as connection:
+        last = connection.execute(
+            select(AuditEvent.pk, AuditEvent.hash).order_by(AuditEvent.pk.desc()).limit(1)  # type: ignore[attr-defined]
+        ).first()
+    return ChainHead(int(last[0]), str(last[1])) if last else ChainHead(0, GENESIS_HASH)
+
+
+def _is_hex(text: str) -> bool:
+    return all(character in "0123456789abcdefABCDEF" for character in text)
