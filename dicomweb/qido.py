@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import anyio
 from pydicom.datadict import dictionary_VR
 from starlette.requests import Request
@@ -15,6 +17,7 @@ from archive.search import (
     SEQUENCE_MATCHABLE,
     Filter,
     SearchQuery,
+    StudyScope,
     iter_json_array,
     search,
 )
@@ -112,7 +115,8 @@ def parse_search(
         limit=limit,
         offset=offset,
         # Set by the guard; a missing scope sees nothing rather than everything.
-        scope=getattr(request.state, "scope", None),
+        # Set by the guard; a missing scope sees nothing rather than everything.
+        scope=getattr(request.state, "scope", StudyScope(frozenset(), datetime.now(UTC))),
     )
     return query, warnings
 

@@ -1,42 +1,60 @@
-"""The DICOMweb resources under /dicom-web, one table (PS3.18 10.4-10.6)."""
+"""The DICOMweb resources under /dicom-web, one table (PS3.18 10.4-10.6).
+
+Every endpoint here is either `guarded` (authenticated, decided, audited) or marked `public`;
+tests/dicomweb/test_guard.py walks the assembled app and fails on any route that is neither.
+"""
 
 from __future__ import annotations
 
 from starlette.routing import Route
 
 from dicomweb import capabilities, pixels, qido, rendered, stow, wado
+from dicomweb.guard import guarded, public
+from policy.roles import Action
 
 STUDY = "/studies/{study}"
 SERIES = STUDY + "/series/{series}"
 INSTANCE = SERIES + "/instances/{instance}"
 
+_search_studies = guarded(Action.SEARCH, qido.search_for_studies)
+_search_series = guarded(Action.SEARCH, qido.search_for_series)
+_search_instances = guarded(Action.SEARCH, qido.search_for_instances)
+_store = guarded(Action.STORE, stow.store_instances)
+_retrieve = guarded(Action.DOWNLOAD, wado.retrieve_instances)
+_metadata = guarded(Action.READ_METADATA, wado.retrieve_metadata)
+_delete = guarded(Action.DELETE, wado.delete_instances)
+_bulk = guarded(Action.READ_PIXELS, pixels.retrieve_bulk_data)
+_frames = guarded(Action.READ_PIXELS, pixels.retrieve_frames)
+_rendered = guarded(Action.READ_PIXELS, rendered.retrieve_rendered)
+_thumbnail = guarded(Action.READ_PIXELS, rendered.retrieve_thumbnail)
+
 ROUTES = [
-    Route("/", capabilities.retrieve_capabilities, methods=["GET", "OPTIONS"]),
-    Route("/studies", qido.search_for_studies, methods=["GET"]),
-    Route("/studies", stow.store_instances, methods=["POST"]),
-    Route("/series", qido.search_for_series, methods=["GET"]),
-    Route("/instances", qido.search_for_instances, methods=["GET"]),
-    Route(STUDY, wado.retrieve_instances, methods=["GET"]),
-    Route(STUDY, stow.store_instances, methods=["POST"]),
-    Route(STUDY, wado.delete_instances, methods=["DELETE"]),
-    Route(STUDY + "/metadata", wado.retrieve_metadata, methods=["GET"]),
-    Route(STUDY + "/series", qido.search_for_series, methods=["GET"]),
-    Route(STUDY + "/instances", qido.search_for_instances, methods=["GET"]),
-    Route(SERIES, wado.retrieve_instances, methods=["GET"]),
-    Route(SERIES, wado.delete_instances, methods=["DELETE"]),
-    Route(SERIES + "/metadata", wado.retrieve_metadata, methods=["GET"]),
-    Route(SERIES + "/instances", qido.search_for_instances, methods=["GET"]),
-    Route(INSTANCE, wado.retrieve_instances, methods=["GET"]),
-    Route(INSTANCE, wado.delete_instances, methods=["DELETE"]),
-    Route(INSTANCE + "/metadata", wado.retrieve_metadata, methods=["GET"]),
-    Route(INSTANCE + "/bulk/{path:path}", pixels.retrieve_bulk_data, methods=["GET"]),
-    Route(INSTANCE + "/frames/{frames}", pixels.retrieve_frames, methods=["GET"]),
-    Route(STUDY + "/rendered", rendered.retrieve_rendered, methods=["GET"]),
-    Route(SERIES + "/rendered", rendered.retrieve_rendered, methods=["GET"]),
-    Route(INSTANCE + "/rendered", rendered.retrieve_rendered, methods=["GET"]),
-    Route(INSTANCE + "/frames/{frames}/rendered", rendered.retrieve_rendered, methods=["GET"]),
-    Route(STUDY + "/thumbnail", rendered.retrieve_thumbnail, methods=["GET"]),
-    Route(SERIES + "/thumbnail", rendered.retrieve_thumbnail, methods=["GET"]),
-    Route(INSTANCE + "/thumbnail", rendered.retrieve_thumbnail, methods=["GET"]),
-    Route(INSTANCE + "/frames/{frames}/thumbnail", rendered.retrieve_thumbnail, methods=["GET"]),
+    Route("/", public(capabilities.retrieve_capabilities), methods=["GET", "OPTIONS"]),
+    Route("/studies", _search_studies, methods=["GET"]),
+    Route("/studies", _store, methods=["POST"]),
+    Route("/series", _search_series, methods=["GET"]),
+    Route("/instances", _search_instances, methods=["GET"]),
+    Route(STUDY, _retrieve, methods=["GET"]),
+    Route(STUDY, _store, methods=["POST"]),
+    Route(STUDY, _delete, methods=["DELETE"]),
+    Route(STUDY + "/metadata", _metadata, methods=["GET"]),
+    Route(STUDY + "/series", _search_series, methods=["GET"]),
+    Route(STUDY + "/instances", _search_instances, methods=["GET"]),
+    Route(SERIES, _retrieve, methods=["GET"]),
+    Route(SERIES, _delete, methods=["DELETE"]),
+    Route(SERIES + "/metadata", _metadata, methods=["GET"]),
+    Route(SERIES + "/instances", _search_instances, methods=["GET"]),
+    Route(INSTANCE, _retrieve, methods=["GET"]),
+    Route(INSTANCE, _delete, methods=["DELETE"]),
+    Route(INSTANCE + "/metadata", _metadata, methods=["GET"]),
+    Route(INSTANCE + "/bulk/{path:path}", _bulk, methods=["GET"]),
+    Route(INSTANCE + "/frames/{frames}", _frames, methods=["GET"]),
+    Route(STUDY + "/rendered", _rendered, methods=["GET"]),
+    Route(SERIES + "/rendered", _rendered, methods=["GET"]),
+    Route(INSTANCE + "/rendered", _rendered, methods=["GET"]),
+    Route(INSTANCE + "/frames/{frames}/rendered", _rendered, methods=["GET"]),
+    Route(STUDY + "/thumbnail", _thumbnail, methods=["GET"]),
+    Route(SERIES + "/thumbnail", _thumbnail, methods=["GET"]),
+    Route(INSTANCE + "/thumbnail", _thumbnail, methods=["GET"]),
+    Route(INSTANCE + "/frames/{frames}/thumbnail", _thumbnail, methods=["GET"]),
 ]

@@ -38,6 +38,7 @@ from dicomweb.rendering import (
 from dicomweb.transcoding import PixelDescription
 from dicomweb.warning import warning_header
 from ferry.errors import InvalidQuery, NotAcceptable
+from policy.roles import Action
 
 DICOM = "application/dicom"
 _PARAMETERS = {
@@ -234,3 +235,17 @@ def _iter_spool(spool: IO[bytes]) -> Iterator[bytes]:
     with spool:
         while chunk := spool.read(CHUNK_SIZE):
             yield chunk
+
+
+def wado_uri_action(request: Request) -> Action:
+    """The Part 10 file is a download; a rendered image is a view."""
+    content_type = request.query_params.get("contentType", "")
+    return Action.DOWNLOAD if content_type.startswith(DICOM) else Action.READ_PIXELS
+
+
+def wado_uri_study(request: Request) -> str | None:
+    """The study comes from the query; without a valid one the handler answers 400 itself."""
+    study = request.query_params.get("studyUID")
+    if study is None or not UID(study).is_valid:
+        raise InvalidQuery("studyUID: a valid UID is required")
+    return study

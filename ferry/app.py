@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 
@@ -19,11 +20,13 @@ from archive.blobstore import FilesystemBlobStore
 from archive.store import Archive
 from dicomweb import capabilities, viewer, wado_uri
 from dicomweb.errors import EXCEPTION_HANDLERS
+from dicomweb.guard import guarded, public
 from dicomweb.routes import ROUTES
 from dicomweb.urls import DICOMWEB_PREFIX
 from ferry.database import check_database, create_database_engine, migrate
 from ferry.settings import Settings, load_settings
 from policy.authentication import Authenticator
+from policy.store import snapshot
 from portal import auth_routes
 from portal.admin_api import api_mount
 
@@ -77,6 +80,11 @@ def _middleware(settings: Settings) -> list[Middleware]:
     ]
 
 
+_wado_uri = guarded(
+    wado_uri.wado_uri_action, wado_uri.retrieve_wado_uri, study_from=wado_uri.wado_uri_study
+)
+
+
 def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
     configure_libraries(settings)
     archive = archive or build_archive(settings)
@@ -88,12 +96,16 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/healthz", healthz),
-            Route("/readyz", readyz),
-            Route(DICOMWEB_PREFIX, capabilities.retrieve_capabilities, methods=["GET", "OPTIONS"]),
+            Route("/healthz", public(healthz)),
+            Route("/readyz", public(readyz)),
+            Route(
+                DICOMWEB_PREFIX,
+                public(capabilities.retrieve_capabilities),
+                methods=["GET", "OPTIONS"],
+            ),
             Mount(DICOMWEB_PREFIX, routes=ROUTES),
             *viewer.ROUTES,
-            Route("/wado", wado_uri.retrieve_wado_uri, methods=["GET"]),
+            Route("/wado", _wado_uri, methods=["GET"]),
             *auth_routes.ROUTES,
             api_mount(),
         ],
@@ -104,6 +116,7 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
     app.state.settings = settings
     app.state.archive = archive
     app.state.authenticator = Authenticator.open(settings, archive.engine)
+    app.state.policy_snapshot = functools.partial(snapshot, archive.engine)
     return app
 
 

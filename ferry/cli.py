@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ferry.errors import FerryError
 from ferry.settings import Settings, SettingsError, load_settings, settings_variables
 
 
@@ -119,6 +120,9 @@ def build_parser() -> argparse.ArgumentParser:
     from audit.commands import add_audit_commands
 
     add_audit_commands(commands)
+    from ferry.policy_commands import add_policy_commands, run_policy_command
+
+    add_policy_commands(commands, run_policy_command)
     return parser
 
 
@@ -129,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as error:
         print(f"ferry: invalid configuration: {error}", file=sys.stderr)
         return 2
-    return int(args.run(settings, args))
+    try:
+        return int(args.run(settings, args))
+    except FerryError as error:  # a domain refusal is a message, not a traceback
+        print(f"ferry: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

@@ -9,15 +9,21 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
 from sqlalchemy.engine import make_url
+from sqlmodel import Session, select
+from starlette.applications import Starlette
 
 from archive.store import Archive
 from ferry.app import build_archive, create_app
 from ferry.settings import Settings
+from policy.models import Institution, User
+from tests.policy._people import add_institution, add_user
 
 REQUIRED = {item.strip() for item in os.environ.get("FERRY_TEST_REQUIRE", "").split(",") if item}
 
@@ -74,6 +80,7 @@ def settings(tmp_path: Path, database_url: str) -> Settings:
         database_url=database_url,
         http_port=port,
         public_url=f"http://127.0.0.1:{port}",
+        access_token_seconds=3600,
     )
 
 
@@ -86,13 +93,53 @@ def archive(settings: Settings) -> Iterator[Archive]:
 
 @dataclass
 class RunningServer:
+    """A served app and a user who may do everything with the studies of institution HOSP."""
+
     settings: Settings
     archive: Archive
     base_url: str
+    app: Starlette
+    token: str = ""
+    institution_pk: int = 0
 
     @property
     def dicomweb_url(self) -> str:
         return f"{self.base_url}/dicom-web"
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def http(self) -> httpx.Client:
+        """An httpx client that sends the tester's token with every request."""
+        return httpx.Client(headers=self.headers, timeout=60)
+
+    def token_for(self, email: str, memberships: dict[int, str]) -> str:
+        """Another user, with these roles (`{institution_pk: "viewer,receiver"}`)."""
+        user_pk = add_user(self.archive.engine, email, memberships=memberships)
+        return issue_token_for(self.app, self.archive, user_pk)
+
+
+TESTER_ROLES = "admin,sender,receiver,viewer"
+
+
+def issue_token_for(app: Starlette, archive: Archive, user_pk: int) -> str:
+    with Session(archive.engine) as session:
+        user = session.get(User, user_pk)
+        assert user is not None
+        return str(app.state.authenticator.issue_access_token(user, datetime.now(UTC)))
+
+
+def _tester(app: Starlette, archive: Archive) -> tuple[str, int]:
+    engine = archive.engine
+    with Session(engine) as session:
+        existing = session.exec(select(Institution).where(Institution.code == "HOSP")).first()
+        institution_pk = existing.pk if existing else None
+    if institution_pk is None:
+        institution_pk = add_institution(engine, "HOSP")
+    email = f"tester-{secrets.token_hex(4)}@ferry.test"
+    user_pk = add_user(engine, email, memberships={institution_pk: TESTER_ROLES})
+    return issue_token_for(app, archive, user_pk), institution_pk
 
 
 class _ThreadServer(uvicorn.Server):
@@ -113,8 +160,11 @@ def run_server(settings: Settings, archive: Archive) -> Iterator[RunningServer]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
+    token, institution_pk = _tester(app, archive)
     try:
-        yield RunningServer(settings, archive, f"http://127.0.0.1:{settings.http_port}")
+        yield RunningServer(
+            settings, archive, f"http://127.0.0.1:{settings.http_port}", app, token, institution_pk
+        )
     finally:
         server.should_exit = True
         thread.join(timeout=15)
@@ -129,4 +179,4 @@ def server(settings: Settings, archive: Archive) -> Iterator[RunningServer]:
 def client(server: RunningServer):  # type: ignore[no-untyped-def]
     from dicomweb_client.api import DICOMwebClient
 
-    return DICOMwebClient(server.dicomweb_url)
+    return DICOMwebClient(server.dicomweb_url, headers=server.headers)

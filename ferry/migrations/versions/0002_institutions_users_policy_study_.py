@@ -281,7 +281,9 @@ def upgrade() -> None:
         batch_op.create_index(
             batch_op.f("ix_study_institution_pk"), ["institution_pk"], unique=False
         )
-        batch_op.create_foreign_key("fk_study_institution_pk", "institution", ["institution_pk"], ["pk"])
+        batch_op.create_foreign_key(
+            "fk_study_institution_pk", "institution", ["institution_pk"], ["pk"]
+        )
 
     # ### end Alembic commands ###
 

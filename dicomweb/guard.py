@@ -1,0 +1,191 @@
+"""Enforcement for every DICOMweb resource, in one place: authenticate, decide, audit.
+
+Each route's endpoint is wrapped by `guarded(action, endpoint)`; the route table is built only
+from wrapped endpoints (or endpoints explicitly marked public), and a test walks the app's
+routes to prove it. A study that exists but may not be seen answers exactly like a study that
+does not exist (404): existence never leaks.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import Response
+
+from archive.search import StudyScope
+from archive.store import Archive, StudyAccess
+from audit.trail import AuditRecord, record
+from dicomweb.urls import path_uid
+from ferry.errors import AuthenticationFailed, Forbidden, InvalidQuery, StudyNotFound
+from policy.authentication import Authenticator, Credentials
+from policy.decision import Context, Decision, GrantFacts, PolicySnapshot, Resource, decide
+from policy.principal import ANONYMOUS, Principal
+from policy.roles import Action
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+GUARD_ATTRIBUTE = "__ferry_guard__"
+
+
+@dataclass(frozen=True)
+class GuardSpec:
+    """What a route does, for the decision: a fixed action or one read from the request."""
+
+    action: Action | Callable[[Request], Action]
+    study_from: Callable[[Request], str | None]
+
+
+def study_from_path(request: Request) -> str | None:
+    return path_uid(request, "study") if "study" in request.path_params else None
+
+
+def _client(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _audit(
+    request: Request,
+    principal: Principal,
+    action: Action,
+    decision: Decision,
+    access: StudyAccess | None,
+    study_uid: str = "",
+    **detail: Any,
+) -> None:
+    record(
+        request.app.state.archive.engine,
+        AuditRecord(
+            action=action.value,
+            outcome="allowed" if decision.allowed else "denied",
+            actor=principal.label,
+            actor_kind=principal.kind.value,
+            institution_pk=access.institution_pk if access else None,
+            rule=decision.rule,
+            reason=decision.reason,
+            study_uid=study_uid or (access.study_instance_uid if access else ""),
+            patient_id=access.patient_id if access else "",
+            accession_number=access.accession_number if access else "",
+            transaction=request.headers.get("x-request-id", ""),
+            client_address=_client(request),
+            detail={"method": request.method, "path": request.url.path, **detail},
+        ),
+    )
+
+
+def _study_resource(uid: str, access: StudyAccess | None) -> Resource:
+    if access is None:
+        return Resource.study(uid, None)
+    grants = tuple(GrantFacts(pk, expires, revoked) for pk, expires, revoked in access.grants)
+    return Resource.study(uid, access.institution_pk, grants)
+
+
+def _check_study(request: Request, principal: Principal, action: Action, uid: str) -> None:
+    archive: Archive = request.app.state.archive
+    access = archive.read_study_access(uid)
+    decision = decide(
+        principal, action, _study_resource(uid, access), Context(_now(), _client(request))
+    )
+    if access is not None:
+        _audit(request, principal, action, decision, access)
+    if access is None or not decision.allowed:
+        raise StudyNotFound(f"study {uid} not found")
+
+
+def _store_target(request: Request, principal: Principal) -> int:
+    """The institution a STOW stores into: the only one the principal may store for, or named."""
+    snapshot: PolicySnapshot = request.app.state.policy_snapshot()
+    candidates = principal.institutions_for(Action.STORE)
+    named = request.query_params.get("institution")
+    if named:
+        by_code = {facts.code: pk for pk, facts in snapshot.institutions.items()}
+        target = by_code.get(named)
+        if target is None:
+            raise InvalidQuery(f"unknown institution {named[:32]!r}")
+        return target
+    if len(candidates) == 1:
+        return next(iter(candidates))
+    if not candidates:
+        return next(iter(principal.memberships), 0)
+    raise InvalidQuery("you store for several institutions: name one with ?institution=CODE")
+
+
+def _check_store(request: Request, principal: Principal) -> None:
+    target = _store_target(request, principal)
+    snapshot: PolicySnapshot = request.app.state.policy_snapshot()
+    decision = decide(
+        principal,
+        Action.STORE,
+        Resource.institution(target),
+        Context(_now(), _client(request)),
+        snapshot,
+    )
+    _audit(request, principal, Action.STORE, decision, None, institution=target)
+    if not decision.allowed:
+        raise Forbidden(decision.reason)
+    request.state.store_institution_pk = target
+
+
+def _authenticate(request: Request, action: Action) -> Principal:
+    authenticator: Authenticator = request.app.state.authenticator
+    credentials = Credentials.from_request(request.method, request.headers, request.cookies)
+    try:
+        principal = authenticator.authenticate(credentials, _now())
+        if principal is ANONYMOUS:
+            raise AuthenticationFailed("authentication required")
+        return principal
+    except AuthenticationFailed as error:
+        refused = Decision(False, "authentication", str(error))
+        _audit(request, ANONYMOUS, action, refused, None)
+        raise
+
+
+def _prepare(request: Request, spec: GuardSpec) -> None:
+    """Runs in a worker thread: every step touches the database."""
+    action = spec.action(request) if callable(spec.action) else spec.action
+    principal = _authenticate(request, action)
+    request.state.principal = principal
+    request.state.action = action
+    if action is Action.STORE:
+        _check_store(request, principal)
+        return
+    study = spec.study_from(request)
+    if study is not None:
+        _check_study(request, principal, action, study)
+    scope = StudyScope(principal.institutions_for(action), _now())
+    request.state.scope = scope
+    if study is None:
+        allowed = Decision(
+            True, "visibility-scope", f"institutions {sorted(scope.institution_pks)}"
+        )
+        _audit(request, principal, action, allowed, None, query=str(request.query_params))
+
+
+def guarded(
+    action: Action | Callable[[Request], Action],
+    endpoint: Endpoint,
+    study_from: Callable[[Request], str | None] = study_from_path,
+) -> Endpoint:
+    spec = GuardSpec(action, study_from)
+
+    @functools.wraps(endpoint)
+    async def guarded_endpoint(request: Request) -> Response:
+        await anyio.to_thread.run_sync(_prepare, request, spec)
+        return await endpoint(request)
+
+    setattr(guarded_endpoint, GUARD_ATTRIBUTE, spec)
+    return guarded_endpoint
+
+
+def public(endpoint: Endpoint) -> Endpoint:
+    """Marks a resource that needs no principal (capabilities, health, static viewer files)."""
+    setattr(endpoint, GUARD_ATTRIBUTE, None)
+    return endpoint

@@ -1,0 +1,312 @@
+"""`ferry admin ...`: bootstrap and scripting of institutions, users, API clients, nodes, grants.
+
+Secrets (a generated password, an API token) are printed once, on stdout, and never stored in
+clear; everything else a command says goes to stderr, so `TOKEN=$(ferry admin ...)` just works.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import secrets
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+
+from ferry.errors import FerryError
+from ferry.settings import Settings
+
+DEMO_INSTITUTION = "DEMO"
+DEMO_ADMIN = "admin@ferry.local"
+DEMO_ROLES = "admin,sender,receiver,viewer,requester,auditor"
+
+Command = Callable[[Engine, argparse.Namespace], int]
+
+
+def _engine(settings: Settings) -> Engine:
+    from ferry.database import create_database_engine, migrate
+
+    engine = create_database_engine(settings)
+    migrate(engine)
+    return engine
+
+
+def _running(command: Command) -> Callable[[Settings, argparse.Namespace], int]:
+    """Open the database, run, and turn a refusal into a message and exit status 1."""
+
+    def run(settings: Settings, args: argparse.Namespace) -> int:
+        engine = _engine(settings)
+        try:
+            return command(engine, args)
+        except FerryError as error:
+            print(f"ferry admin: {error}", file=sys.stderr)
+            return 1
+        finally:
+            engine.dispose()
+
+    return run
+
+
+def _say(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str]) -> None:
+    cells = [list(header), *[[str(value) for value in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for row in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
+
+
+def _expiry(days: int | None) -> datetime | None:
+    return datetime.now(UTC) + timedelta(days=days) if days else None
+
+
+def _institution_pk(engine: Engine, code: str) -> int:
+    from policy import store
+
+    return store.find_institution(engine, code).pk or 0
+
+
+def create_institution(engine: Engine, args: argparse.Namespace) -> int:
+    from policy import store
+
+    parent = _institution_pk(engine, args.parent) if args.parent else None
+    timezone = args.timezone or (
+        store.get_institution(engine, parent).timezone if parent else "UTC"
+    )
+    made = store.create_institution(
+        engine, args.code, args.name, timezone=timezone, contact=args.contact, parent_pk=parent
+    )
+    _say(f"created institution {made.code} ({made.name}, {made.timezone})")
+    return 0
+
+
+def _password(args: argparse.Namespace) -> tuple[str, bool]:
+    """(password, generated): given, prompted for, or a random one to print once."""
+    if args.password is not None:
+        return args.password, False
+    if args.prompt_password:
+        first = getpass.getpass("password: ")
+        if first != getpass.getpass("again: "):
+            raise FerryError("the passwords differ")
+        return first, False
+    return secrets.token_urlsafe(15), True
+
+
+def create_user(engine: Engine, args: argparse.Namespace) -> int:
+    from policy import store
+
+    if args.institution and not args.roles:
+        raise FerryError("--institution needs --roles (e.g. --roles sender,receiver)")
+    institution = _institution_pk(engine, args.institution) if args.institution else None
+    password, generated = _password(args)
+    user = store.create_user(
+        engine, args.email, name=args.name, password=password, system_admin=args.system_admin
+    )
+    if institution is not None:
+        store.set_membership(engine, user.pk or 0, institution, args.roles)
+    kind = "system administrator" if args.system_admin else f"member of {args.institution}"
+    _say(f"created user {user.email} ({kind})")
+    if generated:
+        _say("password (shown once):")
+        print(password)
+    return 0
+
+
+def create_api_client(engine: Engine, args: argparse.Namespace) -> int:
+    from policy import store
+
+    institution = _institution_pk(engine, args.institution)
+    client = store.create_api_client(engine, args.name, institution, args.roles)
+    issued = store.issue_api_token(engine, client.pk or 0, args.scopes, _expiry(args.expires_days))
+    _say(f"created API client {client.pk} {client.name!r}; its token (shown once):")
+    print(issued.token)
+    return 0
+
+
+def grant(engine: Engine, args: argparse.Namespace) -> int:
+    from portal import grants
+
+    institution = _institution_pk(engine, args.institution)
+    view = grants.grant_study(
+        engine, args.study, institution, expires_at=_expiry(args.expires_days), reason=args.reason
+    )
+    until = view.expires_at.isoformat() if view.expires_at else "revoked"
+    _say(f"grant {view.pk}: {args.institution} may see study {view.study_uid} until {until}")
+    return 0
+
+
+def revoke_grant(engine: Engine, args: argparse.Namespace) -> int:
+    from portal import grants
+
+    revoked = grants.revoke_grants(engine, args.study, _institution_pk(engine, args.institution))
+    if not revoked:
+        raise FerryError(f"{args.institution} holds no live grant on study {args.study}")
+    _say(f"revoked {len(revoked)} grant(s) of {args.institution} on study {args.study}")
+    return 0
+
+
+def add_node(engine: Engine, args: argparse.Namespace) -> int:
+    """`--query`/`--write` let the node's own institution query or write it."""
+    from policy import store
+
+    institution = _institution_pk(engine, args.institution)
+    node = store.create_node(
+        engine,
+        institution,
+        args.ae_title,
+        args.host,
+        args.port,
+        tls=args.tls,
+        description=args.description,
+        restricted=not args.unrestricted,
+    )
+    if args.query or args.write:
+        store.add_node_permission(
+            engine,
+            node.pk or 0,
+            "institution",
+            args.institution,
+            can_query=args.query,
+            can_write=args.write,
+        )
+    _say(f"added node {node.pk} {node.ae_title} at {node.host}:{node.port}")
+    return 0
+
+
+def list_nodes(engine: Engine, args: argparse.Namespace) -> int:
+    from policy import store
+
+    scope = [_institution_pk(engine, args.institution)] if args.institution else None
+    codes = {i.pk: i.code for i in store.list_institutions(engine)}
+    rows = [
+        (n.pk, codes.get(n.institution_pk), n.ae_title, f"{n.host}:{n.port}", n.tls, n.restricted)
+        for n in store.list_nodes(engine, scope)
+    ]
+    _table(rows, ("pk", "institution", "ae_title", "address", "tls", "restricted"))
+    return 0
+
+
+def list_users(engine: Engine, args: argparse.Namespace) -> int:
+    from policy import store
+
+    scope = [_institution_pk(engine, args.institution)] if args.institution else None
+    codes = {i.pk: i.code for i in store.list_institutions(engine)}
+    rows = []
+    for user in store.list_users(engine, scope):
+        roles = store.load_memberships(engine, user.pk or 0)
+        memberships = " ".join(
+            f"{codes.get(pk)}:{','.join(sorted(r.value for r in rs))}" for pk, rs in roles.items()
+        )
+        admin = "system-admin" if user.system_admin else ""
+        rows.append((user.pk, user.email, user.status.value, admin, memberships))
+    _table(rows, ("pk", "email", "status", "system", "memberships"))
+    return 0
+
+
+def list_institutions(engine: Engine, _args: argparse.Namespace) -> int:
+    from policy import store
+
+    institutions = store.list_institutions(engine)
+    codes = {i.pk: i.code for i in institutions}
+    rows = [(i.pk, i.code, i.name, i.timezone, codes.get(i.parent_pk, "")) for i in institutions]
+    _table(rows, ("pk", "code", "name", "timezone", "parent"))
+    return 0
+
+
+def bootstrap_demo(engine: Engine) -> str | None:
+    """A demo institution and its administrator; the password only when the admin is new."""
+    from policy import store
+
+    try:
+        demo = store.find_institution(engine, DEMO_INSTITUTION)
+    except store.UnknownRecord:
+        demo = store.create_institution(engine, DEMO_INSTITUTION, "Demo Hospital")
+    try:
+        store.find_user(engine, DEMO_ADMIN)
+        return None
+    except store.UnknownRecord:
+        pass
+    password = secrets.token_urlsafe(15)
+    admin = store.create_user(
+        engine, DEMO_ADMIN, name="Demo administrator", password=password, system_admin=True
+    )
+    store.set_membership(engine, admin.pk or 0, demo.pk or 0, DEMO_ROLES)
+    return password
+
+
+def _bootstrap_demo(engine: Engine, _args: argparse.Namespace) -> int:
+    password = bootstrap_demo(engine)
+    if password is None:
+        _say(f"demo ready: institution {DEMO_INSTITUTION}, administrator {DEMO_ADMIN}")
+        return 0
+    _say(f"created institution {DEMO_INSTITUTION} and system administrator {DEMO_ADMIN}")
+    _say("password (shown once, keep it):")
+    print(password)
+    return 0
+
+
+def _days(text: str) -> int:
+    days = int(text)
+    if not 1 <= days <= 36500:
+        raise argparse.ArgumentTypeError(f"{text} is not a number of days from 1 to 36500")
+    return days
+
+
+def _add(commands: Any, name: str, command: Command, help_text: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=help_text)
+    parser.set_defaults(run=_running(command))
+    return parser
+
+
+def add_admin_commands(commands: Any) -> None:
+    """Adds the who-is-who commands to the `ferry admin` sub-command list."""
+    parser = _add(commands, "create-institution", create_institution, "add an institution")
+    parser.add_argument("code")
+    parser.add_argument("name")
+    parser.add_argument("--timezone", help="IANA name; default UTC, or the parent's")
+    parser.add_argument("--parent", metavar="CODE", help="make it a security institution")
+    parser.add_argument("--contact", default="")
+    parser = _add(commands, "create-user", create_user, "add a user")
+    parser.add_argument("email")
+    parser.add_argument("--name", default="")
+    secret = parser.add_mutually_exclusive_group()
+    secret.add_argument("--password", help="default: a random one, printed once")
+    secret.add_argument("--prompt-password", action="store_true")
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--system-admin", action="store_true")
+    who.add_argument("--institution", metavar="CODE")
+    parser.add_argument("--roles", default="", help="e.g. admin or sender,receiver")
+    parser = _add(commands, "create-api-client", create_api_client, "add an API client")
+    parser.add_argument("name")
+    parser.add_argument("--institution", metavar="CODE", required=True)
+    parser.add_argument("--roles", required=True)
+    parser.add_argument("--scopes", default="read", help="read, write, download")
+    parser.add_argument("--expires-days", type=_days)
+    for name, command, text in (
+        ("grant", grant, "let an institution see a study"),
+        ("revoke-grant", revoke_grant, "revoke an institution's grants on a study"),
+    ):
+        parser = _add(commands, name, command, text)
+        parser.add_argument("--study", metavar="UID", required=True)
+        parser.add_argument("--institution", metavar="CODE", required=True)
+        if command is grant:
+            parser.add_argument("--expires-days", type=_days)
+            parser.add_argument("--reason", default="granted from the command line")
+    parser = _add(commands, "add-node", add_node, "add a DICOM node")
+    parser.add_argument("--institution", metavar="CODE", required=True)
+    parser.add_argument("--ae-title", required=True)
+    parser.add_argument("--host", required=True)
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--description", default="")
+    for flag in ("--query", "--write", "--tls", "--unrestricted"):
+        parser.add_argument(flag, action="store_true")
+    for name, command in (("nodes", list_nodes), ("users", list_users)):
+        parser = _add(commands, name, command, f"list {name}")
+        parser.add_argument("--institution", metavar="CODE")
+    _add(commands, "institutions", list_institutions, "list institutions")
+    _add(commands, "bootstrap-demo", _bootstrap_demo, "a demo institution and admin, once")

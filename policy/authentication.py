@@ -1,0 +1,275 @@
+"""Authentication: request credentials -> Principal (RFC 6750 bearer tokens, API tokens, sessions).
+
+Three ways in, each ending in a fresh read of the user or client row, so a disabled account, a
+bumped token version or a revoked API token stops a live credential on its next request:
+- `Authorization: Bearer <jwt>`: Ferry's access token, or an OpenID Connect provider's token;
+- `Authorization: Bearer ferry_<id>_<secret>`: an API client's token;
+- the session cookie (a signed session token) of the portal, with a CSRF token (double submit:
+  a readable cookie echoed in a header, and bound into the signed session) for unsafe methods.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Engine, func, or_, update
+from sqlmodel import Session, col, select
+
+from ferry.errors import AuthenticationFailed
+from ferry.settings import Settings
+from policy._opaque import secret_matches, split_opaque_token
+from policy.models import ApiClient, ApiToken, Institution, Membership, User, UserStatus
+from policy.oidc import OidcProviders, open_providers
+from policy.principal import ANONYMOUS, Principal, PrincipalKind
+from policy.roles import Role, Scope
+from policy.tokens import KeyRing, TokenType, issue_token, open_key_ring, read_unverified
+from policy.tokens import verify_token as verify_ferry_token
+
+API_TOKEN_PREFIX = "ferry_"  # policy.store.clients writes them: ferry_<16 hex>_<secret>
+SESSION_COOKIE = "ferry_session"
+CSRF_COOKIE = "ferry_csrf"
+CSRF_HEADER = "x-csrf-token"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+LAST_USED_EVERY = timedelta(minutes=1)  # a write per request would make every read a write
+REFUSED = "the credentials are not valid"
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What a request offers, read by the edge from its headers and cookies."""
+
+    method: str
+    authorization: str | None = None
+    session: str | None = None
+    csrf: str | None = None
+
+    @classmethod
+    def from_request(
+        cls, method: str, headers: Mapping[str, str], cookies: Mapping[str, str]
+    ) -> Credentials:
+        return cls(
+            method.upper(),
+            headers.get("authorization"),
+            cookies.get(SESSION_COOKIE),
+            headers.get(CSRF_HEADER),
+        )
+
+
+def _bearer_token(authorization: str) -> str:
+    scheme, _, token = authorization.strip().partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise AuthenticationFailed("use `Authorization: Bearer <token>`")
+    return token.strip()
+
+
+def _parse_roles(text: str) -> frozenset[Role]:
+    """Tolerant: an unknown role name in a row grants nothing rather than failing the request."""
+    known = {role.value for role in Role}
+    return frozenset(Role(name) for name in text.replace(" ", "").split(",") if name in known)
+
+
+def _parse_scopes(text: str) -> frozenset[Scope]:
+    known = {scope.value for scope in Scope}
+    return frozenset(Scope(name) for name in text.replace(" ", "").split(",") if name in known)
+
+
+def _memberships(session: Session, user_pk: int) -> dict[int, frozenset[Role]]:
+    rows = session.exec(select(Membership).where(Membership.user_pk == user_pk)).all()
+    return {row.institution_pk: _parse_roles(row.roles) for row in rows}
+
+
+def _active_user(session: Session, user_pk: int, version: int | None) -> User:
+    user = session.get(User, user_pk)
+    if user is None or user.status != UserStatus.ACTIVE:
+        raise AuthenticationFailed(REFUSED)
+    if version is not None and user.token_version != version:
+        raise AuthenticationFailed("the token was revoked; sign in again")
+    return user
+
+
+def _user_principal(session: Session, user: User) -> Principal:
+    assert user.pk is not None
+    memberships = _memberships(session, user.pk)
+    return Principal(PrincipalKind.USER, user.pk, user.email, memberships, user.system_admin)
+
+
+@dataclass(frozen=True)
+class TokenGrant:
+    """An OAuth 2.0 token response (RFC 6749 §5.1)."""
+
+    access_token: str
+    expires_in: int
+    refresh_token: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "access_token": self.access_token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "refresh_token": self.refresh_token,
+        }
+
+
+@dataclass(frozen=True)
+class SessionGrant:
+    session_token: str
+    csrf_token: str
+    expires_in: int
+    user_pk: int
+    email: str
+
+
+class Authenticator:
+    """Built once by the composition root; holds the key ring and the providers' JWKS caches."""
+
+    def __init__(
+        self, settings: Settings, engine: Engine, keys: KeyRing, providers: OidcProviders
+    ) -> None:
+        self.settings, self.engine, self.keys, self.providers = settings, engine, keys, providers
+
+    @classmethod
+    def open(cls, settings: Settings, engine: Engine) -> Authenticator:
+        """Generates the first signing key if there is none, and reads the OIDC providers."""
+        return cls(
+            settings, engine, open_key_ring(settings), open_providers(settings.oidc_providers)
+        )
+
+    def authenticate(self, credentials: Credentials, now: datetime) -> Principal:
+        """The principal these credentials prove; ANONYMOUS if none are offered."""
+        if credentials.authorization is not None:
+            token = _bearer_token(credentials.authorization)
+            if token.startswith(API_TOKEN_PREFIX):
+                return self._api_token(token, now)
+            return self._bearer_jwt(token, now)
+        if credentials.session is not None:
+            return self._session(credentials, now)
+        return ANONYMOUS
+
+    def _bearer_jwt(self, token: str, now: datetime) -> Principal:
+        _, unverified = read_unverified(token)
+        issuer = unverified.get("iss")
+        if issuer == self.settings.token_issuer:
+            return self._ferry_token(token, TokenType.ACCESS, now)[0]
+        if isinstance(issuer, str) and self.providers.knows(issuer):
+            return self._external(token, now)
+        raise AuthenticationFailed("the token's issuer is not trusted")
+
+    def _ferry_token(
+        self, token: str, token_type: TokenType, now: datetime
+    ) -> tuple[Principal, dict[str, Any]]:
+        claims = verify_ferry_token(self.keys, self.settings, token, token_type, now)
+        if not claims.subject.isdecimal():
+            raise AuthenticationFailed(REFUSED)
+        with Session(self.engine) as session:
+            user = _active_user(session, int(claims.subject), claims.version)
+            return _user_principal(session, user), dict(claims.claims)
+
+    def _external(self, token: str, now: datetime) -> Principal:
+        identity = self.providers.verify(token, now)
+        with Session(self.engine) as session:
+            wanted = func.lower(User.email) == identity.email
+            user = session.exec(select(User).where(wanted)).first()
+            if user is None or user.status != UserStatus.ACTIVE or user.pk is None:
+                raise AuthenticationFailed("no active Ferry user has this token's email")
+            codes = list(identity.memberships)
+            found = select(Institution).where(col(Institution.code).in_(codes))
+            institutions = session.exec(found).all()
+            memberships = {
+                row.pk: identity.memberships[row.code] for row in institutions if row.pk is not None
+            }
+        # The provider vouches for the person, not for Ferry's own system administration.
+        return Principal(PrincipalKind.USER, user.pk, user.email, memberships)
+
+    def _api_token(self, text: str, now: datetime) -> Principal:
+        parts = split_opaque_token(API_TOKEN_PREFIX, text)
+        if parts is None:
+            raise AuthenticationFailed(REFUSED)
+        with Session(self.engine) as session:
+            token = session.exec(select(ApiToken).where(ApiToken.token_id == parts[0])).first()
+            if token is None or not secret_matches(parts[1], token.secret_hash):
+                raise AuthenticationFailed(REFUSED)
+            if token.revoked_at is not None or (
+                token.expires_at is not None and _aware(token.expires_at) <= now
+            ):
+                raise AuthenticationFailed("the API token was revoked or has expired")
+            client = session.get(ApiClient, token.client_pk)
+            if client is None or client.disabled or client.pk is None:
+                raise AuthenticationFailed("the API client is disabled")
+            self._touch(session, token, now)
+            return Principal(
+                PrincipalKind.API_CLIENT,
+                client.pk,
+                client.name,
+                {client.institution_pk: _parse_roles(client.roles)},
+                scopes=_parse_scopes(token.scopes),
+            )
+
+    def _touch(self, session: Session, token: ApiToken, now: datetime) -> None:
+        if token.last_used_at is not None and _aware(token.last_used_at) > now - LAST_USED_EVERY:
+            return
+        column = col(ApiToken.last_used_at)
+        session.execute(
+            update(ApiToken)
+            .where(col(ApiToken.pk) == token.pk)
+            .where(or_(column.is_(None), column <= now - LAST_USED_EVERY))
+            .values(last_used_at=now)
+        )
+        session.commit()
+
+    def _session(self, credentials: Credentials, now: datetime) -> Principal:
+        assert credentials.session is not None
+        principal, claims = self._ferry_token(credentials.session, TokenType.SESSION, now)
+        if credentials.method not in SAFE_METHODS:
+            expected = claims.get("csrf")
+            offered = credentials.csrf or ""
+            if not isinstance(expected, str) or not hmac.compare_digest(expected, offered):
+                raise AuthenticationFailed(f"the {CSRF_HEADER} header is missing or wrong")
+        return principal
+
+    def membership_claims(self, user_pk: int) -> dict[str, Any]:
+        """`inst` and `roles` claims by institution code, for clients such as the viewer."""
+        with Session(self.engine) as session:
+            memberships = _memberships(session, user_pk)
+            found = select(Institution).where(col(Institution.pk).in_(list(memberships)))
+            rows = session.exec(found).all()
+        codes = {row.pk: row.code for row in rows if row.pk is not None}
+        roles = {codes[pk]: sorted(r.value for r in memberships[pk]) for pk in codes}
+        return {"inst": sorted(roles), "roles": roles}
+
+    def issue_access_token(self, user: User, now: datetime) -> str:
+        assert user.pk is not None
+        return issue_token(
+            self.keys,
+            self.settings,
+            subject=str(user.pk),
+            token_type=TokenType.ACCESS,
+            version=user.token_version,
+            lifetime=timedelta(seconds=self.settings.access_token_seconds),
+            now=now,
+            claims=self.membership_claims(user.pk),
+        )
+
+    def issue_session(self, user: User, now: datetime) -> SessionGrant:
+        assert user.pk is not None
+        csrf = secrets.token_urlsafe(32)
+        lifetime = self.settings.refresh_token_seconds
+        token = issue_token(
+            self.keys,
+            self.settings,
+            subject=str(user.pk),
+            token_type=TokenType.SESSION,
+            version=user.token_version,
+            lifetime=timedelta(seconds=lifetime),
+            now=now,
+            claims={"csrf": csrf},
+        )
+        return SessionGrant(token, csrf, lifetime, user.pk, user.email)

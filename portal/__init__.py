@@ -1,0 +1,1 @@
+"""The web edge for people: pages and the admin JSON API."""

@@ -1,0 +1,126 @@
+"""Who may administer what, decided by `policy.decide` and enforced at the admin API's edge.
+
+Every check asks `decide(principal, ADMINISTER, Resource.institution(pk), ...)`. An institution
+the caller has no tie to answers exactly like one that does not exist (404), so the API never
+tells an administrator of one institution what another has; a refusal where the caller can
+already see the institution answers 403 with the decision's reason.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+
+import anyio
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from ferry.errors import NotFound
+from policy.authentication import Credentials
+from policy.decision import Context, Decision, InstitutionFacts, PolicySnapshot, Resource, decide
+from policy.principal import Principal, PrincipalKind
+from policy.roles import Action
+from policy.store import snapshot
+from portal.openapi import Call
+
+# No institution has pk 0: only the system-administrator rule can allow ADMINISTER on it, which
+# is what creating top-level institutions and system users needs.
+SYSTEM = 0
+
+
+async def authenticate(request: Request) -> Principal:
+    """The principal the request's bearer token, API token or session cookie proves."""
+    credentials = Credentials.from_request(request.method, request.headers, request.cookies)
+    authenticator = request.app.state.authenticator
+    now = datetime.now(UTC)
+    principal: Principal = await anyio.to_thread.run_sync(
+        authenticator.authenticate, credentials, now
+    )
+    return principal
+
+
+def forbidden(decision: Decision) -> HTTPException:
+    return HTTPException(403, decision.reason)
+
+
+@dataclass
+class Access:
+    """One request's view of the policy: the snapshot is read once, on first use."""
+
+    call: Call
+
+    @cached_property
+    def snapshot(self) -> PolicySnapshot:
+        return snapshot(self.call.state.archive.engine)
+
+    @property
+    def principal(self) -> Principal:
+        return self.call.principal
+
+    @property
+    def user_pk(self) -> int | None:
+        return self.principal.id if self.principal.kind is PrincipalKind.USER else None
+
+    def decide(self, institution_pk: int) -> Decision:
+        context = Context(
+            self.call.now, self.call.request.client.host if self.call.request.client else ""
+        )
+        resource = Resource.institution(institution_pk)
+        return decide(self.principal, Action.ADMINISTER, resource, context, self.snapshot)
+
+    def administered(self) -> frozenset[int]:
+        """Every institution this principal may administer."""
+        return frozenset(pk for pk in self.snapshot.institutions if self.decide(pk).allowed)
+
+    def is_system(self) -> Decision:
+        return self.decide(SYSTEM)
+
+    def require_system(self) -> None:
+        decision = self.is_system()
+        if not decision.allowed:
+            raise HTTPException(403, "only a system administrator may do this")
+
+    def _related(self, institution_pk: int) -> bool:
+        """Whether the principal already knows the institution exists (a tie by membership)."""
+        facts = self.snapshot.institutions.get(institution_pk)
+        if facts is None:
+            return False
+        ties = {institution_pk, facts.parent_pk}
+        return any(pk in self.principal.memberships for pk in ties if pk is not None)
+
+    def require(self, institution_pk: int | None, label: str = "") -> InstitutionFacts:
+        """The institution if the principal may administer it; 404 or 403 otherwise."""
+        facts = self.snapshot.institutions.get(institution_pk or -1)
+        if facts is None or institution_pk is None:
+            raise NotFound(f"no {label or 'institution'}")
+        decision = self.decide(institution_pk)
+        if decision.allowed:
+            return facts
+        if self._related(institution_pk):
+            raise forbidden(decision)
+        raise NotFound(f"no {label or f'institution {facts.code!r}'}")
+
+    def require_code(self, code: str) -> InstitutionFacts:
+        for facts in self.snapshot.institutions.values():
+            if facts.code == code:
+                return self.require(facts.pk, f"institution {code!r}")
+        raise NotFound(f"no institution {code!r}")
+
+    def code_of(self, institution_pk: int) -> str:
+        facts = self.snapshot.institutions.get(institution_pk)
+        return facts.code if facts else ""
+
+    def pk_of(self, code: str) -> int | None:
+        """Any institution's pk by code: codes are how institutions name each other."""
+        return next((f.pk for f in self.snapshot.institutions.values() if f.code == code), None)
+
+    def require_all(self, institution_pks: Iterable[int], what: str) -> None:
+        """For things shared across institutions (a user's account): all of them, or refuse."""
+        for pk in institution_pks:
+            decision = self.decide(pk)
+            if not decision.allowed and not self.is_system().allowed:
+                raise HTTPException(
+                    403, f"{what} also belongs to institutions you do not administer"
+                )

@@ -1,0 +1,496 @@
+"""The admin JSON API under `/api`: institutions, users, memberships, registrations, API clients.
+
+Nodes, destination rules, hours, holidays and grants are in `portal.destinations_api`; both lists
+of operations are mounted together, with the OpenAPI document generated from them.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import date, timedelta
+from typing import Any
+
+from sqlalchemy import Engine
+from starlette.exceptions import HTTPException
+from starlette.routing import Mount
+
+from ferry.errors import NotFound
+from policy import store
+from policy.models import ApiClient, Registration, User, UserStatus
+from portal import destinations_api
+from portal.admin_access import Access, authenticate
+from portal.api_schemas import (
+    ApiClientIn,
+    ApiClientOut,
+    ApiTokenOut,
+    InstitutionIn,
+    InstitutionOut,
+    InstitutionPatch,
+    MembershipIn,
+    MembershipOut,
+    RegistrationAccepted,
+    RegistrationIn,
+    RegistrationOut,
+    RegistrationQuery,
+    RejectIn,
+    RolesIn,
+    SecurityInstitutionIn,
+    TokenCreated,
+    TokenIn,
+    UserIn,
+    UserOut,
+    UserPatch,
+)
+from portal.openapi import Call, Operation, PathParameter, build_routes
+
+API_PREFIX = "/api"
+_CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
+_TOKEN_ID = re.compile(r"^[0-9a-f]{1,32}$")
+
+
+def _engine(call: Call) -> Engine:
+    engine: Engine = call.state.archive.engine
+    return engine
+
+
+# --- institutions and security institutions -------------------------------------------------
+
+
+def list_institutions(call: Call) -> list[InstitutionOut]:
+    pks = Access(call).administered()
+    return [InstitutionOut.model_validate(i) for i in store.list_institutions(_engine(call), pks)]
+
+
+def create_institution(call: Call) -> InstitutionOut:
+    Access(call).require_system()
+    body: InstitutionIn = call.body
+    created = store.create_institution(_engine(call), **body.model_dump())
+    return InstitutionOut.model_validate(created)
+
+
+def get_institution(call: Call) -> InstitutionOut:
+    facts = Access(call).require_code(call.path["code"])
+    return InstitutionOut.model_validate(store.get_institution(_engine(call), facts.pk))
+
+
+def update_institution(call: Call) -> InstitutionOut:
+    facts = Access(call).require_code(call.path["code"])
+    changes = call.body.model_dump(exclude_none=True)
+    return InstitutionOut.model_validate(
+        store.update_institution(_engine(call), facts.pk, **changes)
+    )
+
+
+def list_security_institutions(call: Call) -> list[InstitutionOut]:
+    facts = Access(call).require_code(call.path["code"])
+    rows = store.security_institutions(_engine(call), facts.pk)
+    return [InstitutionOut.model_validate(row) for row in rows]
+
+
+def create_security_institution(call: Call) -> InstitutionOut:
+    facts = Access(call).require_code(call.path["code"])
+    body: SecurityInstitutionIn = call.body
+    fields = body.model_dump()
+    fields["timezone"] = body.timezone or facts.hours.timezone
+    created = store.create_institution(_engine(call), parent_pk=facts.pk, **fields)
+    return InstitutionOut.model_validate(created)
+
+
+# --- users and memberships ------------------------------------------------------------------
+
+
+def _membership_out(access: Access, user: User, institution_pk: int, roles: str) -> MembershipOut:
+    return MembershipOut(
+        user_pk=user.pk or 0,
+        institution_pk=institution_pk,
+        institution=access.code_of(institution_pk),
+        email=user.email,
+        roles=[role for role in roles.split(",") if role],  # type: ignore[misc]
+    )
+
+
+def _user_out(access: Access, user: User, visible: frozenset[int]) -> UserOut:
+    memberships = store.list_memberships(_engine(access.call), user_pk=user.pk)
+    return UserOut(
+        pk=user.pk or 0,
+        email=user.email,
+        name=user.name,
+        status=user.status,
+        system_admin=user.system_admin,
+        created_at=user.created_at,
+        memberships=[
+            _membership_out(access, user, m.institution_pk, m.roles)
+            for m in memberships
+            if m.institution_pk in visible
+        ],
+    )
+
+
+def _visible_user(access: Access, user_pk: int) -> tuple[User, list[int]]:
+    """The user and their institutions, if the caller administers one of them (or everything)."""
+    engine = _engine(access.call)
+    try:
+        user = store.get_user(engine, user_pk)
+    except store.UnknownRecord:
+        raise NotFound(f"no user {user_pk}") from None
+    theirs = [m.institution_pk for m in store.list_memberships(engine, user_pk=user_pk)]
+    if access.is_system().allowed or set(theirs) & access.administered():
+        return user, theirs
+    raise NotFound(f"no user {user_pk}")
+
+
+def list_users(call: Call) -> list[UserOut]:
+    access = Access(call)
+    administered = access.administered()
+    scope = None if access.is_system().allowed else administered
+    users = store.list_users(_engine(call), scope)
+    return [_user_out(access, user, administered) for user in users]
+
+
+def create_user(call: Call) -> UserOut:
+    """A system user needs a system administrator; a member needs an administrator of theirs."""
+    access = Access(call)
+    body: UserIn = call.body
+    institution_pk = None
+    if body.system_admin or body.institution is None:
+        access.require_system()
+    if body.institution is not None:
+        institution_pk = access.require_code(body.institution).pk
+        if not body.roles:
+            raise store.InvalidRecord("a member needs at least one role")
+    engine = _engine(call)
+    user = store.create_user(
+        engine, body.email, name=body.name, password=body.password, system_admin=body.system_admin
+    )
+    if institution_pk is not None:
+        store.set_membership(engine, user.pk or 0, institution_pk, [r.value for r in body.roles])
+    return _user_out(access, user, access.administered())
+
+
+def get_user(call: Call) -> UserOut:
+    access = Access(call)
+    user, _ = _visible_user(access, call.path["user_pk"])
+    return _user_out(access, user, access.administered())
+
+
+def update_user(call: Call) -> UserOut:
+    """An account spans institutions: changing it needs every one of them (or the system)."""
+    access = Access(call)
+    user, theirs = _visible_user(access, call.path["user_pk"])
+    body: UserPatch = call.body
+    if body.system_admin is not None or not theirs:
+        access.require_system()
+    if user.pk == access.user_pk and (
+        body.status not in (None, UserStatus.ACTIVE) or body.system_admin is False
+    ):
+        raise HTTPException(403, "you cannot disable your own account or administration")
+    access.require_all(theirs, f"user {user.email}")
+    changed = store.update_user(_engine(call), user.pk or 0, **body.model_dump(exclude_none=True))
+    return _user_out(access, changed, access.administered())
+
+
+def list_members(call: Call) -> list[MembershipOut]:
+    access = Access(call)
+    facts = access.require_code(call.path["code"])
+    engine = _engine(call)
+    out = []
+    for membership in store.list_memberships(engine, institution_pk=facts.pk):
+        user = store.get_user(engine, membership.user_pk)
+        out.append(_membership_out(access, user, facts.pk, membership.roles))
+    return out
+
+
+def add_member(call: Call) -> MembershipOut:
+    access = Access(call)
+    facts = access.require_code(call.path["code"])
+    body: MembershipIn = call.body
+    engine = _engine(call)
+    user = store.find_user(engine, body.email)
+    membership = store.set_membership(engine, user.pk or 0, facts.pk, [r.value for r in body.roles])
+    return _membership_out(access, user, facts.pk, membership.roles)
+
+
+def _member(access: Access, code: str, user_pk: int) -> tuple[int, User]:
+    facts = access.require_code(code)
+    engine = _engine(access.call)
+    if facts.pk not in store.load_memberships(engine, user_pk):
+        raise NotFound(f"user {user_pk} is not a member of {code!r}")
+    return facts.pk, store.get_user(engine, user_pk)
+
+
+def set_member_roles(call: Call) -> MembershipOut:
+    access = Access(call)
+    institution_pk, user = _member(access, call.path["code"], call.path["user_pk"])
+    roles = [r.value for r in call.body.roles]
+    membership = store.set_membership(_engine(call), user.pk or 0, institution_pk, roles)
+    return _membership_out(access, user, institution_pk, membership.roles)
+
+
+def remove_member(call: Call) -> None:
+    access = Access(call)
+    institution_pk, user = _member(access, call.path["code"], call.path["user_pk"])
+    store.remove_membership(_engine(call), user.pk or 0, institution_pk)
+
+
+# --- registrations --------------------------------------------------------------------------
+
+
+def register(call: Call) -> RegistrationAccepted:
+    """Public. Answers alike whether or not the email already has an account."""
+    body: RegistrationIn = call.body
+    engine = _engine(call)
+    try:
+        institution = store.find_institution(engine, body.institution)
+    except store.UnknownRecord:
+        raise store.InvalidRecord(f"no institution {body.institution!r}") from None
+    store.register(engine, body.email, body.name, body.password, institution.pk or 0)
+    return RegistrationAccepted(
+        message=f"registered for {institution.code}; an administrator will approve or reject it"
+    )
+
+
+def _registration_out(access: Access, registration: Registration, user: User) -> RegistrationOut:
+    return RegistrationOut(
+        pk=registration.pk or 0,
+        institution_pk=registration.institution_pk,
+        institution=access.code_of(registration.institution_pk),
+        email=user.email,
+        name=user.name,
+        status=registration.status,  # type: ignore[arg-type]
+        roles=[r for r in registration.roles.split(",") if r],  # type: ignore[misc]
+        requested_at=registration.requested_at,
+        decided_at=registration.decided_at,
+        note=registration.note,
+        confirmation_recorded_at=registration.confirmation_recorded_at,
+    )
+
+
+def _queue(access: Access, pks: frozenset[int], query: RegistrationQuery) -> list[RegistrationOut]:
+    status = None if query.status == "all" else query.status
+    rows = store.list_registrations(_engine(access.call), pks, status)
+    return [_registration_out(access, registration, user) for registration, user in rows]
+
+
+def list_registrations(call: Call) -> list[RegistrationOut]:
+    access = Access(call)
+    return _queue(access, access.administered(), call.query)
+
+
+def list_institution_registrations(call: Call) -> list[RegistrationOut]:
+    access = Access(call)
+    facts = access.require_code(call.path["code"])
+    return _queue(access, frozenset({facts.pk}), call.query)
+
+
+def _decidable(access: Access, pk: int) -> Registration:
+    try:
+        registration = store.get_registration(_engine(access.call), pk)
+    except store.UnknownRecord:
+        raise NotFound(f"no registration {pk}") from None
+    access.require(registration.institution_pk, f"registration {pk}")
+    return registration
+
+
+def approve_registration(call: Call) -> RegistrationOut:
+    access = Access(call)
+    registration = _decidable(access, call.path["registration_pk"])
+    roles = [r.value for r in call.body.roles]
+    engine = _engine(call)
+    done = store.approve_registration(engine, registration.pk or 0, roles, access.user_pk, call.now)
+    return _registration_out(access, done, store.get_user(engine, done.user_pk))
+
+
+def reject_registration(call: Call) -> RegistrationOut:
+    access = Access(call)
+    registration = _decidable(access, call.path["registration_pk"])
+    engine = _engine(call)
+    done = store.reject_registration(
+        engine, registration.pk or 0, access.user_pk, call.body.note, call.now
+    )
+    return _registration_out(access, done, store.get_user(engine, done.user_pk))
+
+
+# --- API clients and their tokens -----------------------------------------------------------
+
+
+def _client_out(engine: Engine, client: ApiClient) -> ApiClientOut:
+    tokens = [
+        ApiTokenOut(
+            token_id=t.token_id,
+            scopes=[s for s in t.scopes.split(",") if s],  # type: ignore[misc]
+            expires_at=t.expires_at,
+            last_used_at=t.last_used_at,
+            revoked_at=t.revoked_at,
+            created_at=t.created_at,
+        )
+        for t in store.list_api_tokens(engine, client.pk or 0)
+    ]
+    return ApiClientOut(
+        pk=client.pk or 0,
+        name=client.name,
+        institution_pk=client.institution_pk,
+        roles=[r for r in client.roles.split(",") if r],  # type: ignore[misc]
+        disabled=client.disabled,
+        created_at=client.created_at,
+        tokens=tokens,
+    )
+
+
+def _issue(call: Call, client_pk: int, body: TokenIn) -> TokenCreated:
+    engine = _engine(call)
+    expires = call.now + timedelta(days=body.expires_days) if body.expires_days else None
+    issued = store.issue_api_token(engine, client_pk, [s.value for s in body.scopes], expires)
+    client = store.get_api_client(engine, client_pk)
+    return TokenCreated(
+        token=issued.token, token_id=issued.record.token_id, client=_client_out(engine, client)
+    )
+
+
+def list_api_clients(call: Call) -> list[ApiClientOut]:
+    facts = Access(call).require_code(call.path["code"])
+    engine = _engine(call)
+    return [_client_out(engine, c) for c in store.list_api_clients(engine, [facts.pk])]
+
+
+def create_api_client(call: Call) -> TokenCreated:
+    facts = Access(call).require_code(call.path["code"])
+    body: ApiClientIn = call.body
+    roles = [r.value for r in body.roles]
+    client = store.create_api_client(_engine(call), body.name, facts.pk, roles)
+    return _issue(call, client.pk or 0, body)
+
+
+def _client(access: Access, pk: int) -> ApiClient:
+    try:
+        client = store.get_api_client(_engine(access.call), pk)
+    except store.UnknownRecord:
+        raise NotFound(f"no API client {pk}") from None
+    access.require(client.institution_pk, f"API client {pk}")
+    return client
+
+
+def get_api_client(call: Call) -> ApiClientOut:
+    return _client_out(_engine(call), _client(Access(call), call.path["client_pk"]))
+
+
+def revoke_api_client(call: Call) -> ApiClientOut:
+    client = _client(Access(call), call.path["client_pk"])
+    engine = _engine(call)
+    return _client_out(engine, store.revoke_api_client(engine, client.pk or 0, call.now))
+
+
+def issue_api_token(call: Call) -> TokenCreated:
+    client = _client(Access(call), call.path["client_pk"])
+    return _issue(call, client.pk or 0, call.body)
+
+
+def revoke_api_token(call: Call) -> None:
+    client = _client(Access(call), call.path["client_pk"])
+    store.revoke_api_token(_engine(call), client.pk or 0, call.path["token_id"], call.now)
+
+
+# --- the operation list and the mount -------------------------------------------------------
+
+
+def _pk(text: str) -> int:
+    value = int(text) if text.isdecimal() else 0
+    if not 1 <= value <= 2**31 - 1:
+        raise ValueError(text)
+    return value
+
+
+def _matching(pattern: re.Pattern[str]) -> Any:
+    def parse(text: str) -> str:
+        if not pattern.match(text):
+            raise ValueError(text)
+        return text
+
+    return parse
+
+
+_PK = {"type": "integer", "minimum": 1, "maximum": 2**31 - 1}
+PARAMETERS = {
+    "code": PathParameter({"type": "string", "pattern": _CODE.pattern}, _matching(_CODE)),
+    "user_pk": PathParameter(_PK, _pk),
+    "registration_pk": PathParameter(_PK, _pk),
+    "client_pk": PathParameter(_PK, _pk),
+    "token_id": PathParameter(
+        {"type": "string", "pattern": _TOKEN_ID.pattern}, _matching(_TOKEN_ID)
+    ),
+    "node_pk": PathParameter(_PK, _pk),
+    "permission_pk": PathParameter(_PK, _pk),
+    "rule_pk": PathParameter(_PK, _pk),
+    "grant_pk": PathParameter(_PK, _pk),
+    "day": PathParameter({"type": "string", "format": "date"}, date.fromisoformat),
+}
+
+_I = "institutions"
+_U = "users"
+_R = "registrations"
+_C = "api-clients"
+OPERATIONS: list[Operation] = [
+    Operation("GET", "/institutions", list_institutions, "institutions you administer", _I,
+              response=list[InstitutionOut]),
+    Operation("POST", "/institutions", create_institution, "create an institution (system)", _I,
+              InstitutionIn, InstitutionOut, 201),
+    Operation("GET", "/institutions/{code}", get_institution, "one institution", _I,
+              response=InstitutionOut),
+    Operation("PATCH", "/institutions/{code}", update_institution, "change an institution", _I,
+              InstitutionPatch, InstitutionOut),
+    Operation("GET", "/institutions/{code}/security-institutions", list_security_institutions,
+              "its security institutions", _I, response=list[InstitutionOut]),
+    Operation("POST", "/institutions/{code}/security-institutions", create_security_institution,
+              "create a security institution", _I, SecurityInstitutionIn, InstitutionOut, 201),
+    Operation("GET", "/users", list_users, "users of institutions you administer", _U,
+              response=list[UserOut]),
+    Operation("POST", "/users", create_user, "create a user", _U, UserIn, UserOut, 201),
+    Operation("GET", "/users/{user_pk}", get_user, "one user", _U, response=UserOut),
+    Operation("PATCH", "/users/{user_pk}", update_user, "change, disable or enable a user", _U,
+              UserPatch, UserOut),
+    Operation("GET", "/institutions/{code}/memberships", list_members, "members and roles", _U,
+              response=list[MembershipOut]),
+    Operation("POST", "/institutions/{code}/memberships", add_member,
+              "add a user (by email) with roles", _U, MembershipIn, MembershipOut, 201),
+    Operation("PUT", "/institutions/{code}/memberships/{user_pk}", set_member_roles,
+              "replace a member's roles", _U, RolesIn, MembershipOut),
+    Operation("DELETE", "/institutions/{code}/memberships/{user_pk}", remove_member,
+              "remove a member", _U, status=204),
+    Operation("POST", "/registrations", register, "register for an institution (public)", _R,
+              RegistrationIn, RegistrationAccepted, 202, public=True),
+    Operation("GET", "/registrations", list_registrations, "the approval queue", _R,
+              response=list[RegistrationOut], query=RegistrationQuery),
+    Operation("GET", "/institutions/{code}/registrations", list_institution_registrations,
+              "an institution's approval queue", _R, response=list[RegistrationOut],
+              query=RegistrationQuery),
+    Operation("POST", "/registrations/{registration_pk}/approve", approve_registration,
+              "approve with roles; records the confirmation email as due", _R, RolesIn,
+              RegistrationOut),
+    Operation("POST", "/registrations/{registration_pk}/reject", reject_registration,
+              "reject", _R, RejectIn, RegistrationOut),
+    Operation("GET", "/institutions/{code}/api-clients", list_api_clients,
+              "API clients (never their secrets)", _C, response=list[ApiClientOut]),
+    Operation("POST", "/institutions/{code}/api-clients", create_api_client,
+              "create an API client; its token is shown once", _C, ApiClientIn, TokenCreated, 201),
+    Operation("GET", "/api-clients/{client_pk}", get_api_client, "one API client", _C,
+              response=ApiClientOut),
+    Operation("DELETE", "/api-clients/{client_pk}", revoke_api_client,
+              "revoke a client and all its tokens", _C, response=ApiClientOut),
+    Operation("POST", "/api-clients/{client_pk}/tokens", issue_api_token,
+              "another token, shown once", _C, TokenIn, TokenCreated, 201),
+    Operation("DELETE", "/api-clients/{client_pk}/tokens/{token_id}", revoke_api_token,
+              "revoke one token", _C, status=204),
+]  # fmt: skip
+
+INFO = {
+    "title": "Ferry admin API",
+    "version": "1",
+    "description": "Institutions, users, roles, registrations, API clients, nodes, destination "
+    "rules, hours and grants. Administrators of an institution see and change only their own.",
+}
+
+
+def api_mount() -> Mount:
+    """`/api`: every operation, and `/api/openapi.json` generated from them."""
+    operations = [*OPERATIONS, *destinations_api.OPERATIONS]
+    routes = build_routes(operations, PARAMETERS, authenticate, INFO, API_PREFIX)
+    return Mount(API_PREFIX, routes=routes)

@@ -1,0 +1,296 @@
+"""Request and response bodies of the admin JSON API (pydantic models; the OpenAPI schemas)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from policy.models import UserStatus
+from policy.roles import Role, Scope
+
+Code = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$", description="an institution's short code"),
+]
+Email = Annotated[str, Field(min_length=3, max_length=320, pattern=r"^[^@\s]+@[^@\s]+$")]
+Name = Annotated[str, Field(max_length=256)]
+Password = Annotated[str, Field(min_length=12, max_length=1024)]
+Timezone = Annotated[str, Field(min_length=1, max_length=64, examples=["Europe/Paris"])]
+Roles = Annotated[list[Role], Field(min_length=1, max_length=len(Role))]
+Days = Annotated[int, Field(ge=1, le=3650, description="days from now")]
+Pk = Annotated[int, Field(ge=1, le=2**31 - 1)]
+Clock = Annotated[str, Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$", examples=["08:00"])]
+Uid = Annotated[str, Field(pattern=r"^[0-9]+(\.[0-9]+)*$", max_length=64)]
+
+
+class Input(BaseModel):
+    """Strict: `0` is not false and `"1"` is not 1; unknown fields are refused, not ignored."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Output(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class InstitutionIn(Input):
+    code: Code
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    timezone: Timezone = "UTC"
+    contact: Name = ""
+    worklist_restricted: bool = True
+
+
+class SecurityInstitutionIn(Input):
+    """Beneath an institution: same administrators, its own studies; timezone defaults to the
+    parent's."""
+
+    code: Code
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    timezone: Timezone | None = None
+    contact: Name = ""
+    worklist_restricted: bool = True
+
+
+class InstitutionPatch(Input):
+    name: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    timezone: Timezone | None = None
+    contact: Name | None = None
+    worklist_restricted: bool | None = None
+
+
+class InstitutionOut(Output):
+    pk: int
+    code: str
+    name: str
+    timezone: str
+    contact: str
+    parent_pk: int | None
+    worklist_restricted: bool
+    created_at: datetime
+
+
+class MembershipOut(Output):
+    user_pk: int
+    institution_pk: int
+    institution: str
+    email: str
+    roles: list[Role]
+
+
+class UserIn(Input):
+    """A system user (`system_admin`), or a member of `institution` with `roles`."""
+
+    email: Email
+    name: Name = ""
+    password: Password | None = None
+    system_admin: bool = False
+    institution: Code | None = None
+    roles: list[Role] = []
+
+
+class UserPatch(Input):
+    name: Name | None = None
+    status: UserStatus | None = None
+    system_admin: bool | None = None
+    password: Password | None = None
+
+
+class UserOut(Output):
+    pk: int
+    email: str
+    name: str
+    status: UserStatus
+    system_admin: bool
+    created_at: datetime
+    memberships: list[MembershipOut] = Field(
+        description="only memberships in institutions the caller administers"
+    )
+
+
+class MembershipIn(Input):
+    email: Email
+    roles: Roles
+
+
+class RolesIn(Input):
+    roles: Roles
+
+
+class RegistrationIn(Input):
+    email: Email
+    name: Annotated[str, Field(min_length=1, max_length=256)]
+    password: Password
+    institution: Code
+
+
+class RegistrationAccepted(Output):
+    status: Literal["pending"] = "pending"
+    message: str
+
+
+class RegistrationOut(Output):
+    pk: int
+    institution_pk: int
+    institution: str
+    email: str
+    name: str
+    status: Literal["pending", "approved", "rejected"]
+    roles: list[Role]
+    requested_at: datetime
+    decided_at: datetime | None
+    note: str
+    confirmation_recorded_at: datetime | None = Field(
+        description="when approval recorded that a confirmation email is due"
+    )
+
+
+class RegistrationQuery(Input):
+    status: Literal["pending", "approved", "rejected", "all"] = "pending"
+
+
+class RejectIn(Input):
+    note: Annotated[str, Field(max_length=1024)] = ""
+
+
+class TokenIn(Input):
+    scopes: Annotated[list[Scope], Field(min_length=1, max_length=len(Scope))] = [Scope.READ]
+    expires_days: Days | None = None
+
+
+class ApiClientIn(TokenIn):
+    name: Annotated[str, Field(min_length=1, max_length=128)]
+    roles: Roles
+
+
+class ApiTokenOut(Output):
+    token_id: str
+    scopes: list[Scope]
+    expires_at: datetime | None
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+    created_at: datetime
+
+
+class ApiClientOut(Output):
+    pk: int
+    name: str
+    institution_pk: int
+    roles: list[Role]
+    disabled: bool
+    created_at: datetime
+    tokens: list[ApiTokenOut] = Field(description="never the secrets")
+
+
+class TokenCreated(Output):
+    token: str = Field(description="shown this once: ferry_<token_id>_<secret>")
+    token_id: str
+    client: ApiClientOut
+
+
+class NodeIn(Input):
+    ae_title: Annotated[str, Field(min_length=1, max_length=16)]
+    host: Annotated[str, Field(min_length=1, max_length=256)]
+    port: Annotated[int, Field(ge=1, le=65535)]
+    tls: bool = False
+    description: Name = ""
+    restricted: bool = True
+
+
+class NodePatch(Input):
+    host: Annotated[str, Field(min_length=1, max_length=256)] | None = None
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    tls: bool | None = None
+    description: Name | None = None
+    restricted: bool | None = None
+
+
+class NodeOut(Output):
+    pk: int
+    institution_pk: int
+    ae_title: str
+    host: str
+    port: int
+    tls: bool
+    description: str
+    restricted: bool
+
+
+class NodePermissionIn(Input):
+    subject_kind: Literal["user", "role", "institution"]
+    subject: Annotated[str, Field(min_length=1, max_length=320)]
+    can_query: bool = False
+    can_write: bool = False
+
+
+class NodePermissionOut(Output):
+    pk: int
+    node_pk: int
+    subject_kind: str
+    subject: str
+    can_query: bool
+    can_write: bool
+
+
+class DestinationRuleIn(Input):
+    """Who may send to a destination (a node, or the worklist when `node_pk` is null), when."""
+
+    node_pk: Pk | None = None
+    sender: Code | None = Field(default=None, description="a sending institution; null: any")
+    window: Literal["always", "core", "out-of-hours"] = "always"
+    out_of_hours_node_pk: Pk | None = None
+    out_of_hours_to_worklist: bool = False
+
+
+class DestinationRuleOut(Output):
+    pk: int
+    institution_pk: int
+    node_pk: int | None
+    sender_institution_pk: int | None
+    window: str
+    out_of_hours_node_pk: int | None
+    out_of_hours_to_worklist: bool
+
+
+class HoursIn(Input):
+    weekdays: Annotated[list[Annotated[int, Field(ge=1, le=7)]], Field(max_length=7)]
+    start: Clock
+    end: Clock
+
+
+class HoursOut(Output):
+    institution_pk: int
+    weekdays: list[int]
+    start: str
+    end: str
+    timezone: str
+
+
+class HolidayIn(Input):
+    day: date
+    name: Annotated[str, Field(max_length=128)] = ""
+
+
+class HolidayOut(Output):
+    day: date
+    name: str
+
+
+class GrantIn(Input):
+    study_uid: Uid
+    institution: Code
+    expires_days: Days | None = None
+    reason: Annotated[str, Field(max_length=256)] = ""
+
+
+class GrantOut(Output):
+    pk: int
+    study_uid: str
+    owner_institution_pk: int | None
+    institution_pk: int
+    granted_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    reason: str

@@ -1,0 +1,224 @@
+"""Sign-in over HTTP: OAuth 2.0 token endpoint (RFC 6749 §4.3, §6), portal sessions, the JWKS.
+
+- `POST /auth/token`: email and password (or `grant_type=refresh_token`) -> access and refresh
+  tokens, as JSON or an HTML form would send them;
+- `POST /auth/refresh`: a refresh token -> a new pair; the old refresh token is spent;
+- `POST /auth/login`, `POST /auth/logout`: the portal's session and CSRF cookies;
+- `GET /auth/me`: who the request's credentials say it is;
+- `GET /.well-known/jwks.json`: Ferry's public signing keys (RFC 7517 §5).
+"""
+
+from __future__ import annotations
+
+import functools
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl
+
+import anyio
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ferry.errors import AuthenticationFailed, BadRequestBody, PayloadTooLarge, UnsupportedMediaType
+from policy.authentication import (
+    CSRF_COOKIE,
+    SESSION_COOKIE,
+    Authenticator,
+    Credentials,
+    TokenGrant,
+)
+from policy.models import User
+from policy.passwords import authenticate_password
+from policy.principal import PrincipalKind
+from policy.refresh_tokens import issue_refresh_token as store_refresh_token
+from policy.refresh_tokens import revoke_refresh_token, rotate_refresh_token
+
+MAX_BODY_BYTES = 64 * 1024  # a sign-in form is tiny; anything bigger is a mistake or an attack
+MAX_FIELD_LENGTH = 4096
+NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}  # RFC 6749 §5.1
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _read_body(request: Request) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"the body is larger than {MAX_BODY_BYTES} bytes")
+    return bytes(body)
+
+
+async def read_fields(request: Request, *, optional: bool = False) -> dict[str, str]:
+    """A flat object of short text fields, from JSON or an urlencoded form."""
+    media_type = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    body = await _read_body(request)
+    if optional and not body:
+        return {}
+    if media_type == "application/json":
+        try:
+            document = orjson.loads(body)
+        except orjson.JSONDecodeError as error:
+            raise BadRequestBody(f"the body is not valid JSON: {error}") from error
+        if not isinstance(document, dict):
+            raise BadRequestBody("the body must be a JSON object")
+        fields = document
+    elif media_type == "application/x-www-form-urlencoded":
+        try:
+            fields = dict(parse_qsl(body.decode(), keep_blank_values=True, max_num_fields=20))
+        except (UnicodeDecodeError, ValueError) as error:
+            raise BadRequestBody(f"the form cannot be read: {error}") from error
+    else:
+        raise UnsupportedMediaType("send application/json or application/x-www-form-urlencoded")
+    for name, value in fields.items():
+        if not isinstance(value, str) or len(value) > MAX_FIELD_LENGTH:
+            raise BadRequestBody(f"field {name!r} must be text of at most {MAX_FIELD_LENGTH}")
+    return fields
+
+
+def _require(fields: dict[str, str], *names: str) -> str:
+    """The first of `names` present and non-empty: `username` is OAuth's word for the email."""
+    for name in names:
+        if fields.get(name):
+            return fields[name]
+    raise BadRequestBody(f"the field {names[0]!r} is required")
+
+
+def _authenticator(request: Request) -> Authenticator:
+    authenticator: Authenticator = request.app.state.authenticator
+    return authenticator
+
+
+def _grant(authenticator: Authenticator, user: User, refresh: str, now: datetime) -> TokenGrant:
+    access = authenticator.issue_access_token(user, now)
+    return TokenGrant(access, authenticator.settings.access_token_seconds, refresh)
+
+
+def password_grant(authenticator: Authenticator, email: str, password: str) -> TokenGrant:
+    now = _now()
+    settings = authenticator.settings
+    user = authenticate_password(authenticator.engine, settings, email, password, now)
+    lifetime = timedelta(seconds=settings.refresh_token_seconds)
+    refresh = store_refresh_token(authenticator.engine, user, lifetime, now)
+    return _grant(authenticator, user, refresh, now)
+
+
+def refresh_grant(authenticator: Authenticator, presented: str) -> TokenGrant:
+    now = _now()
+    lifetime = timedelta(seconds=authenticator.settings.refresh_token_seconds)
+    user, refresh = rotate_refresh_token(authenticator.engine, presented, lifetime, now)
+    return _grant(authenticator, user, refresh, now)
+
+
+async def issue_token(request: Request) -> Response:
+    fields = await read_fields(request)
+    grant_type = fields.get("grant_type", "password")
+    authenticator = _authenticator(request)
+    if grant_type == "password":
+        email, password = _require(fields, "username", "email"), _require(fields, "password")
+        call = functools.partial(password_grant, authenticator, email, password)
+    elif grant_type == "refresh_token":
+        call = functools.partial(refresh_grant, authenticator, _require(fields, "refresh_token"))
+    else:
+        raise BadRequestBody("grant_type must be password or refresh_token")
+    grant = await anyio.to_thread.run_sync(call)
+    return JSONResponse(grant.to_json(), headers=NO_STORE)
+
+
+async def refresh_token(request: Request) -> Response:
+    presented = _require(await read_fields(request), "refresh_token")
+    call = functools.partial(refresh_grant, _authenticator(request), presented)
+    grant = await anyio.to_thread.run_sync(call)
+    return JSONResponse(grant.to_json(), headers=NO_STORE)
+
+
+def _secure(request: Request) -> bool:
+    public_url = request.app.state.settings.public_url or ""
+    return request.url.scheme == "https" or public_url.startswith("https://")
+
+
+async def login(request: Request) -> Response:
+    fields = await read_fields(request)
+    email, password = _require(fields, "email", "username"), _require(fields, "password")
+    authenticator = _authenticator(request)
+    engine, settings = authenticator.engine, authenticator.settings
+
+    def sign_in() -> Any:
+        now = _now()
+        user = authenticate_password(engine, settings, email, password, now)
+        return authenticator.issue_session(user, now)
+
+    grant = await anyio.to_thread.run_sync(sign_in)
+    body = {"user": {"id": grant.user_pk, "email": grant.email}, "csrf_token": grant.csrf_token}
+    response = JSONResponse(body, headers=NO_STORE)
+    secure, max_age = _secure(request), grant.expires_in
+    response.set_cookie(
+        SESSION_COOKIE, grant.session_token, max_age, httponly=True, samesite="lax", secure=secure
+    )
+    # Readable by the page's script, which echoes it in the X-CSRF-Token header (double submit).
+    response.set_cookie(CSRF_COOKIE, grant.csrf_token, max_age, samesite="lax", secure=secure)
+    return response
+
+
+async def logout(request: Request) -> Response:
+    """Ends the session; a live session must prove the request is its own (CSRF token)."""
+    authenticator = _authenticator(request)
+    credentials = Credentials.from_request(request.method, request.headers, request.cookies)
+    if credentials.session is not None:
+        as_read = Credentials("GET", session=credentials.session)
+        try:
+            await anyio.to_thread.run_sync(authenticator.authenticate, as_read, _now())
+        except AuthenticationFailed:
+            pass  # a dead session: nothing to protect, just clear the cookies
+        else:
+            await anyio.to_thread.run_sync(authenticator.authenticate, credentials, _now())
+    presented = (await read_fields(request, optional=True)).get("refresh_token")
+    if presented:
+        call = functools.partial(revoke_refresh_token, authenticator.engine, presented, _now())
+        await anyio.to_thread.run_sync(call)
+    response = Response(status_code=204, headers=NO_STORE)
+    secure = _secure(request)
+    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax", secure=secure)
+    response.delete_cookie(CSRF_COOKIE, samesite="lax", secure=secure)
+    return response
+
+
+async def who_am_i(request: Request) -> Response:
+    credentials = Credentials.from_request(request.method, request.headers, request.cookies)
+    authenticator = _authenticator(request)
+    principal = await anyio.to_thread.run_sync(authenticator.authenticate, credentials, _now())
+    if principal.kind is PrincipalKind.ANONYMOUS:
+        raise AuthenticationFailed("sign in, or send `Authorization: Bearer <token>`")
+    memberships = {str(pk): sorted(roles) for pk, roles in principal.memberships.items()}
+    scopes = None if principal.scopes is None else sorted(principal.scopes)
+    body = {
+        "kind": principal.kind.value,
+        "id": principal.id,
+        "name": principal.name,
+        "system_admin": principal.system_admin,
+        "memberships": memberships,
+        "scopes": scopes,
+    }
+    return JSONResponse(body, headers=NO_STORE)
+
+
+async def jwks(request: Request) -> Response:
+    document = _authenticator(request).keys.jwks(_now())
+    return JSONResponse(document, headers={"cache-control": "public, max-age=300"})
+
+
+ROUTES = [
+    Route("/auth/token", issue_token, methods=["POST"]),
+    Route("/auth/refresh", refresh_token, methods=["POST"]),
+    Route("/auth/login", login, methods=["POST"]),
+    Route("/auth/logout", logout, methods=["POST"]),
+    Route("/auth/me", who_am_i, methods=["GET"]),
+    Route("/.well-known/jwks.json", jwks, methods=["GET"]),
+]

@@ -1,0 +1,277 @@
+"""The admin JSON API, part two: nodes, destination rules, core hours, holidays and grants."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import Engine
+
+from ferry.errors import NotFound
+from policy import store
+from policy.models import DestinationRule, Node
+from portal import grants
+from portal.admin_access import Access
+from portal.api_schemas import (
+    DestinationRuleIn,
+    DestinationRuleOut,
+    GrantIn,
+    GrantOut,
+    HolidayIn,
+    HolidayOut,
+    HoursIn,
+    HoursOut,
+    NodeIn,
+    NodeOut,
+    NodePatch,
+    NodePermissionIn,
+    NodePermissionOut,
+)
+from portal.openapi import Call, Operation
+
+
+def _engine(call: Call) -> Engine:
+    engine: Engine = call.state.archive.engine
+    return engine
+
+
+# --- nodes and who may query or write them --------------------------------------------------
+
+
+def list_nodes(call: Call) -> list[NodeOut]:
+    facts = Access(call).require_code(call.path["code"])
+    return [NodeOut.model_validate(n) for n in store.list_nodes(_engine(call), [facts.pk])]
+
+
+def create_node(call: Call) -> NodeOut:
+    facts = Access(call).require_code(call.path["code"])
+    body: NodeIn = call.body
+    return NodeOut.model_validate(store.create_node(_engine(call), facts.pk, **body.model_dump()))
+
+
+def _node(call: Call) -> Node:
+    pk = call.path["node_pk"]
+    try:
+        node = store.get_node(_engine(call), pk)
+    except store.UnknownRecord:
+        raise NotFound(f"no node {pk}") from None
+    Access(call).require(node.institution_pk, f"node {pk}")
+    return node
+
+
+def get_node(call: Call) -> NodeOut:
+    return NodeOut.model_validate(_node(call))
+
+
+def update_node(call: Call) -> NodeOut:
+    node = _node(call)
+    changes = call.body.model_dump(exclude_none=True)
+    return NodeOut.model_validate(store.update_node(_engine(call), node.pk or 0, **changes))
+
+
+def delete_node(call: Call) -> None:
+    store.delete_node(_engine(call), _node(call).pk or 0)
+
+
+def list_node_permissions(call: Call) -> list[NodePermissionOut]:
+    node = _node(call)
+    rows = store.list_node_permissions(_engine(call), node.pk or 0)
+    return [NodePermissionOut.model_validate(row) for row in rows]
+
+
+def add_node_permission(call: Call) -> NodePermissionOut:
+    node = _node(call)
+    body: NodePermissionIn = call.body
+    fields = body.model_dump()
+    permission = store.add_node_permission(
+        _engine(call), node.pk or 0, fields.pop("subject_kind"), fields.pop("subject"), **fields
+    )
+    return NodePermissionOut.model_validate(permission)
+
+
+def remove_node_permission(call: Call) -> None:
+    node = _node(call)
+    store.remove_node_permission(_engine(call), node.pk or 0, call.path["permission_pk"])
+
+
+# --- destination rules ----------------------------------------------------------------------
+
+
+def list_destination_rules(call: Call) -> list[DestinationRuleOut]:
+    facts = Access(call).require_code(call.path["code"])
+    rules = store.list_destination_rules(_engine(call), [facts.pk])
+    return [DestinationRuleOut.model_validate(rule) for rule in rules]
+
+
+def create_destination_rule(call: Call) -> DestinationRuleOut:
+    access = Access(call)
+    facts = access.require_code(call.path["code"])
+    body: DestinationRuleIn = call.body
+    sender = None
+    if body.sender is not None:
+        sender = access.pk_of(body.sender)
+        if sender is None:
+            raise store.InvalidRecord(f"no sending institution {body.sender!r}")
+    rule = store.create_destination_rule(
+        _engine(call),
+        facts.pk,
+        node_pk=body.node_pk,
+        sender_institution_pk=sender,
+        window=body.window,
+        out_of_hours_node_pk=body.out_of_hours_node_pk,
+        out_of_hours_to_worklist=body.out_of_hours_to_worklist,
+    )
+    return DestinationRuleOut.model_validate(rule)
+
+
+def _rule(call: Call) -> DestinationRule:
+    pk = call.path["rule_pk"]
+    try:
+        rule = store.get_destination_rule(_engine(call), pk)
+    except store.UnknownRecord:
+        raise NotFound(f"no destination rule {pk}") from None
+    Access(call).require(rule.institution_pk, f"destination rule {pk}")
+    return rule
+
+
+def get_destination_rule(call: Call) -> DestinationRuleOut:
+    return DestinationRuleOut.model_validate(_rule(call))
+
+
+def delete_destination_rule(call: Call) -> None:
+    store.delete_destination_rule(_engine(call), _rule(call).pk or 0)
+
+
+# --- core hours and holidays ----------------------------------------------------------------
+
+
+def _hours_out(call: Call, institution_pk: int, timezone: str) -> HoursOut:
+    hours = store.core_hours(_engine(call), institution_pk)
+    return HoursOut(
+        institution_pk=institution_pk,
+        weekdays=[int(day) for day in hours.weekdays.split(",") if day],
+        start=hours.start,
+        end=hours.end,
+        timezone=timezone,
+    )
+
+
+def get_hours(call: Call) -> HoursOut:
+    facts = Access(call).require_code(call.path["code"])
+    return _hours_out(call, facts.pk, facts.hours.timezone)
+
+
+def set_hours(call: Call) -> HoursOut:
+    facts = Access(call).require_code(call.path["code"])
+    body: HoursIn = call.body
+    store.set_core_hours(_engine(call), facts.pk, body.weekdays, body.start, body.end)
+    return _hours_out(call, facts.pk, facts.hours.timezone)
+
+
+def list_holidays(call: Call) -> list[HolidayOut]:
+    facts = Access(call).require_code(call.path["code"])
+    return [HolidayOut.model_validate(h) for h in store.list_holidays(_engine(call), facts.pk)]
+
+
+def add_holiday(call: Call) -> HolidayOut:
+    facts = Access(call).require_code(call.path["code"])
+    body: HolidayIn = call.body
+    holiday = store.add_holiday(_engine(call), facts.pk, body.day, body.name)
+    return HolidayOut.model_validate(holiday)
+
+
+def remove_holiday(call: Call) -> None:
+    facts = Access(call).require_code(call.path["code"])
+    store.remove_holiday(_engine(call), facts.pk, call.path["day"])
+
+
+# --- grants ---------------------------------------------------------------------------------
+
+
+def _require_owner(access: Access, owner: int | None, label: str) -> None:
+    """Granting is for the study's owner; an unowned study, for the system only."""
+    if owner is None:
+        access.require_system()
+    else:
+        access.require(owner, label)
+
+
+def list_grants(call: Call) -> list[GrantOut]:
+    facts = Access(call).require_code(call.path["code"])
+    return [GrantOut.model_validate(g) for g in grants.list_grants(_engine(call), facts.pk)]
+
+
+def create_grant(call: Call) -> GrantOut:
+    access = Access(call)
+    body: GrantIn = call.body
+    engine = _engine(call)
+    try:
+        owner = grants.study_owner(engine, body.study_uid)
+    except store.UnknownRecord:
+        raise NotFound(f"no study {body.study_uid}") from None
+    _require_owner(access, owner, f"study {body.study_uid}")
+    recipient = access.pk_of(body.institution)
+    if recipient is None:
+        raise store.InvalidRecord(f"no institution {body.institution!r}")
+    expires = call.now + timedelta(days=body.expires_days) if body.expires_days else None
+    view = grants.grant_study(
+        engine, body.study_uid, recipient, expires_at=expires, reason=body.reason, now=call.now
+    )
+    return GrantOut.model_validate(view)
+
+
+def revoke_grant(call: Call) -> GrantOut:
+    access = Access(call)
+    pk = call.path["grant_pk"]
+    engine = _engine(call)
+    try:
+        grant = grants.get_grant(engine, pk)
+    except store.UnknownRecord:
+        raise NotFound(f"no grant {pk}") from None
+    _require_owner(access, grant.owner_institution_pk, f"grant {pk}")
+    return GrantOut.model_validate(grants.revoke_grant(engine, pk, call.now))
+
+
+_N = "nodes"
+_D = "destination rules"
+_H = "hours"
+_G = "grants"
+OPERATIONS: list[Operation] = [
+    Operation("GET", "/institutions/{code}/nodes", list_nodes, "an institution's nodes", _N,
+              response=list[NodeOut]),
+    Operation("POST", "/institutions/{code}/nodes", create_node, "add a node", _N, NodeIn,
+              NodeOut, 201),
+    Operation("GET", "/nodes/{node_pk}", get_node, "one node", _N, response=NodeOut),
+    Operation("PATCH", "/nodes/{node_pk}", update_node, "change a node", _N, NodePatch, NodeOut),
+    Operation("DELETE", "/nodes/{node_pk}", delete_node, "remove a node", _N, status=204),
+    Operation("GET", "/nodes/{node_pk}/permissions", list_node_permissions,
+              "who may query or write the node", _N, response=list[NodePermissionOut]),
+    Operation("POST", "/nodes/{node_pk}/permissions", add_node_permission,
+              "let a user, role or institution query or write the node", _N, NodePermissionIn,
+              NodePermissionOut, 201),
+    Operation("DELETE", "/nodes/{node_pk}/permissions/{permission_pk}", remove_node_permission,
+              "remove a permission", _N, status=204),
+    Operation("GET", "/institutions/{code}/destination-rules", list_destination_rules,
+              "who may send here, and when", _D, response=list[DestinationRuleOut]),
+    Operation("POST", "/institutions/{code}/destination-rules", create_destination_rule,
+              "add a destination rule", _D, DestinationRuleIn, DestinationRuleOut, 201),
+    Operation("GET", "/destination-rules/{rule_pk}", get_destination_rule, "one rule", _D,
+              response=DestinationRuleOut),
+    Operation("DELETE", "/destination-rules/{rule_pk}", delete_destination_rule, "remove a rule",
+              _D, status=204),
+    Operation("GET", "/institutions/{code}/hours", get_hours, "core hours", _H,
+              response=HoursOut),
+    Operation("PUT", "/institutions/{code}/hours", set_hours, "set core hours", _H, HoursIn,
+              HoursOut),
+    Operation("GET", "/institutions/{code}/holidays", list_holidays, "public holidays", _H,
+              response=list[HolidayOut]),
+    Operation("POST", "/institutions/{code}/holidays", add_holiday, "add a holiday", _H,
+              HolidayIn, HolidayOut, 201),
+    Operation("DELETE", "/institutions/{code}/holidays/{day}", remove_holiday,
+              "remove a holiday", _H, status=204),
+    Operation("GET", "/institutions/{code}/grants", list_grants,
+              "grants it holds and grants on its studies", _G, response=list[GrantOut]),
+    Operation("POST", "/grants", create_grant, "grant an institution access to a study", _G,
+              GrantIn, GrantOut, 201),
+    Operation("DELETE", "/grants/{grant_pk}", revoke_grant, "revoke a grant", _G,
+              response=GrantOut),
+]  # fmt: skip

@@ -1,0 +1,241 @@
+"""Enforcement: every route guarded, every refusal audited, institutions kept apart."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+from dicomweb_client.api import DICOMwebClient
+from pydicom.dataset import Dataset
+from sqlmodel import Session, select
+from starlette.routing import Mount, Route
+
+from archive.models import Study, StudyGrant
+from audit.search import AuditQuery, search_events
+from dicomweb.guard import GUARD_ATTRIBUTE
+from tests import factories
+from tests.conftest import RunningServer
+from tests.policy._people import add_institution
+
+# Routes that authenticate and decide on their own (sign-in, keys, the admin API) or serve
+# files that hold no patient data (the viewer's code). Anything else must carry a guard.
+OWN_AUTHENTICATION = ("/auth/", "/.well-known/", "/api", "/viewer")
+
+
+def _walk(routes: list, prefix: str = "") -> list[tuple[str, object]]:
+    found = []
+    for route in routes:
+        if isinstance(route, Mount):
+            found += _walk(route.routes, prefix + route.path)
+        elif isinstance(route, Route):
+            found.append((prefix + route.path, route.endpoint))
+    return found
+
+
+def test_every_route_is_guarded_or_explicitly_public(server: RunningServer) -> None:
+    unguarded = [
+        path
+        for path, endpoint in _walk(server.app.routes)
+        if not hasattr(endpoint, GUARD_ATTRIBUTE) and not path.startswith(OWN_AUTHENTICATION)
+    ]
+    assert unguarded == []
+    dicomweb = [e for p, e in _walk(server.app.routes) if p.startswith("/dicom-web/")]
+    assert len(dicomweb) > 20
+    public = [p for p, e in _walk(server.app.routes) if getattr(e, GUARD_ATTRIBUTE, 0) is None]
+    assert sorted(public) == ["/dicom-web", "/dicom-web/", "/healthz", "/readyz"]
+
+
+def _store(server: RunningServer, token: str, **spec: str) -> Dataset:
+    ds = factories.ct_slice(spec=factories.StudySpec(**spec))
+    client = DICOMwebClient(server.dicomweb_url, headers={"Authorization": f"Bearer {token}"})
+    client.store_instances([ds])
+    return ds
+
+
+def _paths(ds: Dataset) -> list[str]:
+    study = f"/studies/{ds.StudyInstanceUID}"
+    series = f"{study}/series/{ds.SeriesInstanceUID}"
+    instance = f"{series}/instances/{ds.SOPInstanceUID}"
+    return [
+        study,
+        f"{study}/metadata",
+        f"{study}/series",
+        f"{study}/instances",
+        f"{study}/rendered",
+        f"{study}/thumbnail",
+        series,
+        f"{series}/metadata",
+        f"{series}/instances",
+        f"{series}/rendered",
+        instance,
+        f"{instance}/metadata",
+        f"{instance}/frames/1",
+        f"{instance}/rendered",
+        f"{instance}/thumbnail",
+        f"{instance}/bulk/7FE00010",
+    ]
+
+
+def _wado_uri(ds: Dataset) -> str:
+    return (
+        f"/wado?requestType=WADO&studyUID={ds.StudyInstanceUID}"
+        f"&seriesUID={ds.SeriesInstanceUID}&objectUID={ds.SOPInstanceUID}"
+    )
+
+
+def _denied_events(server: RunningServer, **criteria: str) -> list:
+    query = AuditQuery(outcome="denied", **criteria)
+    return list(search_events(server.archive.engine, query, limit=500).entries)
+
+
+def test_without_credentials_every_resource_answers_401_and_is_audited(server) -> None:
+    ds = _store(server, server.token)
+    for path in ["/studies", "/series", "/instances", *_paths(ds)]:
+        response = httpx.get(server.dicomweb_url + path)
+        assert response.status_code == 401, path
+        assert response.headers["www-authenticate"].startswith("Bearer")
+    assert httpx.get(server.base_url + _wado_uri(ds)).status_code == 401
+    stow = httpx.post(
+        f"{server.dicomweb_url}/studies",
+        content=b"--b--",
+        headers={"Content-Type": "multipart/related; type=application/dicom; boundary=b"},
+    )
+    assert stow.status_code == 401
+    assert httpx.delete(f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}").status_code == 401
+    refused = [e for e in _denied_events(server) if e.rule == "authentication"]
+    assert len(refused) >= 20
+
+
+def test_a_forged_token_is_refused(server) -> None:
+    header, payload, _signature = server.token.split(".")
+    forged = f"{header}.{payload}.c2lnbmF0dXJl"
+    response = httpx.get(
+        f"{server.dicomweb_url}/studies", headers={"Authorization": f"Bearer {forged}"}
+    )
+    assert response.status_code == 401
+
+
+def test_two_institutions_with_the_same_patient_id_see_only_their_own(server) -> None:
+    other = add_institution(server.archive.engine, "OTHER")
+    mine = _store(server, server.token, patient_id="P-SAME", patient_name="Ours^Patient")
+    their_token = server.token_for("b@other.test", {other: "admin,sender,receiver,viewer"})
+    theirs = _store(server, their_token, patient_id="P-SAME", patient_name="Theirs^Patient")
+    for token, own, foreign in ((server.token, mine, theirs), (their_token, theirs, mine)):
+        headers = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(headers=headers, timeout=30) as http:
+            for level in ("/studies", "/series", "/instances"):
+                found = http.get(f"{server.dicomweb_url}{level}?PatientID=P-SAME").json()
+                assert [r["0020000D"]["Value"][0] for r in found] == [own.StudyInstanceUID]
+            for path in _paths(foreign):
+                response = http.get(server.dicomweb_url + path)
+                assert response.status_code == 404, path
+                unknown = path.replace(foreign.StudyInstanceUID, "1.2.3.999")
+                assert response.json() == http.get(server.dicomweb_url + unknown).json() | {
+                    "error": response.json()["error"]
+                }
+            assert http.get(server.base_url + _wado_uri(foreign)).status_code == 404
+            assert http.get(server.base_url + _wado_uri(own)).status_code == 200
+            gone = http.delete(f"{server.dicomweb_url}/studies/{foreign.StudyInstanceUID}")
+            assert gone.status_code == 404
+    denied = _denied_events(server, study_uid=theirs.StudyInstanceUID)
+    assert denied and all(e.rule == "default-deny" for e in denied)
+    assert {e.patient_id for e in denied} == {"P-SAME"}
+    both = server.token_for("both@ferry.test", {server.institution_pk: "viewer", other: "viewer"})
+    found = httpx.get(
+        f"{server.dicomweb_url}/studies?PatientID=P-SAME",
+        headers={"Authorization": f"Bearer {both}"},
+    ).json()
+    assert len(found) == 2
+
+
+def _grant(server: RunningServer, study_uid: str, institution_pk: int, **values) -> int:
+    with Session(server.archive.engine) as session:
+        study = session.exec(select(Study).where(Study.study_instance_uid == study_uid)).one()
+        grant = StudyGrant(study_pk=study.pk, institution_pk=institution_pk, **values)
+        session.add(grant)
+        session.commit()
+        return grant.pk
+
+
+def _visible(server: RunningServer, token: str, study_uid: str) -> bool:
+    headers = {"Authorization": f"Bearer {token}"}
+    found = httpx.get(
+        f"{server.dicomweb_url}/studies?StudyInstanceUID={study_uid}", headers=headers
+    ).json()
+    metadata = httpx.get(f"{server.dicomweb_url}/studies/{study_uid}/metadata", headers=headers)
+    assert bool(found) == (metadata.status_code == 200)
+    return bool(found)
+
+
+def test_grants_open_a_study_until_they_expire_or_are_revoked(server) -> None:
+    other = add_institution(server.archive.engine, "GRANTEE")
+    token = server.token_for("g@grantee.test", {other: "viewer"})
+    ds = _store(server, server.token)
+    study = ds.StudyInstanceUID
+    assert not _visible(server, token, study)
+    now = datetime.now(UTC)
+    _grant(server, study, other, expires_at=now - timedelta(hours=1))
+    assert not _visible(server, token, study)
+    pk = _grant(server, study, other, expires_at=now + timedelta(hours=1))
+    assert _visible(server, token, study)
+    with Session(server.archive.engine) as session:
+        grant = session.get(StudyGrant, pk)
+        grant.revoked_at = now - timedelta(seconds=1)
+        session.add(grant)
+        session.commit()
+    assert not _visible(server, token, study)
+
+
+@pytest.mark.parametrize(
+    ("roles", "method", "status"),
+    [
+        ("requester", "GET", 404),
+        ("viewer", "GET", 404),  # viewing is not downloading
+        ("viewer", "DELETE", 404),
+        ("receiver", "GET", 200),
+        ("auditor", "GET", 404),
+    ],
+)
+def test_roles_limit_what_a_member_may_do(server, roles, method, status) -> None:
+    ds = _store(server, server.token)
+    token = server.token_for(f"{roles}-{method}@ferry.test", {server.institution_pk: roles})
+    response = httpx.request(
+        method,
+        f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    assert response.status_code == status
+
+
+def test_a_viewer_cannot_store_and_the_refusal_is_audited(server) -> None:
+    token = server.token_for("viewer@ferry.test", {server.institution_pk: "viewer"})
+    ds = factories.ct_slice()
+    body = (
+        b"--b\r\nContent-Type: application/dicom\r\n\r\n"
+        + factories.part10_bytes(ds)
+        + b"\r\n--b--\r\n"
+    )
+    response = httpx.post(
+        f"{server.dicomweb_url}/studies",
+        content=body,
+        headers={
+            "Authorization": f"Bearer {token}",
+            "Content-Type": "multipart/related; type=application/dicom; boundary=b",
+        },
+    )
+    assert response.status_code == 403
+    assert [e.action for e in _denied_events(server, actor="user:viewer@ferry.test")] == ["store"]
+    assert server.archive.read_study_access(ds.StudyInstanceUID) is None
+
+
+def test_allowed_downloads_are_audited_with_patient_and_accession(server) -> None:
+    ds = _store(server, server.token, patient_id="AUD-1", accession_number="ACC-AUD")
+    with server.http() as http:
+        assert http.get(f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}").status_code == 200
+    events = search_events(
+        server.archive.engine, AuditQuery(study_uid=ds.StudyInstanceUID, action="download")
+    ).entries
+    assert [(e.outcome, e.patient_id, e.accession_number) for e in events] == [
+        ("allowed", "AUD-1", "ACC-AUD")
+    ]
