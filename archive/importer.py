@@ -74,7 +74,12 @@ class ImportSummary:
 
 
 def import_paths(
-    archive: Archive, paths: Iterable[Path], *, progress: bool = True, batch_size: int = 50
+    archive: Archive,
+    paths: Iterable[Path],
+    *,
+    progress: bool = True,
+    batch_size: int = 50,
+    institution_pk: int | None = None,
 ) -> ImportSummary:
     """Import every DICOM file under `paths`; what is not stored is named in the summary.
 
@@ -93,7 +98,7 @@ def import_paths(
     summary = ImportSummary()
     files = list(_Walk(summary).iter_files(Path(p) for p in paths))
     bar = _Progress(progress and sys.stderr.isatty(), len(files), sys.stderr)
-    importer = _Importer(archive, summary, batch_size, bar)
+    importer = _Importer(archive, summary, batch_size, bar, institution_pk)
     try:
         for path in files:
             importer.import_file(path)
@@ -244,9 +249,15 @@ class _Importer:
     """Copies files into the spool folder and stores them a batch at a time."""
 
     def __init__(
-        self, archive: Archive, summary: ImportSummary, batch_size: int, progress: _Progress
+        self,
+        archive: Archive,
+        summary: ImportSummary,
+        batch_size: int,
+        progress: _Progress,
+        institution_pk: int | None = None,
     ) -> None:
         self.archive = archive
+        self.institution_pk = institution_pk
         self.summary = summary
         self.batch_size = batch_size
         self.progress = progress
@@ -351,7 +362,9 @@ class _Importer:
             return
         try:
             before = self._blob_keys([item.sop_instance_uid or "" for item in batch])
-            results = self.archive.store_files([item.path for item in batch])
+            results = self.archive.store_files(
+                [item.path for item in batch], institution_pk=self.institution_pk
+            )
         finally:
             self._discard([item.path for item in batch])
         after = self._blob_keys(list(before))

@@ -35,9 +35,14 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
 def _import(settings: Settings, args: argparse.Namespace) -> int:
     from archive.importer import import_paths
     from ferry.app import build_archive, configure_libraries
+    from policy.store.institutions import find_institution
 
     configure_libraries(settings)
-    summary = import_paths(build_archive(settings), args.paths, progress=not args.quiet)
+    archive = build_archive(settings)
+    institution = find_institution(archive.engine, args.institution)
+    summary = import_paths(
+        archive, args.paths, progress=not args.quiet, institution_pk=institution.pk
+    )
     print(summary.describe())
     return 0 if not summary.rejected else 1
 
@@ -99,6 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     importer = commands.add_parser("import", help="import DICOM files, folders, DICOMDIRs, zips")
     importer.add_argument("paths", nargs="+", type=Path)
     importer.add_argument("--quiet", action="store_true", help="no progress bar")
+    importer.add_argument(
+        "--institution", required=True, help="code of the institution the studies belong to"
+    )
     importer.set_defaults(run=_import)
     archive = commands.add_parser("archive", help="archive maintenance")
     archive_commands = archive.add_subparsers(dest="archive_command", required=True)

@@ -7,7 +7,7 @@ from sqlmodel import SQLModel
 
 import archive.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 import audit.models  # noqa: F401
-import policy.models  # noqa: F401
+import policy.models
 import policy.refresh_tokens  # noqa: F401
 
 target_metadata = SQLModel.metadata

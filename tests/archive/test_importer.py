@@ -266,9 +266,14 @@ def test_progress_line_rewrites_itself_and_ends_with_a_newline():
 
 
 def run_cli(data_dir: Path, *paths: Path) -> subprocess.CompletedProcess[str]:
+    """`ferry import` into institution IMP, created by `ferry admin` on first use."""
     environment = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
     environment["FERRY_DATA_DIR"] = str(data_dir)
-    command = [sys.executable, "-m", "ferry.cli", "import", *map(str, paths), "--quiet"]
+    ferry = [sys.executable, "-m", "ferry.cli"]
+    if not (data_dir / "ferry.db").exists():
+        create = [*ferry, "admin", "create-institution", "IMP", "Import test"]
+        subprocess.run(create, env=environment, check=True, capture_output=True, timeout=120)
+    command = [*ferry, "import", *map(str, paths), "--quiet", "--institution", "IMP"]
     return subprocess.run(command, env=environment, capture_output=True, text=True, timeout=120)
 
 
