@@ -122,15 +122,48 @@ def measure_search_latency(
     warmup: int,
 ) -> list[Figure]:
     """p50/p95 per query; rounds go through the whole mix so no query runs only on a warm cache."""
-    group = f"qido.{size}"
-    samples: dict[str, list[float]] = {query.key: [] for query in queries}
-    with server.client() as client:
+    samples = sample_search_latency([server], queries, repeat, warmup)[server.name]
+    return search_figures(f"qido.{size}", size, queries, samples, index_instances)
+
+
+def sample_search_latency(
+    servers: Sequence[Server], queries: Sequence[Query], repeat: int, warmup: int
+) -> dict[str, dict[str, list[float]]]:
+    """Seconds per request, by server name and query key, every answer checked.
+
+    With several servers (the same server as several principals), each query is sent by each in
+    turn, the first alternating from round to round, so none is always the one on a cold cache.
+    """
+    samples: dict[str, dict[str, list[float]]] = {
+        server.name: {query.key: [] for query in queries} for server in servers
+    }
+    clients = [server.client() for server in servers]
+    try:
         for query in queries:
             for _ in range(warmup):
-                _search(client, server, query)
-        for _ in range(repeat):
+                for server, client in zip(servers, clients, strict=True):
+                    _search(client, server, query)
+        for round_number in range(repeat):
+            turn = list(zip(servers, clients, strict=True))
+            if round_number % 2:
+                turn.reverse()
             for query in queries:
-                samples[query.key].append(_search(client, server, query))
+                for server, client in turn:
+                    samples[server.name][query.key].append(_search(client, server, query))
+    finally:
+        for client in clients:
+            client.close()
+    return samples
+
+
+def search_figures(
+    group: str,
+    size: int,
+    queries: Sequence[Query],
+    samples: dict[str, list[float]],
+    index_instances: int,
+) -> list[Figure]:
+    """p50 and p95 rows of each query of the mix, from one server's samples."""
     return [
         figure
         for query in queries

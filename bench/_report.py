@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,10 +41,20 @@ class Row:
 
 
 class Report:
-    """Figures from every server, in the order the measures ran; failures kept beside them."""
+    """Figures from every server, in the order the measures ran; failures kept beside them.
 
-    def __init__(self, servers: Sequence[str]) -> None:
+    `compare` names two columns whose ratio (first / second) gets a column of its own.
+    """
+
+    def __init__(
+        self,
+        servers: Sequence[str],
+        titles: Mapping[str, str] = SERVER_TITLES,
+        compare: tuple[str, str] | None = ("ferry", "orthanc"),
+    ) -> None:
         self.servers = list(servers)
+        self.titles = dict(titles)
+        self.compare = compare if compare and set(compare) <= set(self.servers) else None
         self.rows: dict[str, Row] = {}
         self.failures: dict[str, dict[str, str]] = {}
         self.failure_labels: dict[str, str] = {}
@@ -79,16 +89,21 @@ class Report:
             return NOT_APPLICABLE if value is None else format_number(value)
         return FAILED if server in self.failures.get(row.group, {}) else MISSING
 
-    def render_table(self, title: str) -> str:
-        compare = "ferry" in self.servers and "orthanc" in self.servers
-        header = ["measure", "unit", *(SERVER_TITLES.get(s, s) for s in self.servers)]
+    def title(self, server: str) -> str:
+        return self.titles.get(server, server)
+
+    def render_table(self, title: str, note: str | None = None) -> str:
+        """`note` replaces the lines explaining the ratio column under the table."""
+        compare = self.compare
+        header = ["measure", "unit", *(self.title(s) for s in self.servers)]
         if compare:
-            header += ["Ferry/Orthanc", "better"]
+            ratio = f"{self.title(compare[0])}/{self.title(compare[1])}"
+            header += [ratio, "better"]
         lines = [header]
         for row in self.visible_rows():
             line = [row.label, row.unit, *(self.cell(row, s) for s in self.servers)]
             if compare:
-                line += [_ratio(row), row.better]
+                line += [_ratio(row, *compare), row.better]
             lines.append(line)
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
         text = [title, ""]
@@ -100,14 +115,18 @@ class Report:
             text.append("  ".join(cells).rstrip())
             if number == 0:
                 text.append("  ".join("-" * w for w in widths))
-        if compare:
+        if compare and note is not None:
+            text += ["", note]
+        elif compare:
+            first, second = (self.title(name) for name in compare)
             text += [
                 "",
-                "Ferry/Orthanc is Ferry's figure divided by Orthanc's; 'better' is the direction",
-                "that favours Ferry (higher: a ratio above 1 is better; lower: below 1 is better).",
+                f"{first}/{second} is {first}'s figure divided by {second}'s; 'better' is the",
+                f"direction that favours {first} (higher: a ratio above 1 is better; lower: below"
+                " 1 is better).",
             ]
         text += [
-            f"{FAILED} {server} {self.failure_labels[group]}: {error}"
+            f"{FAILED} {self.title(server)} {self.failure_labels[group]}: {error}"
             for group, errors in self.failures.items()
             for server, error in errors.items()
         ]
@@ -149,8 +168,8 @@ def format_number(value: float) -> str:
     return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
 
 
-def _ratio(row: Row) -> str:
-    ferry, orthanc = row.values.get("ferry"), row.values.get("orthanc")
-    if ferry is None or orthanc is None or orthanc == 0:
+def _ratio(row: Row, first: str, second: str) -> str:
+    numerator, denominator = row.values.get(first), row.values.get(second)
+    if numerator is None or denominator is None or denominator == 0:
         return MISSING
-    return f"{ferry / orthanc:.2f}×"
+    return f"{numerator / denominator:.2f}×"

@@ -117,21 +117,26 @@ def measure_metadata_latency(
 
 
 def _curl(url: str, headers: dict[str, str]) -> tuple[int, int, float]:
-    """HTTP status, bytes read and curl's own total time for one GET."""
-    argv = [
-        "curl",
-        "-s",
-        "-o",
-        "/dev/null",
-        "-w",
-        "%{http_code} %{size_download} %{time_total}",
-        "-H",
-        f"Accept: {RETRIEVE_ACCEPT}",
-    ]
-    for name, value in headers.items():
-        argv += ["-H", f"{name}: {value}"]
+    """HTTP status, bytes read and curl's own total time for one GET.
+
+    Headers go in a config read from stdin (`-K -`), so a bearer token never shows in `ps`.
+    """
+    argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}"]
+    config = "".join(
+        f'header = "{_quoted(f"{name}: {value}")}"\n'
+        for name, value in {"Accept": RETRIEVE_ACCEPT, **headers}.items()
+    )
     result = subprocess.run(
-        [*argv, url], capture_output=True, text=True, check=True, timeout=CURL_TIMEOUT_S
+        [*argv, "-K", "-", url],
+        input=config,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=CURL_TIMEOUT_S,
     )
     status, size, seconds = result.stdout.split()
     return int(status), int(size), float(seconds)
+
+
+def _quoted(text: str) -> str:
+    return text.replace("\\", "\\\\").replace('"', '\\"')

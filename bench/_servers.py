@@ -81,6 +81,7 @@ class ManagedServer(Server):
         self._data_dir = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
         self.port = free_port()
         argv, env = self.command(self._data_dir, self.port)
+        self.prepare(argv, env)
         with open(self._data_dir / "server.log", "wb") as log:
             # A session of its own: Ctrl-C reaches the benchmark, which then stops the server.
             self._process = subprocess.Popen(
@@ -110,8 +111,18 @@ class ManagedServer(Server):
     def command(self, data_dir: Path, port: int) -> tuple[list[str], dict[str, str]]:
         raise NotImplementedError
 
+    def prepare(self, argv: list[str], env: dict[str, str]) -> None:
+        """Runs before the server starts, with its command line and environment."""
+
     def read_version(self) -> str | None:
         return None
+
+    @property
+    def data_dir(self) -> Path:
+        """The server's temporary folder, while it runs."""
+        if self._data_dir is None:
+            raise ServerError(f"{self.name} is not running")
+        return self._data_dir
 
     def log_tail(self, lines: int = 20) -> str:
         if self._data_dir is None:
@@ -172,21 +183,73 @@ class OrthancServer(ManagedServer):
 
 
 class FerryServer(ManagedServer):
-    """Ferry's own `ferry serve`, from the virtualenv this benchmark runs in."""
+    """Ferry's own `ferry serve`, from the virtualenv this benchmark runs in.
+
+    Every DICOMweb request needs a principal, and sees only its institution's studies: before
+    the server starts, `ferry admin` creates the institution BENCH and an API client of it whose
+    token (printed once) then goes with every request the benchmark sends.
+    """
 
     ready_path = "/readyz"
+    institution = "BENCH"
+    client_name = "bench"
+    client_roles = "sender,receiver,viewer"
+    client_scopes = "read,write,download"
+
+    def __init__(self, name: str = "ferry", extra_env: dict[str, str] | None = None) -> None:
+        super().__init__(name)
+        self.extra_env = dict(extra_env or {})
+        self.ferry_argv: list[str] = []
+        self.env: dict[str, str] = {}
 
     def command(self, data_dir: Path, port: int) -> tuple[list[str], dict[str, str]]:
         script = Path(sys.executable).parent / "ferry"
         argv = [str(script)] if script.exists() else [sys.executable, "-m", "ferry.cli"]
         (data_dir / "data").mkdir()
-        env = dict(os.environ)
+        # Inherited FERRY_* variables could point the server at another database: dropped.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
         env.update(
             FERRY_DATA_DIR=str(data_dir / "data"),
             FERRY_HTTP_PORT=str(port),
             FERRY_HTTP_HOST=LOOPBACK,
+            **self.extra_env,
         )
+        self.ferry_argv, self.env = argv, env
         return [*argv, "serve"], env
+
+    def prepare(self, argv: list[str], env: dict[str, str]) -> None:
+        self.admin("create-institution", self.institution, "Benchmark")
+        token = self.admin(
+            "create-api-client", self.client_name,
+            "--institution", self.institution,
+            "--roles", self.client_roles,
+            "--scopes", self.client_scopes,
+        ).strip()  # fmt: skip
+        if not token or len(token.splitlines()) != 1:
+            raise ServerError(f"ferry admin create-api-client printed no token: {token!r}")
+        self.headers["Authorization"] = f"Bearer {token}"
+
+    def admin(self, *arguments: str) -> str:
+        """Runs `ferry admin ...` on this server's data folder; its stdout (secrets only)."""
+        result = subprocess.run(
+            [*self.ferry_argv, "admin", *arguments],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if result.returncode != 0:
+            raise ServerError(
+                f"ferry admin {arguments[0]} failed ({result.returncode}): {result.stderr.strip()}"
+            )
+        return result.stdout
+
+    @property
+    def database_url(self) -> str:
+        """The index `ferry serve` opened: SQLite in the data folder unless `extra_env` said."""
+        if "FERRY_DATABASE_URL" in self.env:
+            return self.env["FERRY_DATABASE_URL"]
+        return f"sqlite:///{Path(self.env['FERRY_DATA_DIR']).resolve() / 'ferry.db'}"
 
     def read_version(self) -> str | None:
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):

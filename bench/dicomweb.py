@@ -19,7 +19,6 @@ import platform
 import signal
 import subprocess
 import sys
-import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ import orjson
 
 from _http import UnexpectedAnswer, read_json_array
 from _instances import StudySpec, iter_batches, iter_study_instances
+from _progress import fill_progress, log
 from _qido import measure_search_latency, plan_queries, short_count
 from _report import SERVER_TITLES, Figure, Report
 from _retrieve import measure_metadata_latency, measure_series_retrieve
@@ -81,7 +81,6 @@ SERVER_FAILURES = (
     httpx.HTTPError,
     subprocess.SubprocessError,
 )
-_CLOCK = time.monotonic()
 
 
 @dataclass
@@ -258,20 +257,6 @@ def check_empty(target: Target) -> None:
         log(f"{target.name}: not empty; QIDO-RS counts are checked as lower bounds")
 
 
-def fill_progress(name: str, total: int) -> Callable[[int], None]:
-    started = time.monotonic()
-
-    def progress(done: int) -> None:
-        rate = done / max(time.monotonic() - started, 1e-9)
-        log(f"  {name}: {done}/{total} instances stored ({rate:,.0f}/s)")
-
-    return progress
-
-
-def log(message: str) -> None:
-    print(f"[{time.monotonic() - _CLOCK:7.1f}s] {message}", file=sys.stderr, flush=True)
-
-
 def build_servers(args: argparse.Namespace) -> list[Server]:
     servers: list[Server] = []
     for name in [args.only] if args.only else ["ferry", "orthanc"]:
@@ -280,7 +265,7 @@ def build_servers(args: argparse.Namespace) -> list[Server]:
         if url:
             servers.append(Server(name, url, token))
         elif name == "ferry":
-            servers.append(FerryServer("ferry", token))
+            servers.append(FerryServer())
         else:
             servers.append(OrthancServer(args.orthanc_binary, args.orthanc_plugin))
     return servers
@@ -369,7 +354,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     servers.add_argument("--only", choices=["ferry", "orthanc"], help="benchmark one server")
     servers.add_argument("--ferry-url", help="DICOMweb root of a running Ferry")
     servers.add_argument("--orthanc-url", help="DICOMweb root of a running Orthanc")
-    servers.add_argument("--ferry-token", help="bearer token for Ferry's DICOMweb API")
+    servers.add_argument(
+        "--ferry-token", help="bearer token for the Ferry at --ferry-url (API token or JWT)"
+    )
     servers.add_argument("--orthanc-binary", default=ORTHANC_BINARY)
     servers.add_argument("--orthanc-plugin", help="libOrthancDicomWeb.so (found if not given)")
     work = parser.add_argument_group("workload (defaults: full run; --quick: smoke run)")
@@ -399,6 +386,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     output.add_argument("--json", action="store_true", help="JSON to stdout, table to stderr")
     output.add_argument("--output", help="JSON file (bench/results/dicomweb-<timestamp>.json)")
     args = parser.parse_args(argv)
+    if args.ferry_token and not args.ferry_url:
+        parser.error("--ferry-token goes with --ferry-url: a Ferry started here makes its own")
     if args.clients < 2:
         parser.error("--clients: the concurrent ingest needs at least 2 clients")
     for name, value in PRESETS["quick" if args.quick else "full"].items():
