@@ -158,15 +158,16 @@ def _prepare(request: Request, spec: GuardSpec) -> None:
         _check_store(request, principal)
         return
     study = spec.study_from(request)
-    if study is not None:
+    if study is not None and action is not Action.SEARCH:
         _check_study(request, principal, action, study)
     scope = StudyScope(principal.institutions_for(action), _now())
     request.state.scope = scope
-    if study is None:
-        allowed = Decision(
-            True, "visibility-scope", f"institutions {sorted(scope.institution_pks)}"
-        )
-        _audit(request, principal, action, allowed, None, query=str(request.query_params))
+    if action is Action.SEARCH:
+        # A search never answers 404: within an unknown or invisible study it finds nothing.
+        reason = f"institutions {sorted(scope.institution_pks)}"
+        allowed = Decision(True, "visibility-scope", reason)
+        query = str(request.query_params)
+        _audit(request, principal, action, allowed, None, study or "", query=query)
 
 
 def guarded(

@@ -66,8 +66,11 @@ def get_user(engine: Engine, pk: int) -> User:
 
 
 def find_user(engine: Engine, email: str) -> User:
+    wanted = email.strip().lower()
+    if not wanted.isprintable():  # PostgreSQL refuses NUL in a literal: nobody has such an email
+        raise UnknownRecord(f"no user with email {email!r}")
     with reading(engine) as session:
-        user = session.exec(select(User).where(User.email == email.strip().lower())).first()
+        user = session.exec(select(User).where(User.email == wanted)).first()
     if user is None:
         raise UnknownRecord(f"no user with email {email!r}")
     return user

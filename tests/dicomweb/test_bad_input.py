@@ -86,7 +86,7 @@ def post(
     return httpx.post(
         f"{server.dicomweb_url}{path}",
         content=body,
-        headers={"Content-Type": content_type},
+        headers={"Content-Type": content_type, **server.headers},
         timeout=30,
     )
 
@@ -132,8 +132,8 @@ def assert_still_serving(server: RunningServer) -> None:
     assert httpx.get(f"{server.base_url}/healthz", timeout=10).status_code == 200
     before = indexed_count(server)
     ds = factories.ct_slice()
-    DICOMwebClient(server.dicomweb_url).store_instances([ds])
-    found = DICOMwebClient(server.dicomweb_url).search_for_instances(
+    DICOMwebClient(server.dicomweb_url, headers=server.headers).store_instances([ds])
+    found = DICOMwebClient(server.dicomweb_url, headers=server.headers).search_for_instances(
         search_filters={"SOPInstanceUID": ds.SOPInstanceUID}
     )
     assert [Dataset.from_json(f).SOPInstanceUID for f in found] == [ds.SOPInstanceUID]
@@ -274,7 +274,7 @@ def test_stow_keeps_the_complete_part_before_a_truncated_one(server) -> None:
     assert_refused_instances(response)
     stored = response.json()[REFERENCED_SOP_SEQUENCE]["Value"]
     assert [s[REFERENCED_SOP_INSTANCE_UID]["Value"][0] for s in stored] == [good.SOPInstanceUID]
-    retrieved = DICOMwebClient(server.dicomweb_url).retrieve_instance(
+    retrieved = DICOMwebClient(server.dicomweb_url, headers=server.headers).retrieve_instance(
         good.StudyInstanceUID, good.SeriesInstanceUID, good.SOPInstanceUID
     )
     assert retrieved.PixelData == good.PixelData
@@ -284,7 +284,7 @@ def test_stow_keeps_the_complete_part_before_a_truncated_one(server) -> None:
 
 def test_stow_to_a_study_refuses_an_instance_of_another_study(server) -> None:
     target = factories.ct_slice()
-    DICOMwebClient(server.dicomweb_url).store_instances([target])
+    DICOMwebClient(server.dicomweb_url, headers=server.headers).store_instances([target])
     stranger = factories.ct_slice()
     response = post(
         server, multipart(dicom_part(stranger)), path=f"/studies/{target.StudyInstanceUID}"
@@ -293,12 +293,12 @@ def test_stow_to_a_study_refuses_an_instance_of_another_study(server) -> None:
     [item] = assert_refused_instances(response)
     assert item[REFERENCED_SOP_INSTANCE_UID]["Value"] == [stranger.SOPInstanceUID]
     assert stranger.StudyInstanceUID in response.headers["Warning"]
-    assert (
-        httpx.get(f"{server.dicomweb_url}/studies/{stranger.StudyInstanceUID}").status_code == 404
-    )
-    found = httpx.get(
-        f"{server.dicomweb_url}/instances", params={"SOPInstanceUID": stranger.SOPInstanceUID}
-    )
+    with server.http() as web:
+        missing = web.get(f"{server.dicomweb_url}/studies/{stranger.StudyInstanceUID}")
+        found = web.get(
+            f"{server.dicomweb_url}/instances", params={"SOPInstanceUID": stranger.SOPInstanceUID}
+        )
+    assert missing.status_code == 404
     assert found.status_code == 200 and found.json() == []
     assert indexed_count(server) == 1
     assert_still_serving(server)
@@ -332,19 +332,28 @@ def test_stow_of_a_ten_megabyte_patient_name_is_clean_and_qido_still_works(serve
         assert indexed_count(server) == 0
     else:
         by_id = httpx.get(
-            f"{server.dicomweb_url}/studies", params={"PatientID": spec.patient_id}, timeout=30
+            f"{server.dicomweb_url}/studies",
+            params={"PatientID": spec.patient_id},
+            headers=server.headers,
+            timeout=30,
         )
         assert by_id.status_code == 200
         [study] = by_id.json()
         assert study["0020000D"]["Value"] == [spec.study_uid]
         by_name = httpx.get(
-            f"{server.dicomweb_url}/studies", params={"PatientName": "AAAA*"}, timeout=30
+            f"{server.dicomweb_url}/studies",
+            params={"PatientName": "AAAA*"},
+            headers=server.headers,
+            timeout=30,
         )
         assert by_name.status_code == 200
         assert [s["0020000D"]["Value"][0] for s in by_name.json()] == [spec.study_uid]
     for name in ("A" * 64, "B*", "A" * 5000):
         found = httpx.get(
-            f"{server.dicomweb_url}/studies", params={"PatientName": name}, timeout=30
+            f"{server.dicomweb_url}/studies",
+            params={"PatientName": name},
+            headers=server.headers,
+            timeout=30,
         )
         assert found.status_code in (200, 400), (name[:10], found.status_code)
     assert_still_serving(server)
@@ -356,7 +365,7 @@ def test_stow_of_a_ten_megabyte_patient_name_is_clean_and_qido_still_works(serve
 def _store_reference_study(server: RunningServer) -> list[Dataset]:
     spec = factories.StudySpec(patient_name="O'Brien^Pat", patient_id="P_1", accession_number="A%1")
     instances = factories.study(n_series=1, per_series=2, spec=spec)
-    DICOMwebClient(server.dicomweb_url).store_instances(instances)
+    DICOMwebClient(server.dicomweb_url, headers=server.headers).store_instances(instances)
     return instances
 
 
@@ -370,7 +379,7 @@ def test_qido_hostile_values_match_nothing(server) -> None:
     queries += [({key: value}, False) for key in CONTROL_KEYS for value in HOSTILE_VALUES]
     queries += [({"PatientName": v, "fuzzymatching": "true"}, True) for v in HOSTILE_VALUES]
     problems = []
-    with httpx.Client(base_url=server.dicomweb_url, timeout=30) as web:
+    with httpx.Client(base_url=server.dicomweb_url, headers=server.headers, timeout=30) as web:
         for level in ("/studies", "/series", "/instances"):
             problems += _hostile_query_problems(web, level, queries)
     assert problems == []
@@ -401,9 +410,9 @@ def _hostile_query_problems(
 def test_qido_negative_non_numeric_and_huge_paging(server) -> None:
     _store_reference_study(server)
     url = f"{server.dicomweb_url}/instances"
-    everything = _retrieve_urls(httpx.get(url).json())
+    everything = _retrieve_urls(httpx.get(url, headers=server.headers).json())
     values = ("-1", "-0x10", "abc", "1.5", "", " ", "1e3", str(10**30), str(-(10**30)))
-    with httpx.Client(timeout=30) as web:
+    with server.http() as web:
         for key in ("limit", "offset"):
             for value in values:
                 response = web.get(url, params={key: value})
@@ -423,7 +432,9 @@ def test_qido_integer_keys_refuse_an_empty_list(server) -> None:
     _store_reference_study(server)
     for key in ("InstanceNumber", "SeriesNumber"):
         for value in ("\\", ","):
-            response = httpx.get(f"{server.dicomweb_url}/instances", params={key: value})
+            response = httpx.get(
+                f"{server.dicomweb_url}/instances", params={key: value}, headers=server.headers
+            )
             status = response.status_code
             expect(status in (200, 400), f"{key}={value!r}: {status}")
             if status == 200:
@@ -435,7 +446,9 @@ def test_qido_ignores_garbage_parameter_names(server) -> None:
     _store_reference_study(server)
     for name in ("患者", "PatientAge\u3000", "PatientAge\r\n"):
         try:
-            response = httpx.get(f"{server.dicomweb_url}/studies", params={name: "1"})
+            response = httpx.get(
+                f"{server.dicomweb_url}/studies", params={name: "1"}, headers=server.headers
+            )
         except httpx.RemoteProtocolError as error:
             expect(False, f"{name!r}: connection dropped: {error}")
         expect(response.status_code in (200, 400), f"{name!r}: {response.status_code}")
@@ -466,6 +479,7 @@ def _raw_request(server: RunningServer, method: str, path: str, body: bytes = b"
     connection = http.client.HTTPConnection("127.0.0.1", server.settings.http_port, timeout=10)
     try:
         headers = {"Content-Type": DICOM_PARTS} if method == "POST" else {}
+        headers |= server.headers
         connection.request(method, path, body=body if method == "POST" else None, headers=headers)
         response = connection.getresponse()
         return response.status, response.read()
@@ -497,7 +511,9 @@ def test_hostile_path_segments_are_refused(server) -> None:
         problems += _path_problems(server, value, instances[0])
     assert problems == []
     assert indexed_count(server) == len(instances)
-    retrieved = DICOMwebClient(server.dicomweb_url).retrieve_study(instances[0].StudyInstanceUID)
+    retrieved = DICOMwebClient(server.dicomweb_url, headers=server.headers).retrieve_study(
+        instances[0].StudyInstanceUID
+    )
     assert len(retrieved) == len(instances)
     assert_still_serving(server)
 
@@ -515,11 +531,11 @@ def test_unknown_uids_in_paths_are_not_found(server) -> None:
         f"/studies/{unknown}/series/{known.SeriesInstanceUID}/instances/{known.SOPInstanceUID}",
     ):
         for method in ("GET", "DELETE") if not path.endswith("/metadata") else ("GET",):
-            response = httpx.request(method, base + path)
+            response = httpx.request(method, base + path, headers=server.headers)
             assert response.status_code == 404, (method, path)
             assert_error_document(response)
     for path in (f"/studies/{unknown}/series", f"/studies/{unknown}/instances"):
-        response = httpx.get(base + path)
+        response = httpx.get(base + path, headers=server.headers)
         assert (response.status_code, response.json()) == (200, [])
     assert indexed_count(server) == 2
     assert_still_serving(server)
@@ -586,6 +602,7 @@ def test_client_disconnecting_mid_upload_leaves_nothing(server) -> None:
     spool = server.archive.blobs.spool_dir
     request = (
         f"POST /dicom-web/studies HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {server.token}\r\n"
         f"Content-Type: {DICOM_PARTS}\r\nContent-Length: {len(body)}\r\n\r\n"
     ).encode()
     with socket.create_connection(("127.0.0.1", server.settings.http_port), timeout=10) as sock:

@@ -38,7 +38,7 @@ def stow(server, *payloads: bytes) -> httpx.Response:
     response = httpx.post(
         f"{server.dicomweb_url}/studies",
         content=body + f"--{BOUNDARY}--\r\n".encode(),
-        headers={"Content-Type": f"{DICOM}; boundary={BOUNDARY}"},
+        headers={"Content-Type": f"{DICOM}; boundary={BOUNDARY}", **server.headers},
     )
     assert response.status_code == 200, response.text
     return response
@@ -50,7 +50,7 @@ def store(server, *datasets: Dataset) -> None:
 
 def get(server, path: str, accept: str = DICOM_ANY, **headers: str) -> httpx.Response:
     url = path if path.startswith("http") else server.dicomweb_url + path
-    return httpx.get(url, headers={"Accept": accept, **headers})
+    return httpx.get(url, headers={"Accept": accept, **server.headers, **headers})
 
 
 def _param(header: str, name: str) -> str:
@@ -208,7 +208,7 @@ def search_studies(server, **params: str) -> list[dict[str, Any]]:
     response = httpx.get(
         f"{server.dicomweb_url}/studies",
         params=params,
-        headers={"Accept": "application/dicom+json"},
+        headers={"Accept": "application/dicom+json", **server.headers},
     )
     assert response.status_code == 200, response.text
     return response.json()
@@ -354,7 +354,10 @@ def test_delete_instance_then_series_then_last_instance(server) -> None:
     assert len(list(blobs.iter_keys())) == 4
 
     gone = instances[0]
-    assert httpx.delete(server.dicomweb_url + instance_path(gone)).status_code == 204
+    assert (
+        httpx.delete(server.dicomweb_url + instance_path(gone), headers=server.headers).status_code
+        == 204
+    )
     assert _study_counts(server, study_uid) == (2, 3)
     assert len(list(blobs.iter_keys())) == 3
     assert get(server, instance_path(gone)).status_code == 404
@@ -362,14 +365,19 @@ def test_delete_instance_then_series_then_last_instance(server) -> None:
 
     second = instances[2]
     series_path = f"/studies/{study_uid}/series/{second.SeriesInstanceUID}"
-    assert httpx.delete(server.dicomweb_url + series_path).status_code == 204
+    assert (
+        httpx.delete(server.dicomweb_url + series_path, headers=server.headers).status_code == 204
+    )
     assert _study_counts(server, study_uid) == (1, 1)
     assert _series_counts(server, study_uid) == [1]
     assert len(list(blobs.iter_keys())) == 1
     assert get(server, series_path).status_code == 404
 
     last = instances[1]
-    assert httpx.delete(server.dicomweb_url + instance_path(last)).status_code == 204
+    assert (
+        httpx.delete(server.dicomweb_url + instance_path(last), headers=server.headers).status_code
+        == 204
+    )
     assert _study_counts(server, study_uid) is None
     assert list(blobs.iter_keys()) == []
     assert get(server, f"/studies/{study_uid}").status_code == 404

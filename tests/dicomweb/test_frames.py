@@ -19,6 +19,7 @@ from tests import factories
 OHIF_FRAMES = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 OCTETS = 'multipart/related; type="application/octet-stream"'
 STOW_BOUNDARY = "ferry-frames-test"
+DICOM_STOW = 'multipart/related; type="application/dicom"'
 
 
 def store(server, *datasets: Dataset) -> list[Dataset]:
@@ -31,9 +32,7 @@ def store(server, *datasets: Dataset) -> list[Dataset]:
     response = httpx.post(
         f"{server.dicomweb_url}/studies",
         content=body + f"--{STOW_BOUNDARY}--\r\n".encode(),
-        headers={
-            "Content-Type": f'multipart/related; type="application/dicom"; boundary={STOW_BOUNDARY}'
-        },
+        headers={"Content-Type": f"{DICOM_STOW}; boundary={STOW_BOUNDARY}", **server.headers},
     )
     assert response.status_code == 200, response.text
     return [dcmread(io.BytesIO(p)) for p in payloads]
@@ -46,16 +45,16 @@ def instance_url(server, ds: Dataset) -> str:
     )
 
 
-def get(url: str, accept: str | None = OHIF_FRAMES, **headers: str) -> httpx.Response:
+def get(server, url: str, accept: str | None = OHIF_FRAMES, **headers: str) -> httpx.Response:
     if accept is not None:
         headers["Accept"] = accept
-    return httpx.get(url, headers=headers, timeout=30)
+    return httpx.get(url, headers=server.headers | headers, timeout=30)
 
 
 def frames_of(
     server, ds: Dataset, frame_list: str, accept: str | None = OHIF_FRAMES
 ) -> httpx.Response:
-    return get(f"{instance_url(server, ds)}/frames/{frame_list}", accept)
+    return get(server, f"{instance_url(server, ds)}/frames/{frame_list}", accept)
 
 
 def parts(response: httpx.Response) -> list[tuple[str, bytes]]:
@@ -194,7 +193,10 @@ def test_one_frame_single_part_with_a_byte_range(server) -> None:
     )
     assert whole.content == pydicom_frames(ct)[0]
     part = get(
-        f"{instance_url(server, ct)}/frames/1", "application/octet-stream", Range="bytes=4-11"
+        server,
+        f"{instance_url(server, ct)}/frames/1",
+        "application/octet-stream",
+        Range="bytes=4-11",
     )
     assert part.status_code == 206
     assert part.headers["content-range"] == f"bytes 4-11/{len(whole.content)}"
@@ -288,7 +290,7 @@ def test_several_frames_need_multipart(server) -> None:
 def test_unknown_instance_and_bad_accept(server) -> None:
     (ds,) = store(server, factories.ct_slice())
     unknown = instance_url(server, ds).rsplit("/", 1)[0] + "/1.2.3.4"
-    error_of(get(f"{unknown}/frames/1"), 404)
+    error_of(get(server, f"{unknown}/frames/1"), 404)
     error_of(frames_of(server, ds, "1", "multipart/related; type="), 400)
 
 
@@ -296,7 +298,7 @@ def test_unknown_instance_and_bad_accept(server) -> None:
 
 
 def metadata(server, ds: Dataset) -> dict[str, Any]:
-    response = get(f"{instance_url(server, ds)}/metadata", "application/dicom+json")
+    response = get(server, f"{instance_url(server, ds)}/metadata", "application/dicom+json")
     assert response.status_code == 200, response.text
     return response.json()[0]
 
@@ -327,8 +329,8 @@ def test_every_bulk_data_uri_resolves_to_its_value(server) -> None:
     uris = bulk_uris(metadata(server, ds))
     assert set(uris) == set(expected)
     for path, uri in uris.items():
-        assert [body for _, body in parts(get(uri, OCTETS))] == [expected[path]], path
-        single = get(uri, "application/octet-stream")
+        assert [body for _, body in parts(get(server, uri, OCTETS))] == [expected[path]], path
+        single = get(server, uri, "application/octet-stream")
         assert single.status_code == 200 and single.content == expected[path], path
 
 
@@ -339,7 +341,7 @@ def test_bulk_data_byte_ranges(server) -> None:
     length = len(value)
 
     def ranged(spec: str, **headers: str) -> httpx.Response:
-        return get(uri, "application/octet-stream", Range=spec, **headers)
+        return get(server, uri, "application/octet-stream", Range=spec, **headers)
 
     for spec, start, end in [
         ("bytes=0-9", 0, 10),
@@ -365,25 +367,27 @@ def test_pdf_through_its_bulk_data_uri(server) -> None:
     uri = bulk_uris(metadata(server, ds))["00420011"]
     document = ds.EncapsulatedDocument
     accept = f'multipart/related; type="application/pdf", {OCTETS}'
-    assert parts(get(uri, accept)) == [("application/pdf", document)]
-    assert parts(get(uri, OCTETS)) == [("application/octet-stream", document)]
-    by_query = get(f"{uri}?accept=application/pdf", None)
+    assert parts(get(server, uri, accept)) == [("application/pdf", document)]
+    assert parts(get(server, uri, OCTETS)) == [("application/octet-stream", document)]
+    by_query = get(server, f"{uri}?accept=application/pdf", None)
     assert by_query.headers["content-type"] == "application/pdf"
     assert by_query.content == document
-    head = get(uri, "application/pdf", Range="bytes=0-4")
+    head = get(server, uri, "application/pdf", Range="bytes=0-4")
     assert head.status_code == 206 and head.content == b"%PDF-"
-    assert "application/pdf" in error_of(get(uri, "image/png"), 406)
+    assert "application/pdf" in error_of(get(server, uri, "image/png"), 406)
 
 
 def test_encapsulated_pixel_data_is_its_frames(server) -> None:
     jpeg, j2k = store(server, factories.jpeg_multiframe(frames=3), factories.jpeg2000())
     uri = bulk_uris(metadata(server, jpeg))["7FE00010"]
     part_type = f"application/octet-stream; transfer-syntax={JPEGBaseline8Bit}"
-    assert parts(get(uri)) == [(part_type, f) for f in pydicom_frames(jpeg)]
+    assert parts(get(server, uri)) == [(part_type, f) for f in pydicom_frames(jpeg)]
     single = bulk_uris(metadata(server, j2k))["7FE00010"]
-    decoded = get(single, "application/octet-stream")
+    decoded = get(server, single, "application/octet-stream")
     assert decoded.content == j2k.pixel_array.tobytes()
-    as_stored = get(single, "application/octet-stream; transfer-syntax=*", Range="bytes=0-3")
+    as_stored = get(
+        server, single, "application/octet-stream; transfer-syntax=*", Range="bytes=0-3"
+    )
     assert as_stored.status_code == 206 and as_stored.content == pydicom_frames(j2k)[0][:4]
 
 
@@ -391,7 +395,7 @@ def test_video_pixel_data_is_one_stream(server) -> None:
     (ds,) = store(server, factories.mpeg4_video())
     uri = bulk_uris(metadata(server, ds))["7FE00010"]
     stream = pydicom_frames(ds)[0]
-    ((part_type, body),) = parts(get(uri, 'multipart/related; type="video/mp4"'))
+    ((part_type, body),) = parts(get(server, uri, 'multipart/related; type="video/mp4"'))
     assert part_type.startswith("video/mp4; transfer-syntax=") and body == stream
     assert "video" in error_of(frames_of(server, ds, "1"), 406)
 
@@ -402,7 +406,7 @@ def test_video_pixel_data_is_one_stream(server) -> None:
 )
 def test_bulk_data_that_is_not_there(server, path, status) -> None:
     (ds,) = store(server, factories.with_bulk_elements())
-    error_of(get(f"{instance_url(server, ds)}/bulk/{path}", OCTETS), status)
+    error_of(get(server, f"{instance_url(server, ds)}/bulk/{path}", OCTETS), status)
 
 
 def test_big_endian_frames_as_stored_or_swapped(server) -> None:

@@ -60,13 +60,10 @@ def _paths(ds: Dataset) -> list[str]:
     return [
         study,
         f"{study}/metadata",
-        f"{study}/series",
-        f"{study}/instances",
         f"{study}/rendered",
         f"{study}/thumbnail",
         series,
         f"{series}/metadata",
-        f"{series}/instances",
         f"{series}/rendered",
         instance,
         f"{instance}/metadata",
@@ -75,6 +72,12 @@ def _paths(ds: Dataset) -> list[str]:
         f"{instance}/thumbnail",
         f"{instance}/bulk/7FE00010",
     ]
+
+
+def _searches_within(ds: Dataset) -> list[str]:
+    study = f"/studies/{ds.StudyInstanceUID}"
+    series = f"{study}/series/{ds.SeriesInstanceUID}"
+    return [f"{study}/series", f"{study}/instances", f"{series}/instances"]
 
 
 def _wado_uri(ds: Dataset) -> str:
@@ -91,7 +94,7 @@ def _denied_events(server: RunningServer, **criteria: str) -> list:
 
 def test_without_credentials_every_resource_answers_401_and_is_audited(server) -> None:
     ds = _store(server, server.token)
-    for path in ["/studies", "/series", "/instances", *_paths(ds)]:
+    for path in ["/studies", "/series", "/instances", *_paths(ds), *_searches_within(ds)]:
         response = httpx.get(server.dicomweb_url + path)
         assert response.status_code == 401, path
         assert response.headers["www-authenticate"].startswith("Bearer")
@@ -134,6 +137,8 @@ def test_two_institutions_with_the_same_patient_id_see_only_their_own(server) ->
                 assert response.json() == http.get(server.dicomweb_url + unknown).json() | {
                     "error": response.json()["error"]
                 }
+            for search in _searches_within(foreign):
+                assert http.get(server.dicomweb_url + search).json() == [], search
             assert http.get(server.base_url + _wado_uri(foreign)).status_code == 404
             assert http.get(server.base_url + _wado_uri(own)).status_code == 200
             gone = http.delete(f"{server.dicomweb_url}/studies/{foreign.StudyInstanceUID}")

@@ -43,7 +43,7 @@ def stored_studies(server) -> dict[str, list[Dataset]]:
 
 
 def qido(server, path: str, **params: str) -> httpx.Response:
-    response = httpx.get(server.dicomweb_url + path, params=params, headers=JSON)
+    response = httpx.get(server.dicomweb_url + path, params=params, headers=JSON | server.headers)
     assert response.status_code == 200, response.text
     assert response.headers["content-type"].startswith("application/dicom+json")
     return response
@@ -88,7 +88,9 @@ def test_search_for_studies_keys(server, query, expected) -> None:
 def test_percent_encoded_values_match_like_their_characters(server) -> None:
     corpus = stored_studies(server)
     for query in ("PatientName=DOE%2A", "PatientName=DOE*", "PatientName=d%6Fe%5Ej%4Fhn"):
-        response = httpx.get(f"{server.dicomweb_url}/studies?{query}", headers=JSON)
+        response = httpx.get(
+            f"{server.dicomweb_url}/studies?{query}", headers=JSON | server.headers
+        )
         assert query.encode() in response.request.url.raw_path  # sent as written
         assert found_names(corpus, response.json()) == ["A"], query
 
@@ -225,10 +227,10 @@ def test_study_response_shapes_follow_the_json_model(server) -> None:
 def test_retrieve_url_is_absolute_and_resolves(server, path, parts) -> None:
     a = stored_studies(server)["A"][0]
     url = server.dicomweb_url + path.format(study=a.StudyInstanceUID, series=a.SeriesInstanceUID)
-    (result,) = httpx.get(url, headers=JSON).json()
+    (result,) = httpx.get(url, headers=JSON | server.headers).json()
     (retrieve_url,) = values(result, "00081190")
     assert retrieve_url.startswith(server.dicomweb_url + "/studies/" + a.StudyInstanceUID)
-    response = httpx.get(retrieve_url, headers={"Accept": DICOM})
+    response = httpx.get(retrieve_url, headers={"Accept": DICOM, **server.headers})
     assert len(split_multipart(response)) == parts
 
 

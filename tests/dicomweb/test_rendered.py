@@ -27,7 +27,7 @@ PNG = {"Accept": "image/png"}
 def store(server, *instances: Dataset) -> None:
     from dicomweb_client.api import DICOMwebClient
 
-    DICOMwebClient(server.dicomweb_url).store_instances(list(instances))
+    DICOMwebClient(server.dicomweb_url, headers=server.headers).store_instances(list(instances))
 
 
 def url(server, ds: Dataset, level: str = "instance", resource: str = "rendered") -> str:
@@ -39,8 +39,10 @@ def url(server, ds: Dataset, level: str = "instance", resource: str = "rendered"
     return f"{path}/{resource}"
 
 
-def get(address: str, headers: dict[str, str] | None = None, **params: str) -> httpx.Response:
-    return httpx.get(address, params=params, headers=headers or PNG, timeout=30)
+def get(
+    server, address: str, headers: dict[str, str] | None = None, **params: str
+) -> httpx.Response:
+    return httpx.get(address, params=params, headers=server.headers | (headers or PNG), timeout=30)
 
 
 def pixels(response: httpx.Response) -> np.ndarray:
@@ -81,7 +83,7 @@ def test_ct_window_from_the_request_gives_the_windowed_values(server, function, 
     ct = factories.ct_slice()
     assert ct.PixelRepresentation == 1 and ct.RescaleIntercept == -1024
     store(server, ct)
-    shown = pixels(get(url(server, ct), window=f"40,400,{function}"))
+    shown = pixels(get(server, url(server, ct), window=f"40,400,{function}"))
     expected = formula(hounsfield(ct), 40, 400)
     assert shown.shape == (64, 64)
     np.testing.assert_array_equal(shown, expected)
@@ -91,14 +93,14 @@ def test_ct_window_from_the_request_gives_the_windowed_values(server, function, 
 def test_ct_without_window_uses_the_datasets_window(server) -> None:
     ct = factories.ct_slice(WindowCenter=[-600, 40], WindowWidth=[1500, 400])
     store(server, ct)
-    shown = pixels(get(url(server, ct)))
+    shown = pixels(get(server, url(server, ct)))
     np.testing.assert_array_equal(shown, linear(hounsfield(ct), -600, 1500))
 
 
 def test_jpeg_is_the_default_and_close_to_the_windowed_values(server) -> None:
     ct = factories.ct_slice()
     store(server, ct)
-    response = get(url(server, ct), headers={"Accept": "*/*"}, window="0,1000,linear")
+    response = get(server, url(server, ct), headers={"Accept": "*/*"}, window="0,1000,linear")
     assert response.headers["content-type"] == "image/jpeg"
     assert response.content[:2] == b"\xff\xd8"
     shown = pixels(response).astype(np.float64)
@@ -108,7 +110,7 @@ def test_jpeg_is_the_default_and_close_to_the_windowed_values(server) -> None:
 def test_monochrome1_is_inverted(server) -> None:
     cr = factories.cr_monochrome1()
     store(server, cr)
-    shown = pixels(get(url(server, cr)))
+    shown = pixels(get(server, url(server, cr)))
     expected = 255 - linear(cr.pixel_array.astype(np.float64), 2048, 4096)
     np.testing.assert_array_equal(shown, expected)
     assert shown[0, 0] == 255  # stored 0 is white in MONOCHROME1
@@ -117,7 +119,7 @@ def test_monochrome1_is_inverted(server) -> None:
 def test_voi_lut_sequence_maps_the_values(server) -> None:
     ds = factories.with_voi_lut()
     store(server, ds)
-    shown = pixels(get(url(server, ds)))
+    shown = pixels(get(server, url(server, ds)))
     lut = np.asarray(ds.VOILUTSequence[0].LUTData)
     index = np.clip(hounsfield(ds).astype(np.int64) + 200, 0, len(lut) - 1)
     np.testing.assert_array_equal(shown, lut[index])
@@ -128,7 +130,7 @@ def test_without_any_window_the_frame_range_is_stretched(server) -> None:
     del ct.WindowCenter
     del ct.WindowWidth
     store(server, ct)
-    shown = pixels(get(url(server, ct)))
+    shown = pixels(get(server, url(server, ct)))
     hu = hounsfield(ct)
     expected = np.rint((hu - hu.min()) / (hu.max() - hu.min()) * 255)
     np.testing.assert_array_equal(shown, expected)
@@ -146,7 +148,7 @@ CORNERS = [((2, 2), 0), ((2, 29), 1), ((29, 2), 2), ((29, 29), 3)]
 def test_native_colour_is_shown_as_rgb(server, photometric, planar, tolerance) -> None:
     ds = factories.rgb_secondary_capture(photometric=photometric, planar_configuration=planar)
     store(server, ds)
-    shown = pixels(get(url(server, ds))).astype(int)
+    shown = pixels(get(server, url(server, ds))).astype(int)
     for (row, column), block in CORNERS:
         assert np.abs(shown[row, column] - factories.RGB_BLOCKS[block]).max() <= tolerance
 
@@ -154,7 +156,7 @@ def test_native_colour_is_shown_as_rgb(server, photometric, planar, tolerance) -
 def test_ybr_full_422_jpeg_is_shown_as_rgb(server) -> None:
     ds = factories.ybr_jpeg()
     store(server, ds)
-    shown = pixels(get(url(server, ds), headers={"Accept": "image/jpeg"}, quality="100"))
+    shown = pixels(get(server, url(server, ds), headers={"Accept": "image/jpeg"}, quality="100"))
     for (row, column), block in CORNERS:
         assert np.abs(shown[row, column].astype(int) - factories.RGB_BLOCKS[block]).max() <= 8
 
@@ -162,7 +164,7 @@ def test_ybr_full_422_jpeg_is_shown_as_rgb(server) -> None:
 def test_palette_colour_is_looked_up(server) -> None:
     ds = factories.palette_color()
     store(server, ds)
-    shown = pixels(get(url(server, ds)))
+    shown = pixels(get(server, url(server, ds)))
     index = factories.palette_indices().astype(int)
     np.testing.assert_array_equal(shown[..., 0], index)
     np.testing.assert_array_equal(shown[..., 1], 255 - index)
@@ -176,8 +178,8 @@ def test_frame_level_renders_the_frame_asked_for(server) -> None:
     mf = factories.mr_multiframe(frames=10)
     store(server, mf)
     frame_url = url(server, mf).removesuffix("/rendered") + "/frames/{}/rendered"
-    first = pixels(get(frame_url.format(1), window="1000,2000,linear"))
-    third = pixels(get(frame_url.format(3), window="1000,2000,linear"))
+    first = pixels(get(server, frame_url.format(1), window="1000,2000,linear"))
+    third = pixels(get(server, frame_url.format(3), window="1000,2000,linear"))
     assert not np.array_equal(first, third)
     np.testing.assert_array_equal(third, linear(mf.pixel_array[2].astype(np.float64), 1000, 2000))
     np.testing.assert_array_equal(first, linear(mf.pixel_array[0].astype(np.float64), 1000, 2000))
@@ -186,7 +188,9 @@ def test_frame_level_renders_the_frame_asked_for(server) -> None:
 def test_multiframe_as_gif_is_animated(server) -> None:
     mf = factories.mr_multiframe(frames=10)
     store(server, mf)
-    response = get(url(server, mf), headers={"Accept": "image/gif"}, window="1000,2000,linear")
+    response = get(
+        server, url(server, mf), headers={"Accept": "image/gif"}, window="1000,2000,linear"
+    )
     assert response.headers["content-type"] == "image/gif"
     animation = Image.open(io.BytesIO(response.content))
     assert animation.n_frames == 10
@@ -199,9 +203,9 @@ def test_study_and_series_render_the_middle_instance_of_the_first_series(server)
     instances = factories.study(n_series=2, per_series=3)
     store(server, *instances)
     middle = instances[1]  # series 1, instance number 2
-    expected = get(url(server, middle), window="100,300,linear").content
+    expected = get(server, url(server, middle), window="100,300,linear").content
     for level in ("study", "series"):
-        response = get(url(server, middle, level), window="100,300,linear")
+        response = get(server, url(server, middle, level), window="100,300,linear")
         assert response.status_code == 200, response.text
         assert response.content == expected, level
 
@@ -210,11 +214,11 @@ def test_encapsulated_pdf_renders_as_the_document(server) -> None:
     document = factories.minimal_pdf()  # dated by Pillow: made once, compared with itself
     pdf = factories.encapsulated_pdf(document)
     store(server, pdf)
-    response = get(url(server, pdf), headers={"Accept": "application/pdf"})
+    response = get(server, url(server, pdf), headers={"Accept": "application/pdf"})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "application/pdf"
     assert response.content == document
-    refused = get(url(server, pdf), headers={"Accept": "image/jpeg"})
+    refused = get(server, url(server, pdf), headers={"Accept": "image/jpeg"})
     assert refused.status_code == 406
     assert "application/pdf" in refused.json()["error"]
 
@@ -222,7 +226,7 @@ def test_encapsulated_pdf_renders_as_the_document(server) -> None:
 def test_video_renders_as_its_stream(server) -> None:
     video = factories.mpeg4_video()
     store(server, video)
-    response = get(url(server, video), headers={"Accept": "*/*"})
+    response = get(server, url(server, video), headers={"Accept": "*/*"})
     assert response.status_code == 200, response.text
     assert response.headers["content-type"] == "video/mp4"
     assert response.content == b"\x00\x00\x00\x18ftypmp42FERRY-TEST-VIDEO"
@@ -234,17 +238,17 @@ def test_video_renders_as_its_stream(server) -> None:
 def test_viewport_fits_the_image_keeping_its_aspect(server) -> None:
     ct = factories.ct_slice(rows=64, columns=32)
     store(server, ct)
-    assert pixels(get(url(server, ct), viewport="100,100")).shape == (100, 50)
-    assert pixels(get(url(server, ct), viewport="16,64")).shape == (32, 16)
+    assert pixels(get(server, url(server, ct), viewport="100,100")).shape == (100, 50)
+    assert pixels(get(server, url(server, ct), viewport="16,64")).shape == (32, 16)
 
 
 def test_viewport_source_region_crops_and_flips(server) -> None:
     ct = factories.ct_slice()
     store(server, ct)
     full = linear(hounsfield(ct), 40, 400)
-    quadrant = pixels(get(url(server, ct), viewport="32,32,0,0,32,32"))
+    quadrant = pixels(get(server, url(server, ct), viewport="32,32,0,0,32,32"))
     np.testing.assert_array_equal(quadrant, full[:32, :32])
-    flipped = pixels(get(url(server, ct), viewport="32,32,32,0,-32,32"))
+    flipped = pixels(get(server, url(server, ct), viewport="32,32,32,0,-32,32"))
     np.testing.assert_array_equal(flipped, full[:32, :32][:, ::-1])
 
 
@@ -252,8 +256,8 @@ def test_quality_trades_size(server) -> None:
     ct = factories.ct_slice(rows=128, columns=128)
     store(server, ct)
     jpeg = {"Accept": "image/jpeg"}
-    low = get(url(server, ct), headers=jpeg, quality="5")
-    high = get(url(server, ct), headers=jpeg, quality="100")
+    low = get(server, url(server, ct), headers=jpeg, quality="5")
+    high = get(server, url(server, ct), headers=jpeg, quality="100")
     assert low.status_code == high.status_code == 200
     assert len(low.content) < len(high.content)
 
@@ -261,7 +265,7 @@ def test_quality_trades_size(server) -> None:
 def test_annotation_is_ignored_with_a_warning(server) -> None:
     ct = factories.ct_slice()
     store(server, ct)
-    response = get(url(server, ct), annotation="patient,technique")
+    response = get(server, url(server, ct), annotation="patient,technique")
     assert response.status_code == 200
     assert "annotation" in response.headers["warning"]
 
@@ -269,7 +273,7 @@ def test_annotation_is_ignored_with_a_warning(server) -> None:
 def test_accept_query_parameter_chooses_the_type(server) -> None:
     ct = factories.ct_slice()
     store(server, ct)
-    response = get(url(server, ct), headers={"Accept": "image/jpeg"}, accept="image/png")
+    response = get(server, url(server, ct), headers={"Accept": "image/jpeg"}, accept="image/png")
     assert response.headers["content-type"] == "image/png"
 
 
@@ -303,10 +307,10 @@ def test_bad_rendered_parameters_are_refused_with_a_reason(server) -> None:
     ct = factories.ct_slice()
     store(server, ct)
     for params, status, words in BAD_RENDERED:
-        response = get(url(server, ct), headers={"Accept": "image/png"}, **params)
+        response = get(server, url(server, ct), headers={"Accept": "image/png"}, **params)
         assert response.status_code == status, (params, response.text)
         assert words in response.json()["error"], (params, response.json())
-    response = get(url(server, ct), headers={"Accept": "text/html"})
+    response = get(server, url(server, ct), headers={"Accept": "text/html"})
     assert response.status_code == 406
 
 
@@ -317,7 +321,7 @@ def test_bad_frame_numbers_are_refused(server, frames, status) -> None:
     mf = factories.mr_multiframe(frames=10)
     store(server, mf)
     address = url(server, mf).removesuffix("rendered") + f"frames/{frames}/rendered"
-    response = get(address)
+    response = get(server, address)
     assert response.status_code == status, response.text
     assert response.json()["error"]
 
@@ -327,9 +331,9 @@ def test_unknown_instance_and_bad_uid(server) -> None:
     store(server, ct)
     unknown = replace(factories.StudySpec(), study_uid=ct.StudyInstanceUID)
     missing = factories.ct_slice(spec=unknown)
-    assert get(url(server, missing)).status_code == 404
+    assert get(server, url(server, missing)).status_code == 404
     bad = url(server, ct).replace(ct.SOPInstanceUID, "not-a-uid")
-    assert get(bad).status_code == 400
+    assert get(server, bad).status_code == 400
 
 
 # -- thumbnails ----------------------------------------------------------------------------
@@ -344,24 +348,26 @@ def test_series_thumbnail_as_ohif_asks_is_cached(server) -> None:
     instances = factories.study(n_series=1, per_series=3)
     store(server, *instances)
     address = url(server, instances[0], "series", "thumbnail")
-    first = get(address, headers={"Accept": "image/jpeg"}, viewport="256,256")
+    first = get(server, address, headers={"Accept": "image/jpeg"}, viewport="256,256")
     assert first.status_code == 200, first.text
     assert first.headers["content-type"] == "image/jpeg"
     assert Image.open(io.BytesIO(first.content)).size == (256, 256)
     assert "max-age" in first.headers["cache-control"]
     (cached,) = thumbnail_files(server)
     assert cached.read_bytes() == first.content
-    second = get(address, headers={"Accept": "image/jpeg"}, viewport="256,256")
+    second = get(server, address, headers={"Accept": "image/jpeg"}, viewport="256,256")
     assert second.content == first.content
     assert second.headers["etag"] == first.headers["etag"]
     # Served from the file, not rendered again: what is in the file is what comes back.
     marker = first.content + b"cached"
     cached.write_bytes(marker)
-    assert get(address, headers={"Accept": "image/jpeg"}, viewport="256,256").content == marker
+    assert (
+        get(server, address, headers={"Accept": "image/jpeg"}, viewport="256,256").content == marker
+    )
     revalidated = httpx.get(
         address,
         params={"viewport": "256,256"},
-        headers={"Accept": "image/jpeg", "If-None-Match": first.headers["etag"]},
+        headers={"Accept": "image/jpeg", "If-None-Match": first.headers["etag"], **server.headers},
     )
     assert revalidated.status_code == 304
 
@@ -370,17 +376,17 @@ def test_thumbnail_default_size_and_levels(server) -> None:
     mf = factories.mr_multiframe(frames=4, rows=32, columns=64)
     store(server, mf)
     for level in ("study", "series", "instance"):
-        shown = pixels(get(url(server, mf, level, "thumbnail")))
+        shown = pixels(get(server, url(server, mf, level, "thumbnail")))
         assert shown.shape == (64, 128), level
     frame = url(server, mf).removesuffix("rendered") + "frames/2/thumbnail"
-    assert pixels(get(frame, viewport="32,32")).shape == (16, 32)
+    assert pixels(get(server, frame, viewport="32,32")).shape == (16, 32)
     assert len(thumbnail_files(server)) == 2  # the three levels share one entry
 
 
 def test_thumbnail_ignores_rendering_parameters_with_a_warning(server) -> None:
     ct = factories.ct_slice()
     store(server, ct)
-    response = get(url(server, ct, resource="thumbnail"), window="40,400,linear")
+    response = get(server, url(server, ct, resource="thumbnail"), window="40,400,linear")
     assert response.status_code == 200
     assert "window" in response.headers["warning"]
 
@@ -388,7 +394,7 @@ def test_thumbnail_ignores_rendering_parameters_with_a_warning(server) -> None:
 def test_thumbnail_of_a_document_is_not_acceptable(server) -> None:
     pdf = factories.encapsulated_pdf()
     store(server, pdf)
-    response = get(url(server, pdf, resource="thumbnail"), headers={"Accept": "*/*"})
+    response = get(server, url(server, pdf, resource="thumbnail"), headers={"Accept": "*/*"})
     assert response.status_code == 406
     assert response.json()["error"]
     assert thumbnail_files(server) == []

@@ -56,7 +56,7 @@ def store(server, *datasets: Dataset) -> None:
     response = httpx.post(
         f"{server.dicomweb_url}/studies",
         content=body + f"--{BOUNDARY}--\r\n".encode(),
-        headers={"Content-Type": f"{DICOM}; boundary={BOUNDARY}"},
+        headers={"Content-Type": f"{DICOM}; boundary={BOUNDARY}", **server.headers},
     )
     assert response.status_code == 200, response.text
 
@@ -69,7 +69,11 @@ def instance_path(ds: Dataset) -> str:
 
 
 def get(server, path: str, accept_value: str) -> httpx.Response:
-    return httpx.get(server.dicomweb_url + path, headers={"Accept": accept_value}, timeout=30)
+    return httpx.get(
+        server.dicomweb_url + path,
+        headers={"Accept": accept_value, **server.headers},
+        timeout=30,
+    )
 
 
 def parts(response: httpx.Response) -> list[tuple[str, bytes]]:

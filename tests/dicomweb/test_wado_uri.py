@@ -23,7 +23,9 @@ def wado(server, ds: Dataset | None = None, **params: str) -> httpx.Response:
             "seriesUID": ds.SeriesInstanceUID,
             "objectUID": ds.SOPInstanceUID,
         }
-    return httpx.get(f"{server.base_url}/wado", params=query | params, timeout=30)
+    return httpx.get(
+        f"{server.base_url}/wado", params=query | params, headers=server.headers, timeout=30
+    )
 
 
 def test_application_dicom_returns_the_stored_file(server) -> None:
@@ -173,7 +175,7 @@ def test_missing_required_parameters_are_refused(server, missing) -> None:
         "objectUID": ct.SOPInstanceUID,
     }
     del query[missing]
-    response = httpx.get(f"{server.base_url}/wado", params=query)
+    response = httpx.get(f"{server.base_url}/wado", params=query, headers=server.headers)
     assert response.status_code == 400
     assert missing in response.json()["error"]
 
@@ -189,5 +191,6 @@ def test_unknown_object_is_not_found(server) -> None:
             "seriesUID": ct.SeriesInstanceUID,
             "objectUID": generate_uid(),
         },
+        headers=server.headers,
     )
     assert response.status_code == 404

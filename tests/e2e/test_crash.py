@@ -3,7 +3,8 @@
 A real `ferry serve` takes STOW-RS requests from two clients, one of them stalled halfway
 through its body, and is killed with SIGKILL. Restarted on the same data folder it must
 still serve what it acknowledged, byte for byte, and `ferry archive check` may find only
-what an interrupted store leaves: orphan blobs and left-over incoming files.
+what an interrupted store leaves: orphan blobs and left-over incoming files. The clients
+authenticate with an API token made by `ferry admin create-api-client`, as a gateway would.
 """
 
 from __future__ import annotations
@@ -93,9 +94,9 @@ def _wait_until_up(process: subprocess.Popen[bytes], base: str, log: Path) -> No
     pytest.fail(f"ferry serve did not answer within {WAIT} s:\n{log.read_text()}")
 
 
-def ferry_archive_check(data_dir: Path, *options: str) -> subprocess.CompletedProcess[str]:
+def ferry(data_dir: Path, *arguments: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [*_ferry_command(), "archive", "check", *options],
+        [*_ferry_command(), *arguments],
         env=_environment(data_dir, free_port()),
         cwd=data_dir.parent,
         capture_output=True,
@@ -103,6 +104,31 @@ def ferry_archive_check(data_dir: Path, *options: str) -> subprocess.CompletedPr
         timeout=60,
         check=False,
     )
+
+
+def ferry_archive_check(data_dir: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    return ferry(data_dir, "archive", "check", *options)
+
+
+def api_client_headers(data_dir: Path) -> dict[str, str]:
+    """An institution and an API client that stores and reads back, made with `ferry admin`."""
+    made = ferry(data_dir, "admin", "create-institution", "CRASH", "Crash test hospital")
+    assert made.returncode == 0, made.stdout + made.stderr
+    client = ferry(
+        data_dir,
+        "admin",
+        "create-api-client",
+        "crash-uploader",
+        "--institution",
+        "CRASH",
+        "--roles",
+        "sender,receiver,viewer",
+        "--scopes",
+        "read,write,download",
+    )
+    assert client.returncode == 0, client.stdout + client.stderr
+    (token,) = client.stdout.split()
+    return {"Authorization": f"Bearer {token}"}
 
 
 # -- the clients ------------------------------------------------------------------------------
@@ -135,9 +161,11 @@ class Uploads:
     errors: list[str] = field(default_factory=list)
 
 
-def steady_client(base: str, batches: list[dict[str, bytes]], uploads: Uploads) -> None:
+def steady_client(
+    base: str, auth: dict[str, str], batches: list[dict[str, bytes]], uploads: Uploads
+) -> None:
     """One request after another, as a modality sending a large study does."""
-    with httpx.Client(timeout=WAIT) as web:
+    with httpx.Client(headers=auth, timeout=WAIT) as web:
         for batch in batches:
             uploads.sent.update(batch)
             try:
@@ -156,7 +184,11 @@ def steady_client(base: str, batches: list[dict[str, bytes]], uploads: Uploads) 
 
 
 def stalled_client(
-    base: str, batch: dict[str, bytes], stalled: threading.Event, killed: threading.Event
+    base: str,
+    auth: dict[str, str],
+    batch: dict[str, bytes],
+    stalled: threading.Event,
+    killed: threading.Event,
 ) -> None:
     """Sends most of a chunked body, then waits until the server is gone."""
     body = _multipart(list(batch.values()))
@@ -173,7 +205,7 @@ def stalled_client(
         httpx.post(
             f"{base}/dicom-web/studies",
             content=chunks(),
-            headers={"Content-Type": DICOM_PARTS},
+            headers={"Content-Type": DICOM_PARTS, **auth},
             timeout=WAIT,
         )
     except httpx.TransportError:
@@ -210,7 +242,9 @@ def indexed_blob_keys(data_dir: Path) -> dict[str, str]:
     return dict(rows)
 
 
-def kill_during_uploads(data_dir: Path, log: Path, spec: factories.StudySpec) -> Uploads:
+def kill_during_uploads(
+    data_dir: Path, log: Path, spec: factories.StudySpec, auth: dict[str, str]
+) -> Uploads:
     """Two clients upload; SIGKILL once one is stalled mid-body and the other has 2 answers."""
     steady_batches = [_batch(spec, 1 + n * INSTANCES_PER_REQUEST) for n in range(STEADY_REQUESTS)]
     stalled_batch = _batch(spec.new_series(2), 1) | _batch(spec.new_series(3), 1)
@@ -218,8 +252,10 @@ def kill_during_uploads(data_dir: Path, log: Path, spec: factories.StudySpec) ->
     stalled, killed = threading.Event(), threading.Event()
     with ferry_serve(data_dir, log) as (process, base):
         clients = [
-            threading.Thread(target=steady_client, args=(base, steady_batches, uploads)),
-            threading.Thread(target=stalled_client, args=(base, stalled_batch, stalled, killed)),
+            threading.Thread(target=steady_client, args=(base, auth, steady_batches, uploads)),
+            threading.Thread(
+                target=stalled_client, args=(base, auth, stalled_batch, stalled, killed)
+            ),
         ]
         for client in clients:
             client.daemon = True
@@ -286,12 +322,16 @@ def test_acknowledged_instances_survive_sigkill(tmp_path: Path) -> None:
     data_dir.mkdir()
     log = tmp_path / "ferry.log"
     spec = factories.StudySpec()
-    uploads = kill_during_uploads(data_dir, log, spec)
+    auth = api_client_headers(data_dir)
+    uploads = kill_during_uploads(data_dir, log, spec, auth)
     assert uploads.acknowledged, "no request was acknowledged before the kill"
     left_over = sorted(p.name for p in (data_dir / "blobs" / ".incoming").iterdir())
     assert left_over, "the kill did not interrupt the stalled upload's spooling"
 
-    with ferry_serve(data_dir, log) as (_process, base), httpx.Client(timeout=WAIT) as web:
+    with (
+        ferry_serve(data_dir, log) as (_process, base),
+        httpx.Client(headers=auth, timeout=WAIT) as web,
+    ):
         assert_acknowledged_are_served(web, base, uploads)
         indexed = assert_index_matches_blobs(web, base, data_dir)
         assert uploads.acknowledged <= set(indexed) <= set(uploads.sent)

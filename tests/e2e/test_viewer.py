@@ -1,6 +1,9 @@
 """The bundled OHIF viewer in a real Chromium: the study list, a CT series, a multi-frame
 instance, a JPEG 2000 instance and an encapsulated PDF, all read from Ferry over DICOMweb.
 
+A viewer of the institution signs in first (`POST /auth/login`, as the portal's sign-in page
+does); the browser then sends the session cookie with OHIF's same-origin DICOMweb requests.
+
 Needs npm (once, to fetch OHIF into .cache/ohif), Debian's /usr/bin/chromium and Playwright
 for Python (`pip install playwright`; its own browser download is not used). Without them the
 test skips, unless FERRY_TEST_REQUIRE names `browser`. On failure a screenshot is saved in the
@@ -31,6 +34,7 @@ from dicomweb.viewer_install import (
 from ferry.settings import Settings
 from tests import factories
 from tests.conftest import RunningServer, run_server, skip_unless_available
+from tests.policy._people import PASSWORD, add_user
 
 pytestmark = pytest.mark.slow
 
@@ -83,6 +87,16 @@ async () => {
   if (!url) return false;
   const bytes = new Uint8Array(await (await fetch(url)).arrayBuffer());
   return String.fromCharCode(...bytes.slice(0, 5)) === '%PDF-';
+}
+"""
+SIGN_IN = """
+async ([email, password]) => {
+  const response = await fetch('/auth/login', {
+    method: 'POST',
+    headers: {'Content-Type': 'application/json'},
+    body: JSON.stringify({email, password}),
+  });
+  return response.status;
 }
 """
 TIMEOUT_MS = 30_000
@@ -204,8 +218,18 @@ def _multiframe(count: int) -> Dataset:
 def _store(server: RunningServer, datasets: list[Dataset]) -> str:
     from dicomweb_client.api import DICOMwebClient
 
-    DICOMwebClient(server.dicomweb_url).store_instances(datasets)
+    DICOMwebClient(server.dicomweb_url, headers=server.headers).store_instances(datasets)
     return str(datasets[0].StudyInstanceUID)
+
+
+def sign_in(session: Session, server: RunningServer) -> None:
+    """A viewer of the studies' institution signs in; the session cookie stays in the browser."""
+    email = "radiologist@ferry.test"
+    add_user(server.archive.engine, email, memberships={server.institution_pk: "viewer"})
+    session.page.goto(f"{server.base_url}/healthz")  # any page of Ferry's origin
+    assert session.page.evaluate(SIGN_IN, [email, PASSWORD]) == 200
+    cookies = {c["name"]: c for c in session.page.context.cookies(server.base_url)}
+    assert cookies["ferry_session"]["httpOnly"]
 
 
 def test_viewer_shows_the_study_list_images_and_a_pdf(
@@ -223,6 +247,9 @@ def test_viewer_shows_the_study_list_images_and_a_pdf(
     session = Session(context.new_page(), viewer_server.base_url, tmp_path)
     page = session.page
     try:
+        with session.step("sign-in"):
+            sign_in(session, viewer_server)
+
         with session.step("study-list"):
             page.goto(f"{viewer_server.base_url}/viewer/")
             for name in ["Scroll, Ferry", "Frames, Ferry", "Wavelet, Ferry", "Report, Ferry"]:

@@ -72,12 +72,14 @@ def test_cors_refuses_other_origins(cors_server: RunningServer) -> None:
     )
     assert response.status_code == 400
     get = httpx.get(
-        f"{cors_server.dicomweb_url}/studies", headers={"Origin": "https://evil.example"}
+        f"{cors_server.dicomweb_url}/studies",
+        headers={"Origin": "https://evil.example", **cors_server.headers},
     )
+    assert get.status_code == 200
     assert "access-control-allow-origin" not in get.headers
 
 
-def _store_one(url: str) -> str:
+def _store_one(server: RunningServer) -> str:
     ds = factories.ct_slice()
     body = (
         b"--b\r\nContent-Type: application/dicom\r\n\r\n"
@@ -85,9 +87,12 @@ def _store_one(url: str) -> str:
         + b"\r\n--b--\r\n"
     )
     response = httpx.post(
-        f"{url}/studies",
+        f"{server.dicomweb_url}/studies",
         content=body,
-        headers={"Content-Type": "multipart/related; type=application/dicom; boundary=b"},
+        headers={
+            "Content-Type": "multipart/related; type=application/dicom; boundary=b",
+            **server.headers,
+        },
     )
     assert response.status_code == 200
     return str(ds.StudyInstanceUID)
@@ -101,10 +106,11 @@ def request_based_server(settings: Settings, archive: Archive) -> Iterator[Runni
 def test_urls_follow_the_request_host_and_ignore_forwarded_headers(
     request_based_server: RunningServer,
 ) -> None:
-    url = request_based_server.dicomweb_url
-    _store_one(url)
+    server = request_based_server
+    _store_one(server)
     studies = httpx.get(
-        f"{url}/studies", headers={"X-Forwarded-Host": "evil.example", "Host": "ferry.test:81"}
+        f"{server.dicomweb_url}/studies",
+        headers={"X-Forwarded-Host": "evil.example", "Host": "ferry.test:81", **server.headers},
     ).json()
     assert studies[0]["00081190"]["Value"][0].startswith("http://ferry.test:81/dicom-web/")
 
@@ -116,14 +122,14 @@ def proxied_server(settings: Settings, archive: Archive) -> Iterator[RunningServ
 
 
 def test_trusted_proxy_headers_shape_the_urls(proxied_server: RunningServer) -> None:
-    url = proxied_server.dicomweb_url
-    study = _store_one(url)
+    study = _store_one(proxied_server)
     headers = {
         "X-Forwarded-Proto": "https",
         "X-Forwarded-Host": "pacs.example.org",
         "X-Forwarded-Prefix": "/ferry",
+        **proxied_server.headers,
     }
-    studies = httpx.get(f"{url}/studies", headers=headers).json()
+    studies = httpx.get(f"{proxied_server.dicomweb_url}/studies", headers=headers).json()
     assert studies[0]["00081190"]["Value"] == [
         f"https://pacs.example.org/ferry/dicom-web/studies/{study}"
     ]

@@ -469,6 +469,13 @@ def test_grants(world):
             422,
         ),
         ("POST", "/grants", {"study_uid": "not a uid", "institution": "SOUTH"}, 422),
+        (
+            "POST",
+            "/institutions/NORTH/memberships",
+            {"email": "a\x00@b.t", "roles": ["viewer"]},
+            404,
+        ),
+        ("POST", "/users", {"email": "a\x00@b.t", "system_admin": True}, 400),
         ("GET", "/registrations", {"status": "maybe"}, 422),
         ("POST", "/registrations/1/approve", {"roles": []}, 422),
     ],
