@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -9,6 +10,8 @@ import httpx
 import orjson
 
 DICOM_JSON = "application/dicom+json"
+# One `; name=value` parameter of a media type, the value a token or a quoted string (RFC 9110 5.6).
+_PARAMETER = re.compile(r';\s*([^=;\s]+)\s*=\s*("(?:[^"\\]|\\.)*"|[^;]*)')
 
 
 class UnexpectedAnswer(RuntimeError):
@@ -38,3 +41,19 @@ def first_value(dataset: dict[str, Any], tag: str) -> Any:
     """The first value of `tag` in a DICOM JSON object, or None."""
     values = dataset.get(tag, {}).get("Value") or [None]
     return values[0]
+
+
+def parse_media_type(header: str) -> tuple[str, dict[str, str]]:
+    """The lower-cased type/subtype and the parameters (names lower-cased, quotes removed).
+
+    A quoted value may hold `;`: Orthanc writes `type="application/octet-stream;
+    transfer-syntax=..."` in a multipart Content-Type.
+    """
+    essence, _, rest = header.partition(";")
+    params = {
+        name.lower(): re.sub(r"\\(.)", r"\1", value[1:-1])
+        if value.startswith('"')
+        else value.strip()
+        for name, value in _PARAMETER.findall(";" + rest)
+    }
+    return essence.strip().lower(), params

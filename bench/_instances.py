@@ -15,6 +15,7 @@ from pydicom.uid import (
     CTImageStorage,
     ExplicitVRLittleEndian,
     MRImageStorage,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
     PositronEmissionTomographyImageStorage,
     generate_uid,
 )
@@ -24,6 +25,7 @@ SOP_CLASS_BY_MODALITY = {
     "MR": MRImageStorage,
     "PT": PositronEmissionTomographyImageStorage,
     "CR": ComputedRadiographyImageStorage,
+    "OT": MultiFrameGrayscaleWordSecondaryCaptureImageStorage,  # the viewing study's multi-frame
 }
 BOUNDARY = "ferry-bench-7c1e4a9b2d5f"
 STOW_CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
@@ -85,6 +87,13 @@ def pixel_data(rows: int, seed: int) -> bytes:
 
 def ct_instance(study: StudySpec, series: SeriesSpec, index: int, seed: int) -> bytes:
     """One single-frame 16-bit image of `series` as Part 10 bytes (Explicit VR Little Endian)."""
+    ds = image_dataset(study, series, index)
+    ds.PixelData = pixel_data(study.rows, seed)
+    return part10(ds)
+
+
+def image_dataset(study: StudySpec, series: SeriesSpec, index: int) -> Dataset:
+    """Instance `index` of `series`, a 16-bit 12-bit-stored image, all but its Pixel Data."""
     sop_uid = series.sop_uids[index]
     sop_class = SOP_CLASS_BY_MODALITY[series.modality]
     ds = Dataset()
@@ -127,7 +136,11 @@ def ct_instance(study: StudySpec, series: SeriesSpec, index: int, seed: int) -> 
     ds.PixelRepresentation = 0
     ds.RescaleIntercept = "-1024"
     ds.RescaleSlope = "1"
-    ds.PixelData = pixel_data(study.rows, seed)
+    return ds
+
+
+def part10(ds: Dataset) -> bytes:
+    """The dataset as a Part 10 file, in the transfer syntax its file meta names."""
     buffer = io.BytesIO()
     dcmwrite(buffer, ds, enforce_file_format=True)
     return buffer.getvalue()

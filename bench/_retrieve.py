@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import httpx
 from pydicom import dcmread
 
-from _http import UnexpectedAnswer, first_value, read_json_array, timed_get
+from _http import UnexpectedAnswer, first_value, parse_media_type, read_json_array, timed_get
 from _instances import SeriesSpec, StudySpec
 from _report import HIGHER, Figure, latency_figures
 from _servers import Server
@@ -32,7 +32,7 @@ def measure_series_retrieve(server: Server, study: StudySpec, repeat: int) -> li
     expected_bytes = verify_series_retrieve(server, url, series)
     runs = []
     for _ in range(repeat):
-        status, size, seconds = _curl(url, server.headers)
+        status, size, seconds = curl_get(url, server.headers)
         if status != 200 or size != expected_bytes:
             raise UnexpectedAnswer(f"curl: HTTP {status}, {size} bytes, expected {expected_bytes}")
         runs.append({"bytes": size, "seconds": seconds, "mb_per_s": size / seconds / 1e6})
@@ -66,11 +66,9 @@ def verify_series_retrieve(server: Server, url: str, series: SeriesSpec) -> int:
 def split_multipart_related(response: httpx.Response) -> list[tuple[dict[str, str], bytes]]:
     """(lower-cased headers, body) of each part of a multipart/related answer (RFC 2387)."""
     content_type = response.headers.get("content-type", "")
-    params = dict(
-        param.strip().split("=", 1) for param in content_type.split(";")[1:] if "=" in param
-    )
-    boundary = params.get("boundary", "").strip('"')
-    if not content_type.startswith("multipart/related") or not boundary:
+    essence, params = parse_media_type(content_type)
+    boundary = params.get("boundary", "")
+    if essence != "multipart/related" or not boundary:
         raise UnexpectedAnswer(f"not multipart/related with a boundary: {content_type!r}")
     parts = []
     for chunk in response.content.split(b"--" + boundary.encode())[1:-1]:
@@ -116,7 +114,9 @@ def measure_metadata_latency(
     )
 
 
-def _curl(url: str, headers: dict[str, str]) -> tuple[int, int, float]:
+def curl_get(
+    url: str, headers: dict[str, str], accept: str = RETRIEVE_ACCEPT
+) -> tuple[int, int, float]:
     """HTTP status, bytes read and curl's own total time for one GET.
 
     Headers go in a config read from stdin (`-K -`), so a bearer token never shows in `ps`.
@@ -124,7 +124,7 @@ def _curl(url: str, headers: dict[str, str]) -> tuple[int, int, float]:
     argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}"]
     config = "".join(
         f'header = "{_quoted(f"{name}: {value}")}"\n'
-        for name, value in {"Accept": RETRIEVE_ACCEPT, **headers}.items()
+        for name, value in {"Accept": accept, **headers}.items()
     )
     result = subprocess.run(
         [*argv, "-K", "-", url],

@@ -1,9 +1,11 @@
 """DICOMweb benchmark (PS3.18): Ferry and Orthanc side by side on one generated workload.
 
 Measures STOW-RS ingest with 1 and N clients (and the server's peak RSS meanwhile), QIDO-RS
-latency for a query mix at two index sizes, WADO-RS series retrieve throughput, and study and
-series /metadata latency. Servers are started on free loopback ports with fresh data folders and
-stopped at the end, unless given by URL. What each figure means: bench/README.md.
+latency for a query mix at two index sizes, WADO-RS series retrieve throughput, study and
+series /metadata latency, and viewing: single-frame latency (native and JPEG 2000 passthrough),
+all frames of a multi-frame instance in one request, rendered JPEG and series thumbnail latency.
+Servers are started on free loopback ports with fresh data folders and stopped at the end,
+unless given by URL. What each figure means: bench/README.md.
 
     .venv/bin/python bench/dicomweb.py --only orthanc --quick
 """
@@ -28,7 +30,9 @@ from typing import Any
 import httpx
 import orjson
 
+from _frames import fraction_of_series, viewing_measures
 from _http import UnexpectedAnswer, read_json_array
+from _images import ViewingStudy, plan_viewing, viewing_instances
 from _instances import StudySpec, iter_batches, iter_study_instances
 from _progress import fill_progress, log
 from _qido import measure_search_latency, plan_queries, short_count
@@ -49,10 +53,13 @@ from _stow import (
     measure_ingest,
     store_instances,
 )
+from _targets import judge, render_targets
 from _workload import Workload, fill_counts, plan_workload
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-MEASURES = ("stow", "qido", "wado", "metadata")
+MEASURES = ("stow", "qido", "wado", "metadata", "frames")
+VIEWING_SLICES = 5  # CT slices in the viewing study's first series, the thumbnail's series
+FRAME_ROWS = 256  # the multi-frame instance's frames are FRAME_ROWS × FRAME_ROWS, 16-bit
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {
         "instances": 500,
@@ -211,6 +218,31 @@ def retrieve_measures(
     return measures
 
 
+def run_viewing(
+    args: argparse.Namespace, targets: Sequence[Target], viewing: ViewingStudy, report: Report
+) -> None:
+    """Store the viewing study (untimed), then time frames, rendered and thumbnail on it."""
+    log(f"generating the viewing study ({viewing.frames}-frame instance included)")
+    batches = list(iter_batches(viewing_instances(viewing, args.seed), 1))
+    measures = viewing_measures(viewing, args.seed, args.repeat, args.warmup, args.wado_repeat)
+    for target in targets:
+        log(f"{target.name}: storing the viewing study, {len(batches)} instances (untimed)")
+        try:
+            store_instances(target.server, batches, 1)
+            failure = ""
+        except SERVER_FAILURES as error:
+            failure = f"storing the viewing study failed: {error}"
+        record_stored(target, [viewing.study], not failure)
+        for group, (label, measure) in measures.items():
+            if failure:
+                report.fail(target.name, group, label, failure)
+                continue
+            log(f"{target.name}: {label}")
+            done = attempt(report, target, group, label, functools.partial(measure, target.server))
+            if done and group == "frames.multi":
+                report.add(target.name, [fraction_of_series(report, target.name)])
+
+
 def attempt(
     report: Report,
     target: Target,
@@ -286,6 +318,9 @@ def benchmark(args: argparse.Namespace, servers: Sequence[Server], report: Repor
         run_search(args, targets, workload, report, prior)
     if {"wado", "metadata"} & set(args.measures):
         run_retrieve(args, targets, workload, report)
+    if "frames" in args.measures:
+        viewing = plan_viewing(salt, VIEWING_SLICES, args.frames, FRAME_ROWS)
+        run_viewing(args, targets, viewing, report)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -329,6 +364,8 @@ def write_results(
         "servers": {server.name: server.describe() for server in servers},
         "measures": report.to_json(),
     }
+    if "frames" in args.measures and "ferry" in report.servers:
+        document["targets"] = judge(report)
     data = orjson.dumps(document, option=orjson.OPT_INDENT_2)
     names = ", ".join(
         f"{SERVER_TITLES.get(s.name, s.name)} {s.version or ''}".strip() for s in servers
@@ -336,6 +373,8 @@ def write_results(
     table = report.render_table(
         f"DICOMweb benchmark {started:%Y-%m-%d %H:%M}: {names}; {os.cpu_count()} CPUs"
     )
+    if "targets" in document:
+        table += "\n\n" + render_targets(document["targets"], "Ferry")
     if args.json:
         print(table, file=sys.stderr)
         sys.stdout.buffer.write(data + b"\n")
@@ -380,7 +419,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     work.add_argument("--repeat", type=_positive, help="timed QIDO-RS and /metadata requests (30)")
     work.add_argument("--warmup", type=int, help="untimed requests first (3)")
-    work.add_argument("--wado-repeat", type=_positive, help="timed series retrieves (5)")
+    work.add_argument(
+        "--wado-repeat", type=_positive, help="timed series and all-frames retrieves (5)"
+    )
+    work.add_argument(
+        "--frames", type=_positive, default=500, help="frames of the multi-frame instance (500)"
+    )
     work.add_argument("--seed", type=int, default=1, help="seed of names, dates and pixels (1)")
     output = parser.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="JSON to stdout, table to stderr")
