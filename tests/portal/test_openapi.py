@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -12,10 +11,8 @@ import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from starlette.routing import Mount, Route
 
-from ferry.app import create_app
 from policy import store
-from policy.authentication import Authenticator
-from tests.conftest import RunningServer
+from tests.conftest import RunningServer, issue_token_for
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 CHECKS = ",".join(
@@ -31,8 +28,7 @@ CHECKS = ",".join(
 
 def api_routes(server: RunningServer) -> set[tuple[str, str]]:
     """(method, path) of every route the app serves under /api."""
-    app = create_app(server.settings, server.archive)
-    [mount] = [r for r in app.routes if isinstance(r, Mount) and r.path == "/api"]
+    [mount] = [r for r in server.app.routes if isinstance(r, Mount) and r.path == "/api"]
     found = set()
     for route in mount.routes:
         assert isinstance(route, Route)
@@ -86,8 +82,7 @@ def system_admin_token(server: RunningServer) -> str:
     store.issue_api_token(engine, client.pk)
     admin = store.create_user(engine, "root@ferry.test", system_admin=True)
     store.set_membership(engine, admin.pk, demo.pk, "admin")
-    authenticator = Authenticator.open(server.settings, engine)
-    return authenticator.issue_access_token(admin, datetime.now(UTC))
+    return issue_token_for(server.app, server.archive, admin.pk)
 
 
 def schemathesis(server: RunningServer, token: str, cwd: Path, *selection: str) -> None:
