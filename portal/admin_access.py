@@ -17,6 +17,7 @@ import anyio
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
+from audit.trail import AuditRecord, record
 from ferry.errors import NotFound
 from policy.authentication import Credentials
 from policy.decision import Context, Decision, InstitutionFacts, PolicySnapshot, Resource, decide
@@ -77,8 +78,29 @@ class Access:
     def is_system(self) -> Decision:
         return self.decide(SYSTEM)
 
+    def audit(self, decision: Decision, institution_pk: int | None) -> None:
+        """Refusals always; allowed administration when it changes something."""
+        request = self.call.request
+        if decision.allowed and request.method in {"GET", "HEAD"}:
+            return
+        record(
+            self.call.state.archive.engine,
+            AuditRecord(
+                action=Action.ADMINISTER.value,
+                outcome="allowed" if decision.allowed else "denied",
+                actor=self.principal.label,
+                actor_kind=self.principal.kind.value,
+                institution_pk=institution_pk or None,
+                rule=decision.rule,
+                reason=decision.reason,
+                client_address=request.client.host if request.client else "",
+                detail={"method": request.method, "path": request.url.path},
+            ),
+        )
+
     def require_system(self) -> None:
         decision = self.is_system()
+        self.audit(decision, None)
         if not decision.allowed:
             raise HTTPException(403, "only a system administrator may do this")
 
@@ -96,6 +118,7 @@ class Access:
         if facts is None or institution_pk is None:
             raise NotFound(f"no {label or 'institution'}")
         decision = self.decide(institution_pk)
+        self.audit(decision, institution_pk)
         if decision.allowed:
             return facts
         if self._related(institution_pk):

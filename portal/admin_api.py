@@ -17,7 +17,7 @@ from starlette.routing import Mount
 from ferry.errors import NotFound
 from policy import store
 from policy.models import ApiClient, Registration, User, UserStatus
-from portal import destinations_api
+from portal import destinations_api, explain_api
 from portal.admin_access import Access, authenticate
 from portal.api_schemas import (
     ApiClientIn,
@@ -491,6 +491,6 @@ INFO = {
 
 def api_mount() -> Mount:
     """`/api`: every operation, and `/api/openapi.json` generated from them."""
-    operations = [*OPERATIONS, *destinations_api.OPERATIONS]
+    operations = [*OPERATIONS, *destinations_api.OPERATIONS, *explain_api.OPERATIONS]
     routes = build_routes(operations, PARAMETERS, authenticate, INFO, API_PREFIX)
     return Mount(API_PREFIX, routes=routes)

@@ -501,3 +501,22 @@ def test_credentials_are_required(world):
     bad = world.http.get("/api/institutions", headers={"authorization": "Bearer nonsense"})
     assert bad.status_code == 401
     assert world.http.get("/api/openapi.json").status_code == 200
+
+
+def test_explain_gives_the_rule_chain_to_the_study_administrators_only(world):
+    uid = _study(world.server, world.pks["NORTH"])
+    query = {"user": "nv@north.test", "study": uid, "action": "download"}
+    answer = world.get("north-admin", "/explain", params=query)
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert (body["allowed"], body["rule"]) == (False, "default-deny")
+    assert body["chain"] == ["principal-active", "owner-membership", "active-grant", "default-deny"]
+    viewing = world.get("north-admin", "/explain", params={**query, "action": "search"}).json()
+    assert (viewing["allowed"], viewing["rule"]) == (True, "owner-membership")
+    assert world.get("south-admin", "/explain", params=query).status_code == 404
+    assert world.get("system", "/explain", params=query).status_code == 200
+    assert (
+        world.get("north-admin", "/explain", params={**query, "study": "1.2.3"}).status_code == 404
+    )
+    for bad in ({**query, "action": "fly"}, {**query, "study": "../etc"}, {"user": "x"}):
+        assert world.get("north-admin", "/explain", params=bad).status_code == 422
