@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeVar
+
+_Name = TypeVar("_Name", bound=StrEnum)
 
 
 class Role(StrEnum):
@@ -65,16 +68,25 @@ def actions_of(roles: frozenset[Role]) -> frozenset[Action]:
     return frozenset(allowed)
 
 
-def parse_roles(text: str) -> frozenset[Role]:
-    """`sender,receiver` -> roles; ValueError naming an unknown role."""
-    roles = set()
+def _parse_names(kind: type[_Name], text: str, noun: str) -> frozenset[_Name]:
+    names: set[_Name] = set()
     for item in text.split(","):
         name = item.strip().lower()
         if not name:
             continue
         try:
-            roles.add(Role(name))
+            names.add(kind(name))
         except ValueError:
-            known = ", ".join(r.value for r in Role)
-            raise ValueError(f"unknown role {name!r}; roles are {known}") from None
-    return frozenset(roles)
+            known = ", ".join(member.value for member in kind)
+            raise ValueError(f"unknown {noun} {name!r}; {noun}s are {known}") from None
+    return frozenset(names)
+
+
+def parse_roles(text: str) -> frozenset[Role]:
+    """`sender,receiver` -> roles; ValueError naming an unknown role."""
+    return _parse_names(Role, text, "role")
+
+
+def parse_scopes(text: str) -> frozenset[Scope]:
+    """`read,download` -> scopes; ValueError naming an unknown scope."""
+    return _parse_names(Scope, text, "scope")

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -71,17 +72,23 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
             connection.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-@pytest.fixture
-def settings(tmp_path: Path, database_url: str) -> Settings:
+def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settings:
+    """A test's own data folder, database and port; named public URL, long-lived tokens."""
     port = free_port()
     # dicomweb-client sends `Host` without the port, so the tests name the public URL.
-    return Settings(
-        data_dir=tmp_path / "var",
-        database_url=database_url,
-        http_port=port,
-        public_url=f"http://127.0.0.1:{port}",
-        access_token_seconds=3600,
-    )
+    values: dict[str, Any] = {
+        "data_dir": tmp_path / "var",
+        "database_url": database_url,
+        "http_port": port,
+        "public_url": f"http://127.0.0.1:{port}",
+        "access_token_seconds": 3600,
+    }
+    return Settings(**(values | overrides))
+
+
+@pytest.fixture
+def settings(tmp_path: Path, database_url: str) -> Settings:
+    return make_settings(tmp_path, database_url)
 
 
 @pytest.fixture

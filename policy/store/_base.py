@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from ferry.errors import FerryError, InvalidQuery, NotFound
-from policy.roles import Role, Scope, parse_roles
+from policy.roles import Role, Scope, parse_roles, parse_scopes
 
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+$")
@@ -103,17 +103,10 @@ def roles_text(roles: str | frozenset[Role] | list[str]) -> str:
 
 
 def scopes_text(scopes: str | frozenset[Scope] | list[str]) -> str:
-    items = scopes.split(",") if isinstance(scopes, str) else list(scopes)
-    parsed = set()
-    for item in items:
-        name = str(item).strip().lower()
-        if not name:
-            continue
-        try:
-            parsed.add(Scope(name))
-        except ValueError:
-            known = ", ".join(scope.value for scope in Scope)
-            raise InvalidRecord(f"unknown scope {name!r}; scopes are {known}") from None
+    try:
+        parsed = parse_scopes(scopes if isinstance(scopes, str) else ",".join(scopes))
+    except ValueError as error:
+        raise InvalidRecord(str(error)) from None
     if not parsed:
         raise InvalidRecord("a token needs at least one scope")
     return ",".join(sorted(scope.value for scope in parsed))

@@ -17,7 +17,7 @@ from jose import jwt
 from archive.store import Archive
 from ferry.settings import Settings
 from policy.models import UserStatus
-from tests.conftest import RunningServer, free_port, run_server
+from tests.conftest import RunningServer, make_settings, run_server
 from tests.policy._people import PASSWORD, add_institution, add_user, change_user
 
 EMAIL = "ada@example.org"
@@ -26,14 +26,7 @@ EMAIL = "ada@example.org"
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     """Three failures lock an account here, to keep the lockout tests short."""
-    port = free_port()
-    return Settings(
-        data_dir=tmp_path / "var",
-        database_url=database_url,
-        http_port=port,
-        public_url=f"http://127.0.0.1:{port}",
-        login_max_failures=3,
-    )
+    return make_settings(tmp_path, database_url, login_max_failures=3, access_token_seconds=300)
 
 
 @pytest.fixture
