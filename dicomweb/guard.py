@@ -21,6 +21,7 @@ from starlette.responses import Response
 from archive.search import StudyScope
 from archive.store import Archive, StudyAccess
 from audit.trail import AuditRecord, record
+from dicomweb._recent_views import RecentViews
 from dicomweb.urls import path_uid
 from ferry.errors import AuthenticationFailed, Forbidden, InvalidQuery, StudyNotFound
 from policy.authentication import Authenticator, Credentials
@@ -88,13 +89,25 @@ def _study_resource(uid: str, access: StudyAccess | None) -> Resource:
     return Resource.study(uid, access.institution_pk, grants)
 
 
+_FOLDED = frozenset({Action.READ_PIXELS, Action.READ_METADATA})
+
+
+def _worth_auditing(
+    request: Request, principal: Principal, action: Action, decision: Decision, study: str
+) -> bool:
+    if not decision.allowed or action not in _FOLDED:
+        return True
+    recent: RecentViews = request.app.state.recent_views
+    return recent.first_in_window(principal.label, action.value, study)
+
+
 def _check_study(request: Request, principal: Principal, action: Action, uid: str) -> None:
     archive: Archive = request.app.state.archive
     access = archive.read_study_access(uid)
     decision = decide(
         principal, action, _study_resource(uid, access), Context(_now(), _client(request))
     )
-    if access is not None:
+    if access is not None and _worth_auditing(request, principal, action, decision, uid):
         _audit(request, principal, action, decision, access)
     if access is None or not decision.allowed:
         raise StudyNotFound(f"study {uid} not found")

@@ -19,6 +19,7 @@ from starlette.routing import Mount, Route
 from archive.blobstore import FilesystemBlobStore
 from archive.store import Archive
 from dicomweb import capabilities, viewer, wado_uri
+from dicomweb._recent_views import RecentViews
 from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.guard import guarded, public
 from dicomweb.routes import ROUTES
@@ -117,6 +118,7 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
     app.state.archive = archive
     app.state.authenticator = Authenticator.open(settings, archive.engine)
     app.state.policy_snapshot = functools.partial(snapshot, archive.engine)
+    app.state.recent_views = RecentViews()
     return app
 
 

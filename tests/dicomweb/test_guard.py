@@ -244,3 +244,22 @@ def test_allowed_downloads_are_audited_with_patient_and_accession(server) -> Non
     assert [(e.outcome, e.patient_id, e.accession_number) for e in events] == [
         ("allowed", "AUD-1", "ACC-AUD")
     ]
+
+
+def test_repeated_views_fold_into_one_event_but_downloads_do_not(server) -> None:
+    ds = _store(server, server.token)
+    instance = (
+        f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+    with server.http() as http:
+        for _ in range(5):
+            assert http.get(f"{instance}/frames/1").status_code == 200
+            assert http.get(instance).status_code == 200
+
+    def events(action: str) -> list:
+        query = AuditQuery(study_uid=ds.StudyInstanceUID, action=action)
+        return list(search_events(server.archive.engine, query).entries)
+
+    assert len(events("read-pixels")) == 1
+    assert len(events("download")) == 5
