@@ -19,7 +19,12 @@ from archive.dicomjson import with_base
 from archive.store import Archive, StoredInstance
 from dicomweb import transcoding
 from dicomweb.media import InvalidMediaType, MediaRange, accept_header, parse_accept
-from dicomweb.multipart import iter_multipart_related, multipart_length, new_boundary
+from dicomweb.multipart import (
+    iter_coalesced,
+    iter_multipart_related,
+    multipart_length,
+    new_boundary,
+)
 from dicomweb.transcoding import PixelDescription
 from dicomweb.urls import path_uid, public_base
 from ferry.errors import InvalidQuery, NotAcceptable
@@ -182,7 +187,9 @@ async def retrieve_instances(request: Request) -> Response:
         headers["Content-Length"] = str(multipart_length(parts, boundary))
     # Otherwise transcoded sizes are unknown until made: the body goes out chunked.
     return StreamingResponse(
-        iter_multipart_related(_iter_parts(archive.blobs, instances, target), boundary),
+        iter_coalesced(
+            iter_multipart_related(_iter_parts(archive.blobs, instances, target), boundary)
+        ),
         media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}',
         headers=headers,
     )
