@@ -320,9 +320,7 @@ class Archive:
         """Owner and grants of a study, for the policy decision; None when there is no study."""
         with self.engine.connect() as connection:
             row = connection.execute(
-                select(
-                    Study.pk, Study.institution_pk, Patient.patient_id, Study.accession_number
-                )
+                select(Study.pk, Study.institution_pk, Patient.patient_id, Study.accession_number)
                 .join(Patient, Patient.pk == Study.patient_pk)
                 .where(Study.study_instance_uid == study)
             ).first()
