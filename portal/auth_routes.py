@@ -34,6 +34,7 @@ from policy.passwords import authenticate_password
 from policy.principal import PrincipalKind
 from policy.refresh_tokens import issue_refresh_token as store_refresh_token
 from policy.refresh_tokens import revoke_refresh_token, rotate_refresh_token
+from portal.sign_in_page import sign_in_page
 
 MAX_BODY_BYTES = 64 * 1024  # a sign-in form is tiny; anything bigger is a mistake or an attack
 MAX_FIELD_LENGTH = 4096
@@ -218,6 +219,7 @@ ROUTES = [
     Route("/auth/token", issue_token, methods=["POST"]),
     Route("/auth/refresh", refresh_token, methods=["POST"]),
     Route("/auth/login", login, methods=["POST"]),
+    Route("/auth/login", sign_in_page, methods=["GET"]),
     Route("/auth/logout", logout, methods=["POST"]),
     Route("/auth/me", who_am_i, methods=["GET"]),
     Route("/.well-known/jwks.json", jwks, methods=["GET"]),

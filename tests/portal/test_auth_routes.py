@@ -266,3 +266,16 @@ def test_chunked_body_over_the_cap_is_refused(web: httpx.Client) -> None:
 def test_wrong_methods(web: httpx.Client) -> None:
     assert web.get("/auth/token").status_code == 405
     assert web.post("/.well-known/jwks.json").status_code == 405
+
+
+def test_the_sign_in_page_posts_to_login_and_returns_only_to_this_site(web) -> None:
+    page = web.get("/auth/login")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert 'fetch("/auth/login"' in page.text
+    assert 'window.location.assign("/viewer/")' in page.text
+    inside = web.get("/auth/login", params={"next": "/viewer/viewer?StudyInstanceUIDs=1.2"})
+    assert 'assign("/viewer/viewer?StudyInstanceUIDs=1.2")' in inside.text
+    for elsewhere in ("//evil.example/", "https://evil.example/", "/\\evil", 'x");alert(1)//'):
+        answer = web.get("/auth/login", params={"next": elsewhere})
+        assert 'window.location.assign("/viewer/")' in answer.text, elsewhere
