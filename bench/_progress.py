@@ -22,3 +22,8 @@ def fill_progress(name: str, total: int) -> Callable[[int], None]:
         log(f"  {name}: {done}/{total} instances stored ({rate:,.0f}/s)")
 
     return progress
+
+
+def raise_interrupt(signum: int, frame: object) -> None:
+    """SIGTERM ends a run like Ctrl-C, so that started servers are stopped."""
+    raise KeyboardInterrupt

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import httpx
 
+import _progress
+
 LOOPBACK = "127.0.0.1"
 READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 20.0
@@ -269,3 +271,10 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.bind((LOOPBACK, 0))
         return int(probe.getsockname()[1])
+
+
+def stop_logged(server: Server) -> None:
+    """Stop a server, saying so when it is one the benchmark started."""
+    if server.pid is not None:
+        _progress.log(f"stopping {server.name} (pid {server.pid})")
+    server.stop()

@@ -34,7 +34,7 @@ from _frames import fraction_of_series, viewing_measures
 from _http import UnexpectedAnswer, read_json_array
 from _images import ViewingStudy, plan_viewing, viewing_instances
 from _instances import StudySpec, iter_batches, iter_study_instances
-from _progress import fill_progress, log
+from _progress import fill_progress, log, raise_interrupt
 from _qido import measure_search_latency, plan_queries, short_count
 from _report import SERVER_TITLES, Figure, Report
 from _retrieve import measure_metadata_latency, measure_series_retrieve
@@ -45,6 +45,7 @@ from _servers import (
     OrthancServer,
     Server,
     ServerError,
+    stop_logged,
 )
 from _stow import (
     ReplayableBatches,
@@ -325,14 +326,15 @@ def benchmark(args: argparse.Namespace, servers: Sequence[Server], report: Repor
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     servers = build_servers(args)
     report = Report([server.name for server in servers])
     started = datetime.datetime.now().astimezone()
     try:
         with contextlib.ExitStack() as running:
             for server in servers:
-                running.callback(_stop, server)  # before start: a half-started server stops too
+                # registered before start: a half-started server stops too
+                running.callback(stop_logged, server)
                 managed = isinstance(server, ManagedServer)
                 log(f"starting {server.name}" if managed else f"using {server.name}")
                 server.start()
@@ -457,16 +459,6 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} is not a positive number")
     return value
-
-
-def _stop(server: Server) -> None:
-    if server.pid is not None:
-        log(f"stopping {server.name} (pid {server.pid})")
-    server.stop()
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

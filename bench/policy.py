@@ -65,10 +65,10 @@ from _grants import (
 )
 from _http import UnexpectedAnswer, read_json_array
 from _instances import iter_batches, iter_study_instances
-from _progress import fill_progress, log
+from _progress import fill_progress, log, raise_interrupt
 from _qido import plan_queries, sample_search_latency, search_figures, short_count
 from _report import LOWER, Figure, Report
-from _servers import FerryServer, Server, ServerError
+from _servers import FerryServer, Server, ServerError, stop_logged
 from _stow import StoreFailed, store_instances
 from _workload import plan_workload
 
@@ -226,7 +226,7 @@ def attempt(
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGTERM, raise_interrupt)
     started = datetime.datetime.now().astimezone()
     decide_report = Report([DECIDE], {DECIDE: "decide()"}, compare=None)
     qido_report = Report([OWNER, GRANTEE], {OWNER: "owner", GRANTEE: "grantee"}, (GRANTEE, OWNER))
@@ -238,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             targets.append(attempt(decide_report, [DECIDE], "decide", "decide", measure))
         if "qido" in args.measures:
             with contextlib.ExitStack() as running:
-                running.callback(_stop, server)
+                running.callback(stop_logged, server)
                 log("starting ferry")
                 server.start()
                 log(f"ferry ready at {server.base_url} (pid {server.pid})")
@@ -382,16 +382,6 @@ def _institutions(text: str) -> int:
     if not 40 <= value <= 99:
         raise argparse.ArgumentTypeError("from 40 (the decide mix needs them) to 99 (codes G01…)")
     return value
-
-
-def _stop(server: Server) -> None:
-    if server.pid is not None:
-        log(f"stopping {server.name} (pid {server.pid})")
-    server.stop()
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from dicomweb._recent_views import RecentViews
 from dicomweb.urls import path_uid
 from ferry.errors import AuthenticationFailed, Forbidden, InvalidQuery, StudyNotFound
 from policy.authentication import Authenticator, Credentials
-from policy.decision import Context, Decision, GrantFacts, PolicySnapshot, Resource, decide
+from policy.decision import Context, Decision, PolicySnapshot, Resource, decide
 from policy.principal import ANONYMOUS, Principal
 from policy.roles import Action
 
@@ -85,8 +85,7 @@ def _audit(
 def _study_resource(uid: str, access: StudyAccess | None) -> Resource:
     if access is None:
         return Resource.study(uid, None)
-    grants = tuple(GrantFacts(pk, expires, revoked) for pk, expires, revoked in access.grants)
-    return Resource.study(uid, access.institution_pk, grants)
+    return Resource.study_from_rows(uid, access.institution_pk, access.grants)
 
 
 _FOLDED = frozenset({Action.READ_PIXELS, Action.READ_METADATA})
@@ -113,9 +112,8 @@ def _check_study(request: Request, principal: Principal, action: Action, uid: st
         raise StudyNotFound(f"study {uid} not found")
 
 
-def _store_target(request: Request, principal: Principal) -> int:
+def _store_target(request: Request, principal: Principal, snapshot: PolicySnapshot) -> int:
     """The institution a STOW stores into: the only one the principal may store for, or named."""
-    snapshot: PolicySnapshot = request.app.state.policy_snapshot()
     candidates = principal.institutions_for(Action.STORE)
     named = request.query_params.get("institution")
     if named:
@@ -132,8 +130,8 @@ def _store_target(request: Request, principal: Principal) -> int:
 
 
 def _check_store(request: Request, principal: Principal) -> None:
-    target = _store_target(request, principal)
     snapshot: PolicySnapshot = request.app.state.policy_snapshot()
+    target = _store_target(request, principal, snapshot)
     decision = decide(
         principal,
         Action.STORE,

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from archive.models import Study
 from archive.store import Archive
 from ferry.settings import Settings
-from policy.decision import Context, GrantFacts, Resource, decide
+from policy.decision import Context, Resource, decide
 from policy.explain import describe_decision, user_principal
 from policy.roles import Action, parse_roles
 from policy.store import snapshot
@@ -23,8 +23,7 @@ def _study_resource(archive: Archive, uid: str) -> Resource:
     access = archive.read_study_access(uid)
     if access is None:
         return Resource.study(uid, None)
-    grants = tuple(GrantFacts(pk, expires, revoked) for pk, expires, revoked in access.grants)
-    return Resource.study(uid, access.institution_pk, grants)
+    return Resource.study_from_rows(uid, access.institution_pk, access.grants)
 
 
 def explain(archive: Archive, args: argparse.Namespace) -> int:

@@ -6,7 +6,7 @@ Deny rules are evaluated first and win; then allow rules in order; otherwise def
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -89,6 +89,17 @@ class Resource:
         cls, uid: str, institution_pk: int | None, grants: tuple[GrantFacts, ...] = ()
     ) -> Resource:
         return cls(ResourceKind.STUDY, institution_pk, uid, grants)
+
+    @classmethod
+    def study_from_rows(
+        cls,
+        uid: str,
+        institution_pk: int | None,
+        grants: Iterable[tuple[int, datetime | None, datetime | None]],
+    ) -> Resource:
+        """From the index's own rows: (institution, expires_at, revoked_at) per grant."""
+        facts = tuple(GrantFacts(pk, expires, revoked) for pk, expires, revoked in grants)
+        return cls.study(uid, institution_pk, facts)
 
     @classmethod
     def institution(cls, pk: int) -> Resource:

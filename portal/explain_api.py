@@ -12,7 +12,7 @@ from pydantic import Field
 
 from archive.store import Archive
 from ferry.errors import NotFound
-from policy.decision import Context, GrantFacts, Resource, decide
+from policy.decision import Context, Resource, decide
 from policy.explain import user_principal
 from policy.roles import Action
 from portal.admin_access import Access
@@ -50,8 +50,9 @@ def explain_decision(call: Call) -> ExplainOut:
     else:
         access.require(study.institution_pk, f"study {query.study}")
     principal = user_principal(archive.engine, query.user)
-    grants = tuple(GrantFacts(*g) for g in study.grants) if study else ()
-    resource = Resource.study(query.study, study.institution_pk if study else None, grants)
+    resource = Resource.study_from_rows(
+        query.study, study.institution_pk if study else None, study.grants if study else ()
+    )
     decision = decide(principal, Action(query.action), resource, Context(call.now), access.snapshot)
     return ExplainOut(
         user=principal.label,
