@@ -49,6 +49,10 @@ def _parse_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+def _parse_path(text: str) -> Path | None:
+    return Path(text.strip()) if text.strip() else None
+
+
 def _parse_url(text: str) -> str | None:
     url = text.strip().rstrip("/")
     if not url:
@@ -66,8 +70,22 @@ class Settings:
     database_url: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 8042
-    dicom_port: int = 11112
+    dicom_port: int = 11112  # 0: no DIMSE listener
     dicom_ae_title: str = "FERRY"
+    dicom_host: str = ""  # empty: the HTTP host
+    dicom_accept_unknown_callers: bool = False  # unknown calling AEs may then only C-ECHO
+    dicom_max_pdu: int = 262144
+    dicom_max_associations: int = 32
+    dicom_acse_timeout: int = 30
+    dicom_dimse_timeout: int = 120
+    dicom_network_timeout: int = 120
+    dicom_tls_port: int = 0  # 0: no TLS listener (2762 is the registered DICOM TLS port)
+    dicom_tls_cert: Path | None = None
+    dicom_tls_key: Path | None = None
+    dicom_tls_ca: Path | None = None  # peers' certificates are verified against it when set
+    forward_max_attempts: int = 8
+    forward_retry_seconds: int = 5
+    jobs_enabled: bool = True  # run the job worker inside `ferry serve`
     public_url: str | None = None
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: int = 4 * 1024**3
@@ -114,6 +132,20 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_HTTP_PORT": ("http_port", _parse_port),
     "FERRY_DICOM_PORT": ("dicom_port", _parse_port),
     "FERRY_DICOM_AE_TITLE": ("dicom_ae_title", _parse_ae_title),
+    "FERRY_DICOM_HOST": ("dicom_host", str),
+    "FERRY_DICOM_ACCEPT_UNKNOWN_CALLERS": ("dicom_accept_unknown_callers", _parse_bool),
+    "FERRY_DICOM_MAX_PDU": ("dicom_max_pdu", _parse_positive),
+    "FERRY_DICOM_MAX_ASSOCIATIONS": ("dicom_max_associations", _parse_positive),
+    "FERRY_DICOM_ACSE_TIMEOUT": ("dicom_acse_timeout", _parse_positive),
+    "FERRY_DICOM_DIMSE_TIMEOUT": ("dicom_dimse_timeout", _parse_positive),
+    "FERRY_DICOM_NETWORK_TIMEOUT": ("dicom_network_timeout", _parse_positive),
+    "FERRY_DICOM_TLS_PORT": ("dicom_tls_port", _parse_port),
+    "FERRY_DICOM_TLS_CERT": ("dicom_tls_cert", _parse_path),
+    "FERRY_DICOM_TLS_KEY": ("dicom_tls_key", _parse_path),
+    "FERRY_DICOM_TLS_CA": ("dicom_tls_ca", _parse_path),
+    "FERRY_FORWARD_MAX_ATTEMPTS": ("forward_max_attempts", _parse_positive),
+    "FERRY_FORWARD_RETRY_SECONDS": ("forward_retry_seconds", _parse_positive),
+    "FERRY_JOBS_ENABLED": ("jobs_enabled", _parse_bool),
     "FERRY_PUBLIC_URL": ("public_url", _parse_url),
     "FERRY_CORS_ORIGINS": ("cors_origins", _parse_list),
     "FERRY_MAX_REQUEST_BYTES": ("max_request_bytes", _parse_positive),

@@ -109,8 +109,18 @@ class ApiToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now)
 
 
+class RetrieveMethod(StrEnum):
+    MOVE = "move"  # C-MOVE to Ferry's own AE title
+    GET = "get"  # C-GET on the same association, where C-MOVE cannot reach back
+
+
 class Node(SQLModel, table=True):
-    """A DICOM application entity of an institution: a PACS, a modality, a workstation."""
+    """A DICOM application entity of an institution: a PACS, a modality, a workstation, a RIS.
+
+    `can_query`/`can_write` are the node's own rights towards Ferry (C-FIND/C-MOVE/C-GET; C-STORE)
+    and, the other way, whether Ferry may query it or deliver to it. `move_destination` lets a
+    C-MOVE name it; `worklist` marks a RIS answering Modality Worklist C-FIND.
+    """
 
     __tablename__ = "node"
 
@@ -122,6 +132,32 @@ class Node(SQLModel, table=True):
     tls: bool = Field(default=False)
     description: str = Field(default="", max_length=256)
     restricted: bool = Field(default=True)
+    can_query: bool = Field(default=False)
+    can_write: bool = Field(default=False)
+    move_destination: bool = Field(default=False)
+    retrieve_method: str = Field(default=RetrieveMethod.MOVE.value, max_length=8)
+    worklist: bool = Field(default=False)
+    # The RIS (a worklist node) to reconcile against before delivering here; None: deliver as is.
+    reconcile_with_pk: int | None = Field(default=None, foreign_key="node.pk")
+
+
+class Route(SQLModel, table=True):
+    """A called AE title that pushes straight through Ferry to another institution.
+
+    Studies a node sends to `called_ae_title` become one transfer each, from the node's
+    institution to `destination_institution_pk` (its worklist, or `destination_node_pk`), once no
+    instance has arrived for `quiet_seconds`.
+    """
+
+    __tablename__ = "dimse_route"
+
+    pk: int | None = Field(default=None, primary_key=True)
+    called_ae_title: str = Field(max_length=16, unique=True)
+    destination_institution_pk: int = Field(foreign_key="institution.pk", index=True)
+    destination_node_pk: int | None = Field(default=None, foreign_key="node.pk")
+    quiet_seconds: int = Field(default=30)
+    accept_unknown_callers: bool = Field(default=False)
+    description: str = Field(default="", max_length=256)
 
 
 class NodePermission(SQLModel, table=True):

@@ -52,3 +52,22 @@ class Principal:
 
 
 ANONYMOUS = Principal(PrincipalKind.ANONYMOUS, None, "anonymous", active=False)
+
+
+def node_principal(
+    pk: int, ae_title: str, institution_pk: int, *, can_query: bool, can_write: bool
+) -> Principal:
+    """A DICOM node acts for its institution, narrowed to the rights it was given."""
+    scopes: set[Scope] = set()
+    if can_query:
+        scopes |= {Scope.READ, Scope.DOWNLOAD}
+    if can_write:
+        scopes |= {Scope.WRITE, Scope.TRANSFER}
+    roles = frozenset({Role.RECEIVER, Role.SENDER})
+    return Principal(
+        PrincipalKind.NODE,
+        pk,
+        ae_title,
+        memberships={institution_pk: roles},
+        scopes=frozenset(scopes),
+    )

@@ -37,6 +37,7 @@ class Scope(StrEnum):
     READ = "read"
     WRITE = "write"
     DOWNLOAD = "download"
+    TRANSFER = "transfer"
 
 
 _VIEW = frozenset({Action.SEARCH, Action.READ_METADATA, Action.READ_PIXELS})
@@ -55,6 +56,7 @@ SCOPE_ACTIONS: dict[Scope, frozenset[Action]] = {
     Scope.READ: _VIEW,
     Scope.DOWNLOAD: frozenset({Action.DOWNLOAD}),
     Scope.WRITE: frozenset({Action.STORE}),
+    Scope.TRANSFER: frozenset({Action.TRANSFER}),
 }
 
 # A system administrator runs the service; patient data needs a membership like anyone's.

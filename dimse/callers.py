@@ -1,0 +1,128 @@
+"""Who is calling: the calling AE title names a node, the node its institution and its rights.
+
+Looked up once per association, at A-ASSOCIATE-RQ, from the database (no cached copy to go
+stale between processes). The called AE title is Ferry's own or a route's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlmodel import Session, select
+
+from policy.models import Node, Route
+from policy.principal import ANONYMOUS, Principal, node_principal
+
+
+@dataclass(frozen=True)
+class NodeFacts:
+    pk: int
+    ae_title: str
+    institution_pk: int
+    host: str
+    port: int
+    tls: bool
+    can_query: bool
+    can_write: bool
+    move_destination: bool
+    retrieve_method: str
+    worklist: bool
+    reconcile_with_pk: int | None
+
+    @classmethod
+    def of(cls, node: Node) -> NodeFacts:
+        return cls(
+            pk=node.pk or 0,
+            ae_title=node.ae_title,
+            institution_pk=node.institution_pk,
+            host=node.host,
+            port=node.port,
+            tls=node.tls,
+            can_query=node.can_query,
+            can_write=node.can_write,
+            move_destination=node.move_destination,
+            retrieve_method=node.retrieve_method,
+            worklist=node.worklist,
+            reconcile_with_pk=node.reconcile_with_pk,
+        )
+
+
+@dataclass(frozen=True)
+class RouteFacts:
+    pk: int
+    called_ae_title: str
+    destination_institution_pk: int
+    destination_node_pk: int | None
+    quiet_seconds: int
+    accept_unknown_callers: bool
+
+    @classmethod
+    def of(cls, route: Route) -> RouteFacts:
+        return cls(
+            pk=route.pk or 0,
+            called_ae_title=route.called_ae_title,
+            destination_institution_pk=route.destination_institution_pk,
+            destination_node_pk=route.destination_node_pk,
+            quiet_seconds=route.quiet_seconds,
+            accept_unknown_callers=route.accept_unknown_callers,
+        )
+
+
+@dataclass(frozen=True)
+class Caller:
+    """One association's peer: its node (None when unknown), principal and the route it called."""
+
+    calling_ae_title: str
+    called_ae_title: str
+    address: str
+    node: NodeFacts | None
+    route: RouteFacts | None
+    principal: Principal
+
+    @property
+    def label(self) -> str:
+        return self.principal.label if self.node else f"ae:{self.calling_ae_title}"
+
+    @property
+    def institution_pk(self) -> int | None:
+        return self.node.institution_pk if self.node else None
+
+
+def find_node(engine: Engine, ae_title: str) -> NodeFacts | None:
+    with Session(engine) as session:
+        node = session.exec(select(Node).where(Node.ae_title == ae_title)).first()
+    return NodeFacts.of(node) if node else None
+
+
+def get_node(engine: Engine, pk: int) -> NodeFacts | None:
+    with Session(engine) as session:
+        node = session.get(Node, pk)
+    return NodeFacts.of(node) if node else None
+
+
+def find_route(engine: Engine, called_ae_title: str) -> RouteFacts | None:
+    with Session(engine) as session:
+        route = session.exec(select(Route).where(Route.called_ae_title == called_ae_title)).first()
+    return RouteFacts.of(route) if route else None
+
+
+def identify(
+    engine: Engine, calling: str, called: str, address: str, own_ae_title: str
+) -> tuple[Caller | None, str]:
+    """The caller, or None and why the called AE is not ours (then the association is rejected)."""
+    route = None if called == own_ae_title else find_route(engine, called)
+    if called != own_ae_title and route is None:
+        return None, f"called AE title {called!r} is neither Ferry's nor a route's"
+    node = find_node(engine, calling)
+    if node is None:
+        principal = ANONYMOUS
+    else:
+        principal = node_principal(
+            node.pk,
+            node.ae_title,
+            node.institution_pk,
+            can_query=node.can_query,
+            can_write=node.can_write,
+        )
+    return Caller(calling, called, address, node, route, principal), ""

@@ -1,0 +1,337 @@
+"""Ferry as an SCP: one pynetdicom AE on the DICOM port (and the TLS port), serving every
+called AE title that is Ferry's own or a route's.
+
+Associations are accepted only from known nodes (unless allowed per called AE, and then only
+C-ECHO). Received datasets are written by pynetdicom straight to a file (never held whole in
+memory), moved into the archive's spool and stored exactly as received. Store audit events are
+folded to one per study and association, written when the association ends.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import shutil
+import socket
+import threading
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from pydicom.dataset import Dataset
+from pynetdicom import AE, _config, evt
+from pynetdicom.sop_class import (
+    PatientRootQueryRetrieveInformationModelFind,
+    PatientRootQueryRetrieveInformationModelGet,
+    PatientRootQueryRetrieveInformationModelMove,
+    StorageCommitmentPushModel,
+    StudyRootQueryRetrieveInformationModelFind,
+    StudyRootQueryRetrieveInformationModelGet,
+    StudyRootQueryRetrieveInformationModelMove,
+    Verification,
+)
+from pynetdicom.transport import ThreadedAssociationServer
+
+from archive.outcomes import StoreOutcome
+from archive.store import Archive
+from dimse import commitment, query, retrieve, statuses, tls
+from dimse.callers import Caller, identify
+from dimse.context import BridgeContext
+from dimse.transfer_syntaxes import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES
+from exchange import transfers
+from ferry.jobs import Clock, utc_now
+from ferry.settings import Settings
+from policy.decision import Decision, Resource
+from policy.roles import Action
+
+log = logging.getLogger(__name__)
+
+# Received C-STORE data sets go to a file as they arrive, not into memory.
+_config.STORE_RECV_CHUNKED_DATASET = True
+_config.LOG_HANDLER_LEVEL = "none"
+
+_CALLER = "ferry_caller"
+_STORED = "ferry_stored"
+_STORE_DECISION = "ferry_store_decision"
+
+
+def caller_of(event: evt.Event) -> Caller:
+    return getattr(event.assoc, _CALLER)  # type: ignore[no-any-return]
+
+
+def _no_delay(event: evt.Event) -> None:
+    """Nagle's algorithm would hold each small response back ~40 ms."""
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def _anonymous() -> Any:
+    from policy.principal import ANONYMOUS
+
+    return ANONYMOUS
+
+
+class Bridge:
+    """The DIMSE edge: `start()` listens, `stop()` closes; handlers run on pynetdicom threads."""
+
+    def __init__(self, settings: Settings, archive: Archive, *, clock: Clock = utc_now) -> None:
+        self.settings = settings
+        self.context = BridgeContext(settings, archive, clock)
+        self.servers: list[ThreadedAssociationServer] = []
+        self._lock = threading.Lock()
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def build_ae(self) -> AE:
+        settings = self.settings
+        ae = AE(ae_title=settings.dicom_ae_title)
+        ae.maximum_pdu_size = settings.dicom_max_pdu
+        ae.maximum_associations = settings.dicom_max_associations
+        ae.acse_timeout = settings.dicom_acse_timeout
+        ae.dimse_timeout = settings.dicom_dimse_timeout
+        ae.network_timeout = settings.dicom_network_timeout
+        ae.require_called_aet = False  # checked in _on_requested: Ferry's own or a route's
+        ae.add_supported_context(Verification)
+        for sop_class in STORAGE_SOP_CLASSES:
+            # C-GET sends on the requestor's association: Ferry then plays the SCU role.
+            ae.add_supported_context(
+                sop_class, ACCEPTED_TRANSFER_SYNTAXES, scu_role=True, scp_role=True
+            )
+        for sop_class in (
+            PatientRootQueryRetrieveInformationModelFind,
+            PatientRootQueryRetrieveInformationModelMove,
+            PatientRootQueryRetrieveInformationModelGet,
+            StudyRootQueryRetrieveInformationModelFind,
+            StudyRootQueryRetrieveInformationModelMove,
+            StudyRootQueryRetrieveInformationModelGet,
+            StorageCommitmentPushModel,
+        ):
+            ae.add_supported_context(sop_class)
+        return ae
+
+    def handlers(self) -> list[tuple[Any, Any]]:
+        context = self.context
+        return [
+            (evt.EVT_CONN_OPEN, _no_delay),
+            (evt.EVT_REQUESTED, self._on_requested),
+            (evt.EVT_C_ECHO, self._on_echo),
+            (evt.EVT_C_STORE, self._on_store),
+            (evt.EVT_C_FIND, lambda event: query.handle_find(context, caller_of(event), event)),
+            (evt.EVT_C_MOVE, lambda event: retrieve.handle_move(context, caller_of(event), event)),
+            (evt.EVT_C_GET, lambda event: retrieve.handle_get(context, caller_of(event), event)),
+            (
+                evt.EVT_N_ACTION,
+                lambda event: commitment.handle_n_action(context, caller_of(event), event),
+            ),
+            (evt.EVT_RELEASED, self._on_ended),
+            (evt.EVT_ABORTED, self._on_ended),
+            (evt.EVT_CONN_CLOSE, self._on_ended),
+        ]
+
+    def start(self) -> None:
+        settings = self.settings
+        host = settings.dicom_host or settings.http_host
+        self.settings.spool_dir.mkdir(parents=True, exist_ok=True)
+        ae = self.build_ae()
+        if settings.dicom_port:
+            server = ae.start_server(
+                (host, settings.dicom_port), block=False, evt_handlers=self.handlers()
+            )
+            assert server is not None
+            self.servers.append(server)
+        if settings.dicom_tls_port:
+            server = ae.start_server(
+                (host, settings.dicom_tls_port),
+                block=False,
+                evt_handlers=self.handlers(),
+                ssl_context=tls.server_context(settings),
+            )
+            assert server is not None
+            self.servers.append(server)
+
+    @property
+    def port(self) -> int:
+        """The plain listener's port (useful when started on port 0 in tests)."""
+        return int(self.servers[0].server_address[1])
+
+    def stop(self) -> None:
+        for server in self.servers:
+            server.shutdown()
+            server.server_close()
+        self.servers.clear()
+
+    # -- association -------------------------------------------------------------------------
+
+    def _on_requested(self, event: evt.Event) -> None:
+        primitive = event.assoc.requestor.primitive
+        calling = str(primitive.calling_ae_title).strip()
+        called = str(primitive.called_ae_title).strip()
+        address = event.assoc.requestor.address
+        caller, problem = identify(
+            self.context.engine, calling, called, address, self.settings.dicom_ae_title
+        )
+        if caller is None:
+            self._reject(
+                event, calling, called, address, problem, statuses.DIAG_CALLED_AE_NOT_RECOGNISED
+            )
+            return
+        if caller.node is None:
+            allowed = (
+                caller.route.accept_unknown_callers
+                if caller.route
+                else self.settings.dicom_accept_unknown_callers
+            )
+            if not allowed:
+                reason = f"calling AE title {calling!r} is not a known node"
+                self._reject(
+                    event, calling, called, address, reason, statuses.DIAG_CALLING_AE_NOT_RECOGNISED
+                )
+                return
+        setattr(event.assoc, _CALLER, caller)
+        setattr(event.assoc, _STORED, {})
+
+    def _reject(
+        self,
+        event: evt.Event,
+        calling: str,
+        called: str,
+        address: str,
+        reason: str,
+        diagnostic: int,
+    ) -> None:
+        caller = Caller(calling, called, address, None, None, _anonymous())
+        try:
+            self.context.audit(caller, "associate", Decision(False, "association", reason))
+        finally:
+            event.assoc.acse.send_reject(
+                statuses.REJECTED_PERMANENT, statuses.SOURCE_SERVICE_USER, diagnostic
+            )
+        log.info("association from %s (%s) to %s rejected: %s", calling, address, called, reason)
+
+    def _on_echo(self, _event: evt.Event) -> int:
+        return statuses.SUCCESS
+
+    def _on_ended(self, event: evt.Event) -> None:
+        """Writes the folded store audit events and tells routes about what arrived."""
+        with self._lock:
+            stored: dict[str, StoreTally] = getattr(event.assoc, _STORED, {})
+            if not stored:
+                return
+            setattr(event.assoc, _STORED, {})
+        caller = caller_of(event)
+        try:
+            self._settle_stored(caller, stored)
+        except Exception:
+            log.exception("could not record what %s stored", caller.calling_ae_title)
+
+    def _settle_stored(self, caller: Caller, stored: dict[str, StoreTally]) -> None:
+        context = self.context
+        decision: Decision = Decision(True, "node-store", "stored over DIMSE")
+        records = []
+        for study_uid, tally in stored.items():
+            access = context.archive.read_study_access(study_uid)
+            records.append(
+                context.audit_record(
+                    caller,
+                    Action.STORE,
+                    decision,
+                    access=access,
+                    study_uid=study_uid,
+                    outcome="allowed" if tally.stored else "failed",
+                    institution_pk=caller.institution_pk,
+                    instances=tally.stored,
+                    failed=tally.failed,
+                    statuses=dict(tally.statuses),
+                )
+            )
+        from audit.trail import record_many
+
+        record_many(context.engine, records)
+        if caller.route is not None and caller.node is not None:
+            arrived = {uid: tally.stored for uid, tally in stored.items() if tally.stored}
+            transfers.note_arrivals(
+                context.engine,
+                caller.route.pk,
+                caller.node.institution_pk,
+                caller.calling_ae_title,
+                arrived,
+                context.clock(),
+            )
+
+    # -- storage -------------------------------------------------------------------------------
+
+    def _store_decision(self, event: evt.Event, caller: Caller) -> Decision:
+        decision: Decision | None = getattr(event.assoc, _STORE_DECISION, None)
+        if decision is None:
+            if caller.node is None:
+                decision = Decision(False, "unknown-node", "an unknown AE may only C-ECHO")
+            else:
+                decision = self.context.decide(
+                    caller,
+                    Action.STORE,
+                    Resource.institution(caller.node.institution_pk),
+                    self.context.snapshot(),
+                )
+            setattr(event.assoc, _STORE_DECISION, decision)
+            if not decision.allowed:  # one refusal event per association, not per instance
+                self.context.audit(
+                    caller, Action.STORE, decision, institution_pk=caller.institution_pk
+                )
+        return decision
+
+    def _on_store(self, event: evt.Event) -> Dataset | int:
+        caller = caller_of(event)
+        received = Path(event.dataset_path)
+        decision = self._store_decision(event, caller)
+        if not decision.allowed or caller.node is None:
+            received.unlink(missing_ok=True)
+            return _status(statuses.NOT_AUTHORIZED, decision.reason)
+        spooled = self.settings.spool_dir / f"dimse-{uuid.uuid4().hex}.dcm"
+        try:
+            shutil.move(received, spooled)
+            outcome = self.context.archive.store_files(
+                [spooled], institution_pk=caller.node.institution_pk
+            )[0]
+        except Exception as error:  # disk full, database gone: refused, nothing half-stored
+            log.exception("C-STORE from %s failed", caller.calling_ae_title)
+            spooled.unlink(missing_ok=True)
+            return _status(statuses.for_error(error), "could not store")
+        self._tally(event, outcome)
+        if outcome.failure_reason is not None:
+            return _status(outcome.failure_reason, outcome.message)
+        if outcome.warnings:
+            return _status(outcome.warnings[0], "stored with warnings")
+        return statuses.SUCCESS
+
+    def _tally(self, event: evt.Event, outcome: StoreOutcome) -> None:
+        study = outcome.study_instance_uid
+        if not study:
+            return
+        with self._lock:
+            stored: dict[str, StoreTally] = getattr(event.assoc, _STORED)
+            tally = stored.setdefault(study, StoreTally())
+            if outcome.stored:
+                tally.stored += 1
+            else:
+                tally.failed += 1
+                tally.statuses[f"{outcome.failure_reason:04X}"] += 1
+
+
+class StoreTally:
+    __slots__ = ("failed", "statuses", "stored")
+
+    def __init__(self) -> None:
+        self.stored = 0
+        self.failed = 0
+        self.statuses: Counter[str] = Counter()
+
+
+def _status(code: int, comment: str = "") -> Dataset:
+    status = Dataset()
+    status.Status = code
+    if comment:
+        status.ErrorComment = comment[:64].replace("\\", "/")
+    return status
