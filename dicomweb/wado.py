@@ -14,10 +14,11 @@ from pydicom.uid import UID
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from archive import transcoding
 from archive.blobstore import CHUNK_SIZE, BlobStore
 from archive.dicomjson import with_base
 from archive.store import Archive, StoredInstance
-from dicomweb import transcoding
+from archive.transcoding import PixelDescription
 from dicomweb.media import InvalidMediaType, MediaRange, accept_header, parse_accept
 from dicomweb.multipart import (
     iter_coalesced,
@@ -25,7 +26,6 @@ from dicomweb.multipart import (
     multipart_length,
     new_boundary,
 )
-from dicomweb.transcoding import PixelDescription
 from dicomweb.urls import path_uid, public_base
 from ferry.errors import InvalidQuery, NotAcceptable
 from ferry.settings import Settings

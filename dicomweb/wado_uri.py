@@ -20,9 +20,10 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from archive import transcoding
 from archive.blobstore import CHUNK_SIZE, BlobStore
 from archive.store import Archive, StoredInstance
-from dicomweb import transcoding
+from archive.transcoding import PixelDescription
 from dicomweb.media import InvalidMediaType, parse_accept
 from dicomweb.rendered import parse_integer, parse_number, parse_quality, single
 from dicomweb.rendering import (
@@ -35,7 +36,6 @@ from dicomweb.rendering import (
     Window,
     render_stored,
 )
-from dicomweb.transcoding import PixelDescription
 from dicomweb.warning import warning_header
 from ferry.errors import InvalidQuery, NotAcceptable
 from policy.roles import Action

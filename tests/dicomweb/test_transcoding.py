@@ -29,7 +29,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicomweb.transcoding import transcoding_table
+from archive.transcoding import transcoding_table
 from tests import factories
 
 BOUNDARY = "ferry-transcoding-5e1f"

@@ -1,7 +1,7 @@
 """Transcoding retrieved instances (PS3.5 Section 10 and Annex A; PS3.18 8.7.3).
 
 Every change pivots on native pixels: pydicom's decoders yield the stored frames one at a time and,
-for an encapsulated target, each frame is encoded again on its own (`dicomweb._encoders`), so a
+for an encapsulated target, each frame is encoded again on its own (`archive._encoders`), so a
 large multi-frame never lies decoded in memory whole. A data set without Pixel Data is only
 re-encoded: implicit, explicit and deflated differ in the whole data set, while an encapsulated
 syntax changes nothing but Pixel Data (PS3.5 A.4), so such an instance asked for as, say,
@@ -50,7 +50,7 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from dicomweb._encoders import ENCODERS, FrameEncoder, FrameFormat
+from archive._encoders import ENCODERS, FrameEncoder, FrameFormat
 
 __all__ = [
     "LOSSY",
@@ -81,7 +81,7 @@ _PIXEL_TAGS = [
 ]  # fmt: skip
 # PS3.5 8.2: HTJ2K takes the pixels that JPEG 2000 takes.
 _PROFILE_OF = {HTJ2KLossless: JPEG2000Lossless, HTJ2K: JPEG2000}
-# Encoders (dicomweb._encoders) that mark colour as RGB or transform it, so YBR_FULL can't go in.
+# Encoders (archive._encoders) that mark colour as RGB or transform it, so YBR_FULL can't go in.
 _RGB_ONLY = frozenset({HTJ2KLossless, HTJ2K, JPEGLossless, JPEGLosslessSV1})
 
 
