@@ -17,3 +17,9 @@ def note_arrivals(
     now: datetime,
 ) -> None:
     """Studies that arrived on a route: start or extend their collecting transfers."""
+
+
+def mark_delivery(
+    engine: Engine, transfer_pk: int, status: str, reason: str, now: datetime
+) -> None:
+    """A forwarding job reports how the delivery of a transfer went (a TransferStatus value)."""

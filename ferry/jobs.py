@@ -15,7 +15,8 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
@@ -259,10 +260,12 @@ class Worker:
         handlers: Mapping[str, Handler],
         *,
         idle_seconds: float = 1.0,
+        ticks: Sequence[Callable[[], object]] = (),
     ) -> None:
         self.queue = queue
         self.handlers = dict(handlers)
         self.idle_seconds = idle_seconds
+        self.ticks = list(ticks)  # periodic sweeps (due transfers), run between jobs
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -303,8 +306,19 @@ class Worker:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def run_ticks(self) -> None:
+        for tick in self.ticks:
+            try:
+                tick()
+            except Exception:  # one failing sweep must not stop the worker
+                log.exception("periodic task %r failed", tick)
+
     def _loop(self) -> None:
+        last_tick = 0.0
         while not self._stop.is_set():
+            if time.monotonic() - last_tick >= self.idle_seconds:
+                self.run_ticks()
+                last_tick = time.monotonic()
             try:
                 busy = self.run_once()
             except Exception:  # the database went away: wait and try again

@@ -1,0 +1,72 @@
+"""Associations Ferry opens to nodes: its own AE title, the node's address, TLS, timeouts."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+from collections.abc import Sequence
+from typing import Any
+
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.presentation import PresentationContext
+
+from dimse import tls
+from dimse.callers import NodeFacts
+from ferry.settings import Settings
+
+
+class PeerUnreachable(Exception):
+    """The node refused, rejected or did not answer the association request."""
+
+
+def _no_delay(event: evt.Event) -> None:
+    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def requestor_ae(settings: Settings) -> AE:
+    ae = AE(ae_title=settings.dicom_ae_title)
+    ae.maximum_pdu_size = settings.dicom_max_pdu
+    ae.acse_timeout = settings.dicom_acse_timeout
+    ae.dimse_timeout = settings.dicom_dimse_timeout
+    ae.network_timeout = settings.dicom_network_timeout
+    return ae
+
+
+def associate_options(settings: Settings, node: NodeFacts) -> dict[str, Any]:
+    """Keyword arguments for `AE.associate` (also what a C-MOVE handler yields to pynetdicom)."""
+    options: dict[str, Any] = {
+        "ae_title": node.ae_title,
+        "evt_handlers": [(evt.EVT_CONN_OPEN, _no_delay)],
+    }
+    if node.tls:
+        options["tls_args"] = (tls.client_context(settings), None)
+    return options
+
+
+def open_association(
+    settings: Settings,
+    node: NodeFacts,
+    contexts: Sequence[PresentationContext],
+    *,
+    ext_neg: list[Any] | None = None,
+    evt_handlers: list[Any] | None = None,
+) -> Association:
+    """An established association to the node, or PeerUnreachable saying why not."""
+    ae = requestor_ae(settings)
+    options = associate_options(settings, node)
+    if evt_handlers:
+        options["evt_handlers"] = [*options["evt_handlers"], *evt_handlers]
+    try:
+        assoc = ae.associate(
+            node.host, node.port, contexts=list(contexts), ext_neg=ext_neg, **options
+        )
+    except (OSError, ValueError, RuntimeError) as error:
+        raise PeerUnreachable(f"{node.ae_title} at {node.host}:{node.port}: {error}") from error
+    if not assoc.is_established:
+        why = "rejected" if assoc.is_rejected else "aborted" if assoc.is_aborted else "no answer"
+        raise PeerUnreachable(f"{node.ae_title} at {node.host}:{node.port}: association {why}")
+    return assoc
