@@ -37,14 +37,16 @@ NO_ANSWER = -1  # the association went away before the peer answered
 
 
 def requested_contexts(instances: Iterable[StoredInstance]) -> list[PresentationContext]:
-    """Per SOP class: one context per stored syntax, and one offering the uncompressed ones."""
+    """Per SOP class: one context per stored syntax, and one offering the uncompressed pair."""
     wanted: dict[str, set[str]] = {}
     for instance in instances:
         wanted.setdefault(instance.sop_class_uid, set()).add(instance.transfer_syntax_uid)
     contexts: list[PresentationContext] = []
     for sop_class, syntaxes in sorted(wanted.items()):
-        for syntax in sorted(syntaxes - set(UNCOMPRESSED)):
+        # Each stored syntax on its own, so a peer taking it gets the bytes as they are...
+        for syntax in sorted(syntaxes):
             contexts.append(build_context(sop_class, [syntax]))
+        # ...and the uncompressed pair as the fallback Ferry can always produce.
         contexts.append(build_context(sop_class, list(UNCOMPRESSED)))
     if len(contexts) > MAX_CONTEXTS:
         raise ValueError(f"{len(contexts)} presentation contexts needed, at most 128 fit")

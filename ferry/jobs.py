@@ -30,6 +30,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ATTEMPTS = 8
 LEASE = timedelta(minutes=5)
+CLAIM_RACES = 8  # SQLite: tries before a worker that keeps losing the race says "nothing due"
 
 
 class JobStatus(StrEnum):
@@ -135,6 +136,14 @@ class JobQueue:
 
     def claim(self, kinds: frozenset[str]) -> ClaimedJob | None:
         """The oldest due job of these kinds (or one whose lease ran out), now ours."""
+        for _ in range(CLAIM_RACES):
+            claimed, raced = self._claim_one(kinds)
+            if not raced:
+                return claimed
+        return None  # every due job went to faster workers; the caller looks again later
+
+    def _claim_one(self, kinds: frozenset[str]) -> tuple[ClaimedJob | None, bool]:
+        """One try; (None, True) when another worker took the job we picked (SQLite)."""
         now = self.clock()
         due = (
             select(Job.pk)  # type: ignore[call-overload]
@@ -151,7 +160,7 @@ class JobQueue:
                 due = due.with_for_update(skip_locked=True)
             pk = connection.execute(due).scalar()
             if pk is None:
-                return None
+                return None, False
             claimed = connection.execute(
                 update(Job)
                 .where(Job.pk == pk)  # type: ignore[arg-type]
@@ -168,21 +177,27 @@ class JobQueue:
                 )
             )
             if claimed.rowcount != 1:
-                return None
+                return None, True
             row = connection.execute(
                 select(Job.kind, Job.payload, Job.attempts, Job.max_attempts).where(Job.pk == pk)  # type: ignore[call-overload, arg-type]
             ).one()
-        return ClaimedJob(int(pk), row[0], orjson.loads(row[1]), int(row[2]), int(row[3]))
+        job = ClaimedJob(int(pk), row[0], orjson.loads(row[1]), int(row[2]), int(row[3]))
+        return job, False
 
-    def extend(self, job: ClaimedJob) -> None:
-        """Keep the lease while a long delivery runs."""
+    def extend(self, job: ClaimedJob) -> bool:
+        """Keep the lease while a long delivery runs; False when another worker took the job."""
         now = self.clock()
         with self.engine.begin() as connection:
-            connection.execute(
+            changed = connection.execute(
                 update(Job)
-                .where(Job.pk == job.pk, Job.locked_by == self.worker_id)  # type: ignore[arg-type]
+                .where(
+                    Job.pk == job.pk,  # type: ignore[arg-type]
+                    Job.status == JobStatus.RUNNING.value,  # type: ignore[arg-type]
+                    Job.locked_by == self.worker_id,  # type: ignore[arg-type]
+                )
                 .values(locked_until=now + LEASE, updated_at=now)
             )
+        return changed.rowcount == 1
 
     def complete(self, job: ClaimedJob, result: str = "") -> None:
         self._finish(job, status=JobStatus.DONE, result=result[:4000], last_error="")
@@ -203,11 +218,17 @@ class JobQueue:
         return JobStatus.QUEUED
 
     def _finish(self, job: ClaimedJob, **values: Any) -> None:
+        """Only while the lease is ours: a worker whose lease ran out and was reclaimed must not
+        requeue or close a job another worker is running."""
         values["status"] = values["status"].value
         with self.engine.begin() as connection:
             connection.execute(
                 update(Job)
-                .where(Job.pk == job.pk)  # type: ignore[arg-type]
+                .where(
+                    Job.pk == job.pk,  # type: ignore[arg-type]
+                    Job.status == JobStatus.RUNNING.value,  # type: ignore[arg-type]
+                    Job.locked_by == self.worker_id,  # type: ignore[arg-type]
+                )
                 .values(locked_by="", locked_until=None, updated_at=self.clock(), **values)
             )
 
