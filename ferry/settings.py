@@ -49,6 +49,22 @@ def _parse_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+def _parse_tag_map(text: str) -> tuple[str, ...]:
+    """`Target=Source` or `Keyword` entries (DICOM keywords; a source may be `Sequence.Keyword`)."""
+    from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+    entries = _parse_list(text)
+    for entry in entries:
+        target, _, source = entry.partition("=")
+        keywords = [target.strip(), *(source.strip().split(".") if source else [])]
+        unknown = [k for k in keywords if tag_for_keyword(k) is None]
+        if unknown:
+            raise ValueError(f"{entry!r}: unknown DICOM keyword {unknown[0]!r}")
+        if dictionary_VR(target.strip()) == "SQ" or dictionary_VR(keywords[-1]) == "SQ":
+            raise ValueError(f"{entry!r}: a sequence cannot be copied, only an item's attribute")
+    return entries
+
+
 def _parse_path(text: str) -> Path | None:
     return Path(text.strip()) if text.strip() else None
 
@@ -85,6 +101,15 @@ class Settings:
     dicom_tls_ca: Path | None = None  # peers' certificates are verified against it when set
     forward_max_attempts: int = 8
     forward_retry_seconds: int = 5
+    # Worklist reconciliation: attributes that take the RIS's values (`Target=Source`, `Keyword`).
+    reconcile_map: tuple[str, ...] = (
+        "PatientID",
+        "IssuerOfPatientID",
+        "PatientName",
+        "PatientBirthDate",
+        "PatientSex",
+        "AccessionNumber",
+    )
     jobs_enabled: bool = True  # run the job worker inside `ferry serve`
     public_url: str | None = None
     cors_origins: tuple[str, ...] = ()
@@ -145,6 +170,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_DICOM_TLS_CA": ("dicom_tls_ca", _parse_path),
     "FERRY_FORWARD_MAX_ATTEMPTS": ("forward_max_attempts", _parse_positive),
     "FERRY_FORWARD_RETRY_SECONDS": ("forward_retry_seconds", _parse_positive),
+    "FERRY_RECONCILE_MAP": ("reconcile_map", _parse_tag_map),
     "FERRY_JOBS_ENABLED": ("jobs_enabled", _parse_bool),
     "FERRY_PUBLIC_URL": ("public_url", _parse_url),
     "FERRY_CORS_ORIGINS": ("cors_origins", _parse_list),
