@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Index
+from sqlalchemy import Index, text
 from sqlmodel import Field, SQLModel
 
 
@@ -22,7 +22,18 @@ class TransferStatus(StrEnum):
 
 class Transfer(SQLModel, table=True):
     __tablename__ = "transfer"
-    __table_args__ = (Index("ix_transfer_status_last", "status", "last_instance_at"),)
+    __table_args__ = (
+        Index("ix_transfer_status_last", "status", "last_instance_at"),
+        # One collecting transfer per route and study, however many associations deliver it.
+        Index(
+            "uq_transfer_collecting",
+            "route_pk",
+            "study_instance_uid",
+            unique=True,
+            sqlite_where=text("status = 'collecting'"),
+            postgresql_where=text("status = 'collecting'"),
+        ),
+    )
 
     pk: int | None = Field(default=None, primary_key=True)
     study_instance_uid: str = Field(max_length=64, index=True)

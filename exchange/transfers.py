@@ -1,11 +1,52 @@
-"""Transfers (placeholder until implemented)."""
+"""Transfers: a study going from one institution to another's worklist or one of its nodes.
+
+Direct push: a node sends to a route's called AE title; each study becomes one transfer that
+collects instances (`note_arrivals`: one upsert per study on a partial unique index, so two
+associations delivering one study at once extend one transfer) until none has arrived for the
+route's quiet time. `exchange.routing.settle_due` then decides where it goes; a forwarding job
+reports back through `mark_delivery`. Every step is audited (`audit_transfer`).
+"""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlmodel import Session, col, or_, select
+
+from archive.models import Patient, Study
+from audit.trail import AuditRecord, record
+from exchange.models import Transfer, TransferStatus
+from policy.decision import Decision
+from policy.models import Route
+from policy.store import UnknownRecord
+
+log = logging.getLogger(__name__)
+
+SYSTEM_ACTOR = "ferry"  # deliveries are reported by Ferry's own jobs, as the forward job audits
+
+_COLLECTING = text("status = 'collecting'")  # the predicate of uq_transfer_collecting
+FINAL = frozenset(
+    {
+        TransferStatus.REFUSED,
+        TransferStatus.ON_WORKLIST,
+        TransferStatus.DELIVERED,
+        TransferStatus.FAILED,
+    }
+)  # PARTIAL is not: the forwarding job retries the rest; parked, the transfer is FAILED
+_OUTCOMES = {
+    TransferStatus.ON_WORKLIST: "allowed",
+    TransferStatus.DELIVERING: "allowed",
+    TransferStatus.DELIVERED: "allowed",
+    TransferStatus.REFUSED: "denied",
+}
+
+
+# -- collecting -----------------------------------------------------------------------------
 
 
 def note_arrivals(
@@ -17,9 +58,151 @@ def note_arrivals(
     now: datetime,
 ) -> None:
     """Studies that arrived on a route: start or extend their collecting transfers."""
+    if not arrived:
+        return
+    with engine.begin() as connection:
+        route = connection.execute(
+            select(Route.destination_institution_pk, Route.destination_node_pk).where(
+                Route.pk == route_pk
+            )
+        ).first()
+        if route is None:
+            log.warning("route %s vanished while %s sent to it", route_pk, calling_ae_title)
+            return
+        for study_uid, count in sorted(arrived.items()):
+            values = {
+                "study_instance_uid": study_uid,
+                "sender_institution_pk": sender_institution_pk,
+                "destination_institution_pk": route.destination_institution_pk,
+                "destination_node_pk": route.destination_node_pk,
+                "route_pk": route_pk,
+                "calling_ae_title": calling_ae_title,
+                "status": TransferStatus.COLLECTING.value,
+                "reason": "",
+                "instances": count,
+                "created_at": now,
+                "last_instance_at": now,
+            }
+            connection.execute(_collect(connection.dialect.name, values))
+
+
+def _collect(dialect: str, values: dict[str, Any]) -> Any:
+    """INSERT, or on the collecting transfer of this route and study, add to it (one statement)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(Transfer).values(**values)
+    return statement.on_conflict_do_update(
+        index_elements=["route_pk", "study_instance_uid"],
+        index_where=_COLLECTING,
+        set_={
+            "instances": col(Transfer.instances) + statement.excluded.instances,
+            "last_instance_at": statement.excluded.last_instance_at,
+        },
+    )
+
+
+# -- delivery -------------------------------------------------------------------------------
 
 
 def mark_delivery(
     engine: Engine, transfer_pk: int, status: str, reason: str, now: datetime
 ) -> None:
     """A forwarding job reports how the delivery of a transfer went (a TransferStatus value)."""
+    new = TransferStatus(status)
+    with Session(engine, expire_on_commit=False) as session:
+        transfer = session.get(Transfer, transfer_pk)
+        if transfer is None:
+            raise UnknownRecord(f"no transfer {transfer_pk}")
+        transfer.status = new.value
+        transfer.reason = reason[:1024]
+        transfer.completed_at = now if new in FINAL else None
+        session.add(transfer)
+        session.commit()
+        facts = session.exec(
+            select(Patient.patient_id, Study.accession_number)
+            .join(Study, col(Study.patient_pk) == col(Patient.pk))
+            .where(Study.study_instance_uid == transfer.study_instance_uid)
+        ).first()
+    node = transfer.destination_node_pk
+    audit_transfer(
+        engine,
+        transfer,
+        new,
+        Decision(True, "delivery", reason),
+        actor=SYSTEM_ACTOR,
+        patient=(facts[0], facts[1]) if facts else ("", ""),
+        destination="worklist" if node is None else f"node:{node}",
+        job=transfer.job_pk,
+    )
+
+
+def audit_transfer(
+    engine: Engine,
+    transfer: Transfer,
+    status: TransferStatus,
+    decision: Decision,
+    *,
+    actor: str,
+    patient: tuple[str, str],
+    **detail: Any,
+) -> None:
+    """One step of a transfer: decided (as the sending node) or delivered (as Ferry)."""
+    record(
+        engine,
+        AuditRecord(
+            action="transfer",
+            outcome=_OUTCOMES.get(status, "failed"),
+            actor=actor,
+            actor_kind="system" if actor == SYSTEM_ACTOR else actor.partition(":")[0],
+            institution_pk=transfer.sender_institution_pk,
+            rule=decision.rule,
+            reason=decision.reason,
+            study_uid=transfer.study_instance_uid,
+            patient_id=patient[0],
+            accession_number=patient[1],
+            detail={
+                "protocol": "dimse",
+                "transfer": transfer.pk,
+                "status": status.value,
+                "calling_ae": transfer.calling_ae_title,
+                "destination_institution": transfer.destination_institution_pk,
+                "instances": transfer.instances,
+                **detail,
+            },
+        ),
+    )
+
+
+# -- listing --------------------------------------------------------------------------------
+
+
+def get_transfer(engine: Engine, pk: int) -> Transfer:
+    with Session(engine) as session:
+        transfer = session.get(Transfer, pk)
+        if transfer is None:
+            raise UnknownRecord(f"no transfer {pk}")
+        session.expunge(transfer)
+        return transfer
+
+
+def list_transfers(
+    engine: Engine,
+    institution_pk: int | None = None,
+    status: str | None = None,
+    limit: int = 200,
+) -> list[Transfer]:
+    """Newest first; with an institution, the transfers it sent or receives."""
+    query = select(Transfer).order_by(col(Transfer.pk).desc()).limit(limit)
+    if institution_pk is not None:
+        query = query.where(
+            or_(
+                col(Transfer.sender_institution_pk) == institution_pk,
+                col(Transfer.destination_institution_pk) == institution_pk,
+            )
+        )
+    if status is not None:
+        query = query.where(Transfer.status == TransferStatus(status).value)
+    with Session(engine) as session:
+        rows = list(session.exec(query))
+        for row in rows:
+            session.expunge(row)
+    return rows

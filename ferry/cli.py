@@ -13,22 +13,34 @@ from ferry.settings import Settings, SettingsError, load_settings, settings_vari
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     import uvicorn
 
-    from ferry.app import create_app
+    from ferry.app import build_archive, create_app
+    from ferry.background import Background
 
-    app = create_app(settings)
+    archive = build_archive(settings)
+    app = create_app(settings, archive)
+    background = Background(settings, archive)
     base = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
+    dicom_host = settings.dicom_host or settings.http_host
     print(f"Ferry is starting; data in {settings.data_dir.resolve()}")
     print(f"  DICOMweb: {base}/dicom-web   (QIDO-RS, WADO-RS, STOW-RS)")
     print(f"  Viewer:   {base}/viewer/     (after `ferry viewer install`)")
+    if settings.dicom_port:
+        print(f"  DIMSE:    {settings.dicom_ae_title}@{dicom_host}:{settings.dicom_port}")
+    if settings.dicom_tls_port:
+        print(f"  DIMSE/TLS: {settings.dicom_ae_title}@{dicom_host}:{settings.dicom_tls_port}")
     print(f"  Health:   {base}/healthz  {base}/readyz", flush=True)
-    uvicorn.run(
-        app,
-        host=settings.http_host,
-        port=settings.http_port,
-        log_level=settings.log_level,
-        http="httptools",
-        timeout_graceful_shutdown=10,
-    )
+    background.start()
+    try:
+        uvicorn.run(
+            app,
+            host=settings.http_host,
+            port=settings.http_port,
+            log_level=settings.log_level,
+            http="httptools",
+            timeout_graceful_shutdown=10,
+        )
+    finally:
+        background.stop()
     return 0
 
 
@@ -100,7 +112,9 @@ def _rotate_keys(settings: Settings, _args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferry", description="DICOM image exchange")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("serve", help="start the HTTP service").set_defaults(run=_serve)
+    commands.add_parser(
+        "serve", help="start HTTP, the DIMSE bridge and the job worker"
+    ).set_defaults(run=_serve)
     importer = commands.add_parser("import", help="import DICOM files, folders, DICOMDIRs, zips")
     importer.add_argument("paths", nargs="+", type=Path)
     importer.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -1,45 +1,22 @@
 """Grants: access to a study for another institution, given, listed and revoked by administrators.
 
-Grants live with the archive's index (`archive.models.StudyGrant`, joined by every search); the
-portal may use both the archive and the policy, which must not know each other.
+Grants live with the archive's index (`archive.models.StudyGrant`, joined by every search); they
+are written by `exchange.grants` (shared with transfers) and listed and revoked here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import Engine, or_
 from sqlmodel import Session, col, select
 
 from archive.models import Study, StudyGrant
-from policy.store import DuplicateRecord, InvalidRecord, UnknownRecord, check_text
-
-
-@dataclass(frozen=True)
-class GrantView:
-    pk: int
-    study_uid: str
-    owner_institution_pk: int | None
-    institution_pk: int
-    granted_at: datetime
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    reason: str
-
-
-def _view(grant: StudyGrant, study: Study) -> GrantView:
-    return GrantView(
-        pk=grant.pk or 0,
-        study_uid=study.study_instance_uid,
-        owner_institution_pk=study.institution_pk,
-        institution_pk=grant.institution_pk,
-        granted_at=grant.granted_at,
-        expires_at=grant.expires_at,
-        revoked_at=grant.revoked_at,
-        reason=grant.reason,
-    )
+from exchange.grants import GrantView as GrantView
+from exchange.grants import grant_study as grant_study
+from exchange.grants import grant_view as _view
+from exchange.grants import live_grants as _live
+from policy.store import UnknownRecord
 
 
 def study_owner(engine: Engine, study_uid: str) -> int | None:
@@ -50,49 +27,6 @@ def study_owner(engine: Engine, study_uid: str) -> int | None:
     if study is None:
         raise UnknownRecord(f"no study {study_uid}")
     return study.institution_pk
-
-
-def grant_study(
-    engine: Engine,
-    study_uid: str,
-    institution_pk: int,
-    *,
-    expires_at: datetime | None = None,
-    reason: str = "",
-    now: datetime | None = None,
-) -> GrantView:
-    """One live grant per study and institution: granting again while one is live is a conflict."""
-    now = now or datetime.now(UTC)
-    if expires_at is not None and expires_at <= now:
-        raise InvalidRecord("a grant's expiry must be in the future")
-    reason = check_text(reason, "reason", 256)
-    with Session(engine, expire_on_commit=False) as session:
-        study = session.exec(select(Study).where(Study.study_instance_uid == study_uid)).first()
-        if study is None:
-            raise UnknownRecord(f"no study {study_uid}")
-        if study.institution_pk == institution_pk:
-            raise InvalidRecord("an institution needs no grant on its own study")
-        for existing in session.exec(_live(study.pk or 0, institution_pk, now)):
-            raise DuplicateRecord(f"institution {institution_pk} already holds grant {existing.pk}")
-        grant = StudyGrant(
-            study_pk=study.pk or 0,
-            institution_pk=institution_pk,
-            granted_at=now,
-            expires_at=expires_at,
-            reason=reason,
-        )
-        session.add(grant)
-        session.commit()
-        return _view(grant, study)
-
-
-def _live(study_pk: int, institution_pk: int, now: datetime) -> Any:
-    return select(StudyGrant).where(
-        StudyGrant.study_pk == study_pk,
-        StudyGrant.institution_pk == institution_pk,
-        col(StudyGrant.revoked_at).is_(None),
-        or_(col(StudyGrant.expires_at).is_(None), col(StudyGrant.expires_at) > now),
-    )
 
 
 def get_grant(engine: Engine, pk: int) -> GrantView:

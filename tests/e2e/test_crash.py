@@ -54,6 +54,7 @@ def _environment(data_dir: Path, port: int) -> dict[str, str]:
         FERRY_HTTP_PORT=str(port),
         FERRY_PUBLIC_URL=f"http://127.0.0.1:{port}",
         FERRY_LOG_LEVEL="warning",
+        FERRY_DICOM_PORT="0",  # this test is about HTTP; no DIMSE port to collide on
     )
     return environment
 

@@ -1,0 +1,51 @@
+"""What runs beside the HTTP server in one process: the DIMSE bridge and the job worker.
+
+`ferry serve` starts both (the embedded default); in the scaled shape each may run alone
+(`FERRY_DICOM_PORT=0` turns the listener off, `FERRY_JOBS_ENABLED=false` the worker).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+from archive.store import Archive
+from dimse.context import BridgeContext
+from dimse.forward import FORWARD_STUDY, enqueue_forward, forward_handler
+from dimse.server import Bridge
+from exchange.routing import transfer_sweeper
+from ferry.jobs import Clock, Worker, utc_now
+from ferry.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def build_worker(context: BridgeContext, *, idle_seconds: float = 1.0) -> Worker:
+    """The job worker with every handler and periodic sweep Ferry has."""
+    enqueue = functools.partial(enqueue_forward, max_attempts=context.settings.forward_max_attempts)
+    return Worker(
+        context.jobs,
+        {FORWARD_STUDY: forward_handler(context)},
+        idle_seconds=idle_seconds,
+        ticks=[transfer_sweeper(context.archive, context.clock, enqueue)],
+    )
+
+
+class Background:
+    def __init__(self, settings: Settings, archive: Archive, *, clock: Clock = utc_now) -> None:
+        listening = bool(settings.dicom_port or settings.dicom_tls_port)
+        self.bridge = Bridge(settings, archive, clock=clock) if listening else None
+        context = self.bridge.context if self.bridge else BridgeContext(settings, archive, clock)
+        self.worker = build_worker(context) if settings.jobs_enabled else None
+
+    def start(self) -> None:
+        if self.bridge is not None:
+            self.bridge.start()
+        if self.worker is not None:
+            self.worker.start()
+
+    def stop(self) -> None:
+        if self.bridge is not None:
+            self.bridge.stop()
+        if self.worker is not None:
+            self.worker.stop()
