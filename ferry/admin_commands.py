@@ -1,4 +1,4 @@
-"""`ferry admin ...`: bootstrap and scripting of institutions, users, API clients, nodes, grants.
+"""`ferry admin ...`: bootstrap and scripting of who is who, nodes, routes, grants and jobs.
 
 Secrets (a generated password, an API token) are printed once, on stdout, and never stored in
 clear; everything else a command says goes to stderr, so `TOKEN=$(ferry admin ...)` just works.
@@ -38,6 +38,7 @@ def _running(command: Command) -> Callable[[Settings, argparse.Namespace], int]:
     """Open the database, run, and turn a refusal into a message and exit status 1."""
 
     def run(settings: Settings, args: argparse.Namespace) -> int:
+        args.settings = settings
         engine = _engine(settings)
         try:
             return command(engine, args)
@@ -150,11 +151,28 @@ def revoke_grant(engine: Engine, args: argparse.Namespace) -> int:
     return 0
 
 
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
+
+
+def _node_of(engine: Engine, ae_title: str, institution_pk: int, code: str) -> int:
+    """A node named by AE title on the command line, which must be the institution's own."""
+    from policy.store.destinations import find_node
+
+    node = find_node(engine, ae_title)
+    if node.institution_pk != institution_pk:
+        raise FerryError(f"node {node.ae_title} does not belong to {code}")
+    return node.pk or 0
+
+
 def add_node(engine: Engine, args: argparse.Namespace) -> int:
-    """`--query`/`--write` let the node's own institution query or write it."""
+    """`--query`/`--write` set the node's rights and let its own institution query or write it."""
     from policy import store
 
     institution = _institution_pk(engine, args.institution)
+    ris = None
+    if args.reconcile_with:
+        ris = _node_of(engine, args.reconcile_with, institution, args.institution)
     node = store.create_node(
         engine,
         institution,
@@ -164,6 +182,12 @@ def add_node(engine: Engine, args: argparse.Namespace) -> int:
         tls=args.tls,
         description=args.description,
         restricted=not args.unrestricted,
+        can_query=args.query,
+        can_write=args.write,
+        move_destination=args.move_destination,
+        retrieve_method=args.retrieve_method,
+        worklist=args.worklist,
+        reconcile_with_pk=ris,
     )
     if args.query or args.write:
         store.add_node_permission(
@@ -183,11 +207,156 @@ def list_nodes(engine: Engine, args: argparse.Namespace) -> int:
 
     scope = [_institution_pk(engine, args.institution)] if args.institution else None
     codes = {i.pk: i.code for i in store.list_institutions(engine)}
+    nodes = store.list_nodes(engine, scope)
+    titles = {n.pk: n.ae_title for n in store.list_nodes(engine)}
     rows = [
-        (n.pk, codes.get(n.institution_pk), n.ae_title, f"{n.host}:{n.port}", n.tls, n.restricted)
-        for n in store.list_nodes(engine, scope)
+        (
+            n.pk,
+            codes.get(n.institution_pk),
+            n.ae_title,
+            f"{n.host}:{n.port}",
+            *(_yes(f) for f in (n.can_query, n.can_write, n.move_destination, n.worklist, n.tls)),
+            _yes(n.restricted),
+            n.retrieve_method,
+            titles.get(n.reconcile_with_pk, "-"),
+        )
+        for n in nodes
     ]
-    _table(rows, ("pk", "institution", "ae_title", "address", "tls", "restricted"))
+    header = ("pk", "institution", "ae_title", "address", "query", "write", "move-destination")
+    _table(rows, (*header, "worklist", "tls", "restricted", "retrieve", "reconcile-with"))
+    return 0
+
+
+def add_route(engine: Engine, args: argparse.Namespace) -> int:
+    from policy.store.destinations import create_route
+
+    own = args.settings.dicom_ae_title
+    if args.ae_title.strip() == own:
+        raise FerryError(f"{own!r} is Ferry's own AE title (FERRY_DICOM_AE_TITLE); pick another")
+    institution = _institution_pk(engine, args.to)
+    node = _node_of(engine, args.node, institution, args.to) if args.node else None
+    route = create_route(
+        engine,
+        args.ae_title,
+        institution,
+        destination_node_pk=node,
+        quiet_seconds=args.quiet_seconds,
+        accept_unknown_callers=args.accept_unknown_callers,
+        description=args.description,
+    )
+    target = f"node {args.node.strip()}" if node else "its worklist"
+    _say(
+        f"added route {route.pk}: studies sent to {route.called_ae_title} go to {args.to}, "
+        f"{target}, {route.quiet_seconds} s after their last instance"
+    )
+    return 0
+
+
+def list_routes(engine: Engine, args: argparse.Namespace) -> int:
+    from policy import store
+    from policy.store.destinations import list_routes as read_routes
+
+    scope = [_institution_pk(engine, args.institution)] if args.institution else None
+    codes = {i.pk: i.code for i in store.list_institutions(engine)}
+    titles = {n.pk: n.ae_title for n in store.list_nodes(engine)}
+    rows = [
+        (
+            r.pk,
+            r.called_ae_title,
+            codes.get(r.destination_institution_pk),
+            titles.get(r.destination_node_pk, "worklist"),
+            r.quiet_seconds,
+            _yes(r.accept_unknown_callers),
+            r.description,
+        )
+        for r in read_routes(engine, scope)
+    ]
+    header = ("pk", "called_ae_title", "to", "node", "quiet_seconds", "unknown-callers")
+    _table(rows, (*header, "description"))
+    return 0
+
+
+def remove_route(engine: Engine, args: argparse.Namespace) -> int:
+    from policy.store.destinations import delete_route, find_route
+
+    route = find_route(engine, args.ae_title)
+    delete_route(engine, route.pk or 0)
+    _say(f"removed route {route.pk} {route.called_ae_title}")
+    return 0
+
+
+def _when(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _one_line(text: str, limit: int = 60) -> str:
+    flat = " ".join(text.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _check_status(given: str | None, known: Sequence[str]) -> None:
+    if given is not None and given not in known:
+        raise FerryError(f"status {given!r} is not one of {', '.join(known)}")
+
+
+def list_jobs(engine: Engine, args: argparse.Namespace) -> int:
+    from ferry.jobs import JobQueue, JobStatus
+
+    _check_status(args.status, [s.value for s in JobStatus])
+    jobs = JobQueue(engine).list(args.status, args.kind, args.limit)
+    rows = [
+        (
+            j.pk,
+            j.kind,
+            j.status,
+            f"{j.attempts}/{j.max_attempts}",
+            _when(j.run_after),
+            _one_line(j.last_error) or "-",
+        )
+        for j in jobs
+    ]
+    _table(rows, ("pk", "kind", "status", "attempts", "run_after", "last_error"))
+    return 0
+
+
+def retry_job(engine: Engine, args: argparse.Namespace) -> int:
+    from ferry.jobs import JobQueue
+
+    queue = JobQueue(engine)
+    if not queue.retry(args.pk):
+        job = queue.get(args.pk)
+        if job is None:
+            raise FerryError(f"no job {args.pk}")
+        raise FerryError(f"job {args.pk} is {job.status}; only parked jobs are retried")
+    _say(f"job {args.pk} is queued again, its attempts counted afresh")
+    return 0
+
+
+def list_transfers(engine: Engine, args: argparse.Namespace) -> int:
+    from exchange.models import TransferStatus
+    from policy import store
+    from portal.jobs_api import read_transfers
+
+    _check_status(args.status, [s.value for s in TransferStatus])
+    scope = [_institution_pk(engine, args.institution)] if args.institution else None
+    codes = {i.pk: i.code for i in store.list_institutions(engine)}
+    titles = {n.pk: n.ae_title for n in store.list_nodes(engine)}
+    rows = [
+        (
+            t.pk,
+            t.study_instance_uid,
+            codes.get(t.sender_institution_pk),
+            codes.get(t.destination_institution_pk),
+            titles.get(t.destination_node_pk, "worklist"),
+            t.status,
+            t.instances,
+            _when(t.last_instance_at),
+            _one_line(t.reason) or "-",
+        )
+        for t in read_transfers(engine, scope, args.status, args.limit)
+    ]
+    header = ("pk", "study", "from", "to", "node", "status", "instances", "last_instance")
+    _table(rows, (*header, "reason"))
     return 0
 
 
@@ -297,16 +466,63 @@ def add_admin_commands(commands: Any) -> None:
         if command is grant:
             parser.add_argument("--expires-days", type=_days)
             parser.add_argument("--reason", default="granted from the command line")
+    _add_dimse_commands(commands)
+    parser = _add(commands, "users", list_users, "list users")
+    parser.add_argument("--institution", metavar="CODE")
+    _add(commands, "institutions", list_institutions, "list institutions")
+    _add(commands, "bootstrap-demo", _bootstrap_demo, "a demo institution and admin, once")
+
+
+def _pk(text: str) -> int:
+    pk = int(text)
+    if not 1 <= pk <= 2**31 - 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a job number")
+    return pk
+
+
+def _limit(text: str) -> int:
+    count = int(text)
+    if not 1 <= count <= 10000:
+        raise argparse.ArgumentTypeError(f"{text} is not a count from 1 to 10000")
+    return count
+
+
+def _add_dimse_commands(commands: Any) -> None:
+    """Nodes, direct-push routes, and what the job queue and transfers make of them."""
     parser = _add(commands, "add-node", add_node, "add a DICOM node")
     parser.add_argument("--institution", metavar="CODE", required=True)
     parser.add_argument("--ae-title", required=True)
     parser.add_argument("--host", required=True)
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--description", default="")
-    for flag in ("--query", "--write", "--tls", "--unrestricted"):
+    parser.add_argument("--query", action="store_true", help="may query and retrieve (both ways)")
+    parser.add_argument("--write", action="store_true", help="may store (both ways)")
+    parser.add_argument("--move-destination", action="store_true", help="a C-MOVE may name it")
+    parser.add_argument("--worklist", action="store_true", help="a RIS answering MWL C-FIND")
+    for flag in ("--tls", "--unrestricted"):
         parser.add_argument(flag, action="store_true")
-    for name, command in (("nodes", list_nodes), ("users", list_users)):
-        parser = _add(commands, name, command, f"list {name}")
-        parser.add_argument("--institution", metavar="CODE")
-    _add(commands, "institutions", list_institutions, "list institutions")
-    _add(commands, "bootstrap-demo", _bootstrap_demo, "a demo institution and admin, once")
+    parser.add_argument("--retrieve-method", choices=("move", "get"), default="move")
+    parser.add_argument("--reconcile-with", metavar="AET", help="its RIS, asked before delivery")
+    parser = _add(commands, "nodes", list_nodes, "list nodes and their rights")
+    parser.add_argument("--institution", metavar="CODE")
+    parser = _add(commands, "add-route", add_route, "add a direct-push route (a called AE)")
+    parser.add_argument("--ae-title", metavar="CALLED_AET", required=True)
+    parser.add_argument("--to", metavar="CODE", required=True, help="destination institution")
+    parser.add_argument("--node", metavar="AET", help="its node to deliver to; default worklist")
+    parser.add_argument("--quiet-seconds", metavar="N", type=int, default=30, help="1-86400; 30")
+    parser.add_argument("--accept-unknown-callers", action="store_true")
+    parser.add_argument("--description", default="")
+    parser = _add(commands, "routes", list_routes, "list direct-push routes")
+    parser.add_argument("--institution", metavar="CODE", help="routes into it")
+    parser = _add(commands, "remove-route", remove_route, "remove a direct-push route")
+    parser.add_argument("ae_title", metavar="CALLED_AET")
+    parser = _add(commands, "jobs", list_jobs, "list jobs, newest first")
+    parser.add_argument("--status", help="queued, running, done or parked")
+    parser.add_argument("--kind")
+    parser.add_argument("--limit", type=_limit, default=200)
+    parser = _add(commands, "retry-job", retry_job, "queue a parked job again")
+    parser.add_argument("pk", type=_pk)
+    parser = _add(commands, "transfers", list_transfers, "list transfers, newest first")
+    parser.add_argument("--institution", metavar="CODE", help="as sender or destination")
+    parser.add_argument("--status", help="e.g. collecting, delivering, delivered, failed")
+    parser.add_argument("--limit", type=_limit, default=200)

@@ -17,7 +17,7 @@ from starlette.routing import Mount
 from ferry.errors import NotFound
 from policy import store
 from policy.models import ApiClient, Registration, User, UserStatus
-from portal import destinations_api, explain_api
+from portal import destinations_api, explain_api, jobs_api
 from portal.admin_access import Access, authenticate
 from portal.api_schemas import (
     ApiClientIn,
@@ -418,6 +418,8 @@ PARAMETERS = {
         {"type": "string", "pattern": _TOKEN_ID.pattern}, _matching(_TOKEN_ID)
     ),
     "node_pk": PathParameter(_PK, _pk),
+    "route_pk": PathParameter(_PK, _pk),
+    "job_pk": PathParameter(_PK, _pk),
     "permission_pk": PathParameter(_PK, _pk),
     "rule_pk": PathParameter(_PK, _pk),
     "grant_pk": PathParameter(_PK, _pk),
@@ -491,6 +493,11 @@ INFO = {
 
 def api_mount() -> Mount:
     """`/api`: every operation, and `/api/openapi.json` generated from them."""
-    operations = [*OPERATIONS, *destinations_api.OPERATIONS, *explain_api.OPERATIONS]
+    operations = [
+        *OPERATIONS,
+        *destinations_api.OPERATIONS,
+        *explain_api.OPERATIONS,
+        *jobs_api.OPERATIONS,
+    ]
     routes = build_routes(operations, PARAMETERS, authenticate, INFO, API_PREFIX)
     return Mount(API_PREFIX, routes=routes)

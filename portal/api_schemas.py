@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from exchange.models import TransferStatus
+from ferry.jobs import JobStatus
 from policy.models import UserStatus
 from policy.roles import Role, Scope
 
@@ -190,21 +192,49 @@ class TokenCreated(Output):
     client: ApiClientOut
 
 
+AeTitle = Annotated[
+    str, Field(min_length=1, max_length=16, description="PS3.5 AE: printable, no backslash")
+]
+Port = Annotated[int, Field(ge=1, le=65535)]
+Host = Annotated[str, Field(min_length=1, max_length=256)]
+RetrieveMethod = Literal["move", "get"]
+
+
 class NodeIn(Input):
-    ae_title: Annotated[str, Field(min_length=1, max_length=16)]
-    host: Annotated[str, Field(min_length=1, max_length=256)]
-    port: Annotated[int, Field(ge=1, le=65535)]
+    """`can_query`/`can_write`: the node may query or store into Ferry, and Ferry may query it
+    or deliver to it; `move_destination`: a C-MOVE may name it; `worklist`: a RIS answering
+    Modality Worklist queries; `reconcile_with_pk`: that RIS, asked before delivering here."""
+
+    ae_title: AeTitle
+    host: Host
+    port: Port
     tls: bool = False
     description: Name = ""
     restricted: bool = True
+    can_query: bool = False
+    can_write: bool = False
+    move_destination: bool = False
+    retrieve_method: RetrieveMethod = Field(
+        default="move", description="how Ferry retrieves from it: C-MOVE back to Ferry, or C-GET"
+    )
+    worklist: bool = False
+    reconcile_with_pk: Pk | None = None
 
 
 class NodePatch(Input):
-    host: Annotated[str, Field(min_length=1, max_length=256)] | None = None
-    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    """Absent or null fields stay as they are, except `reconcile_with_pk`: null stops it."""
+
+    host: Host | None = None
+    port: Port | None = None
     tls: bool | None = None
     description: Name | None = None
     restricted: bool | None = None
+    can_query: bool | None = None
+    can_write: bool | None = None
+    move_destination: bool | None = None
+    retrieve_method: RetrieveMethod | None = None
+    worklist: bool | None = None
+    reconcile_with_pk: Pk | None = None
 
 
 class NodeOut(Output):
@@ -216,6 +246,12 @@ class NodeOut(Output):
     tls: bool
     description: str
     restricted: bool
+    can_query: bool
+    can_write: bool
+    move_destination: bool
+    retrieve_method: str
+    worklist: bool
+    reconcile_with_pk: int | None
 
 
 class NodePermissionIn(Input):
@@ -294,3 +330,86 @@ class GrantOut(Output):
     expires_at: datetime | None
     revoked_at: datetime | None
     reason: str
+
+
+class RouteIn(Input):
+    """Studies sent to `called_ae_title` go to `destination`'s worklist, or to its node
+    `destination_node_pk`, once no instance arrived for `quiet_seconds`."""
+
+    called_ae_title: AeTitle
+    destination: Code
+    destination_node_pk: Pk | None = None
+    quiet_seconds: Annotated[int, Field(ge=1, le=86400)] = 30
+    accept_unknown_callers: bool = Field(
+        default=False, description="accept calling AE titles that name no node"
+    )
+    description: Name = ""
+
+
+class RouteOut(Output):
+    pk: int
+    called_ae_title: str
+    destination_institution_pk: int
+    destination: str
+    destination_node_pk: int | None
+    quiet_seconds: int
+    accept_unknown_callers: bool
+    description: str
+
+
+Limit = Annotated[int, Field(ge=1, le=1000, description="newest first, at most this many")]
+
+
+class _ListQuery(Input):
+    """Query strings are text: numbers in them are parsed, not refused."""
+
+    model_config = ConfigDict(extra="forbid", strict=False)
+
+
+class JobQuery(_ListQuery):
+    status: JobStatus | None = None
+    kind: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")] | None = None
+    limit: Limit = 200
+
+
+class RetryIn(Input):
+    """Nothing to choose yet: send `{}`."""
+
+
+class JobOut(Output):
+    pk: int
+    kind: str
+    status: JobStatus
+    attempts: int
+    max_attempts: int
+    run_after: datetime
+    last_error: str
+    result: str
+    payload: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+
+
+class TransferQuery(_ListQuery):
+    institution: Code | None = Field(default=None, description="as sender or as destination")
+    status: TransferStatus | None = None
+    limit: Limit = 200
+
+
+class TransferOut(Output):
+    pk: int
+    study_instance_uid: str
+    sender_institution_pk: int
+    sender: str
+    destination_institution_pk: int
+    destination: str
+    destination_node_pk: int | None
+    route_pk: int | None
+    calling_ae_title: str
+    status: str
+    reason: str
+    instances: int
+    job_pk: int | None
+    created_at: datetime
+    last_instance_at: datetime
+    completed_at: datetime | None

@@ -1,4 +1,4 @@
-"""The admin JSON API, part two: nodes, destination rules, core hours, holidays and grants."""
+"""The admin JSON API, part two: nodes, DIMSE routes, destination rules, hours and grants."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from sqlalchemy import Engine
 
 from ferry.errors import NotFound
 from policy import store
-from policy.models import DestinationRule, Node
+from policy.models import DestinationRule, Node, Route
+from policy.store import destinations as routes
 from portal import grants
 from portal.admin_access import Access
 from portal.api_schemas import (
@@ -25,6 +26,8 @@ from portal.api_schemas import (
     NodePatch,
     NodePermissionIn,
     NodePermissionOut,
+    RouteIn,
+    RouteOut,
 )
 from portal.openapi import Call, Operation
 
@@ -64,7 +67,10 @@ def get_node(call: Call) -> NodeOut:
 
 def update_node(call: Call) -> NodeOut:
     node = _node(call)
-    changes = call.body.model_dump(exclude_none=True)
+    body: NodePatch = call.body
+    changes = body.model_dump(exclude_none=True)
+    if "reconcile_with_pk" in body.model_fields_set:  # an explicit null stops reconciling
+        changes["reconcile_with_pk"] = body.reconcile_with_pk
     return NodeOut.model_validate(store.update_node(_engine(call), node.pk or 0, **changes))
 
 
@@ -91,6 +97,56 @@ def add_node_permission(call: Call) -> NodePermissionOut:
 def remove_node_permission(call: Call) -> None:
     node = _node(call)
     store.remove_node_permission(_engine(call), node.pk or 0, call.path["permission_pk"])
+
+
+# --- direct-push routes (called AE titles) --------------------------------------------------
+
+
+def _route_out(access: Access, route: Route) -> RouteOut:
+    return RouteOut.model_validate(
+        {
+            **route.model_dump(),
+            "destination": access.code_of(route.destination_institution_pk),
+        }
+    )
+
+
+def list_routes(call: Call) -> list[RouteOut]:
+    access = Access(call)
+    rows = routes.list_routes(_engine(call), access.administered())
+    return [_route_out(access, route) for route in rows]
+
+
+def create_route(call: Call) -> RouteOut:
+    access = Access(call)
+    body: RouteIn = call.body
+    facts = access.require_code(body.destination)
+    own = call.state.settings.dicom_ae_title
+    if body.called_ae_title.strip() == own:
+        raise store.InvalidRecord(f"{own!r} is Ferry's own AE title; a route needs another")
+    fields = body.model_dump(exclude={"called_ae_title", "destination"})
+    route = routes.create_route(_engine(call), body.called_ae_title, facts.pk, **fields)
+    return _route_out(access, route)
+
+
+def _route(call: Call) -> tuple[Access, Route]:
+    pk = call.path["route_pk"]
+    try:
+        route = routes.get_route(_engine(call), pk)
+    except store.UnknownRecord:
+        raise NotFound(f"no route {pk}") from None
+    access = Access(call)
+    access.require(route.destination_institution_pk, f"route {pk}")
+    return access, route
+
+
+def get_route(call: Call) -> RouteOut:
+    return _route_out(*_route(call))
+
+
+def delete_route(call: Call) -> None:
+    _, route = _route(call)
+    routes.delete_route(_engine(call), route.pk or 0)
 
 
 # --- destination rules ----------------------------------------------------------------------
@@ -232,6 +288,7 @@ def revoke_grant(call: Call) -> GrantOut:
 
 
 _N = "nodes"
+_RT = "routes"
 _D = "destination rules"
 _H = "hours"
 _G = "grants"
@@ -250,6 +307,12 @@ OPERATIONS: list[Operation] = [
               NodePermissionOut, 201),
     Operation("DELETE", "/nodes/{node_pk}/permissions/{permission_pk}", remove_node_permission,
               "remove a permission", _N, status=204),
+    Operation("GET", "/routes", list_routes, "direct-push routes into institutions you administer",
+              _RT, response=list[RouteOut]),
+    Operation("POST", "/routes", create_route, "add a route: a called AE title that forwards", _RT,
+              RouteIn, RouteOut, 201),
+    Operation("GET", "/routes/{route_pk}", get_route, "one route", _RT, response=RouteOut),
+    Operation("DELETE", "/routes/{route_pk}", delete_route, "remove a route", _RT, status=204),
     Operation("GET", "/institutions/{code}/destination-rules", list_destination_rules,
               "who may send here, and when", _D, response=list[DestinationRuleOut]),
     Operation("POST", "/institutions/{code}/destination-rules", create_destination_rule,

@@ -1,13 +1,14 @@
-"""Nodes (DICOM application entities), who may query or write them, and destination rules."""
+"""Nodes (DICOM application entities), their rights, direct-push routes, and destination rules."""
 
 from __future__ import annotations
 
 from collections.abc import Collection
+from types import EllipsisType
 
 from sqlalchemy import Engine, or_
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
 
-from policy.models import DestinationRule, Institution, Node, NodePermission
+from policy.models import DestinationRule, Institution, Node, NodePermission, RetrieveMethod, Route
 from policy.roles import Role
 from policy.store._base import (
     DuplicateRecord,
@@ -20,6 +21,8 @@ from policy.store._base import (
 
 SUBJECT_KINDS = ("user", "role", "institution")
 WINDOWS = ("always", "core", "out-of-hours")
+RETRIEVE_METHODS = tuple(method.value for method in RetrieveMethod)
+MAX_QUIET_SECONDS = 86400
 
 
 def check_ae_title(title: str) -> str:
@@ -36,6 +39,23 @@ def _check_port(port: int) -> int:
     return port
 
 
+def _check_retrieve_method(method: str) -> str:
+    if method not in RETRIEVE_METHODS:
+        raise InvalidRecord(f"retrieve method must be one of {', '.join(RETRIEVE_METHODS)}")
+    return method
+
+
+def _check_reconcile_with(session: Session, node: Node, ris_pk: int | None) -> None:
+    """Reconciliation asks a RIS of the node's own institution, never the node itself."""
+    if ris_pk is None:
+        return
+    ris = session.get(Node, ris_pk)
+    if ris is None or ris.institution_pk != node.institution_pk or ris_pk == node.pk:
+        raise UnknownRecord(f"institution {node.institution_pk} has no other node {ris_pk}")
+    if not ris.worklist:
+        raise InvalidRecord(f"node {ris.ae_title} answers no worklist queries (worklist is off)")
+
+
 def create_node(
     engine: Engine,
     institution_pk: int,
@@ -46,7 +66,14 @@ def create_node(
     tls: bool = False,
     description: str = "",
     restricted: bool = True,
+    can_query: bool = False,
+    can_write: bool = False,
+    move_destination: bool = False,
+    retrieve_method: str = RetrieveMethod.MOVE.value,
+    worklist: bool = False,
+    reconcile_with_pk: int | None = None,
 ) -> Node:
+    """`can_query`/`can_write` are the node's rights both ways (see `policy.models.Node`)."""
     ae_title = check_ae_title(ae_title)
     node = Node(
         institution_pk=institution_pk,
@@ -56,12 +83,19 @@ def create_node(
         tls=tls,
         description=check_text(description, "description", 256),
         restricted=restricted,
+        can_query=can_query,
+        can_write=can_write,
+        move_destination=move_destination,
+        retrieve_method=_check_retrieve_method(retrieve_method),
+        worklist=worklist,
+        reconcile_with_pk=reconcile_with_pk,
     )
     with writing(engine, f"AE title {ae_title!r} is taken") as session:
         if session.get(Institution, institution_pk) is None:
             raise UnknownRecord(f"no institution {institution_pk}")
         if session.exec(select(Node).where(Node.ae_title == ae_title)).first():
             raise DuplicateRecord(f"AE title {ae_title!r} is taken")
+        _check_reconcile_with(session, node, reconcile_with_pk)
         session.add(node)
     return node
 
@@ -71,6 +105,14 @@ def get_node(engine: Engine, pk: int) -> Node:
         node = session.get(Node, pk)
     if node is None:
         raise UnknownRecord(f"no node {pk}")
+    return node
+
+
+def find_node(engine: Engine, ae_title: str) -> Node:
+    with reading(engine) as session:
+        node = session.exec(select(Node).where(Node.ae_title == ae_title.strip())).first()
+    if node is None:
+        raise UnknownRecord(f"no node with AE title {ae_title!r}")
     return node
 
 
@@ -88,10 +130,25 @@ def update_node(
     *,
     host: str | None = None,
     port: int | None = None,
-    tls: bool | None = None,
     description: str | None = None,
+    retrieve_method: str | None = None,
+    reconcile_with_pk: int | EllipsisType | None = ...,
+    tls: bool | None = None,
     restricted: bool | None = None,
+    can_query: bool | None = None,
+    can_write: bool | None = None,
+    move_destination: bool | None = None,
+    worklist: bool | None = None,
 ) -> Node:
+    """None leaves a value as it is; `reconcile_with_pk=None` stops reconciling (`...` keeps it)."""
+    flags = {
+        "tls": tls,
+        "restricted": restricted,
+        "can_query": can_query,
+        "can_write": can_write,
+        "move_destination": move_destination,
+        "worklist": worklist,
+    }
     with writing(engine, "the node changed meanwhile") as session:
         node = session.get(Node, pk)
         if node is None:
@@ -102,16 +159,27 @@ def update_node(
             node.port = _check_port(port)
         if description is not None:
             node.description = check_text(description, "description", 256)
-        for field, value in (("tls", tls), ("restricted", restricted)):
+        if retrieve_method is not None:
+            node.retrieve_method = _check_retrieve_method(retrieve_method)
+        for field, value in flags.items():
             if value is not None:
                 setattr(node, field, value)
+        if reconcile_with_pk is not ...:
+            _check_reconcile_with(session, node, reconcile_with_pk)
+            node.reconcile_with_pk = reconcile_with_pk
+        if not node.worklist and (user := _reconciling(session, pk)):
+            raise InvalidRecord(f"node {user.ae_title} reconciles with it: it must stay a worklist")
         session.add(node)
     return node
 
 
+def _reconciling(session: Session, pk: int) -> Node | None:
+    return session.exec(select(Node).where(Node.reconcile_with_pk == pk)).first()
+
+
 def delete_node(engine: Engine, pk: int) -> None:
-    """A node goes with its permissions; rules that still send to it must be removed first."""
-    with writing(engine, "the node changed meanwhile") as session:
+    """A node goes with its permissions; rules and routes naming it must be removed first."""
+    with writing(engine, f"node {pk} is still named by transfers") as session:
         node = session.get(Node, pk)
         if node is None:
             raise UnknownRecord(f"no node {pk}")
@@ -120,6 +188,10 @@ def delete_node(engine: Engine, pk: int) -> None:
         )
         if rule := session.exec(used).first():
             raise DuplicateRecord(f"destination rule {rule.pk} still names node {pk}")
+        if route := session.exec(select(Route).where(Route.destination_node_pk == pk)).first():
+            raise DuplicateRecord(f"route {route.called_ae_title} still names node {pk}")
+        if user := _reconciling(session, pk):
+            raise DuplicateRecord(f"node {user.ae_title} still reconciles with node {pk}")
         for permission in session.exec(select(NodePermission).where(NodePermission.node_pk == pk)):
             session.delete(permission)
         session.flush()
@@ -232,3 +304,84 @@ def delete_destination_rule(engine: Engine, pk: int) -> None:
         if rule is None:
             raise UnknownRecord(f"no destination rule {pk}")
         session.delete(rule)
+
+
+# --- direct-push routes ---------------------------------------------------------------------
+
+
+def create_route(
+    engine: Engine,
+    called_ae_title: str,
+    destination_institution_pk: int,
+    *,
+    destination_node_pk: int | None = None,
+    quiet_seconds: int = 30,
+    accept_unknown_callers: bool = False,
+    description: str = "",
+) -> Route:
+    """A called AE title that forwards to an institution's worklist, or to one of its nodes.
+
+    A route's AE title is a called one and a node's a calling one, so the two may coincide;
+    that it differs from Ferry's own AE title is for the caller to check (it holds the settings).
+    """
+    called_ae_title = check_ae_title(called_ae_title)
+    if not 1 <= quiet_seconds <= MAX_QUIET_SECONDS:
+        raise InvalidRecord(f"quiet time must be 1-{MAX_QUIET_SECONDS} seconds")
+    route = Route(
+        called_ae_title=called_ae_title,
+        destination_institution_pk=destination_institution_pk,
+        destination_node_pk=destination_node_pk,
+        quiet_seconds=quiet_seconds,
+        accept_unknown_callers=accept_unknown_callers,
+        description=check_text(description, "description", 256),
+    )
+    with writing(engine, f"route AE title {called_ae_title!r} is taken") as session:
+        if session.get(Institution, destination_institution_pk) is None:
+            raise UnknownRecord(f"no institution {destination_institution_pk}")
+        node = session.get(Node, destination_node_pk) if destination_node_pk else None
+        if destination_node_pk is not None and (
+            node is None or node.institution_pk != destination_institution_pk
+        ):
+            raise UnknownRecord(
+                f"institution {destination_institution_pk} has no node {destination_node_pk}"
+            )
+        taken = select(Route).where(Route.called_ae_title == called_ae_title)
+        if session.exec(taken).first():
+            raise DuplicateRecord(f"route AE title {called_ae_title!r} is taken")
+        session.add(route)
+    return route
+
+
+def get_route(engine: Engine, pk: int) -> Route:
+    with reading(engine) as session:
+        route = session.get(Route, pk)
+    if route is None:
+        raise UnknownRecord(f"no route {pk}")
+    return route
+
+
+def find_route(engine: Engine, called_ae_title: str) -> Route:
+    query = select(Route).where(Route.called_ae_title == called_ae_title.strip())
+    with reading(engine) as session:
+        route = session.exec(query).first()
+    if route is None:
+        raise UnknownRecord(f"no route with AE title {called_ae_title!r}")
+    return route
+
+
+def list_routes(engine: Engine, institution_pks: Collection[int] | None = None) -> list[Route]:
+    """Routes into these destination institutions (all when None), by called AE title."""
+    query = select(Route).order_by(col(Route.called_ae_title))
+    if institution_pks is not None:
+        query = query.where(col(Route.destination_institution_pk).in_(list(institution_pks)))
+    with reading(engine) as session:
+        return list(session.exec(query))
+
+
+def delete_route(engine: Engine, pk: int) -> None:
+    """Transfers keep naming their route: a route that carried studies stays (409)."""
+    with writing(engine, f"route {pk} is still named by transfers") as session:
+        route = session.get(Route, pk)
+        if route is None:
+            raise UnknownRecord(f"no route {pk}")
+        session.delete(route)
