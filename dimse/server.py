@@ -35,7 +35,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from archive.outcomes import StoreOutcome
 from archive.store import Archive
-from dimse import commitment, query, retrieve, statuses, tls
+from dimse import _connection, commitment, query, retrieve, statuses, tls
 from dimse.callers import Caller, identify
 from dimse.context import BridgeContext
 from dimse.transfer_syntaxes import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES
@@ -116,6 +116,12 @@ class Bridge:
         context = self.context
         return [
             (evt.EVT_CONN_OPEN, _no_delay),
+            (
+                evt.EVT_CONN_OPEN,
+                _connection.guard(self.settings.dicom_max_pdu, self.settings.dicom_network_timeout),
+            ),
+            (evt.EVT_ABORTED, _connection.discard_partial_data_set),
+            (evt.EVT_CONN_CLOSE, _connection.discard_partial_data_set),
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
@@ -209,6 +215,10 @@ class Bridge:
             event.assoc.acse.send_reject(
                 statuses.REJECTED_PERMANENT, statuses.SOURCE_SERVICE_USER, diagnostic
             )
+            # pynetdicom closes the socket once this handler returns, often before its DUL
+            # thread has sent the A-ASSOCIATE-RJ; kill() waits for it (as pynetdicom's own
+            # rejections do), bounded by the ARTIM timer.
+            event.assoc.kill()
         log.info("association from %s (%s) to %s rejected: %s", calling, address, called, reason)
 
     def _on_echo(self, _event: evt.Event) -> int:

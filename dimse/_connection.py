@@ -1,0 +1,92 @@
+"""Guards on each accepted DICOM connection that pynetdicom leaves to its user (PS3.8 9, D.1).
+
+pynetdicom reads whatever length a PDU header claims and blocks without a timeout on a peer
+that stops mid-PDU, and an association aborted mid-C-STORE leaves its partly received data
+set in the system's temporary folder. One misbehaving peer must cost Ferry neither memory,
+nor an association slot for ever, nor disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import struct
+from pathlib import Path
+from typing import Any
+
+from pynetdicom import evt
+
+log = logging.getLogger(__name__)
+
+P_DATA_TF = 0x04
+# Other PDUs (an A-ASSOCIATE-RQ with many contexts is the largest) stay far below this.
+OTHER_PDU_LIMIT = 1 << 20
+# A-ABORT (PS3.8 9.3.8): source 2 = service provider, reason 6 = invalid PDU parameter value.
+_ABORT_INVALID_PDU = struct.pack(">BBLBBBB", 0x07, 0, 4, 0, 0, 2, 6)
+
+
+class _LimitedReads:
+    """Wraps the DUL's reads: a header, then its body. A body longer than allowed is not read.
+
+    The peer gets an A-ABORT, and the DUL an empty read, which it treats as a closed
+    connection (the association then ends as aborted).
+    """
+
+    def __init__(self, association_socket: Any, max_pdu: int) -> None:
+        self.association_socket = association_socket
+        self.read = association_socket.recv
+        self.max_pdu = max_pdu
+        self.expecting_header = True
+        self.refused = False
+
+    def recv(self, nr_bytes: int) -> bytearray:
+        if self.refused:
+            return bytearray()
+        if not self.expecting_header:
+            self.expecting_header = True
+            return self.read(nr_bytes)  # type: ignore[no-any-return]
+        header = self.read(nr_bytes)
+        if len(header) == 6:
+            pdu_type, _, length = struct.unpack(">BBL", header)
+            limit = self.max_pdu if pdu_type == P_DATA_TF else OTHER_PDU_LIMIT
+            if self.max_pdu and length > limit:
+                self._refuse(pdu_type, length, limit)
+            self.expecting_header = False
+        return header  # type: ignore[no-any-return]
+
+    def _refuse(self, pdu_type: int, length: int, limit: int) -> None:
+        log.warning(
+            "PDU type %#04x of %d bytes, over the limit of %d: aborted", pdu_type, length, limit
+        )
+        self.refused = True
+        with contextlib.suppress(OSError):
+            self.association_socket.send(_ABORT_INVALID_PDU)
+
+
+def guard(max_pdu: int, network_timeout: float) -> Any:
+    """An EVT_CONN_OPEN handler: a timeout on every read and write, a limit on PDU lengths.
+
+    Bound before the association starts reading, so the DUL only ever reads through it.
+    """
+
+    def on_open(event: evt.Event) -> None:
+        association_socket = event.assoc.dul.socket
+        sock = getattr(association_socket, "socket", None)
+        if association_socket is None or sock is None:
+            return
+        with contextlib.suppress(OSError):
+            sock.settimeout(network_timeout)
+        association_socket.recv = _LimitedReads(association_socket, max_pdu).recv
+
+    return on_open
+
+
+def discard_partial_data_set(event: evt.Event) -> None:
+    """Removes the temporary file of a C-STORE data set whose association ended mid-transfer."""
+    message = getattr(getattr(event.assoc, "dimse", None), "message", None)
+    partial = getattr(message, "_data_set_file", None)
+    if partial is None:
+        return
+    with contextlib.suppress(OSError):
+        partial.close()
+    Path(partial.name).unlink(missing_ok=True)

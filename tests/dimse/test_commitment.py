@@ -1,0 +1,228 @@
+"""Storage Commitment Push Model (PS3.4 Annex J) with a pynetdicom peer as the requestor."""
+
+from __future__ import annotations
+
+import json
+import queue
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
+from sqlalchemy import select
+
+from audit.models import AuditEvent
+from dimse.commitment import STORAGE_COMMITMENT_INSTANCE
+from tests.conftest import free_port
+from tests.dimse.conftest import Dimse
+from tests.factories import StudySpec, write_series
+from tests.policy._people import add_institution
+
+NO_SUCH_OBJECT_INSTANCE = 0x0112  # PS3.3 C.14.1.1 Failure Reason
+CLASS_INSTANCE_CONFLICT = 0x0119
+NO_SUCH_ACTION = 0x0123  # PS3.7 C.4
+INVALID_ARGUMENT_VALUE = 0x0115
+REPORT_WAIT = 60  # seconds; a bound on waiting, not a timing assertion
+sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+Reports = queue.Queue[tuple[int, Dataset]]
+
+
+def store_study(dimse: Dimse, folder: Path, institution_pk: int, count: int = 2) -> list[str]:
+    """Stores a CT series straight into the archive for an institution; its SOP Instance UIDs."""
+    outcomes = dimse.archive.store_files(
+        write_series(folder, count, spec=StudySpec()), institution_pk=institution_pk
+    )
+    assert all(outcome.stored for outcome in outcomes)
+    return [outcome.sop_instance_uid for outcome in outcomes]
+
+
+def request(transaction_uid: str, references: list[tuple[str, str]]) -> Dataset:
+    info = Dataset()
+    info.TransactionUID = transaction_uid
+    info.ReferencedSOPSequence = []
+    for sop_class, sop_instance in references:
+        item = Dataset()
+        item.ReferencedSOPClassUID = sop_class
+        item.ReferencedSOPInstanceUID = sop_instance
+        info.ReferencedSOPSequence.append(item)
+    return info
+
+
+def on_report(reports: Reports) -> Any:
+    def handler(event: evt.Event) -> tuple[int, None]:
+        reports.put((event.event_type, event.event_information))
+        return 0x0000, None
+
+    return handler
+
+
+def requestor() -> AE:
+    ae = AE(ae_title="PACS")
+    ae.add_requested_context(StorageCommitmentPushModel)
+    ae.add_requested_context(Verification)
+    return ae
+
+
+def commit_events(dimse: Dimse, count: int = 1) -> list[dict[str, Any]]:
+    """The 'commit' audit events, once `count` are there (audited after the report is sent)."""
+    deadline = time.monotonic() + REPORT_WAIT
+    while True:
+        with dimse.archive.engine.connect() as connection:
+            rows = connection.execute(
+                select(AuditEvent).where(AuditEvent.action == "commit").order_by(AuditEvent.pk)
+            ).all()
+        if len(rows) >= count or time.monotonic() > deadline:
+            return [dict(row._mapping) | {"detail": json.loads(row.detail)} for row in rows]
+        time.sleep(0.05)
+
+
+def uids(sequence: Any) -> set[tuple[str, str]]:
+    return {(item.ReferencedSOPClassUID, item.ReferencedSOPInstanceUID) for item in sequence}
+
+
+@pytest.fixture
+def pacs_scp(dimse: Dimse) -> Iterator[Reports]:
+    """The requestor's own SCP, where a report arrives after the requestor released."""
+    reports: Reports = queue.Queue()
+    ae = AE(ae_title="PACS")
+    # Ferry proposes the SCP role (it sends the N-EVENT-REPORT); this node agrees.
+    ae.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
+    port = free_port()
+    server = ae.start_server(
+        ("127.0.0.1", port),
+        block=False,
+        evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report(reports))],
+    )
+    dimse.add_node("PACS", port=port)
+    try:
+        yield reports
+    finally:
+        server.shutdown()
+
+
+def test_report_on_the_same_association_names_what_is_held_and_visible(
+    dimse: Dimse, tmp_path: Path
+) -> None:
+    own = store_study(dimse, tmp_path / "own", dimse.institution_pk)
+    foreign = store_study(dimse, tmp_path / "other", add_institution(dimse.archive.engine, "OTH"))
+    dimse.add_node("PACS")
+    transaction = generate_uid()
+    references = [
+        (CTImageStorage, own[0]),
+        (MRImageStorage, own[1]),  # held as CT: a class/instance conflict
+        (CTImageStorage, foreign[0]),  # another institution's: must look absent
+        (CTImageStorage, generate_uid()),  # never received
+    ]
+    reports: Reports = queue.Queue()
+    assoc = requestor().associate(
+        "127.0.0.1",
+        dimse.port,
+        ae_title=dimse.ae_title,
+        evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report(reports))],
+    )
+    assert assoc.is_established
+    try:
+        status, _ = assoc.send_n_action(
+            request(transaction, references),
+            1,
+            StorageCommitmentPushModel,
+            STORAGE_COMMITMENT_INSTANCE,
+        )
+        assert status.Status == 0x0000
+        event_type, info = reports.get(timeout=REPORT_WAIT)
+        assert assoc.send_c_echo().Status == 0x0000  # the bridge still serves this association
+    finally:
+        assoc.release()
+
+    assert event_type == 2  # failures exist
+    assert info.TransactionUID == transaction
+    assert info.RetrieveAETitle == dimse.ae_title
+    assert uids(info.ReferencedSOPSequence) == {(CTImageStorage, own[0])}
+    failed = {item.ReferencedSOPInstanceUID: item.FailureReason for item in info.FailedSOPSequence}
+    assert failed == {
+        own[1]: CLASS_INSTANCE_CONFLICT,
+        foreign[0]: NO_SUCH_OBJECT_INSTANCE,
+        references[3][1]: NO_SUCH_OBJECT_INSTANCE,
+    }
+    [event] = commit_events(dimse)
+    assert event["outcome"] == "allowed"
+    assert event["actor"] == "node:PACS"
+    assert event["detail"]["transaction_uid"] == transaction
+    assert event["detail"]["report"] == "same association"
+    assert event["detail"]["committed"] == 1
+    assert event["detail"]["failed"] == {"0112": 2, "0119": 1}
+    assert foreign[0] not in json.dumps(event, default=str)
+
+
+@sqlite_only
+def test_report_on_a_new_association_after_the_requestor_released(
+    dimse: Dimse, tmp_path: Path, pacs_scp: Reports
+) -> None:
+    own = store_study(dimse, tmp_path / "own", dimse.institution_pk, count=3)
+    transaction = generate_uid()
+    assoc = requestor().associate("127.0.0.1", dimse.port, ae_title=dimse.ae_title)
+    assert assoc.is_established
+    try:
+        status, _ = assoc.send_n_action(
+            request(transaction, [(CTImageStorage, uid) for uid in own]),
+            1,
+            StorageCommitmentPushModel,
+            STORAGE_COMMITMENT_INSTANCE,
+        )
+    finally:
+        assoc.release()
+    assert status.Status == 0x0000
+
+    event_type, info = pacs_scp.get(timeout=REPORT_WAIT)
+    assert event_type == 1  # all committed
+    assert info.TransactionUID == transaction
+    assert uids(info.ReferencedSOPSequence) == {(CTImageStorage, uid) for uid in own}
+    assert "FailedSOPSequence" not in info
+    [event] = commit_events(dimse)
+    assert event["outcome"] == "allowed"
+    assert event["detail"]["report"] == "new association"
+    assert event["detail"]["committed"] == 3
+
+
+@sqlite_only
+@pytest.mark.parametrize(
+    ("action_type", "information", "status"),
+    [
+        (2, request("1.2.3", [(CTImageStorage, "1.2.3.4")]), NO_SUCH_ACTION),
+        (1, request("", [(CTImageStorage, "1.2.3.4")]), INVALID_ARGUMENT_VALUE),
+        (1, request("1.2.3", []), INVALID_ARGUMENT_VALUE),
+    ],
+    ids=["unknown-action", "no-transaction", "no-references"],
+)
+def test_a_request_that_cannot_be_acted_on_is_refused_and_audited(
+    dimse: Dimse, action_type: int, information: Dataset, status: int
+) -> None:
+    dimse.add_node("PACS")
+    reports: Reports = queue.Queue()
+    assoc = requestor().associate(
+        "127.0.0.1",
+        dimse.port,
+        ae_title=dimse.ae_title,
+        evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report(reports))],
+    )
+    assert assoc.is_established
+    try:
+        answer, _ = assoc.send_n_action(
+            information, action_type, StorageCommitmentPushModel, STORAGE_COMMITMENT_INSTANCE
+        )
+        echo = assoc.send_c_echo()
+    finally:
+        assoc.release()
+    assert answer.Status == status
+    assert answer.ErrorComment
+    assert echo.Status == 0x0000
+    assert reports.empty()
+    [event] = commit_events(dimse)
+    assert event["outcome"] == "failed"
+    assert event["detail"]["status"] == f"{status:04X}"
