@@ -139,6 +139,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ferry.admin_commands import add_admin_commands
 
     add_admin_commands(admin_commands)
+    from ferry.dimse_commands import add_dimse_commands
+
+    add_dimse_commands(commands)
     from audit.commands import add_audit_commands
 
     add_audit_commands(commands)
