@@ -53,8 +53,9 @@ def test_a_study_pushed_through_a_route_reaches_the_other_pacs(tmp_path: Path) -
     _ferry(data_dir, "admin", "create-institution", "STMARY", "St Mary's")
     _ferry(data_dir, "admin", "add-node", "--institution", "HOSP", "--ae-title", "PACS_HOSP",
            "--host", "127.0.0.1", "--port", "104", "--write", "--query")  # fmt: skip
+    pacs = ("--host", "127.0.0.1", "--port", str(pacs_port), "--write", "--unrestricted")
     _ferry(data_dir, "admin", "add-node", "--institution", "STMARY", "--ae-title", "PACS_STMARY",
-           "--host", "127.0.0.1", "--port", str(pacs_port), "--write", "--unrestricted")  # fmt: skip
+           *pacs)  # fmt: skip
     _ferry(data_dir, "admin", "add-route", "--ae-title", "FERRY_TO_STMARY", "--to", "STMARY",
            "--node", "PACS_STMARY", "--quiet-seconds", "1")  # fmt: skip
     assert "FERRY_TO_STMARY" in _ferry(data_dir, "admin", "routes")
