@@ -43,18 +43,25 @@ class Row:
 class Report:
     """Figures from every server, in the order the measures ran; failures kept beside them.
 
-    `compare` names two columns whose ratio (first / second) gets a column of its own.
+    `compare` names two columns whose ratio (first / second) gets a column of its own, or a list
+    of such pairs, each with its own ratio column.
     """
 
     def __init__(
         self,
         servers: Sequence[str],
         titles: Mapping[str, str] = SERVER_TITLES,
-        compare: tuple[str, str] | None = ("ferry", "orthanc"),
+        compare: tuple[str, str] | Sequence[tuple[str, str]] | None = ("ferry", "orthanc"),
     ) -> None:
         self.servers = list(servers)
         self.titles = dict(titles)
-        self.compare = compare if compare and set(compare) <= set(self.servers) else None
+        pairs = [compare] if compare and isinstance(compare[0], str) else list(compare or [])
+        self.comparisons: list[tuple[str, str]] = [
+            (first, second)
+            for first, second in pairs  # type: ignore[misc]
+            if {first, second} <= set(self.servers)
+        ]
+        self.compare = self.comparisons[0] if self.comparisons else None
         self.rows: dict[str, Row] = {}
         self.failures: dict[str, dict[str, str]] = {}
         self.failure_labels: dict[str, str] = {}
@@ -93,17 +100,18 @@ class Report:
         return self.titles.get(server, server)
 
     def render_table(self, title: str, note: str | None = None) -> str:
-        """`note` replaces the lines explaining the ratio column under the table."""
-        compare = self.compare
+        """`note` replaces the lines explaining the ratio columns under the table."""
+        comparisons = self.comparisons
         header = ["measure", "unit", *(self.title(s) for s in self.servers)]
-        if compare:
-            ratio = f"{self.title(compare[0])}/{self.title(compare[1])}"
-            header += [ratio, "better"]
+        header += [f"{self.title(first)}/{self.title(second)}" for first, second in comparisons]
+        if comparisons:
+            header.append("better")
         lines = [header]
         for row in self.visible_rows():
             line = [row.label, row.unit, *(self.cell(row, s) for s in self.servers)]
-            if compare:
-                line += [_ratio(row, *compare), row.better]
+            line += [_ratio(row, *pair) for pair in comparisons]
+            if comparisons:
+                line.append(row.better)
             lines.append(line)
         widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
         text = [title, ""]
@@ -115,16 +123,10 @@ class Report:
             text.append("  ".join(cells).rstrip())
             if number == 0:
                 text.append("  ".join("-" * w for w in widths))
-        if compare and note is not None:
+        if comparisons and note is not None:
             text += ["", note]
-        elif compare:
-            first, second = (self.title(name) for name in compare)
-            text += [
-                "",
-                f"{first}/{second} is {first}'s figure divided by {second}'s; 'better' is the",
-                f"direction that favours {first} (higher: a ratio above 1 is better; lower: below"
-                " 1 is better).",
-            ]
+        elif comparisons:
+            text += ["", *_ratio_note([(self.title(a), self.title(b)) for a, b in comparisons])]
         text += [
             f"{FAILED} {self.title(server)} {self.failure_labels[group]}: {error}"
             for group, errors in self.failures.items()
@@ -166,6 +168,22 @@ def format_number(value: float) -> str:
     if value >= 100:
         return f"{value:,.0f}"
     return f"{value:.1f}" if value >= 10 else f"{value:.2f}"
+
+
+def _ratio_note(pairs: list[tuple[str, str]]) -> list[str]:
+    first = pairs[0][0]
+    if len(pairs) == 1:
+        second = pairs[0][1]
+        return [
+            f"{first}/{second} is {first}'s figure divided by {second}'s; 'better' is the",
+            f"direction that favours {first} (higher: a ratio above 1 is better; lower: below"
+            " 1 is better).",
+        ]
+    return [
+        *(f"{a}/{b} is {a}'s figure divided by {b}'s." for a, b in pairs),
+        f"'better' is the direction that favours {first} (higher: a ratio above 1 is better;"
+        " lower: below 1 is better).",
+    ]
 
 
 def _ratio(row: Row, first: str, second: str) -> str:
