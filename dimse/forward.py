@@ -80,6 +80,7 @@ class ForwardRequest:
     node_pk: int
     transfer_pk: int | None
     requested_by: str
+    as_sent: bool = False  # a person chose to deliver without worklist reconciliation
 
     @classmethod
     def of(cls, payload: Mapping[str, Any]) -> ForwardRequest:
@@ -89,6 +90,7 @@ class ForwardRequest:
             int(payload["node_pk"]),
             int(transfer) if transfer is not None else None,
             str(payload.get("requested_by") or ""),
+            bool(payload.get("as_sent", False)),
         )
 
 
@@ -208,7 +210,11 @@ class _Run:
             contexts = requested_contexts(remaining)
         except ValueError as error:  # more SOP classes and syntaxes than one association holds
             self._give_up(f"cannot send to {node.ae_title}: {error}", permanent=True)
-        reconciler = reconciler_for(self.context, node, self.request.study_uid)
+        reconciler = (
+            None
+            if self.request.as_sent
+            else reconciler_for(self.context, node, self.request.study_uid)
+        )
         sent: list[Sent] = []
         try:
             # The RIS is asked before the node is called: without a match nothing is sent.
@@ -261,7 +267,8 @@ class _Run:
     def _unreconciled(self, node: NodeFacts, error: NoWorklistMatch, sent: list[Sent]) -> NoReturn:
         message = (
             f"no worklist match for study {self.request.study_uid} before delivery to "
-            f"{node.ae_title}: {error}; a person must reconcile it"
+            f"{node.ae_title}: {error}; a person must reconcile it (fix the order in the RIS "
+            "and retry the job, or retry it --as-sent)"
         )
         self._mark(TransferStatus.NEEDS_RECONCILIATION, message)
         self._audit(Outcome.FAILED, message, sent=sum(1 for item in sent if item.ok))
@@ -316,6 +323,7 @@ class _Run:
                     "attempt": self.job.attempts,
                     "transfer_pk": self.request.transfer_pk,
                     "requested_by": self.request.requested_by,
+                    "without_reconciliation": self.request.as_sent,
                     **detail,
                 },
             ),

@@ -323,7 +323,7 @@ def retry_job(engine: Engine, args: argparse.Namespace) -> int:
     from ferry.jobs import JobQueue
 
     queue = JobQueue(engine)
-    if not queue.retry(args.pk):
+    if not queue.retry(args.pk, {"as_sent": True} if args.as_sent else None):
         job = queue.get(args.pk)
         if job is None:
             raise FerryError(f"no job {args.pk}")
@@ -522,6 +522,11 @@ def _add_dimse_commands(commands: Any) -> None:
     parser.add_argument("--limit", type=_limit, default=200)
     parser = _add(commands, "retry-job", retry_job, "queue a parked job again")
     parser.add_argument("pk", type=_pk)
+    parser.add_argument(
+        "--as-sent",
+        action="store_true",
+        help="deliver without worklist reconciliation (a person checked the study)",
+    )
     parser = _add(commands, "transfers", list_transfers, "list transfers, newest first")
     parser.add_argument("--institution", metavar="CODE", help="as sender or destination")
     parser.add_argument("--status", help="e.g. collecting, delivering, delivered, failed")

@@ -232,18 +232,30 @@ class JobQueue:
                 .values(locked_by="", locked_until=None, updated_at=self.clock(), **values)
             )
 
-    def retry(self, pk: int) -> bool:
-        """An administrator sends a parked job round again, with a fresh count of attempts."""
+    def retry(self, pk: int, payload_changes: Mapping[str, Any] | None = None) -> bool:
+        """An administrator sends a parked job round again, with a fresh count of attempts.
+
+        `payload_changes` carries what the person decided (say, deliver without reconciliation).
+        """
+        values: dict[str, Any] = {
+            "status": JobStatus.QUEUED.value,
+            "attempts": 0,
+            "run_after": self.clock(),
+            "updated_at": self.clock(),
+        }
         with self.engine.begin() as connection:
+            if payload_changes:
+                current = connection.execute(
+                    select(Job.payload).where(Job.pk == pk)  # type: ignore[call-overload, arg-type]
+                ).scalar()
+                if current is None:
+                    return False
+                merged = {**orjson.loads(current), **payload_changes}
+                values["payload"] = orjson.dumps(merged).decode()
             changed = connection.execute(
                 update(Job)
                 .where(Job.pk == pk, Job.status == JobStatus.PARKED.value)  # type: ignore[arg-type]
-                .values(
-                    status=JobStatus.QUEUED.value,
-                    attempts=0,
-                    run_after=self.clock(),
-                    updated_at=self.clock(),
-                )
+                .values(**values)
             )
         return changed.rowcount == 1
 

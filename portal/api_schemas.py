@@ -373,7 +373,9 @@ class JobQuery(_ListQuery):
 
 
 class RetryIn(Input):
-    """Nothing to choose yet: send `{}`."""
+    """`{}`; `{"as_sent": true}` delivers without worklist reconciliation (a person checked)."""
+
+    as_sent: bool = False
 
 
 class JobOut(Output):

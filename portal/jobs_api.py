@@ -72,7 +72,8 @@ def retry_job(call: Call) -> JobOut:
     Access(call).require_system()
     pk = call.path["job_pk"]
     queue = JobQueue(_engine(call))
-    retried = queue.retry(pk)
+    body: RetryIn = call.body
+    retried = queue.retry(pk, {"as_sent": True} if body.as_sent else None)
     job = queue.get(pk)
     if job is None:
         raise NotFound(f"no job {pk}")

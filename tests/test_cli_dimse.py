@@ -257,6 +257,16 @@ def test_jobs_are_listed_and_parked_ones_retried(ferry, archive):
     assert job is not None and (job.status, job.attempts) == ("queued", 0)
     again = ferry("retry-job", str(parked.pk))
     assert again.code == 1 and "is queued; only parked jobs are retried" in again.err
+    unreconciled = queue.add("forward-study", {"transfer_pk": 3}, max_attempts=1)
+    claimed = queue.claim(frozenset({"forward-study"}))
+    while claimed is not None and claimed.pk != unreconciled:
+        claimed = queue.claim(frozenset({"forward-study"}))
+    assert claimed is not None
+    queue.fail(claimed, "no worklist match", permanent=True)
+    ok(ferry("retry-job", str(unreconciled), "--as-sent"))
+    job = queue.get(unreconciled)
+    assert job is not None and job.status == "queued"
+    assert '"as_sent":true' in job.payload and '"transfer_pk":3' in job.payload
 
 
 def test_transfers_by_institution_and_status(ferry, archive, north_south):

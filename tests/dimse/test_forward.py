@@ -455,7 +455,9 @@ def test_a_node_with_a_worklist_gets_local_ids_or_waits_for_a_person(
     matched = on_sqlite.store(
         [ct_slice(spec=StudySpec(accession_number="ORDERED", patient_id="SENDER-1"))]
     )
-    unmatched = on_sqlite.store([ct_slice(spec=StudySpec(accession_number="UNKNOWN"))])
+    unmatched = on_sqlite.store(
+        [ct_slice(spec=StudySpec(accession_number="UNKNOWN", patient_id="SENDER-2"))]
+    )
     with worklist_peer("ORDERED") as ris_port, storage_peer() as peer:
         ris = on_sqlite.add_node("RIS", ris_port, worklist=True, can_write=False)
         node_pk = on_sqlite.add_node("PEER", peer.port, reconcile_with_pk=ris)
@@ -464,17 +466,25 @@ def test_a_node_with_a_worklist_gets_local_ids_or_waits_for_a_person(
             uid: on_sqlite.enqueue(uid, node_pk, transfer_pk=transfers[uid]) for uid in transfers
         }
         assert on_sqlite.run_jobs() == 2
-    assert on_sqlite.job(jobs[matched]).status == JobStatus.DONE
-    assert list(peer.patient_ids.values()) == ["LOCAL-42"]  # only the matched study went
-    assert on_sqlite.transfer(transfers[matched])[0] == "delivered"
+        assert on_sqlite.job(jobs[matched]).status == JobStatus.DONE
+        assert list(peer.patient_ids.values()) == ["LOCAL-42"]  # only the matched study went
+        assert on_sqlite.transfer(transfers[matched])[0] == "delivered"
 
-    parked = on_sqlite.job(jobs[unmatched])
-    assert (parked.status, parked.attempts) == (JobStatus.PARKED, 1)
-    assert "no worklist match" in parked.last_error
-    status, reason = on_sqlite.transfer(transfers[unmatched])
-    assert status == "needs-reconciliation" and "a person must reconcile it" in reason
-    outcomes = {event.study_uid: event.outcome for event in on_sqlite.forward_events()}
-    assert outcomes == {matched: "allowed", unmatched: "failed"}
+        parked = on_sqlite.job(jobs[unmatched])
+        assert (parked.status, parked.attempts) == (JobStatus.PARKED, 1)
+        assert "no worklist match" in parked.last_error
+        status, reason = on_sqlite.transfer(transfers[unmatched])
+        assert status == "needs-reconciliation" and "a person must reconcile it" in reason
+        outcomes = {event.study_uid: event.outcome for event in on_sqlite.forward_events()}
+        assert outcomes == {matched: "allowed", unmatched: "failed"}
+
+        # A person checks the study and lets it go as the sender labelled it.
+        assert on_sqlite.context.jobs.retry(jobs[unmatched], {"as_sent": True})
+        assert on_sqlite.run_jobs() == 1
+        assert sorted(peer.patient_ids.values()) == ["LOCAL-42", "SENDER-2"]
+        assert on_sqlite.transfer(transfers[unmatched])[0] == "delivered"
+        last = [e for e in on_sqlite.forward_events() if e.study_uid == unmatched][-1]
+        assert '"without_reconciliation":true' in last.detail
 
 
 # -- restart survival --------------------------------------------------------------------

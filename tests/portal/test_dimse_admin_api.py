@@ -222,6 +222,10 @@ def test_jobs_are_for_system_administrators(world):
     assert (retried.json()["status"], retried.json()["attempts"]) == ("queued", 0)
     again = world.call("system", "POST", f"/jobs/{claimed.pk}/retry", {})
     assert again.status_code == 409 and "only parked jobs" in again.json()["error"]
+    claimed = queue.claim(frozenset({"notify"}))
+    queue.fail(claimed, "no worklist match", permanent=True)
+    as_sent = world.call("system", "POST", f"/jobs/{claimed.pk}/retry", {"as_sent": True})
+    assert as_sent.status_code == 200 and as_sent.json()["payload"]["as_sent"] is True
     assert world.call("system", "POST", "/jobs/999999/retry", {}).status_code == 404
     bad = (
         {"status": "lost"},
