@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -191,3 +193,18 @@ def _ratio(row: Row, first: str, second: str) -> str:
     if numerator is None or denominator is None or denominator == 0:
         return MISSING
     return f"{numerator / denominator:.2f}×"
+
+
+def emit(table: str, data: bytes, *, as_json: bool, output: str | None, default: Path) -> None:
+    """The table on standard output and the JSON to a file (or JSON on stdout, table on stderr)."""
+    from _progress import log
+
+    if as_json:
+        print(table, file=sys.stderr)
+        sys.stdout.buffer.write(data + b"\n")
+        return
+    print(table)
+    path = Path(output) if output else default
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data + b"\n")
+    log(f"raw figures written to {path}")

@@ -36,7 +36,7 @@ from _images import ViewingStudy, plan_viewing, viewing_instances
 from _instances import StudySpec, iter_batches, iter_study_instances
 from _progress import fill_progress, log, raise_interrupt
 from _qido import measure_search_latency, plan_queries, short_count
-from _report import SERVER_TITLES, Figure, Report
+from _report import SERVER_TITLES, Figure, Report, emit
 from _retrieve import measure_metadata_latency, measure_series_retrieve
 from _servers import (
     ORTHANC_BINARY,
@@ -377,16 +377,8 @@ def write_results(
     )
     if "targets" in document:
         table += "\n\n" + render_targets(document["targets"], "Ferry")
-    if args.json:
-        print(table, file=sys.stderr)
-        sys.stdout.buffer.write(data + b"\n")
-        return
-    print(table)
     default = RESULTS_DIR / f"dicomweb-{started:%Y%m%d-%H%M%S}.json"
-    path = Path(args.output) if args.output else default
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data + b"\n")
-    log(f"raw figures written to {path}")
+    emit(table, data, as_json=args.json, output=args.output, default=default)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -45,7 +45,7 @@ from _dimse_ingest import (
 from _dimse_peers import StoreSCP, wait_for_echo
 from _instances import iter_study_instances
 from _progress import log, raise_interrupt
-from _report import Report
+from _report import Report, emit
 from _servers import ORTHANC_BINARY, ServerError
 from _targets import ViewingTarget, judge, render_targets
 from _workload import plan_workload
@@ -253,16 +253,8 @@ def write_results(
     for phase in profile:
         if phase["busy_samples"]:
             table += "\n\n" + _render_profile(phase)
-    if args.json:
-        print(table, file=sys.stderr)
-        sys.stdout.buffer.write(data + b"\n")
-        return
-    print(table)
     default = RESULTS_DIR / f"dimse-{started:%Y%m%d-%H%M%S}.json"
-    path = Path(args.output) if args.output else default
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data + b"\n")
-    log(f"raw figures written to {path}")
+    emit(table, data, as_json=args.json, output=args.output, default=default)
 
 
 def _stop(server: Any) -> None:

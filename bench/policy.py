@@ -67,7 +67,7 @@ from _http import UnexpectedAnswer, read_json_array
 from _instances import iter_batches, iter_study_instances
 from _progress import fill_progress, log, raise_interrupt
 from _qido import plan_queries, sample_search_latency, search_figures, short_count
-from _report import LOWER, Figure, Report
+from _report import LOWER, Figure, Report, emit
 from _servers import FerryServer, Server, ServerError, stop_logged
 from _stow import StoreFailed, store_instances
 from _workload import plan_workload
@@ -317,16 +317,8 @@ def write_results(
     }
     data = orjson.dumps(document, option=orjson.OPT_INDENT_2)
     table = render(args, reports, targets, started)
-    if args.json:
-        print(table, file=sys.stderr)
-        sys.stdout.buffer.write(data + b"\n")
-        return
-    print(table)
     default = RESULTS_DIR / f"policy-{started:%Y%m%d-%H%M%S}.json"
-    path = Path(args.output) if args.output else default
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data + b"\n")
-    log(f"raw figures written to {path}")
+    emit(table, data, as_json=args.json, output=args.output, default=default)
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:

@@ -50,31 +50,10 @@ class BridgeContext:
         return self.decide(caller, action, resource)
 
     def audit(
-        self,
-        caller: Caller,
-        action: Action | str,
-        decision: Decision,
-        *,
-        access: StudyAccess | None = None,
-        outcome: str | None = None,
-        study_uid: str = "",
-        institution_pk: int | None = None,
-        **detail: Any,
+        self, caller: Caller, action: Action | str, decision: Decision, **options: Any
     ) -> None:
-        """One audit event for a DIMSE operation; the detail names the AE titles."""
-        record(
-            self.engine,
-            self.audit_record(
-                caller,
-                action,
-                decision,
-                access=access,
-                outcome=outcome,
-                study_uid=study_uid,
-                institution_pk=institution_pk,
-                **detail,
-            ),
-        )
+        """One audit event for a DIMSE operation (options as for `audit_record`)."""
+        record(self.engine, self.audit_record(caller, action, decision, **options))
 
     def audit_record(
         self,
@@ -88,6 +67,7 @@ class BridgeContext:
         institution_pk: int | None = None,
         **detail: Any,
     ) -> AuditRecord:
+        """The event's fields; the detail names the AE titles."""
         name = action.value if isinstance(action, Action) else action
         owner = access.institution_pk if access else None
         return AuditRecord(
