@@ -42,7 +42,7 @@ from dimse.transfer_syntaxes import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_SOP_CLAS
 from exchange import transfers
 from ferry.jobs import Clock, utc_now
 from ferry.settings import Settings
-from policy.decision import Decision, Resource
+from policy.decision import Decision, PolicySnapshot, Resource
 from policy.roles import Action
 
 log = logging.getLogger(__name__)
@@ -279,18 +279,33 @@ class Bridge:
             if caller.node is None:
                 decision = Decision(False, "unknown-node", "an unknown AE may only C-ECHO")
             else:
+                policy = self.context.snapshot()
                 decision = self.context.decide(
                     caller,
                     Action.STORE,
                     Resource.institution(caller.node.institution_pk),
-                    self.context.snapshot(),
+                    policy,
                 )
+                if decision.allowed and caller.route is not None:
+                    decision = self._route_decision(caller, policy)
             setattr(event.assoc, _STORE_DECISION, decision)
             if not decision.allowed:  # one refusal event per association, not per instance
                 self.context.audit(
                     caller, Action.STORE, decision, institution_pk=caller.institution_pk
                 )
         return decision
+
+    def _route_decision(self, caller: Caller, policy: PolicySnapshot) -> Decision:
+        """A PACS pushing where its institution may not send now hears so at once (0x0124).
+
+        The transfer is decided again when it is complete (the hours may have turned by then).
+        """
+        assert caller.route is not None and caller.node is not None
+        route = caller.route
+        resource = Resource.destination(
+            route.destination_institution_pk, route.destination_node_pk, caller.node.institution_pk
+        )
+        return self.context.decide(caller, Action.TRANSFER, resource, policy)
 
     def _on_store(self, event: evt.Event) -> Dataset | int:
         caller = caller_of(event)

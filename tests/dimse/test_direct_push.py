@@ -10,12 +10,15 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 from pydicom import dcmread
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pynetdicom import AE
 
 from audit.search import AuditQuery, iter_events
 from dimse.forward import FORWARD_STUDY, enqueue_forward, forward_handler
@@ -27,7 +30,7 @@ from policy import store
 from policy.store.destinations import create_route
 from tests.conftest import free_port
 from tests.dimse.conftest import DCMTK_ENV, Dimse, dcmtk, run_dcmtk
-from tests.factories import StudySpec, write_series
+from tests.factories import StudySpec, ct_slice, write_series
 from tests.policy._people import add_institution
 
 LONDON = ZoneInfo("Europe/London")
@@ -158,3 +161,33 @@ def test_direct_push_to_the_day_pacs_and_to_the_worklist_out_of_hours(
     assert (waiting.study_instance_uid, waiting.destination_node_pk) == (night.study_uid, None)
     assert len(list(received.iterdir())) == 3
     assert visible_to_stmary(night.study_uid) == 2
+
+
+def test_a_push_to_a_destination_that_refuses_the_sender_fails_at_once(
+    dimse: Dimse, tmp_path: Path
+) -> None:
+    """No rule lets HOSP send to St Mary's restricted PACS: each C-STORE answers 0x0124."""
+    engine = dimse.archive.engine
+    stmary = add_institution(engine, "STMARY")
+    dimse.add_node("PACS_HOSP")
+    pacs = dimse.add_node("PACS_STMARY", stmary, port=free_port(), restricted=True)
+    create_route(engine, "FERRY_TO_STMARY", stmary, destination_node_pk=pacs)
+    dimse.clock.now = WEDNESDAY_10
+    ae = AE("PACS_HOSP")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    assoc = ae.associate("127.0.0.1", dimse.port, ae_title="FERRY_TO_STMARY")
+    assert assoc.is_established
+    try:
+        spec = StudySpec(patient_id="HOSP-3")
+        answers = [
+            assoc.send_c_store(ct_slice(spec=replace(spec, instance_number=n))) for n in (1, 2)
+        ]
+    finally:
+        assoc.release()
+    assert [int(answer.Status) for answer in answers] == [0x0124, 0x0124]
+    assert "no destination rule" in answers[0].ErrorComment
+    assert dimse.archive.read_study_access(spec.study_uid) is None  # nothing stored
+    assert list_transfers(engine) == []
+    refusals = list(iter_events(engine, AuditQuery(action="store", outcome="denied")))
+    assert len(refusals) == 1  # one event for the association
+    assert refusals[0].actor == "node:PACS_HOSP" and refusals[0].rule == "default-deny"
