@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import socket
 import threading
@@ -36,10 +37,34 @@ def skip_unless_available(kind: str, reason: str) -> None:
     pytest.skip(reason)
 
 
+def _ephemeral_ports() -> range:
+    """The kernel's range for outgoing connections, which a listener must stay out of."""
+    try:
+        low, high = Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()
+        return range(int(low), int(high) + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
+_EPHEMERAL = _ephemeral_ports()
+_LISTENER_PORTS = range(20000, 32000) if _EPHEMERAL.start >= 32000 else range(61001, 65000)
+
+
 def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    """A free port outside the ephemeral range.
+
+    A port the kernel hands out (bind to 0) is free now but may be taken by any outgoing
+    connection before the test's server binds it; one outside the range stays free.
+    """
+    for _ in range(200):
+        port = random.choice(_LISTENER_PORTS)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port for a test server")
 
 
 @pytest.fixture(scope="session")
