@@ -13,6 +13,7 @@ import contextlib
 import logging
 import shutil
 import socket
+import socketserver
 import threading
 import uuid
 from collections import Counter
@@ -143,20 +144,23 @@ class Bridge:
         self.settings.spool_dir.mkdir(parents=True, exist_ok=True)
         ae = self.build_ae()
         if settings.dicom_port:
-            server = ae.start_server(
-                (host, settings.dicom_port), block=False, evt_handlers=self.handlers()
-            )
-            assert server is not None
-            self.servers.append(server)
+            self._listen(ae, (host, settings.dicom_port), None)
         if settings.dicom_tls_port:
-            server = ae.start_server(
-                (host, settings.dicom_tls_port),
-                block=False,
-                evt_handlers=self.handlers(),
-                ssl_context=tls.server_context(settings),
-            )
-            assert server is not None
-            self.servers.append(server)
+            self._listen(ae, (host, settings.dicom_tls_port), tls.server_context(settings))
+
+    def _listen(self, ae: AE, address: tuple[str, int], ssl_context: Any) -> None:
+        """pynetdicom's non-blocking start_server, with a socket other bridge processes share."""
+        server = ae.make_server(
+            address,
+            ssl_context=ssl_context,
+            evt_handlers=self.handlers(),
+            server_class=SharedPortServer,
+        )
+        thread = threading.Thread(
+            target=server.serve_forever, name=f"ferry-dimse-{address[1]}", daemon=True
+        )
+        thread.start()
+        self.servers.append(server)
 
     @property
     def port(self) -> int:
@@ -343,6 +347,24 @@ class Bridge:
             else:
                 tally.failed += 1
                 tally.statuses[f"{outcome.failure_reason:04X}"] += 1
+
+
+class SharedPortServer(ThreadedAssociationServer):
+    """Binds with SO_REUSEPORT: several bridge processes (`ferry dimse serve`) share one port.
+
+    The kernel spreads new connections over them, so parallel associations are not held to one
+    interpreter lock.
+    """
+
+    def server_bind(self) -> None:
+        if hasattr(socket, "SO_REUSEPORT"):
+            self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        super().server_bind()
+
+    def shutdown(self) -> None:
+        """Stops serving and closes the socket (the AE never listed it: made, not started)."""
+        socketserver.BaseServer.shutdown(self)
+        self.server_close()
 
 
 class StoreTally:

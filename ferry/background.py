@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
 
 from archive.store import Archive
 from dimse.context import BridgeContext
@@ -33,19 +38,54 @@ def build_worker(context: BridgeContext, *, idle_seconds: float = 1.0) -> Worker
 
 class Background:
     def __init__(self, settings: Settings, archive: Archive, *, clock: Clock = utc_now) -> None:
+        self.settings = settings
         listening = bool(settings.dicom_port or settings.dicom_tls_port)
         self.bridge = Bridge(settings, archive, clock=clock) if listening else None
         context = self.bridge.context if self.bridge else BridgeContext(settings, archive, clock)
         self.worker = build_worker(context) if settings.jobs_enabled else None
+        self.more_bridges: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
         if self.bridge is not None:
             self.bridge.start()
+            for _ in range(self.settings.dicom_processes - 1):
+                self.more_bridges.append(_bridge_process())
         if self.worker is not None:
             self.worker.start()
 
     def stop(self) -> None:
+        for process in self.more_bridges:
+            process.terminate()
         if self.bridge is not None:
             self.bridge.stop()
         if self.worker is not None:
             self.worker.stop()
+        for process in self.more_bridges:
+            try:
+                process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self.more_bridges.clear()
+
+
+def _bridge_process() -> subprocess.Popen[bytes]:
+    """Another bridge on the same ports, from the same environment; it ends when we do."""
+    command = [sys.executable, "-m", "ferry.cli", "dimse", "serve", "--parent", str(os.getpid())]
+    return subprocess.Popen(command)
+
+
+def serve_bridge_only(settings: Settings, archive: Archive, parent: int | None) -> None:
+    """`ferry dimse serve`: the bridge alone, until SIGTERM, SIGINT or the parent's end."""
+    stopping = threading.Event()
+    for signal_number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signal_number, lambda *_: stopping.set())
+    bridge = Bridge(settings, archive)
+    bridge.start()
+    log.info("DIMSE bridge process %s listening", os.getpid())
+    try:
+        while not stopping.wait(1.0):
+            if parent is not None and os.getppid() != parent:
+                break  # `ferry serve` went away without telling us (SIGKILL)
+    finally:
+        bridge.stop()

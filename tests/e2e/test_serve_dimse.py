@@ -109,3 +109,89 @@ def test_a_study_pushed_through_a_route_reaches_the_other_pacs(tmp_path: Path) -
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _cpu_ticks(pid: int) -> int:
+    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def test_two_bridge_processes_share_the_port(tmp_path: Path) -> None:
+    """FERRY_DICOM_PROCESSES=2: a second bridge takes associations, and ends with `ferry serve`."""
+    data_dir = tmp_path / "ferry"
+    data_dir.mkdir()
+    _ferry(data_dir, "admin", "create-institution", "HOSP", "Hospital")
+    _ferry(data_dir, "admin", "add-node", "--institution", "HOSP", "--ae-title", "MODALITY",
+           "--host", "127.0.0.1", "--port", "104", "--write")  # fmt: skip
+    folders = []
+    for number in range(16):
+        folder = tmp_path / f"study{number}"
+        folder.mkdir()
+        factories.write_series(folder, 1, spec=factories.StudySpec())
+        folders.append(folder)
+    dicom_port, http_port = free_port(), free_port()
+    environment = _environment(data_dir, http_port) | {
+        "FERRY_DICOM_PORT": str(dicom_port),
+        "FERRY_DICOM_PROCESSES": "2",
+    }
+    log = tmp_path / "serve.log"
+    with log.open("ab") as output:
+        serve = subprocess.Popen(
+            [*_ferry_command(), "serve"], env=environment, cwd=tmp_path, stdout=output,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        _wait_until_up(serve, f"http://127.0.0.1:{http_port}", log)
+        deadline = time.monotonic() + WAIT
+        while not _children(serve.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        [second] = _children(serve.pid)
+        while _listeners(dicom_port) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _listeners(dicom_port) == 2
+        idle = _cpu_ticks(second)
+        for folder in folders:  # sixteen associations, spread by the kernel over both
+            sent = run_dcmtk("storescu", "-aet", "MODALITY", "-aec", "FERRY", "+sd",
+                             "127.0.0.1", str(dicom_port), str(folder))  # fmt: skip
+            assert sent.returncode == 0, sent.stderr
+        assert _cpu_ticks(second) > idle  # it stored some of them
+        serve.terminate()
+        serve.wait(timeout=WAIT)
+        deadline = time.monotonic() + WAIT
+        while Path(f"/proc/{second}").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not Path(f"/proc/{second}").exists() or "Z" in _state(second)
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+
+
+def _listeners(port: int) -> int:
+    """Sockets listening on the port (/proc/net/tcp: state 0A), whichever process holds them."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(f":{port:04X}") and fields[3] == "0A":
+            count += 1
+    return count
+
+
+def _state(pid: int) -> str:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return "gone"
