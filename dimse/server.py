@@ -36,6 +36,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 
 from archive.outcomes import StoreOutcome
 from archive.store import Archive
+from audit.trail import record_many
 from dimse import _connection, commitment, query, retrieve, statuses, tls
 from dimse.callers import Caller, identify
 from dimse.context import BridgeContext
@@ -44,6 +45,7 @@ from exchange import transfers
 from ferry.jobs import Clock, utc_now
 from ferry.settings import Settings
 from policy.decision import Decision, PolicySnapshot, Resource
+from policy.principal import ANONYMOUS
 from policy.roles import Action
 
 log = logging.getLogger(__name__)
@@ -67,12 +69,6 @@ def _no_delay(event: evt.Event) -> None:
     if sock is not None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-
-def _anonymous() -> Any:
-    from policy.principal import ANONYMOUS
-
-    return ANONYMOUS
 
 
 class Bridge:
@@ -212,7 +208,7 @@ class Bridge:
         reason: str,
         diagnostic: int,
     ) -> None:
-        caller = Caller(calling, called, address, None, None, _anonymous())
+        caller = Caller(calling, called, address, None, None, ANONYMOUS)
         try:
             self.context.audit(caller, "associate", Decision(False, "association", reason))
         finally:
@@ -261,8 +257,6 @@ class Bridge:
                     statuses=dict(tally.statuses),
                 )
             )
-        from audit.trail import record_many
-
         record_many(context.engine, records)
         if caller.route is not None and caller.node is not None:
             arrived = {uid: tally.stored for uid, tally in stored.items() if tally.stored}
