@@ -195,6 +195,12 @@ def handle_n_action(context: BridgeContext, caller: Caller, event: Any) -> tuple
     try:
         if caller.node is None:
             raise InvalidRequest(statuses.NOT_AUTHORIZED, "an unknown AE may only C-ECHO")
+        # Commitment is asked by whoever stores: a node that may not store has nothing to ask.
+        may_store = context.decide(
+            caller, Action.STORE, Resource.institution(caller.node.institution_pk)
+        )
+        if not may_store.allowed:
+            raise InvalidRequest(statuses.NOT_AUTHORIZED, may_store.reason)
         request = read_request(event.action_type, _information(event))
     except InvalidRequest as refused:
         outcome = "denied" if refused.status == statuses.NOT_AUTHORIZED else "failed"
