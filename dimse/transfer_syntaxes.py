@@ -3,8 +3,33 @@
 from __future__ import annotations
 
 from pydicom import uid
-from pynetdicom.sop_class import _STORAGE_CLASSES
+from pydicom._uid_dict import UID_dictionary
+from pynetdicom.service_class import StorageServiceClass
+from pynetdicom.sop_class import _STORAGE_CLASSES, register_uid
 
+MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR: a file-set's index, not sent
+
+
+def _pydicom_storage_classes() -> set[str]:
+    """Every storage SOP class in pydicom's UID dictionary, newer and retired ones too.
+
+    Legacy modalities still send retired classes (the 1993 ultrasound and nuclear medicine
+    images); refusing them at negotiation would help no one.
+    """
+    return {
+        sop_class
+        for sop_class, (name, kind, _info, _retired, _keyword) in UID_dictionary.items()
+        if kind == "SOP Class" and name.endswith("Storage") and sop_class != MEDIA_STORAGE_DIRECTORY
+    }
+
+
+def _register_with_pynetdicom(uids: set[str]) -> None:
+    """pynetdicom dispatches a C-STORE only for classes it lists; teach it pydicom's others."""
+    for sop_class in sorted(uids - set(_STORAGE_CLASSES.values())):
+        register_uid(sop_class, UID_dictionary[sop_class][4], StorageServiceClass)
+
+
+_register_with_pynetdicom(_pydicom_storage_classes())
 STORAGE_SOP_CLASSES: tuple[str, ...] = tuple(sorted(set(_STORAGE_CLASSES.values())))
 
 UNCOMPRESSED: tuple[str, ...] = (

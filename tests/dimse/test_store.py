@@ -13,8 +13,14 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
-from pydicom.dataset import Dataset
-from pydicom.uid import DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import (
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    generate_uid,
+)
+from pynetdicom import AE
 from sqlmodel import Session, select
 
 from audit.models import AuditEvent
@@ -129,3 +135,30 @@ def test_what_storescu_sends_is_kept_as_sent(dimse: Dimse, tmp_path: Path) -> No
     assert len(events) == 1  # folded: one event for the study and the association
     assert events[0].outcome == "allowed" and events[0].patient_id == "DIMSE-STORE"
     assert '"instances":9' in events[0].detail and '"calling_ae":"MODALITY"' in events[0].detail
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_retired_and_newer_storage_classes_are_negotiated(dimse: Dimse) -> None:
+    """A 1993 ultrasound image is stored; a non-patient object is taken in, then refused."""
+    retired_us = "1.2.840.10008.5.1.4.1.1.6"  # Ultrasound Image Storage (Retired)
+    implant_template = "1.2.840.10008.5.1.4.43.1"  # Generic Implant Template Storage
+    ae = AE("MODALITY")
+    for sop_class in (retired_us, implant_template):
+        ae.add_requested_context(sop_class, ExplicitVRLittleEndian)
+    ultrasound = factories.ct_slice(spec=factories.StudySpec(modality="US"))
+    ultrasound.SOPClassUID = ultrasound.file_meta.MediaStorageSOPClassUID = retired_us
+    template = Dataset()
+    template.SOPClassUID = implant_template
+    template.SOPInstanceUID = generate_uid()
+    template.file_meta = FileMetaDataset()
+    template.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    assoc = ae.associate("127.0.0.1", dimse.port, ae_title=dimse.ae_title)
+    assert assoc.is_established
+    try:
+        assert assoc.send_c_store(ultrasound).Status == 0x0000
+        refused = assoc.send_c_store(template)
+    finally:
+        assoc.release()
+    assert refused.Status == 0xA900 and "StudyInstanceUID" in refused.ErrorComment
+    [kept] = dimse.archive.find_instances(ultrasound.StudyInstanceUID)
+    assert kept.sop_class_uid == retired_us
