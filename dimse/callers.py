@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
-from sqlmodel import Session, select
 
 from policy.models import Node, Route
 from policy.principal import ANONYMOUS, Principal, node_principal
+from policy.store import UnknownRecord, destinations
 
 
 @dataclass(frozen=True)
@@ -90,21 +90,24 @@ class Caller:
 
 
 def find_node(engine: Engine, ae_title: str) -> NodeFacts | None:
-    with Session(engine) as session:
-        node = session.exec(select(Node).where(Node.ae_title == ae_title)).first()
-    return NodeFacts.of(node) if node else None
+    try:
+        return NodeFacts.of(destinations.find_node(engine, ae_title))
+    except UnknownRecord:
+        return None
 
 
 def get_node(engine: Engine, pk: int) -> NodeFacts | None:
-    with Session(engine) as session:
-        node = session.get(Node, pk)
-    return NodeFacts.of(node) if node else None
+    try:
+        return NodeFacts.of(destinations.get_node(engine, pk))
+    except UnknownRecord:
+        return None
 
 
 def find_route(engine: Engine, called_ae_title: str) -> RouteFacts | None:
-    with Session(engine) as session:
-        route = session.exec(select(Route).where(Route.called_ae_title == called_ae_title)).first()
-    return RouteFacts.of(route) if route else None
+    try:
+        return RouteFacts.of(destinations.find_route(engine, called_ae_title))
+    except UnknownRecord:
+        return None
 
 
 def identify(
@@ -115,14 +118,5 @@ def identify(
     if called != own_ae_title and route is None:
         return None, f"called AE title {called!r} is neither Ferry's nor a route's"
     node = find_node(engine, calling)
-    if node is None:
-        principal = ANONYMOUS
-    else:
-        principal = node_principal(
-            node.pk,
-            node.ae_title,
-            node.institution_pk,
-            can_query=node.can_query,
-            can_write=node.can_write,
-        )
+    principal = ANONYMOUS if node is None else node_principal(node)
     return Caller(calling, called, address, node, route, principal), ""

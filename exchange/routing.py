@@ -30,10 +30,11 @@ from exchange.models import Transfer, TransferStatus
 from exchange.transfers import FINAL, audit_transfer
 from ferry.jobs import Clock
 from policy.decision import Context, Decision, PolicySnapshot, Resource, decide
-from policy.models import Node, Route
+from policy.models import Route
 from policy.principal import Principal, node_principal
 from policy.roles import Action
-from policy.store import DuplicateRecord, InvalidRecord, snapshot
+from policy.store import DuplicateRecord, InvalidRecord, UnknownRecord, snapshot
+from policy.store.destinations import find_node
 
 log = logging.getLogger(__name__)
 
@@ -68,17 +69,11 @@ def sender_principal(
     engine: Engine, calling_ae_title: str, sender_institution_pk: int
 ) -> Principal | None:
     """The pushing node as it is now (its rights may have changed since it sent)."""
-    with Session(engine) as session:
-        node = session.exec(select(Node).where(Node.ae_title == calling_ae_title)).first()
-    if node is None or node.pk is None or node.institution_pk != sender_institution_pk:
+    try:
+        node = find_node(engine, calling_ae_title)
+    except UnknownRecord:
         return None
-    return node_principal(
-        node.pk,
-        node.ae_title,
-        node.institution_pk,
-        can_query=node.can_query,
-        can_write=node.can_write,
-    )
+    return node_principal(node) if node.institution_pk == sender_institution_pk else None
 
 
 def decide_route(

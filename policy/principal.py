@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from typing import Protocol
 
 from policy.roles import SCOPE_ACTIONS, SYSTEM_ADMIN_ACTIONS, Action, Role, Scope, actions_of
 
@@ -54,20 +55,33 @@ class Principal:
 ANONYMOUS = Principal(PrincipalKind.ANONYMOUS, None, "anonymous", active=False)
 
 
-def node_principal(
-    pk: int, ae_title: str, institution_pk: int, *, can_query: bool, can_write: bool
-) -> Principal:
+class NodeRights(Protocol):
+    """What a node row (or its facts) tells about the node acting as a principal."""
+
+    @property
+    def pk(self) -> int | None: ...
+    @property
+    def ae_title(self) -> str: ...
+    @property
+    def institution_pk(self) -> int: ...
+    @property
+    def can_query(self) -> bool: ...
+    @property
+    def can_write(self) -> bool: ...
+
+
+def node_principal(node: NodeRights) -> Principal:
     """A DICOM node acts for its institution, narrowed to the rights it was given."""
     scopes: set[Scope] = set()
-    if can_query:
+    if node.can_query:
         scopes |= {Scope.READ, Scope.DOWNLOAD}
-    if can_write:
+    if node.can_write:
         scopes |= {Scope.WRITE, Scope.TRANSFER}
     roles = frozenset({Role.RECEIVER, Role.SENDER})
     return Principal(
         PrincipalKind.NODE,
-        pk,
-        ae_title,
-        memberships={institution_pk: roles},
+        node.pk,
+        node.ae_title,
+        memberships={node.institution_pk: roles},
         scopes=frozenset(scopes),
     )

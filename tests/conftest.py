@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import pytest
@@ -114,6 +114,40 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
     return make_settings(tmp_path, database_url)
+
+
+class Ran(NamedTuple):
+    """A `ferry` command run in-process: its exit status and what it printed."""
+
+    code: int
+    out: str
+    err: str
+
+    def rows(self) -> list[list[str]]:
+        return [line.split() for line in self.out.splitlines()]
+
+
+@pytest.fixture
+def ferry_cli(settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> Any:
+    """Runs `ferry ARGS...` in this process against the test's database, as a user would."""
+    from ferry.cli import main
+
+    for name in os.environ:
+        if name.startswith("FERRY_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("FERRY_DATA_DIR", str(settings.data_dir))
+    monkeypatch.setenv("FERRY_DATABASE_URL", settings.database_url)
+
+    def run(*args: str) -> Ran:
+        capsys.readouterr()
+        try:
+            code = main(list(args))
+        except SystemExit as exit:  # argparse's usage errors
+            code = int(exit.code or 0)
+        out, err = capsys.readouterr()
+        return Ran(code, out, err)
+
+    return run
 
 
 @pytest.fixture

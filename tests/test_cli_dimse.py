@@ -6,8 +6,6 @@ The database hardly matters here (the API tests run both), so SQLite only.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pytest
@@ -15,44 +13,18 @@ from sqlmodel import Session
 
 from archive.store import Archive
 from exchange.models import Transfer
-from ferry.cli import main
 from ferry.jobs import JobQueue
-from ferry.settings import Settings
 from policy import store
 from policy.store.destinations import find_node, list_routes
+from tests.conftest import Ran
 
 pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
-@dataclass
-class Ran:
-    code: int
-    out: str
-    err: str
-
-    def rows(self) -> list[list[str]]:
-        return [line.split() for line in self.out.splitlines()]
-
-
 @pytest.fixture
-def ferry(settings: Settings, archive: Archive, monkeypatch, capsys):
-    """Runs `ferry admin ARGS...` against the test's database; returns its status and output."""
-    for name in os.environ:
-        if name.startswith("FERRY_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("FERRY_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("FERRY_DATABASE_URL", settings.database_url)
-
-    def run(*args: str) -> Ran:
-        capsys.readouterr()
-        try:
-            code = main(["admin", *args])
-        except SystemExit as exit:  # argparse's usage errors
-            code = int(exit.code or 0)
-        out, err = capsys.readouterr()
-        return Ran(code, out, err)
-
-    return run
+def ferry(ferry_cli, archive: Archive):
+    """Runs `ferry admin ARGS...` against the test's (migrated) database."""
+    return lambda *args: ferry_cli("admin", *args)
 
 
 def ok(ran: Ran) -> Ran:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +10,6 @@ import pytest
 from sqlmodel import Session
 
 from archive.store import Archive
-from ferry.cli import main
 from ferry.jobs import JobQueue
 from ferry.settings import Settings
 from policy.models import Node
@@ -25,20 +23,8 @@ pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
-def ferry(settings: Settings, monkeypatch, capsys):  # type: ignore[no-untyped-def]
-    for name in os.environ:
-        if name.startswith("FERRY_"):
-            monkeypatch.delenv(name)
-    monkeypatch.setenv("FERRY_DATA_DIR", str(settings.data_dir))
-    monkeypatch.setenv("FERRY_DATABASE_URL", settings.database_url)
-
-    def run(*args: str) -> tuple[int, str, str]:
-        capsys.readouterr()
-        code = main(["dimse", *args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+def ferry(ferry_cli):  # type: ignore[no-untyped-def]
+    return lambda *args: ferry_cli("dimse", *args)
 
 
 def _node(archive: Archive, ae_title: str, port: int, **rights: object) -> None:
