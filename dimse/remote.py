@@ -10,11 +10,8 @@ query and retrieve is one audit event: actor `ferry`, on behalf of whoever asked
 from __future__ import annotations
 
 import logging
-import shutil
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 from typing import Any, NamedTuple
 
 from pydicom.dataset import Dataset
@@ -36,6 +33,7 @@ from dimse import statuses
 from dimse.callers import NodeFacts
 from dimse.context import BridgeContext
 from dimse.peers import open_association
+from dimse.receiving import status_code, store_received
 from dimse.transfer_syntaxes import ACCEPTED_TRANSFER_SYNTAXES
 from ferry.errors import FerryError, Forbidden, StudyNotFound
 from policy.models import RetrieveMethod
@@ -305,32 +303,15 @@ class _GetReceiver:
         self.refused: list[str] = []
 
     def on_store(self, event: evt.Event) -> int:
-        spooled = self.context.settings.spool_dir / f"get-{uuid.uuid4().hex}.dcm"
-        try:
-            self._spool(event, spooled)
-            outcome = self.context.archive.store_files(
-                [spooled], self.study_uid, institution_pk=self.node.institution_pk
-            )[0]
-        except Exception as error:  # disk full, database gone: refused, nothing half-stored
-            log.exception("C-GET sub-operation from %s failed", self.node.ae_title)
-            spooled.unlink(missing_ok=True)
-            self.refused.append(str(event.request.AffectedSOPInstanceUID))
-            return statuses.for_error(error)
+        outcome = store_received(
+            self.context,
+            event,
+            institution_pk=self.node.institution_pk,
+            expected_study_uid=self.study_uid,
+        )
         if outcome.failure_reason is not None:
             self.refused.append(outcome.sop_instance_uid)
-            return outcome.failure_reason
-        return outcome.warnings[0] if outcome.warnings else statuses.SUCCESS
-
-    @staticmethod
-    def _spool(event: evt.Event, spooled: Path) -> None:
-        """The received file moved into the spool (written there when chunking is off)."""
-        spooled.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            received = Path(event.dataset_path)
-        except AttributeError:
-            spooled.write_bytes(event.encoded_dataset())
-            return
-        shutil.move(received, spooled)
+        return status_code(outcome)
 
 
 def _result(

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import socket
 import socketserver
 import threading
-import uuid
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from audit.trail import record_many
 from dimse import _connection, commitment, query, retrieve, statuses, tls
 from dimse.callers import Caller, identify
 from dimse.context import BridgeContext
+from dimse.receiving import status_code, store_received
 from dimse.transfer_syntaxes import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES
 from exchange import transfers
 from ferry.jobs import Clock, utc_now
@@ -312,22 +311,12 @@ class Bridge:
         if not decision.allowed or caller.node is None:
             received.unlink(missing_ok=True)
             return _status(statuses.NOT_AUTHORIZED, decision.reason)
-        spooled = self.settings.spool_dir / f"dimse-{uuid.uuid4().hex}.dcm"
-        try:
-            shutil.move(received, spooled)
-            outcome = self.context.archive.store_files(
-                [spooled], institution_pk=caller.node.institution_pk
-            )[0]
-        except Exception as error:  # disk full, database gone: refused, nothing half-stored
-            log.exception("C-STORE from %s failed", caller.calling_ae_title)
-            spooled.unlink(missing_ok=True)
-            return _status(statuses.for_error(error), "could not store")
+        outcome = store_received(self.context, event, institution_pk=caller.node.institution_pk)
         self._tally(event, outcome)
-        if outcome.failure_reason is not None:
-            return _status(outcome.failure_reason, outcome.message)
-        if outcome.warnings:
-            return _status(outcome.warnings[0], "stored with warnings")
-        return statuses.SUCCESS
+        code = status_code(outcome)
+        if code == statuses.SUCCESS:
+            return code
+        return _status(code, outcome.message or "stored with warnings")
 
     def _tally(self, event: evt.Event, outcome: StoreOutcome) -> None:
         study = outcome.study_instance_uid

@@ -1,0 +1,63 @@
+"""A data set pynetdicom received for a C-STORE, moved into the spool and stored.
+
+Shared by Ferry's SCP (C-STORE from nodes) and by Ferry's own C-GET, where the node's
+sub-operations arrive on Ferry's association: both store exactly what came, as one institution.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import uuid
+from pathlib import Path
+from typing import Any
+
+from archive.outcomes import StoreOutcome
+from dimse import statuses
+from dimse.context import BridgeContext
+
+log = logging.getLogger(__name__)
+
+
+def store_received(
+    context: BridgeContext,
+    event: Any,
+    *,
+    institution_pk: int,
+    expected_study_uid: str | None = None,
+) -> StoreOutcome:
+    """The archive's outcome; disk or database trouble is a refusal, nothing half-stored."""
+    spooled = context.settings.spool_dir / f"dimse-{uuid.uuid4().hex}.dcm"
+    try:
+        _spool(event, spooled)
+        return context.archive.store_files(
+            [spooled], expected_study_uid, institution_pk=institution_pk
+        )[0]
+    except Exception as error:
+        log.exception("a received data set could not be stored")
+        spooled.unlink(missing_ok=True)
+        request = event.request
+        return StoreOutcome(
+            str(request.AffectedSOPClassUID),
+            str(request.AffectedSOPInstanceUID),
+            failure_reason=statuses.for_error(error),
+            message="could not store",
+        )
+
+
+def status_code(outcome: StoreOutcome) -> int:
+    """The C-STORE response status for an outcome: failure, first warning, or success."""
+    if outcome.failure_reason is not None:
+        return outcome.failure_reason
+    return outcome.warnings[0] if outcome.warnings else statuses.SUCCESS
+
+
+def _spool(event: Any, spooled: Path) -> None:
+    """The received file moved into the spool (written there when chunking is off)."""
+    spooled.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        received = Path(event.dataset_path)
+    except AttributeError:
+        spooled.write_bytes(event.encoded_dataset())
+        return
+    shutil.move(received, spooled)
