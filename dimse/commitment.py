@@ -212,7 +212,7 @@ def handle_n_action(context: BridgeContext, caller: Caller, event: Any) -> tuple
             institution_pk=caller.institution_pk,
             status=f"{refused.status:04X}",
         )
-        return _status(refused.status, refused.reason), None
+        return statuses.status_dataset(refused.status, refused.reason), None
     threading.Thread(
         target=_report,
         args=(context, caller, request, _Watch(event.assoc)),
@@ -227,13 +227,6 @@ def _information(event: Any) -> Dataset | None:
         return event.action_information  # type: ignore[no-any-return]
     except Exception as error:
         raise InvalidRequest(statuses.PROCESSING_FAILURE, "cannot decode the request") from error
-
-
-def _status(code: int, comment: str) -> Dataset:
-    status = Dataset()
-    status.Status = code
-    status.ErrorComment = comment[:64].replace("\\", "/")
-    return status
 
 
 class _Watch:

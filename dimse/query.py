@@ -57,7 +57,7 @@ def handle_find(context: BridgeContext, caller: Caller, event: Any) -> Iterator[
     decision = service_decision(context, caller, Action.SEARCH)
     if not decision.allowed:
         context.audit(caller, Action.SEARCH, decision, institution_pk=caller.institution_pk)
-        yield status_dataset(statuses.NOT_AUTHORIZED, decision.reason), None
+        yield statuses.status_dataset(statuses.NOT_AUTHORIZED, decision.reason), None
         return
     try:
         request = read_find_request(
@@ -82,20 +82,9 @@ def service_decision(context: BridgeContext, caller: Caller, action: Action) -> 
     return context.decide(caller, action, Resource.institution(caller.node.institution_pk))
 
 
-def status_dataset(code: int, comment: str = "", offending: tuple[int, ...] = ()) -> Dataset:
-    """A failure status with its Error Comment and Offending Element (PS3.7 C.4)."""
-    status = Dataset()
-    status.Status = code
-    if offending:
-        status.OffendingElement = list(offending)
-    if comment:
-        status.ErrorComment = comment[:64].replace("\\", "/")
-    return status
-
-
 def failure_for(error: Exception) -> Dataset:
     offending = error.offending if isinstance(error, InvalidIdentifier) else ()
-    return status_dataset(statuses.for_error(error, query=True), str(error), offending)
+    return statuses.status_dataset(statuses.for_error(error, query=True), str(error), offending)
 
 
 @dataclass
@@ -128,7 +117,10 @@ def _answer(
     except Exception as error:  # the index is gone, say: a failure status, not a crash
         log.exception("C-FIND failed")
         tally.outcome, tally.extra["error"] = "failed", type(error).__name__
-        yield status_dataset(statuses.for_error(error, query=True), "could not search"), None
+        yield (
+            statuses.status_dataset(statuses.for_error(error, query=True), "could not search"),
+            None,
+        )
 
 
 def _audit(

@@ -49,7 +49,7 @@ from dimse.identifiers import (
     read_retrieve_request,
 )
 from dimse.peers import associate_options
-from dimse.query import PAGE, failure_for, service_decision, status_dataset
+from dimse.query import PAGE, failure_for, service_decision
 from dimse.sending import choose_syntax, read_dataset, requested_contexts
 from ferry.errors import InvalidQuery, NotFound
 from policy.decision import Decision
@@ -129,7 +129,7 @@ def _select(
             service=service,
             destination=destination,
         )
-        return status_dataset(statuses.NOT_AUTHORIZED, decision.reason)
+        return statuses.status_dataset(statuses.NOT_AUTHORIZED, decision.reason)
     try:
         request = read_retrieve_request(
             identifier_of(event), model_of(event.request.AffectedSOPClassUID)
@@ -149,9 +149,9 @@ def _select(
         return failure_for(error)
     except Exception as error:  # the index is gone, say: a failure status, not a crash
         log.exception("%s selection failed", service)
-        return status_dataset(statuses.for_error(error, query=True), "could not select")
+        return statuses.status_dataset(statuses.for_error(error, query=True), "could not select")
     if len(instances) > MAX_SUB_OPERATIONS:
-        return status_dataset(
+        return statuses.status_dataset(
             statuses.MOVE_OUT_OF_RESOURCES_SUBOPERATIONS,
             f"{len(instances)} instances match; retrieve at a lower level",
         )

@@ -9,7 +9,6 @@ folded to one per study and association, written when the association ends.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import socket
 import socketserver
@@ -38,6 +37,7 @@ from audit.trail import record_many
 from dimse import _connection, commitment, query, retrieve, statuses, tls
 from dimse.callers import Caller, identify
 from dimse.context import BridgeContext
+from dimse.peers import no_delay
 from dimse.receiving import status_code, store_received
 from dimse.transfer_syntaxes import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES
 from exchange import transfers
@@ -60,14 +60,6 @@ _STORE_DECISION = "ferry_store_decision"
 
 def caller_of(event: evt.Event) -> Caller:
     return getattr(event.assoc, _CALLER)  # type: ignore[no-any-return]
-
-
-def _no_delay(event: evt.Event) -> None:
-    """Nagle's algorithm would hold each small response back ~40 ms."""
-    sock = getattr(getattr(event.assoc.dul, "socket", None), "socket", None)
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class Bridge:
@@ -111,7 +103,7 @@ class Bridge:
     def handlers(self) -> list[tuple[Any, Any]]:
         context = self.context
         return [
-            (evt.EVT_CONN_OPEN, _no_delay),
+            (evt.EVT_CONN_OPEN, no_delay),
             (
                 evt.EVT_CONN_OPEN,
                 _connection.guard(self.settings.dicom_max_pdu, self.settings.dicom_network_timeout),
@@ -310,13 +302,13 @@ class Bridge:
         decision = self._store_decision(event, caller)
         if not decision.allowed or caller.node is None:
             received.unlink(missing_ok=True)
-            return _status(statuses.NOT_AUTHORIZED, decision.reason)
+            return statuses.status_dataset(statuses.NOT_AUTHORIZED, decision.reason)
         outcome = store_received(self.context, event, institution_pk=caller.node.institution_pk)
         self._tally(event, outcome)
         code = status_code(outcome)
         if code == statuses.SUCCESS:
             return code
-        return _status(code, outcome.message or "stored with warnings")
+        return statuses.status_dataset(code, outcome.message or "stored with warnings")
 
     def _tally(self, event: evt.Event, outcome: StoreOutcome) -> None:
         study = outcome.study_instance_uid
@@ -357,11 +349,3 @@ class StoreTally:
         self.stored = 0
         self.failed = 0
         self.statuses: Counter[str] = Counter()
-
-
-def _status(code: int, comment: str = "") -> Dataset:
-    status = Dataset()
-    status.Status = code
-    if comment:
-        status.ErrorComment = comment[:64].replace("\\", "/")
-    return status

@@ -6,6 +6,8 @@ Query/Retrieve C.4.1.1.4, C.4.2.1.5, C.4.3.1.5, Verification A.4, Storage Commit
 
 from __future__ import annotations
 
+from pydicom.dataset import Dataset
+
 from archive import outcomes
 from ferry.errors import FerryError, InvalidQuery, NotFound
 
@@ -59,3 +61,14 @@ def for_error(error: Exception, *, query: bool = False) -> int:
     if isinstance(error, FerryError):
         return UNABLE_TO_PROCESS if query else PROCESSING_FAILURE
     return UNABLE_TO_PROCESS if query else PROCESSING_FAILURE
+
+
+def status_dataset(code: int, comment: str = "", offending: tuple[int, ...] = ()) -> Dataset:
+    """A response status with its Error Comment (at most 64 characters, no backslash)."""
+    status = Dataset()
+    status.Status = code
+    if offending:
+        status.OffendingElement = list(offending)
+    if comment:
+        status.ErrorComment = comment[:64].replace("\\", "/")
+    return status
