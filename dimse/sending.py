@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -147,9 +147,3 @@ def read_dataset(archive: Archive, instance: StoredInstance) -> Dataset:
     """One instance, decoded (C-GET yields datasets; reconciliation edits them)."""
     with archive.blobs.open(instance.blob_key) as stored:
         return dcmread(stored)
-
-
-def send_all(
-    assoc: Association, archive: Archive, instances: Sequence[StoredInstance], **options: object
-) -> list[Sent]:
-    return [send_instance(assoc, archive, instance, **options) for instance in instances]  # type: ignore[arg-type]

@@ -10,7 +10,7 @@ reports back through `mark_delivery`. Every step is audited (`audit_transfer`).
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -175,28 +175,20 @@ def audit_transfer(
 # -- listing --------------------------------------------------------------------------------
 
 
-def get_transfer(engine: Engine, pk: int) -> Transfer:
-    with Session(engine) as session:
-        transfer = session.get(Transfer, pk)
-        if transfer is None:
-            raise UnknownRecord(f"no transfer {pk}")
-        session.expunge(transfer)
-        return transfer
-
-
 def list_transfers(
     engine: Engine,
-    institution_pk: int | None = None,
+    institution_pks: Collection[int] | None = None,
     status: str | None = None,
     limit: int = 200,
 ) -> list[Transfer]:
-    """Newest first; with an institution, the transfers it sent or receives."""
+    """Newest first; with institutions, the transfers they sent or receive (all when None)."""
     query = select(Transfer).order_by(col(Transfer.pk).desc()).limit(limit)
-    if institution_pk is not None:
+    if institution_pks is not None:
+        pks = list(institution_pks)
         query = query.where(
             or_(
-                col(Transfer.sender_institution_pk) == institution_pk,
-                col(Transfer.destination_institution_pk) == institution_pk,
+                col(Transfer.sender_institution_pk).in_(pks),
+                col(Transfer.destination_institution_pk).in_(pks),
             )
         )
     if status is not None:

@@ -334,8 +334,8 @@ def retry_job(engine: Engine, args: argparse.Namespace) -> int:
 
 def list_transfers(engine: Engine, args: argparse.Namespace) -> int:
     from exchange.models import TransferStatus
+    from exchange.transfers import list_transfers as read_transfers
     from policy import store
-    from portal.jobs_api import read_transfers
 
     _check_status(args.status, [s.value for s in TransferStatus])
     scope = [_institution_pk(engine, args.institution)] if args.institution else None

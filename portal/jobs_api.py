@@ -10,10 +10,10 @@ from collections.abc import Collection
 from typing import Any
 
 import orjson
-from sqlalchemy import Engine, or_
-from sqlmodel import Session, col, select
+from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 
+from exchange import transfers
 from exchange.models import Transfer
 from ferry.errors import NotFound
 from ferry.jobs import Job, JobQueue
@@ -27,28 +27,6 @@ DEFAULT_LIMIT = 200
 def _engine(call: Call) -> Engine:
     engine: Engine = call.state.archive.engine
     return engine
-
-
-def read_transfers(
-    engine: Engine,
-    institution_pks: Collection[int] | None = None,
-    status: str | None = None,
-    limit: int = DEFAULT_LIMIT,
-) -> list[Transfer]:
-    """Newest first; sent by or to these institutions (all when None)."""
-    query = select(Transfer).order_by(col(Transfer.pk).desc()).limit(limit)
-    if institution_pks is not None:
-        pks = list(institution_pks)
-        query = query.where(
-            or_(
-                col(Transfer.sender_institution_pk).in_(pks),
-                col(Transfer.destination_institution_pk).in_(pks),
-            )
-        )
-    if status:
-        query = query.where(Transfer.status == status)
-    with Session(engine, expire_on_commit=False) as session:
-        return list(session.exec(query))
 
 
 # --- jobs -----------------------------------------------------------------------------------
@@ -104,7 +82,7 @@ def list_transfers(call: Call) -> list[TransferOut]:
     else:
         scope = access.administered()
     status = query.status.value if query.status else None
-    rows = read_transfers(_engine(call), scope, status, query.limit)
+    rows = transfers.list_transfers(_engine(call), scope, status, query.limit)
     return [_transfer_out(access, row) for row in rows]
 
 

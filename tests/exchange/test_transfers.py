@@ -172,8 +172,8 @@ def test_quiet_time_then_delivered_to_the_day_node_in_core_hours(world: World) -
     assert detail["destination"] == f"node:{world.day_pacs}"
     assert detail["calling_ae"] == "PACS_HOSP"
     assert (reported.outcome, reported.reason) == ("allowed", "3 of 3 sent")
-    assert [t.pk for t in world.transfers(institution_pk=world.stmary)] == [transfer.pk]
-    assert [t.pk for t in world.transfers(institution_pk=world.hosp)] == [transfer.pk]
+    assert [t.pk for t in world.transfers(institution_pks=[world.stmary])] == [transfer.pk]
+    assert [t.pk for t in world.transfers(institution_pks=[world.hosp])] == [transfer.pk]
     assert world.transfers(status="refused") == []
 
     world.arrive(1)  # a straggler after the study was settled starts a transfer of its own
