@@ -27,7 +27,7 @@ from sqlmodel import Session, col, select
 from archive.store import Archive, StudyAccess
 from exchange.grants import add_grant
 from exchange.models import Transfer, TransferStatus
-from exchange.transfers import FINAL, audit_transfer
+from exchange.transfers import FINAL, audit_transfer, notify_transfer
 from ferry.jobs import Clock
 from policy.decision import Context, Decision, PolicySnapshot, Resource, decide
 from policy.models import Route
@@ -185,6 +185,7 @@ def _settle(
         if not _claim(session, transfer, route, verdict, now):
             return 0  # extended by a late instance, or settled by another worker
         job_pk = _carry_out(session, transfer, verdict, now, enqueue_forward)
+        notify_transfer(session.connection(), transfer, verdict.status, now)
         session.commit()
     access = verdict.access
     audit_transfer(

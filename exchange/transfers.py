@@ -4,7 +4,8 @@ Direct push: a node sends to a route's called AE title; each study becomes one t
 collects instances (`note_arrivals`: one upsert per study on a partial unique index, so two
 associations delivering one study at once extend one transfer) until none has arrived for the
 route's quiet time. `exchange.routing.settle_due` then decides where it goes; a forwarding job
-reports back through `mark_delivery`. Every step is audited (`audit_transfer`).
+reports back through `mark_delivery`. Every step is audited (`audit_transfer`), and the steps
+people hear of queue their emails in the same transaction (`notify_transfer`).
 """
 
 from __future__ import annotations
@@ -14,13 +15,14 @@ from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Connection, Engine, text
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session, col, or_, select
 
 from archive.models import Patient, Study
 from audit.trail import AuditRecord, record
 from exchange.models import Transfer, TransferStatus
+from exchange.notifications import Event, EventKind, Subject, notify
 from policy.decision import Decision
 from policy.models import Route
 from policy.store import UnknownRecord
@@ -112,10 +114,12 @@ def mark_delivery(
         transfer = session.get(Transfer, transfer_pk)
         if transfer is None:
             raise UnknownRecord(f"no transfer {transfer_pk}")
+        previous = TransferStatus(transfer.status)
         transfer.status = new.value
         transfer.reason = reason[:1024]
         transfer.completed_at = now if new in FINAL else None
         session.add(transfer)
+        notify_transfer(session.connection(), transfer, new, now, previous)
         session.commit()
         facts = session.exec(
             select(Patient.patient_id, Study.accession_number)
@@ -133,6 +137,43 @@ def mark_delivery(
         destination="worklist" if node is None else f"node:{node}",
         job=transfer.job_pk,
     )
+
+
+_FAILED = frozenset(
+    {TransferStatus.REFUSED, TransferStatus.FAILED, TransferStatus.NEEDS_RECONCILIATION}
+)
+
+
+def transfer_events(
+    transfer: Transfer, status: TransferStatus, previous: TransferStatus | None = None
+) -> list[Event]:
+    """What people are told when a transfer reaches `status`: arrivals to the receiving
+    institution, how the delivery went to the sending one (a partial delivery once)."""
+    assert transfer.pk is not None
+    subject = Subject("transfer", transfer.pk)
+    sender, receiver = transfer.sender_institution_pk, transfer.destination_institution_pk
+    kinds: list[tuple[EventKind, int, int]] = []
+    if status in (TransferStatus.ON_WORKLIST, TransferStatus.DELIVERED):
+        kinds.append((EventKind.TRANSFER_ARRIVED, receiver, sender))
+    if status is TransferStatus.DELIVERED:
+        kinds.append((EventKind.TRANSFER_DELIVERED, sender, receiver))
+    if status is TransferStatus.PARTIAL and previous is not TransferStatus.PARTIAL:
+        kinds.append((EventKind.TRANSFER_PARTLY_DELIVERED, sender, receiver))
+    if status in _FAILED:
+        kinds.append((EventKind.TRANSFER_FAILED, sender, receiver))
+    return [Event(kind, pk, subject, counterpart_pk=other) for kind, pk, other in kinds]
+
+
+def notify_transfer(
+    connection: Connection,
+    transfer: Transfer,
+    status: TransferStatus,
+    now: datetime,
+    previous: TransferStatus | None = None,
+) -> None:
+    """Queue the emails of a transfer's new state inside the caller's transaction."""
+    for event in transfer_events(transfer, status, previous):
+        notify(connection, event, now=now)
 
 
 def audit_transfer(

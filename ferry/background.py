@@ -18,6 +18,9 @@ from archive.store import Archive
 from dimse.context import BridgeContext
 from dimse.forward import FORWARD_STUDY, enqueue_forward, forward_handler
 from dimse.server import Bridge
+from exchange.mail_sender import MailSender, SmtpConfig
+from exchange.notifications import NOTIFY
+from exchange.notify_job import Notifier, notify_handler
 from exchange.routing import transfer_sweeper
 from ferry.jobs import Clock, Worker, utc_now
 from ferry.settings import Settings
@@ -28,12 +31,43 @@ log = logging.getLogger(__name__)
 def build_worker(context: BridgeContext, *, idle_seconds: float = 1.0) -> Worker:
     """The job worker with every handler and periodic sweep Ferry has."""
     enqueue = functools.partial(enqueue_forward, max_attempts=context.settings.forward_max_attempts)
+    notifier = Notifier(
+        context.engine, mail_sender(context.settings), public_base(context.settings), context.clock
+    )
     return Worker(
         context.jobs,
-        {FORWARD_STUDY: forward_handler(context)},
+        {FORWARD_STUDY: forward_handler(context), NOTIFY: notify_handler(notifier)},
         idle_seconds=idle_seconds,
         ticks=[transfer_sweeper(context.archive, context.clock, enqueue)],
     )
+
+
+def public_base(settings: Settings) -> str:
+    """Ferry's address as people reach it: links in emails start here."""
+    return settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
+
+
+def mail_sender(settings: Settings) -> MailSender | None:
+    """None without FERRY_SMTP_HOST: notifications are then recorded, not sent."""
+    if not settings.smtp_host:
+        return None
+    config = SmtpConfig(
+        host=settings.smtp_host,
+        port=settings.smtp_port,
+        user=settings.smtp_user,
+        password=settings.smtp_password,
+        starttls=settings.smtp_starttls,
+        sender=settings.mail_from,
+        ca_file=settings.smtp_ca,
+    )
+    return MailSender(config)
+
+
+def describe_mail(settings: Settings) -> str:
+    sender = mail_sender(settings)
+    if sender is None:
+        return "recorded, not sent (set FERRY_SMTP_HOST to send them)"
+    return f"sent by SMTP through {sender.config.label} from {settings.mail_from}"
 
 
 class Background:

@@ -14,7 +14,7 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     import uvicorn
 
     from ferry.app import build_archive, create_app
-    from ferry.background import Background
+    from ferry.background import Background, describe_mail
 
     archive = build_archive(settings)
     app = create_app(settings, archive)
@@ -28,7 +28,8 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
         print(f"  DIMSE:    {settings.dicom_ae_title}@{dicom_host}:{settings.dicom_port}")
     if settings.dicom_tls_port:
         print(f"  DIMSE/TLS: {settings.dicom_ae_title}@{dicom_host}:{settings.dicom_tls_port}")
-    print(f"  Health:   {base}/healthz  {base}/readyz", flush=True)
+    print(f"  Health:   {base}/healthz  {base}/readyz")
+    print(f"  Emails:   {describe_mail(settings)}", flush=True)
     background.start()
     try:
         uvicorn.run(

@@ -78,6 +78,15 @@ def _parse_url(text: str) -> str | None:
     return url
 
 
+def _parse_address(text: str) -> str:
+    from email.utils import parseaddr
+
+    address = parseaddr(text.strip())[1]
+    if "@" not in address or not text.isprintable():
+        raise ValueError(f"expected an email address, got {text!r}")
+    return text.strip()
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything Ferry can be told; built once by the composition root and passed down."""
@@ -128,6 +137,13 @@ class Settings:
     login_lockout_seconds: int = 900
     oidc_providers: str = ""
     demo: bool = False
+    smtp_host: str = ""  # empty: notifications are recorded, not sent
+    smtp_port: int = 587
+    smtp_user: str = ""
+    smtp_password: str = field(default="", repr=False)
+    smtp_starttls: bool = True
+    smtp_ca: Path | None = None  # CA bundle trusted for the SMTP server's certificate
+    mail_from: str = "ferry@localhost"
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -189,6 +205,13 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_LOGIN_MAX_FAILURES": ("login_max_failures", _parse_positive),
     "FERRY_LOGIN_LOCKOUT_SECONDS": ("login_lockout_seconds", _parse_positive),
     "FERRY_OIDC_PROVIDERS": ("oidc_providers", str),
+    "FERRY_SMTP_HOST": ("smtp_host", str.strip),
+    "FERRY_SMTP_PORT": ("smtp_port", _parse_port),
+    "FERRY_SMTP_USER": ("smtp_user", str),
+    "FERRY_SMTP_PASSWORD": ("smtp_password", str),
+    "FERRY_SMTP_STARTTLS": ("smtp_starttls", _parse_bool),
+    "FERRY_SMTP_CA": ("smtp_ca", _parse_path),
+    "FERRY_MAIL_FROM": ("mail_from", _parse_address),
 }
 
 

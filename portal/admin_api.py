@@ -14,10 +14,11 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 from starlette.routing import Mount
 
+from exchange.notifications import EventKind, on_registration
 from ferry.errors import NotFound
 from policy import store
 from policy.models import ApiClient, Registration, User, UserStatus
-from portal import destinations_api, explain_api, jobs_api
+from portal import destinations_api, explain_api, jobs_api, notifications_api
 from portal.admin_access import Access, authenticate
 from portal.api_schemas import (
     ApiClientIn,
@@ -243,7 +244,8 @@ def register(call: Call) -> RegistrationAccepted:
         institution = store.find_institution(engine, body.institution)
     except store.UnknownRecord:
         raise store.InvalidRecord(f"no institution {body.institution!r}") from None
-    store.register(engine, body.email, body.name, body.password, institution.pk or 0)
+    waiting = on_registration(EventKind.REGISTRATION_WAITING, call.now)
+    store.register(engine, body.email, body.name, body.password, institution.pk or 0, waiting)
     return RegistrationAccepted(
         message=f"registered for {institution.code}; an administrator will approve or reject it"
     )
@@ -296,7 +298,10 @@ def approve_registration(call: Call) -> RegistrationOut:
     registration = _decidable(access, call.path["registration_pk"])
     roles = [r.value for r in call.body.roles]
     engine = _engine(call)
-    done = store.approve_registration(engine, registration.pk or 0, roles, access.user_pk, call.now)
+    approved = on_registration(EventKind.REGISTRATION_APPROVED, call.now, access.user_pk)
+    done = store.approve_registration(
+        engine, registration.pk or 0, roles, access.user_pk, call.now, approved
+    )
     return _registration_out(access, done, store.get_user(engine, done.user_pk))
 
 
@@ -304,8 +309,9 @@ def reject_registration(call: Call) -> RegistrationOut:
     access = Access(call)
     registration = _decidable(access, call.path["registration_pk"])
     engine = _engine(call)
+    rejected = on_registration(EventKind.REGISTRATION_REJECTED, call.now, access.user_pk)
     done = store.reject_registration(
-        engine, registration.pk or 0, access.user_pk, call.body.note, call.now
+        engine, registration.pk or 0, access.user_pk, call.body.note, call.now, rejected
     )
     return _registration_out(access, done, store.get_user(engine, done.user_pk))
 
@@ -465,7 +471,7 @@ OPERATIONS: list[Operation] = [
               "an institution's approval queue", _R, response=list[RegistrationOut],
               query=RegistrationQuery),
     Operation("POST", "/registrations/{registration_pk}/approve", approve_registration,
-              "approve with roles; records the confirmation email as due", _R, RolesIn,
+              "approve with roles; queues the confirmation email", _R, RolesIn,
               RegistrationOut),
     Operation("POST", "/registrations/{registration_pk}/reject", reject_registration,
               "reject", _R, RejectIn, RegistrationOut),
@@ -498,6 +504,7 @@ def api_mount() -> Mount:
         *destinations_api.OPERATIONS,
         *explain_api.OPERATIONS,
         *jobs_api.OPERATIONS,
+        *notifications_api.OPERATIONS,
     ]
     routes = build_routes(operations, PARAMETERS, authenticate, INFO, API_PREFIX)
     return Mount(API_PREFIX, routes=routes)

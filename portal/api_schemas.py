@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from exchange.models import TransferStatus
+from exchange.notification_models import MailStatus, NotificationChoice
 from ferry.jobs import JobStatus
 from policy.models import UserStatus
 from policy.roles import Role, Scope
@@ -415,3 +416,39 @@ class TransferOut(Output):
     created_at: datetime
     last_instance_at: datetime
     completed_at: datetime | None
+
+
+class NotificationsIn(Input):
+    """Which emails you get: every transaction of your institutions ("all"), only your own
+    ("own", the default), only failures ("failures"), or "none"."""
+
+    choice: NotificationChoice
+
+
+class NotificationsOut(Output):
+    choice: NotificationChoice
+    default: bool = Field(description="true while you have not chosen (the default applies)")
+    choices: list[NotificationChoice]
+    sending: bool = Field(description="false: emails are recorded, not sent (no SMTP server)")
+
+
+class NotificationQuery(_ListQuery):
+    institution: Code | None = None
+    status: MailStatus | None = None
+    limit: Limit = 200
+
+
+class NotificationOut(Output):
+    """One email of one event to one person; never patient data, only an opaque subject."""
+
+    pk: int
+    job_pk: int
+    event: str
+    institution_pk: int | None
+    institution: str
+    subject: str
+    user_pk: int
+    email: str
+    status: MailStatus
+    created_at: datetime
+    sent_at: datetime | None

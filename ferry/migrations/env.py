@@ -8,7 +8,8 @@ from sqlmodel import SQLModel
 import archive.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 import audit.models  # noqa: F401
 import dimse.models  # noqa: F401
-import exchange.models  # noqa: F401
+import exchange.models
+import exchange.notification_models  # noqa: F401
 import ferry.jobs  # noqa: F401
 import policy.models
 import policy.refresh_tokens  # noqa: F401

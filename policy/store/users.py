@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from datetime import datetime
 
 from sqlalchemy import Engine
@@ -182,8 +182,18 @@ def remove_membership(engine: Engine, user_pk: int, institution_pk: int) -> None
         session.delete(membership)
 
 
+# Called inside the transaction that creates or decides a registration, so that what follows
+# from it (the emails an edge queues as outbox jobs) is written with it or not at all.
+Then = Callable[[Session, Registration], None]
+
+
 def register(
-    engine: Engine, email: str, name: str, password: str, institution_pk: int
+    engine: Engine,
+    email: str,
+    name: str,
+    password: str,
+    institution_pk: int,
+    then: Then | None = None,
 ) -> Registration | None:
     """A new person asks to join: a pending user and a pending registration.
 
@@ -207,6 +217,9 @@ def register(
         assert user.pk is not None
         registration = Registration(user_pk=user.pk, institution_pk=institution_pk)
         session.add(registration)
+        session.flush()
+        if then is not None:
+            then(session, registration)
     return registration
 
 
@@ -250,6 +263,7 @@ def approve_registration(
     roles: str | frozenset[Role] | list[str],
     decided_by_pk: int | None,
     now: datetime | None = None,
+    then: Then | None = None,
 ) -> Registration:
     """Membership with `roles`, the user active, and the confirmation email recorded as due."""
     stored = roles_text(roles)
@@ -265,6 +279,8 @@ def approve_registration(
         if user.status is UserStatus.PENDING:
             user.status = UserStatus.ACTIVE
         session.add_all([registration, user])
+        if then is not None:
+            then(session, registration)
     return registration
 
 
@@ -274,6 +290,7 @@ def reject_registration(
     decided_by_pk: int | None,
     note: str = "",
     now: datetime | None = None,
+    then: Then | None = None,
 ) -> Registration:
     """The user stays pending (unable to sign in) unless another institution accepted them."""
     note = check_text(note, "note", 1024)
@@ -282,4 +299,6 @@ def reject_registration(
         registration.status, registration.note = "rejected", note
         registration.decided_by_pk, registration.decided_at = decided_by_pk, now or utc_now()
         session.add(registration)
+        if then is not None:
+            then(session, registration)
     return registration
