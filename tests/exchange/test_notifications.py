@@ -1,0 +1,325 @@
+"""Notification emails, read off a real SMTP server: who gets what, what is in it, and retries."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from sqlmodel import Session, select
+
+from archive.importer import import_paths
+from archive.store import Archive
+from audit.search import AuditQuery, iter_events
+from dimse.context import BridgeContext
+from exchange.notification_models import MailStatus, Notification, NotificationChoice
+from exchange.notifications import Event, EventKind, Priority, Subject, hears, notify
+from exchange.recipients import set_choice
+from exchange.transfers import list_transfers, note_arrivals
+from ferry.app import build_archive
+from ferry.background import build_worker, describe_mail
+from ferry.jobs import JobQueue, Worker
+from ferry.settings import Settings
+from policy import store
+from policy.models import Node
+from policy.store.destinations import create_route
+from tests.conftest import free_port, make_settings
+from tests.exchange._smtp import SmtpServer, self_signed, smtp_server
+from tests.factories import StudySpec, write_series
+from tests.policy._people import add_institution, add_user
+
+SECRET = StudySpec(
+    patient_name="Secret^Patient", patient_id="PID-SECRET-77", accession_number="ACC-SECRET-77"
+)
+
+
+class Clock:
+    """The worker's clock, moved by hand past backoff delays; never behind the real one."""
+
+    def __init__(self) -> None:
+        self.now = datetime.now(UTC)
+
+    def __call__(self) -> datetime:
+        self.now = max(self.now, datetime.now(UTC))
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now = max(self.now, datetime.now(UTC)) + timedelta(seconds=seconds)
+
+
+@dataclass
+class Ferry:
+    settings: Settings
+    archive: Archive
+    clock: Clock
+    worker: Worker
+    smtp: SmtpServer | None
+    a: int
+    b: int
+
+    @property
+    def engine(self) -> Any:
+        return self.archive.engine
+
+    def person(self, email: str, memberships: dict[int, str], choice: str | None = None) -> int:
+        user_pk = add_user(self.engine, email, memberships=memberships)
+        if choice is not None:
+            set_choice(self.engine, user_pk, NotificationChoice(choice), self.clock())
+        return user_pk
+
+    def mail_to(self, email: str) -> list[Any]:
+        assert self.smtp is not None
+        return self.smtp.mailbox.to(email)
+
+    def run(self) -> int:
+        self.worker.run_ticks()
+        return self.worker.run_until_idle()
+
+    def notify(self, event: Event, **options: Any) -> int:
+        with self.engine.begin() as connection:
+            return notify(connection, event, now=self.clock(), **options)
+
+
+def _ferry(tmp_path: Path, database_url: str, smtp: SmtpServer | None, **values: Any) -> Ferry:
+    mail = {"smtp_host": "127.0.0.1", "smtp_port": smtp.port} if smtp else {}
+    defaults = {
+        "dicom_port": 0,
+        "smtp_starttls": False,
+        "mail_from": "Ferry <ferry@ferry.test>",
+        "forward_max_attempts": 1,
+    }
+    settings = make_settings(tmp_path, database_url, **(defaults | mail | values))
+    archive = build_archive(settings)
+    clock = Clock()
+    worker = build_worker(BridgeContext(settings, archive, clock))
+    a, b = add_institution(archive.engine, "A"), add_institution(archive.engine, "B")
+    return Ferry(settings, archive, clock, worker, smtp, a, b)
+
+
+@pytest.fixture
+def ferry(tmp_path: Path, database_url: str) -> Iterator[Ferry]:
+    with smtp_server() as smtp:
+        built = _ferry(tmp_path, database_url, smtp)
+        yield built
+        built.archive.engine.dispose()
+
+
+def _push(ferry: Ferry, tmp_path: Path, route_pk: int) -> int:
+    """A's PACS pushed a study onto a route; returns the transfer's pk once it is settled."""
+    write_series(tmp_path / "study", 2, spec=SECRET)
+    import_paths(ferry.archive, [tmp_path / "study"], progress=False, institution_pk=ferry.a)
+    note_arrivals(ferry.engine, route_pk, ferry.a, "PACS_A", {SECRET.study_uid: 2}, ferry.clock())
+    ferry.clock.advance(31)
+    ferry.run()
+    [transfer] = list_transfers(ferry.engine)
+    assert transfer.pk is not None
+    return transfer.pk
+
+
+def _node(ferry: Ferry, ae_title: str, institution_pk: int, port: int = 104) -> int:
+    with Session(ferry.engine) as session:
+        node = Node(
+            institution_pk=institution_pk,
+            ae_title=ae_title,
+            host="127.0.0.1",
+            port=port,
+            can_query=True,
+            can_write=True,
+        )
+        session.add(node)
+        session.commit()
+        assert node.pk is not None
+        return node.pk
+
+
+def _carries_no_patient_data(mail: Any) -> None:
+    decoded = "\n".join(mail.texts().values())
+    for secret in ("Secret", "Patient", "PID-SECRET-77", "ACC-SECRET-77", SECRET.study_uid):
+        assert secret.encode() not in mail.raw and secret not in decoded, secret
+
+
+def test_a_direct_push_on_the_worklist_tells_the_receivers_who_want_it(ferry, tmp_path):
+    _node(ferry, "PACS_A", ferry.a)
+    store.update_institution(ferry.engine, ferry.b, worklist_restricted=False)
+    route = create_route(ferry.engine, "FERRY_TO_B", ferry.b)
+    ferry.person("b-all@b.test", {ferry.b: "viewer"}, "all")
+    ferry.person("b-none@b.test", {ferry.b: "viewer"}, "none")
+    ferry.person("b-own@b.test", {ferry.b: "viewer"})  # the default: own; a node pushed it
+    ferry.person("b-asks@b.test", {ferry.b: "requester"}, "all")  # may not see B's studies
+    ferry.person("a-all@a.test", {ferry.a: "sender"}, "all")  # A hears of a delivery, not this
+
+    transfer_pk = _push(ferry, tmp_path, route.pk)
+
+    [mail] = ferry.mail_to("b-all@b.test")
+    for nobody in ("b-none@b.test", "b-own@b.test", "b-asks@b.test", "a-all@a.test"):
+        assert ferry.mail_to(nobody) == [], nobody
+    assert mail.subject == "[Ferry] Transfer arrived at Institution B (B)"
+    message = mail.message
+    assert message.get_content_type() == "multipart/alternative"
+    assert message["From"] == "Ferry <ferry@ferry.test>" and message["To"] == "b-all@b.test"
+    texts = mail.texts()
+    assert set(texts) == {"text/plain", "text/html"}
+    link = f"{ferry.settings.public_url}/portal/transfers/{transfer_pk}"
+    assert "A study sent by Institution A (A) arrived at Institution B (B)." in texts["text/plain"]
+    assert "Priority: routine" in texts["text/plain"] and link in texts["text/plain"]
+    assert f'href="{link}"' in texts["text/html"]
+    _carries_no_patient_data(mail)
+    [sent] = iter_events(ferry.engine, AuditQuery(action="notify"))
+    assert (sent.outcome, sent.actor, orjson.loads(sent.detail)["event"]) == (
+        "allowed",
+        "ferry",
+        "transfer-arrived",
+    )
+    [job] = JobQueue(ferry.engine).list(kind="notify")
+    assert job.status == "done" and job.result == "transfer-arrived: 1 sent"
+
+
+def test_a_failed_forwarding_tells_the_senders_who_want_failures(ferry, tmp_path):
+    _node(ferry, "PACS_A", ferry.a)
+    gone = _node(ferry, "PACS_B", ferry.b, port=free_port())  # nothing listens there
+    store.create_destination_rule(
+        ferry.engine, ferry.b, node_pk=gone, sender_institution_pk=ferry.a
+    )
+    route = create_route(ferry.engine, "FERRY_TO_B_PACS", ferry.b, destination_node_pk=gone)
+    ferry.person("a-failures@a.test", {ferry.a: "sender"}, "failures")
+    ferry.person("a-all@a.test", {ferry.a: "viewer"}, "all")
+    ferry.person("a-own@a.test", {ferry.a: "sender"})
+    ferry.person("b-all@b.test", {ferry.b: "viewer"}, "all")
+
+    transfer_pk = _push(ferry, tmp_path, route.pk)
+
+    [transfer] = list_transfers(ferry.engine)
+    assert transfer.status == "failed"  # parked after FERRY_FORWARD_MAX_ATTEMPTS=1
+    [mail] = ferry.mail_to("a-failures@a.test")
+    assert mail.subject == "[Ferry] Transfer failed"
+    assert f"/portal/transfers/{transfer_pk}" in mail.texts()["text/plain"]
+    assert "could not be delivered" in mail.texts()["text/plain"]
+    _carries_no_patient_data(mail)
+    assert [m.subject for m in ferry.mail_to("a-all@a.test")] == ["[Ferry] Transfer failed"]
+    assert ferry.mail_to("a-own@a.test") == [] and ferry.mail_to("b-all@b.test") == []
+
+
+def test_own_means_what_the_person_did_or_what_is_about_them(ferry):
+    asker = ferry.person("asker@a.test", {ferry.a: "requester"})
+    ferry.person("colleague@a.test", {ferry.a: "requester"})
+    ferry.person("watcher@a.test", {ferry.a: "requester"}, "all")
+    ferry.person("failures@a.test", {ferry.a: "requester"}, "failures")
+    answered = Event(
+        EventKind.REQUEST_ANSWERED,
+        ferry.a,
+        Subject("request", 5),
+        Priority.URGENT,
+        person_user_pk=asker,
+        counterpart_pk=ferry.b,
+    )
+    ferry.notify(answered)
+    ferry.run()
+    [mail] = ferry.mail_to("asker@a.test")
+    assert mail.subject == "[Ferry] URGENT: Request answered by Institution B (B)"
+    assert "Priority: urgent" in mail.texts()["text/plain"]
+    assert len(ferry.mail_to("watcher@a.test")) == 1
+    assert ferry.mail_to("colleague@a.test") == ferry.mail_to("failures@a.test") == []
+
+
+@pytest.mark.parametrize(
+    ("choice", "own", "failure", "heard"),
+    [
+        ("all", False, False, True),
+        ("own", True, False, True),
+        ("own", False, True, False),
+        ("failures", False, True, True),
+        ("failures", True, False, False),
+        ("none", True, True, False),
+    ],
+)
+def test_who_hears_what(choice, own, failure, heard):
+    assert hears(NotificationChoice(choice), own=own, failure=failure) is heard
+
+
+def test_a_refusing_or_vanished_smtp_server_loses_nothing(ferry):
+    ferry.person("b-admin@b.test", {ferry.b: "admin"})
+    ferry.notify(
+        Event(EventKind.REQUEST_RECEIVED, ferry.b, Subject("request", 9), counterpart_pk=ferry.a),
+        max_attempts=3,
+    )
+    queue = JobQueue(ferry.engine)
+    assert ferry.smtp is not None
+    ferry.smtp.mailbox.refuse = "554 5.7.1 Not today"
+    ferry.run()
+    [job] = queue.list(kind="notify")
+    assert (job.status, job.attempts) == ("queued", 1) and "554 5.7.1 Not today" in job.last_error
+    ferry.smtp.mailbox.refuse = None
+    ferry.smtp.stop()
+    for attempts in (2, 3):
+        ferry.clock.advance(3600)
+        ferry.run()
+        job = queue.get(job.pk)
+        assert job is not None and job.attempts == attempts
+    assert job.status == "parked"  # where administrators see it: `ferry admin jobs`, /api/jobs
+    assert ferry.mail_to("b-admin@b.test") == []
+    failed = list(iter_events(ferry.engine, AuditQuery(action="notify", outcome="failed")))
+    assert len(failed) == 3
+    ferry.smtp.start()
+    assert queue.retry(job.pk)
+    ferry.run()
+    [mail] = ferry.mail_to("b-admin@b.test")
+    assert mail.subject == "[Ferry] Request received from Institution A (A)"
+    ferry.clock.advance(3600)
+    ferry.run()
+    assert len(ferry.mail_to("b-admin@b.test")) == 1  # sent once, not again
+
+
+def test_starttls_with_the_servers_own_certificate(tmp_path, database_url):
+    context, certificate = self_signed(tmp_path)
+    with smtp_server(tls=context) as smtp:
+        ferry = _ferry(tmp_path, database_url, smtp, smtp_starttls=True, smtp_ca=certificate)
+        try:
+            ferry.person("b-admin@b.test", {ferry.b: "admin"})
+            ferry.notify(Event(EventKind.REGISTRATION_WAITING, ferry.b, Subject("registration", 1)))
+            ferry.run()
+            [mail] = ferry.mail_to("b-admin@b.test")
+            assert mail.subject == "[Ferry] Registration waiting at Institution B (B)"
+        finally:
+            ferry.archive.engine.dispose()
+
+
+def test_a_certificate_nobody_vouches_for_is_refused(tmp_path, database_url):
+    context, _certificate = self_signed(tmp_path)
+    with smtp_server(tls=context) as smtp:
+        ferry = _ferry(tmp_path, database_url, smtp, smtp_starttls=True)
+        try:
+            ferry.person("b-admin@b.test", {ferry.b: "admin"})
+            ferry.notify(Event(EventKind.REGISTRATION_WAITING, ferry.b, Subject("registration", 1)))
+            ferry.run()
+            [job] = JobQueue(ferry.engine).list(kind="notify")
+            assert job.status == "queued" and "CERTIFICATE_VERIFY_FAILED" in job.last_error
+            assert smtp.mailbox.received == []
+        finally:
+            ferry.archive.engine.dispose()
+
+
+def test_without_an_smtp_host_emails_are_recorded_not_sent(tmp_path, database_url):
+    ferry = _ferry(tmp_path, database_url, None)
+    try:
+        assert describe_mail(ferry.settings).startswith("recorded, not sent")
+        admin = ferry.person("b-admin@b.test", {ferry.b: "admin"})
+        ferry.notify(Event(EventKind.REGISTRATION_WAITING, ferry.b, Subject("registration", 1)))
+        ferry.run()
+        [job] = JobQueue(ferry.engine).list(kind="notify")
+        assert (job.status, job.result) == (
+            "done",
+            "registration-waiting: 1 recorded, not sent (no SMTP host)",
+        )
+        with Session(ferry.engine) as session:
+            [row] = session.exec(select(Notification)).all()
+        assert (row.user_pk, row.status, row.subject) == (
+            admin,
+            MailStatus.RECORDED,
+            "registration:1",
+        )
+    finally:
+        ferry.archive.engine.dispose()
