@@ -9,7 +9,7 @@ event, the opaque subject and the recipient's account, and never a patient's dat
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -163,3 +163,22 @@ class _Run:
                 },
             ),
         )
+
+
+def list_notifications(
+    engine: Engine,
+    institution_pks: Collection[int] | None = None,
+    status: MailStatus | None = None,
+    limit: int = 200,
+) -> list[Notification]:
+    """The record, newest first; with institutions, the emails about them (all when None)."""
+    query = select(Notification).order_by(col(Notification.pk).desc()).limit(limit)
+    if institution_pks is not None:
+        query = query.where(col(Notification.institution_pk).in_(list(institution_pks)))
+    if status is not None:
+        query = query.where(Notification.status == status.value)
+    with Session(engine) as session:
+        rows = list(session.exec(query))
+        for row in rows:
+            session.expunge(row)
+    return rows

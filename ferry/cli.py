@@ -143,6 +143,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ferry.dimse_commands import add_dimse_commands
 
     add_dimse_commands(commands)
+    from ferry.notification_commands import add_notification_commands
+
+    add_notification_commands(commands)
     from audit.commands import add_audit_commands
 
     add_audit_commands(commands)

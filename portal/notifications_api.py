@@ -11,10 +11,11 @@ from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 from starlette.exceptions import HTTPException
 
 from audit.trail import AuditRecord, record
+from exchange import notify_job
 from exchange.notification_models import Notification, NotificationChoice, NotificationPreference
 from exchange.recipients import set_choice
 from policy.principal import PrincipalKind
@@ -83,13 +84,7 @@ def list_notifications(call: Call) -> list[NotificationOut]:
         scope = None
     else:
         scope = access.administered()
-    statement = select(Notification).order_by(col(Notification.pk).desc()).limit(query.limit)
-    if scope is not None:
-        statement = statement.where(col(Notification.institution_pk).in_(list(scope)))
-    if query.status is not None:
-        statement = statement.where(Notification.status == query.status.value)
-    with Session(_engine(call)) as session:
-        rows = list(session.exec(statement))
+    rows = notify_job.list_notifications(_engine(call), scope, query.status, query.limit)
     return [_notification_out(access, row) for row in rows]
 
 
