@@ -18,6 +18,7 @@ from archive.models import StudyGrant
 from archive.store import Archive
 from audit.search import AuditEntry, AuditQuery, iter_events
 from exchange.models import TransferStatus
+from exchange.notifications import NOTIFY
 from exchange.routing import transfer_sweeper
 from exchange.transfers import list_transfers, mark_delivery, note_arrivals
 from ferry.jobs import Job, enqueue
@@ -80,8 +81,9 @@ class World:
             return list(session.exec(select(StudyGrant)))
 
     def jobs(self) -> list[Job]:
+        """Forwarding jobs (the emails a transfer causes are `notify` jobs of their own)."""
         with Session(self.archive.engine) as session:
-            return list(session.exec(select(Job)))
+            return list(session.exec(select(Job).where(Job.kind != NOTIFY)))
 
     def audit(self) -> list[AuditEntry]:
         query = AuditQuery(action="transfer", study_uid=self.study_uid)
