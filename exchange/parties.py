@@ -8,7 +8,7 @@ Every step is audited once per study, with the transfer's opaque id as the trans
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -149,11 +149,13 @@ def audit_step(
     decision: Decision,
     *,
     outcome: str | None = None,
+    studies: Sequence[str] | None = None,
     **detail: Any,
 ) -> None:
-    """One audit event per study of the transfer (one without studies gets one event)."""
+    """One audit event per study of the transfer (or of `studies`); none at all gets one event."""
     with Session(engine) as session:
-        facts = study_facts(session, study_uids(session, transfer)) or [StudyFacts("")]
+        uids = study_uids(session, transfer) if studies is None else list(studies)
+        facts = study_facts(session, uids) or [StudyFacts("")]
     for study in facts:
         record(
             engine,

@@ -12,6 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime
 
+import orjson
 from sqlalchemy import Engine, and_, case, exists, func, or_
 from sqlmodel import Session, col, select
 
@@ -133,3 +134,58 @@ def search_worklist(
         count = session.exec(total).one()
         rows = list(session.exec(page))
     return int(count), rows
+
+
+@dataclass(frozen=True)
+class StudySummary:
+    """What a worklist row shows of a study: the patient banner's facts first."""
+
+    study_uid: str
+    patient_id: str = ""
+    patient_name: str = ""
+    patient_birth_date: str = ""
+    patient_sex: str = ""
+    accession_number: str = ""
+    study_date: str = ""
+    study_description: str = ""
+    modalities: tuple[str, ...] = ()
+    in_archive: bool = False
+
+
+def _person_name(attrs: bytes) -> str:
+    value = orjson.loads(attrs).get("00100010", {}).get("Value") or [{}]
+    first = value[0]
+    return str(first.get("Alphabetic", "")) if isinstance(first, dict) else str(first)
+
+
+def describe_studies(session: Session, uids: Collection[str]) -> list[StudySummary]:
+    """In the order given; a study deleted since keeps only its UID."""
+    wanted = list(uids)
+    rows = session.exec(
+        select(Study, Patient.patient_id)
+        .join(Patient, col(Patient.pk) == col(Study.patient_pk))
+        .where(col(Study.study_instance_uid).in_(wanted))
+    ).all()
+    modalities: dict[int, set[str]] = {}
+    for study_pk, modality in session.exec(
+        select(Series.study_pk, Series.modality).where(
+            col(Series.study_pk).in_([study.pk for study, _ in rows])
+        )
+    ):
+        modalities.setdefault(study_pk, set()).add(modality)
+    found = {
+        study.study_instance_uid: StudySummary(
+            study.study_instance_uid,
+            patient_id,
+            _person_name(study.attrs_json),
+            study.patient_birth_date,
+            study.patient_sex,
+            study.accession_number,
+            study.study_date,
+            study.study_description,
+            tuple(sorted(m for m in modalities.get(study.pk or 0, ()) if m)),
+            True,
+        )
+        for study, patient_id in rows
+    }
+    return [found.get(uid, StudySummary(uid)) for uid in wanted]

@@ -17,7 +17,7 @@ from starlette.routing import Mount
 from ferry.errors import NotFound
 from policy import store
 from policy.models import ApiClient, Registration, User, UserStatus
-from portal import destinations_api, explain_api, jobs_api
+from portal import destinations_api, explain_api, jobs_api, receiving_api
 from portal.admin_access import Access, authenticate
 from portal.api_schemas import (
     ApiClientIn,
@@ -498,6 +498,8 @@ def api_mount() -> Mount:
         *destinations_api.OPERATIONS,
         *explain_api.OPERATIONS,
         *jobs_api.OPERATIONS,
+        *receiving_api.OPERATIONS,
     ]
-    routes = build_routes(operations, PARAMETERS, authenticate, INFO, API_PREFIX)
+    parameters = {**PARAMETERS, **receiving_api.PARAMETERS}
+    routes = build_routes(operations, parameters, authenticate, INFO, API_PREFIX)
     return Mount(API_PREFIX, routes=routes)
