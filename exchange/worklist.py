@@ -55,8 +55,10 @@ class WorklistQuery:
 
 def _study_of_transfer() -> object:
     """Study rows that belong to the outer transfer: listed, or a pushed transfer's own."""
-    listed = select(TransferStudy.study_instance_uid).where(
-        TransferStudy.transfer_pk == Transfer.pk
+    listed = (
+        select(TransferStudy.study_instance_uid)
+        .where(TransferStudy.transfer_pk == Transfer.pk)
+        .correlate(Transfer)
     )
     return or_(
         col(Study.study_instance_uid).in_(listed),
@@ -109,6 +111,7 @@ def _conditions(institution_pks: Collection[int], query: WorklistQuery) -> list[
             select(Study.pk)
             .join(Patient, col(Patient.pk) == col(Study.patient_pk))
             .where(_study_of_transfer(), *on_studies)  # type: ignore[arg-type]
+            .correlate(Transfer)
         )
         conditions.append(exists(matching))
     return conditions

@@ -286,9 +286,9 @@ def get_worklist(call: Call) -> WorklistOut:
     q: WorklistQueryIn = call.query
     policy, actor = _policy(call), _actor(call)
     institution = _institution(call, policy, q.institution)
-    decision = decide(
-        actor.principal, Action.SEARCH, Resource.institution(institution), actor.context, policy
-    )
+    # The worklist is the receiving side of its transfers: decided as a transfer party.
+    resource = Resource.transfer(institution, institution)
+    decision = decide(actor.principal, Action.SEARCH, resource, actor.context, policy)
     if not decision.allowed:
         raise Forbidden(decision.reason)
     scope = {institution} | {
