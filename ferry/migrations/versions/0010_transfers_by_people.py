@@ -41,9 +41,7 @@ def upgrade() -> None:
     transfer = sa.table("transfer", sa.column("pk", sa.Integer), sa.column("public_id"))
     for (pk,) in connection.execute(sa.select(transfer.c.pk)).all():
         connection.execute(
-            transfer.update()
-            .where(transfer.c.pk == pk)
-            .values(public_id=secrets.token_urlsafe(18))
+            transfer.update().where(transfer.c.pk == pk).values(public_id=secrets.token_urlsafe(18))
         )
     with op.batch_alter_table("transfer", schema=None) as batch_op:
         batch_op.alter_column("public_id", existing_type=_TEXT(length=32), nullable=False)
