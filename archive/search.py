@@ -88,10 +88,16 @@ class StudyScope:
 
     institution_pks: frozenset[int]
     now: datetime
+    study_uids: frozenset[str] | None = None  # a study-limited token: these studies only
 
     def condition(self) -> Any:
         if not self.institution_pks:
             return false()
+        if self.study_uids is not None:
+            return and_(Study.study_instance_uid.in_(list(self.study_uids)), self._visible())
+        return self._visible()
+
+    def _visible(self) -> Any:
         pks = list(self.institution_pks)
         active_grant = exists(
             select(StudyGrant.pk).where(

@@ -22,6 +22,7 @@ HTTP_STATUS: dict[type[errors.FerryError], int] = {
     errors.UnsupportedMediaType: 415,
     errors.AuthenticationFailed: 401,
     errors.Forbidden: 403,
+    errors.Conflict: 409,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -16,6 +17,9 @@ from dicomweb.media import InvalidMediaType, parse_content_type
 from dicomweb.multipart import MalformedMultipart, ReceivedPart, RelatedPartsReader
 from dicomweb.urls import path_uid, public_base
 from dicomweb.warning import warning_header
+from exchange.models import Transfer
+from exchange.parties import Actor
+from exchange.sending import add_studies, open_draft
 from ferry.errors import BadRequestBody, PayloadTooLarge, UnsupportedMediaType
 from ferry.settings import Settings
 
@@ -198,10 +202,21 @@ def store_response(outcomes: list[StoreOutcome], base: str, study: str | None) -
     )
 
 
+def _open_transfer(request: Request) -> Transfer | None:
+    """`?transfer=<id>`: the instances go into that draft transfer (upload and send)."""
+    public_id = request.query_params.get("transfer")
+    if public_id is None:
+        return None
+    client = request.client.host if request.client else ""
+    actor = Actor(request.state.principal, datetime.now(UTC), client, "stow-rs")
+    return open_draft(request.app.state.archive.engine, actor, public_id)
+
+
 async def store_instances(request: Request) -> Response:
     settings: Settings = request.app.state.settings
     archive: Archive = request.app.state.archive
     study = path_uid(request, "study") if "study" in request.path_params else None
+    transfer = await anyio.to_thread.run_sync(_open_transfer, request)
     try:
         intake = await _receive(request, settings, archive)
     except ClientDisconnect:
@@ -213,4 +228,7 @@ async def store_instances(request: Request) -> Response:
     outcomes = await anyio.to_thread.run_sync(
         archive.store_prepared, intake.items, study, institution
     )
+    if transfer is not None:
+        stored = [o.study_instance_uid for o in outcomes if o.stored]
+        await anyio.to_thread.run_sync(add_studies, archive.engine, transfer, stored)
     return store_response(outcomes, public_base(request, settings), study)

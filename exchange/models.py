@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Index, text
+from sqlalchemy import Index, UniqueConstraint, text
 from sqlmodel import Field, SQLModel
+
+NOTE_MAX_CHARS = 4000
+
+
+def new_public_id() -> str:
+    """The opaque id a transfer is known by outside the database (URLs, audit transactions)."""
+    return secrets.token_urlsafe(18)  # 24 characters, 144 bits
 
 
 class TransferStatus(StrEnum):
@@ -18,6 +26,23 @@ class TransferStatus(StrEnum):
     PARTIAL = "partial"  # some instances were refused by the node
     FAILED = "failed"  # the forwarding job was parked
     NEEDS_RECONCILIATION = "needs-reconciliation"  # no worklist match: a person decides
+    # Transfers made by people and tools (exchange.sending):
+    DRAFT = "draft"  # being put together (studies picked or uploaded); nobody else sees it
+    SENT = "sent"  # decided and on its way (a moment, before on-worklist or delivering)
+    VIEWED = "viewed"  # the receiver opened it in the viewer
+    DOWNLOADED = "downloaded"  # the receiver downloaded it (a ZIP, or to one of its nodes)
+    CANCELLED = "cancelled"  # withdrawn by the sender before anyone downloaded it
+    RETURNED = "returned"  # sent back by the receiver, with a reason
+
+
+class Priority(StrEnum):
+    ROUTINE = "routine"
+    URGENT = "urgent"
+
+
+class Origin(StrEnum):
+    PUSH = "push"  # a node pushed to a route's called AE title (direct push)
+    PERSON = "person"  # a person or an API client, through the portal, the API or the CLI
 
 
 class Transfer(SQLModel, table=True):
@@ -49,3 +74,47 @@ class Transfer(SQLModel, table=True):
     created_at: datetime
     last_instance_at: datetime
     completed_at: datetime | None = Field(default=None)
+    # Opaque id for URLs and audit (never the pk); a Core insert gets one from the column default.
+    public_id: str = Field(default_factory=new_public_id, max_length=32, unique=True, index=True)
+    origin: str = Field(default=Origin.PUSH.value, max_length=16)
+    priority: str = Field(default=Priority.ROUTINE.value, max_length=16)
+    note: str = Field(default="", max_length=NOTE_MAX_CHARS)
+    created_by: str = Field(default="", max_length=256)
+    sent_at: datetime | None = Field(default=None)  # arrival on the receiver's side
+    done_at: datetime | None = Field(default=None)  # marked done on the receiver's worklist
+
+
+class TransferStudy(SQLModel, table=True):
+    """A study of a transfer made by people (a pushed transfer has its one study on the row)."""
+
+    __tablename__ = "transfer_study"
+    __table_args__ = (UniqueConstraint("transfer_pk", "study_instance_uid"),)
+
+    pk: int | None = Field(default=None, primary_key=True)
+    transfer_pk: int = Field(foreign_key="transfer.pk", index=True)
+    study_instance_uid: str = Field(max_length=64, index=True)
+    job_pk: int | None = Field(default=None)  # its forwarding job, for a node destination
+
+
+class TransferReport(SQLModel, table=True):
+    """A report sent along with a transfer (plain text, as the sender wrote or pasted it)."""
+
+    __tablename__ = "transfer_report"
+
+    pk: int | None = Field(default=None, primary_key=True)
+    transfer_pk: int = Field(foreign_key="transfer.pk", index=True)
+    title: str = Field(default="", max_length=256)
+    text: str = Field(default="", max_length=16000)
+
+
+class TransferEvent(SQLModel, table=True):
+    """One change of a transfer's state: when, by whom, to what, and why."""
+
+    __tablename__ = "transfer_event"
+
+    pk: int | None = Field(default=None, primary_key=True)
+    transfer_pk: int = Field(foreign_key="transfer.pk", index=True)
+    at: datetime
+    actor: str = Field(max_length=256)
+    status: str = Field(max_length=32)
+    reason: str = Field(default="", max_length=1024)

@@ -26,6 +26,7 @@ from sqlmodel import Session, col, select
 
 from archive.store import Archive, StudyAccess
 from exchange.grants import add_grant
+from exchange.history import note_change
 from exchange.models import Transfer, TransferStatus
 from exchange.transfers import FINAL, audit_transfer, notify_transfer
 from ferry.jobs import Clock
@@ -186,6 +187,14 @@ def _settle(
             return 0  # extended by a late instance, or settled by another worker
         job_pk = _carry_out(session, transfer, verdict, now, enqueue_forward)
         notify_transfer(session.connection(), transfer, verdict.status, now)
+        note_change(
+            session,
+            transfer.pk or 0,
+            verdict.status,
+            actor=verdict.actor,
+            reason=verdict.decision.reason,
+            now=now,
+        )
         session.commit()
     access = verdict.access
     audit_transfer(

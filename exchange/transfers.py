@@ -21,6 +21,7 @@ from sqlmodel import Session, col, or_, select
 
 from archive.models import Patient, Study
 from audit.trail import AuditRecord, record
+from exchange.history import record_change
 from exchange.models import Transfer, TransferStatus
 from exchange.notifications import Event, EventKind, Subject, notify
 from policy.decision import Decision
@@ -121,6 +122,7 @@ def mark_delivery(
         session.add(transfer)
         notify_transfer(session.connection(), transfer, new, now, previous)
         session.commit()
+        record_change(engine, transfer_pk, new, SYSTEM_ACTOR, reason, now)
         facts = session.exec(
             select(Patient.patient_id, Study.accession_number)
             .join(Study, col(Study.patient_pk) == col(Patient.pk))
@@ -200,6 +202,7 @@ def audit_transfer(
             study_uid=transfer.study_instance_uid,
             patient_id=patient[0],
             accession_number=patient[1],
+            transaction=transfer.public_id or "",
             detail={
                 "protocol": "dimse",
                 "transfer": transfer.pk,

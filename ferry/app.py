@@ -24,7 +24,9 @@ from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.guard import guarded, public
 from dicomweb.routes import ROUTES
 from dicomweb.urls import DICOMWEB_PREFIX
+from dimse.forward import enqueue_forward
 from ferry.database import check_database, create_database_engine, migrate
+from ferry.jobs import utc_now
 from ferry.settings import Settings, load_settings
 from policy.authentication import Authenticator
 from policy.store import snapshot
@@ -119,6 +121,10 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
     app.state.authenticator = Authenticator.open(settings, archive.engine)
     app.state.policy_snapshot = functools.partial(snapshot, archive.engine)
     app.state.recent_views = RecentViews()
+    app.state.clock = utc_now  # tests replace it to decide "now" (core hours, holidays)
+    app.state.enqueue_forward = functools.partial(
+        enqueue_forward, max_attempts=settings.forward_max_attempts
+    )
     return app
 
 

@@ -152,6 +152,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ferry.policy_commands import add_policy_commands, run_policy_command
 
     add_policy_commands(commands, run_policy_command)
+    from ferry.exchange_commands import add_exchange_commands
+
+    add_exchange_commands(commands)
     return parser
 
 

@@ -11,7 +11,9 @@ FerryError
 ├── PayloadTooLarge         a request body over the configured maximum
 ├── BadRequestBody          a request body that cannot be parsed at all
 ├── AuthenticationFailed    credentials missing, wrong, expired, revoked or of a disabled account
-└── Forbidden               a known principal the policy refuses (where refusing leaks nothing)
+├── Forbidden               a known principal the policy refuses (where refusing leaks nothing)
+└── Conflict                the thing is in a state that does not allow this (a downloaded
+                            transfer cannot be cancelled)
 """
 
 from __future__ import annotations
@@ -62,4 +64,8 @@ class AuthenticationFailed(FerryError):
 
 
 class Forbidden(FerryError):
+    pass
+
+
+class Conflict(FerryError):
     pass

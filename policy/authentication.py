@@ -13,7 +13,7 @@ from __future__ import annotations
 import hmac
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -37,6 +37,17 @@ CSRF_HEADER = "x-csrf-token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 LAST_USED_EVERY = timedelta(minutes=1)  # a write per request would make every read a write
 REFUSED = "the credentials are not valid"
+STUDIES_CLAIM = "studies"  # a viewer link's token: read these studies, nothing else
+
+
+def limited_to_studies(principal: Principal, claims: Mapping[str, Any]) -> Principal:
+    """A token naming studies reads only those: narrowed to the read scope and to the studies."""
+    studies = claims.get(STUDIES_CLAIM)
+    if studies is None:
+        return principal
+    if not isinstance(studies, list) or not all(isinstance(uid, str) for uid in studies):
+        raise AuthenticationFailed("the token's studies claim is malformed")
+    return replace(principal, studies=frozenset(studies), scopes=frozenset({Scope.READ}))
 
 
 def _aware(moment: datetime) -> datetime:
@@ -158,7 +169,7 @@ class Authenticator:
         _, unverified = read_unverified(token)
         issuer = unverified.get("iss")
         if issuer == self.settings.token_issuer:
-            return self._ferry_token(token, TokenType.ACCESS, now)[0]
+            return limited_to_studies(*self._ferry_token(token, TokenType.ACCESS, now))
         if isinstance(issuer, str) and self.providers.knows(issuer):
             return self._external(token, now)
         raise AuthenticationFailed("the token's issuer is not trusted")
@@ -256,6 +267,22 @@ class Authenticator:
             lifetime=timedelta(seconds=self.settings.access_token_seconds),
             now=now,
             claims=self.membership_claims(user.pk),
+        )
+
+    def issue_study_token(
+        self, user: User, studies: list[str], now: datetime, lifetime: timedelta
+    ) -> str:
+        """A short-lived access token that reads only these studies (a viewer link)."""
+        assert user.pk is not None
+        return issue_token(
+            self.keys,
+            self.settings,
+            subject=str(user.pk),
+            token_type=TokenType.ACCESS,
+            version=user.token_version,
+            lifetime=lifetime,
+            now=now,
+            claims={STUDIES_CLAIM: sorted(studies)},
         )
 
     def issue_session(self, user: User, now: datetime) -> SessionGrant:

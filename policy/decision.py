@@ -73,6 +73,7 @@ class ResourceKind(StrEnum):
     STUDY = "study"
     INSTITUTION = "institution"
     DESTINATION = "destination"
+    TRANSFER = "transfer"  # a transfer seen from its sending or its receiving side
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,11 @@ class Resource:
     @classmethod
     def institution(cls, pk: int) -> Resource:
         return cls(ResourceKind.INSTITUTION, pk)
+
+    @classmethod
+    def transfer(cls, sender_pk: int, destination_pk: int) -> Resource:
+        """A transfer: `institution_pk` receives it, `sender_institution_pk` sent it."""
+        return cls(ResourceKind.TRANSFER, destination_pk, sender_institution_pk=sender_pk)
 
     @classmethod
     def destination(cls, institution_pk: int, node_pk: int | None, sender_pk: int) -> Resource:
@@ -158,6 +164,8 @@ def decide(
         return _decide_study(principal, action, resource, context, chain)
     if resource.kind is ResourceKind.INSTITUTION:
         return _decide_institution(principal, action, resource, snapshot, chain)
+    if resource.kind is ResourceKind.TRANSFER:
+        return _decide_transfer(principal, action, resource, chain)
     return _decide_destination(principal, action, resource, context, snapshot, chain)
 
 
@@ -166,6 +174,8 @@ def _decide_study(
 ) -> Decision:
     if action not in STUDY_ACTIONS:
         return _deny("action-not-for-studies", f"{action} is not an action on a study", chain)
+    if principal.studies is not None and resource.study_uid not in principal.studies:
+        return _deny("study-limited", f"{principal.label}'s token is for other studies", chain)
     mine = principal.institutions_for(action)
     chain.append("owner-membership")
     if resource.institution_pk is not None and resource.institution_pk in mine:
@@ -277,3 +287,31 @@ def _routed(rule: RuleFacts, core: bool, chain: list[str]) -> Decision:
         )
     where = "worklist" if rule.node_pk is None else f"node:{rule.node_pk}"
     return _allow(name, f"allowed by destination rule {rule.pk}", chain[:-1], f"route-to:{where}")
+
+
+# -- transfers -------------------------------------------------------------------------------
+
+SENDER_SIDE = "side:sender"
+RECEIVER_SIDE = "side:receiver"
+
+
+def _decide_transfer(
+    principal: Principal, action: Action, resource: Resource, chain: list[str]
+) -> Decision:
+    """A member of the sending or the receiving institution with the action there.
+
+    The obligation says which side allowed it: the sender cancels and resends, the receiver
+    views, downloads, marks done and returns. A study-limited token never sees transfers.
+    """
+    sender, receiver = resource.sender_institution_pk, resource.institution_pk
+    assert sender is not None and receiver is not None
+    chain.append("transfer-party")
+    if principal.studies is not None:
+        return _deny("study-limited", "a viewer token reads its study and nothing else", chain)
+    sides = ((receiver, RECEIVER_SIDE, "receiving"), (sender, SENDER_SIDE, "sending"))
+    for pk, side, word in sides:
+        if pk in principal.memberships and action in principal.actions_in(pk):
+            reason = f"{principal.label} may {action} for the {word} institution {pk}"
+            return _allow("transfer-party", reason, chain[:-1], side)
+    parties = f"institutions {sender} and {receiver}"
+    return _deny("transfer-party", f"{principal.label} may not {action} for {parties}", chain)

@@ -28,6 +28,8 @@ class Principal:
     system_admin: bool = False
     scopes: frozenset[Scope] | None = None  # API tokens only; None: not narrowed
     active: bool = True
+    # A viewer link's token: only these studies, whatever the memberships allow (None: any).
+    studies: frozenset[str] | None = None
 
     @property
     def label(self) -> str:

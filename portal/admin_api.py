@@ -18,7 +18,7 @@ from exchange.notifications import EventKind, on_registration
 from ferry.errors import NotFound
 from policy import store
 from policy.models import ApiClient, Registration, User, UserStatus
-from portal import destinations_api, explain_api, jobs_api, notifications_api
+from portal import destinations_api, explain_api, jobs_api, notifications_api, receiving_api
 from portal.admin_access import Access, authenticate
 from portal.api_schemas import (
     ApiClientIn,
@@ -505,6 +505,8 @@ def api_mount() -> Mount:
         *explain_api.OPERATIONS,
         *jobs_api.OPERATIONS,
         *notifications_api.OPERATIONS,
+        *receiving_api.OPERATIONS,
     ]
-    routes = build_routes(operations, PARAMETERS, authenticate, INFO, API_PREFIX)
+    parameters = {**PARAMETERS, **receiving_api.PARAMETERS}
+    routes = build_routes(operations, parameters, authenticate, INFO, API_PREFIX)
     return Mount(API_PREFIX, routes=routes)

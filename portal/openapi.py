@@ -77,6 +77,7 @@ class Operation:
     status: int = 200
     query: type[BaseModel] | None = None
     public: bool = False
+    streams: str = ""  # the media type of a streamed answer: the handler returns a Response
 
     @property
     def operation_id(self) -> str:
@@ -146,6 +147,8 @@ def _endpoint(
         body = await _read_body(request, operation.body) if operation.body else None
         call = Call(request, principal, path, query, body)
         result = await anyio.to_thread.run_sync(_run, operation, call)
+        if operation.streams and isinstance(result, Response):
+            return result
         if adapter is None:
             return Response(status_code=204)
         return Response(adapter.dump_json(result), operation.status, media_type="application/json")
@@ -230,7 +233,11 @@ def _operation_entry(
     responses: dict[str, Any] = {
         code: {**error, "description": text} for code, text in _ERRORS.items()
     }
-    if operation.response is None:
+    if operation.streams:
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        content = {operation.streams: binary}
+        responses[str(operation.status)] = {"description": operation.summary, "content": content}
+    elif operation.response is None:
         responses[str(operation.status)] = {"description": "done"}
     else:
         schema = _response_schema(operation.response, refs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
@@ -264,3 +265,37 @@ def test_nobody_reaches_a_study_without_an_owning_or_granted_path(
     owning = owner is not None and owner in allowed_in
     granted = any(g.institution_pk in allowed_in and g.active(NOW) for g in study_grants)
     assert decision.allowed == (owning or granted)
+
+
+# -- transfers and study-limited tokens (one line a case) --------------------------------------
+
+SENDER_PK, RECEIVER_PK, OTHER_PK = 1, 2, 3
+TRANSFER_CASES = [
+    # memberships, action, allowed, rule, side
+    ({SENDER_PK: {Role.SENDER}}, Action.TRANSFER, True, "transfer-party", "side:sender"),
+    ({RECEIVER_PK: {Role.RECEIVER}}, Action.DOWNLOAD, True, "transfer-party", "side:receiver"),
+    ({RECEIVER_PK: {Role.VIEWER}}, Action.READ_PIXELS, True, "transfer-party", "side:receiver"),
+    ({RECEIVER_PK: {Role.REQUESTER}}, Action.DOWNLOAD, False, "transfer-party", None),
+    ({RECEIVER_PK: {Role.REQUESTER}}, Action.READ_PIXELS, False, "transfer-party", None),
+    ({RECEIVER_PK: {Role.RECEIVER}}, Action.TRANSFER, False, "transfer-party", None),
+    ({OTHER_PK: {Role.SENDER, Role.RECEIVER}}, Action.SEARCH, False, "transfer-party", None),
+]
+
+
+@pytest.mark.parametrize(("memberships", "action", "allowed", "rule", "side"), TRANSFER_CASES)
+def test_transfer_decisions(memberships, action, allowed, rule, side) -> None:
+    resource = Resource.transfer(SENDER_PK, RECEIVER_PK)
+    decision = decide(user(memberships), action, resource, Context(NOW))
+    assert (decision.allowed, decision.rule) == (allowed, rule)
+    if side:
+        assert side in decision.obligations
+
+
+def test_a_study_limited_token_reads_its_study_and_nothing_else() -> None:
+    limited = dataclasses.replace(user({1: {Role.RECEIVER}}), studies=frozenset({"1.2.3"}))
+    now = Context(NOW)
+    assert decide(limited, Action.READ_PIXELS, Resource.study("1.2.3", 1), now).allowed
+    other = decide(limited, Action.READ_PIXELS, Resource.study("1.2.4", 1), now)
+    assert (other.allowed, other.rule) == (False, "study-limited")
+    listing = decide(limited, Action.SEARCH, Resource.transfer(1, 1), now)
+    assert (listing.allowed, listing.rule) == (False, "study-limited")

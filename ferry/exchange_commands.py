@@ -1,0 +1,201 @@
+"""`ferry transfer ...`, `ferry worklist`, `ferry download`: transfers from the command line.
+
+Each command acts as a user (`--as EMAIL`), with that user's rights now: the same workflows,
+decisions and audit trail as the JSON API (`exchange.sending`, `exchange.worklist`, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ferry.errors import InvalidQuery
+from ferry.settings import Settings
+
+
+def _setup(settings: Settings, args: argparse.Namespace) -> tuple[Any, Any, Any]:
+    from exchange.parties import Actor
+    from ferry.app import build_archive, configure_libraries
+    from policy.explain import user_principal
+    from policy.store import snapshot
+
+    configure_libraries(settings)
+    archive = build_archive(settings)
+    actor = Actor(user_principal(archive.engine, args.as_user), datetime.now(UTC), "", "cli")
+    return archive, actor, snapshot(archive.engine)
+
+
+def _pk(policy: Any, code: str) -> int:
+    for pk, facts in policy.institutions.items():
+        if facts.code == code:
+            return int(pk)
+    raise InvalidQuery(f"no institution {code!r}")
+
+
+def _enqueue(settings: Settings) -> Any:
+    import functools
+
+    from dimse.forward import enqueue_forward
+
+    return functools.partial(enqueue_forward, max_attempts=settings.forward_max_attempts)
+
+
+def _line(transfer: Any) -> str:
+    return (
+        f"{transfer.public_id}  {transfer.status:<12} {transfer.priority:<7} "
+        f"from {transfer.sender_institution_pk} to {transfer.destination_institution_pk}"
+        f"{'' if transfer.destination_node_pk is None else f' node {transfer.destination_node_pk}'}"
+        f"  {transfer.reason}"
+    )
+
+
+def _create(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange.models import Priority
+    from exchange.sending import NewTransfer, create_transfer, send_transfer
+
+    archive, actor, policy = _setup(settings, args)
+    destination = _pk(policy, args.to)
+    node = None
+    if args.node:
+        node = next((pk for pk, n in policy.nodes.items() if n.ae_title == args.node), None)
+        if node is None:
+            raise InvalidQuery(f"no node {args.node!r}")
+    new = NewTransfer(
+        _pk(policy, args.institution), destination, node, args.study,
+        Priority(args.priority), args.note,
+    )  # fmt: skip
+    transfer = create_transfer(archive, actor, new, policy)
+    if args.send:
+        transfer = send_transfer(archive, actor, transfer.public_id, policy, _enqueue(settings))
+    print(_line(transfer))
+    return 0
+
+
+def _act(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange import sending
+
+    archive, actor, policy = _setup(settings, args)
+    if args.transfer_command == "send":
+        t = sending.send_transfer(archive, actor, args.id, policy, _enqueue(settings))
+    elif args.transfer_command == "resend":
+        t = sending.resend_transfer(archive, actor, args.id, policy, _enqueue(settings))
+    else:
+        t = sending.cancel_transfer(archive.engine, actor, args.id, args.reason)
+    print(_line(t))
+    return 0
+
+
+def _show(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange.history import read_history
+    from exchange.parties import require
+    from policy.roles import Action
+
+    archive, actor, _ = _setup(settings, args)
+    transfer = require(archive.engine, actor, Action.SEARCH, args.id)
+    print(_line(transfer))
+    for change in read_history(archive.engine, transfer.pk or 0):
+        print(
+            f"  {change.at:%Y-%m-%d %H:%M:%S%z} {change.status:<12} {change.actor} {change.reason}"
+        )
+    return 0
+
+
+def _list(settings: Settings, args: argparse.Namespace) -> int:
+    from sqlmodel import Session, col, select
+
+    from exchange.models import Transfer
+    from exchange.parties import visible_to
+    from policy.roles import Action
+
+    archive, actor, _ = _setup(settings, args)
+    query = select(Transfer).where(visible_to(actor.principal, Action.SEARCH))
+    if args.status:
+        query = query.where(Transfer.status == args.status)
+    with Session(archive.engine) as session:
+        for transfer in session.exec(query.order_by(col(Transfer.pk).desc()).limit(200)):
+            print(_line(transfer))
+    return 0
+
+
+def _worklist(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange.worklist import WorklistQuery, search_worklist
+    from policy.roles import Action
+
+    archive, actor, policy = _setup(settings, args)
+    pks = actor.principal.institutions_for(Action.SEARCH)
+    if args.institution:
+        pks = pks & {_pk(policy, args.institution)}
+    total, rows = search_worklist(archive.engine, pks, WorklistQuery(limit=200))
+    for transfer in rows:
+        print(_line(transfer))
+    print(f"{total} on the worklist")
+    return 0
+
+
+def _download(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange.downloads import iter_zip, plan_zip
+    from exchange.parties import load_transfer
+    from exchange.receiving import check_study_action, deliver_to_node
+    from policy.roles import Action
+
+    archive, actor, _ = _setup(settings, args)
+    transfer = load_transfer(archive.engine, args.transfer)
+    if args.to_node:
+        delivered = deliver_to_node(archive, actor, args.transfer, args.to_node, _enqueue(settings))
+        print(_line(delivered))
+        return 0
+    studies = [args.study] if args.study else []
+    from exchange.receiving import selected_studies
+
+    studies = selected_studies(archive, transfer, studies)
+    from exchange.parties import audit_step
+
+    decision = check_study_action(archive, actor, transfer, Action.DOWNLOAD, studies)
+    plan = plan_zip(archive, studies)
+    audit_step(archive.engine, actor, transfer, "download", decision, studies=studies, format="zip")
+    with Path(args.zip).open("wb") as out:
+        for chunk in iter_zip(archive, plan):
+            out.write(chunk)
+    print(f"wrote {args.zip}")
+    return 0
+
+
+def add_exchange_commands(commands: Any) -> None:
+    def with_user(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        parser.add_argument("--as", dest="as_user", required=True, help="the acting user's email")
+        return parser
+
+    transfer = commands.add_parser("transfer", help="transfers made by people")
+    sub = transfer.add_subparsers(dest="transfer_command", required=True)
+    create = with_user(sub.add_parser("create", help="a draft (or, with --send, sent at once)"))
+    create.add_argument("--institution", required=True, help="the sending institution's code")
+    create.add_argument("--to", required=True, help="the destination institution's code")
+    create.add_argument("--node", help="AE title of a destination node (default: its worklist)")
+    create.add_argument("--study", action="append", default=[], help="a Study Instance UID")
+    create.add_argument("--priority", choices=["routine", "urgent"], default="routine")
+    create.add_argument("--note", default="")
+    create.add_argument("--send", action="store_true")
+    create.set_defaults(run=_create)
+    for name in ("send", "resend", "cancel"):
+        action = with_user(sub.add_parser(name, help=f"{name} a transfer"))
+        action.add_argument("id")
+        action.add_argument("--reason", default="")
+        action.set_defaults(run=_act)
+    show = with_user(sub.add_parser("show", help="a transfer and its history"))
+    show.add_argument("id")
+    show.set_defaults(run=_show)
+    listing = with_user(sub.add_parser("list", help="transfers you sent or received"))
+    listing.add_argument("--status")
+    listing.set_defaults(run=_list)
+    worklist = with_user(commands.add_parser("worklist", help="incoming transfers"))
+    worklist.add_argument("--institution")
+    worklist.set_defaults(run=_worklist)
+    download = with_user(commands.add_parser("download", help="a transfer's studies"))
+    download.add_argument("--transfer", required=True, help="the transfer's id")
+    download.add_argument("--study", help="one of its studies (default: all)")
+    target = download.add_mutually_exclusive_group(required=True)
+    target.add_argument("--to-node", help="AE title of a node of the receiving institution")
+    target.add_argument("--zip", help="write a ZIP with a DICOMDIR to this file")
+    download.set_defaults(run=_download)
