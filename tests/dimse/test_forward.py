@@ -43,7 +43,7 @@ from dimse.models import ForwardedInstance
 from exchange.models import Transfer, TransferStatus
 from ferry.app import build_archive
 from ferry.jobs import Job, JobStatus, Worker
-from ferry.settings import Settings
+from ferry.settings import Settings, replace_settings
 from policy.models import Node
 from tests.conftest import free_port, make_settings
 from tests.dimse.conftest import DCMTK_ENV, Clock, dcmtk
@@ -545,3 +545,35 @@ def test_a_delivery_cut_by_a_crash_is_completed_after_the_lease_runs_out(
     assert set(counts) == set(uids)
     assert counts[uids[2]] == 2  # the one in flight went again
     assert all(counts[uid] == 1 for uid in uids if uid != uids[2])  # nothing else twice
+
+
+def test_a_node_that_stops_answering_is_given_up_on_and_the_retry_resumes(
+    forwarding: Forwarding,
+) -> None:
+    """FERRY_FORWARD_RESPONSE_TIMEOUT, not the (here far longer) general DIMSE timeout."""
+    settings = replace_settings(
+        forwarding.context.settings, forward_response_timeout=1.0, dicom_dimse_timeout=600
+    )
+    context = BridgeContext(settings, forwarding.archive, forwarding.clock)
+    spec = StudySpec()
+    datasets = [ct_slice(spec=replace(spec, instance_number=n)) for n in range(1, 6)]
+    study_uid = forwarding.store(datasets)
+    uids = [str(ds.SOPInstanceUID) for ds in datasets]
+    with storage_peer(hold_at=3) as peer:  # answers two, then holds the third (WAIT seconds)
+        job_pk = forwarding.enqueue(study_uid, forwarding.add_node("PEER", peer.port))
+        worker = Worker(context.jobs, {FORWARD_STUDY: forward_handler(context)})
+        assert worker.run_until_idle() == 1
+        stalled = forwarding.job(job_pk)
+        assert (stalled.status, stalled.attempts) == (JobStatus.QUEUED, 1)
+        assert "sent 2 of 5 to PEER" in stalled.last_error
+        assert "3 not answered" in stalled.last_error
+        assert forwarding.answers(job_pk) == {uids[0]: 0, uids[1]: 0, uids[2]: -1}
+        assert peer.holding.is_set() and not peer.release.is_set()
+
+        peer.release.set()  # the node recovers
+        forwarding.clock.advance(seconds=RETRY_SECONDS)
+        assert worker.run_until_idle() == 1
+    job = forwarding.job(job_pk)
+    assert (job.status, job.attempts) == (JobStatus.DONE, 2)
+    assert job.result == "sent 5 of 5 to PEER (2 in earlier attempts)"
+    assert peer.received == [*uids[:3], *uids[2:]]  # the retry began at the unanswered one
