@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -45,8 +43,9 @@ from ferry.app import build_archive
 from ferry.jobs import Job, JobStatus, Worker
 from ferry.settings import Settings, replace_settings
 from policy.models import Node
+from tests._peers import dcmtk_peer, start_scp
 from tests.conftest import free_port, make_settings
-from tests.dimse.conftest import DCMTK_ENV, Clock, dcmtk
+from tests.dimse.conftest import Clock, dcmtk
 from tests.factories import StudySpec, ct_slice, jpeg_baseline, part10_bytes
 from tests.policy._people import add_institution
 
@@ -183,34 +182,13 @@ def mixed_study(ct_count: int = 3) -> list[Dataset]:
     return [*slices, jpeg_baseline(spec=spec.new_series(2))]
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the peer exited with {process.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
-
-
 @contextmanager
 def storescp(folder: Path, port: int, *options: str) -> Iterator[Path]:
     """DCMTK's storescp writing what it receives to `folder` (Nagle off, stopped afterwards)."""
     folder.mkdir(parents=True, exist_ok=True)
     command = [dcmtk("storescp"), "-aet", "PACS1", "-od", str(folder), *options, str(port)]
-    process = subprocess.Popen(command, env=DCMTK_ENV, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, process)
+    with dcmtk_peer("storescp", *command[1:], port=port, ae_title="PACS1"):
         yield folder
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def received_files(folder: Path) -> dict[str, Dataset]:
@@ -247,9 +225,7 @@ def storage_peer(**options: Any) -> Iterator[StoragePeer]:
     explicit_first = [ExplicitVRLittleEndian, *ALL_TRANSFER_SYNTAXES]  # as storescp prefers
     for sop_class in (CTImageStorage, SecondaryCaptureImageStorage):
         ae.add_supported_context(sop_class, list(dict.fromkeys(explicit_first)))
-    server = ae.start_server(
-        ("127.0.0.1", peer.port), block=False, evt_handlers=[(evt.EVT_C_STORE, peer.on_store)]
-    )
+    server = start_scp(ae, peer.port, [(evt.EVT_C_STORE, peer.on_store)])
     try:
         yield peer
     finally:
@@ -440,9 +416,7 @@ def worklist_peer(accession_number: str) -> Iterator[int]:
     port = free_port()
     ae = AE("RIS")
     ae.add_supported_context(ModalityWorklistInformationFind)
-    server = ae.start_server(
-        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find)]
-    )
+    server = start_scp(ae, port, [(evt.EVT_C_FIND, on_find)])
     try:
         yield port
     finally:
