@@ -220,6 +220,8 @@ class _Run:
             # The RIS is asked before the node is called: without a match nothing is sent.
             first = self._dataset(reconciler, remaining[0])
             assoc = open_association(self.context.settings, node, contexts)
+            # A node that stops answering costs this long, not the general DIMSE timeout.
+            assoc.dimse_timeout = self.context.settings.forward_response_timeout
             try:
                 self._send_each(assoc, remaining, reconciler, first, sent)
             finally:

@@ -1,4 +1,9 @@
-"""Associations Ferry opens to nodes: its own AE title, the node's address, TLS, timeouts."""
+"""Associations Ferry opens to nodes: its own AE title, the node's address, TLS, timeouts.
+
+Every one gets `_reactor.steady_reactor` (see there: pynetdicom's reactor can take a response
+meant for the thread waiting in send_c_store), including the C-MOVE destination's association,
+which pynetdicom opens from the options a C-MOVE handler yields.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext
 
 from dimse import tls
+from dimse._reactor import steady_reactor
 from dimse.callers import NodeFacts
 from ferry.settings import Settings
 
@@ -41,7 +47,7 @@ def associate_options(settings: Settings, node: NodeFacts) -> dict[str, Any]:
     """Keyword arguments for `AE.associate` (also what a C-MOVE handler yields to pynetdicom)."""
     options: dict[str, Any] = {
         "ae_title": node.ae_title,
-        "evt_handlers": [(evt.EVT_CONN_OPEN, no_delay)],
+        "evt_handlers": [(evt.EVT_CONN_OPEN, no_delay), (evt.EVT_CONN_OPEN, steady_reactor)],
     }
     if node.tls:
         options["tls_args"] = (tls.client_context(settings), None)

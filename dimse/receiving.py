@@ -2,21 +2,40 @@
 
 Shared by Ferry's SCP (C-STORE from nodes) and by Ferry's own C-GET, where the node's
 sub-operations arrive on Ferry's association: both store exactly what came, as one institution.
+
+pynetdicom writes each incoming C-STORE data set, as it arrives, to a NamedTemporaryFile in the
+system temporary folder. `spool_received_data_sets` points it at the archive's spool instead: on
+the blob store's filesystem (storing becomes a rename), and where a server killed mid-transfer
+leaves its partial files for `ferry archive check --repair` to sweep.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
+import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
+
+from pynetdicom import dimse_messages
 
 from archive.outcomes import StoreOutcome
 from dimse import statuses
 from dimse.context import BridgeContext
 
 log = logging.getLogger(__name__)
+
+RECEIVING_PREFIX = "dimse-receiving-"
+
+
+def spool_received_data_sets(spool_dir: Path) -> None:
+    """Library set-up (called by the composition root): pynetdicom's C-STORE files go here."""
+    spool_dir.mkdir(parents=True, exist_ok=True)
+    dimse_messages.NamedTemporaryFile = functools.partial(  # type: ignore[attr-defined]
+        tempfile.NamedTemporaryFile, dir=spool_dir, prefix=RECEIVING_PREFIX
+    )
 
 
 def store_received(

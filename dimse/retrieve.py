@@ -82,7 +82,7 @@ def handle_move(context: BridgeContext, caller: Caller, event: Any) -> Iterator[
         yield 1
         yield selected, None
         return
-    receiver = _Receiver()
+    receiver = _Receiver(context.settings.forward_response_timeout)
     yield node.host, node.port, _association(context, node, selected, receiver)
     yield len(selected)
     yield from _iter_sub_operations(context.archive, event, selected, receiver.current)
@@ -259,11 +259,14 @@ def _or_none(archive: Archive, study_uid: str, series_uid: str) -> list[StoredIn
 class _Receiver:
     """The C-MOVE destination's association, caught as pynetdicom establishes it."""
 
-    def __init__(self) -> None:
+    def __init__(self, response_timeout: float | None = None) -> None:
         self.assoc: Association | None = None
+        self.response_timeout = response_timeout
 
     def established(self, event: evt.Event) -> None:
         self.assoc = event.assoc
+        if self.response_timeout is not None:  # a destination that stops answering C-STOREs
+            event.assoc.dimse_timeout = self.response_timeout
 
     def current(self) -> Association | None:
         return self.assoc

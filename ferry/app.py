@@ -25,6 +25,7 @@ from dicomweb.guard import guarded, public
 from dicomweb.routes import ROUTES
 from dicomweb.urls import DICOMWEB_PREFIX
 from dimse.forward import enqueue_forward
+from dimse.receiving import spool_received_data_sets
 from ferry.database import check_database, create_database_engine, migrate
 from ferry.jobs import utc_now
 from ferry.settings import Settings, load_settings
@@ -40,6 +41,7 @@ def configure_libraries(settings: Settings) -> None:
     """Library globals, set in one place: read leniently, write strictly."""
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     pydicom_config.settings.writing_validation_mode = pydicom_config.RAISE
+    spool_received_data_sets(settings.spool_dir)  # not the system's temporary folder
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.basicConfig(level=settings.log_level.upper())

@@ -38,6 +38,13 @@ def _parse_positive(text: str) -> int:
     return value
 
 
+def _parse_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def _parse_ae_title(text: str) -> str:
     title = text.strip()
     if not 1 <= len(title) <= 16 or "\\" in title or not title.isprintable():
@@ -111,6 +118,8 @@ class Settings:
     dicom_tls_ca: Path | None = None  # peers' certificates are verified against it when set
     forward_max_attempts: int = 8
     forward_retry_seconds: int = 5
+    # A forwarding or C-MOVE association whose peer stops answering C-STOREs is aborted after this.
+    forward_response_timeout: float = 30.0
     # Worklist reconciliation: attributes that take the RIS's values (`Target=Source`, `Keyword`).
     reconcile_map: tuple[str, ...] = (
         "PatientID",
@@ -188,6 +197,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_DICOM_TLS_CA": ("dicom_tls_ca", _parse_path),
     "FERRY_FORWARD_MAX_ATTEMPTS": ("forward_max_attempts", _parse_positive),
     "FERRY_FORWARD_RETRY_SECONDS": ("forward_retry_seconds", _parse_positive),
+    "FERRY_FORWARD_RESPONSE_TIMEOUT": ("forward_response_timeout", _parse_seconds),
     "FERRY_RECONCILE_MAP": ("reconcile_map", _parse_tag_map),
     "FERRY_JOBS_ENABLED": ("jobs_enabled", _parse_bool),
     "FERRY_PUBLIC_URL": ("public_url", _parse_url),

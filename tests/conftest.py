@@ -226,6 +226,9 @@ def run_server(settings: Settings, archive: Archive) -> Iterator[RunningServer]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
+    from tests._peers import wait_until_http_answers  # it imports this module
+
+    wait_until_http_answers(f"http://127.0.0.1:{settings.http_port}/healthz")
     token, institution_pk = _tester(app, archive)
     try:
         yield RunningServer(

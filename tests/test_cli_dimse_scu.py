@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +12,8 @@ from archive.store import Archive
 from ferry.jobs import JobQueue
 from ferry.settings import Settings
 from policy.models import Node
+from tests._peers import storescp as dcmtk_storescp
 from tests.conftest import free_port
-from tests.dimse.conftest import DCMTK_ENV, dcmtk
 from tests.dimse.test_remote import RemotePacs
 from tests.factories import StudySpec, ct_slice
 from tests.policy._people import add_institution
@@ -41,17 +40,8 @@ def _node(archive: Archive, ae_title: str, port: int, **rights: object) -> None:
 @pytest.fixture
 def storescp(tmp_path: Path) -> Iterator[int]:
     port = free_port()
-    process = subprocess.Popen(
-        [dcmtk("storescp"), "-od", str(tmp_path), str(port)],
-        env=DCMTK_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
+    with dcmtk_storescp(tmp_path, port, ae_title="PACS"):
         yield port
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def test_echo_tells_whether_a_node_answers(ferry, archive: Archive, storescp: int) -> None:  # type: ignore[no-untyped-def]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import socket
 import struct
-import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from io import BytesIO
@@ -23,7 +23,9 @@ from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.sop_class import Verification
 from sqlalchemy import func, select
 
+from archive.check import check_archive
 from archive.models import Instance
+from dimse.receiving import RECEIVING_PREFIX
 from dimse.server import Bridge
 from tests.conftest import free_port
 from tests.dimse.conftest import Dimse, run_dcmtk
@@ -229,12 +231,8 @@ def test_a_malformed_data_set_is_refused_and_nothing_is_kept(
     assert echo_ok(dimse.port)
 
 
-def test_an_abort_mid_c_store_keeps_nothing(
-    dimse: Dimse, raw_peer: RawPeer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    received = tmp_path / "received"  # where pynetdicom writes incoming data sets
-    received.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(received))
+def test_an_abort_mid_c_store_keeps_nothing(dimse: Dimse, raw_peer: RawPeer) -> None:
+    spool = dimse.web.settings.spool_dir  # where pynetdicom writes incoming data sets
     ds = ct_slice(512, 512, spec=StudySpec())
     fragments = c_store_fragments(data_set_bytes(ds), ds.SOPInstanceUID)
     assert raw_peer.associate() == A_ASSOCIATE_AC
@@ -247,7 +245,36 @@ def test_an_abort_mid_c_store_keeps_nothing(
     assert raw_peer.until_closed() == []
     assert echo_ok(dimse.port)
     assert_nothing_stored(dimse)
-    assert list(received.iterdir()) == []
+    assert list(spool.iterdir()) == []
+
+
+def receiving_files(spool: Path) -> list[Path]:
+    return sorted(spool.glob(f"{RECEIVING_PREFIX}*"))
+
+
+def test_a_data_set_being_received_is_spooled_in_the_data_folder_where_check_sees_it(
+    dimse: Dimse, raw_peer: RawPeer
+) -> None:
+    """What a server killed mid-C-STORE leaves is in the archive's spool, swept by --repair."""
+    spool = dimse.web.settings.spool_dir
+    ds = ct_slice(512, 512, spec=StudySpec())
+    fragments = c_store_fragments(data_set_bytes(ds), ds.SOPInstanceUID)
+    assert raw_peer.associate() == A_ASSOCIATE_AC
+    command = [f for f in fragments if f[0] & 0x01]
+    data = [f for f in fragments if not f[0] & 0x01]
+    for fragment in [*command, *data[:2]]:
+        raw_peer.send(p_data_tf([fragment]))
+    deadline = time.monotonic() + 30  # a bound on the bridge reading, not a timing assertion
+    while not receiving_files(spool):
+        assert time.monotonic() < deadline, "no partial data set in the spool"
+        time.sleep(0.02)
+    (partial,) = receiving_files(spool)
+    report = check_archive(dimse.archive)
+    assert partial.name in report.spooled_files and not report.consistent
+    repaired = check_archive(dimse.archive, repair=True)
+    assert repaired.repaired and partial.name in repaired.spooled_files
+    assert receiving_files(spool) == []
+    assert check_archive(dimse.archive).consistent
 
 
 @pytest.fixture

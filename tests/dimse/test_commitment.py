@@ -18,6 +18,7 @@ from sqlalchemy import select
 
 from audit.models import AuditEvent
 from dimse.commitment import STORAGE_COMMITMENT_INSTANCE
+from tests._peers import start_scp
 from tests.conftest import free_port
 from tests.dimse.conftest import Dimse
 from tests.factories import StudySpec, write_series
@@ -94,11 +95,7 @@ def pacs_scp(dimse: Dimse) -> Iterator[Reports]:
     # Ferry proposes the SCP role (it sends the N-EVENT-REPORT); this node agrees.
     ae.add_supported_context(StorageCommitmentPushModel, scu_role=False, scp_role=True)
     port = free_port()
-    server = ae.start_server(
-        ("127.0.0.1", port),
-        block=False,
-        evt_handlers=[(evt.EVT_N_EVENT_REPORT, on_report(reports))],
-    )
+    server = start_scp(ae, port, [(evt.EVT_N_EVENT_REPORT, on_report(reports))])
     dimse.add_node("PACS", port=port)
     try:
         yield reports

@@ -6,8 +6,6 @@ worklist. Either way St Mary's people see it over DICOMweb, and the audit trail 
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -28,8 +26,9 @@ from exchange.transfers import list_transfers
 from ferry.jobs import Worker
 from policy import store
 from policy.store.destinations import create_route
+from tests._peers import storescp
 from tests.conftest import free_port
-from tests.dimse.conftest import DCMTK_ENV, Dimse, dcmtk, run_dcmtk
+from tests.dimse.conftest import Dimse, run_dcmtk
 from tests.factories import StudySpec, ct_slice, write_series
 from tests.policy._people import add_institution
 
@@ -43,29 +42,8 @@ def stmary_pacs(tmp_path: Path) -> Iterator[tuple[int, Path]]:
     """A DCMTK storescp as St Mary's PACS: its port and the folder it writes to."""
     port, folder = free_port(), tmp_path / "stmary-pacs"
     folder.mkdir()
-    process = subprocess.Popen(
-        [dcmtk("storescp"), "-aet", "PACS_STMARY", "+xa", "-od", str(folder), str(port)],
-        env=DCMTK_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_listening(port, process)
+    with storescp(folder, port, "+xa", ae_title="PACS_STMARY"):
         yield port, folder
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("storescp did not start listening")
 
 
 def _push(dimse: Dimse, folder: Path) -> Transfer:

@@ -9,11 +9,9 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -43,10 +41,11 @@ from dimse.models import ForwardedInstance
 from exchange.models import Transfer, TransferStatus
 from ferry.app import build_archive
 from ferry.jobs import Job, JobStatus, Worker
-from ferry.settings import Settings
+from ferry.settings import Settings, replace_settings
 from policy.models import Node
+from tests._peers import dcmtk_peer, start_scp
 from tests.conftest import free_port, make_settings
-from tests.dimse.conftest import DCMTK_ENV, Clock, dcmtk
+from tests.dimse.conftest import Clock, dcmtk
 from tests.factories import StudySpec, ct_slice, jpeg_baseline, part10_bytes
 from tests.policy._people import add_institution
 
@@ -183,34 +182,13 @@ def mixed_study(ct_count: int = 3) -> list[Dataset]:
     return [*slices, jpeg_baseline(spec=spec.new_series(2))]
 
 
-def wait_for_port(port: int, process: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + WAIT
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"the peer exited with {process.returncode}")
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on port {port}")
-
-
 @contextmanager
 def storescp(folder: Path, port: int, *options: str) -> Iterator[Path]:
     """DCMTK's storescp writing what it receives to `folder` (Nagle off, stopped afterwards)."""
     folder.mkdir(parents=True, exist_ok=True)
     command = [dcmtk("storescp"), "-aet", "PACS1", "-od", str(folder), *options, str(port)]
-    process = subprocess.Popen(command, env=DCMTK_ENV, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, process)
+    with dcmtk_peer("storescp", *command[1:], port=port, ae_title="PACS1"):
         yield folder
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 def received_files(folder: Path) -> dict[str, Dataset]:
@@ -247,9 +225,7 @@ def storage_peer(**options: Any) -> Iterator[StoragePeer]:
     explicit_first = [ExplicitVRLittleEndian, *ALL_TRANSFER_SYNTAXES]  # as storescp prefers
     for sop_class in (CTImageStorage, SecondaryCaptureImageStorage):
         ae.add_supported_context(sop_class, list(dict.fromkeys(explicit_first)))
-    server = ae.start_server(
-        ("127.0.0.1", peer.port), block=False, evt_handlers=[(evt.EVT_C_STORE, peer.on_store)]
-    )
+    server = start_scp(ae, peer.port, [(evt.EVT_C_STORE, peer.on_store)])
     try:
         yield peer
     finally:
@@ -440,9 +416,7 @@ def worklist_peer(accession_number: str) -> Iterator[int]:
     port = free_port()
     ae = AE("RIS")
     ae.add_supported_context(ModalityWorklistInformationFind)
-    server = ae.start_server(
-        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_FIND, on_find)]
-    )
+    server = start_scp(ae, port, [(evt.EVT_C_FIND, on_find)])
     try:
         yield port
     finally:
@@ -545,3 +519,35 @@ def test_a_delivery_cut_by_a_crash_is_completed_after_the_lease_runs_out(
     assert set(counts) == set(uids)
     assert counts[uids[2]] == 2  # the one in flight went again
     assert all(counts[uid] == 1 for uid in uids if uid != uids[2])  # nothing else twice
+
+
+def test_a_node_that_stops_answering_is_given_up_on_and_the_retry_resumes(
+    forwarding: Forwarding,
+) -> None:
+    """FERRY_FORWARD_RESPONSE_TIMEOUT, not the (here far longer) general DIMSE timeout."""
+    settings = replace_settings(
+        forwarding.context.settings, forward_response_timeout=1.0, dicom_dimse_timeout=600
+    )
+    context = BridgeContext(settings, forwarding.archive, forwarding.clock)
+    spec = StudySpec()
+    datasets = [ct_slice(spec=replace(spec, instance_number=n)) for n in range(1, 6)]
+    study_uid = forwarding.store(datasets)
+    uids = [str(ds.SOPInstanceUID) for ds in datasets]
+    with storage_peer(hold_at=3) as peer:  # answers two, then holds the third (WAIT seconds)
+        job_pk = forwarding.enqueue(study_uid, forwarding.add_node("PEER", peer.port))
+        worker = Worker(context.jobs, {FORWARD_STUDY: forward_handler(context)})
+        assert worker.run_until_idle() == 1
+        stalled = forwarding.job(job_pk)
+        assert (stalled.status, stalled.attempts) == (JobStatus.QUEUED, 1)
+        assert "sent 2 of 5 to PEER" in stalled.last_error
+        assert "3 not answered" in stalled.last_error
+        assert forwarding.answers(job_pk) == {uids[0]: 0, uids[1]: 0, uids[2]: -1}
+        assert peer.holding.is_set() and not peer.release.is_set()
+
+        peer.release.set()  # the node recovers
+        forwarding.clock.advance(seconds=RETRY_SECONDS)
+        assert worker.run_until_idle() == 1
+    job = forwarding.job(job_pk)
+    assert (job.status, job.attempts) == (JobStatus.DONE, 2)
+    assert job.result == "sent 5 of 5 to PEER (2 in earlier attempts)"
+    assert peer.received == [*uids[:3], *uids[2:]]  # the retry began at the unanswered one

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import socket
-import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,8 +21,9 @@ from dimse.reconcile import NoWorklistMatch, WorklistUnavailable, reconciler_for
 from dimse.sending import read_dataset
 from ferry.settings import replace_settings
 from policy.models import Institution
+from tests._peers import dcmtk_peer
 from tests.conftest import free_port
-from tests.dimse.conftest import DCMTK_ENV, Dimse, dcmtk
+from tests.dimse.conftest import Dimse
 from tests.dimse.test_remote import audit_events, silent_peer
 from tests.factories import StudySpec, ct_slice
 
@@ -85,29 +83,8 @@ def worklist(tmp_path: Path) -> Iterator[Worklist]:
     requests.mkdir()
     port = free_port()
     arguments = ["--single-process", "-csk", "-dfp", str(folder.parent), "-rfp", str(requests)]
-    process = subprocess.Popen(
-        [dcmtk("wlmscpfs"), *arguments, str(port)],
-        env=DCMTK_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        _wait_for(port, process)
+    with dcmtk_peer("wlmscpfs", *arguments, str(port), port=port):
         yield Worklist(folder, requests, port)
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def _wait_for(port: int, process: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline and process.poll() is None:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"wlmscpfs did not start on port {port}")
 
 
 def _foreign_study(dimse: Dimse, spec: StudySpec, count: int = 2) -> int:

@@ -24,6 +24,7 @@ from pynetdicom.sop_class import (
 from sqlalchemy import select
 
 from audit.models import AuditEvent
+from tests._peers import start_scp
 from tests.conftest import free_port
 from tests.dimse.conftest import Dimse
 from tests.factories import StudySpec, ct_slice
@@ -89,7 +90,7 @@ def test_a_node_without_rights_is_refused_every_service(dimse: Dimse, tmp_path: 
     destination.add_supported_context(Verification)
     destination.add_supported_context(CTImageStorage, ExplicitVRLittleEndian)
     port = free_port()
-    server = destination.start_server(("127.0.0.1", port), block=False)
+    server = start_scp(destination, port)
     dimse.add_node("DEST", move_destination=True, port=port)
     owned = ct_slice(spec=StudySpec())
     dimse.web.settings.spool_dir.mkdir(parents=True, exist_ok=True)

@@ -30,6 +30,7 @@ from dimse.peers import PeerUnreachable
 from dimse.remote import NodeRefused, RemoteFailed, find_on_node, retrieve_from_node
 from ferry.errors import StudyNotFound
 from ferry.settings import replace_settings
+from tests._peers import start_scp
 from tests.conftest import free_port
 from tests.dimse.conftest import Dimse, run_dcmtk
 from tests.factories import StudySpec, ct_slice
@@ -68,10 +69,10 @@ class RemotePacs:
             ae.add_supported_context(sop_class)
         for context in StoragePresentationContexts:  # C-GET: the requestor takes the SCP role
             ae.add_supported_context(context.abstract_syntax, scp_role=True, scu_role=False)
-        self.server = ae.start_server(
-            ("127.0.0.1", self.port),
-            block=False,
-            evt_handlers=[
+        self.server = start_scp(
+            ae,
+            self.port,
+            [
                 (evt.EVT_C_FIND, self.on_find),
                 (evt.EVT_C_MOVE, self.on_move),
                 (evt.EVT_C_GET, self.on_get),

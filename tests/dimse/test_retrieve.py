@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -30,8 +29,10 @@ from pynetdicom.sop_class import (
 from sqlalchemy import select
 
 from audit.models import AuditEvent
+from tests._peers import start_scp
+from tests._peers import storescp as dcmtk_storescp
 from tests.conftest import free_port
-from tests.dimse.conftest import DCMTK_ENV, Dimse, dcmtk, run_dcmtk
+from tests.dimse.conftest import Dimse, run_dcmtk
 from tests.factories import StudySpec, ct_slice, jpeg2000, jpeg_baseline, part10_bytes
 from tests.policy._people import add_institution
 
@@ -50,21 +51,8 @@ START_WAIT = 30  # seconds; a bound on waiting for storescp to listen, not a tim
 def storescp(folder: Path, port: int) -> Iterator[None]:
     """DCMTK's storescp, accepting uncompressed syntaxes only, writing what it receives as is."""
     folder.mkdir(parents=True)
-    process = subprocess.Popen(
-        [dcmtk("storescp"), "-aet", "STORESCP", "+B", "-od", str(folder), str(port)],
-        env=DCMTK_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        deadline = time.monotonic() + START_WAIT
-        while run_dcmtk("echoscu", "-aec", "STORESCP", "127.0.0.1", str(port)).returncode:
-            assert process.poll() is None and time.monotonic() < deadline, "storescp did not start"
-            time.sleep(0.05)
+    with dcmtk_storescp(folder, port, "+B"):
         yield
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
 
 def store(dimse: Dimse, folder: Path, datasets: list[Dataset], institution_pk: int) -> None:
@@ -264,9 +252,7 @@ def test_move_reports_the_instances_a_destination_refused(dimse: Dimse, tmp_path
 
     ae = AE(ae_title="CTONLY")
     ae.add_supported_context(CTImageStorage, sorted(UNCOMPRESSED))
-    server = ae.start_server(
-        ("127.0.0.1", port), block=False, evt_handlers=[(evt.EVT_C_STORE, on_store)]
-    )
+    server = start_scp(ae, port, [(evt.EVT_C_STORE, on_store)])
     try:
         final = move(
             dimse, "CTONLY", keys(QueryRetrieveLevel="STUDY", StudyInstanceUID=spec.study_uid)

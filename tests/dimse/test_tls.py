@@ -22,6 +22,7 @@ from dimse.callers import find_node
 from dimse.peers import PeerUnreachable, open_association
 from dimse.server import Bridge
 from ferry.settings import Settings
+from tests._peers import start_scp
 from tests.conftest import free_port
 from tests.dimse.conftest import Dimse, run_dcmtk
 from tests.factories import StudySpec, write_series
@@ -270,7 +271,7 @@ def tls_node(pki: Pki, pair: KeyPair) -> Iterator[int]:
     ae = AE(ae_title="TLSNODE")
     ae.add_supported_context(Verification)
     port = free_port()
-    server = ae.start_server(("127.0.0.1", port), block=False, ssl_context=context)
+    server = start_scp(ae, port, ssl_context=context)
     try:
         yield port
     finally:

@@ -16,6 +16,7 @@ import pytest
 from pydicom import dcmread
 
 from tests import factories
+from tests._peers import wait_until_dicom_answers
 from tests.conftest import free_port
 from tests.dimse.conftest import DCMTK_ENV, dcmtk, run_dcmtk
 from tests.e2e.test_crash import _environment, _ferry_command, _wait_until_up
@@ -87,6 +88,8 @@ def test_a_study_pushed_through_a_route_reaches_the_other_pacs(tmp_path: Path) -
         )
     try:
         _wait_until_up(serve, f"http://127.0.0.1:{http_port}", log)
+        wait_until_dicom_answers(pacs_port, storescp)
+        wait_until_dicom_answers(dicom_port, serve, ae_title="FERRY")
         refused = run_dcmtk("echoscu", "-aet", "STRANGER", "-aec", "FERRY", "127.0.0.1",
                             str(dicom_port))  # fmt: skip
         assert refused.returncode != 0  # an unknown calling AE is rejected
