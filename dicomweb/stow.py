@@ -16,8 +16,8 @@ from dicomweb.media import InvalidMediaType, parse_content_type
 from dicomweb.multipart import MalformedMultipart, ReceivedPart, RelatedPartsReader
 from dicomweb.urls import path_uid, public_base
 from dicomweb.warning import warning_header
-from ferry.errors import BadRequestBody, PayloadTooLarge, UnsupportedMediaType
 from ferry.settings import Settings
+from foundation.errors import BadRequestBody, PayloadTooLarge, UnsupportedMediaType
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,9 @@ from dimse.context import BridgeContext
 from dimse.forward import FORWARD_STUDY, enqueue_forward, forward_handler
 from dimse.server import Bridge
 from exchange.routing import transfer_sweeper
-from ferry.jobs import Clock, Worker, utc_now
 from ferry.settings import Settings
+from foundation.clock import Clock, utc_now
+from foundation.jobs import Worker
 
 log = logging.getLogger(__name__)
 

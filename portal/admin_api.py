@@ -14,7 +14,7 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 from starlette.routing import Mount
 
-from ferry.errors import NotFound
+from foundation.errors import NotFound
 from policy import store
 from policy.models import ApiClient, Registration, User, UserStatus
 from portal import destinations_api, explain_api, jobs_api

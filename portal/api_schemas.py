@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from exchange.models import TransferStatus
-from ferry.jobs import JobStatus
+from foundation.jobs import JobStatus
 from policy.models import UserStatus
 from policy.roles import Role, Scope
 

@@ -10,8 +10,8 @@ import pytest
 from sqlmodel import Session
 
 from archive.store import Archive
-from ferry.jobs import JobQueue
 from ferry.settings import Settings
+from foundation.jobs import JobQueue
 from policy.models import Node
 from tests.conftest import free_port
 from tests.dimse.conftest import DCMTK_ENV, dcmtk

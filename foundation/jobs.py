@@ -26,6 +26,8 @@ import orjson
 from sqlalchemy import Column, Connection, Engine, Index, Text, insert, select, update
 from sqlmodel import Field, SQLModel
 
+from foundation.clock import Clock, utc_now
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_ATTEMPTS = 8
@@ -77,11 +79,6 @@ class ClaimedJob:
 
 
 Handler = Callable[[ClaimedJob], str]  # returns a short result text for administrators
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _aware(moment: datetime | None) -> datetime | None:
