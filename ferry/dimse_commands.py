@@ -115,7 +115,7 @@ def _retrieve(settings: Settings, args: argparse.Namespace) -> int:
 
 def _forward(settings: Settings, args: argparse.Namespace) -> int:
     from dimse.forward import enqueue_forward
-    from foundation.jobs import utc_now
+    from foundation.clock import utc_now
 
     context = _context(settings)
     node = _node(context, args.node)
