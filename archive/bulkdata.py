@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from archive.frames import LONG_LENGTH_VRS, UNDEFINED_LENGTH
-from ferry.errors import InvalidQuery, NotFound
+from foundation.errors import InvalidQuery, NotFound
 
 _PATH = re.compile(r"^(?:[0-9A-Fa-f]{8}/\d{1,6}/){0,8}[0-9A-Fa-f]{8}$")
 _ITEM = 0xFFFEE000

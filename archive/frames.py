@@ -27,7 +27,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from archive.fragments import FragmentsNotSplit, group_fragments, read_fragments
-from ferry.errors import NotAcceptable, NotFound
+from foundation.errors import NotAcceptable, NotFound
 
 PIXEL_DATA_TAGS = {
     0x7FE00010: "PixelData",

@@ -15,7 +15,7 @@ from pydicom.uid import UID
 from sqlalchemy import ColumnElement, and_, or_, true
 
 from archive import normalise
-from ferry.errors import InvalidQuery
+from foundation.errors import InvalidQuery
 
 _LIKE_ESCAPE = "\\"
 

@@ -23,7 +23,7 @@ from archive.blobstore import BlobStore
 from archive.models import Instance, Patient, Series, Study, StudyGrant
 from archive.outcomes import StoreOutcome
 from archive.parse import InvalidInstance, ParsedInstance, read_received
-from ferry.errors import InstanceNotFound, SeriesNotFound, StudyNotFound
+from foundation.errors import InstanceNotFound, SeriesNotFound, StudyNotFound
 
 log = logging.getLogger(__name__)
 _DIFFERENT_CONTENT = "an instance with this SOP Instance UID and different content is stored"

@@ -16,7 +16,7 @@ from sqlalchemy import ColumnElement, Engine, String, func, select
 
 from audit.models import AuditEvent
 from audit.trail import format_time
-from ferry.errors import InvalidQuery
+from foundation.errors import InvalidQuery
 
 MAX_LIMIT = 1000
 _TABLE = AuditEvent.__table__

@@ -175,8 +175,8 @@ def enqueue_forward(args: argparse.Namespace) -> int:
 
     from dimse.forward import enqueue_forward as enqueue
     from ferry.database import create_database_engine
-    from ferry.jobs import utc_now
     from ferry.settings import load_settings
+    from foundation.clock import utc_now
     from policy.models import Node
 
     settings = load_settings()

@@ -25,7 +25,7 @@ from archive.search import MATCHABLE, REQUEST_ATTRIBUTES_SEQUENCE, SEQUENCE_MATC
 from dicomweb.media import InvalidMediaType, accept_header, parse_accept
 from dicomweb.rendering import IMAGE_TYPES
 from dicomweb.urls import DICOMWEB_PREFIX, public_base
-from ferry.errors import InvalidQuery, NotAcceptable
+from foundation.errors import InvalidQuery, NotAcceptable
 
 WADL = "application/vnd.sun.wadl+xml"  # PS3.18 8.9.2
 WADL_NAMESPACE = "http://wadl.dev.java.net/2009/02"

@@ -18,7 +18,7 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 
 from archive.frames import PixelDataLayout
-from ferry.errors import NotAcceptable
+from foundation.errors import NotAcceptable
 
 __all__ = ["FrameNotDecodable", "can_decode", "decode_frame"]
 

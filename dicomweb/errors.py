@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ferry import errors
+from foundation import errors
 
 log = logging.getLogger(__name__)
 

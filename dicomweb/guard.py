@@ -23,7 +23,7 @@ from archive.store import Archive, StudyAccess
 from audit.trail import AuditRecord, record
 from dicomweb._recent_views import RecentViews
 from dicomweb.urls import path_uid
-from ferry.errors import AuthenticationFailed, Forbidden, InvalidQuery, StudyNotFound
+from foundation.errors import AuthenticationFailed, Forbidden, InvalidQuery, StudyNotFound
 from policy.authentication import Authenticator, Credentials
 from policy.decision import Context, Decision, PolicySnapshot, Resource, decide
 from policy.principal import ANONYMOUS, Principal

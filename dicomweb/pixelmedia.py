@@ -19,7 +19,7 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from dicomweb.decoding import can_decode
 from dicomweb.media import MediaRange
-from ferry.errors import NotAcceptable
+from foundation.errors import NotAcceptable
 
 __all__ = [
     "ANY_TRANSFER_SYNTAX",

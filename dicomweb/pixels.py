@@ -41,8 +41,8 @@ from dicomweb.multipart import iter_multipart_related, multipart_length, new_bou
 from dicomweb.pixelmedia import OCTET_STREAM, FrameRepresentation, negotiate_frames
 from dicomweb.ranges import RangeNotSatisfiable, parse_range
 from dicomweb.urls import path_uid
-from ferry.errors import InvalidQuery, NotAcceptable, NotFound
 from ferry.settings import Settings
+from foundation.errors import InvalidQuery, NotAcceptable, NotFound
 
 MAX_FRAMES_PER_REQUEST = 10_000
 ENCAPSULATED_DOCUMENT = 0x00420011

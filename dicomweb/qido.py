@@ -24,8 +24,8 @@ from archive.search import (
 from dicomweb.media import InvalidMediaType, accept_header, parse_accept
 from dicomweb.urls import path_uid, public_base
 from dicomweb.warning import warning_header
-from ferry.errors import InvalidQuery, NotAcceptable
 from ferry.settings import Settings
+from foundation.errors import InvalidQuery, NotAcceptable
 
 _JSON_TYPES = {"application/dicom+json", "application/json", "*/*", "application/*"}
 _MAX_OFFSET = 2**31

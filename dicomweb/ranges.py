@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from ferry.errors import InvalidQuery
+from foundation.errors import InvalidQuery
 
 __all__ = ["ByteRange", "RangeNotSatisfiable", "parse_range"]
 

@@ -29,8 +29,8 @@ from dicomweb.thumbnails import ThumbnailCache
 from dicomweb.urls import path_uid
 from dicomweb.voi import WINDOW_FUNCTIONS
 from dicomweb.warning import warning_header
-from ferry.errors import InvalidQuery
 from ferry.settings import Settings
+from foundation.errors import InvalidQuery
 
 THUMBNAIL_VIEWPORT = Viewport(128, 128)
 CACHE_CONTROL = "private, max-age=3600"

@@ -31,7 +31,7 @@ from pydicom.pixels.utils import iter_pixels
 from archive.blobstore import BlobStore
 from dicomweb.viewport import Region, Viewport, apply_geometry
 from dicomweb.voi import Window, apply_voi
-from ferry.errors import InvalidQuery, NotAcceptable, NotFound
+from foundation.errors import InvalidQuery, NotAcceptable, NotFound
 
 __all__ = [
     "GIF",

@@ -20,8 +20,8 @@ from dicomweb.warning import warning_header
 from exchange.models import Transfer
 from exchange.parties import Actor
 from exchange.sending import add_studies, open_draft
-from ferry.errors import BadRequestBody, PayloadTooLarge, UnsupportedMediaType
 from ferry.settings import Settings
+from foundation.errors import BadRequestBody, PayloadTooLarge, UnsupportedMediaType
 
 log = logging.getLogger(__name__)
 

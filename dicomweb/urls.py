@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydicom.uid import UID
 from starlette.requests import Request
 
-from ferry.errors import InvalidQuery
 from ferry.settings import Settings
+from foundation.errors import InvalidQuery
 
 DICOMWEB_PREFIX = "/dicom-web"
 

@@ -27,8 +27,8 @@ from dicomweb.viewer_install import (
     viewer_base_path,
     viewer_root,
 )
-from ferry.errors import NotFound
 from ferry.settings import Settings
+from foundation.errors import NotFound
 
 # Webpack names chunks and assets with a 16-hex-digit content hash: such a URL never changes
 # meaning. Everything else (index.html, app-config.js, unhashed CSS, icons) is revalidated.

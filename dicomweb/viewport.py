@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from ferry.errors import InvalidQuery
+from foundation.errors import InvalidQuery
 
 MAX_VIEWPORT = 4096  # pixels a side: bigger is a mistake or an attack on memory
 

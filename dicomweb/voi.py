@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from pydicom import Dataset
 from pydicom.multival import MultiValue
 
-from ferry.errors import InvalidQuery
+from foundation.errors import InvalidQuery
 
 # The `window` query parameter's names (PS3.18 8.3.5.1.4) for VOI LUT Function (0028,1056).
 WINDOW_FUNCTIONS = {"linear": "LINEAR", "linear-exact": "LINEAR_EXACT", "sigmoid": "SIGMOID"}

@@ -27,8 +27,8 @@ from dicomweb.multipart import (
     new_boundary,
 )
 from dicomweb.urls import path_uid, public_base
-from ferry.errors import InvalidQuery, NotAcceptable
 from ferry.settings import Settings
+from foundation.errors import InvalidQuery, NotAcceptable
 
 log = logging.getLogger(__name__)
 

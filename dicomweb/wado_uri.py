@@ -37,7 +37,7 @@ from dicomweb.rendering import (
     render_stored,
 )
 from dicomweb.warning import warning_header
-from ferry.errors import InvalidQuery, NotAcceptable
+from foundation.errors import InvalidQuery, NotAcceptable
 from policy.roles import Action
 
 DICOM = "application/dicom"

@@ -8,8 +8,9 @@ from typing import Any
 from archive.store import Archive, StudyAccess
 from audit.trail import AuditRecord, record
 from dimse.callers import Caller
-from ferry.jobs import Clock, JobQueue, utc_now
 from ferry.settings import Settings
+from foundation.clock import Clock, utc_now
+from foundation.jobs import JobQueue
 from policy.decision import Context, Decision, PolicySnapshot, Resource, decide
 from policy.roles import Action
 from policy.store import snapshot

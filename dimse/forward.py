@@ -34,8 +34,8 @@ from dimse.reconcile import NoWorklistMatch, Reconciler, reconciler_for
 from dimse.sending import NO_ANSWER, Sent, read_dataset, requested_contexts, send_instance
 from exchange import transfers
 from exchange.models import TransferStatus
-from ferry.errors import NotFound, StudyNotFound
-from ferry.jobs import DEFAULT_MAX_ATTEMPTS, ClaimedJob, JobFailed, enqueue
+from foundation.errors import NotFound, StudyNotFound
+from foundation.jobs import DEFAULT_MAX_ATTEMPTS, ClaimedJob, JobFailed, enqueue
 
 log = logging.getLogger(__name__)
 

@@ -37,7 +37,7 @@ from archive.search import (
     Filter,
     SearchQuery,
 )
-from ferry.errors import InvalidQuery
+from foundation.errors import InvalidQuery
 
 SPECIFIC_CHARACTER_SET = 0x00080005
 QUERY_RETRIEVE_LEVEL = 0x00080052

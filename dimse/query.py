@@ -41,7 +41,7 @@ from dimse.identifiers import (
     model_of,
     read_find_request,
 )
-from ferry.errors import InvalidQuery
+from foundation.errors import InvalidQuery
 from policy.decision import Decision, Resource
 from policy.roles import Action
 

@@ -35,7 +35,7 @@ from audit.trail import AuditRecord, record
 from dimse.callers import NodeFacts, get_node
 from dimse.peers import PeerUnreachable, open_association
 from dimse.remote import RemoteFailed, end_association, iter_find_responses
-from ferry.errors import FerryError
+from foundation.errors import FerryError
 from policy.models import Institution
 
 if TYPE_CHECKING:

@@ -35,7 +35,7 @@ from dimse.context import BridgeContext
 from dimse.peers import open_association
 from dimse.receiving import status_code, store_received
 from dimse.transfer_syntaxes import ACCEPTED_TRANSFER_SYNTAXES
-from ferry.errors import FerryError, Forbidden, StudyNotFound
+from foundation.errors import FerryError, Forbidden, StudyNotFound
 from policy.models import RetrieveMethod
 
 log = logging.getLogger(__name__)

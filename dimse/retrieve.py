@@ -51,7 +51,7 @@ from dimse.identifiers import (
 from dimse.peers import associate_options
 from dimse.query import PAGE, failure_for, service_decision
 from dimse.sending import choose_syntax, read_dataset, requested_contexts
-from ferry.errors import InvalidQuery, NotFound
+from foundation.errors import InvalidQuery, NotFound
 from policy.decision import Decision
 from policy.roles import Action
 

@@ -41,8 +41,8 @@ from dimse.peers import no_delay
 from dimse.receiving import status_code, store_received
 from dimse.transfer_syntaxes import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES
 from exchange import transfers
-from ferry.jobs import Clock, utc_now
 from ferry.settings import Settings
+from foundation.clock import Clock, utc_now
 from policy.decision import Decision, PolicySnapshot, Resource
 from policy.principal import ANONYMOUS
 from policy.roles import Action

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 
 from archive import outcomes
-from ferry.errors import FerryError, InvalidQuery, NotFound
+from foundation.errors import FerryError, InvalidQuery, NotFound
 
 SUCCESS = 0x0000
 PENDING = 0xFF00

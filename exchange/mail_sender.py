@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 
-from ferry.errors import FerryError
+from foundation.errors import FerryError
 
 
 class MailNotSent(FerryError):

@@ -27,7 +27,7 @@ from sqlalchemy import Connection
 from sqlmodel import Session
 
 from exchange.notification_models import NotificationChoice
-from ferry.jobs import DEFAULT_MAX_ATTEMPTS, enqueue
+from foundation.jobs import DEFAULT_MAX_ATTEMPTS, enqueue
 from policy.roles import Action
 
 NOTIFY = "notify"  # the job kind

@@ -25,7 +25,8 @@ from exchange.notification_models import DEFAULT_CHOICE, MailStatus, Notificatio
 from exchange.notification_models import NotificationPreference as Preference
 from exchange.notifications import Event
 from exchange.recipients import Recipient, find_recipients
-from ferry.jobs import ClaimedJob, Clock, JobFailed
+from foundation.clock import Clock
+from foundation.jobs import ClaimedJob, JobFailed
 from policy.models import Institution
 from policy.store import snapshot
 

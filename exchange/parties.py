@@ -19,7 +19,7 @@ from sqlmodel import Session, col, select
 from archive.models import Patient, Study
 from audit.trail import AuditRecord, record
 from exchange.models import Transfer, TransferStudy
-from ferry.errors import Forbidden, NotFound
+from foundation.errors import Forbidden, NotFound
 from policy.decision import RECEIVER_SIDE, SENDER_SIDE, Context, Decision, Resource, decide
 from policy.principal import Principal
 from policy.roles import Action

@@ -12,7 +12,7 @@ from exchange.history import change_status
 from exchange.models import Transfer, TransferStatus, TransferStudy
 from exchange.parties import Actor, audit_step, require, study_uids
 from exchange.routing import EnqueueForward
-from ferry.errors import Conflict, Forbidden, InvalidQuery, NotFound
+from foundation.errors import Conflict, Forbidden, InvalidQuery, NotFound
 from policy.decision import Decision, Resource, decide
 from policy.models import Node
 from policy.roles import Action

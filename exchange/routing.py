@@ -29,7 +29,7 @@ from exchange.grants import add_grant
 from exchange.history import note_change
 from exchange.models import Transfer, TransferStatus
 from exchange.transfers import FINAL, audit_transfer, notify_transfer
-from ferry.jobs import Clock
+from foundation.clock import Clock
 from policy.decision import Context, Decision, PolicySnapshot, Resource, decide
 from policy.models import Route
 from policy.principal import Principal, node_principal
@@ -140,7 +140,7 @@ def transfer_sweeper(
     enqueue_forward: EnqueueForward,
     snapshot_fn: SnapshotFn = snapshot,
 ) -> Callable[[], int]:
-    """A periodic tick for `ferry.jobs.Worker(ticks=[...])`."""
+    """A periodic tick for `foundation.jobs.Worker(ticks=[...])`."""
 
     def sweep() -> int:
         return settle_due(archive, clock(), enqueue_forward, snapshot_fn)

@@ -32,7 +32,7 @@ from exchange.models import (
 )
 from exchange.parties import Actor, audit_step, require, study_uids
 from exchange.routing import EnqueueForward, Target, decide_route
-from ferry.errors import Conflict, Forbidden, InvalidQuery
+from foundation.errors import Conflict, Forbidden, InvalidQuery
 from policy.decision import Decision, PolicySnapshot, Resource, decide
 from policy.roles import Action
 from policy.store import DuplicateRecord, InvalidRecord

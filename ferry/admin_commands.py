@@ -16,8 +16,8 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from ferry.errors import FerryError
 from ferry.settings import Settings
+from foundation.errors import FerryError
 
 DEMO_INSTITUTION = "DEMO"
 DEMO_ADMIN = "admin@ferry.local"
@@ -300,7 +300,7 @@ def _check_status(given: str | None, known: Sequence[str]) -> None:
 
 
 def list_jobs(engine: Engine, args: argparse.Namespace) -> int:
-    from ferry.jobs import JobQueue, JobStatus
+    from foundation.jobs import JobQueue, JobStatus
 
     _check_status(args.status, [s.value for s in JobStatus])
     jobs = JobQueue(engine).list(args.status, args.kind, args.limit)
@@ -320,7 +320,7 @@ def list_jobs(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def retry_job(engine: Engine, args: argparse.Namespace) -> int:
-    from ferry.jobs import JobQueue
+    from foundation.jobs import JobQueue
 
     queue = JobQueue(engine)
     if not queue.retry(args.pk, {"as_sent": True} if args.as_sent else None):

@@ -27,8 +27,8 @@ from dicomweb.urls import DICOMWEB_PREFIX
 from dimse.forward import enqueue_forward
 from dimse.receiving import spool_received_data_sets
 from ferry.database import check_database, create_database_engine, migrate
-from ferry.jobs import utc_now
 from ferry.settings import Settings, load_settings
+from foundation.clock import utc_now
 from policy.authentication import Authenticator
 from policy.store import snapshot
 from portal import auth_routes

@@ -22,8 +22,9 @@ from exchange.mail_sender import MailSender, SmtpConfig
 from exchange.notifications import NOTIFY
 from exchange.notify_job import Notifier, notify_handler
 from exchange.routing import transfer_sweeper
-from ferry.jobs import Clock, Worker, utc_now
 from ferry.settings import Settings
+from foundation.clock import Clock, utc_now
+from foundation.jobs import Worker
 
 log = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from ferry.errors import FerryError
 from ferry.settings import Settings, SettingsError, load_settings, settings_variables
+from foundation.errors import FerryError
 
 
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
@@ -146,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     from ferry.notification_commands import add_notification_commands
 
     add_notification_commands(commands)
-    from audit.commands import add_audit_commands
+    from ferry.audit_commands import add_audit_commands
 
     add_audit_commands(commands)
     from ferry.policy_commands import add_policy_commands, run_policy_command

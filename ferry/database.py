@@ -1,62 +1,36 @@
-"""Database engine and schema migrations (SQLite in WAL mode, or PostgreSQL)."""
+"""The database as the application assembles it: every package's tables, one engine, migrated.
+
+The engine and the migration runner live in `foundation.database`; this module only knows
+which packages own tables, which nothing below the composition root may know.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from sqlalchemy import Engine, MetaData
+from sqlmodel import SQLModel
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.engine import make_url
-
+import archive.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import audit.models  # noqa: F401
+import dimse.models  # noqa: F401
+import exchange.models
+import exchange.notification_models  # noqa: F401
+import foundation.jobs  # noqa: F401
+import policy.models
+import policy.refresh_tokens  # noqa: F401
 from ferry.settings import Settings
+from foundation import database
+from foundation.database import check_database
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+__all__ = ["check_database", "create_database_engine", "metadata", "migrate"]
 
 
-def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
-    """WAL lets readers run beside the one writer; NORMAL is durable at each WAL checkpoint."""
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA case_sensitive_like=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.execute("PRAGMA cache_size=-65536")
-    cursor.close()
+def metadata() -> MetaData:
+    return SQLModel.metadata
 
 
 def create_database_engine(settings: Settings) -> Engine:
-    url = make_url(settings.database_url)
-    if url.get_backend_name() == "sqlite":
-        if url.database and url.database != ":memory:":
-            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(
-            url, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=8
-        )
-        event.listen(engine, "connect", _on_sqlite_connect)
-        return engine
-    if url.get_backend_name() == "postgresql" and url.drivername == "postgresql":
-        url = url.set(drivername="postgresql+psycopg")
-    return create_engine(url, pool_size=10, max_overflow=10, pool_pre_ping=True)
-
-
-def alembic_config(engine: Engine) -> Config:
-    config = Config()
-    config.set_main_option("script_location", str(MIGRATIONS_DIR))
-    config.attributes["engine"] = engine
-    return config
+    return database.create_database_engine(settings.database_url)
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision; safe to run at every start."""
-    with engine.begin() as connection:
-        config = alembic_config(engine)
-        config.attributes["connection"] = connection
-        command.upgrade(config, "head")
-
-
-def check_database(engine: Engine) -> None:
-    with engine.connect() as connection:
-        connection.execute(text("SELECT 1"))
+    database.migrate(engine, metadata())

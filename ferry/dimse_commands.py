@@ -16,8 +16,8 @@ from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
 from pynetdicom.sop_class import Verification
 
-from ferry.errors import FerryError, InvalidQuery
 from ferry.settings import Settings
+from foundation.errors import FerryError, InvalidQuery
 
 _SHOWN = ("PatientID", "PatientName", "StudyDate", "AccessionNumber", "StudyInstanceUID")
 _DEFAULT_KEYS = {
@@ -115,7 +115,7 @@ def _retrieve(settings: Settings, args: argparse.Namespace) -> int:
 
 def _forward(settings: Settings, args: argparse.Namespace) -> int:
     from dimse.forward import enqueue_forward
-    from ferry.jobs import utc_now
+    from foundation.clock import utc_now
 
     context = _context(settings)
     node = _node(context, args.node)

@@ -11,8 +11,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ferry.errors import InvalidQuery
 from ferry.settings import Settings
+from foundation.errors import InvalidQuery
 
 
 def _setup(settings: Settings, args: argparse.Namespace) -> tuple[Any, Any, Any]:

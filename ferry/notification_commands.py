@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from ferry.admin_commands import _add, _limit, _say, _table, _when
-from ferry.errors import FerryError
+from foundation.errors import FerryError
 
 
 def _user_pk(engine: Engine, email: str) -> int:

@@ -20,8 +20,8 @@ from typing import Any
 from sqlalchemy import Engine, func, or_, update
 from sqlmodel import Session, col, select
 
-from ferry.errors import AuthenticationFailed
 from ferry.settings import Settings
+from foundation.errors import AuthenticationFailed
 from policy._opaque import secret_matches, split_opaque_token
 from policy.models import ApiClient, ApiToken, Institution, Membership, User, UserStatus
 from policy.oidc import OidcProviders, open_providers

@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import orjson
 
-from ferry.errors import AuthenticationFailed
+from foundation.errors import AuthenticationFailed
 from policy.roles import Role, parse_roles
 from policy.tokens import ASYMMETRIC_ALGORITHMS, read_unverified, verify_signature_and_claims
 

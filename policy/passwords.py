@@ -17,8 +17,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
-from ferry.errors import AuthenticationFailed
 from ferry.settings import Settings
+from foundation.errors import AuthenticationFailed
 from policy.models import User, UserStatus
 
 SIGN_IN_REFUSED = "email or password is incorrect, or the account cannot sign in now"

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import Engine, update
 from sqlmodel import Field, Session, SQLModel, col, select
 
-from ferry.errors import AuthenticationFailed
+from foundation.errors import AuthenticationFailed
 from policy._opaque import new_opaque_token, secret_matches, split_opaque_token
 from policy.models import User, UserStatus
 

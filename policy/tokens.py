@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jose import jwk, jwt
 from jose.exceptions import JOSEError, JWTClaimsError
 
-from ferry.errors import AuthenticationFailed
 from ferry.settings import Settings
+from foundation.errors import AuthenticationFailed
 
 log = logging.getLogger(__name__)
 

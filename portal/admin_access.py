@@ -18,7 +18,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from audit.trail import AuditRecord, record
-from ferry.errors import NotFound
+from foundation.errors import NotFound
 from policy.authentication import Credentials
 from policy.decision import Context, Decision, InstitutionFacts, PolicySnapshot, Resource, decide
 from policy.principal import Principal, PrincipalKind

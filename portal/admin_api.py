@@ -15,7 +15,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Mount
 
 from exchange.notifications import EventKind, on_registration
-from ferry.errors import NotFound
+from foundation.errors import NotFound
 from policy import store
 from policy.models import ApiClient, Registration, User, UserStatus
 from portal import destinations_api, explain_api, jobs_api, notifications_api, receiving_api

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from exchange.models import TransferStatus
 from exchange.notification_models import MailStatus, NotificationChoice
-from ferry.jobs import JobStatus
+from foundation.jobs import JobStatus
 from policy.models import UserStatus
 from policy.roles import Role, Scope
 

@@ -21,7 +21,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ferry.errors import AuthenticationFailed, BadRequestBody, PayloadTooLarge, UnsupportedMediaType
+from foundation.errors import (
+    AuthenticationFailed,
+    BadRequestBody,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+)
 from policy.authentication import (
     CSRF_COOKIE,
     SESSION_COOKIE,

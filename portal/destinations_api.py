@@ -6,7 +6,7 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
-from ferry.errors import NotFound
+from foundation.errors import NotFound
 from policy import store
 from policy.models import DestinationRule, Node, Route
 from policy.store import destinations as routes

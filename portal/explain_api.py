@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from archive.store import Archive
-from ferry.errors import NotFound
+from foundation.errors import NotFound
 from policy.decision import Context, Resource, decide
 from policy.explain import user_principal
 from policy.roles import Action

@@ -15,8 +15,8 @@ from starlette.exceptions import HTTPException
 
 from exchange import transfers
 from exchange.models import Transfer
-from ferry.errors import NotFound
-from ferry.jobs import Job, JobQueue
+from foundation.errors import NotFound
+from foundation.jobs import Job, JobQueue
 from portal.admin_access import Access
 from portal.api_schemas import JobOut, JobQuery, RetryIn, TransferOut, TransferQuery
 from portal.openapi import Call, Operation

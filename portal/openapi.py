@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ferry.errors import AuthenticationFailed, NotFound, PayloadTooLarge, UnsupportedMediaType
+from foundation.errors import AuthenticationFailed, NotFound, PayloadTooLarge, UnsupportedMediaType
 from policy.principal import ANONYMOUS, Principal
 from policy.store import DuplicateRecord
 

@@ -19,7 +19,7 @@ from exchange.downloads import iter_zip, plan_zip
 from exchange.models import TransferStatus
 from exchange.parties import Actor, audit_step, decide_on, require, side_of
 from exchange.receiving import check_study_action, deliver_to_node, selected_studies
-from ferry.errors import InvalidQuery
+from foundation.errors import InvalidQuery
 from policy.decision import Decision
 from policy.models import User
 from policy.principal import PrincipalKind

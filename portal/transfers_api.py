@@ -20,7 +20,7 @@ from exchange.history import read_history
 from exchange.models import Priority, Transfer, TransferReport, TransferStatus
 from exchange.parties import Actor, decide_on, require, side_of, study_uids
 from exchange.worklist import WorklistQuery, describe_studies, search_worklist
-from ferry.errors import Forbidden, InvalidQuery, NotFound
+from foundation.errors import Forbidden, InvalidQuery, NotFound
 from policy import store
 from policy.decision import PolicySnapshot, Resource, decide
 from policy.roles import Action

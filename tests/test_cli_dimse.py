@@ -13,7 +13,7 @@ from sqlmodel import Session
 
 from archive.store import Archive
 from exchange.models import Transfer
-from ferry.jobs import JobQueue
+from foundation.jobs import JobQueue
 from policy import store
 from policy.store.destinations import find_node, list_routes
 from tests.conftest import Ran

@@ -9,8 +9,8 @@ import pytest
 from sqlmodel import Session
 
 from archive.store import Archive
-from ferry.jobs import JobQueue
 from ferry.settings import Settings
+from foundation.jobs import JobQueue
 from policy.models import Node
 from tests._peers import storescp as dcmtk_storescp
 from tests.conftest import free_port

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dimse.context import BridgeContext
 from exchange.notifications import Event, EventKind, Subject, notify
 from ferry.background import build_worker
-from ferry.jobs import utc_now
 from ferry.settings import load_settings
+from foundation.clock import utc_now
 from tests.exchange._smtp import smtp_server
 from tests.policy._people import add_institution, add_user
 

@@ -20,7 +20,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
-from ferry.errors import FerryError, InvalidQuery, NotFound
+from foundation.errors import FerryError, InvalidQuery, NotFound
 from policy.roles import Role, Scope, parse_roles, parse_scopes
 
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")

@@ -25,7 +25,7 @@ from archive.blobstore import FilesystemBlobStore
 from archive.bulkdata import BulkDataNotFound, iter_bulk_value, locate_bulk_value, parse_bulk_path
 from archive.framecache import LayoutMemory, read_layout
 from archive.frames import FramesUnavailable, NoPixelData, locate_frames, read_frame
-from ferry.errors import InvalidQuery
+from foundation.errors import InvalidQuery
 from tests import factories
 
 

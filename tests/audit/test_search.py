@@ -8,7 +8,7 @@ import pytest
 
 from audit import Outcome, record_many
 from audit.search import AuditQuery, DailyCount, count_events_by_day, search_events
-from ferry.errors import InvalidQuery
+from foundation.errors import InvalidQuery
 from tests.audit._records import T0, sample, seed
 
 

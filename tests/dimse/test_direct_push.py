@@ -23,7 +23,7 @@ from dimse.forward import FORWARD_STUDY, enqueue_forward, forward_handler
 from exchange.models import Transfer, TransferStatus
 from exchange.routing import transfer_sweeper
 from exchange.transfers import list_transfers
-from ferry.jobs import Worker
+from foundation.jobs import Worker
 from policy import store
 from policy.store.destinations import create_route
 from tests._peers import storescp

@@ -40,8 +40,8 @@ from dimse.forward import FORWARD_STUDY, enqueue_forward, forward_handler
 from dimse.models import ForwardedInstance
 from exchange.models import Transfer, TransferStatus
 from ferry.app import build_archive
-from ferry.jobs import Job, JobStatus, Worker
 from ferry.settings import Settings, replace_settings
+from foundation.jobs import Job, JobStatus, Worker
 from policy.models import Node
 from tests._peers import dcmtk_peer, start_scp
 from tests.conftest import free_port, make_settings
@@ -470,7 +470,7 @@ from dimse.context import BridgeContext
 from dimse.forward import FORWARD_STUDY, forward_handler
 from exchange.models import Transfer, TransferStatus
 from ferry.app import build_archive
-from ferry.jobs import Worker
+from foundation.jobs import Worker
 from ferry.settings import Settings
 
 settings = Settings(data_dir=Path(sys.argv[1]), database_url=sys.argv[2])

@@ -28,8 +28,8 @@ from dimse.callers import NodeFacts, get_node
 from dimse.context import BridgeContext
 from dimse.peers import PeerUnreachable
 from dimse.remote import NodeRefused, RemoteFailed, find_on_node, retrieve_from_node
-from ferry.errors import StudyNotFound
 from ferry.settings import replace_settings
+from foundation.errors import StudyNotFound
 from tests._peers import start_scp
 from tests.conftest import free_port
 from tests.dimse.conftest import Dimse, run_dcmtk

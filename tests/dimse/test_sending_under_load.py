@@ -25,7 +25,7 @@ from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformati
 
 from dimse.context import BridgeContext
 from dimse.forward import FORWARD_STUDY, enqueue_forward, forward_handler
-from ferry.jobs import JobStatus, Worker
+from foundation.jobs import JobStatus, Worker
 from tests._peers import start_scp, storescp
 from tests.conftest import free_port
 from tests.dimse.conftest import Dimse, dcmtk, run_dcmtk

@@ -22,8 +22,8 @@ from exchange.recipients import set_choice
 from exchange.transfers import list_transfers, note_arrivals
 from ferry.app import build_archive
 from ferry.background import build_worker, describe_mail
-from ferry.jobs import JobQueue, Worker
 from ferry.settings import Settings
+from foundation.jobs import JobQueue, Worker
 from policy import store
 from policy.models import Node
 from policy.store.destinations import create_route

@@ -21,7 +21,7 @@ from exchange.models import TransferStatus
 from exchange.notifications import NOTIFY
 from exchange.routing import transfer_sweeper
 from exchange.transfers import list_transfers, mark_delivery, note_arrivals
-from ferry.jobs import Job, enqueue
+from foundation.jobs import Job, enqueue
 from policy import store
 from policy.store.destinations import create_route
 from tests.dimse.conftest import Clock

@@ -12,7 +12,7 @@ import pytest
 from sqlalchemy import Engine
 
 from ferry.database import create_database_engine, migrate
-from ferry.jobs import (
+from foundation.jobs import (
     LEASE,
     ClaimedJob,
     JobFailed,

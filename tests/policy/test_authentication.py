@@ -9,8 +9,8 @@ import pytest
 from sqlmodel import Session
 
 from archive.store import Archive
-from ferry.errors import AuthenticationFailed
 from ferry.settings import Settings
+from foundation.errors import AuthenticationFailed
 from policy.authentication import Authenticator, Credentials
 from policy.models import ApiClient, ApiToken, Membership, UserStatus
 from policy.principal import ANONYMOUS, PrincipalKind

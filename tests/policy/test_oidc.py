@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jose import jwk, jwt
 
 from archive.store import Archive
-from ferry.errors import AuthenticationFailed
 from ferry.settings import Settings
+from foundation.errors import AuthenticationFailed
 from policy.authentication import Authenticator, Credentials
 from policy.models import UserStatus
 from policy.oidc import OidcConfigError, OidcProvider, OidcProviders, load_providers

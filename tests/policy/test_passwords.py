@@ -10,8 +10,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from archive.store import Archive
-from ferry.errors import AuthenticationFailed
 from ferry.settings import Settings
+from foundation.errors import AuthenticationFailed
 from policy.models import UserStatus
 from policy.passwords import (
     SIGN_IN_REFUSED,

@@ -15,8 +15,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jose import jwk, jwt
 
-from ferry.errors import AuthenticationFailed
 from ferry.settings import Settings
+from foundation.errors import AuthenticationFailed
 from policy.tokens import (
     KeyRing,
     TokenType,

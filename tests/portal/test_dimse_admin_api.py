@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from audit.models import AuditEvent
 from exchange.models import Transfer
-from ferry.jobs import JobQueue
+from foundation.jobs import JobQueue
 from policy import store
 from policy.store.destinations import create_route
 from tests.conftest import RunningServer, issue_token_for

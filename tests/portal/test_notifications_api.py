@@ -12,7 +12,7 @@ import pytest
 from dimse.context import BridgeContext
 from ferry.app import build_archive
 from ferry.background import build_worker
-from ferry.jobs import Worker
+from foundation.jobs import Worker
 from policy import store
 from tests.conftest import RunningServer, issue_token_for, make_settings, run_server
 from tests.exchange._smtp import SmtpServer, smtp_server

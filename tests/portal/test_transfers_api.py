@@ -17,7 +17,7 @@ from pydicom import dcmread
 from sqlmodel import Session, select
 
 from audit.search import AuditQuery, iter_events
-from ferry.jobs import Job
+from foundation.jobs import Job
 from policy import store
 from tests.conftest import RunningServer, issue_token_for
 from tests.factories import StudySpec, write_series

@@ -24,7 +24,9 @@ from typing import Any
 
 import orjson
 from sqlalchemy import Column, Connection, Engine, Index, Text, insert, select, update
-from sqlmodel import Field, SQLModel
+from sqlmodel import Field, SQLModel, col
+
+from foundation.clock import Clock, utc_now
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +79,6 @@ class ClaimedJob:
 
 
 Handler = Callable[[ClaimedJob], str]  # returns a short result text for administrators
-Clock = Callable[[], datetime]
-
-
-def utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 def _aware(moment: datetime | None) -> datetime | None:
@@ -163,10 +160,10 @@ class JobQueue:
                 return None, False
             claimed = connection.execute(
                 update(Job)
-                .where(Job.pk == pk)  # type: ignore[arg-type]
+                .where(col(Job.pk) == pk)
                 .where(
-                    (Job.status == JobStatus.QUEUED.value)
-                    | ((Job.status == JobStatus.RUNNING.value) & (Job.locked_until < now))  # type: ignore[operator]
+                    (col(Job.status) == JobStatus.QUEUED.value)
+                    | ((col(Job.status) == JobStatus.RUNNING.value) & (col(Job.locked_until) < now))
                 )
                 .values(
                     status=JobStatus.RUNNING.value,
@@ -179,7 +176,9 @@ class JobQueue:
             if claimed.rowcount != 1:
                 return None, True
             row = connection.execute(
-                select(Job.kind, Job.payload, Job.attempts, Job.max_attempts).where(Job.pk == pk)  # type: ignore[call-overload, arg-type]
+                select(
+                    col(Job.kind), col(Job.payload), col(Job.attempts), col(Job.max_attempts)
+                ).where(col(Job.pk) == pk)
             ).one()
         job = ClaimedJob(int(pk), row[0], orjson.loads(row[1]), int(row[2]), int(row[3]))
         return job, False
@@ -246,7 +245,7 @@ class JobQueue:
         with self.engine.begin() as connection:
             if payload_changes:
                 current = connection.execute(
-                    select(Job.payload).where(Job.pk == pk)  # type: ignore[call-overload, arg-type]
+                    select(col(Job.payload)).where(col(Job.pk) == pk)
                 ).scalar()
                 if current is None:
                     return False
@@ -254,29 +253,29 @@ class JobQueue:
                 values["payload"] = orjson.dumps(merged).decode()
             changed = connection.execute(
                 update(Job)
-                .where(Job.pk == pk, Job.status == JobStatus.PARKED.value)  # type: ignore[arg-type]
+                .where(col(Job.pk) == pk, col(Job.status) == JobStatus.PARKED.value)
                 .values(**values)
             )
         return changed.rowcount == 1
 
     def get(self, pk: int) -> Job | None:
         with self.engine.connect() as connection:
-            row = connection.execute(select(Job).where(Job.pk == pk)).first()  # type: ignore[arg-type]
+            row = connection.execute(select(Job).where(col(Job.pk) == pk)).first()
         return _job(row._mapping) if row else None
 
     def list(
         self, status: str | None = None, kind: str | None = None, limit: int = 200
     ) -> list[Job]:
-        statement = select(Job).order_by(Job.pk.desc()).limit(limit)  # type: ignore[union-attr]
+        statement = select(Job).order_by(col(Job.pk).desc()).limit(limit)
         if status:
-            statement = statement.where(Job.status == status)  # type: ignore[arg-type]
+            statement = statement.where(col(Job.status) == status)
         if kind:
-            statement = statement.where(Job.kind == kind)  # type: ignore[arg-type]
+            statement = statement.where(col(Job.kind) == kind)
         with self.engine.connect() as connection:
             return [_job(row._mapping) for row in connection.execute(statement)]
 
 
-def _job(mapping: Mapping[str, Any]) -> Job:
+def _job(mapping: Mapping[Any, Any]) -> Job:
     values = {key: value for key, value in mapping.items()}
     job = values.get("Job") or Job(**values)
     for name in ("run_after", "locked_until", "created_at", "updated_at"):
