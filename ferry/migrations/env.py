@@ -12,6 +12,7 @@ import exchange.models  # noqa: F401
 import ferry.jobs  # noqa: F401
 import policy.models
 import policy.refresh_tokens  # noqa: F401
+import policy.sessions  # noqa: F401
 
 target_metadata = SQLModel.metadata
 
