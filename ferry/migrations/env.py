@@ -11,7 +11,7 @@ import dimse.models  # noqa: F401
 import exchange.models  # noqa: F401
 import ferry.jobs  # noqa: F401
 import policy.models
-import policy.refresh_tokens  # noqa: F401
+import policy.refresh_tokens
 import policy.sessions  # noqa: F401
 
 target_metadata = SQLModel.metadata

@@ -11,7 +11,6 @@ import sqlalchemy as sa
 import sqlmodel
 from alembic import op
 
-
 revision: str = "0006_account_security"
 down_revision: str | None = "0006"
 branch_labels: str | Sequence[str] | None = None
