@@ -43,6 +43,12 @@ from policy.store.institutions import (
     set_core_hours,
     update_institution,
 )
+from policy.store.invitations import (
+    accept_invitation,
+    decline_invitation,
+    invite,
+    list_invitations,
+)
 from policy.store.snapshot import snapshot
 from policy.store.users import (
     approve_registration,
@@ -66,6 +72,7 @@ __all__ = [
     "InvalidRecord",
     "IssuedToken",
     "UnknownRecord",
+    "accept_invitation",
     "add_holiday",
     "add_node_permission",
     "approve_registration",
@@ -76,6 +83,7 @@ __all__ = [
     "create_institution",
     "create_node",
     "create_user",
+    "decline_invitation",
     "delete_destination_rule",
     "delete_node",
     "find_institution",
@@ -87,12 +95,14 @@ __all__ = [
     "get_registration",
     "get_user",
     "hash_token_secret",
+    "invite",
     "issue_api_token",
     "list_api_clients",
     "list_api_tokens",
     "list_destination_rules",
     "list_holidays",
     "list_institutions",
+    "list_invitations",
     "list_memberships",
     "list_node_permissions",
     "list_nodes",
