@@ -370,6 +370,7 @@ def _decidable(access: Access, pk: int) -> Registration:
 def approve_registration(call: Call) -> RegistrationOut:
     access = Access(call)
     registration = _decidable(access, call.path["registration_pk"])
+    access.require_access(registration.institution_pk)
     roles = [r.value for r in call.body.roles]
     engine = _engine(call)
     done = store.approve_registration(engine, registration.pk or 0, roles, access.user_pk, call.now)
@@ -429,7 +430,8 @@ def list_api_clients(call: Call) -> list[ApiClientOut]:
 
 
 def create_api_client(call: Call) -> TokenCreated:
-    facts = Access(call).require_code(call.path["code"])
+    access = Access(call)
+    facts = access.require_access(access.require_code(call.path["code"]).pk)
     body: ApiClientIn = call.body
     roles = [r.value for r in body.roles]
     client = store.create_api_client(_engine(call), body.name, facts.pk, roles)
@@ -456,7 +458,9 @@ def revoke_api_client(call: Call) -> ApiClientOut:
 
 
 def issue_api_token(call: Call) -> TokenCreated:
-    client = _client(Access(call), call.path["client_pk"])
+    access = Access(call)
+    client = _client(access, call.path["client_pk"])
+    access.require_access(client.institution_pk)
     return _issue(call, client.pk or 0, call.body)
 
 
