@@ -6,6 +6,7 @@ of operations are mounted together, with the OpenAPI document generated from the
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import date, timedelta
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 from starlette.routing import Mount
 
+from audit.trail import AuditRecord, record
 from ferry.errors import NotFound
 from policy import store
 from policy.decision import Decision, Resource
@@ -45,6 +47,8 @@ from portal.api_schemas import (
     UserPatch,
 )
 from portal.openapi import Call, Operation, PathParameter, build_routes
+
+log = logging.getLogger(__name__)
 
 API_PREFIX = "/api"
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
@@ -312,17 +316,36 @@ def decline_invitation(call: Call) -> InvitationOut:
 
 
 def register(call: Call) -> RegistrationAccepted:
-    """Public. Answers alike whether or not the email already has an account."""
+    """Public. Answers alike whether or not the email already has an account, and whether or
+    not the institution code exists: an unknown code is recorded (audit and log), nothing more."""
     body: RegistrationIn = call.body
     engine = _engine(call)
+    answer = RegistrationAccepted(
+        message=f"registered for {body.institution}; an administrator will approve or reject it"
+    )
     try:
         institution = store.find_institution(engine, body.institution)
     except store.UnknownRecord:
-        raise store.InvalidRecord(f"no institution {body.institution!r}") from None
+        # Bad input still answers 400, and the password is hashed, as for a known code.
+        store.check_email(body.email)
+        store.check_text(body.name, "name", 256, required=True)
+        store.hash_new_password(body.password)
+        reason = f"no institution {body.institution[:32]!r}: nothing registered"
+        log.info("registration for unknown institution %r ignored", body.institution[:32])
+        record(
+            engine,
+            AuditRecord(
+                action="register",
+                outcome="denied",
+                rule="unknown-institution",
+                reason=reason,
+                client_address=call.request.client.host if call.request.client else "",
+                detail={"institution": body.institution[:32]},
+            ),
+        )
+        return answer
     store.register(engine, body.email, body.name, body.password, institution.pk or 0)
-    return RegistrationAccepted(
-        message=f"registered for {institution.code}; an administrator will approve or reject it"
-    )
+    return answer
 
 
 def _registration_out(access: Access, registration: Registration, user: User) -> RegistrationOut:

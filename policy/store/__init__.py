@@ -4,7 +4,13 @@ Functions take the SQLAlchemy engine and return detached SQLModel rows; decision
 the database themselves (casbin's adapter split).
 """
 
-from policy.store._base import DuplicateRecord, InvalidRecord, UnknownRecord, check_text
+from policy.store._base import (
+    DuplicateRecord,
+    InvalidRecord,
+    UnknownRecord,
+    check_email,
+    check_text,
+)
 from policy.store.clients import (
     IssuedToken,
     create_api_client,
@@ -56,6 +62,7 @@ from policy.store.users import (
     find_user,
     get_registration,
     get_user,
+    hash_new_password,
     list_memberships,
     list_registrations,
     list_users,
@@ -76,6 +83,7 @@ __all__ = [
     "add_holiday",
     "add_node_permission",
     "approve_registration",
+    "check_email",
     "check_text",
     "core_hours",
     "create_api_client",
@@ -94,6 +102,7 @@ __all__ = [
     "get_node",
     "get_registration",
     "get_user",
+    "hash_new_password",
     "hash_token_secret",
     "invite",
     "issue_api_token",
