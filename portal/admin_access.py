@@ -161,9 +161,7 @@ class Access:
         theirs = store.load_memberships(self.call.state.archive.engine, user.pk or 0)
         return AccountFacts(user.pk or 0, user.system_admin, frozenset(theirs))
 
-    def require_account(
-        self, facts: AccountFacts, membership_in: int | None = None, label: str = ""
-    ) -> Decision:
+    def require_account(self, facts: AccountFacts, membership_in: int | None = None) -> Decision:
         """The account itself (or its membership in an institution) may be changed, or 403."""
         decision = self.decide_on(Resource.account_of(facts, membership_in))
         self.audit(decision, membership_in, target_user=facts.user_pk)
@@ -171,11 +169,9 @@ class Access:
             raise forbidden(decision)
         return decision
 
-    def require_access(self, institution_pk: int, label: str = "") -> InstitutionFacts:
-        """The institution (as `require`), if the principal may also open a way into it."""
-        facts = self.require(institution_pk, label)
+    def require_access(self, institution_pk: int) -> None:
+        """After `require`: the principal may also open a new way into it, or 403 (audited)."""
         decision = self.decide_on(Resource.access_to(institution_pk))
         if not decision.allowed:
             self.audit(decision, institution_pk)
             raise forbidden(decision)
-        return facts

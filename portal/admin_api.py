@@ -162,8 +162,8 @@ def create_user(call: Call) -> UserOut:
     if body.system_admin or body.institution is None:
         access.require_system()
     if body.institution is not None:
-        facts = access.require_code(body.institution)
-        institution_pk = access.require_access(facts.pk).pk
+        institution_pk = access.require_code(body.institution).pk
+        access.require_access(institution_pk)
         if not body.roles:
             raise store.InvalidRecord("a member needs at least one role")
     engine = _engine(call)
@@ -193,7 +193,7 @@ def update_user(call: Call) -> UserOut:
         body.status not in (None, UserStatus.ACTIVE) or body.system_admin is False
     ):
         raise HTTPException(403, "you cannot disable your own account or administration")
-    access.require_account(access.account(user), None, f"user {user.email}")
+    access.require_account(access.account(user))
     changed = store.update_user(_engine(call), user.pk or 0, **body.model_dump(exclude_none=True))
     return _user_out(access, changed, access.administered())
 
@@ -219,7 +219,8 @@ def add_member(call: Call) -> MembershipAnswer:
     """Added at once only if every institution of the person is one the caller administers;
     otherwise an invitation, and an unknown email answers exactly the same."""
     access = Access(call)
-    institution_pk = access.require_access(access.require_code(call.path["code"]).pk).pk
+    institution_pk = access.require_code(call.path["code"]).pk
+    access.require_access(institution_pk)
     body: MembershipIn = call.body
     engine = _engine(call)
     roles = [r.value for r in body.roles]
@@ -248,7 +249,7 @@ def _member(access: Access, code: str, user_pk: int) -> tuple[int, User]:
     if facts.pk not in store.load_memberships(engine, user_pk):
         raise NotFound(f"user {user_pk} is not a member of {code!r}")
     user = store.get_user(engine, user_pk)
-    access.require_account(access.account(user), facts.pk, f"user {user_pk}")
+    access.require_account(access.account(user), facts.pk)
     return facts.pk, user
 
 
@@ -454,7 +455,8 @@ def list_api_clients(call: Call) -> list[ApiClientOut]:
 
 def create_api_client(call: Call) -> TokenCreated:
     access = Access(call)
-    facts = access.require_access(access.require_code(call.path["code"]).pk)
+    facts = access.require_code(call.path["code"])
+    access.require_access(facts.pk)
     body: ApiClientIn = call.body
     roles = [r.value for r in body.roles]
     client = store.create_api_client(_engine(call), body.name, facts.pk, roles)

@@ -272,7 +272,7 @@ def create_grant(call: Call) -> GrantOut:
         raise NotFound(f"no study {body.study_uid}") from None
     _require_owner(access, owner, f"study {body.study_uid}")
     if owner is not None:  # a grant opens the owner's study: its own administrators decide
-        access.require_access(owner, f"study {body.study_uid}")
+        access.require_access(owner)
     recipient = access.pk_of(body.institution)
     if recipient is None:
         raise store.InvalidRecord(f"no institution {body.institution!r}")
