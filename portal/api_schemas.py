@@ -129,6 +129,10 @@ class MembershipAnswer(Output):
     membership: MembershipOut | None = None
 
 
+class InvitationAnswerIn(Input):
+    """An empty object: accepting or declining needs nothing but who you are."""
+
+
 class InvitationOut(Output):
     pk: int
     institution: str

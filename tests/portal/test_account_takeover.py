@@ -89,7 +89,7 @@ def test_another_institutions_person_is_invited_and_accepts(world):
     [offer] = world.get("south-admin", "/invitations").json()
     me = world.http.get("/auth/me", headers=world.as_("south-admin")).json()
     assert str(world.pks["NORTH"]) not in me["memberships"]  # nothing granted before accepting
-    declined = world.send("south-admin", "POST", f"/invitations/{offer['pk']}/decline")
+    declined = world.send("south-admin", "POST", f"/invitations/{offer['pk']}/decline", {})
     assert declined.status_code == 200
     me = world.http.get("/auth/me", headers=world.as_("south-admin")).json()
     assert str(world.pks["NORTH"]) not in me["memberships"]

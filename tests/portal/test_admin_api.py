@@ -172,9 +172,9 @@ def test_memberships(world):
     [offer] = world.get("south-admin", "/invitations").json()
     assert (offer["institution"], offer["roles"]) == ("NORTH", ["viewer"])
     accept = f"/invitations/{offer['pk']}/accept"
-    assert world.send("north-admin", "POST", accept).status_code == 404  # not theirs to accept
-    assert world.send("south-admin", "POST", accept).status_code == 200
-    assert world.send("south-admin", "POST", accept).status_code == 404  # spent
+    assert world.send("north-admin", "POST", accept, {}).status_code == 404  # not theirs to accept
+    assert world.send("south-admin", "POST", accept, {}).status_code == 200
+    assert world.send("south-admin", "POST", accept, {}).status_code == 404  # spent
     changed = world.send("north-admin", "PUT", path, {"roles": ["receiver", "viewer"]})
     assert changed.json()["roles"] == ["receiver", "viewer"]
     # A member of NORTH now, the administrator of SOUTH is refused with a reason, not a 404.
