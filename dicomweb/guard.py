@@ -118,10 +118,7 @@ def _store_target(request: Request, principal: Principal, snapshot: PolicySnapsh
     named = request.query_params.get("institution")
     if named:
         by_code = {facts.code: pk for pk, facts in snapshot.institutions.items()}
-        target = by_code.get(named)
-        if target is None:
-            raise InvalidQuery(f"unknown institution {named[:32]!r}")
-        return target
+        return by_code.get(named, 0)  # unknown: 0, refused below exactly like another's
     if len(candidates) == 1:
         return next(iter(candidates))
     if not candidates:
@@ -139,8 +136,12 @@ def _check_store(request: Request, principal: Principal) -> None:
         Context(_now(), _client(request)),
         snapshot,
     )
-    _audit(request, principal, Action.STORE, decision, None, institution=target)
+    _audit(request, principal, Action.STORE, decision, None, institution=target or None)
     if not decision.allowed:
+        named = request.query_params.get("institution")
+        if named and target not in principal.memberships:
+            # An unknown code and another institution's answer alike: no oracle for codes.
+            raise Forbidden(f"you may not store for institution {named[:32]!r}")
         raise Forbidden(decision.reason)
     request.state.store_institution_pk = target
 

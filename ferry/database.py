@@ -16,7 +16,8 @@ import exchange.models
 import exchange.notification_models  # noqa: F401
 import foundation.jobs  # noqa: F401
 import policy.models
-import policy.refresh_tokens  # noqa: F401
+import policy.refresh_tokens
+import policy.sessions  # noqa: F401
 from ferry.settings import Settings
 from foundation import database
 from foundation.database import check_database

@@ -1,7 +1,9 @@
 """Authentication: request credentials -> Principal (RFC 6750 bearer tokens, API tokens, sessions).
 
 Three ways in, each ending in a fresh read of the user or client row, so a disabled account, a
-bumped token version or a revoked API token stops a live credential on its next request:
+bumped token version or a revoked API token stops a live credential on its next request; and
+Ferry's own tokens name their sign-in session (`sid`), read in the same database session, so a
+logout stops every copy of that sign-in's tokens at once (`policy.sessions`):
 - `Authorization: Bearer <jwt>`: Ferry's access token, or an OpenID Connect provider's token;
 - `Authorization: Bearer ferry_<id>_<secret>`: an API client's token;
 - the session cookie (a signed session token) of the portal, with a CSRF token (double submit:
@@ -27,6 +29,7 @@ from policy.models import ApiClient, ApiToken, Institution, Membership, User, Us
 from policy.oidc import OidcProviders, open_providers
 from policy.principal import ANONYMOUS, Principal, PrincipalKind
 from policy.roles import Role, Scope
+from policy.sessions import open_session, revoke_session, session_is_live
 from policy.tokens import KeyRing, TokenType, issue_token, open_key_ring, read_unverified
 from policy.tokens import verify_token as verify_ferry_token
 
@@ -48,6 +51,9 @@ def limited_to_studies(principal: Principal, claims: Mapping[str, Any]) -> Princ
     if not isinstance(studies, list) or not all(isinstance(uid, str) for uid in studies):
         raise AuthenticationFailed("the token's studies claim is malformed")
     return replace(principal, studies=frozenset(studies), scopes=frozenset({Scope.READ}))
+
+
+SIGNED_OUT = "the session has ended; sign in again"
 
 
 def _aware(moment: datetime) -> datetime:
@@ -178,11 +184,33 @@ class Authenticator:
         self, token: str, token_type: TokenType, now: datetime
     ) -> tuple[Principal, dict[str, Any]]:
         claims = verify_ferry_token(self.keys, self.settings, token, token_type, now)
-        if not claims.subject.isdecimal():
+        sid = claims.claims.get("sid")
+        if not claims.subject.isdecimal() or not isinstance(sid, str):
             raise AuthenticationFailed(REFUSED)
         with Session(self.engine) as session:
             user = _active_user(session, int(claims.subject), claims.version)
+            if not session_is_live(session, sid, user.pk or 0, now):
+                raise AuthenticationFailed(SIGNED_OUT)
             return _user_principal(session, user), dict(claims.claims)
+
+    def sign_out(self, tokens: Mapping[TokenType, str | None], now: datetime) -> int:
+        """Revokes the session each valid token names (access token, session cookie).
+
+        Only a token with a good signature counts, so nobody ends another's session by naming
+        its id; one already expired or signed out is simply skipped. How many were ended.
+        """
+        ended = 0
+        for token_type, token in tokens.items():
+            if not token:
+                continue
+            try:
+                claims = verify_ferry_token(self.keys, self.settings, token, token_type, now)
+            except AuthenticationFailed:
+                continue
+            sid = claims.claims.get("sid")
+            if isinstance(sid, str):
+                ended += revoke_session(self.engine, sid, now)
+        return ended
 
     def _external(self, token: str, now: datetime) -> Principal:
         identity = self.providers.verify(token, now)
@@ -256,8 +284,12 @@ class Authenticator:
         roles = {codes[pk]: sorted(r.value for r in memberships[pk]) for pk in codes}
         return {"inst": sorted(roles), "roles": roles}
 
-    def issue_access_token(self, user: User, now: datetime) -> str:
+    def issue_access_token(self, user: User, now: datetime, sid: str | None = None) -> str:
+        """An access token of sign-in session `sid`; of a session of its own without one."""
         assert user.pk is not None
+        if sid is None:
+            lifetime = timedelta(seconds=self.settings.access_token_seconds)
+            sid = open_session(self.engine, user.pk, lifetime, now)
         return issue_token(
             self.keys,
             self.settings,
@@ -266,7 +298,7 @@ class Authenticator:
             version=user.token_version,
             lifetime=timedelta(seconds=self.settings.access_token_seconds),
             now=now,
-            claims=self.membership_claims(user.pk),
+            claims={**self.membership_claims(user.pk), "sid": sid},
         )
 
     def issue_study_token(
@@ -289,6 +321,7 @@ class Authenticator:
         assert user.pk is not None
         csrf = secrets.token_urlsafe(32)
         lifetime = self.settings.refresh_token_seconds
+        sid = open_session(self.engine, user.pk, timedelta(seconds=lifetime), now)
         token = issue_token(
             self.keys,
             self.settings,
@@ -297,6 +330,6 @@ class Authenticator:
             version=user.token_version,
             lifetime=timedelta(seconds=lifetime),
             now=now,
-            claims={"csrf": csrf},
+            claims={"csrf": csrf, "sid": sid},
         )
         return SessionGrant(token, csrf, lifetime, user.pk, user.email)

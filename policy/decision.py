@@ -69,11 +69,22 @@ class PolicySnapshot:
     rules: tuple[RuleFacts, ...] = ()
 
 
+@dataclass(frozen=True)
+class AccountFacts:
+    """A person's account as the rules on accounts need it: their flag and their institutions."""
+
+    user_pk: int
+    system_admin: bool = False
+    institution_pks: frozenset[int] = frozenset()
+
+
 class ResourceKind(StrEnum):
     STUDY = "study"
     INSTITUTION = "institution"
     DESTINATION = "destination"
     TRANSFER = "transfer"  # a transfer seen from its sending or its receiving side
+    ACCOUNT = "account"  # a person's account, or their membership in `institution_pk`
+    ACCESS = "institution-access"  # a new way into an institution's studies
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,7 @@ class Resource:
     grants: tuple[GrantFacts, ...] = ()
     node_pk: int | None = None  # a destination node; None with DESTINATION: the worklist
     sender_institution_pk: int | None = None
+    account: AccountFacts | None = None
 
     @classmethod
     def study(
@@ -119,6 +131,16 @@ class Resource:
             node_pk=node_pk,
             sender_institution_pk=sender_pk,
         )
+
+    @classmethod
+    def account_of(cls, facts: AccountFacts, membership_in: int | None = None) -> Resource:
+        """The account itself (None), or its membership in institution `membership_in`."""
+        return cls(ResourceKind.ACCOUNT, membership_in, account=facts)
+
+    @classmethod
+    def access_to(cls, institution_pk: int) -> Resource:
+        """A membership, API client, node or grant that opens the institution's studies."""
+        return cls(ResourceKind.ACCESS, institution_pk)
 
 
 @dataclass(frozen=True)
@@ -166,6 +188,8 @@ def decide(
         return _decide_institution(principal, action, resource, snapshot, chain)
     if resource.kind is ResourceKind.TRANSFER:
         return _decide_transfer(principal, action, resource, chain)
+    if resource.kind in (ResourceKind.ACCOUNT, ResourceKind.ACCESS):
+        return _decide_account_or_access(principal, action, resource, snapshot, chain)
     return _decide_destination(principal, action, resource, context, snapshot, chain)
 
 
@@ -315,3 +339,100 @@ def _decide_transfer(
             return _allow("transfer-party", reason, chain[:-1], side)
     parties = f"institutions {sender} and {receiver}"
     return _deny("transfer-party", f"{principal.label} may not {action} for {parties}", chain)
+
+
+# --- accounts and access into institutions ---------------------------------------------------
+#
+# A person's account spans institutions; their password opens all of them. So changing an
+# account needs every institution it belongs to, administered by membership (a parent's
+# administrator does not count: a security institution is hidden from its parent's staff), and
+# a system administrator's account needs a system administrator. A new way into an institution's
+# studies (a membership, an API client, a querying node, a grant of its study) is given by its
+# own administrators or a system administrator, never by its parent's administrators.
+
+
+def _is_system(principal: Principal) -> bool:
+    # An API token is never a system administrator: only users carry the flag.
+    return principal.system_admin and Action.ADMINISTER in principal.actions_in(0)
+
+
+def _administers_as_member(principal: Principal, institution_pk: int) -> bool:
+    return institution_pk in principal.memberships and Action.ADMINISTER in principal.actions_in(
+        institution_pk
+    )
+
+
+def _decide_account_or_access(
+    principal: Principal,
+    action: Action,
+    resource: Resource,
+    snapshot: PolicySnapshot,
+    chain: list[str],
+) -> Decision:
+    if action is not Action.ADMINISTER:
+        return _deny("action-not-for-accounts", f"{action} is not an action on accounts", chain)
+    chain.append("system-admin")
+    if _is_system(principal):
+        return _allow("system-admin", f"{principal.label} is a system administrator", chain[:-1])
+    account = resource.account
+    if account is not None and account.system_admin:
+        return _deny(
+            "system-account",
+            "only a system administrator may change a system administrator's account",
+            chain,
+        )
+    target = resource.institution_pk
+    if target is not None:
+        refused = _refuse_access(principal, target, snapshot, chain)
+        if refused is not None:
+            return refused
+        if account is None:
+            return _allow("membership-role", f"{principal.label} administers {target}", chain[:-1])
+        if target in account.institution_pks:
+            return _allow("membership-role", f"already a member of {target}", chain[:-1])
+    assert account is not None
+    return _decide_whole_account(principal, account, target is not None, chain)
+
+
+def _refuse_access(
+    principal: Principal, target: int, snapshot: PolicySnapshot, chain: list[str]
+) -> Decision | None:
+    """None when the principal administers `target` as its member; the refusal otherwise."""
+    chain.append("membership-role")
+    if _administers_as_member(principal, target):
+        return None
+    facts = snapshot.institutions.get(target)
+    parent = facts.parent_pk if facts is not None else None
+    if parent is not None and _administers_as_member(principal, parent):
+        return _deny(
+            "security-institution-access",
+            f"administrators of {parent} manage security institution {target}'s settings, "
+            "but only its own administrators or a system administrator give access to it",
+            chain[:-1],
+        )
+    return _deny("default-deny", f"{principal.label} may not give access to {target}", chain)
+
+
+def _decide_whole_account(
+    principal: Principal, account: AccountFacts, joining: bool, chain: list[str]
+) -> Decision:
+    chain.append("administrator-of-every-institution")
+    theirs = account.institution_pks
+    if theirs and all(_administers_as_member(principal, pk) for pk in theirs):
+        return _allow(
+            "administrator-of-every-institution",
+            f"{principal.label} administers every institution of user {account.user_pk}",
+            chain[:-1],
+        )
+    if joining:
+        return _deny(
+            "invitation-required",
+            "the account belongs to institutions you do not administer (or to none): "
+            "its owner must accept an invitation",
+            chain[:-1],
+        )
+    return _deny(
+        "account-beyond-your-institutions",
+        "the account also belongs to institutions you do not administer",
+        chain[:-1],
+    )

@@ -63,6 +63,23 @@ class Membership(SQLModel, table=True):
     roles: str = Field(default="", max_length=256)
 
 
+class Invitation(SQLModel, table=True):
+    """A membership offered to an account beyond the inviter's institutions; its owner accepts.
+
+    Until accepted it grants nothing: authentication reads memberships, never invitations.
+    """
+
+    __tablename__ = "membership_invitation"
+    __table_args__ = (UniqueConstraint("user_pk", "institution_pk"),)
+
+    pk: int | None = Field(default=None, primary_key=True)
+    user_pk: int = Field(foreign_key="ferry_user.pk", index=True)
+    institution_pk: int = Field(foreign_key="institution.pk", index=True)
+    roles: str = Field(default="", max_length=256)
+    invited_by_pk: int | None = Field(default=None, foreign_key="ferry_user.pk")
+    created_at: datetime = Field(default_factory=_now)
+
+
 class Registration(SQLModel, table=True):
     """A person asking to join an institution; administrators approve or reject."""
 

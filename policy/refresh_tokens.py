@@ -3,7 +3,8 @@
 Opaque and stored hashed. Each use marks the token used and issues its successor in the same
 family; presenting a used token again means it was copied, so the whole family is revoked and
 both the thief and the owner must sign in again. A token also dies with its user's token
-version (revocation) and when the user is no longer active.
+version (revocation), when the user is no longer active, and when its sign-in session
+(`policy.sessions`, whose id is the family) is revoked by a logout.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from sqlmodel import Field, Session, SQLModel, col, select
 from foundation.errors import AuthenticationFailed
 from policy._opaque import new_opaque_token, secret_matches, split_opaque_token
 from policy.models import User, UserStatus
+from policy.sessions import UserSession, extend_session, session_is_live
 
 REFRESH_TOKEN_PREFIX = "ferry_rt_"
 REFUSED = "the refresh token is not valid; sign in again"
@@ -48,7 +50,8 @@ def _aware(moment: datetime) -> datetime:
 
 def _add(
     session: Session, user: User, family: str | None, lifetime: timedelta, now: datetime
-) -> str:
+) -> tuple[str, str]:
+    """The new token's plaintext and its family."""
     assert user.pk is not None
     token = new_opaque_token(REFRESH_TOKEN_PREFIX)
     row = RefreshToken(
@@ -61,13 +64,23 @@ def _add(
         created_at=now,
     )
     session.add(row)
-    return token.plaintext
+    return token.plaintext, row.family
 
 
-def issue_refresh_token(engine: Engine, user: User, lifetime: timedelta, now: datetime) -> str:
-    """The first token of a new family, after a sign-in."""
+def issue_refresh_token(
+    engine: Engine, user: User, lifetime: timedelta, now: datetime, sid: str | None = None
+) -> str:
+    """The first token of a new family, after a sign-in: the family is the session's id.
+
+    Without `sid` a session is opened here, named by the new family.
+    """
+    assert user.pk is not None
     with Session(engine) as session:
-        plaintext = _add(session, user, None, lifetime, now)
+        plaintext, family = _add(session, user, sid, lifetime, now)
+        if sid is None:
+            session.add(
+                UserSession(sid=family, user_pk=user.pk, created_at=now, expires_at=now + lifetime)
+            )
         session.commit()
     return plaintext
 
@@ -81,9 +94,15 @@ def _find(session: Session, presented: str) -> RefreshToken | None:
 
 
 def _revoke_family(session: Session, family: str, now: datetime) -> None:
+    """Every token of the sign-in, and the sign-in session itself (its access tokens too)."""
     session.execute(
         update(RefreshToken)
         .where(col(RefreshToken.family) == family, col(RefreshToken.revoked_at).is_(None))
+        .values(revoked_at=now)
+    )
+    session.execute(
+        update(UserSession)
+        .where(col(UserSession.sid) == family, col(UserSession.revoked_at).is_(None))
         .values(revoked_at=now)
     )
     session.commit()
@@ -91,8 +110,8 @@ def _revoke_family(session: Session, family: str, now: datetime) -> None:
 
 def rotate_refresh_token(
     engine: Engine, presented: str, lifetime: timedelta, now: datetime
-) -> tuple[User, str]:
-    """The user and the successor token; the presented one can never be used again."""
+) -> tuple[User, str, str]:
+    """The user, the successor token and the session's id; the presented one is spent."""
     with Session(engine) as session:
         row = _find(session, presented)
         if row is None or row.revoked_at is not None or _aware(row.expires_at) <= now:
@@ -111,15 +130,17 @@ def rotate_refresh_token(
             user is None
             or user.status != UserStatus.ACTIVE
             or user.token_version != row.token_version
+            or not session_is_live(session, row.family, row.user_pk, now)
         ):
             session.rollback()
             _revoke_family(session, row.family, now)
             raise AuthenticationFailed(REFUSED)
-        plaintext = _add(session, user, row.family, lifetime, now)
+        plaintext, _ = _add(session, user, row.family, lifetime, now)
+        extend_session(session, row.family, now + lifetime)
         session.commit()
         session.refresh(user)
         session.expunge(user)
-        return user, plaintext
+        return user, plaintext, row.family
 
 
 def revoke_refresh_token(engine: Engine, presented: str, now: datetime) -> bool:

@@ -8,7 +8,6 @@ already see the institution answers 403 with the decision's reason.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
@@ -19,8 +18,18 @@ from starlette.requests import Request
 
 from audit.trail import AuditRecord, record
 from foundation.errors import NotFound
+from policy import store
 from policy.authentication import Credentials
-from policy.decision import Context, Decision, InstitutionFacts, PolicySnapshot, Resource, decide
+from policy.decision import (
+    AccountFacts,
+    Context,
+    Decision,
+    InstitutionFacts,
+    PolicySnapshot,
+    Resource,
+    decide,
+)
+from policy.models import User
 from policy.principal import Principal, PrincipalKind
 from policy.roles import Action
 from policy.store import snapshot
@@ -65,10 +74,12 @@ class Access:
         return self.principal.id if self.principal.kind is PrincipalKind.USER else None
 
     def decide(self, institution_pk: int) -> Decision:
+        return self.decide_on(Resource.institution(institution_pk))
+
+    def decide_on(self, resource: Resource) -> Decision:
         context = Context(
             self.call.now, self.call.request.client.host if self.call.request.client else ""
         )
-        resource = Resource.institution(institution_pk)
         return decide(self.principal, Action.ADMINISTER, resource, context, self.snapshot)
 
     def administered(self) -> frozenset[int]:
@@ -78,7 +89,13 @@ class Access:
     def is_system(self) -> Decision:
         return self.decide(SYSTEM)
 
-    def audit(self, decision: Decision, institution_pk: int | None) -> None:
+    def audit(
+        self,
+        decision: Decision,
+        institution_pk: int | None,
+        action: str = Action.ADMINISTER.value,
+        **detail: object,
+    ) -> None:
         """Refusals always; allowed administration when it changes something."""
         request = self.call.request
         if decision.allowed and request.method in {"GET", "HEAD"}:
@@ -86,7 +103,7 @@ class Access:
         record(
             self.call.state.archive.engine,
             AuditRecord(
-                action=Action.ADMINISTER.value,
+                action=action,
                 outcome="allowed" if decision.allowed else "denied",
                 actor=self.principal.label,
                 actor_kind=self.principal.kind.value,
@@ -94,7 +111,7 @@ class Access:
                 rule=decision.rule,
                 reason=decision.reason,
                 client_address=request.client.host if request.client else "",
-                detail={"method": request.method, "path": request.url.path},
+                detail={"method": request.method, "path": request.url.path, **detail},
             ),
         )
 
@@ -139,11 +156,22 @@ class Access:
         """Any institution's pk by code: codes are how institutions name each other."""
         return next((f.pk for f in self.snapshot.institutions.values() if f.code == code), None)
 
-    def require_all(self, institution_pks: Iterable[int], what: str) -> None:
-        """For things shared across institutions (a user's account): all of them, or refuse."""
-        for pk in institution_pks:
-            decision = self.decide(pk)
-            if not decision.allowed and not self.is_system().allowed:
-                raise HTTPException(
-                    403, f"{what} also belongs to institutions you do not administer"
-                )
+    def account(self, user: User) -> AccountFacts:
+        """What the rules on accounts need to know of a person."""
+        theirs = store.load_memberships(self.call.state.archive.engine, user.pk or 0)
+        return AccountFacts(user.pk or 0, user.system_admin, frozenset(theirs))
+
+    def require_account(self, facts: AccountFacts, membership_in: int | None = None) -> Decision:
+        """The account itself (or its membership in an institution) may be changed, or 403."""
+        decision = self.decide_on(Resource.account_of(facts, membership_in))
+        self.audit(decision, membership_in, target_user=facts.user_pk)
+        if not decision.allowed:
+            raise forbidden(decision)
+        return decision
+
+    def require_access(self, institution_pk: int) -> None:
+        """After `require`: the principal may also open a new way into it, or 403 (audited)."""
+        decision = self.decide_on(Resource.access_to(institution_pk))
+        if not decision.allowed:
+            self.audit(decision, institution_pk)
+            raise forbidden(decision)

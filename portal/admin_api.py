@@ -6,6 +6,7 @@ of operations are mounted together, with the OpenAPI document generated from the
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import date, timedelta
 from typing import Any
@@ -14,10 +15,12 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 from starlette.routing import Mount
 
+from audit.trail import AuditRecord, record
 from exchange.notifications import EventKind, on_registration
 from foundation.errors import NotFound
 from policy import store
-from policy.models import ApiClient, Registration, User, UserStatus
+from policy.decision import Decision, Resource
+from policy.models import ApiClient, Invitation, Registration, User, UserStatus
 from portal import destinations_api, explain_api, jobs_api, notifications_api, receiving_api
 from portal.admin_access import Access, authenticate
 from portal.api_schemas import (
@@ -27,6 +30,9 @@ from portal.api_schemas import (
     InstitutionIn,
     InstitutionOut,
     InstitutionPatch,
+    InvitationAnswerIn,
+    InvitationOut,
+    MembershipAnswer,
     MembershipIn,
     MembershipOut,
     RegistrationAccepted,
@@ -43,6 +49,8 @@ from portal.api_schemas import (
     UserPatch,
 )
 from portal.openapi import Call, Operation, PathParameter, build_routes
+
+log = logging.getLogger(__name__)
 
 API_PREFIX = "/api"
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
@@ -149,7 +157,7 @@ def list_users(call: Call) -> list[UserOut]:
 
 
 def create_user(call: Call) -> UserOut:
-    """A system user needs a system administrator; a member needs an administrator of theirs."""
+    """A system user needs a system administrator; a member, one who may let people in there."""
     access = Access(call)
     body: UserIn = call.body
     institution_pk = None
@@ -157,6 +165,7 @@ def create_user(call: Call) -> UserOut:
         access.require_system()
     if body.institution is not None:
         institution_pk = access.require_code(body.institution).pk
+        access.require_access(institution_pk)
         if not body.roles:
             raise store.InvalidRecord("a member needs at least one role")
     engine = _engine(call)
@@ -175,17 +184,18 @@ def get_user(call: Call) -> UserOut:
 
 
 def update_user(call: Call) -> UserOut:
-    """An account spans institutions: changing it needs every one of them (or the system)."""
+    """An account spans institutions: changing it needs every one of them (or the system);
+    a system administrator's account needs a system administrator (`decide`, rules on accounts)."""
     access = Access(call)
-    user, theirs = _visible_user(access, call.path["user_pk"])
+    user, _ = _visible_user(access, call.path["user_pk"])
     body: UserPatch = call.body
-    if body.system_admin is not None or not theirs:
+    if body.system_admin is not None:
         access.require_system()
     if user.pk == access.user_pk and (
         body.status not in (None, UserStatus.ACTIVE) or body.system_admin is False
     ):
         raise HTTPException(403, "you cannot disable your own account or administration")
-    access.require_all(theirs, f"user {user.email}")
+    access.require_account(access.account(user))
     changed = store.update_user(_engine(call), user.pk or 0, **body.model_dump(exclude_none=True))
     return _user_out(access, changed, access.administered())
 
@@ -201,14 +211,38 @@ def list_members(call: Call) -> list[MembershipOut]:
     return out
 
 
-def add_member(call: Call) -> MembershipOut:
+INVITED = (
+    "if an account has this email and is not yet a member, its owner is invited and becomes "
+    "a member on accepting"
+)
+
+
+def add_member(call: Call) -> MembershipAnswer:
+    """Added at once only if every institution of the person is one the caller administers;
+    otherwise an invitation, and an unknown email answers exactly the same."""
     access = Access(call)
-    facts = access.require_code(call.path["code"])
+    institution_pk = access.require_code(call.path["code"]).pk
+    access.require_access(institution_pk)
     body: MembershipIn = call.body
     engine = _engine(call)
-    user = store.find_user(engine, body.email)
-    membership = store.set_membership(engine, user.pk or 0, facts.pk, [r.value for r in body.roles])
-    return _membership_out(access, user, facts.pk, membership.roles)
+    roles = [r.value for r in body.roles]
+    try:
+        user = store.find_user(engine, body.email)
+    except store.UnknownRecord:
+        refused = Decision(False, "no-such-account", "no account has this email")
+        access.audit(refused, institution_pk, "invite", outcome_shown="invited")
+        return MembershipAnswer(outcome="invited", message=INVITED)
+    account = access.account(user)
+    decision = access.decide_on(Resource.account_of(account, institution_pk))
+    if decision.allowed:
+        access.audit(decision, institution_pk, target_user=user.pk)
+        membership = store.set_membership(engine, user.pk or 0, institution_pk, roles)
+        out = _membership_out(access, user, institution_pk, membership.roles)
+        return MembershipAnswer(outcome="added", message="added", membership=out)
+    if institution_pk not in account.institution_pks:
+        store.invite(engine, user.pk or 0, institution_pk, roles, access.user_pk)
+    access.audit(decision, institution_pk, "invite", target_user=user.pk)
+    return MembershipAnswer(outcome="invited", message=INVITED)
 
 
 def _member(access: Access, code: str, user_pk: int) -> tuple[int, User]:
@@ -216,7 +250,9 @@ def _member(access: Access, code: str, user_pk: int) -> tuple[int, User]:
     engine = _engine(access.call)
     if facts.pk not in store.load_memberships(engine, user_pk):
         raise NotFound(f"user {user_pk} is not a member of {code!r}")
-    return facts.pk, store.get_user(engine, user_pk)
+    user = store.get_user(engine, user_pk)
+    access.require_account(access.account(user), facts.pk)
+    return facts.pk, user
 
 
 def set_member_roles(call: Call) -> MembershipOut:
@@ -233,22 +269,87 @@ def remove_member(call: Call) -> None:
     store.remove_membership(_engine(call), user.pk or 0, institution_pk)
 
 
+# --- invitations: the invitee's side --------------------------------------------------------
+
+
+def _invitee(access: Access) -> int:
+    if access.user_pk is None:
+        raise HTTPException(403, "invitations are for people signed in, not API clients")
+    return access.user_pk
+
+
+def _invitation_out(access: Access, invitation: Invitation) -> InvitationOut:
+    return InvitationOut(
+        pk=invitation.pk or 0,
+        institution=access.code_of(invitation.institution_pk),
+        roles=[r for r in invitation.roles.split(",") if r],  # type: ignore[misc]
+        created_at=invitation.created_at,
+    )
+
+
+def list_invitations(call: Call) -> list[InvitationOut]:
+    access = Access(call)
+    mine = store.list_invitations(_engine(call), _invitee(access))
+    return [_invitation_out(access, invitation) for invitation in mine]
+
+
+def _answer_invitation(call: Call, accept: bool) -> InvitationOut:
+    access = Access(call)
+    pk = call.path["invitation_pk"]
+    take = store.accept_invitation if accept else store.decline_invitation
+    try:
+        invitation = take(_engine(call), pk, _invitee(access))
+    except store.UnknownRecord:
+        raise NotFound(f"no invitation {pk}") from None
+    verb = "accepted" if accept else "declined"
+    done = Decision(True, f"invitation-{verb}", f"{access.principal.label} {verb} invitation {pk}")
+    access.audit(done, invitation.institution_pk, "invite", roles=invitation.roles)
+    return _invitation_out(access, invitation)
+
+
+def accept_invitation(call: Call) -> InvitationOut:
+    return _answer_invitation(call, accept=True)
+
+
+def decline_invitation(call: Call) -> InvitationOut:
+    return _answer_invitation(call, accept=False)
+
+
 # --- registrations --------------------------------------------------------------------------
 
 
 def register(call: Call) -> RegistrationAccepted:
-    """Public. Answers alike whether or not the email already has an account."""
+    """Public. Answers alike whether or not the email already has an account, and whether or
+    not the institution code exists: an unknown code is recorded (audit and log), nothing more."""
     body: RegistrationIn = call.body
     engine = _engine(call)
+    answer = RegistrationAccepted(
+        message=f"registered for {body.institution}; an administrator will approve or reject it"
+    )
     try:
         institution = store.find_institution(engine, body.institution)
     except store.UnknownRecord:
-        raise store.InvalidRecord(f"no institution {body.institution!r}") from None
+        # Bad input still answers 400, and the password is hashed, as for a known code.
+        store.check_email(body.email)
+        store.check_text(body.name, "name", 256, required=True)
+        store.hash_new_password(body.password)
+        reason = f"no institution {body.institution[:32]!r}: nothing registered"
+        log.info("registration for unknown institution %r ignored", body.institution[:32])
+        record(
+            engine,
+            AuditRecord(
+                action="register",
+                outcome="denied",
+                rule="unknown-institution",
+                reason=reason,
+                client_address=call.request.client.host if call.request.client else "",
+                detail={"institution": body.institution[:32]},
+            ),
+        )
+        return answer
     waiting = on_registration(EventKind.REGISTRATION_WAITING, call.now)
     store.register(engine, body.email, body.name, body.password, institution.pk or 0, waiting)
-    return RegistrationAccepted(
-        message=f"registered for {institution.code}; an administrator will approve or reject it"
-    )
+    return answer
 
 
 def _registration_out(access: Access, registration: Registration, user: User) -> RegistrationOut:
@@ -296,6 +397,7 @@ def _decidable(access: Access, pk: int) -> Registration:
 def approve_registration(call: Call) -> RegistrationOut:
     access = Access(call)
     registration = _decidable(access, call.path["registration_pk"])
+    access.require_access(registration.institution_pk)
     roles = [r.value for r in call.body.roles]
     engine = _engine(call)
     approved = on_registration(EventKind.REGISTRATION_APPROVED, call.now, access.user_pk)
@@ -359,7 +461,9 @@ def list_api_clients(call: Call) -> list[ApiClientOut]:
 
 
 def create_api_client(call: Call) -> TokenCreated:
-    facts = Access(call).require_code(call.path["code"])
+    access = Access(call)
+    facts = access.require_code(call.path["code"])
+    access.require_access(facts.pk)
     body: ApiClientIn = call.body
     roles = [r.value for r in body.roles]
     client = store.create_api_client(_engine(call), body.name, facts.pk, roles)
@@ -386,7 +490,9 @@ def revoke_api_client(call: Call) -> ApiClientOut:
 
 
 def issue_api_token(call: Call) -> TokenCreated:
-    client = _client(Access(call), call.path["client_pk"])
+    access = Access(call)
+    client = _client(access, call.path["client_pk"])
+    access.require_access(client.institution_pk)
     return _issue(call, client.pk or 0, call.body)
 
 
@@ -419,6 +525,7 @@ PARAMETERS = {
     "code": PathParameter({"type": "string", "pattern": _CODE.pattern}, _matching(_CODE)),
     "user_pk": PathParameter(_PK, _pk),
     "registration_pk": PathParameter(_PK, _pk),
+    "invitation_pk": PathParameter(_PK, _pk),
     "client_pk": PathParameter(_PK, _pk),
     "token_id": PathParameter(
         {"type": "string", "pattern": _TOKEN_ID.pattern}, _matching(_TOKEN_ID)
@@ -458,11 +565,18 @@ OPERATIONS: list[Operation] = [
     Operation("GET", "/institutions/{code}/memberships", list_members, "members and roles", _U,
               response=list[MembershipOut]),
     Operation("POST", "/institutions/{code}/memberships", add_member,
-              "add a user (by email) with roles", _U, MembershipIn, MembershipOut, 201),
+              "add a user (by email) with roles, or invite them", _U, MembershipIn,
+              MembershipAnswer, 202),
     Operation("PUT", "/institutions/{code}/memberships/{user_pk}", set_member_roles,
               "replace a member's roles", _U, RolesIn, MembershipOut),
     Operation("DELETE", "/institutions/{code}/memberships/{user_pk}", remove_member,
               "remove a member", _U, status=204),
+    Operation("GET", "/invitations", list_invitations, "your open invitations", _U,
+              response=list[InvitationOut]),
+    Operation("POST", "/invitations/{invitation_pk}/accept", accept_invitation,
+              "accept an invitation: you become a member", _U, InvitationAnswerIn, InvitationOut),
+    Operation("POST", "/invitations/{invitation_pk}/decline", decline_invitation,
+              "decline an invitation", _U, InvitationAnswerIn, InvitationOut),
     Operation("POST", "/registrations", register, "register for an institution (public)", _R,
               RegistrationIn, RegistrationAccepted, 202, public=True),
     Operation("GET", "/registrations", list_registrations, "the approval queue", _R,

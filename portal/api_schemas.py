@@ -47,8 +47,8 @@ class InstitutionIn(Input):
 
 
 class SecurityInstitutionIn(Input):
-    """Beneath an institution: same administrators, its own studies; timezone defaults to the
-    parent's."""
+    """Beneath an institution: its settings are administered from the parent, its studies and
+    members are its own; timezone defaults to the parent's."""
 
     code: Code
     name: Annotated[str, Field(min_length=1, max_length=256)]
@@ -116,6 +116,29 @@ class UserOut(Output):
 class MembershipIn(Input):
     email: Email
     roles: Roles
+
+
+class MembershipAnswer(Output):
+    """`added` for a person already only in institutions you administer; otherwise `invited`.
+
+    An unknown email answers `invited` too, word for word: the API never tells whether an email
+    has an account elsewhere.
+    """
+
+    outcome: Literal["added", "invited"]
+    message: str
+    membership: MembershipOut | None = None
+
+
+class InvitationAnswerIn(Input):
+    """An empty object: accepting or declining needs nothing but who you are."""
+
+
+class InvitationOut(Output):
+    pk: int
+    institution: str
+    roles: list[Role]
+    created_at: datetime
 
 
 class RolesIn(Input):

@@ -39,6 +39,8 @@ from policy.passwords import authenticate_password
 from policy.principal import PrincipalKind
 from policy.refresh_tokens import issue_refresh_token as store_refresh_token
 from policy.refresh_tokens import revoke_refresh_token, rotate_refresh_token
+from policy.sessions import open_session
+from policy.tokens import TokenType
 from portal.sign_in_page import sign_in_page
 
 MAX_BODY_BYTES = 64 * 1024  # a sign-in form is tiny; anything bigger is a mistake or an attack
@@ -102,25 +104,29 @@ def _authenticator(request: Request) -> Authenticator:
     return authenticator
 
 
-def _grant(authenticator: Authenticator, user: User, refresh: str, now: datetime) -> TokenGrant:
-    access = authenticator.issue_access_token(user, now)
+def _grant(
+    authenticator: Authenticator, user: User, refresh: str, sid: str, now: datetime
+) -> TokenGrant:
+    access = authenticator.issue_access_token(user, now, sid)
     return TokenGrant(access, authenticator.settings.access_token_seconds, refresh)
 
 
 def password_grant(authenticator: Authenticator, email: str, password: str) -> TokenGrant:
+    """A new sign-in session; its refresh tokens' family and its access tokens' `sid` name it."""
     now = _now()
-    settings = authenticator.settings
-    user = authenticate_password(authenticator.engine, settings, email, password, now)
+    settings, engine = authenticator.settings, authenticator.engine
+    user = authenticate_password(engine, settings, email, password, now)
     lifetime = timedelta(seconds=settings.refresh_token_seconds)
-    refresh = store_refresh_token(authenticator.engine, user, lifetime, now)
-    return _grant(authenticator, user, refresh, now)
+    sid = open_session(engine, user.pk or 0, lifetime, now)
+    refresh = store_refresh_token(engine, user, lifetime, now, sid)
+    return _grant(authenticator, user, refresh, sid, now)
 
 
 def refresh_grant(authenticator: Authenticator, presented: str) -> TokenGrant:
     now = _now()
     lifetime = timedelta(seconds=authenticator.settings.refresh_token_seconds)
-    user, refresh = rotate_refresh_token(authenticator.engine, presented, lifetime, now)
-    return _grant(authenticator, user, refresh, now)
+    user, refresh, sid = rotate_refresh_token(authenticator.engine, presented, lifetime, now)
+    return _grant(authenticator, user, refresh, sid, now)
 
 
 async def issue_token(request: Request) -> Response:
@@ -173,8 +179,14 @@ async def login(request: Request) -> Response:
     return response
 
 
+def _bearer(credentials: Credentials) -> str | None:
+    scheme, _, token = (credentials.authorization or "").strip().partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
 async def logout(request: Request) -> Response:
-    """Ends the session; a live session must prove the request is its own (CSRF token)."""
+    """Ends the sign-in session on the server: the session cookie's, the bearer access token's,
+    and the refresh token's; a live cookie must prove the request is its own (CSRF token)."""
     authenticator = _authenticator(request)
     credentials = Credentials.from_request(request.method, request.headers, request.cookies)
     if credentials.session is not None:
@@ -185,6 +197,8 @@ async def logout(request: Request) -> Response:
             pass  # a dead session: nothing to protect, just clear the cookies
         else:
             await anyio.to_thread.run_sync(authenticator.authenticate, credentials, _now())
+    tokens = {TokenType.SESSION: credentials.session, TokenType.ACCESS: _bearer(credentials)}
+    await anyio.to_thread.run_sync(authenticator.sign_out, tokens, _now())
     presented = (await read_fields(request, optional=True)).get("refresh_token")
     if presented:
         call = functools.partial(revoke_refresh_token, authenticator.engine, presented, _now())

@@ -46,8 +46,12 @@ def list_nodes(call: Call) -> list[NodeOut]:
 
 
 def create_node(call: Call) -> NodeOut:
-    facts = Access(call).require_code(call.path["code"])
+    """A node that may query or write acts for its institution: a way into its studies."""
+    access = Access(call)
+    facts = access.require_code(call.path["code"])
     body: NodeIn = call.body
+    if body.can_query or body.can_write:
+        access.require_access(facts.pk)
     return NodeOut.model_validate(store.create_node(_engine(call), facts.pk, **body.model_dump()))
 
 
@@ -68,6 +72,8 @@ def get_node(call: Call) -> NodeOut:
 def update_node(call: Call) -> NodeOut:
     node = _node(call)
     body: NodePatch = call.body
+    if body.can_query or body.can_write:
+        Access(call).require_access(node.institution_pk)
     changes = body.model_dump(exclude_none=True)
     if "reconcile_with_pk" in body.model_fields_set:  # an explicit null stops reconciling
         changes["reconcile_with_pk"] = body.reconcile_with_pk
@@ -265,6 +271,8 @@ def create_grant(call: Call) -> GrantOut:
     except store.UnknownRecord:
         raise NotFound(f"no study {body.study_uid}") from None
     _require_owner(access, owner, f"study {body.study_uid}")
+    if owner is not None:  # a grant opens the owner's study: its own administrators decide
+        access.require_access(owner)
     recipient = access.pk_of(body.institution)
     if recipient is None:
         raise store.InvalidRecord(f"no institution {body.institution!r}")

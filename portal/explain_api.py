@@ -1,7 +1,8 @@
 """`GET /api/explain`: the decision for a user, a study and an action, with its rule chain.
 
-Administrators of the study's institution (or system administrators) may ask; for anyone else
-the study answers as if it did not exist.
+Administrators of the study's institution (or system administrators) may ask, about people of
+institutions they administer; for anyone else the study, or the person, answers as if it did
+not exist.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from foundation.errors import NotFound
 from policy.decision import Context, Resource, decide
 from policy.explain import user_principal
 from policy.roles import Action
+from policy.store import UnknownRecord
 from portal.admin_access import Access
 from portal.api_schemas import Input, Output
 from portal.openapi import Call, Operation
@@ -50,6 +52,9 @@ def explain_decision(call: Call) -> ExplainOut:
     else:
         access.require(study.institution_pk, f"study {query.study}")
     principal = user_principal(archive.engine, query.user)
+    if not access.is_system().allowed and not set(principal.memberships) & access.administered():
+        # Another institution's person answers exactly like an email nobody has.
+        raise UnknownRecord(f"no user with email {query.user!r}")
     resource = Resource.study_from_rows(
         query.study, study.institution_pk if study else None, study.grants if study else ()
     )

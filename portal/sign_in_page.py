@@ -6,7 +6,8 @@ on this site only, so the page cannot be used to send people elsewhere.
 
 from __future__ import annotations
 
-import html
+import json
+from urllib.parse import urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -36,15 +37,35 @@ document.getElementById("sign-in").addEventListener("submit", async (event) => {
 """
 
 
-def _safe_next(value: str | None) -> str:
-    """Only a path on this site: `/viewer/`, never `//evil.example` or `https://...`."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
-        return "/viewer/"
+DEFAULT_NEXT = "/viewer/"
+# Printable ASCII without the backslash: browsers drop tabs and newlines inside a URL and read
+# `\` as `/`, so `/\t/evil.example` or `/\evil.example` would leave the site.
+_PATH_CHARACTERS = frozenset(chr(code) for code in range(0x21, 0x7F)) - {"\\"}
+
+
+def safe_next(value: str | None) -> str:
+    """A path on this site, as given, or `/viewer/`: never `//host`, a scheme, or odd characters.
+
+    Decided on the server, on the value exactly as the browser would read it: one leading `/`
+    and then no second one, nothing but printable ASCII, and no scheme or host once parsed.
+    """
+    if not value or not set(value) <= _PATH_CHARACTERS:
+        return DEFAULT_NEXT
+    if not value.startswith("/") or value.startswith("//"):
+        return DEFAULT_NEXT
+    parts = urlsplit(value)
+    if parts.scheme or parts.netloc or not parts.path.startswith("/"):
+        return DEFAULT_NEXT
     return value
 
 
+def script_string(value: str) -> str:
+    """A JavaScript string literal safe inside <script>: no `</script>`, no HTML specials."""
+    literal = json.dumps(value)
+    return literal.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
 async def sign_in_page(request: Request) -> HTMLResponse:
-    target = _safe_next(request.query_params.get("next"))
-    quoted = '"' + html.escape(target, quote=True).replace("\\", "") + '"'
+    target = safe_next(request.query_params.get("next"))
     headers = {"Cache-Control": "no-store", "Content-Security-Policy": "frame-ancestors 'none'"}
-    return HTMLResponse(_PAGE.format(next=quoted), headers=headers)
+    return HTMLResponse(_PAGE.format(next=script_string(target)), headers=headers)

@@ -4,7 +4,13 @@ Functions take the SQLAlchemy engine and return detached SQLModel rows; decision
 the database themselves (casbin's adapter split).
 """
 
-from policy.store._base import DuplicateRecord, InvalidRecord, UnknownRecord, check_text
+from policy.store._base import (
+    DuplicateRecord,
+    InvalidRecord,
+    UnknownRecord,
+    check_email,
+    check_text,
+)
 from policy.store.clients import (
     IssuedToken,
     create_api_client,
@@ -43,6 +49,12 @@ from policy.store.institutions import (
     set_core_hours,
     update_institution,
 )
+from policy.store.invitations import (
+    accept_invitation,
+    decline_invitation,
+    invite,
+    list_invitations,
+)
 from policy.store.snapshot import snapshot
 from policy.store.users import (
     approve_registration,
@@ -50,6 +62,7 @@ from policy.store.users import (
     find_user,
     get_registration,
     get_user,
+    hash_new_password,
     list_memberships,
     list_registrations,
     list_users,
@@ -66,9 +79,11 @@ __all__ = [
     "InvalidRecord",
     "IssuedToken",
     "UnknownRecord",
+    "accept_invitation",
     "add_holiday",
     "add_node_permission",
     "approve_registration",
+    "check_email",
     "check_text",
     "core_hours",
     "create_api_client",
@@ -76,6 +91,7 @@ __all__ = [
     "create_institution",
     "create_node",
     "create_user",
+    "decline_invitation",
     "delete_destination_rule",
     "delete_node",
     "find_institution",
@@ -86,13 +102,16 @@ __all__ = [
     "get_node",
     "get_registration",
     "get_user",
+    "hash_new_password",
     "hash_token_secret",
+    "invite",
     "issue_api_token",
     "list_api_clients",
     "list_api_tokens",
     "list_destination_rules",
     "list_holidays",
     "list_institutions",
+    "list_invitations",
     "list_memberships",
     "list_node_permissions",
     "list_nodes",

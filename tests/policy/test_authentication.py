@@ -112,7 +112,7 @@ def test_a_deleted_users_token_is_refused(authenticator: Authenticator, archive:
     other = add_user(archive.engine, "bob@example.org")
     user = get_user(archive.engine, other)
     user.pk = 999_999
-    token = authenticator.issue_access_token(user, NOW)
+    token = authenticator.issue_access_token(user, NOW, sid="of-a-deleted-user")
     with pytest.raises(AuthenticationFailed):
         authenticator.authenticate(_bearer(token), NOW)
 
@@ -303,7 +303,7 @@ def test_session_expires(
 def test_refresh_rotates_and_reuse_revokes_the_family(archive: Archive) -> None:
     user = get_user(archive.engine, add_user(archive.engine, "ada@example.org"))
     first = issue_refresh_token(archive.engine, user, HOUR, NOW)
-    same_user, second = rotate_refresh_token(archive.engine, first, HOUR, NOW)
+    same_user, second, _ = rotate_refresh_token(archive.engine, first, HOUR, NOW)
     assert same_user.pk == user.pk and second != first
     with pytest.raises(AuthenticationFailed):  # a spent token, replayed: theft
         rotate_refresh_token(archive.engine, first, HOUR, NOW)

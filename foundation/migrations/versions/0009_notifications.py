@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "0009_notifications"
-down_revision: str | None = "0006"
+down_revision: str | None = "0006_account_security"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
