@@ -94,7 +94,7 @@ OPERATIONS: list[Operation] = [
     Operation("POST", "/jobs/{job_pk}/retry", retry_job,
               "send a parked job round again, attempts counted afresh (system)", _J, RetryIn,
               JobOut),
-    Operation("GET", "/transfers", list_transfers,
+    Operation("GET", "/oversight/transfers", list_transfers,
               "transfers from or to institutions you administer, newest first", _T,
               response=list[TransferOut], query=TransferQuery),
 ]  # fmt: skip

@@ -167,7 +167,10 @@ def build_routes(
     """One route per path (methods grouped), plus `/openapi.json` describing them all."""
     by_path: dict[str, dict[str, Operation]] = {}
     for operation in operations:
-        by_path.setdefault(operation.path, {})[operation.method] = operation
+        methods = by_path.setdefault(operation.path, {})
+        if operation.method in methods:  # two modules claiming one route: a silent override
+            raise ValueError(f"{operation.method} {operation.path} is defined twice")
+        methods[operation.method] = operation
     routes = [
         Route(path, _dispatch(methods, parameters, authenticate), methods=list(methods))
         for path, methods in by_path.items()
