@@ -15,6 +15,7 @@ from typing import Any
 from archive.outcomes import StoreOutcome
 from dimse import statuses
 from dimse.context import BridgeContext
+from ferry.errors import is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,10 @@ def store_received(
     institution_pk: int,
     expected_study_uid: str | None = None,
 ) -> StoreOutcome:
-    """The archive's outcome; disk or database trouble is a refusal, nothing half-stored."""
+    """The archive's outcome; disk or database trouble is a refusal, nothing half-stored.
+
+    A full disk answers Out of Resources (0xA700), which senders retry later.
+    """
     spooled = context.settings.spool_dir / f"dimse-{uuid.uuid4().hex}.dcm"
     try:
         _spool(event, spooled)
@@ -34,7 +38,10 @@ def store_received(
             [spooled], expected_study_uid, institution_pk=institution_pk
         )[0]
     except Exception as error:
-        log.exception("a received data set could not be stored")
+        if is_disk_full(error):
+            log.error("C-STORE refused, no space left: %s", error)
+        else:
+            log.exception("a received data set could not be stored")
         spooled.unlink(missing_ok=True)
         request = event.request
         return StoreOutcome(

@@ -24,7 +24,7 @@ from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.guard import guarded, public
 from dicomweb.routes import ROUTES
 from dicomweb.urls import DICOMWEB_PREFIX
-from ferry.database import check_database, create_database_engine, migrate
+from ferry.database import check_database_writable, create_database_engine, migrate
 from ferry.settings import Settings, load_settings
 from policy.authentication import Authenticator
 from policy.store import snapshot
@@ -47,18 +47,29 @@ def build_archive(settings: Settings) -> Archive:
     engine = create_database_engine(settings)
     migrate(engine)
     blobs = FilesystemBlobStore(settings.blob_dir, fsync=settings.blob_fsync)
-    return Archive(engine, blobs, replace_duplicates=settings.replace_duplicates)
+    return Archive(
+        engine,
+        blobs,
+        replace_duplicates=settings.replace_duplicates,
+        min_free_bytes=settings.min_free_bytes,
+    )
 
 
 async def healthz(_request: Request) -> Response:
     return JSONResponse({"status": "up"})
 
 
+def _check_ready(archive: Archive) -> None:
+    """The database takes a write, the blob store takes a write, free space is above the reserve."""
+    check_database_writable(archive.engine)
+    archive.blobs.check()
+    archive.check_free_space()
+
+
 async def readyz(request: Request) -> Response:
     archive: Archive = request.app.state.archive
     try:
-        await anyio.to_thread.run_sync(check_database, archive.engine)
-        await anyio.to_thread.run_sync(archive.blobs.check)
+        await anyio.to_thread.run_sync(_check_ready, archive)
     except Exception as error:
         log.warning("not ready: %s", error)
         return JSONResponse({"status": "not ready", "reason": type(error).__name__}, 503)

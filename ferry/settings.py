@@ -38,6 +38,13 @@ def _parse_positive(text: str) -> int:
     return value
 
 
+def _parse_size(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected a byte count of 0 or more, got {value}")
+    return value
+
+
 def _parse_ae_title(text: str) -> str:
     title = text.strip()
     if not 1 <= len(title) <= 16 or "\\" in title or not title.isprintable():
@@ -115,6 +122,7 @@ class Settings:
     public_url: str | None = None
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: int = 4 * 1024**3
+    min_free_bytes: int = 1024**3  # below it new stores are refused; reads and audit go on
     trusted_proxy: bool = False
     replace_duplicates: bool = False
     qido_max_limit: int = 1000
@@ -177,6 +185,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_PUBLIC_URL": ("public_url", _parse_url),
     "FERRY_CORS_ORIGINS": ("cors_origins", _parse_list),
     "FERRY_MAX_REQUEST_BYTES": ("max_request_bytes", _parse_positive),
+    "FERRY_MIN_FREE_BYTES": ("min_free_bytes", _parse_size),
     "FERRY_TRUSTED_PROXY": ("trusted_proxy", _parse_bool),
     "FERRY_REPLACE_DUPLICATES": ("replace_duplicates", _parse_bool),
     "FERRY_QIDO_MAX_LIMIT": ("qido_max_limit", _parse_positive),
