@@ -15,6 +15,7 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
 
     from ferry.app import build_archive, create_app
     from ferry.background import Background
+    from ferry.http_server import server_config
 
     archive = build_archive(settings)
     app = create_app(settings, archive)
@@ -31,14 +32,13 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     print(f"  Health:   {base}/healthz  {base}/readyz", flush=True)
     background.start()
     try:
-        uvicorn.run(
+        config = server_config(
             app,
-            host=settings.http_host,
-            port=settings.http_port,
+            settings,
             log_level=settings.log_level,
-            http="httptools",
             timeout_graceful_shutdown=10,
         )
+        uvicorn.Server(config).run()
     finally:
         background.stop()
     return 0

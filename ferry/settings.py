@@ -93,6 +93,8 @@ class Settings:
     database_url: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 8042
+    http_header_timeout: int = 10  # seconds a client has to send a request's headers
+    http_max_header_bytes: int = 64 * 1024  # request line and headers; more answers 431
     dicom_port: int = 11112  # 0: no DIMSE listener
     dicom_ae_title: str = "FERRY"
     dicom_host: str = ""  # empty: the HTTP host
@@ -164,6 +166,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_DATABASE_URL": ("database_url", str),
     "FERRY_HTTP_HOST": ("http_host", str),
     "FERRY_HTTP_PORT": ("http_port", _parse_port),
+    "FERRY_HTTP_HEADER_TIMEOUT": ("http_header_timeout", _parse_positive),
+    "FERRY_HTTP_MAX_HEADER_BYTES": ("http_max_header_bytes", _parse_positive),
     "FERRY_DICOM_PORT": ("dicom_port", _parse_port),
     "FERRY_DICOM_AE_TITLE": ("dicom_ae_title", _parse_ae_title),
     "FERRY_DICOM_HOST": ("dicom_host", str),
