@@ -120,7 +120,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self.loop.call_later(_LINGER_SECONDS, self.transport.close)
 
     def _peer(self) -> str:
-        return "%s:%d" % self.client if self.client else "unknown client"
+        return f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
 
 
 def protocol_for(settings: Settings) -> type[LimitedHttpToolsProtocol]:
