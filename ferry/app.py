@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
 from archive.blobstore import FilesystemBlobStore
@@ -23,7 +23,7 @@ from dicomweb._recent_views import RecentViews
 from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.guard import guarded, public
 from dicomweb.routes import ROUTES
-from dicomweb.urls import DICOMWEB_PREFIX
+from dicomweb.urls import DICOMWEB_PREFIX, public_base
 from ferry.database import check_database_writable, create_database_engine, migrate
 from ferry.settings import Settings, load_settings
 from policy.authentication import Authenticator
@@ -53,6 +53,12 @@ def build_archive(settings: Settings) -> Archive:
         replace_duplicates=settings.replace_duplicates,
         min_free_bytes=settings.min_free_bytes,
     )
+
+
+async def home(request: Request) -> Response:
+    """Until the portal has a home page, people who open Ferry's address are sent to sign in."""
+    base = public_base(request, request.app.state.settings).removesuffix(DICOMWEB_PREFIX)
+    return RedirectResponse(f"{base}/auth/login", status_code=302)
 
 
 async def healthz(_request: Request) -> Response:
@@ -108,6 +114,7 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
+            Route("/", public(home)),
             Route("/healthz", public(healthz)),
             Route("/readyz", public(readyz)),
             Route(

@@ -53,7 +53,7 @@ def test_every_route_is_guarded_or_explicitly_public(server: RunningServer) -> N
     describing = [
         p for p, capability in public if capability and capability.service == "Capabilities"
     ]
-    assert sorted(p for p, _ in public if p not in describing) == ["/healthz", "/readyz"]
+    assert sorted(p for p, _ in public if p not in describing) == ["/", "/healthz", "/readyz"]
     assert {"/dicom-web", "/dicom-web/", "/dicom-web/studies/{study}"} <= set(describing)
 
 
