@@ -12,7 +12,7 @@ import anyio
 from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from archive import transcoding
 from archive.blobstore import CHUNK_SIZE, BlobStore
@@ -26,6 +26,7 @@ from dicomweb.multipart import (
     multipart_length,
     new_boundary,
 )
+from dicomweb.streaming import PrimedStreamingResponse
 from dicomweb.urls import path_uid, public_base
 from ferry.errors import InvalidQuery, NotAcceptable
 from ferry.settings import Settings
@@ -229,7 +230,7 @@ async def retrieve_instances(request: Request) -> Response:
         parts = [(_part_type(i.transfer_syntax_uid), i.size) for i in instances]
         headers["Content-Length"] = str(multipart_length(parts, boundary))
     # Otherwise transcoded sizes are unknown until made: the body goes out chunked.
-    return StreamingResponse(
+    return PrimedStreamingResponse(
         iter_coalesced(
             iter_multipart_related(_iter_parts(archive.blobs, instances, targets), boundary)
         ),

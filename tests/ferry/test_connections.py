@@ -13,12 +13,14 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from dicomweb_client.api import DICOMwebClient
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from archive.store import Archive
 from ferry.settings import Settings
+from tests import factories
 from tests.conftest import RunningServer, run_server
 
 SLOW_CLIENTS = 50
@@ -157,3 +159,49 @@ def test_oversized_headers_answer_431(strict_server: RunningServer) -> None:
         assert closed_by_server(connection)
     ordinary = httpx.get(f"{strict_server.base_url}/healthz", headers={"X-Fine": "c" * 4000})
     assert ordinary.status_code == 200
+
+
+def _two_slice_study(server: RunningServer) -> tuple[str, list[str]]:
+    """A study of two instances, each larger than the first piece WADO-RS sends (1 MiB);
+    their blob keys in the order WADO-RS sends them."""
+    first = factories.ct_slice(768, 768, InstanceNumber=1)
+    second = factories.ct_slice(
+        768,
+        768,
+        InstanceNumber=2,
+        StudyInstanceUID=first.StudyInstanceUID,
+        SeriesInstanceUID=first.SeriesInstanceUID,
+    )
+    DICOMwebClient(server.dicomweb_url, headers=server.headers).store_instances([first, second])
+    stored = server.archive.find_instances(first.StudyInstanceUID)
+    return first.StudyInstanceUID, [instance.blob_key for instance in stored]
+
+
+def _lose_blob(server: RunningServer, key: str) -> None:
+    (server.settings.blob_dir / key).unlink()
+
+
+def test_a_stream_that_cannot_begin_is_a_complete_500(server: RunningServer) -> None:
+    study, keys = _two_slice_study(server)
+    _lose_blob(server, keys[0])
+    with socket.create_connection(("127.0.0.1", server.settings.http_port)) as connection:
+        connection.settimeout(30)
+        accept = 'Accept: multipart/related; type="application/dicom"; transfer-syntax=*\r\n'
+        connection.sendall(request(f"/dicom-web/studies/{study}", server, accept))
+        answer = read_answer(connection)
+        assert answer.status == 500
+        assert answer.headers["connection"] == "close"
+        assert closed_by_server(connection)
+
+
+def test_a_stream_that_fails_midway_is_visibly_cut_short(server: RunningServer) -> None:
+    study, keys = _two_slice_study(server)
+    _lose_blob(server, keys[1])
+    accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+    with pytest.raises(httpx.RemoteProtocolError):  # never a short body that looks whole
+        httpx.get(
+            f"{server.dicomweb_url}/studies/{study}",
+            headers={"Accept": accept, **server.headers},
+            timeout=30,
+        )
+    assert httpx.get(f"{server.base_url}/healthz").status_code == 200
