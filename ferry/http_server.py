@@ -53,8 +53,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return  # lingering: read and drop until the close
+        began_before = self._message_started
         super().data_received(data)
-        if self._awaiting_headers:  # counted after parsing: a message may begin in this chunk
+        # A chunk in which a message began may also end the previous one's body: only later
+        # chunks are counted whole (a finished head is measured exactly when it completes).
+        if self._awaiting_headers and began_before:
             self._header_bytes += len(data)
             if self._header_bytes > self.max_header_bytes:
                 self._refuse(431, "request headers too large")
