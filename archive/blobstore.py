@@ -8,11 +8,13 @@ import ctypes.util
 import hashlib
 import os
 import secrets
+import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
 CHUNK_SIZE = 1024 * 1024
+_PROBE_SIZE = 64 * 1024
 _SYNCFS_BATCH = 8  # from this many files on, one syncfs beats one fsync each
 
 
@@ -29,6 +31,7 @@ class BlobStore(Protocol):
     def delete(self, keys: Iterable[str]) -> None: ...
     def iter_keys(self) -> Iterator[str]: ...
     def check(self) -> None: ...
+    def free_bytes(self) -> int: ...
 
 
 def _load_syncfs() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
@@ -135,8 +138,14 @@ class FilesystemBlobStore:
     def iter_spooled(self) -> Iterator[Path]:
         yield from self.spool_dir.iterdir()
 
+    def free_bytes(self) -> int:
+        """Space an unprivileged writer may still use on the store's filesystem."""
+        return shutil.disk_usage(self.root).free
+
     def check(self) -> None:
-        """Readiness: the folder exists and is writable."""
+        """Readiness: the folder exists and takes a small write (a full disk does not)."""
         probe = self.spool_dir / f".ready-{secrets.token_hex(4)}"
-        probe.write_bytes(b"")
-        probe.unlink()
+        try:
+            probe.write_bytes(bytes(_PROBE_SIZE))
+        finally:
+            probe.unlink(missing_ok=True)

@@ -23,7 +23,13 @@ from archive.blobstore import BlobStore
 from archive.models import Instance, Patient, Series, Study, StudyGrant
 from archive.outcomes import StoreOutcome
 from archive.parse import InvalidInstance, ParsedInstance, read_received
-from foundation.errors import InstanceNotFound, SeriesNotFound, StudyNotFound
+from foundation.errors import (
+    InstanceNotFound,
+    InsufficientStorage,
+    SeriesNotFound,
+    StudyNotFound,
+    is_disk_full,
+)
 
 log = logging.getLogger(__name__)
 _DIFFERENT_CONTENT = "an instance with this SOP Instance UID and different content is stored"
@@ -63,16 +69,34 @@ class StudyAccess:
 
 
 class Archive:
-    def __init__(self, engine: Engine, blobs: BlobStore, *, replace_duplicates: bool) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        blobs: BlobStore,
+        *,
+        replace_duplicates: bool,
+        min_free_bytes: int = 0,
+    ) -> None:
         self.engine = engine
         self.blobs = blobs
         self.replace_duplicates = replace_duplicates
+        # The reserve left for reads, audit and the database: new instances stop before it.
+        self.min_free_bytes = min_free_bytes
         # SQLite has one writer; queueing here beats its busy handler's sleeps under load.
         self._write_lock: AbstractContextManager[object] = (
             threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
         )
 
     # -- store ---------------------------------------------------------------------------
+
+    def check_free_space(self) -> None:
+        """InsufficientStorage when free space is below the reserve (FERRY_MIN_FREE_BYTES)."""
+        free = self.blobs.free_bytes()
+        if free < self.min_free_bytes:
+            raise InsufficientStorage(
+                f"not enough free storage: {free} bytes free, {self.min_free_bytes} kept in "
+                "reserve; new instances are refused until space is freed"
+            )
 
     def prepare(self, path: Path) -> Prepared | StoreOutcome:
         """Everything before disk and index: parse, check, DICOM JSON, index rows.
@@ -122,6 +146,7 @@ class Archive:
         ]
         work = [(n, p) for n, p in enumerate(prepared) if isinstance(p, Prepared)]
         try:
+            work = self._within_reserve(work, results)
             if expected_study_uid:
                 work = self._other_studies(work, expected_study_uid, results)
             work = self._owned_elsewhere(work, institution_pk, results)
@@ -132,6 +157,23 @@ class Archive:
             for _, item in work:  # whatever was not renamed into the store is removed
                 item.parsed.path.unlink(missing_ok=True)
         return [r for r in results if r is not None]
+
+    def _within_reserve(
+        self, work: list[tuple[int, Prepared]], results: list[StoreOutcome | None]
+    ) -> list[tuple[int, Prepared]]:
+        """Spooled parts already use their space: below the reserve, none of them is kept."""
+        if not work:
+            return work
+        try:
+            self.check_free_space()
+        except InsufficientStorage as refusal:
+            log.warning("store refused: %s", refusal)
+            for position, item in work:
+                item.parsed.path.unlink(missing_ok=True)
+                message = "storage below its reserve of free space"
+                results[position] = _failed(item.parsed, outcomes.OUT_OF_RESOURCES, message)
+            return []
+        return work
 
     def _other_studies(
         self, work: list[tuple[int, Prepared]], study: str, results: list[StoreOutcome | None]
@@ -235,13 +277,13 @@ class Archive:
             self.blobs.store(moves)
             old_keys, inserted = self._commit(work, replacing)
         except Exception as error:  # disk full, database gone: nothing is indexed
-            log.exception("store failed")
             self.blobs.delete(key for _, key in moves)
-            reason = (
-                outcomes.OUT_OF_RESOURCES
-                if isinstance(error, OSError)
-                else (outcomes.PROCESSING_FAILURE)
-            )
+            if is_disk_full(error):
+                log.error("store failed, no space left: %s", error)
+            else:
+                log.exception("store failed")
+            full = is_disk_full(error) or isinstance(error, OSError)
+            reason = outcomes.OUT_OF_RESOURCES if full else outcomes.PROCESSING_FAILURE
             for position, item in work:
                 results[position] = _failed(item.parsed, reason, "could not store")
             return

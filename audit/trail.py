@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -19,8 +20,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy.exc import SQLAlchemyError
 
 from audit.models import GENESIS_HASH, HEAD_PK, AuditChainHead, AuditEvent, Outcome
+from foundation.errors import AuditUnavailable
+
+log = logging.getLogger(__name__)
 
 DETAIL_MAX_CHARS = 4000
 CHAIN_FIELDS = (
@@ -100,15 +105,27 @@ class ChainHead:
 
 
 def record(engine: Engine, event: AuditRecord) -> None:
-    """Append one event; raises only if the database is unreachable or the input is malformed."""
+    """Append one event; AuditUnavailable when it cannot be written, ValueError if malformed."""
     record_many(engine, (event,))
 
 
 def record_many(engine: Engine, events: Sequence[AuditRecord]) -> None:
-    """Append events in order, in one transaction: one INSERT (executemany) and one head update."""
+    """Append events in order, in one transaction: one INSERT (executemany) and one head update.
+
+    The caller must not go on with what it audits when this raises AuditUnavailable.
+    """
     rows = [_row_values(event) for event in events]
     if not rows:
         return
+    try:
+        _append(engine, rows)
+    except (SQLAlchemyError, OSError) as error:
+        cause = getattr(error, "orig", None) or error
+        log.error("audit trail not writable, refusing %s: %s", events[0].action, cause)
+        raise AuditUnavailable("the audit trail cannot be written; try again later") from error
+
+
+def _append(engine: Engine, rows: list[dict[str, Any]]) -> None:
     with _appending(engine) as connection:
         head = _lock_head(connection)
         last_hash = head.hash
@@ -203,10 +220,11 @@ def _appending(engine: Engine) -> Iterator[Connection]:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
         try:
             yield connection
+            connection.exec_driver_sql("COMMIT")
         except BaseException:
-            connection.exec_driver_sql("ROLLBACK")
+            if connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
+                connection.exec_driver_sql("ROLLBACK")
             raise
-        connection.exec_driver_sql("COMMIT")
 
 
 def _lock_head(connection: Connection) -> ChainHead:

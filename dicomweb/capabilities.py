@@ -1,5 +1,8 @@
 """Retrieve Capabilities: a WADL of the routes Ferry really serves (PS3.18 8.9, Annex H).
 
+OPTIONS on the service describes every resource; OPTIONS on any other resource describes that
+one, with its methods in the `Allow` header (RFC 9110 10.2.1).
+
 The document is generated from the application's route table on each request, so it cannot
 list a resource that is not routed, or miss one that is. What a route's table entry cannot say
 (media types, query parameters) comes from a `Capability` the endpoint declares with
@@ -249,6 +252,57 @@ def _negotiate(request: Request) -> str:
         if media.essence == JSON:
             return JSON
     raise NotAcceptable(f"capabilities are available as {WADL} or {JSON}")
+
+
+def _node_at(tree: _Resource, path: str) -> _Resource:
+    node = tree
+    for segment in filter(None, _template(path).split("/")):
+        node = node.children[segment]
+    return node
+
+
+def _allow(node: _Resource) -> str:
+    names = [method.name for method in node.methods]
+    if "GET" in names:
+        names.append("HEAD")  # Starlette answers HEAD wherever GET is routed
+    return ", ".join(sorted(set(names) | {"OPTIONS"}))
+
+
+def _render_one(node: _Resource, path: str, base: str, media_type: str) -> bytes:
+    """The document for one resource: its methods under its full URI template."""
+    template = _template(path).strip("/")
+    if media_type == JSON:
+        methods = [_json_method(m) for m in node.methods]
+        resources = [{"path": "/" + template, "methods": methods}]
+        return orjson.dumps({"base": base, "resources": resources})
+    application = ET.Element("application", xmlns=WADL_NAMESPACE)
+    application.set("xmlns:xsd", XSD_NAMESPACE)
+    resources = ET.SubElement(application, "resources", base=base + "/")
+    element = ET.SubElement(resources, "resource", path=template)
+    for name in re.findall(r"{(\w+)}", template):
+        attributes = {"name": name, "style": "template", "type": "xsd:string"}
+        ET.SubElement(element, "param", attributes, required="true")
+    for method in node.methods:
+        _wadl_method(element, method)
+    ET.indent(application)
+    return ET.tostring(application, encoding="utf-8", xml_declaration=True)
+
+
+def resource_capabilities(path: str) -> Callable[[Request], Any]:
+    """The OPTIONS endpoint of the resource routed at `path` (PS3.18 8.9).
+
+    It describes the resource, not a study: it answers alike whether a study exists or not.
+    """
+
+    @declare(Capability("Capabilities", produces=(WADL, JSON)))
+    async def retrieve_capabilities(request: Request) -> Response:
+        media_type = _negotiate(request)
+        base = public_base(request, request.app.state.settings)
+        node = _node_at(build_tree(request.app.routes), path)
+        body = _render_one(node, path, base, media_type)
+        return Response(body, media_type=media_type, headers={"Allow": _allow(node)})
+
+    return retrieve_capabilities
 
 
 @declare(Capability("Capabilities", produces=(WADL, JSON)))

@@ -23,6 +23,8 @@ HTTP_STATUS: dict[type[errors.FerryError], int] = {
     errors.AuthenticationFailed: 401,
     errors.Forbidden: 403,
     errors.Conflict: 409,
+    errors.InsufficientStorage: 507,  # RFC 4918 11.5
+    errors.ServiceUnavailable: 503,
 }
 
 
@@ -43,6 +45,8 @@ async def handle_ferry_error(_request: Request, error: Exception) -> Response:
     response = error_response(status_for(error), str(error))
     if response.status_code == 401:  # RFC 6750 section 3: say how to authenticate
         response.headers["WWW-Authenticate"] = 'Bearer realm="ferry"'
+    if isinstance(error, errors.ServiceUnavailable):  # RFC 9110 10.2.3
+        response.headers["Retry-After"] = str(error.retry_after)
     return response
 
 
@@ -52,8 +56,16 @@ async def handle_http_exception(_request: Request, error: Exception) -> Response
 
 
 async def handle_unexpected(request: Request, error: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path)
-    return error_response(500, "internal error; the event is logged")
+    """A complete 500 that says the connection ends: Starlette re-raises the error after it,
+    and the server then closes the connection, which a client must know before reusing it."""
+    if errors.is_disk_full(error):  # a disk-full path not yet named where it happened
+        log.error("no space left on %s %s: %s", request.method, request.url.path, error)
+        response = await handle_ferry_error(request, errors.StorageFull("storage is full"))
+    else:
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        response = error_response(500, "internal error; the event is logged")
+    response.headers["Connection"] = "close"
+    return response
 
 
 EXCEPTION_HANDLERS = {

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from archive.blobstore import BlobStore
 from archive.bulkdata import BulkValue, iter_bulk_value, locate_bulk_value, parse_bulk_path
@@ -40,6 +40,7 @@ from dicomweb.media import InvalidMediaType, MediaRange, accept_header, parse_ac
 from dicomweb.multipart import iter_multipart_related, multipart_length, new_boundary
 from dicomweb.pixelmedia import OCTET_STREAM, FrameRepresentation, negotiate_frames
 from dicomweb.ranges import RangeNotSatisfiable, parse_range
+from dicomweb.streaming import PrimedStreamingResponse
 from dicomweb.urls import path_uid
 from ferry.settings import Settings
 from foundation.errors import InvalidQuery, NotAcceptable, NotFound
@@ -138,7 +139,7 @@ def _frames_response(
     if not representation.decode:
         sizes = [(representation.content_type, location.length) for location in locations]
         headers["Content-Length"] = str(multipart_length(sizes, boundary))
-    return StreamingResponse(
+    return PrimedStreamingResponse(
         _coalesce(iter_multipart_related(parts, boundary)),
         media_type=f'multipart/related; type="{representation.media_type}"; boundary={boundary}',
         headers=headers,
@@ -209,7 +210,7 @@ def _single_part(
     headers = {"Content-Length": str(end - start), "Accept-Ranges": "bytes"}
     if wanted:
         headers["Content-Range"] = wanted.content_range
-    return StreamingResponse(
+    return PrimedStreamingResponse(
         _coalesce(_iter_value(blobs, key, value, start, end)),
         status_code=206 if wanted else 200,
         media_type=content_type,
@@ -314,7 +315,7 @@ def _one_part(
     boundary = new_boundary()
     parts = [(content_type, _iter_value(blobs, key, value, 0, value.length))]
     length = multipart_length([(content_type, value.length)], boundary)
-    return StreamingResponse(
+    return PrimedStreamingResponse(
         _coalesce(iter_multipart_related(parts, boundary)),
         media_type=f'multipart/related; type="{multipart_type}"; boundary={boundary}',
         headers={"Content-Length": str(length)},
@@ -325,9 +326,9 @@ def _one_stream(
     chunks: Iterable[bytes], representation: FrameRepresentation, *, multipart: bool
 ) -> Response:
     if not multipart:
-        return StreamingResponse(_coalesce(chunks), media_type=representation.content_type)
+        return PrimedStreamingResponse(_coalesce(chunks), media_type=representation.content_type)
     boundary = new_boundary()
-    return StreamingResponse(
+    return PrimedStreamingResponse(
         _coalesce(iter_multipart_related([(representation.content_type, chunks)], boundary)),
         media_type=f'multipart/related; type="{representation.media_type}"; boundary={boundary}',
     )

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 import anyio
 from pydicom.datadict import dictionary_VR
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from archive.dicomjson import tag_of
 from archive.levels import Level
@@ -22,6 +22,7 @@ from archive.search import (
     search,
 )
 from dicomweb.media import InvalidMediaType, accept_header, parse_accept
+from dicomweb.streaming import PrimedStreamingResponse
 from dicomweb.urls import path_uid, public_base
 from dicomweb.warning import warning_header
 from ferry.settings import Settings
@@ -170,7 +171,7 @@ async def _search(request: Request, level: Level) -> Response:
             "Additional results can be requested."
         )
     headers = {"Warning": warning_header(warnings)} if warnings else {}
-    return StreamingResponse(
+    return PrimedStreamingResponse(
         iter_json_array(result.documents), media_type="application/dicom+json", headers=headers
     )
 

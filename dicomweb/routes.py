@@ -28,8 +28,7 @@ _frames = guarded(Action.READ_PIXELS, pixels.retrieve_frames)
 _rendered = guarded(Action.READ_PIXELS, rendered.retrieve_rendered)
 _thumbnail = guarded(Action.READ_PIXELS, rendered.retrieve_thumbnail)
 
-ROUTES = [
-    Route("/", public(capabilities.retrieve_capabilities), methods=["GET", "OPTIONS"]),
+_SERVICE_ROUTES = [
     Route("/studies", _search_studies, methods=["GET"]),
     Route("/studies", _store, methods=["POST"]),
     Route("/series", _search_series, methods=["GET"]),
@@ -57,4 +56,20 @@ ROUTES = [
     Route(SERIES + "/thumbnail", _thumbnail, methods=["GET"]),
     Route(INSTANCE + "/thumbnail", _thumbnail, methods=["GET"]),
     Route(INSTANCE + "/frames/{frames}/thumbnail", _thumbnail, methods=["GET"]),
+]
+
+
+def _options_routes(routes: list[Route]) -> list[Route]:
+    """OPTIONS on every resource: its capabilities and an `Allow` header (PS3.18 8.9)."""
+    paths = dict.fromkeys(route.path for route in routes)
+    return [
+        Route(path, public(capabilities.resource_capabilities(path)), methods=["OPTIONS"])
+        for path in paths
+    ]
+
+
+ROUTES = [
+    Route("/", public(capabilities.retrieve_capabilities), methods=["GET", "OPTIONS"]),
+    *_SERVICE_ROUTES,
+    *_options_routes(_SERVICE_ROUTES),
 ]

@@ -11,7 +11,7 @@ import orjson
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from archive.outcomes import CANNOT_UNDERSTAND, StoreOutcome
+from archive.outcomes import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, StoreOutcome
 from archive.store import Archive, Prepared
 from dicomweb.media import InvalidMediaType, parse_content_type
 from dicomweb.multipart import MalformedMultipart, ReceivedPart, RelatedPartsReader
@@ -21,7 +21,13 @@ from exchange.models import Transfer
 from exchange.parties import Actor
 from exchange.sending import add_studies, open_draft
 from ferry.settings import Settings
-from foundation.errors import BadRequestBody, PayloadTooLarge, UnsupportedMediaType
+from foundation.errors import (
+    BadRequestBody,
+    PayloadTooLarge,
+    StorageFull,
+    UnsupportedMediaType,
+    is_disk_full,
+)
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +105,7 @@ async def _receive(request: Request, settings: Settings, archive: Archive) -> _I
     """Spool and prepare every part as it arrives; nothing bigger than a MiB sits in memory."""
     limit = settings.max_request_bytes
     _check_declared_length(request, limit)
+    archive.check_free_space()  # below the reserve nothing new is taken, not even spooled
     boundary = _boundary(request)
     try:
         reader = RelatedPartsReader(boundary, settings.spool_dir, max_part_bytes=limit)
@@ -125,6 +132,12 @@ async def _receive(request: Request, settings: Settings, archive: Archive) -> _I
     except MalformedMultipart as error:
         intake.discard()
         raise BadRequestBody(f"malformed multipart body: {error}") from None
+    except OSError as error:
+        intake.discard()
+        if not is_disk_full(error):
+            raise
+        log.error("STOW-RS refused, no space left to spool the request: %s", error)
+        raise StorageFull("no space left to receive the request; try again later") from None
     except BaseException:
         intake.discard()
         raise
@@ -228,6 +241,10 @@ async def store_instances(request: Request) -> Response:
     outcomes = await anyio.to_thread.run_sync(
         archive.store_prepared, intake.items, study, institution
     )
+    if outcomes and all(o.failure_reason == OUT_OF_RESOURCES for o in outcomes):
+        # Nothing could be kept, for want of space alone: the whole request may be retried.
+        archive.check_free_space()  # below the reserve: 507
+        raise StorageFull("no space left to store the request; try again later")
     if transfer is not None:
         stored = [o.study_instance_uid for o in outcomes if o.stored]
         await anyio.to_thread.run_sync(add_studies, archive.engine, transfer, stored)

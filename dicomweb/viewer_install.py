@@ -79,8 +79,14 @@ def install_viewer(
     base_path: str,
     npm: str | None = None,
     progress: Callable[[str], None] = lambda _message: None,
+    package: str = f"{OHIF_PACKAGE}@{OHIF_VERSION}",
 ) -> ViewerInstall:
-    """Fetch, unpack and relocate OHIF into root/<version>; nothing to do if already there."""
+    """Fetch, unpack and relocate OHIF into root/<version>; nothing to do if already there.
+
+    `package` is what `npm pack` is given: the pinned release, or a local folder or tarball
+    of it (an offline install). `root` may be relative (the default data folder is `var`).
+    """
+    root = root.resolve()  # npm runs in another folder: a relative path would mean another place
     folder = root / OHIF_VERSION
     if installed_viewer(root, base_path) is not None:
         return ViewerInstall(folder, base_path, fetched=False)
@@ -88,11 +94,11 @@ def install_viewer(
     if npm is None:
         raise ViewerInstallError(NPM_MISSING)
     root.mkdir(parents=True, exist_ok=True)
-    progress(f"fetching {OHIF_PACKAGE}@{OHIF_VERSION} (about 50 MB) with {npm} ...")
+    progress(f"fetching {package} (about 50 MB) with {npm} ...")
     # Staged next to the target, so that the final step is a rename on one filesystem.
     with tempfile.TemporaryDirectory(dir=root, prefix=".install-") as work:
         staged = Path(work) / "dist"
-        unpack_dist(fetch_package(npm, Path(work)), staged)
+        unpack_dist(fetch_package(npm, Path(work), package), staged)
         relocate(staged, base_path)
         marker = {"package": OHIF_PACKAGE, "version": OHIF_VERSION, "base_path": base_path}
         (staged / MARKER).write_text(json.dumps(marker))
@@ -102,9 +108,14 @@ def install_viewer(
     return ViewerInstall(folder, base_path, fetched=True)
 
 
-def fetch_package(npm: str, into: Path) -> Path:
-    """`npm pack` the pinned release into `into`; it uses the user's npm registry settings."""
-    command = [npm, "pack", f"{OHIF_PACKAGE}@{OHIF_VERSION}", "--pack-destination", str(into)]
+def fetch_package(npm: str, into: Path, package: str) -> Path:
+    """`npm pack` the package into `into`; it uses the user's npm registry settings.
+
+    npm runs inside `into` and reads `--pack-destination` relative to there, so it is given
+    an absolute path (a relative one would be doubled: var/viewer/.install-x/var/viewer/...).
+    """
+    into = into.resolve()
+    command = [npm, "pack", package, "--pack-destination", str(into)]
     try:
         result = subprocess.run(command, cwd=into, capture_output=True, text=True, timeout=900)
     except (OSError, subprocess.TimeoutExpired) as error:
@@ -113,7 +124,7 @@ def fetch_package(npm: str, into: Path) -> Path:
     if result.returncode != 0 or len(tarballs) != 1:
         detail = (result.stderr or result.stdout).strip().splitlines()[-3:]
         raise ViewerInstallError(
-            f"`npm pack {OHIF_PACKAGE}@{OHIF_VERSION}` failed (is the npm registry "
+            f"`npm pack {package}` failed (is the npm registry "
             f"reachable?): {' / '.join(detail) or f'exit status {result.returncode}'}"
         )
     return tarballs[0]

@@ -10,9 +10,9 @@ from tempfile import SpooledTemporaryFile
 
 import anyio
 from pydicom.errors import InvalidDicomError
-from pydicom.uid import UID
+from pydicom.uid import UID, ExplicitVRLittleEndian
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from archive import transcoding
 from archive.blobstore import CHUNK_SIZE, BlobStore
@@ -26,6 +26,7 @@ from dicomweb.multipart import (
     multipart_length,
     new_boundary,
 )
+from dicomweb.streaming import PrimedStreamingResponse
 from dicomweb.urls import path_uid, public_base
 from ferry.settings import Settings
 from foundation.errors import InvalidQuery, NotAcceptable
@@ -53,11 +54,18 @@ def _wants_dicom(media: MediaRange) -> bool:
     return part_type is None or part_type.lower() == DICOM
 
 
+# Stands for "no transfer-syntax parameter": Explicit VR Little Endian, the default of
+# application/dicom (PS3.18 8.7.3.5.2, since 2016c), for each instance that can be made so.
+DEFAULT_SYNTAX = "default"
+Targets = dict[str, str]  # SOP Instance UID -> the transfer syntax it is sent in
+
+
 def _acceptable_syntaxes(ranges: list[MediaRange]) -> tuple[list[str | None], list[str]]:
     """Transfer syntaxes the client takes, most preferred first; None stands for "as stored".
 
-    A value that is not a transfer syntax UID is ignored, as PS3.18 8.7.7 says of any invalid
-    or unsupported Accept value; it is named in the 406 if nothing else is left.
+    `*/*` and `multipart/*` take any representation, so what is stored. A value that is not a
+    transfer syntax UID is ignored, as PS3.18 8.7.7 says of any invalid or unsupported Accept
+    value; it is named in the 406 if nothing else is left.
     """
     choices: list[str | None] = []
     ignored: list[str] = []
@@ -65,8 +73,10 @@ def _acceptable_syntaxes(ranges: list[MediaRange]) -> tuple[list[str | None], li
         if not _wants_dicom(media):
             continue
         syntax = media.param("transfer-syntax")
-        if syntax is None or syntax == _ANY_TRANSFER_SYNTAX:
+        if syntax == _ANY_TRANSFER_SYNTAX or media.essence != "multipart/related":
             choices.append(None)
+        elif syntax is None:
+            choices.append(DEFAULT_SYNTAX)
         elif UID(syntax).is_valid and UID(syntax).is_transfer_syntax:
             choices.append(syntax)
         else:
@@ -78,12 +88,14 @@ def negotiate_transfer_syntax(
     ranges: list[MediaRange],
     instances: list[StoredInstance],
     read_pixels: Callable[[StoredInstance], PixelDescription],
-) -> str | None:
-    """The first acceptable transfer syntax every instance can be sent in; None is "as stored".
+) -> Targets:
+    """The transfer syntax each instance is sent in, from the first acceptable choice.
 
-    Without a transfer-syntax parameter Ferry sends what is stored, as `*` does: PS3.18 would
-    default to Explicit VR Little Endian, and lossy-stored pixels may stay as they are anyway
-    (8.7.3.4). Headers are read only where a codec's limits could matter.
+    A named transfer syntax must be producible for every instance, or the next choice is
+    tried (406 when none is left). The default, Explicit VR Little Endian, is sent wherever
+    it can be produced; an instance that cannot be decoded (a video, a codec Ferry lacks)
+    goes as stored, its part's Content-Type saying so. Headers are read only where a
+    codec's limits could matter.
     """
     choices, ignored = _acceptable_syntaxes(ranges)
     if not choices and not ignored:
@@ -92,12 +104,31 @@ def negotiate_transfer_syntax(
     headers: dict[str, PixelDescription] = {}
     for choice in choices:
         if choice is None:
-            return None
+            return {i.sop_instance_uid: i.transfer_syntax_uid for i in instances}
+        if choice == DEFAULT_SYNTAX:
+            return _default_targets(instances, headers, read_pixels)
         refusal = _first_refusal(choice, instances, headers, read_pixels)
         if refusal is None:
-            return choice
+            return {i.sop_instance_uid: choice for i in instances}
         refusals.append(f"{choice}: {refusal}")
     raise NotAcceptable("no acceptable transfer syntax can be produced: " + "; ".join(refusals))
+
+
+def _default_targets(
+    instances: list[StoredInstance],
+    headers: dict[str, PixelDescription],
+    read_pixels: Callable[[StoredInstance], PixelDescription],
+) -> Targets:
+    targets: Targets = {}
+    for instance in instances:
+        refusal = _refusal(ExplicitVRLittleEndian, instance, headers, read_pixels)
+        if refusal is not None:
+            log.info("%s sent as stored: %s", instance.sop_instance_uid, refusal)
+        explicit = refusal is None
+        targets[instance.sop_instance_uid] = (
+            ExplicitVRLittleEndian if explicit else instance.transfer_syntax_uid
+        )
+    return targets
 
 
 def _first_refusal(
@@ -107,16 +138,29 @@ def _first_refusal(
     read_pixels: Callable[[StoredInstance], PixelDescription],
 ) -> str | None:
     for instance in instances:
-        stored = instance.transfer_syntax_uid
-        if stored == target or {stored, target} <= transcoding.NATIVE:
-            continue
-        key = instance.sop_instance_uid
-        if key not in headers:
-            headers[key] = read_pixels(instance)
-        reason = transcoding.reason_not_producible(stored, target, headers[key])
+        reason = _refusal(target, instance, headers, read_pixels)
         if reason is not None:
-            return f"instance {key} is stored as {UID(stored).name} ({stored}); {reason}"
+            stored = instance.transfer_syntax_uid
+            return (
+                f"instance {instance.sop_instance_uid} is stored as {UID(stored).name} "
+                f"({stored}); {reason}"
+            )
     return None
+
+
+def _refusal(
+    target: str,
+    instance: StoredInstance,
+    headers: dict[str, PixelDescription],
+    read_pixels: Callable[[StoredInstance], PixelDescription],
+) -> str | None:
+    stored = instance.transfer_syntax_uid
+    if stored == target or {stored, target} <= transcoding.NATIVE:
+        return None
+    key = instance.sop_instance_uid
+    if key not in headers:
+        headers[key] = read_pixels(instance)
+    return transcoding.reason_not_producible(stored, target, headers[key])
 
 
 def _read_pixels(blobs: BlobStore, instance: StoredInstance) -> PixelDescription:
@@ -127,8 +171,8 @@ def _read_pixels(blobs: BlobStore, instance: StoredInstance) -> PixelDescription
         return PixelDescription(has_pixel_data=True)
 
 
-def _sent_syntax(instance: StoredInstance, target: str | None) -> str:
-    return instance.transfer_syntax_uid if target is None else target
+def _sent_syntax(instance: StoredInstance, targets: Targets) -> str:
+    return targets[instance.sop_instance_uid]
 
 
 def _part_type(transfer_syntax: str) -> str:
@@ -152,10 +196,10 @@ def _iter_transcoded(blobs: BlobStore, instance: StoredInstance, target: str) ->
 
 
 def _iter_parts(
-    blobs: BlobStore, instances: list[StoredInstance], target: str | None
+    blobs: BlobStore, instances: list[StoredInstance], targets: Targets
 ) -> Iterator[tuple[str, Iterator[bytes]]]:
     for instance in instances:
-        syntax = _sent_syntax(instance, target)
+        syntax = _sent_syntax(instance, targets)
         if syntax == instance.transfer_syntax_uid:
             yield _part_type(syntax), blobs.iter_chunks(instance.blob_key)
         else:
@@ -177,18 +221,18 @@ async def retrieve_instances(request: Request) -> Response:
     study, series, instance = _scope(request)
     instances = await anyio.to_thread.run_sync(archive.find_instances, study, series, instance)
     read_pixels = partial(_read_pixels, archive.blobs)
-    target = await anyio.to_thread.run_sync(
+    targets = await anyio.to_thread.run_sync(
         negotiate_transfer_syntax, ranges, instances, read_pixels
     )
     boundary = new_boundary()
     headers: dict[str, str] = {}
-    if all(_sent_syntax(i, target) == i.transfer_syntax_uid for i in instances):
+    if all(_sent_syntax(i, targets) == i.transfer_syntax_uid for i in instances):
         parts = [(_part_type(i.transfer_syntax_uid), i.size) for i in instances]
         headers["Content-Length"] = str(multipart_length(parts, boundary))
     # Otherwise transcoded sizes are unknown until made: the body goes out chunked.
-    return StreamingResponse(
+    return PrimedStreamingResponse(
         iter_coalesced(
-            iter_multipart_related(_iter_parts(archive.blobs, instances, target), boundary)
+            iter_multipart_related(_iter_parts(archive.blobs, instances, targets), boundary)
         ),
         media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}',
         headers=headers,

@@ -18,7 +18,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from archive import transcoding
 from archive.blobstore import CHUNK_SIZE, BlobStore
@@ -36,6 +36,7 @@ from dicomweb.rendering import (
     Window,
     render_stored,
 )
+from dicomweb.streaming import PrimedStreamingResponse
 from dicomweb.warning import warning_header
 from foundation.errors import InvalidQuery, NotAcceptable
 from policy.roles import Action
@@ -203,7 +204,7 @@ async def _dicom_response(
         spool.seek(0)
         chunks = _iter_spool(spool)
     headers = {**headers, "Content-Length": str(size)}
-    return StreamingResponse(chunks, media_type=DICOM, headers=headers)
+    return PrimedStreamingResponse(chunks, media_type=DICOM, headers=headers)
 
 
 def _transcode(blobs: BlobStore, stored: StoredInstance, target: str) -> IO[bytes]:

@@ -24,6 +24,7 @@ from pynetdicom import dimse_messages
 from archive.outcomes import StoreOutcome
 from dimse import statuses
 from dimse.context import BridgeContext
+from foundation.errors import is_disk_full
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,10 @@ def store_received(
     institution_pk: int,
     expected_study_uid: str | None = None,
 ) -> StoreOutcome:
-    """The archive's outcome; disk or database trouble is a refusal, nothing half-stored."""
+    """The archive's outcome; disk or database trouble is a refusal, nothing half-stored.
+
+    A full disk answers Out of Resources (0xA700), which senders retry later.
+    """
     spooled = context.settings.spool_dir / f"dimse-{uuid.uuid4().hex}.dcm"
     try:
         _spool(event, spooled)
@@ -53,7 +57,10 @@ def store_received(
             [spooled], expected_study_uid, institution_pk=institution_pk
         )[0]
     except Exception as error:
-        log.exception("a received data set could not be stored")
+        if is_disk_full(error):
+            log.error("C-STORE refused, no space left: %s", error)
+        else:
+            log.exception("a received data set could not be stored")
         spooled.unlink(missing_ok=True)
         request = event.request
         return StoreOutcome(

@@ -9,7 +9,14 @@ from __future__ import annotations
 from pydicom.dataset import Dataset
 
 from archive import outcomes
-from foundation.errors import FerryError, InvalidQuery, NotFound
+from foundation.errors import (
+    FerryError,
+    InsufficientStorage,
+    InvalidQuery,
+    NotFound,
+    ServiceUnavailable,
+    is_disk_full,
+)
 
 SUCCESS = 0x0000
 PENDING = 0xFF00
@@ -56,7 +63,8 @@ def for_error(error: Exception, *, query: bool = False) -> int:
         return IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS if query else STORE_CANNOT_UNDERSTAND
     if isinstance(error, NotFound):
         return UNABLE_TO_PROCESS if query else PROCESSING_FAILURE
-    if isinstance(error, OSError):
+    # A full disk, the reserve reached, an audit trail that cannot be written: try later.
+    if isinstance(error, OSError | InsufficientStorage | ServiceUnavailable) or is_disk_full(error):
         return FIND_OUT_OF_RESOURCES if query else STORE_OUT_OF_RESOURCES
     if isinstance(error, FerryError):
         return UNABLE_TO_PROCESS if query else PROCESSING_FAILURE

@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Mount, Route
 
 from archive.blobstore import FilesystemBlobStore
@@ -23,10 +23,10 @@ from dicomweb._recent_views import RecentViews
 from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.guard import guarded, public
 from dicomweb.routes import ROUTES
-from dicomweb.urls import DICOMWEB_PREFIX
+from dicomweb.urls import DICOMWEB_PREFIX, public_base
 from dimse.forward import enqueue_forward
 from dimse.receiving import spool_received_data_sets
-from ferry.database import check_database, create_database_engine, migrate
+from ferry.database import check_database_writable, create_database_engine, migrate
 from ferry.settings import Settings, load_settings
 from foundation.clock import utc_now
 from policy.authentication import Authenticator
@@ -51,18 +51,35 @@ def build_archive(settings: Settings) -> Archive:
     engine = create_database_engine(settings)
     migrate(engine)
     blobs = FilesystemBlobStore(settings.blob_dir, fsync=settings.blob_fsync)
-    return Archive(engine, blobs, replace_duplicates=settings.replace_duplicates)
+    return Archive(
+        engine,
+        blobs,
+        replace_duplicates=settings.replace_duplicates,
+        min_free_bytes=settings.min_free_bytes,
+    )
+
+
+async def home(request: Request) -> Response:
+    """Until the portal has a home page, people who open Ferry's address are sent to sign in."""
+    base = public_base(request, request.app.state.settings).removesuffix(DICOMWEB_PREFIX)
+    return RedirectResponse(f"{base}/auth/login", status_code=302)
 
 
 async def healthz(_request: Request) -> Response:
     return JSONResponse({"status": "up"})
 
 
+def _check_ready(archive: Archive) -> None:
+    """The database takes a write, the blob store takes a write, free space is above the reserve."""
+    check_database_writable(archive.engine)
+    archive.blobs.check()
+    archive.check_free_space()
+
+
 async def readyz(request: Request) -> Response:
     archive: Archive = request.app.state.archive
     try:
-        await anyio.to_thread.run_sync(check_database, archive.engine)
-        await anyio.to_thread.run_sync(archive.blobs.check)
+        await anyio.to_thread.run_sync(_check_ready, archive)
     except Exception as error:
         log.warning("not ready: %s", error)
         return JSONResponse({"status": "not ready", "reason": type(error).__name__}, 503)
@@ -101,6 +118,7 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
+            Route("/", public(home)),
             Route("/healthz", public(healthz)),
             Route("/readyz", public(readyz)),
             Route(

@@ -15,6 +15,7 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
 
     from ferry.app import build_archive, create_app
     from ferry.background import Background, describe_mail
+    from ferry.http_server import server_config
 
     archive = build_archive(settings)
     app = create_app(settings, archive)
@@ -22,6 +23,7 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     base = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
     dicom_host = settings.dicom_host or settings.http_host
     print(f"Ferry is starting; data in {settings.data_dir.resolve()}")
+    print(f"  Sign in:  {base}/auth/login")
     print(f"  DICOMweb: {base}/dicom-web   (QIDO-RS, WADO-RS, STOW-RS)")
     print(f"  Viewer:   {base}/viewer/     (after `ferry viewer install`)")
     if settings.dicom_port:
@@ -32,14 +34,13 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     print(f"  Emails:   {describe_mail(settings)}", flush=True)
     background.start()
     try:
-        uvicorn.run(
+        config = server_config(
             app,
-            host=settings.http_host,
-            port=settings.http_port,
+            settings,
             log_level=settings.log_level,
-            http="httptools",
             timeout_graceful_shutdown=10,
         )
+        uvicorn.Server(config).run()
     finally:
         background.stop()
     return 0

@@ -20,9 +20,15 @@ import policy.refresh_tokens
 import policy.sessions  # noqa: F401
 from ferry.settings import Settings
 from foundation import database
-from foundation.database import check_database
+from foundation.database import check_database, check_database_writable
 
-__all__ = ["check_database", "create_database_engine", "metadata", "migrate"]
+__all__ = [
+    "check_database",
+    "check_database_writable",
+    "create_database_engine",
+    "metadata",
+    "migrate",
+]
 
 
 def metadata() -> MetaData:

@@ -45,6 +45,13 @@ def _parse_seconds(text: str) -> float:
     return value
 
 
+def _parse_size(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected a byte count of 0 or more, got {value}")
+    return value
+
+
 def _parse_ae_title(text: str) -> str:
     title = text.strip()
     if not 1 <= len(title) <= 16 or "\\" in title or not title.isprintable():
@@ -102,6 +109,8 @@ class Settings:
     database_url: str = ""
     http_host: str = "127.0.0.1"
     http_port: int = 8042
+    http_header_timeout: int = 10  # seconds a client has to send a request's headers
+    http_max_header_bytes: int = 64 * 1024  # request line and headers; more answers 431
     dicom_port: int = 11112  # 0: no DIMSE listener
     dicom_ae_title: str = "FERRY"
     dicom_host: str = ""  # empty: the HTTP host
@@ -133,6 +142,7 @@ class Settings:
     public_url: str | None = None
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: int = 4 * 1024**3
+    min_free_bytes: int = 1024**3  # below it new stores are refused; reads and audit go on
     trusted_proxy: bool = False
     replace_duplicates: bool = False
     qido_max_limit: int = 1000
@@ -181,6 +191,8 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_DATABASE_URL": ("database_url", str),
     "FERRY_HTTP_HOST": ("http_host", str),
     "FERRY_HTTP_PORT": ("http_port", _parse_port),
+    "FERRY_HTTP_HEADER_TIMEOUT": ("http_header_timeout", _parse_positive),
+    "FERRY_HTTP_MAX_HEADER_BYTES": ("http_max_header_bytes", _parse_positive),
     "FERRY_DICOM_PORT": ("dicom_port", _parse_port),
     "FERRY_DICOM_AE_TITLE": ("dicom_ae_title", _parse_ae_title),
     "FERRY_DICOM_HOST": ("dicom_host", str),
@@ -203,6 +215,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_PUBLIC_URL": ("public_url", _parse_url),
     "FERRY_CORS_ORIGINS": ("cors_origins", _parse_list),
     "FERRY_MAX_REQUEST_BYTES": ("max_request_bytes", _parse_positive),
+    "FERRY_MIN_FREE_BYTES": ("min_free_bytes", _parse_size),
     "FERRY_TRUSTED_PROXY": ("trusted_proxy", _parse_bool),
     "FERRY_REPLACE_DUPLICATES": ("replace_duplicates", _parse_bool),
     "FERRY_QIDO_MAX_LIMIT": ("qido_max_limit", _parse_positive),

@@ -63,3 +63,9 @@ def migrate(engine: Engine, metadata: MetaData | None = None) -> None:
 def check_database(engine: Engine) -> None:
     with engine.connect() as connection:
         connection.execute(text("SELECT 1"))
+
+
+def check_database_writable(engine: Engine) -> None:
+    """Readiness: a committed write (a no-op update of alembic's own row), not only a read."""
+    with engine.begin() as connection:
+        connection.execute(text("UPDATE alembic_version SET version_num = version_num"))

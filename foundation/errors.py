@@ -12,11 +12,24 @@ FerryError
 ├── BadRequestBody          a request body that cannot be parsed at all
 ├── AuthenticationFailed    credentials missing, wrong, expired, revoked or of a disabled account
 ├── Forbidden               a known principal the policy refuses (where refusing leaks nothing)
-└── Conflict                the thing is in a state that does not allow this (a downloaded
-                            transfer cannot be cancelled)
+├── Conflict                the thing is in a state that does not allow this (a downloaded
+│                           transfer cannot be cancelled)
+├── InsufficientStorage     free space is below FERRY_MIN_FREE_BYTES: new data is refused
+└── ServiceUnavailable      a passing condition: the same request may succeed later
+    ├── StorageFull         a write could not be made durable (the disk or the database is full)
+    └── AuditUnavailable    the audit event could not be written, so the access is refused
+
+`is_disk_full(error)` recognises "no space" however it arrives: an OSError (ENOSPC, EDQUOT),
+SQLite's SQLITE_FULL, or PostgreSQL's disk_full (SQLSTATE 53100), wrapped or not.
 """
 
 from __future__ import annotations
+
+import errno
+
+_NO_SPACE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
+_SQLITE_FULL = 13  # https://sqlite.org/rescode.html#full
+_POSTGRES_DISK_FULL = "53100"  # PostgreSQL Appendix A, class 53: insufficient resources
 
 
 class FerryError(Exception):
@@ -69,3 +82,44 @@ class Forbidden(FerryError):
 
 class Conflict(FerryError):
     pass
+
+
+class InsufficientStorage(FerryError):
+    pass
+
+
+class ServiceUnavailable(FerryError):
+    """Try again later: `retry_after` seconds is a hint for the client (RFC 9110 10.2.3)."""
+
+    retry_after = 60
+
+
+class StorageFull(ServiceUnavailable):
+    pass
+
+
+class AuditUnavailable(ServiceUnavailable):
+    """No unaudited access: what could not be recorded is not done (fail closed)."""
+
+    retry_after = 30
+
+
+def is_disk_full(error: BaseException) -> bool:
+    """Whether an error, or one it wraps, says the disk (or the database's disk) is full."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in _NO_SPACE_ERRNOS:
+            return True
+        if getattr(current, "sqlite_errorcode", None) == _SQLITE_FULL:
+            return True
+        if getattr(current, "sqlstate", None) == _POSTGRES_DISK_FULL:
+            return True
+        wrapped = getattr(current, "orig", None)  # SQLAlchemy's DBAPIError
+        current = (
+            wrapped
+            if isinstance(wrapped, BaseException)
+            else current.__cause__ or current.__context__
+        )
+    return False

@@ -38,6 +38,7 @@ class Scope(StrEnum):
     WRITE = "write"
     DOWNLOAD = "download"
     TRANSFER = "transfer"
+    DELETE = "delete"  # only with a role that may delete (institution admin)
 
 
 _VIEW = frozenset({Action.SEARCH, Action.READ_METADATA, Action.READ_PIXELS})
@@ -57,6 +58,7 @@ SCOPE_ACTIONS: dict[Scope, frozenset[Action]] = {
     Scope.DOWNLOAD: frozenset({Action.DOWNLOAD}),
     Scope.WRITE: frozenset({Action.STORE}),
     Scope.TRANSFER: frozenset({Action.TRANSFER}),
+    Scope.DELETE: frozenset({Action.DELETE}),
 }
 
 # A system administrator runs the service; patient data needs a membership like anyone's.

@@ -23,6 +23,7 @@ from starlette.applications import Starlette
 
 from archive.store import Archive
 from ferry.app import build_archive, create_app
+from ferry.http_server import server_config
 from ferry.settings import Settings
 from policy.models import Institution, User
 from tests.policy._people import add_institution, add_user
@@ -215,9 +216,7 @@ class _ThreadServer(uvicorn.Server):
 
 def run_server(settings: Settings, archive: Archive) -> Iterator[RunningServer]:
     app = create_app(settings, archive)
-    config = uvicorn.Config(
-        app, host="127.0.0.1", port=settings.http_port, log_level="warning", http="httptools"
-    )
+    config = server_config(app, settings, log_level="warning")
     server = _ThreadServer(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

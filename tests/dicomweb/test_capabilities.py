@@ -169,3 +169,35 @@ def test_cors_preflight_is_still_answered_by_the_cors_layer(cors_server: Running
     )
     assert capabilities.headers["content-type"] == WADL
     assert capabilities.headers["access-control-allow-origin"] == "https://viewer.example"
+
+
+ALLOWED = {
+    "/studies": "GET, HEAD, OPTIONS, POST",
+    "/series": "GET, HEAD, OPTIONS",
+    "/studies/1.2.3": "DELETE, GET, HEAD, OPTIONS, POST",
+    "/studies/1.2.3/metadata": "GET, HEAD, OPTIONS",
+    "/studies/1.2.3/series": "GET, HEAD, OPTIONS",
+    "/studies/1.2.3/series/4.5": "DELETE, GET, HEAD, OPTIONS",
+    "/studies/1.2.3/series/4.5/instances/6.7": "DELETE, GET, HEAD, OPTIONS",
+    "/studies/1.2.3/series/4.5/instances/6.7/frames/1,2": "GET, HEAD, OPTIONS",
+    "/studies/1.2.3/series/4.5/instances/6.7/bulk/00420011": "GET, HEAD, OPTIONS",
+    "/studies/1.2.3/series/4.5/instances/6.7/frames/1/rendered": "GET, HEAD, OPTIONS",
+    "/studies/1.2.3/thumbnail": "GET, HEAD, OPTIONS",
+}
+
+
+@pytest.mark.parametrize("path", sorted(ALLOWED))
+def test_options_on_every_resource_says_what_it_allows(server: RunningServer, path: str) -> None:
+    """PS3.18 8.9: any resource answers OPTIONS, describing itself, whether a study exists."""
+    response = httpx.options(server.dicomweb_url + path)
+    assert response.status_code == 200, response.text
+    assert response.headers["allow"] == ALLOWED[path]
+    assert response.headers["content-type"] == WADL
+    root = ET.fromstring(response.content)
+    (resource,) = root.iter(f"{{{NS['w']}}}resource")
+    listed = sorted(m.get("name") for m in resource.iter(f"{{{NS['w']}}}method"))
+    assert listed == sorted(set(ALLOWED[path].split(", ")) - {"HEAD"})
+    assert _shape(resource.get("path", "")) == _shape(re.sub(r"\d[\d.,]*", "{}", path))
+    as_json = httpx.options(server.dicomweb_url + path, headers={"Accept": "application/json"})
+    (described,) = as_json.json()["resources"]
+    assert sorted(m["method"] for m in described["methods"]) == listed

@@ -13,7 +13,9 @@ from starlette.routing import Mount, Route
 
 from archive.models import Study, StudyGrant
 from audit.search import AuditQuery, search_events
+from dicomweb.capabilities import capability_of
 from dicomweb.guard import GUARD_ATTRIBUTE
+from policy import store
 from tests import factories
 from tests.conftest import RunningServer
 from tests.policy._people import add_institution
@@ -42,8 +44,17 @@ def test_every_route_is_guarded_or_explicitly_public(server: RunningServer) -> N
     assert unguarded == []
     dicomweb = [e for p, e in _walk(server.app.routes) if p.startswith("/dicom-web/")]
     assert len(dicomweb) > 20
-    public = [p for p, e in _walk(server.app.routes) if getattr(e, GUARD_ATTRIBUTE, 0) is None]
-    assert sorted(public) == ["/dicom-web", "/dicom-web/", "/healthz", "/readyz"]
+    public = [
+        (p, capability_of(e))  # type: ignore[arg-type]
+        for p, e in _walk(server.app.routes)
+        if getattr(e, GUARD_ATTRIBUTE, 0) is None
+    ]
+    # Besides health, only capabilities (OPTIONS on a resource) are public: no patient data.
+    describing = [
+        p for p, capability in public if capability and capability.service == "Capabilities"
+    ]
+    assert sorted(p for p, _ in public if p not in describing) == ["/", "/healthz", "/readyz"]
+    assert {"/dicom-web", "/dicom-web/", "/dicom-web/studies/{study}"} <= set(describing)
 
 
 def _store(server: RunningServer, token: str, **spec: str) -> Dataset:
@@ -263,3 +274,32 @@ def test_repeated_views_fold_into_one_event_but_downloads_do_not(server) -> None
 
     assert len(events("read-pixels")) == 1
     assert len(events("download")) == 5
+
+
+def test_an_api_token_deletes_only_with_the_delete_scope(server) -> None:
+    """An admin-role client's token: without `delete` it may read, not delete; with it, it may
+    delete its own institution's studies and still not another's."""
+    engine = server.archive.engine
+    own = _store(server, server.token)
+    other_institution = add_institution(engine, "ELSEWHERE")
+    outsider = server.token_for("outsider@ferry.test", {other_institution: "sender"})
+    foreign = _store(server, outsider, patient_id="FOREIGN")
+    client = store.create_api_client(engine, "cleanup tool", server.institution_pk, "admin")
+    reader = store.issue_api_token(engine, client.pk, "read").token
+    deleter = store.issue_api_token(engine, client.pk, "read,delete").token
+
+    def delete(token: str, ds: Dataset) -> int:
+        url = f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}"
+        return httpx.delete(url, headers={"Authorization": f"Bearer {token}"}).status_code
+
+    def exists(ds: Dataset) -> bool:
+        with Session(engine) as session:
+            query = select(Study).where(Study.study_instance_uid == ds.StudyInstanceUID)
+            return session.exec(query).first() is not None
+
+    assert delete(reader, own) == 404  # refused, as for a study it could not see
+    assert exists(own)
+    assert delete(deleter, foreign) == 404
+    assert exists(foreign)
+    assert delete(deleter, own) == 204
+    assert not exists(own)

@@ -309,8 +309,8 @@ def test_a_syntax_one_instance_cannot_take_passes_to_the_next_for_all(server) ->
     assert [sent_syntax(content_type) for content_type, _ in found] == [JPEG2000Lossless] * 2
 
 
-@pytest.mark.parametrize("accept_value", [f"{DICOM}; transfer-syntax=*", DICOM, "*/*"])
-def test_any_syntax_or_none_named_sends_the_stored_bytes(server, accept_value) -> None:
+@pytest.mark.parametrize("accept_value", [f"{DICOM}; transfer-syntax=*", "*/*", "multipart/*"])
+def test_any_syntax_sends_the_stored_bytes(server, accept_value) -> None:
     ds = factories.rle()
     store(server, ds)
     response = get(server, instance_path(ds), accept_value)
@@ -318,6 +318,39 @@ def test_any_syntax_or_none_named_sends_the_stored_bytes(server, accept_value) -
     assert sent_syntax(content_type) == RLELossless
     assert body == factories.part10_bytes(ds)
     assert int(response.headers["content-length"]) == len(response.content)
+
+
+@pytest.mark.parametrize("accept_value", [DICOM, "multipart/related"])
+def test_no_syntax_named_sends_explicit_vr_little_endian(server, accept_value) -> None:
+    """PS3.18 8.7.3.5.2 (since 2016c): application/dicom defaults to Explicit VR Little Endian."""
+    compressed, implicit = factories.rle(), _implicit(factories.ct_slice())
+    implicit.StudyInstanceUID = compressed.StudyInstanceUID
+    store(server, compressed, implicit)
+    response = get(server, f"/studies/{compressed.StudyInstanceUID}", accept_value)
+    found = parts(response)
+    assert [sent_syntax(content_type) for content_type, _ in found] == [ExplicitVRLittleEndian] * 2
+    by_uid = {ds.SOPInstanceUID: ds for ds in (compressed, implicit)}
+    for _, body in found:
+        back = dcmread(io.BytesIO(body))
+        assert back.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+        assert np.array_equal(back.pixel_array, by_uid[back.SOPInstanceUID].pixel_array)
+
+
+def test_what_cannot_be_decoded_goes_as_stored_by_default(server) -> None:
+    video, ct = factories.mpeg4_video(), factories.ct_slice()
+    ct.StudyInstanceUID = video.StudyInstanceUID
+    store(server, video, ct)
+    found = parts(get(server, f"/studies/{video.StudyInstanceUID}", DICOM))
+    syntaxes = {dcmread(io.BytesIO(body)).SOPInstanceUID: sent_syntax(t) for t, body in found}
+    assert syntaxes == {
+        video.SOPInstanceUID: video.file_meta.TransferSyntaxUID,
+        ct.SOPInstanceUID: ExplicitVRLittleEndian,
+    }
+
+
+def _implicit(ds: Dataset) -> Dataset:
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    return ds
 
 
 def test_palette_colour_is_never_made_lossy(server) -> None:

@@ -11,6 +11,7 @@ import http.client
 import io
 import json
 import os
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -197,3 +198,57 @@ def test_a_missing_viewer_says_how_to_install_it(server: RunningServer) -> None:
     response = httpx.get(f"{server.base_url}/viewer/")
     assert response.status_code == 404
     assert "ferry viewer install" in response.json()["error"]
+
+
+def test_a_relative_data_folder_installs_from_another_working_directory(
+    tmp_path: Path,
+    fake_npm: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`make run` on a fresh clone: FERRY_DATA_DIR is `var`, relative to where Ferry starts.
+
+    npm runs in the staging folder, so the destination it is handed must be absolute."""
+    start = tmp_path / "clone"
+    start.mkdir()
+    monkeypatch.chdir(start)
+    monkeypatch.setenv("PATH", f"{fake_npm.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("FERRY_DATA_DIR", "var")
+    assert cli.main(["viewer", "install"]) == 0, capsys.readouterr().err
+    assert (start / "var" / "viewer" / OHIF_VERSION / "index.html").is_file()
+    (call,) = (tmp_path / "npm.log").read_text().splitlines()
+    destination = Path(call.split("--pack-destination ")[1])
+    assert destination.is_absolute()
+    assert destination.parent == start / "var" / "viewer"
+
+
+@pytest.fixture
+def local_ohif_package(tmp_path: Path) -> Path:
+    """A folder npm can pack without a network: the stand-in dist/ under a package.json."""
+    folder = tmp_path / "ohif-package"
+    for name, data in FILES.items():
+        path = folder / name.removeprefix("package/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    (folder / "package.json").write_text(
+        json.dumps({"name": "@ohif/app", "version": OHIF_VERSION, "files": ["dist"]})
+    )
+    return folder
+
+
+def test_real_npm_packs_a_local_package_into_a_relative_data_folder(
+    tmp_path: Path, local_ohif_package: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    npm = shutil.which("npm")
+    if npm is None:
+        pytest.skip("npm is not installed")
+    monkeypatch.setenv("npm_config_update_notifier", "false")
+    monkeypatch.setenv("npm_config_cache", str(tmp_path / "npm-cache"))
+    monkeypatch.setenv("npm_config_offline", "true")
+    start = tmp_path / "clone"
+    start.mkdir()
+    monkeypatch.chdir(start)
+    done = install_viewer(Path("var/viewer"), "/viewer/", npm=npm, package=str(local_ohif_package))
+    assert done.fetched
+    assert done.folder == start / "var" / "viewer" / OHIF_VERSION
+    assert 'window.PUBLIC_URL="/viewer/"' in (done.folder / "index.html").read_text()

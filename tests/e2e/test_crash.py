@@ -281,7 +281,7 @@ def assert_acknowledged_are_served(web: httpx.Client, base: str, uploads: Upload
         [document] = found.json()
         response = web.get(
             document["00081190"]["Value"][0],
-            headers={"Accept": 'multipart/related; type="application/dicom"'},
+            headers={"Accept": 'multipart/related; type="application/dicom"; transfer-syntax=*'},
         )
         assert response.status_code == 200, uid
         assert only_part(response) == uploads.sent[uid], f"{uid} changed"

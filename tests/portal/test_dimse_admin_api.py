@@ -273,10 +273,16 @@ def test_transfers_are_shown_to_the_sender_and_destination_administrators(world)
     assert seen("system", status="failed") == [("SOUTH", "EAST")]
     assert seen("north-admin", status="failed") == []
     assert seen("north-viewer") == []  # administers nothing
-    [one] = world.call("north-admin", "GET", "/oversight/transfers", params={"status": "delivered"}).json()
+    [one] = world.call(
+        "north-admin", "GET", "/oversight/transfers", params={"status": "delivered"}
+    ).json()
     assert one["instances"] == 3 and one["last_instance_at"].endswith(("Z", "+00:00"))
-    foreign = world.call("north-admin", "GET", "/oversight/transfers", params={"institution": "SOUTH"})
-    viewer = world.call("north-viewer", "GET", "/oversight/transfers", params={"institution": "NORTH"})
+    foreign = world.call(
+        "north-admin", "GET", "/oversight/transfers", params={"institution": "SOUTH"}
+    )
+    viewer = world.call(
+        "north-viewer", "GET", "/oversight/transfers", params={"institution": "NORTH"}
+    )
     assert (foreign.status_code, viewer.status_code) == (404, 403)
     assert len(world.refusals("/oversight/transfers")) == 2
     bad = world.call("system", "GET", "/oversight/transfers", params={"status": "lost"})
