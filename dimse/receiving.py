@@ -11,10 +11,8 @@ leaves its partial files for `ferry archive check --repair` to sweep.
 
 from __future__ import annotations
 
-import functools
 import logging
 import shutil
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from pynetdicom import dimse_messages
 
 from archive.outcomes import StoreOutcome
 from dimse import statuses
+from dimse._spool_file import SpoolFile, was_cut_short
 from dimse.context import BridgeContext
 from foundation.errors import is_disk_full
 
@@ -34,8 +33,8 @@ RECEIVING_PREFIX = "dimse-receiving-"
 def spool_received_data_sets(spool_dir: Path) -> None:
     """Library set-up (called by the composition root): pynetdicom's C-STORE files go here."""
     spool_dir.mkdir(parents=True, exist_ok=True)
-    dimse_messages.NamedTemporaryFile = functools.partial(  # type: ignore[attr-defined]
-        tempfile.NamedTemporaryFile, dir=spool_dir, prefix=RECEIVING_PREFIX
+    dimse_messages.NamedTemporaryFile = lambda **_options: SpoolFile(  # type: ignore[attr-defined]
+        spool_dir, RECEIVING_PREFIX
     )
 
 
@@ -51,6 +50,17 @@ def store_received(
     A full disk answers Out of Resources (0xA700), which senders retry later.
     """
     spooled = context.settings.spool_dir / f"dimse-{uuid.uuid4().hex}.dcm"
+    received = getattr(event, "dataset_path", None)
+    if received is not None and was_cut_short(str(received)):
+        Path(received).unlink(missing_ok=True)
+        log.error("C-STORE refused, no space left while it was received")
+        request = event.request
+        return StoreOutcome(
+            str(request.AffectedSOPClassUID),
+            str(request.AffectedSOPInstanceUID),
+            failure_reason=statuses.STORE_OUT_OF_RESOURCES,
+            message="no space left; send again later",
+        )
     try:
         _spool(event, spooled)
         return context.archive.store_files(

@@ -191,7 +191,8 @@ class Authenticator:
             user = _active_user(session, int(claims.subject), claims.version)
             if not session_is_live(session, sid, user.pk or 0, now):
                 raise AuthenticationFailed(SIGNED_OUT)
-            return _user_principal(session, user), dict(claims.claims)
+            principal = replace(_user_principal(session, user), session_id=sid)
+            return principal, dict(claims.claims)
 
     def sign_out(self, tokens: Mapping[TokenType, str | None], now: datetime) -> int:
         """Revokes the session each valid token names (access token, session cookie).
@@ -302,10 +303,21 @@ class Authenticator:
         )
 
     def issue_study_token(
-        self, user: User, studies: list[str], now: datetime, lifetime: timedelta
+        self,
+        user: User,
+        studies: list[str],
+        now: datetime,
+        lifetime: timedelta,
+        sid: str | None = None,
     ) -> str:
-        """A short-lived access token that reads only these studies (a viewer link)."""
+        """A short-lived access token that reads only these studies (a viewer link).
+
+        It belongs to the sign-in session `sid` that asked for it, so signing out ends it too;
+        without one (a person acting from the command line) it gets a session of its own.
+        """
         assert user.pk is not None
+        if sid is None:
+            sid = open_session(self.engine, user.pk, lifetime, now)
         return issue_token(
             self.keys,
             self.settings,
@@ -314,7 +326,7 @@ class Authenticator:
             version=user.token_version,
             lifetime=lifetime,
             now=now,
-            claims={STUDIES_CLAIM: sorted(studies)},
+            claims={STUDIES_CLAIM: sorted(studies), "sid": sid},
         )
 
     def issue_session(self, user: User, now: datetime) -> SessionGrant:

@@ -30,6 +30,8 @@ class Principal:
     active: bool = True
     # A viewer link's token: only these studies, whatever the memberships allow (None: any).
     studies: frozenset[str] | None = None
+    # The sign-in session a person's credentials belong to; what it issues ends with it.
+    session_id: str | None = None
 
     @property
     def label(self) -> str:

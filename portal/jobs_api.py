@@ -70,7 +70,7 @@ def _transfer_out(access: Access, transfer: Transfer) -> TransferOut:
     return TransferOut.model_validate(values)
 
 
-def list_transfers(call: Call) -> list[TransferOut]:
+def list_transfer_oversight(call: Call) -> list[TransferOut]:
     """One institution's (refused with 403/404 like the rest), else all one administers."""
     access = Access(call)
     query: TransferQuery = call.query
@@ -94,7 +94,7 @@ OPERATIONS: list[Operation] = [
     Operation("POST", "/jobs/{job_pk}/retry", retry_job,
               "send a parked job round again, attempts counted afresh (system)", _J, RetryIn,
               JobOut),
-    Operation("GET", "/oversight/transfers", list_transfers,
+    Operation("GET", "/oversight/transfers", list_transfer_oversight,
               "transfers from or to institutions you administer, newest first", _T,
               response=list[TransferOut], query=TransferQuery),
 ]  # fmt: skip

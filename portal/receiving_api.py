@@ -58,8 +58,8 @@ def create_viewer_link(call: Call) -> ViewerLinkOut:
     assert user is not None
     lifetime = timedelta(seconds=VIEWER_TOKEN_SECONDS)
     token = call.state.authenticator.issue_study_token(
-        user, [study], call.now, lifetime
-    )  # real time
+        user, [study], call.now, lifetime, call.principal.session_id
+    )
     audit_step(archive.engine, actor, transfer, "view", decision, studies=[study], link=True)
     if _is_receiver(actor, Action.READ_PIXELS, transfer):
         sending.note_received(archive.engine, actor, transfer, TransferStatus.VIEWED)
