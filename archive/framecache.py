@@ -31,7 +31,7 @@ from archive.frames import (
 
 log = logging.getLogger(__name__)
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: the pixel description keeps its notes
 MAX_FRAMES_IN_MEMORY = 100_000
 
 
@@ -132,7 +132,8 @@ def _to_json(layout: PixelDataLayout) -> dict[str, Any]:
 
 
 def _from_json(document: dict[str, Any]) -> PixelDataLayout:
-    pixel = PixelDescription(**document["pixel"])
+    described = document["pixel"]
+    pixel = PixelDescription(**(described | {"notes": tuple(described.get("notes", ()))}))
     offset, length = document["value"]
     if document["encapsulated"]:
         frames = tuple(

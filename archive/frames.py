@@ -10,8 +10,10 @@ Errors::
 
     NotFound
     └── NoPixelData          the instance has no pixel data (a document, a structured report)
-    NotAcceptable
+    StoredDataUnreadable
     └── FramesUnavailable    pixel data whose frames cannot be located or read
+    ValueError
+    └── PixelModuleInvalid   Rows, Columns or Bits Allocated missing or unreadable
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 from archive.fragments import FragmentsNotSplit, group_fragments, read_fragments
-from ferry.errors import NotAcceptable, NotFound
+from ferry.errors import NotFound, StoredDataUnreadable
 
 PIXEL_DATA_TAGS = {
     0x7FE00010: "PixelData",
@@ -45,7 +47,7 @@ class NoPixelData(NotFound):
     pass
 
 
-class FramesUnavailable(NotAcceptable):
+class FramesUnavailable(StoredDataUnreadable):
     pass
 
 
@@ -63,6 +65,7 @@ class PixelDescription:
     planar_configuration: int
     number_of_frames: int
     pixel_keyword: str
+    notes: tuple[str, ...] = ()  # values read leniently (PixelModuleInvalid is the strict side)
 
 
 @dataclass(frozen=True)
@@ -140,26 +143,67 @@ def _read_pixel_header(
     return tag, start + 12, struct.unpack(order + "I", raw[8:12])[0]
 
 
-def _describe(dataset: Dataset, keyword: str) -> PixelDescription:
-    def number(name: str, default: int | None = None) -> int:
-        value = dataset.get(name)
-        try:
-            return int(value) if value not in (None, "") else int(default)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise FramesUnavailable(f"{name} is missing or not a number") from None
+class PixelModuleInvalid(ValueError):
+    """An Image Pixel attribute that frames cannot be found without is missing or unreadable."""
 
+    def __init__(self, keyword: str, message: str) -> None:
+        super().__init__(message)
+        self.keyword = keyword
+
+
+_REQUIRED = ("Rows", "Columns", "BitsAllocated")
+_DEFAULTS = {"SamplesPerPixel": 1, "PixelRepresentation": 0, "PlanarConfiguration": 0}
+
+
+def describe_pixels(dataset: Dataset, keyword: str = "PixelData") -> PixelDescription:
+    """The Image Pixel module as frames are found by it, read with explicit leniency.
+
+    Rows, Columns and Bits Allocated are required: PixelModuleInvalid names the one missing or
+    unreadable. Any other value that cannot be read takes its default (Number of Frames 1,
+    Bits Stored = Bits Allocated), and `notes` says so, for a Warning header.
+    """
+    notes: list[str] = []
+
+    def number(name: str, default: int | None) -> int:
+        value = dataset.get(name)
+        if value is None or value == "":
+            if default is None:
+                raise PixelModuleInvalid(name, f"{name} is missing")
+            return default
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            shown = str(value)[:40]
+            if default is None:
+                raise PixelModuleInvalid(name, f"{name} {shown!r} is not a number") from None
+            notes.append(f"{name} {shown!r} is not a number; read as {default}")
+            return default
+
+    rows, columns, bits = (number(name, None) for name in _REQUIRED)
+    values = {name: number(name, default) for name, default in _DEFAULTS.items()}
+    frames = number("NumberOfFrames", 1)
+    if frames < 1:
+        notes.append(f"NumberOfFrames {frames} is less than 1; read as 1")
     return PixelDescription(
-        rows=number("Rows"),
-        columns=number("Columns"),
-        samples_per_pixel=number("SamplesPerPixel", 1),
-        bits_allocated=number("BitsAllocated"),
-        bits_stored=number("BitsStored", number("BitsAllocated")),
-        pixel_representation=number("PixelRepresentation", 0),
+        rows=rows,
+        columns=columns,
+        samples_per_pixel=values["SamplesPerPixel"],
+        bits_allocated=bits,
+        bits_stored=number("BitsStored", bits),
+        pixel_representation=values["PixelRepresentation"],
         photometric_interpretation=str(dataset.get("PhotometricInterpretation", "MONOCHROME2")),
-        planar_configuration=number("PlanarConfiguration", 0),
-        number_of_frames=max(1, number("NumberOfFrames", 1)),
+        planar_configuration=values["PlanarConfiguration"],
+        number_of_frames=max(1, frames),
         pixel_keyword=keyword,
+        notes=tuple(notes),
     )
+
+
+def _describe(dataset: Dataset, keyword: str) -> PixelDescription:
+    try:
+        return describe_pixels(dataset, keyword)
+    except PixelModuleInvalid as error:
+        raise FramesUnavailable(f"the frames cannot be found: {error}") from None
 
 
 def frame_bits(pixel: PixelDescription) -> int:

@@ -7,7 +7,7 @@ since pixel_array converts them; the metadata's PhotometricInterpretation is not
 
 Errors::
 
-    NotAcceptable
+    StoredDataUnreadable
     └── FrameNotDecodable    the stored frame does not decode (damaged, or not what it claims)
 """
 
@@ -18,12 +18,12 @@ from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 
 from archive.frames import PixelDataLayout
-from ferry.errors import NotAcceptable
+from ferry.errors import StoredDataUnreadable
 
 __all__ = ["FrameNotDecodable", "can_decode", "decode_frame"]
 
 
-class FrameNotDecodable(NotAcceptable):
+class FrameNotDecodable(StoredDataUnreadable):
     pass
 
 

@@ -27,7 +27,6 @@ from archive.framecache import read_layout
 from archive.frames import (
     PIXEL_DATA_TAGS,
     FrameLocation,
-    FramesUnavailable,
     PixelDataLayout,
     iter_frame,
     read_frame,
@@ -101,7 +100,7 @@ async def retrieve_frames(request: Request) -> Response:
     stored = await _find_instance(request)
     layout = await _layout(request, stored)
     if layout.video:
-        raise FramesUnavailable("a video's frames are one stream: retrieve its bulk data")
+        raise NotAcceptable("a video's frames are one stream: retrieve its bulk data")
     count = len(layout.frames)
     beyond = sorted({n for n in numbers if n > count})
     if beyond:
