@@ -24,7 +24,7 @@ import zlib
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from pydicom.datadict import dictionary_VR
+from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
 __all__ = ["DataSetTruncated", "MalformedDataSet", "PixelElement", "walk_data_set"]
@@ -242,7 +242,7 @@ class _Walker:
             raise self.truncated(f"inside an element header at byte {start}")
         group, number = struct.unpack(encoding.order + "HH", header[:4])
         tag = group << 16 | number
-        name = f"({group:04X},{number:04X})"
+        name = _named(tag)
         vr: bytes | None = None
         if group == 0xFFFE or encoding.implicit or not b"AA" <= header[4:6] <= b"ZZ":
             length = struct.unpack(encoding.order + "I", header[4:8])[0]
@@ -272,7 +272,7 @@ class _Walker:
             if end is not None and source.position + length > end:
                 raise MalformedDataSet(f"{name} at byte {start} runs past the end of its item")
             if source.skip(length) < length:
-                raise self.truncated(f"inside {name} of {length} bytes from byte {start}")
+                raise self.truncated(f"{name} of {length} bytes from byte {start}")
         return tag
 
     def _undefined_length(
@@ -330,6 +330,12 @@ class _Walker:
                 )
             if source.skip(length) < length:
                 raise self.truncated(f"inside a fragment of {length} bytes from byte {start}")
+
+
+def _named(tag: int) -> str:
+    """`(7FE0,0010) PixelData`: the tag as the standard writes it, and its keyword if public."""
+    keyword = keyword_for_tag(tag) if tag >> 16 & 1 == 0 else ""
+    return f"({tag >> 16:04X},{tag & 0xFFFF:04X}){' ' + keyword if keyword else ''}"
 
 
 def _dictionary_vr(tag: int) -> str:

@@ -194,8 +194,11 @@ def test_file_cut_short_in_its_pixel_data_is_rejected_with_the_reason(archive, t
     summary = import_paths(archive, [tmp_path / "in"], progress=False)
 
     assert summary.stored == 1
-    assert summary.rejected == [(str(cut), "pixel data truncated (failure reason 0xC000)")]
-    assert f"rejected: {cut}: pixel data truncated" in summary.describe()
+    end = len(whole) - 1000
+    [(label, reason)] = summary.rejected
+    assert label == str(cut) and reason.endswith("(failure reason 0xC000)")
+    assert reason.startswith(f"data set truncated at byte {end} ((7FE0,0010) PixelData of ")
+    assert f"rejected: {cut}: data set truncated at byte {end}" in summary.describe()
     assert spooled(archive) == []
 
 
