@@ -4,7 +4,9 @@ Only the header up to the pixel data is parsed (`stop_before_pixels`), then the 
 element's own header. Native frames follow from the Image Pixel module: frame i starts at bit
 i × Rows × Columns × Samples × Bits Allocated. Encapsulated frames are grouped from their
 fragments by `archive.fragments`. Video transfer syntaxes hold one stream for all frames: it is
-located as one unit, marked `video`. Layouts are cached by `archive.framecache`.
+located as one unit, marked `video`. A deflated instance's frames are found in its inflated data
+set and read through `archive._inflated` (see `open_pixel_data` in `archive.framecache`).
+Layouts are cached by `archive.framecache`.
 
 Errors::
 
@@ -20,7 +22,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 import numpy as np
@@ -28,7 +30,9 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
+from archive._inflated import InflatedFile
 from archive.fragments import FragmentsNotSplit, group_fragments, read_fragments
+from archive.structure import MalformedDataSet, data_set_start, walk_data_set
 from ferry.errors import NotFound, StoredDataUnreadable
 
 PIXEL_DATA_TAGS = {
@@ -99,6 +103,7 @@ class PixelDataLayout:
     value_offset: int  # first byte of the value (native) or of the Basic Offset Table item
     value_length: int  # bytes of the value, up to and including a sequence delimiter
     frames: tuple[FrameLocation, ...]
+    inflated_from: int = 0  # deflated: offsets count inflated bytes from here (open_pixel_data)
 
 
 def locate_frames(handle: BinaryIO) -> PixelDataLayout:
@@ -110,7 +115,7 @@ def locate_frames(handle: BinaryIO) -> PixelDataLayout:
         raise FramesUnavailable(f"the stored file cannot be parsed: {error}") from None
     syntax = str(dataset.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian))
     if syntax == DeflatedExplicitVRLittleEndian:
-        raise FramesUnavailable("frames of deflated instances are not available; retrieve it whole")
+        return _deflated(handle, dataset, syntax)
     big_endian = syntax == ExplicitVRBigEndian
     header = _read_pixel_header(handle, syntax == ImplicitVRLittleEndian, big_endian)
     if header is None:
@@ -121,6 +126,28 @@ def locate_frames(handle: BinaryIO) -> PixelDataLayout:
         return _encapsulated(handle, dataset, syntax, pixel, offset, big_endian)
     frames = native_frames(pixel, offset, length)
     return PixelDataLayout(syntax, False, False, pixel, offset, length, frames)
+
+
+def _deflated(handle: BinaryIO, dataset: Dataset, syntax: str) -> PixelDataLayout:
+    """Frames of a deflated instance, at their places in the inflated data set (`_inflated`)."""
+    size = handle.seek(0, 2)
+    try:
+        start = data_set_start(handle, size)
+        element = walk_data_set(handle, size, syntax)
+    except MalformedDataSet as error:
+        raise FramesUnavailable(f"the stored file cannot be read: {error.reason}") from None
+    if element is None:
+        raise NoPixelData("the instance has no pixel data")
+    pixel = _describe(dataset, PIXEL_DATA_TAGS[element.tag])
+    if element.encapsulated:
+        view = InflatedFile(handle, start)
+        layout = _encapsulated(view, dataset, syntax, pixel, element.offset, big_endian=False)
+    else:
+        frames = native_frames(pixel, element.offset, element.length)
+        layout = PixelDataLayout(
+            syntax, False, False, pixel, element.offset, element.length, frames
+        )
+    return replace(layout, inflated_from=start)
 
 
 def _read_pixel_header(

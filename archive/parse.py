@@ -13,6 +13,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
     UID,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     generate_uid,
@@ -97,8 +98,12 @@ def _add_file_meta(path: Path, dataset: Dataset, identity: dict[str, str]) -> Pa
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = identity["SOPClassUID"]
     meta.MediaStorageSOPInstanceUID = identity["SOPInstanceUID"]
-    implicit, _little = dataset.original_encoding
-    meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    implicit, little = dataset.original_encoding
+    meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian
+        if implicit
+        else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    )
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     header = io.BytesIO()

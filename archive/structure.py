@@ -27,7 +27,13 @@ from typing import BinaryIO
 from pydicom.datadict import dictionary_VR, keyword_for_tag
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
-__all__ = ["DataSetTruncated", "MalformedDataSet", "PixelElement", "walk_data_set"]
+__all__ = [
+    "DataSetTruncated",
+    "MalformedDataSet",
+    "PixelElement",
+    "data_set_start",
+    "walk_data_set",
+]
 
 UNDEFINED_LENGTH = 0xFFFFFFFF
 PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
@@ -63,6 +69,7 @@ class PixelElement:
     tag: int
     vr: str | None
     length: int  # UNDEFINED_LENGTH when encapsulated
+    offset: int  # of the value's first byte; in a deflated file, counted as if inflated
 
     @property
     def encapsulated(self) -> bool:
@@ -166,15 +173,21 @@ def walk_data_set(
     `transfer_syntax_uid` is the File Meta's, or None for a bare data set (its encoding is
     then told from its first element, as pydicom does). Raises MalformedDataSet.
     """
-    handle.seek(0)
-    head = handle.read(132)
-    handle.seek(132 if head[128:132] == b"DICM" else 0)
     source = _Source(handle, size)
-    _walk_meta(source)
+    handle.seek(data_set_start(handle, size))
     if transfer_syntax_uid == DeflatedExplicitVRLittleEndian:
         source = _InflatedSource(handle, size)
     encoding = _encoding(source, transfer_syntax_uid)
     return _Walker(source).elements(encoding, end=None, depth=0)
+
+
+def data_set_start(handle: BinaryIO, size: int) -> int:
+    """Where the data set begins: after the preamble, prefix and File Meta, when there are."""
+    handle.seek(0)
+    head = handle.read(132)
+    handle.seek(132 if head[128:132] == b"DICM" else 0)
+    _walk_meta(_Source(handle, size))
+    return handle.tell()
 
 
 def _walk_meta(source: _Source) -> None:
@@ -260,7 +273,7 @@ class _Walker:
         if group == 0xFFFE:
             raise MalformedDataSet(f"{name} at byte {start} where a data element belongs")
         if depth == 0 and tag in PIXEL_DATA_TAGS and self.pixel is None:
-            self.pixel = PixelElement(tag, vr.decode() if vr else None, length)
+            self.pixel = PixelElement(tag, vr.decode() if vr else None, length, source.position)
         if length == UNDEFINED_LENGTH:
             self._undefined_length(tag, name, vr, encoding, depth)
         elif vr == b"SQ" or (vr is None and _dictionary_vr(tag) == "SQ"):

@@ -23,7 +23,7 @@ from starlette.responses import Response, StreamingResponse
 
 from archive.blobstore import BlobStore
 from archive.bulkdata import BulkValue, iter_bulk_value, locate_bulk_value, parse_bulk_path
-from archive.framecache import read_layout
+from archive.framecache import open_pixel_data, read_layout
 from archive.frames import (
     PIXEL_DATA_TAGS,
     FrameLocation,
@@ -129,7 +129,7 @@ def _frames_response(
         if representation.decode or location.bit_count:
             return _single_in_memory(blobs, key, layout, location, representation)
         return _single_part(
-            blobs, key, BulkValue(location.ranges), representation.content_type, wanted
+            blobs, key, BulkValue(location.ranges), representation.content_type, wanted, layout
         )
     boundary = new_boundary()
     parts = _iter_frame_parts(blobs, key, layout, locations, representation)
@@ -152,7 +152,7 @@ def _iter_frame_parts(
     representation: FrameRepresentation,
 ) -> Iterator[tuple[str, Iterable[bytes]]]:
     """One open file for all parts; a frame is read (and decoded) only when its turn comes."""
-    with blobs.open(key) as handle:
+    with open_pixel_data(blobs, key, layout) as handle:
         for location in locations:
             if representation.decode:
                 yield (
@@ -171,7 +171,7 @@ def _single_in_memory(
     representation: FrameRepresentation,
 ) -> Response:
     """One decoded or bit-packed frame: made in memory (it is one frame), sent without Range."""
-    with blobs.open(key) as handle:
+    with open_pixel_data(blobs, key, layout) as handle:
         body = read_frame(handle, location)
     if representation.decode:
         body = decode_frame(body, layout)
@@ -195,7 +195,12 @@ def _range(request: Request) -> _Range:
 
 
 def _single_part(
-    blobs: BlobStore, key: str, value: BulkValue, content_type: str, asked: _Range
+    blobs: BlobStore,
+    key: str,
+    value: BulkValue,
+    content_type: str,
+    asked: _Range,
+    layout: PixelDataLayout | None = None,
 ) -> Response:
     """The value as the whole body, or the one byte range asked for (206, or 416)."""
     try:
@@ -209,7 +214,7 @@ def _single_part(
     if wanted:
         headers["Content-Range"] = wanted.content_range
     return StreamingResponse(
-        _coalesce(_iter_value(blobs, key, value, start, end)),
+        _coalesce(_iter_value(blobs, key, value, start, end, layout)),
         status_code=206 if wanted else 200,
         media_type=content_type,
         headers=headers,
@@ -217,9 +222,19 @@ def _single_part(
 
 
 def _iter_value(
-    blobs: BlobStore, key: str, value: BulkValue, start: int, end: int
+    blobs: BlobStore,
+    key: str,
+    value: BulkValue,
+    start: int,
+    end: int,
+    layout: PixelDataLayout | None = None,
 ) -> Iterator[bytes]:
-    with blobs.open(key) as handle:
+    """The value's bytes; pixel data (with its layout) read as frames are, deflated or not."""
+    if layout is None:
+        with blobs.open(key) as handle:
+            yield from iter_bulk_value(handle, value, start, end)
+        return
+    with open_pixel_data(blobs, key, layout) as handle:
         yield from iter_bulk_value(handle, value, start, end)
 
 
@@ -303,15 +318,20 @@ async def _retrieve_pixel_data(
         value = BulkValue(((layout.value_offset, layout.value_length),))
     content_type = representation.content_type
     if not representation.multipart:
-        return _single_part(blobs, stored.blob_key, value, content_type, _range(request))
-    return _one_part(blobs, stored.blob_key, value, content_type, representation.media_type)
+        return _single_part(blobs, stored.blob_key, value, content_type, _range(request), layout)
+    return _one_part(blobs, stored.blob_key, value, content_type, representation.media_type, layout)
 
 
 def _one_part(
-    blobs: BlobStore, key: str, value: BulkValue, content_type: str, multipart_type: str
+    blobs: BlobStore,
+    key: str,
+    value: BulkValue,
+    content_type: str,
+    multipart_type: str,
+    layout: PixelDataLayout | None = None,
 ) -> Response:
     boundary = new_boundary()
-    parts = [(content_type, _iter_value(blobs, key, value, 0, value.length))]
+    parts = [(content_type, _iter_value(blobs, key, value, 0, value.length, layout))]
     length = multipart_length([(content_type, value.length)], boundary)
     return StreamingResponse(
         _coalesce(iter_multipart_related(parts, boundary)),

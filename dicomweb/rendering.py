@@ -33,7 +33,7 @@ from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
 from pydicom.uid import UID
 
 from archive.blobstore import BlobStore
-from archive.framecache import read_layout
+from archive.framecache import open_pixel_data, read_layout
 from archive.frames import PixelDataLayout, read_frame
 from dicomweb.decoding import can_decode, decode_frame_array
 from dicomweb.viewport import Region, Viewport, apply_geometry
@@ -119,7 +119,8 @@ def render_stored(
         media_type = choose_media_type(accepted, available, header)
         if media_type in IMAGE_TYPES:
             layout = read_layout(blobs, blob_key, frame_cache)
-            return _render_frames(handle, header, layout, media_type, frames, options)
+            with open_pixel_data(blobs, blob_key, layout) as pixels:
+                return _render_frames(pixels, header, layout, media_type, frames, options)
         if frames:
             raise InvalidQuery(f"{media_type} has no frames to choose from")
         if "EncapsulatedDocument" in header:
