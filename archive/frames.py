@@ -124,6 +124,11 @@ def locate_frames(handle: BinaryIO) -> PixelDataLayout:
     pixel = _describe(dataset, PIXEL_DATA_TAGS[tag])
     if length == UNDEFINED_LENGTH:
         return _encapsulated(handle, dataset, syntax, pixel, offset, big_endian)
+    size = handle.seek(0, 2)
+    if offset + length > size:  # found now, not once a response has started
+        raise FramesUnavailable(
+            f"the stored file ends inside its pixel data: {size - offset} of {length} bytes"
+        )
     frames = native_frames(pixel, offset, length)
     return PixelDataLayout(syntax, False, False, pixel, offset, length, frames)
 
