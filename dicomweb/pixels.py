@@ -40,6 +40,7 @@ from dicomweb.multipart import iter_multipart_related, multipart_length, new_bou
 from dicomweb.pixelmedia import OCTET_STREAM, FrameRepresentation, negotiate_frames
 from dicomweb.ranges import RangeNotSatisfiable, parse_range
 from dicomweb.urls import path_uid
+from dicomweb.warning import warning_header
 from ferry.errors import InvalidQuery, NotAcceptable, NotFound
 from ferry.settings import Settings
 
@@ -110,9 +111,12 @@ async def retrieve_frames(request: Request) -> Response:
     )
     locations = [layout.frames[n - 1] for n in numbers]
     blobs: BlobStore = request.app.state.archive.blobs
-    return await anyio.to_thread.run_sync(
+    response = await anyio.to_thread.run_sync(
         _frames_response, blobs, stored.blob_key, layout, locations, representation, _range(request)
     )
+    if layout.pixel.notes:  # values read leniently, e.g. a Number of Frames that is no number
+        response.headers["Warning"] = warning_header(layout.pixel.notes)
+    return response
 
 
 def _frames_response(
