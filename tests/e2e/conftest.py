@@ -21,7 +21,9 @@ def corpus_server(
     """One server for the module's walk, on SQLite or on a PostgreSQL schema of its own."""
     tmp_path = tmp_path_factory.mktemp("corpus")
     with _database(request, tmp_path) as url:
-        settings = make_settings(tmp_path, url, **getattr(request.module, "SETTINGS", {}))
+        overrides = getattr(request.module, "SETTINGS", {})
+        overrides = overrides() if callable(overrides) else overrides
+        settings = make_settings(tmp_path, url, **overrides)
         configure_libraries(settings)
         archive = build_archive(settings)
         try:
