@@ -33,6 +33,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, Imp
 from archive._inflated import InflatedFile
 from archive.fragments import FragmentsNotSplit, group_fragments, read_fragments
 from archive.structure import MalformedDataSet, data_set_start, walk_data_set
+from archive.syntaxes import is_video
 from ferry.errors import NotFound, StoredDataUnreadable
 
 PIXEL_DATA_TAGS = {
@@ -275,7 +276,7 @@ def _encapsulated(
 ) -> PixelDataLayout:
     order = ">" if big_endian else "<"
     extended = (dataset.get("ExtendedOffsetTable"), dataset.get("ExtendedOffsetTableLengths"))
-    video = _is_video(syntax)
+    video = is_video(syntax)
     try:
         found = read_fragments(handle, offset, order)
         frames = 1 if video else pixel.number_of_frames
@@ -284,13 +285,6 @@ def _encapsulated(
         raise FramesUnavailable(str(error)) from None
     located = tuple(FrameLocation(pieces) for pieces in grouped)
     return PixelDataLayout(syntax, True, video, pixel, offset, found.end - offset, located)
-
-
-def _is_video(syntax: str) -> bool:
-    """PS3.5 Table A-4: MPEG-2, MPEG-4 AVC/H.264 and HEVC/H.265 streams."""
-    return syntax.startswith("1.2.840.10008.1.2.4.1") and syntax.rsplit(".", 1)[1] in {
-        str(n) for n in range(100, 109)
-    }
 
 
 def iter_frame(handle: BinaryIO, location: FrameLocation) -> Iterator[bytes]:

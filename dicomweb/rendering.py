@@ -35,6 +35,7 @@ from pydicom.uid import UID
 from archive.blobstore import BlobStore
 from archive.framecache import open_pixel_data, read_layout
 from archive.frames import PixelDataLayout, read_frame
+from archive.syntaxes import FAMILIES
 from dicomweb.decoding import can_decode, decode_frame_array
 from dicomweb.viewport import Region, Viewport, apply_geometry
 from dicomweb.voi import Window, apply_voi
@@ -62,12 +63,12 @@ DEFAULT_QUALITY = 90
 MAX_ANIMATED_FRAMES = 300  # a GIF of more frames costs more than any viewer wants to wait
 _DEFAULT_FRAME_TIME_MS = 100.0
 
-# PS3.5 Table A-4: MPEG2, MPEG-4 AVC/H.264 and HEVC/H.265, whole and fragmentable.
-_MPEG2 = ("1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.101")
-_MPEG4_HEVC = tuple(f"1.2.840.10008.1.2.4.{n}" for n in range(102, 109))
+# A video renders as its stream (PS3.5 Table A-4): MPEG-2 as video/mpeg, the others as video/mp4.
 VIDEO_TYPES = {
-    **{uid: "video/mpeg" for uid in _MPEG2 + tuple(f"{u}.1" for u in _MPEG2)},
-    **{uid: "video/mp4" for uid in _MPEG4_HEVC + tuple(f"{u}.1" for u in _MPEG4_HEVC[:5])},
+    syntax: "video/mpeg" if family.name == "MPEG-2" else "video/mp4"
+    for family in FAMILIES
+    if family.video
+    for syntax in family.syntaxes
 }
 
 
