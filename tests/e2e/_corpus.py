@@ -102,10 +102,12 @@ def identity(path: Path) -> tuple[str, str, str]:
     return str(ds.StudyInstanceUID), str(ds.SeriesInstanceUID), str(ds.SOPInstanceUID)
 
 
-def assert_refusal_is_true(name: str, reason: int | None, message: str) -> None:
+def assert_refusal_is_true(
+    name: str, reason: int | None, message: str, refused: dict[str, Any] = REFUSED
+) -> None:
     """The file is in REFUSED, and was refused (or skipped) for the reason given there."""
-    assert name in REFUSED, f"{name} was refused ({reason}): {message}"
-    expected_reason, says, _why = REFUSED[name]
+    assert name in refused, f"{name} was refused ({reason}): {message}"
+    expected_reason, says, _why = refused[name]
     if expected_reason is None:  # not DICOM at all: skipped by import, no SOP class for STOW
         assert reason is None or NO_SOP_CLASS in message or "not a DICOM" in message, message
         return
