@@ -9,7 +9,8 @@ this order:
 3. without a usable table (PS3.5 A.4 lets it be empty): one frame of all fragments when there
    is one frame, one fragment per frame when the counts agree, and otherwise a new frame at each
    fragment that opens with its codestream's start marker (JPEG and JPEG-LS SOI, JPEG 2000 and
-   HTJ2K SOC, JPEG XL signature; PS3.5 A.4 puts each frame's stream in its own fragments).
+   HTJ2K SOC, JPEG XL signature, from `archive.syntaxes`; PS3.5 A.4 puts each frame's stream
+   in its own fragments).
    Anything else (RLE split across fragments, say) cannot be split and is refused.
 
 A table whose offsets do not land on fragment starts is not trusted; the next rule is used.
@@ -27,6 +28,8 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from archive.syntaxes import start_markers
+
 __all__ = [
     "Fragment",
     "Fragments",
@@ -39,9 +42,6 @@ __all__ = [
 UNDEFINED_LENGTH = 0xFFFFFFFF
 _ITEM = (0xFFFE, 0xE000)
 _SEQUENCE_DELIMITATION = (0xFFFE, 0xE0DD)
-_JPEG_SOI = b"\xff\xd8"
-_J2K_SOC = b"\xff\x4f\xff\x51"
-_JXL = (b"\xff\x0a", b"\x00\x00\x00\x0cJXL ")
 
 Pieces = tuple[tuple[int, int], ...]  # (file offset, byte count) of each part of a frame
 
@@ -151,7 +151,7 @@ def _without_table(
         return [tuple(pieces)]
     if len(pieces) == frames:
         return [(piece,) for piece in pieces]
-    markers = _start_markers(syntax)
+    markers = start_markers(syntax)
     if len(pieces) > frames and markers:
         grouped: list[list[tuple[int, int]]] = []
         for piece in pieces:
@@ -165,16 +165,3 @@ def _without_table(
     raise FragmentsNotSplit(
         f"cannot tell which of {len(pieces)} fragments belong to which of {frames} frames"
     )
-
-
-def _start_markers(syntax: str) -> tuple[bytes, ...]:
-    if not syntax.startswith("1.2.840.10008.1.2.4."):
-        return ()
-    process = int(syntax.rsplit(".", 1)[1])
-    if 50 <= process <= 81:
-        return (_JPEG_SOI,)
-    if 90 <= process <= 93 or 201 <= process <= 203:
-        return (_J2K_SOC,)
-    if 110 <= process <= 112:
-        return _JXL
-    return ()

@@ -14,12 +14,15 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import orjson
 
+from archive._inflated import InflatedFile
 from archive.blobstore import BlobStore
 from archive.frames import (
     FrameLocation,
@@ -31,7 +34,7 @@ from archive.frames import (
 
 log = logging.getLogger(__name__)
 
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2  # 2: notes on leniently read values; frames of deflated instances
 MAX_FRAMES_IN_MEMORY = 100_000
 
 
@@ -125,6 +128,7 @@ def _to_json(layout: PixelDataLayout) -> dict[str, Any]:
         "video": layout.video,
         "pixel": asdict(layout.pixel),
         "value": [layout.value_offset, layout.value_length],
+        "inflated_from": layout.inflated_from,
     }
     if layout.encapsulated:  # native frames follow from the description, so are not kept
         document["frames"] = [[n for piece in f.ranges for n in piece] for f in layout.frames]
@@ -132,7 +136,8 @@ def _to_json(layout: PixelDataLayout) -> dict[str, Any]:
 
 
 def _from_json(document: dict[str, Any]) -> PixelDataLayout:
-    pixel = PixelDescription(**document["pixel"])
+    described = document["pixel"]
+    pixel = PixelDescription(**(described | {"notes": tuple(described.get("notes", ()))}))
     offset, length = document["value"]
     if document["encapsulated"]:
         frames = tuple(
@@ -149,4 +154,15 @@ def _from_json(document: dict[str, Any]) -> PixelDataLayout:
         int(offset),
         int(length),
         frames,
+        int(document.get("inflated_from", 0)),
     )
+
+
+@contextmanager
+def open_pixel_data(blobs: BlobStore, key: str, layout: PixelDataLayout) -> Iterator[BinaryIO]:
+    """The stored file, to read frames from at the layout's offsets (a deflated one inflated)."""
+    with blobs.open(key) as handle:
+        if layout.inflated_from:
+            yield cast(BinaryIO, InflatedFile(handle, layout.inflated_from))
+        else:
+            yield handle

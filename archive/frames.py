@@ -4,21 +4,25 @@ Only the header up to the pixel data is parsed (`stop_before_pixels`), then the 
 element's own header. Native frames follow from the Image Pixel module: frame i starts at bit
 i × Rows × Columns × Samples × Bits Allocated. Encapsulated frames are grouped from their
 fragments by `archive.fragments`. Video transfer syntaxes hold one stream for all frames: it is
-located as one unit, marked `video`. Layouts are cached by `archive.framecache`.
+located as one unit, marked `video`. A deflated instance's frames are found in its inflated data
+set and read through `archive._inflated` (see `open_pixel_data` in `archive.framecache`).
+Layouts are cached by `archive.framecache`.
 
 Errors::
 
     NotFound
     └── NoPixelData          the instance has no pixel data (a document, a structured report)
-    NotAcceptable
+    StoredDataUnreadable
     └── FramesUnavailable    pixel data whose frames cannot be located or read
+    ValueError
+    └── PixelModuleInvalid   Rows, Columns or Bits Allocated missing or unreadable
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import BinaryIO
 
 import numpy as np
@@ -26,8 +30,11 @@ from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ImplicitVRLittleEndian
 
+from archive._inflated import InflatedFile
 from archive.fragments import FragmentsNotSplit, group_fragments, read_fragments
-from foundation.errors import NotAcceptable, NotFound
+from archive.structure import MalformedDataSet, data_set_start, walk_data_set
+from archive.syntaxes import is_video
+from foundation.errors import NotFound, StoredDataUnreadable
 
 PIXEL_DATA_TAGS = {
     0x7FE00010: "PixelData",
@@ -45,7 +52,7 @@ class NoPixelData(NotFound):
     pass
 
 
-class FramesUnavailable(NotAcceptable):
+class FramesUnavailable(StoredDataUnreadable):
     pass
 
 
@@ -63,6 +70,7 @@ class PixelDescription:
     planar_configuration: int
     number_of_frames: int
     pixel_keyword: str
+    notes: tuple[str, ...] = ()  # values read leniently (PixelModuleInvalid is the strict side)
 
 
 @dataclass(frozen=True)
@@ -96,6 +104,7 @@ class PixelDataLayout:
     value_offset: int  # first byte of the value (native) or of the Basic Offset Table item
     value_length: int  # bytes of the value, up to and including a sequence delimiter
     frames: tuple[FrameLocation, ...]
+    inflated_from: int = 0  # deflated: offsets count inflated bytes from here (open_pixel_data)
 
 
 def locate_frames(handle: BinaryIO) -> PixelDataLayout:
@@ -107,7 +116,7 @@ def locate_frames(handle: BinaryIO) -> PixelDataLayout:
         raise FramesUnavailable(f"the stored file cannot be parsed: {error}") from None
     syntax = str(dataset.file_meta.get("TransferSyntaxUID", ImplicitVRLittleEndian))
     if syntax == DeflatedExplicitVRLittleEndian:
-        raise FramesUnavailable("frames of deflated instances are not available; retrieve it whole")
+        return _deflated(handle, dataset, syntax)
     big_endian = syntax == ExplicitVRBigEndian
     header = _read_pixel_header(handle, syntax == ImplicitVRLittleEndian, big_endian)
     if header is None:
@@ -116,8 +125,35 @@ def locate_frames(handle: BinaryIO) -> PixelDataLayout:
     pixel = _describe(dataset, PIXEL_DATA_TAGS[tag])
     if length == UNDEFINED_LENGTH:
         return _encapsulated(handle, dataset, syntax, pixel, offset, big_endian)
+    size = handle.seek(0, 2)
+    if offset + length > size:  # found now, not once a response has started
+        raise FramesUnavailable(
+            f"the stored file ends inside its pixel data: {size - offset} of {length} bytes"
+        )
     frames = native_frames(pixel, offset, length)
     return PixelDataLayout(syntax, False, False, pixel, offset, length, frames)
+
+
+def _deflated(handle: BinaryIO, dataset: Dataset, syntax: str) -> PixelDataLayout:
+    """Frames of a deflated instance, at their places in the inflated data set (`_inflated`)."""
+    size = handle.seek(0, 2)
+    try:
+        start = data_set_start(handle, size)
+        element = walk_data_set(handle, size, syntax)
+    except MalformedDataSet as error:
+        raise FramesUnavailable(f"the stored file cannot be read: {error.reason}") from None
+    if element is None:
+        raise NoPixelData("the instance has no pixel data")
+    pixel = _describe(dataset, PIXEL_DATA_TAGS[element.tag])
+    if element.encapsulated:
+        view = InflatedFile(handle, start)
+        layout = _encapsulated(view, dataset, syntax, pixel, element.offset, big_endian=False)
+    else:
+        frames = native_frames(pixel, element.offset, element.length)
+        layout = PixelDataLayout(
+            syntax, False, False, pixel, element.offset, element.length, frames
+        )
+    return replace(layout, inflated_from=start)
 
 
 def _read_pixel_header(
@@ -140,26 +176,67 @@ def _read_pixel_header(
     return tag, start + 12, struct.unpack(order + "I", raw[8:12])[0]
 
 
-def _describe(dataset: Dataset, keyword: str) -> PixelDescription:
-    def number(name: str, default: int | None = None) -> int:
-        value = dataset.get(name)
-        try:
-            return int(value) if value not in (None, "") else int(default)  # type: ignore[arg-type]
-        except (TypeError, ValueError):
-            raise FramesUnavailable(f"{name} is missing or not a number") from None
+class PixelModuleInvalid(ValueError):
+    """An Image Pixel attribute that frames cannot be found without is missing or unreadable."""
 
+    def __init__(self, keyword: str, message: str) -> None:
+        super().__init__(message)
+        self.keyword = keyword
+
+
+_REQUIRED = ("Rows", "Columns", "BitsAllocated")
+_DEFAULTS = {"SamplesPerPixel": 1, "PixelRepresentation": 0, "PlanarConfiguration": 0}
+
+
+def describe_pixels(dataset: Dataset, keyword: str = "PixelData") -> PixelDescription:
+    """The Image Pixel module as frames are found by it, read with explicit leniency.
+
+    Rows, Columns and Bits Allocated are required: PixelModuleInvalid names the one missing or
+    unreadable. Any other value that cannot be read takes its default (Number of Frames 1,
+    Bits Stored = Bits Allocated), and `notes` says so, for a Warning header.
+    """
+    notes: list[str] = []
+
+    def number(name: str, default: int | None) -> int:
+        value = dataset.get(name)
+        if value is None or value == "":
+            if default is None:
+                raise PixelModuleInvalid(name, f"{name} is missing")
+            return default
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            shown = str(value)[:40]
+            if default is None:
+                raise PixelModuleInvalid(name, f"{name} {shown!r} is not a number") from None
+            notes.append(f"{name} {shown!r} is not a number; read as {default}")
+            return default
+
+    rows, columns, bits = (number(name, None) for name in _REQUIRED)
+    values = {name: number(name, default) for name, default in _DEFAULTS.items()}
+    frames = number("NumberOfFrames", 1)
+    if frames < 1:
+        notes.append(f"NumberOfFrames {frames} is less than 1; read as 1")
     return PixelDescription(
-        rows=number("Rows"),
-        columns=number("Columns"),
-        samples_per_pixel=number("SamplesPerPixel", 1),
-        bits_allocated=number("BitsAllocated"),
-        bits_stored=number("BitsStored", number("BitsAllocated")),
-        pixel_representation=number("PixelRepresentation", 0),
+        rows=rows,
+        columns=columns,
+        samples_per_pixel=values["SamplesPerPixel"],
+        bits_allocated=bits,
+        bits_stored=number("BitsStored", bits),
+        pixel_representation=values["PixelRepresentation"],
         photometric_interpretation=str(dataset.get("PhotometricInterpretation", "MONOCHROME2")),
-        planar_configuration=number("PlanarConfiguration", 0),
-        number_of_frames=max(1, number("NumberOfFrames", 1)),
+        planar_configuration=values["PlanarConfiguration"],
+        number_of_frames=max(1, frames),
         pixel_keyword=keyword,
+        notes=tuple(notes),
     )
+
+
+def _describe(dataset: Dataset, keyword: str) -> PixelDescription:
+    try:
+        return describe_pixels(dataset, keyword)
+    except PixelModuleInvalid as error:
+        raise FramesUnavailable(f"the frames cannot be found: {error}") from None
 
 
 def frame_bits(pixel: PixelDescription) -> int:
@@ -199,7 +276,7 @@ def _encapsulated(
 ) -> PixelDataLayout:
     order = ">" if big_endian else "<"
     extended = (dataset.get("ExtendedOffsetTable"), dataset.get("ExtendedOffsetTableLengths"))
-    video = _is_video(syntax)
+    video = is_video(syntax)
     try:
         found = read_fragments(handle, offset, order)
         frames = 1 if video else pixel.number_of_frames
@@ -208,13 +285,6 @@ def _encapsulated(
         raise FramesUnavailable(str(error)) from None
     located = tuple(FrameLocation(pieces) for pieces in grouped)
     return PixelDataLayout(syntax, True, video, pixel, offset, found.end - offset, located)
-
-
-def _is_video(syntax: str) -> bool:
-    """PS3.5 Table A-4: MPEG-2, MPEG-4 AVC/H.264 and HEVC/H.265 streams."""
-    return syntax.startswith("1.2.840.10008.1.2.4.1") and syntax.rsplit(".", 1)[1] in {
-        str(n) for n in range(100, 109)
-    }
 
 
 def iter_frame(handle: BinaryIO, location: FrameLocation) -> Iterator[bytes]:

@@ -85,7 +85,8 @@ def import_paths(
 
     A file is DICOM when it has "DICM" at byte 128 (PS3.10 7.1), or when it starts like a bare
     data set, as old senders write: its first tag is in group 0002, or in group 0008 no later
-    than SOP Class UID (0008,0016), which every IOD has and elements come in ascending order.
+    than SOP Class UID (0008,0016), which every IOD has and elements come in ascending order
+    (read little endian, or big endian for the retired Explicit VR Big Endian).
     Anything else (README.txt, a JPEG) is skipped, not rejected; a file that passes this test
     but cannot be stored is rejected with the archive's reason. A zip file (zipfile.is_zipfile)
     is read member by member, a DICOMDIR stands for the files it references. Folders are walked
@@ -235,7 +236,12 @@ def _is_bare_data_set(head: bytes) -> bool:
     if len(head) < 8:
         return False
     group, element = struct.unpack("<HH", head[:4])
-    return group == 0x0002 or (group == 0x0008 and element <= 0x0016)
+    big_group, big_element = struct.unpack(">HH", head[:4])  # Explicit VR Big Endian, retired
+    return (
+        group == 0x0002
+        or (group == 0x0008 and element <= 0x0016)
+        or (big_group == 0x0008 and big_element <= 0x0016)
+    )
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import struct
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,19 +13,17 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
     UID,
+    ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
     generate_uid,
 )
 
 from archive import outcomes
+from archive.completeness import Incomplete, check_complete
 
 IMPLEMENTATION_CLASS_UID = generate_uid(prefix=None, entropy_srcs=["Ferry DICOM exchange"])
 IMPLEMENTATION_VERSION_NAME = "FERRY_0_1"
-_PIXEL_TAGS_LE = {
-    struct.pack("<HH", 0x7FE0, element): element for element in (0x0010, 0x0008, 0x0009)
-}
-_SEQUENCE_END = b"\xfe\xff\xdd\xe0\x00\x00\x00\x00"
 _REQUIRED_UIDS = ("SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID")
 
 
@@ -52,44 +49,29 @@ class ParsedInstance:
     size: int
 
 
-def _read_dataset(path: Path) -> tuple[Dataset, str | None, int]:
-    """Everything before the pixel data, what follows it, and where the parse stopped."""
+def _read_dataset(path: Path) -> Dataset:
+    """Everything before the pixel data; the rest is walked, not parsed (archive.completeness)."""
     with path.open("rb") as handle:
         try:
-            dataset = dcmread(handle, stop_before_pixels=True, force=True)
+            return dcmread(handle, stop_before_pixels=True, force=True)
         except Exception as error:  # pydicom raises many types on hostile bytes
             raise InvalidInstance(
                 outcomes.CANNOT_UNDERSTAND, f"not a DICOM file: {error}"
             ) from None
-        position = handle.tell()
-        peek = handle.read(8)
-    pixel_vr = None
-    if peek[:4] in _PIXEL_TAGS_LE:
-        explicit_vr = peek[4:6]
-        if explicit_vr in (b"OB", b"OW", b"OF", b"OD"):
-            pixel_vr = explicit_vr.decode()
-        else:
-            pixel_vr = "OW" if int(dataset.get("BitsAllocated", 16) or 16) > 8 else "OB"
-    return dataset, pixel_vr, position
 
 
-def _check_complete(path: Path, position: int, pixel_vr: str | None, size: int) -> None:
-    """A part cut short inside its pixel data parses fine up to there; refuse it."""
-    if pixel_vr is None:
-        return
+def _check_complete(path: Path, dataset: Dataset, size: int) -> str | None:
+    """The whole data set walked and its pixels checked against its SOP class; the pixel VR."""
+    meta = getattr(dataset, "file_meta", None)
+    syntax = meta.get("TransferSyntaxUID") if meta is not None else None
     with path.open("rb") as handle:
-        handle.seek(position)
-        header = handle.read(12)
-        explicit = header[4:6] in (b"OB", b"OW", b"OF", b"OD")
-        length = struct.unpack("<I", header[8:12] if explicit else header[4:8])[0]
-        if length == 0xFFFFFFFF:
-            handle.seek(max(size - 8, 0))
-            if handle.read(8) != _SEQUENCE_END:
-                raise InvalidInstance(
-                    outcomes.CANNOT_UNDERSTAND, "encapsulated pixel data truncated"
-                )
-        elif position + (12 if explicit else 8) + length > size:
-            raise InvalidInstance(outcomes.CANNOT_UNDERSTAND, "pixel data truncated")
+        try:
+            found = check_complete(handle, size, dataset, str(syntax) if syntax else None)
+        except Incomplete as error:
+            raise InvalidInstance(error.reason, error.message) from None
+    if found.pixel is None or found.pixel.vr in ("OB", "OW", "OF", "OD"):
+        return found.pixel_vr
+    return "OW" if int(dataset.get("BitsAllocated", 16) or 16) > 8 else "OB"
 
 
 def _identity(dataset: Dataset) -> dict[str, str]:
@@ -116,8 +98,12 @@ def _add_file_meta(path: Path, dataset: Dataset, identity: dict[str, str]) -> Pa
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = identity["SOPClassUID"]
     meta.MediaStorageSOPInstanceUID = identity["SOPInstanceUID"]
-    implicit, _little = dataset.original_encoding
-    meta.TransferSyntaxUID = ImplicitVRLittleEndian if implicit else ExplicitVRLittleEndian
+    implicit, little = dataset.original_encoding
+    meta.TransferSyntaxUID = (
+        ImplicitVRLittleEndian
+        if implicit
+        else (ExplicitVRLittleEndian if little else ExplicitVRBigEndian)
+    )
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
     header = io.BytesIO()
@@ -142,9 +128,9 @@ def read_received(path: Path) -> ParsedInstance:
     size = path.stat().st_size
     if size == 0:
         raise InvalidInstance(outcomes.CANNOT_UNDERSTAND, "empty part")
-    dataset, pixel_vr, position = _read_dataset(path)
+    dataset = _read_dataset(path)
     identity = _identity(dataset)
-    _check_complete(path, position, pixel_vr, size)
+    pixel_vr = _check_complete(path, dataset, size)
     has_preamble = getattr(dataset, "preamble", None) is not None
     meta = getattr(dataset, "file_meta", None)
     if meta is None or "TransferSyntaxUID" not in meta:

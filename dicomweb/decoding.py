@@ -7,23 +7,26 @@ since pixel_array converts them; the metadata's PhotometricInterpretation is not
 
 Errors::
 
-    NotAcceptable
+    StoredDataUnreadable
     └── FrameNotDecodable    the stored frame does not decode (damaged, or not what it claims)
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import NDArray
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder
 
 from archive.frames import PixelDataLayout
-from foundation.errors import NotAcceptable
+from foundation.errors import StoredDataUnreadable
 
-__all__ = ["FrameNotDecodable", "can_decode", "decode_frame"]
+__all__ = ["FrameNotDecodable", "can_decode", "decode_frame", "decode_frame_array"]
 
 
-class FrameNotDecodable(NotAcceptable):
+class FrameNotDecodable(StoredDataUnreadable):
     pass
 
 
@@ -37,6 +40,12 @@ def can_decode(transfer_syntax_uid: str) -> bool:
 
 def decode_frame(encoded: bytes, layout: PixelDataLayout) -> bytes:
     """One frame's stored bytes to its pixels, little endian, interleaved samples."""
+    array = decode_frame_array(encoded, layout)
+    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+
+
+def decode_frame_array(encoded: bytes, layout: PixelDataLayout) -> NDArray[Any]:
+    """One frame's stored bytes (`archive.frames.read_frame`) as pydicom's array of it."""
     pixel = layout.pixel
     options: dict[str, object] = {
         "rows": pixel.rows,
@@ -59,4 +68,4 @@ def decode_frame(encoded: bytes, layout: PixelDataLayout) -> bytes:
         array, _ = decoder.as_array(source, index=0, **options)  # type: ignore[arg-type]
     except Exception as error:  # each plugin fails in its own way on a damaged stream
         raise FrameNotDecodable(f"a stored frame could not be decoded: {error}") from None
-    return np.ascontiguousarray(array, dtype=array.dtype.newbyteorder("<")).tobytes()
+    return array

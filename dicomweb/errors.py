@@ -18,6 +18,7 @@ HTTP_STATUS: dict[type[errors.FerryError], int] = {
     errors.InvalidQuery: 400,
     errors.BadRequestBody: 400,
     errors.NotAcceptable: 406,
+    errors.StoredDataUnreadable: 422,  # RFC 9110 15.5.21: understood, cannot be processed
     errors.PayloadTooLarge: 413,
     errors.UnsupportedMediaType: 415,
     errors.AuthenticationFailed: 401,

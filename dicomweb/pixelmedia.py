@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
+from archive.syntaxes import ENCAPSULATED_UNCOMPRESSED, FAMILIES
 from dicomweb.decoding import can_decode
 from dicomweb.media import MediaRange
 from foundation.errors import NotAcceptable
@@ -32,21 +33,12 @@ __all__ = [
 
 OCTET_STREAM = "application/octet-stream"
 ANY_TRANSFER_SYNTAX = "*"
-ENCAPSULATED_UNCOMPRESSED = "1.2.840.10008.1.2.1.98"
-_JPEG = "1.2.840.10008.1.2.4."
-
-# PS3.18 Table 8.7.3-5 (images) and PS3.5 Table A-4 (video).
+# PS3.18 Table 8.7.3-5 (images) and PS3.5 Table A-4 (video), from the one table of families.
 MEDIA_TYPES: dict[str, str] = {
-    **{_JPEG + n: "image/jpeg" for n in ("50", "51", "57", "70")},
-    **{_JPEG + n: "image/jls" for n in ("80", "81")},
-    **{_JPEG + n: "image/jp2" for n in ("90", "91")},
-    **{_JPEG + n: "image/jpx" for n in ("92", "93")},
-    **{_JPEG + n: "image/jphc" for n in ("201", "202", "203")},
-    **{_JPEG + n: "image/jxl" for n in ("110", "111", "112")},
-    "1.2.840.10008.1.2.5": "image/dicom-rle",
-    **{_JPEG + n: "video/mpeg" for n in ("100", "101")},
-    **{_JPEG + n: "video/mp4" for n in ("102", "103", "104", "105", "106")},
-    **{_JPEG + n: "video/H265" for n in ("107", "108")},
+    syntax: family.media_type
+    for family in FAMILIES
+    if family.media_type
+    for syntax in family.syntaxes
 }
 # Names clients send for the same things: dicomweb-client (JS) and earlier PS3.18 editions.
 _ALIASES = {"image/x-dicom-rle": "image/dicom-rle", "image/x-jls": "image/jls"}

@@ -23,11 +23,10 @@ from starlette.responses import Response
 
 from archive.blobstore import BlobStore
 from archive.bulkdata import BulkValue, iter_bulk_value, locate_bulk_value, parse_bulk_path
-from archive.framecache import read_layout
+from archive.framecache import open_pixel_data, read_layout
 from archive.frames import (
     PIXEL_DATA_TAGS,
     FrameLocation,
-    FramesUnavailable,
     PixelDataLayout,
     iter_frame,
     read_frame,
@@ -42,6 +41,7 @@ from dicomweb.pixelmedia import OCTET_STREAM, FrameRepresentation, negotiate_fra
 from dicomweb.ranges import RangeNotSatisfiable, parse_range
 from dicomweb.streaming import PrimedStreamingResponse
 from dicomweb.urls import path_uid
+from dicomweb.warning import warning_header
 from ferry.settings import Settings
 from foundation.errors import InvalidQuery, NotAcceptable, NotFound
 
@@ -102,7 +102,7 @@ async def retrieve_frames(request: Request) -> Response:
     stored = await _find_instance(request)
     layout = await _layout(request, stored)
     if layout.video:
-        raise FramesUnavailable("a video's frames are one stream: retrieve its bulk data")
+        raise NotAcceptable("a video's frames are one stream: retrieve its bulk data")
     count = len(layout.frames)
     beyond = sorted({n for n in numbers if n > count})
     if beyond:
@@ -112,9 +112,12 @@ async def retrieve_frames(request: Request) -> Response:
     )
     locations = [layout.frames[n - 1] for n in numbers]
     blobs: BlobStore = request.app.state.archive.blobs
-    return await anyio.to_thread.run_sync(
+    response = await anyio.to_thread.run_sync(
         _frames_response, blobs, stored.blob_key, layout, locations, representation, _range(request)
     )
+    if layout.pixel.notes:  # values read leniently, e.g. a Number of Frames that is no number
+        response.headers["Warning"] = warning_header(layout.pixel.notes)
+    return response
 
 
 def _frames_response(
@@ -131,7 +134,7 @@ def _frames_response(
         if representation.decode or location.bit_count:
             return _single_in_memory(blobs, key, layout, location, representation)
         return _single_part(
-            blobs, key, BulkValue(location.ranges), representation.content_type, wanted
+            blobs, key, BulkValue(location.ranges), representation.content_type, wanted, layout
         )
     boundary = new_boundary()
     parts = _iter_frame_parts(blobs, key, layout, locations, representation)
@@ -154,7 +157,7 @@ def _iter_frame_parts(
     representation: FrameRepresentation,
 ) -> Iterator[tuple[str, Iterable[bytes]]]:
     """One open file for all parts; a frame is read (and decoded) only when its turn comes."""
-    with blobs.open(key) as handle:
+    with open_pixel_data(blobs, key, layout) as handle:
         for location in locations:
             if representation.decode:
                 yield (
@@ -173,7 +176,7 @@ def _single_in_memory(
     representation: FrameRepresentation,
 ) -> Response:
     """One decoded or bit-packed frame: made in memory (it is one frame), sent without Range."""
-    with blobs.open(key) as handle:
+    with open_pixel_data(blobs, key, layout) as handle:
         body = read_frame(handle, location)
     if representation.decode:
         body = decode_frame(body, layout)
@@ -197,7 +200,12 @@ def _range(request: Request) -> _Range:
 
 
 def _single_part(
-    blobs: BlobStore, key: str, value: BulkValue, content_type: str, asked: _Range
+    blobs: BlobStore,
+    key: str,
+    value: BulkValue,
+    content_type: str,
+    asked: _Range,
+    layout: PixelDataLayout | None = None,
 ) -> Response:
     """The value as the whole body, or the one byte range asked for (206, or 416)."""
     try:
@@ -211,7 +219,7 @@ def _single_part(
     if wanted:
         headers["Content-Range"] = wanted.content_range
     return PrimedStreamingResponse(
-        _coalesce(_iter_value(blobs, key, value, start, end)),
+        _coalesce(_iter_value(blobs, key, value, start, end, layout)),
         status_code=206 if wanted else 200,
         media_type=content_type,
         headers=headers,
@@ -219,9 +227,19 @@ def _single_part(
 
 
 def _iter_value(
-    blobs: BlobStore, key: str, value: BulkValue, start: int, end: int
+    blobs: BlobStore,
+    key: str,
+    value: BulkValue,
+    start: int,
+    end: int,
+    layout: PixelDataLayout | None = None,
 ) -> Iterator[bytes]:
-    with blobs.open(key) as handle:
+    """The value's bytes; pixel data (with its layout) read as frames are, deflated or not."""
+    if layout is None:
+        with blobs.open(key) as handle:
+            yield from iter_bulk_value(handle, value, start, end)
+        return
+    with open_pixel_data(blobs, key, layout) as handle:
         yield from iter_bulk_value(handle, value, start, end)
 
 
@@ -305,15 +323,20 @@ async def _retrieve_pixel_data(
         value = BulkValue(((layout.value_offset, layout.value_length),))
     content_type = representation.content_type
     if not representation.multipart:
-        return _single_part(blobs, stored.blob_key, value, content_type, _range(request))
-    return _one_part(blobs, stored.blob_key, value, content_type, representation.media_type)
+        return _single_part(blobs, stored.blob_key, value, content_type, _range(request), layout)
+    return _one_part(blobs, stored.blob_key, value, content_type, representation.media_type, layout)
 
 
 def _one_part(
-    blobs: BlobStore, key: str, value: BulkValue, content_type: str, multipart_type: str
+    blobs: BlobStore,
+    key: str,
+    value: BulkValue,
+    content_type: str,
+    multipart_type: str,
+    layout: PixelDataLayout | None = None,
 ) -> Response:
     boundary = new_boundary()
-    parts = [(content_type, _iter_value(blobs, key, value, 0, value.length))]
+    parts = [(content_type, _iter_value(blobs, key, value, 0, value.length, layout))]
     length = multipart_length([(content_type, value.length)], boundary)
     return PrimedStreamingResponse(
         _coalesce(iter_multipart_related(parts, boundary)),

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 from starlette.datastructures import QueryParams
@@ -191,8 +192,9 @@ async def _respond(
         return Response(status_code=304, headers=headers)
     rendered = await anyio.to_thread.run_sync(cache.read, digest) if cache else None
     if rendered is None:
+        frame_cache = request.app.state.settings.data_dir / "cache" / "frames"
         rendered = await anyio.to_thread.run_sync(
-            _render, archive, stored, accepted, frames, options, cache is not None
+            _render, archive, stored, accepted, frames, options, cache is not None, frame_cache
         )
         if cache is not None:
             await anyio.to_thread.run_sync(cache.write, digest, rendered)
@@ -208,7 +210,14 @@ def _render(
     frames: list[int] | None,
     options: RenderOptions,
     thumbnail: bool,
+    frame_cache: Path,
 ) -> Rendered:
     return render_stored(
-        archive.blobs, stored.blob_key, accepted, frames, options, images_only=thumbnail
+        archive.blobs,
+        stored.blob_key,
+        accepted,
+        frames,
+        options,
+        images_only=thumbnail,
+        frame_cache=frame_cache,
     )

@@ -3,12 +3,15 @@
 Pure of HTTP: a stored file, frame numbers and the presentation options in, bytes out. The
 grayscale pipeline is the standard's (PS3.4 N.2.1.1): Modality LUT, VOI LUT, then MONOCHROME1
 inverted; colour is converted to RGB by pydicom while decoding (YBR_* via convert_color_space,
-planar configuration undone) or looked up in the palette. Only the frames asked for are decoded.
+planar configuration undone) or looked up in the palette. Only the frames asked for are decoded,
+found exactly as /frames finds them (`archive.framecache`, `archive.frames`) and decoded by the
+same code (`dicomweb.decoding`), so whatever /frames serves renders.
 
 Errors::
 
     NotAcceptable
     └── NoRenditionAccepted   none of the asked media types fits this instance
+    StoredDataUnreadable      the stored instance's header, attributes or frames cannot be read
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import io
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
@@ -26,12 +30,16 @@ from PIL import Image
 from pydicom import Dataset, dcmread
 from pydicom.encaps import generate_fragments
 from pydicom.pixels.processing import apply_color_lut, apply_modality_lut
-from pydicom.pixels.utils import iter_pixels
+from pydicom.uid import UID
 
 from archive.blobstore import BlobStore
+from archive.framecache import open_pixel_data, read_layout
+from archive.frames import PixelDataLayout, read_frame
+from archive.syntaxes import FAMILIES
+from dicomweb.decoding import can_decode, decode_frame_array
 from dicomweb.viewport import Region, Viewport, apply_geometry
 from dicomweb.voi import Window, apply_voi
-from foundation.errors import InvalidQuery, NotAcceptable, NotFound
+from foundation.errors import InvalidQuery, NotAcceptable, NotFound, StoredDataUnreadable
 
 __all__ = [
     "GIF",
@@ -55,12 +63,12 @@ DEFAULT_QUALITY = 90
 MAX_ANIMATED_FRAMES = 300  # a GIF of more frames costs more than any viewer wants to wait
 _DEFAULT_FRAME_TIME_MS = 100.0
 
-# PS3.5 Table A-4: MPEG2, MPEG-4 AVC/H.264 and HEVC/H.265, whole and fragmentable.
-_MPEG2 = ("1.2.840.10008.1.2.4.100", "1.2.840.10008.1.2.4.101")
-_MPEG4_HEVC = tuple(f"1.2.840.10008.1.2.4.{n}" for n in range(102, 109))
+# A video renders as its stream (PS3.5 Table A-4): MPEG-2 as video/mpeg, the others as video/mp4.
 VIDEO_TYPES = {
-    **{uid: "video/mpeg" for uid in _MPEG2 + tuple(f"{u}.1" for u in _MPEG2)},
-    **{uid: "video/mp4" for uid in _MPEG4_HEVC + tuple(f"{u}.1" for u in _MPEG4_HEVC[:5])},
+    syntax: "video/mpeg" if family.name == "MPEG-2" else "video/mp4"
+    for family in FAMILIES
+    if family.video
+    for syntax in family.syntaxes
 }
 
 
@@ -97,24 +105,35 @@ def render_stored(
     options: RenderOptions,
     *,
     images_only: bool = False,
+    frame_cache: Path | None = None,
 ) -> Rendered:
     """Render one stored instance as the first of `accepted` (media type essences) it fits.
 
     `frames` are 1-based; None means the first frame, or every frame for an animated GIF.
+    `frame_cache` is the folder of cached frame layouts that /frames uses too.
     """
     with blobs.open(blob_key) as handle:
-        header = dcmread(handle, stop_before_pixels=True)
+        header = _read_header(handle)
         available = rendered_media_types(header)
         if images_only:
             available = tuple(t for t in available if t in IMAGE_TYPES)
         media_type = choose_media_type(accepted, available, header)
         if media_type in IMAGE_TYPES:
-            return _render_frames(handle, header, media_type, frames, options)
+            layout = read_layout(blobs, blob_key, frame_cache)
+            with open_pixel_data(blobs, blob_key, layout) as pixels:
+                return _render_frames(pixels, header, layout, media_type, frames, options)
         if frames:
             raise InvalidQuery(f"{media_type} has no frames to choose from")
         if "EncapsulatedDocument" in header:
             return Rendered(_document(header), media_type)
         return Rendered(_video_stream(handle), media_type)
+
+
+def _read_header(handle: BinaryIO) -> Dataset:
+    try:
+        return dcmread(handle, stop_before_pixels=True, force=True)
+    except Exception as error:  # pydicom raises many kinds on damaged files
+        raise StoredDataUnreadable(f"the stored instance cannot be parsed: {error}") from None
 
 
 def rendered_media_types(header: Dataset) -> tuple[str, ...]:
@@ -164,37 +183,38 @@ def _frame_indices(frames: Sequence[int] | None, count: int, media_type: str) ->
 def _render_frames(
     handle: BinaryIO,
     header: Dataset,
+    layout: PixelDataLayout,
     media_type: str,
     frames: Sequence[int] | None,
     options: RenderOptions,
 ) -> Rendered:
-    count = int(header.get("NumberOfFrames") or 1)
+    count = len(layout.frames)
     indices = _frame_indices(frames, count, media_type)
-    warnings: list[str] = []
+    warnings = list(layout.pixel.notes)
     if frames is None and media_type == GIF and count > len(indices):
         warnings.append(f"the animation holds the first {len(indices)} of {count} frames")
     images = []
-    for index, pixels in zip(indices, _iter_frames(handle, header, indices), strict=True):
+    for index, pixels in zip(indices, _iter_frames(handle, layout, indices), strict=True):
         try:
             image, notes = _present(pixels, _frame_attributes(header, index), options.window)
-        except (AttributeError, KeyError, IndexError, ValueError) as error:  # read leniently
-            raise NotAcceptable(f"the image attributes cannot be applied: {error}") from None
+        except (AttributeError, KeyError, IndexError, TypeError, ValueError) as error:
+            raise StoredDataUnreadable(f"the image attributes cannot be applied: {error}") from None
         images.append(apply_geometry(image, options.region, options.viewport))
         warnings += [n for n in notes if n not in warnings]
-    content = _encode(images, media_type, options.quality, _frame_time(header))
+    content = _encode(images, media_type, options.quality, _frame_time(header, warnings))
     return Rendered(content, media_type, tuple(warnings))
 
 
 def _iter_frames(
-    handle: BinaryIO, header: Dataset, indices: list[int]
+    handle: BinaryIO, layout: PixelDataLayout, indices: list[int]
 ) -> Iterator[NDArray[np.generic]]:
-    handle.seek(0)
-    syntax = header.file_meta.get("TransferSyntaxUID")
-    try:
-        yield from iter_pixels(handle, indices=indices)
-    except (NotImplementedError, RuntimeError, ValueError, AttributeError) as error:
-        name = getattr(syntax, "name", syntax)
-        raise NotAcceptable(f"the pixel data ({name}) cannot be decoded here: {error}") from None
+    """The frames as /frames finds them, decoded one at a time as /frames decodes them."""
+    syntax = layout.transfer_syntax_uid
+    if layout.video or not can_decode(syntax):
+        name = getattr(UID(syntax), "name", syntax)
+        raise NoRenditionAccepted(f"the pixel data ({name}) cannot be decoded here")
+    for index in indices:
+        yield decode_frame_array(read_frame(handle, layout.frames[index]), layout)
 
 
 def _frame_attributes(header: Dataset, index: int) -> Dataset:
@@ -244,11 +264,15 @@ def _to_8_bits(values: NDArray[np.generic], bits: int) -> NDArray[np.uint8]:
     return (values.astype(np.uint32) >> (bits - 8)).astype(np.uint8)
 
 
-def _frame_time(header: Dataset) -> float:
-    if header.get("FrameTime"):
-        return float(header.FrameTime)
-    if header.get("CineRate"):
-        return 1000.0 / float(header.CineRate)
+def _frame_time(header: Dataset, warnings: list[str]) -> float:
+    for keyword, to_ms in (("FrameTime", lambda v: v), ("CineRate", lambda v: 1000.0 / v)):
+        value = header.get(keyword)
+        if not value:
+            continue
+        try:
+            return float(to_ms(float(value)))
+        except (TypeError, ValueError, ZeroDivisionError):
+            warnings.append(f"{keyword} {str(value)[:40]!r} is not a number; ignored")
     return _DEFAULT_FRAME_TIME_MS
 
 

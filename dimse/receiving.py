@@ -33,7 +33,7 @@ RECEIVING_PREFIX = "dimse-receiving-"
 def spool_received_data_sets(spool_dir: Path) -> None:
     """Library set-up (called by the composition root): pynetdicom's C-STORE files go here."""
     spool_dir.mkdir(parents=True, exist_ok=True)
-    dimse_messages.NamedTemporaryFile = lambda **_options: SpoolFile(  # type: ignore[attr-defined]
+    dimse_messages.NamedTemporaryFile = lambda **_options: SpoolFile(  # type: ignore[assignment]
         spool_dir, RECEIVING_PREFIX
     )
 

@@ -7,6 +7,8 @@ FerryError
 │   └── InstanceNotFound
 ├── InvalidQuery            a query parameter or path value Ferry cannot use
 ├── NotAcceptable           no representation the client accepts can be produced
+├── StoredDataUnreadable    stored bytes that do not read as what they claim (damaged, or
+│                           stored before a check that would have refused them)
 ├── UnsupportedMediaType    a request body of a type Ferry does not take
 ├── PayloadTooLarge         a request body over the configured maximum
 ├── BadRequestBody          a request body that cannot be parsed at all
@@ -58,6 +60,10 @@ class InvalidQuery(FerryError):
 
 class NotAcceptable(FerryError):
     pass
+
+
+class StoredDataUnreadable(FerryError):
+    """Not the request's fault, nor about Accept: the stored instance itself cannot be read."""
 
 
 class UnsupportedMediaType(FerryError):

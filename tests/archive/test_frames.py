@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from pydicom import config as pydicom_config
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate, generate_frames
@@ -23,7 +24,7 @@ from pydicom.uid import (
 
 from archive.blobstore import FilesystemBlobStore
 from archive.bulkdata import BulkDataNotFound, iter_bulk_value, locate_bulk_value, parse_bulk_path
-from archive.framecache import LayoutMemory, read_layout
+from archive.framecache import LayoutMemory, open_pixel_data, read_layout
 from archive.frames import FramesUnavailable, NoPixelData, locate_frames, read_frame
 from foundation.errors import InvalidQuery
 from tests import factories
@@ -115,6 +116,45 @@ def test_pixel_data_shorter_than_its_frames_is_refused() -> None:
     ds = factories.mr_multiframe(frames=2)
     ds.NumberOfFrames = 3
     with pytest.raises(FramesUnavailable, match="3 frame"):
+        locate_frames(io.BytesIO(factories.part10_bytes(ds)))
+
+
+@pytest.mark.parametrize("kind", ["ct", "mr-multiframe", "single-bit-multiframe"])
+def test_deflated_frames_are_read_from_the_inflated_data_set(
+    kind: str, blobs: FilesystemBlobStore, tmp_path: Path
+) -> None:
+    ds = KINDS[kind]()
+    ds.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    expected = stored_frames(dcmread(io.BytesIO(factories.part10_bytes(ds))))
+    key = put(blobs, ds)
+    for cache in (tmp_path / "cache", tmp_path / "cache"):  # computed, then from the sidecar
+        layout = read_layout(blobs, key, cache, LayoutMemory(1000))
+        with open_pixel_data(blobs, key, layout) as handle:
+            backwards = [read_frame(handle, f) for f in reversed(layout.frames)]
+        assert backwards[::-1] == expected
+
+
+def test_number_of_frames_that_is_not_a_number_is_read_as_one_with_a_note(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(pydicom_config.settings, "reading_validation_mode", pydicom_config.IGNORE)
+    ds = factories.ct_slice()
+    ds.NumberOfFrames = 1
+    written = b"\x28\x00\x08\x00IS\x02\x001 "  # as a careless sender writes "1A"
+    data = factories.part10_bytes(ds)
+    assert data.count(written) == 1
+    handle = io.BytesIO(data.replace(written, written[:-1] + b"A"))
+    layout = locate_frames(handle)
+    frames = [read_frame(handle, location) for location in layout.frames]
+    assert len(frames) == 1 and frames[0] == ds.PixelData
+    assert layout.pixel.notes == ("NumberOfFrames '1A' is not a number; read as 1",)
+
+
+@pytest.mark.parametrize("keyword", ["Rows", "Columns", "BitsAllocated"])
+def test_frames_are_not_guessed_without_rows_columns_or_bits_allocated(keyword: str) -> None:
+    ds = factories.ct_slice()
+    setattr(ds, keyword, None)
+    with pytest.raises(FramesUnavailable, match=f"{keyword} is missing"):
         locate_frames(io.BytesIO(factories.part10_bytes(ds)))
 
 

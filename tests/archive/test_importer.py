@@ -17,6 +17,7 @@ from archive.importer import LINK_OUT, NOT_DICOM, ImportSummary, _Progress, impo
 from archive.models import Instance
 from archive.store import Archive
 from tests import factories
+from tests._incomplete import INCOMPLETE
 from tests.factories import StudySpec
 
 
@@ -194,8 +195,11 @@ def test_file_cut_short_in_its_pixel_data_is_rejected_with_the_reason(archive, t
     summary = import_paths(archive, [tmp_path / "in"], progress=False)
 
     assert summary.stored == 1
-    assert summary.rejected == [(str(cut), "pixel data truncated (failure reason 0xC000)")]
-    assert f"rejected: {cut}: pixel data truncated" in summary.describe()
+    end = len(whole) - 1000
+    [(label, reason)] = summary.rejected
+    assert label == str(cut) and reason.endswith("(failure reason 0xC000)")
+    assert reason.startswith(f"data set truncated at byte {end} ((7FE0,0010) PixelData of ")
+    assert f"rejected: {cut}: data set truncated at byte {end}" in summary.describe()
     assert spooled(archive) == []
 
 
@@ -298,3 +302,19 @@ def test_cli_import_prints_the_counts_and_fails_on_rejections(tmp_path):
     assert "already stored (identical): 3\n" in again.stdout
     assert "rejected: 1\n" in again.stdout
     assert not list((tmp_path / "var" / "blobs" / ".incoming").iterdir())
+
+
+@pytest.mark.parametrize("case", INCOMPLETE)
+def test_a_data_set_that_is_not_whole_is_rejected_with_its_reason(archive, tmp_path, case):
+    incomplete = INCOMPLETE[case]()
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "part.dcm").write_bytes(incomplete.data)
+
+    summary = import_paths(archive, [tmp_path / "in"], progress=False)
+
+    [(label, reason)] = summary.rejected
+    assert label == str(tmp_path / "in" / "part.dcm")
+    assert incomplete.says in reason
+    assert reason.endswith(f"(failure reason 0x{incomplete.reason:04X})")
+    assert summary.stored == 0 and instance_count(archive) == 0
+    assert spooled(archive) == []

@@ -28,6 +28,7 @@ from archive.check import check_archive
 from archive.models import Instance
 from ferry.settings import Settings
 from tests import factories
+from tests._incomplete import INCOMPLETE
 from tests.conftest import RunningServer, run_server
 
 BOUNDARY = "ferry-test-boundary"
@@ -611,3 +612,35 @@ def test_client_disconnecting_mid_upload_leaves_nothing(server) -> None:
     assert _wait_until(lambda: not any(spool.iterdir())), sorted(p.name for p in spool.iterdir())
     assert indexed_count(server) == 0
     assert_still_serving(server)
+
+
+# -- STOW-RS: data sets that are not whole --------------------------------------------------
+
+
+@pytest.mark.parametrize("case", INCOMPLETE)
+def test_stow_refuses_a_data_set_that_is_not_whole_with_its_reason(server, case) -> None:
+    incomplete = INCOMPLETE[case]()
+    response = post(server, multipart(("application/dicom", incomplete.data)))
+    [item] = assert_refused_instances(response)
+    assert item[FAILURE_REASON]["Value"] == [incomplete.reason]
+    assert incomplete.says in response.headers["Warning"]
+    assert indexed_count(server) == 0
+    assert_still_serving(server)
+
+
+def test_stored_data_that_does_not_read_is_422_on_frames_rendered_and_thumbnail(server) -> None:
+    """As if stored before the walk refused it: the blob is cut after the store."""
+    ds = factories.ct_slice()
+    DICOMwebClient(server.dicomweb_url, headers=server.headers).store_instances([ds])
+    [stored] = server.archive.find_instances(ds.StudyInstanceUID)
+    path = server.archive.blobs.root / stored.blob_key
+    path.write_bytes(path.read_bytes()[:-1000])
+    url = (
+        f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+    with server.http() as web:
+        for resource in ("/frames/1", "/rendered", "/thumbnail", "/frames/1/rendered"):
+            response = web.get(url + resource)
+            assert (resource, response.status_code) == (resource, 422), response.text
+            assert_error_document(response)

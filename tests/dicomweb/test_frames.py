@@ -428,12 +428,13 @@ def test_big_endian_frames_as_stored_or_swapped(server) -> None:
     assert swapped == [(little, volume[1].tobytes()), (little, volume[2].tobytes())]
 
 
-def test_a_frame_that_does_not_decode_is_not_acceptable(server) -> None:
+def test_a_frame_that_does_not_decode_is_unprocessable_not_unacceptable(server) -> None:
+    """406 is about Accept; a stored frame that does not decode is the instance's fault."""
     from pydicom.encaps import encapsulate
 
     ds = factories.jpeg_baseline()
     ds.PixelData = encapsulate([b"\xff\xd8\xff\xe0 not a JPEG stream \xff\xd9"])
     (stored,) = store(server, ds)
-    assert "decoded" in error_of(frames_of(server, stored, "1", "application/octet-stream"), 406)
+    assert "decoded" in error_of(frames_of(server, stored, "1", "application/octet-stream"), 422)
     passthrough = frames_of(server, stored, "1", "image/jpeg")  # as stored: still served
     assert passthrough.status_code == 200

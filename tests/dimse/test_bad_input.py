@@ -16,7 +16,11 @@ from pathlib import Path
 
 import pytest
 from pydicom.dataset import Dataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+from pydicom.uid import (
+    CTImageStorage,
+    ExplicitVRLittleEndian,
+    MultiFrameGrayscaleWordSecondaryCaptureImageStorage,
+)
 from pynetdicom import AE
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
@@ -27,6 +31,7 @@ from archive.check import check_archive
 from archive.models import Instance
 from dimse.receiving import RECEIVING_PREFIX
 from dimse.server import Bridge
+from tests._incomplete import INCOMPLETE
 from tests.conftest import free_port
 from tests.dimse.conftest import Dimse, run_dcmtk
 from tests.factories import StudySpec, ct_slice, part10_bytes
@@ -368,3 +373,26 @@ def test_an_unknown_sop_class_cannot_be_stored(dimse: Dimse, tmp_path: Path) -> 
     assert "presentation context" in (sent.stdout + sent.stderr).lower()
     assert_nothing_stored(dimse)
     assert echo_ok(dimse.port)
+
+
+@sqlite_only
+@pytest.mark.parametrize("case", INCOMPLETE)
+def test_a_data_set_that_is_not_whole_is_refused_with_its_status(
+    dimse: Dimse, tmp_path: Path, case: str
+) -> None:
+    incomplete = INCOMPLETE[case]()
+    path = tmp_path / "part.dcm"
+    path.write_bytes(incomplete.data)
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    ae.add_requested_context(MultiFrameGrayscaleWordSecondaryCaptureImageStorage)
+    assoc = ae.associate("127.0.0.1", dimse.port, ae_title=dimse.ae_title)
+    assert assoc.is_established
+    try:
+        status = assoc.send_c_store(path)
+    finally:
+        assoc.release()
+    assert status.Status == incomplete.reason
+    # the byte is counted in the file pynetdicom received, whose File Meta is its own
+    assert incomplete.says.rstrip("0123456789") in status.ErrorComment
+    assert_nothing_stored(dimse)
