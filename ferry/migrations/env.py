@@ -10,6 +10,7 @@ import audit.models  # noqa: F401
 import dimse.models  # noqa: F401
 import exchange.models
 import exchange.notification_models  # noqa: F401
+import exchange.request_models  # noqa: F401
 import ferry.jobs  # noqa: F401
 import policy.models
 import policy.refresh_tokens  # noqa: F401
