@@ -24,7 +24,9 @@ from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.guard import guarded, public
 from dicomweb.routes import ROUTES
 from dicomweb.urls import DICOMWEB_PREFIX
+from dimse.context import BridgeContext
 from dimse.forward import enqueue_forward
+from dimse.request_peers import BridgePacs
 from ferry.database import check_database, create_database_engine, migrate
 from ferry.jobs import utc_now
 from ferry.settings import Settings, load_settings
@@ -125,6 +127,7 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
     app.state.enqueue_forward = functools.partial(
         enqueue_forward, max_attempts=settings.forward_max_attempts
     )
+    app.state.remote_pacs = BridgePacs(BridgeContext(settings, archive))  # requests: C-FIND, fetch
     return app
 
 

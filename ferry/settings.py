@@ -111,6 +111,7 @@ class Settings:
     dicom_tls_ca: Path | None = None  # peers' certificates are verified against it when set
     forward_max_attempts: int = 8
     forward_retry_seconds: int = 5
+    request_expiry_days: int = 30  # an unanswered request expires after this many days
     # Worklist reconciliation: attributes that take the RIS's values (`Target=Source`, `Keyword`).
     reconcile_map: tuple[str, ...] = (
         "PatientID",
@@ -188,6 +189,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_DICOM_TLS_CA": ("dicom_tls_ca", _parse_path),
     "FERRY_FORWARD_MAX_ATTEMPTS": ("forward_max_attempts", _parse_positive),
     "FERRY_FORWARD_RETRY_SECONDS": ("forward_retry_seconds", _parse_positive),
+    "FERRY_REQUEST_EXPIRY_DAYS": ("request_expiry_days", _parse_positive),
     "FERRY_RECONCILE_MAP": ("reconcile_map", _parse_tag_map),
     "FERRY_JOBS_ENABLED": ("jobs_enabled", _parse_bool),
     "FERRY_PUBLIC_URL": ("public_url", _parse_url),
