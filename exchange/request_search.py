@@ -83,9 +83,7 @@ def query_keys(request: ImagingRequest) -> list[dict[str, str]]:
     return [keys | {"AccessionNumber": a} for a in accessions] or [keys]
 
 
-def search_archive(
-    archive_engine: Any, actor: Actor, request: ImagingRequest
-) -> list[Candidate]:
+def search_archive(archive_engine: Any, actor: Actor, request: ImagingRequest) -> list[Candidate]:
     """The asked institution's studies (owned or granted) that match, newest first."""
     asked = request.asked_institution_pk
     pks = frozenset({asked}) & actor.principal.institutions_for(Action.SEARCH)

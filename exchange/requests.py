@@ -206,7 +206,9 @@ def _close(
     return stored
 
 
-def cancel_request(engine: Engine, actor: Actor, public_id: str, reason: str = "") -> ImagingRequest:
+def cancel_request(
+    engine: Engine, actor: Actor, public_id: str, reason: str = ""
+) -> ImagingRequest:
     """The requester withdraws a request nobody has answered yet."""
     request = require(engine, actor, Action.REQUEST, public_id)
     _pending(engine, actor, request, "cancelled")

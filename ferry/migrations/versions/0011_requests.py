@@ -58,12 +58,12 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("pk"),
     )
     with op.batch_alter_table("imaging_request", schema=None) as batch_op:
-        batch_op.create_index(batch_op.f("ix_imaging_request_public_id"), ["public_id"], unique=True)
+        batch_op.create_index(
+            batch_op.f("ix_imaging_request_public_id"), ["public_id"], unique=True
+        )
         for column in ("requesting_institution_pk", "asked_institution_pk", "patient_id"):
             batch_op.create_index(batch_op.f(f"ix_imaging_request_{column}"), [column])
-        batch_op.create_index(
-            "ix_imaging_request_asked_status", ["asked_institution_pk", "status"]
-        )
+        batch_op.create_index("ix_imaging_request_asked_status", ["asked_institution_pk", "status"])
     op.create_table(
         "request_answer",
         sa.Column("pk", sa.Integer(), nullable=False),
