@@ -168,9 +168,11 @@ def _tell(session: Session, request: ImagingRequest, kind: EventKind, actor: Act
 
 
 def _pending(engine: Engine, actor: Actor, request: ImagingRequest, step: str) -> None:
+    """A closed request takes no more steps: 409, audited."""
     if RequestStatus(request.status) not in PENDING:
         error = Conflict(f"the request is {request.status}: it can no longer be {step}")
-        _refuse(engine, actor, request, step, error)
+        action = "request" if step == "cancelled" else "answer"
+        _refuse(engine, actor, request, action, error)
 
 
 def take_up(engine: Engine, actor: Actor, public_id: str) -> ImagingRequest:
