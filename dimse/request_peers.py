@@ -9,7 +9,7 @@ from collections.abc import Mapping
 
 from pydicom.dataset import Dataset
 
-from dimse.callers import get_node
+from dimse.callers import NodeFacts, get_node
 from dimse.context import BridgeContext
 from dimse.remote import find_on_node, retrieve_from_node
 from ferry.errors import InvalidQuery
@@ -31,7 +31,7 @@ class BridgePacs:
     def __init__(self, context: BridgeContext) -> None:
         self.context = context
 
-    def _node(self, node_pk: int):  # type: ignore[no-untyped-def]
+    def _node(self, node_pk: int) -> NodeFacts:
         node = get_node(self.context.engine, node_pk)
         if node is None:
             raise InvalidQuery("no such node")

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import NoReturn
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -78,8 +79,11 @@ class Pick:
     node_pk: int | None = None
 
 
-def _refuse(engine: Engine, actor: Actor, request: ImagingRequest, step: str, error: Exception):  # type: ignore[no-untyped-def]
-    audit_request(engine, actor, request, step, Decision(False, "request-state", str(error)))
+def _refuse(
+    engine: Engine, actor: Actor, request: ImagingRequest, action: str, error: Exception
+) -> NoReturn:
+    """A refusal for the request's state or content: audited, then raised."""
+    audit_request(engine, actor, request, action, Decision(False, "request-state", str(error)))
     raise error
 
 
