@@ -283,7 +283,14 @@ def answer_request(
         note=f"Answer to request {request.public_id}",
     )
     transfer = sending.create_transfer(archive, actor, new, policy)
-    transfer = sending.send_transfer(archive, actor, transfer.public_id, policy, enqueue_forward)
+    try:
+        transfer = sending.send_transfer(
+            archive, actor, transfer.public_id, policy, enqueue_forward
+        )
+    except Forbidden as error:  # the requester's destination does not take it now
+        sending.cancel_transfer(engine, actor, transfer.public_id, "the answer was not sent")
+        _note(engine, actor, request, f"answer not sent: {error}")
+        _refuse(engine, actor, request, "answer", error)
     status = RequestStatus.PARTLY_ANSWERED if failed else RequestStatus.ANSWERED
     reason = f"sent {len(ready)} studies in transfer {transfer.public_id}"
     reason += f"; not sent: {'; '.join(failed)}" if failed else ""
@@ -296,6 +303,16 @@ def answer_request(
     audit_request(engine, actor, closed, "answer", _party(reason), studies=facts,
                   step=status.value, transfer=transfer.public_id)  # fmt: skip
     return closed
+
+
+def _note(engine: Engine, actor: Actor, request: ImagingRequest, reason: str) -> None:
+    """A history row without a change of state (an answer that could not be sent)."""
+    with Session(engine) as session:
+        stored = session.get(ImagingRequest, request.pk)
+        assert stored is not None
+        status = RequestStatus(stored.status)
+        change_status(session, stored, status, actor=actor.label, reason=reason, now=actor.now)
+        session.commit()
 
 
 def _fetch(

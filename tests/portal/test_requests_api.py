@@ -227,6 +227,16 @@ def test_bad_input_is_refused_with_a_reason(world: World) -> None:
     assert unknown.status_code == 400
     nothing = world.post("a-sender", f"/requests/{rid}/answer", {"studies": []})
     assert nothing.status_code == 422
+    # no destination rule lets A send to the practice's node: refused, nothing left behind
+    pick = {"studies": [{"study_uid": world.in_ferry.study_uid}]}
+    refused = world.post("a-sender", f"/requests/{rid}/answer", pick)
+    assert refused.status_code == 403 and "no destination rule" in refused.json()["error"]
+    after = world.get("gp", f"/requests/{rid}").json()
+    assert after["status"] == "in-progress" and after["answers"] == []
+    assert after["history"][-1]["reason"].startswith("answer not sent")
+    [draft] = world.get("a-sender", "/transfers").json()
+    assert draft["status"] == "cancelled"
+    assert world.audit(transaction=rid, action="answer", outcome="denied")
 
 
 def test_nothing_found_cancel_and_expiry(world: World) -> None:
