@@ -5,7 +5,8 @@ studies, naming where the answer goes: the asking institution's worklist or one 
 Those who may `answer` at the asked institution search (`exchange.request_search`), pick
 studies and answer: what is on their PACS is fetched into Ferry first, then one transfer to the
 requester's destination is made through `exchange.sending` (its decisions, grants and audit).
-Or they reject with a reason, or answer that nothing was found. States:
+Or they reject with a reason, or answer that nothing was found (answering with studies is
+`exchange.answers`; expiry is `exchange.request_expiry`). States:
 
     open ─▶ in-progress ─▶ answered | partly-answered | rejected | nothing-found
     open / in-progress ─▶ cancelled (the requester) | expired (FERRY_REQUEST_EXPIRY_DAYS)
@@ -16,32 +17,26 @@ transaction, and the people told are queued in the same transaction (`notify`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import NoReturn
 
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
-from archive.store import Archive
-from exchange import sending
-from exchange.models import Priority
 from exchange.notifications import Event, EventKind, Subject, notify
 from exchange.notifications import Priority as EventPriority
-from exchange.parties import Actor, study_facts
+from exchange.parties import Actor
 from exchange.request_models import (
     DETAILS_MAX_CHARS,
     PENDING,
     ImagingRequest,
-    RequestAnswer,
     RequestStatus,
     Urgency,
 )
 from exchange.request_parties import audit_request, change_status, require
-from exchange.request_search import RemotePacs
-from exchange.routing import EnqueueForward
-from ferry.errors import Conflict, FerryError, Forbidden, InvalidQuery
+from ferry.errors import Conflict, Forbidden, InvalidQuery
 from policy.decision import Decision, PolicySnapshot, Resource, decide
 from policy.principal import PrincipalKind
 from policy.roles import Action
@@ -70,16 +65,7 @@ class NewRequest:
     urgency: Urgency = Urgency.ROUTINE
 
 
-@dataclass(frozen=True)
-class Pick:
-    """A study chosen to answer with: in Ferry already (node None), or on one of the asked
-    institution's nodes (fetched first)."""
-
-    study_uid: str
-    node_pk: int | None = None
-
-
-def _refuse(
+def refuse(
     engine: Engine, actor: Actor, request: ImagingRequest, action: str, error: Exception
 ) -> NoReturn:
     """A refusal for the request's state or content: audited, then raised."""
@@ -171,12 +157,12 @@ def _tell(session: Session, request: ImagingRequest, kind: EventKind, actor: Act
     notify(session.connection(), event, now=actor.now if actor else request.created_at)
 
 
-def _pending(engine: Engine, actor: Actor, request: ImagingRequest, step: str) -> None:
+def require_pending(engine: Engine, actor: Actor, request: ImagingRequest, step: str) -> None:
     """A closed request takes no more steps: 409, audited."""
     if RequestStatus(request.status) not in PENDING:
         error = Conflict(f"the request is {request.status}: it can no longer be {step}")
         action = "request" if step == "cancelled" else "answer"
-        _refuse(engine, actor, request, action, error)
+        refuse(engine, actor, request, action, error)
 
 
 def take_up(engine: Engine, actor: Actor, public_id: str) -> ImagingRequest:
@@ -193,7 +179,7 @@ def take_up(engine: Engine, actor: Actor, public_id: str) -> ImagingRequest:
     return stored
 
 
-def _close(
+def close(
     engine: Engine,
     actor: Actor,
     request: ImagingRequest,
@@ -217,9 +203,11 @@ def cancel_request(
 ) -> ImagingRequest:
     """The requester withdraws a request nobody has answered yet."""
     request = require(engine, actor, Action.REQUEST, public_id)
-    _pending(engine, actor, request, "cancelled")
-    closed = _close(engine, actor, request, RequestStatus.CANCELLED, reason or "cancelled", None)
-    audit_request(engine, actor, closed, "request", _party(reason or "cancelled"), step="cancelled")
+    require_pending(engine, actor, request, "cancelled")
+    closed = close(engine, actor, request, RequestStatus.CANCELLED, reason or "cancelled", None)
+    audit_request(
+        engine, actor, closed, "request", allowed(reason or "cancelled"), step="cancelled"
+    )
     return closed
 
 
@@ -228,11 +216,11 @@ def reject_request(engine: Engine, actor: Actor, public_id: str, reason: str) ->
     request = require(engine, actor, Action.ANSWER, public_id)
     if not reason.strip():
         raise InvalidQuery("say why the request is rejected")
-    _pending(engine, actor, request, "rejected")
-    closed = _close(
+    require_pending(engine, actor, request, "rejected")
+    closed = close(
         engine, actor, request, RequestStatus.REJECTED, reason, EventKind.REQUEST_REJECTED
     )
-    audit_request(engine, actor, closed, "answer", _party(reason), step="rejected")
+    audit_request(engine, actor, closed, "answer", allowed(reason), step="rejected")
     return closed
 
 
@@ -240,141 +228,14 @@ def answer_nothing_found(
     engine: Engine, actor: Actor, public_id: str, reason: str = ""
 ) -> ImagingRequest:
     request = require(engine, actor, Action.ANSWER, public_id)
-    _pending(engine, actor, request, "answered")
+    require_pending(engine, actor, request, "answered")
     why = reason or "nothing found"
-    closed = _close(
+    closed = close(
         engine, actor, request, RequestStatus.NOTHING_FOUND, why, EventKind.REQUEST_ANSWERED
     )
-    audit_request(engine, actor, closed, "answer", _party(why), step="nothing-found")
+    audit_request(engine, actor, closed, "answer", allowed(why), step="nothing-found")
     return closed
 
 
-def _party(reason: str) -> Decision:
+def allowed(reason: str) -> Decision:
     return Decision(True, "request-party", reason[:1024])
-
-
-def answer_request(
-    archive: Archive,
-    actor: Actor,
-    public_id: str,
-    picks: Sequence[Pick],
-    policy: PolicySnapshot,
-    enqueue_forward: EnqueueForward,
-    pacs: RemotePacs | None,
-) -> ImagingRequest:
-    """Fetches the picks on nodes, sends all picks in one transfer to the requester's
-    destination, and closes the request: answered, or partly answered when some failed."""
-    engine = archive.engine
-    request = require(engine, actor, Action.ANSWER, public_id)
-    _pending(engine, actor, request, "answered")
-    if not picks:
-        raise InvalidQuery("pick at least one study, or answer that nothing was found")
-    request = take_up(engine, actor, public_id)
-    ready, failed = _fetch(actor, request, picks, policy, pacs)
-    if not ready:
-        error = Conflict("none of the picked studies could be fetched: " + "; ".join(failed))
-        _refuse(engine, actor, request, "answer", error)
-    new = sending.NewTransfer(
-        sender_pk=request.asked_institution_pk,
-        destination_pk=request.requesting_institution_pk,
-        node_pk=request.destination_node_pk,
-        studies=ready,
-        priority=Priority(request.urgency),
-        note=f"Answer to request {request.public_id}",
-    )
-    transfer = sending.create_transfer(archive, actor, new, policy)
-    try:
-        transfer = sending.send_transfer(
-            archive, actor, transfer.public_id, policy, enqueue_forward
-        )
-    except Forbidden as error:  # the requester's destination does not take it now
-        sending.cancel_transfer(engine, actor, transfer.public_id, "the answer was not sent")
-        _note(engine, actor, request, f"answer not sent: {error}")
-        _refuse(engine, actor, request, "answer", error)
-    status = RequestStatus.PARTLY_ANSWERED if failed else RequestStatus.ANSWERED
-    reason = f"sent {len(ready)} studies in transfer {transfer.public_id}"
-    reason += f"; not sent: {'; '.join(failed)}" if failed else ""
-    with Session(engine) as session:
-        session.add(RequestAnswer(request_pk=request.pk or 0, transfer_pk=transfer.pk or 0))
-        session.commit()
-    closed = _close(engine, actor, request, status, reason, EventKind.REQUEST_ANSWERED)
-    with Session(engine) as session:
-        facts = study_facts(session, ready)
-    audit_request(engine, actor, closed, "answer", _party(reason), studies=facts,
-                  step=status.value, transfer=transfer.public_id)  # fmt: skip
-    return closed
-
-
-def _note(engine: Engine, actor: Actor, request: ImagingRequest, reason: str) -> None:
-    """A history row without a change of state (an answer that could not be sent)."""
-    with Session(engine) as session:
-        stored = session.get(ImagingRequest, request.pk)
-        assert stored is not None
-        status = RequestStatus(stored.status)
-        change_status(session, stored, status, actor=actor.label, reason=reason, now=actor.now)
-        session.commit()
-
-
-def _fetch(
-    actor: Actor,
-    request: ImagingRequest,
-    picks: Sequence[Pick],
-    policy: PolicySnapshot,
-    pacs: RemotePacs | None,
-) -> tuple[list[str], list[str]]:
-    """(studies now in Ferry, reasons of those that are not)."""
-    ready: list[str] = []
-    failed: list[str] = []
-    for pick in dict.fromkeys(picks):
-        if pick.node_pk is None:
-            ready.append(pick.study_uid)
-            continue
-        node = policy.nodes.get(pick.node_pk)
-        if node is None or node.institution_pk != request.asked_institution_pk:
-            raise InvalidQuery("the node is not one of the asked institution's")
-        if pacs is None:
-            raise InvalidQuery("this Ferry cannot reach nodes from here")
-        try:
-            pacs.retrieve_study(
-                pick.node_pk, pick.study_uid, requested_by=actor.label,
-                institution_pk=request.asked_institution_pk,
-            )  # fmt: skip
-        except FerryError as error:
-            failed.append(f"{pick.study_uid[:64]} from {node.ae_title}: {error}"[:300])
-            continue
-        ready.append(pick.study_uid)
-    return list(dict.fromkeys(ready)), failed
-
-
-# -- expiry ------------------------------------------------------------------------------------
-
-
-def expire_due(engine: Engine, now: datetime) -> int:
-    """Pending requests past their expiry become expired (by Ferry); returns how many."""
-    query = (
-        select(ImagingRequest)
-        .where(col(ImagingRequest.status).in_([s.value for s in PENDING]))
-        .where(col(ImagingRequest.expires_at) <= now)
-        .order_by(col(ImagingRequest.pk))
-        .limit(500)
-    )
-    with Session(engine, expire_on_commit=False) as session:
-        due = list(session.exec(query))
-        for request in due:
-            request.closed_at = now
-            change_status(session, request, RequestStatus.EXPIRED, actor="ferry",
-                          reason="nobody answered in time", now=now)  # fmt: skip
-        session.commit()
-    for request in due:
-        decision = Decision(True, "request-expiry", "nobody answered in time")
-        audit_request(engine, None, request, "request", decision, step="expired")
-    return len(due)
-
-
-def request_sweeper(engine: Engine, clock: Callable[[], datetime]) -> Callable[[], int]:
-    """A periodic tick for `ferry.jobs.Worker(ticks=[...])`."""
-
-    def sweep() -> int:
-        return expire_due(engine, clock())
-
-    return sweep

@@ -21,7 +21,7 @@ from dimse.server import Bridge
 from exchange.mail_sender import MailSender, SmtpConfig
 from exchange.notifications import NOTIFY
 from exchange.notify_job import Notifier, notify_handler
-from exchange.requests import request_sweeper
+from exchange.request_expiry import request_sweeper
 from exchange.routing import transfer_sweeper
 from ferry.jobs import Clock, Worker, utc_now
 from ferry.settings import Settings

@@ -96,7 +96,7 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _answer(settings: Settings, args: argparse.Namespace) -> int:
-    from exchange import requests
+    from exchange import answers, requests
     from exchange.request_parties import require
     from exchange.request_search import node_of
     from policy.roles import Action
@@ -106,11 +106,11 @@ def _answer(settings: Settings, args: argparse.Namespace) -> int:
         print(_line(requests.answer_nothing_found(archive.engine, actor, args.id, args.reason)))
         return 0
     request = require(archive.engine, actor, Action.ANSWER, args.id)
-    picks = [requests.Pick(uid) for uid in args.study]
+    picks = [answers.Pick(uid) for uid in args.study]
     for item in args.from_node:
         ae_title, _, uid = item.partition(":")
-        picks.append(requests.Pick(uid, node_of(policy, request.asked_institution_pk, ae_title)))
-    answered = requests.answer_request(
+        picks.append(answers.Pick(uid, node_of(policy, request.asked_institution_pk, ae_title)))
+    answered = answers.answer_request(
         archive, actor, args.id, picks, policy, _enqueue(settings), _pacs(settings, archive)
     )
     print(_line(answered))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import case, func
 from sqlmodel import Session, col, select
 
-from exchange import requests
+from exchange import answers, requests
 from exchange.models import Transfer
 from exchange.request_models import ImagingRequest, RequestAnswer, Urgency
 from exchange.request_parties import decide_on, read_history, require, side_of, visible_to
@@ -189,11 +189,11 @@ def answer_request(call: Call) -> RequestOut:
     policy, actor = _policy(call), _actor(call)
     request = require(_engine(call), actor, Action.ANSWER, call.path["request_id"])
     picks = [
-        requests.Pick(p.study_uid, node_of(policy, request.asked_institution_pk, p.node)
+        answers.Pick(p.study_uid, node_of(policy, request.asked_institution_pk, p.node)
                       if p.node else None)
         for p in body.studies
     ]  # fmt: skip
-    answered = requests.answer_request(
+    answered = answers.answer_request(
         _archive(call), actor, request.public_id, picks, policy, call.state.enqueue_forward,
         call.state.remote_pacs,
     )  # fmt: skip

@@ -17,7 +17,7 @@ import pytest
 
 from audit.search import AuditQuery, iter_events
 from dimse.context import BridgeContext
-from exchange.requests import request_sweeper
+from exchange.request_expiry import request_sweeper
 from ferry.background import build_worker
 from ferry.jobs import Worker
 from ferry.settings import replace_settings
