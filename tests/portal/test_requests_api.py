@@ -257,3 +257,21 @@ def test_nothing_found_cancel_and_expiry(world: World) -> None:
     expired = world.get("gp", f"/requests/{third}").json()
     assert expired["status"] == "expired" and expired["history"][-1]["actor"] == "ferry"
     assert world.audit(transaction=third, actor="ferry")
+
+
+def test_a_study_the_pacs_does_not_have_makes_a_partial_answer(world: World) -> None:
+    rid = world.ask(accession_numbers=["ACC-F1", "ACC-GONE"]).json()["id"]
+    found = world.post("a-sender", f"/requests/{rid}/search", {}).json()
+    assert found["query"] == [
+        {"PatientID": PATIENT, "AccessionNumber": "ACC-F1"},
+        {"PatientID": PATIENT, "AccessionNumber": "ACC-GONE"},
+    ]
+    assert [m["accession_number"] for m in found["matches"]] == ["ACC-F1"]
+    picks = [
+        {"study_uid": world.in_ferry.study_uid},
+        {"study_uid": "1.2.826.0.1.3680043.99.1", "node": "PACS_A"},
+    ]
+    answered = world.post("a-sender", f"/requests/{rid}/answer", {"studies": picks}).json()
+    assert answered["status"] == "partly-answered"
+    assert "not sent: 1.2.826.0.1.3680043.99.1 from PACS_A" in answered["status_reason"]
+    assert world.audit(action="retrieve", outcome="failed")
