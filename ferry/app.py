@@ -24,8 +24,10 @@ from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.guard import guarded, public
 from dicomweb.routes import ROUTES
 from dicomweb.urls import DICOMWEB_PREFIX, public_base
+from dimse.context import BridgeContext
 from dimse.forward import enqueue_forward
 from dimse.receiving import spool_received_data_sets
+from dimse.request_peers import BridgePacs
 from ferry.database import check_database_writable, create_database_engine, migrate
 from ferry.settings import Settings, load_settings
 from foundation.clock import utc_now
@@ -145,6 +147,7 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
     app.state.enqueue_forward = functools.partial(
         enqueue_forward, max_attempts=settings.forward_max_attempts
     )
+    app.state.remote_pacs = BridgePacs(BridgeContext(settings, archive))  # requests: C-FIND, fetch
     return app
 
 

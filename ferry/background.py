@@ -21,6 +21,7 @@ from dimse.server import Bridge
 from exchange.mail_sender import MailSender, SmtpConfig
 from exchange.notifications import NOTIFY
 from exchange.notify_job import Notifier, notify_handler
+from exchange.request_expiry import request_sweeper
 from exchange.routing import transfer_sweeper
 from ferry.settings import Settings
 from foundation.clock import Clock, utc_now
@@ -39,7 +40,10 @@ def build_worker(context: BridgeContext, *, idle_seconds: float = 1.0) -> Worker
         context.jobs,
         {FORWARD_STUDY: forward_handler(context), NOTIFY: notify_handler(notifier)},
         idle_seconds=idle_seconds,
-        ticks=[transfer_sweeper(context.archive, context.clock, enqueue)],
+        ticks=[
+            transfer_sweeper(context.archive, context.clock, enqueue),
+            request_sweeper(context.engine, context.clock),
+        ],
     )
 
 

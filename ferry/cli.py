@@ -156,6 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ferry.exchange_commands import add_exchange_commands
 
     add_exchange_commands(commands)
+    from ferry.request_commands import add_request_commands
+
+    add_request_commands(commands)
     return parser
 
 

@@ -13,7 +13,8 @@ import archive.models  # noqa: F401  (registers the tables on SQLModel.metadata)
 import audit.models  # noqa: F401
 import dimse.models  # noqa: F401
 import exchange.models
-import exchange.notification_models  # noqa: F401
+import exchange.notification_models
+import exchange.request_models  # noqa: F401
 import foundation.jobs  # noqa: F401
 import policy.models
 import policy.refresh_tokens

@@ -129,6 +129,7 @@ class Settings:
     forward_retry_seconds: int = 5
     # A forwarding or C-MOVE association whose peer stops answering C-STOREs is aborted after this.
     forward_response_timeout: float = 30.0
+    request_expiry_days: int = 30  # an unanswered request expires after this many days
     # Worklist reconciliation: attributes that take the RIS's values (`Target=Source`, `Keyword`).
     reconcile_map: tuple[str, ...] = (
         "PatientID",
@@ -210,6 +211,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_FORWARD_MAX_ATTEMPTS": ("forward_max_attempts", _parse_positive),
     "FERRY_FORWARD_RETRY_SECONDS": ("forward_retry_seconds", _parse_positive),
     "FERRY_FORWARD_RESPONSE_TIMEOUT": ("forward_response_timeout", _parse_seconds),
+    "FERRY_REQUEST_EXPIRY_DAYS": ("request_expiry_days", _parse_positive),
     "FERRY_RECONCILE_MAP": ("reconcile_map", _parse_tag_map),
     "FERRY_JOBS_ENABLED": ("jobs_enabled", _parse_bool),
     "FERRY_PUBLIC_URL": ("public_url", _parse_url),

@@ -85,6 +85,7 @@ class ResourceKind(StrEnum):
     TRANSFER = "transfer"  # a transfer seen from its sending or its receiving side
     ACCOUNT = "account"  # a person's account, or their membership in `institution_pk`
     ACCESS = "institution-access"  # a new way into an institution's studies
+    REQUEST = "request"  # a request for imaging, seen by the institution asking or the one asked
 
 
 @dataclass(frozen=True)
@@ -122,6 +123,11 @@ class Resource:
     def transfer(cls, sender_pk: int, destination_pk: int) -> Resource:
         """A transfer: `institution_pk` receives it, `sender_institution_pk` sent it."""
         return cls(ResourceKind.TRANSFER, destination_pk, sender_institution_pk=sender_pk)
+
+    @classmethod
+    def request(cls, requesting_pk: int, asked_pk: int) -> Resource:
+        """A request: `institution_pk` is asked, `sender_institution_pk` asks."""
+        return cls(ResourceKind.REQUEST, asked_pk, sender_institution_pk=requesting_pk)
 
     @classmethod
     def destination(cls, institution_pk: int, node_pk: int | None, sender_pk: int) -> Resource:
@@ -190,6 +196,8 @@ def decide(
         return _decide_transfer(principal, action, resource, chain)
     if resource.kind in (ResourceKind.ACCOUNT, ResourceKind.ACCESS):
         return _decide_account_or_access(principal, action, resource, snapshot, chain)
+    if resource.kind is ResourceKind.REQUEST:
+        return _decide_request(principal, action, resource, chain)
     return _decide_destination(principal, action, resource, context, snapshot, chain)
 
 
@@ -436,3 +444,30 @@ def _decide_whole_account(
         "the account also belongs to institutions you do not administer",
         chain[:-1],
     )
+
+
+# -- requests ---------------------------------------------------------------------------------
+
+REQUESTER_SIDE = "side:requester"
+ANSWERER_SIDE = "side:answerer"
+
+
+def _decide_request(
+    principal: Principal, action: Action, resource: Resource, chain: list[str]
+) -> Decision:
+    """`request` from the asking institution (create, cancel), `answer` from the asked one;
+    `search` (see the request and its history) for whoever may do either on their side."""
+    requesting, asked = resource.sender_institution_pk, resource.institution_pk
+    assert requesting is not None and asked is not None
+    chain.append("request-party")
+    if principal.studies is not None:
+        return _deny("study-limited", "a viewer token reads its study and nothing else", chain)
+    sides = ((requesting, Action.REQUEST, REQUESTER_SIDE), (asked, Action.ANSWER, ANSWERER_SIDE))
+    for pk, needed, side in sides:
+        if action not in (needed, Action.SEARCH) or pk not in principal.memberships:
+            continue
+        if needed in principal.actions_in(pk):
+            reason = f"{principal.label} may {needed} for institution {pk}"
+            return _allow("request-party", reason, chain[:-1], side)
+    parties = f"the request of {requesting} to {asked}"
+    return _deny("request-party", f"{principal.label} may not {action} for {parties}", chain)

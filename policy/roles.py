@@ -46,7 +46,7 @@ _VIEW = frozenset({Action.SEARCH, Action.READ_METADATA, Action.READ_PIXELS})
 ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.VIEWER: _VIEW,
     Role.RECEIVER: _VIEW | {Action.DOWNLOAD},
-    Role.SENDER: _VIEW | {Action.STORE, Action.TRANSFER},
+    Role.SENDER: _VIEW | {Action.STORE, Action.TRANSFER, Action.ANSWER},
     Role.REQUESTER: frozenset({Action.REQUEST}),
     Role.AUDITOR: frozenset({Action.AUDIT}),
     Role.INSTITUTION_ADMIN: _VIEW

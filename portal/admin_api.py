@@ -21,7 +21,14 @@ from foundation.errors import NotFound
 from policy import store
 from policy.decision import Decision, Resource
 from policy.models import ApiClient, Invitation, Registration, User, UserStatus
-from portal import destinations_api, explain_api, jobs_api, notifications_api, receiving_api
+from portal import (
+    destinations_api,
+    explain_api,
+    jobs_api,
+    notifications_api,
+    receiving_api,
+    requests_api,
+)
 from portal.admin_access import Access, authenticate
 from portal.api_schemas import (
     ApiClientIn,
@@ -620,7 +627,8 @@ def api_mount() -> Mount:
         *jobs_api.OPERATIONS,
         *notifications_api.OPERATIONS,
         *receiving_api.OPERATIONS,
+        *requests_api.OPERATIONS,
     ]
-    parameters = {**PARAMETERS, **receiving_api.PARAMETERS}
+    parameters = {**PARAMETERS, **receiving_api.PARAMETERS, **requests_api.PARAMETERS}
     routes = build_routes(operations, parameters, authenticate, INFO, API_PREFIX)
     return Mount(API_PREFIX, routes=routes)

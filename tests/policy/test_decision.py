@@ -299,3 +299,39 @@ def test_a_study_limited_token_reads_its_study_and_nothing_else() -> None:
     assert (other.allowed, other.rule) == (False, "study-limited")
     listing = decide(limited, Action.SEARCH, Resource.transfer(1, 1), now)
     assert (listing.allowed, listing.rule) == (False, "study-limited")
+
+
+# -- requests (one line a case) ----------------------------------------------------------------
+
+ASKING_PK, ASKED_PK = 1, 2
+REQUEST_CASES = [
+    # memberships, action, allowed, rule, side
+    ({ASKING_PK: {Role.REQUESTER}}, Action.REQUEST, True, "request-party", "side:requester"),
+    ({ASKING_PK: {Role.REQUESTER}}, Action.SEARCH, True, "request-party", "side:requester"),
+    ({ASKING_PK: {Role.REQUESTER}}, Action.ANSWER, False, "request-party", None),
+    ({ASKING_PK: {Role.VIEWER}}, Action.SEARCH, False, "request-party", None),
+    ({ASKED_PK: {Role.SENDER}}, Action.ANSWER, True, "request-party", "side:answerer"),
+    ({ASKED_PK: {Role.SENDER}}, Action.SEARCH, True, "request-party", "side:answerer"),
+    ({ASKED_PK: {Role.INSTITUTION_ADMIN}}, Action.ANSWER, True, "request-party", "side:answerer"),
+    ({ASKED_PK: {Role.REQUESTER}}, Action.ANSWER, False, "request-party", None),
+    ({ASKED_PK: {Role.REQUESTER}}, Action.SEARCH, False, "request-party", None),
+    ({ASKED_PK: {Role.SENDER}}, Action.REQUEST, False, "request-party", None),
+    ({ASKED_PK: {Role.RECEIVER, Role.VIEWER}}, Action.ANSWER, False, "request-party", None),
+    ({OTHER_PK: {Role.SENDER, Role.REQUESTER}}, Action.SEARCH, False, "request-party", None),
+    ({OTHER_PK: {Role.INSTITUTION_ADMIN}}, Action.ANSWER, False, "request-party", None),
+]
+
+
+@pytest.mark.parametrize(("memberships", "action", "allowed", "rule", "side"), REQUEST_CASES)
+def test_request_decisions(memberships, action, allowed, rule, side) -> None:
+    resource = Resource.request(ASKING_PK, ASKED_PK)
+    decision = decide(user(memberships), action, resource, Context(NOW))
+    assert (decision.allowed, decision.rule) == (allowed, rule)
+    if side:
+        assert side in decision.obligations
+
+
+def test_a_study_limited_token_sees_no_request() -> None:
+    limited = dataclasses.replace(user({ASKED_PK: {Role.SENDER}}), studies=frozenset({"1.2.3"}))
+    decision = decide(limited, Action.ANSWER, Resource.request(ASKING_PK, ASKED_PK), Context(NOW))
+    assert (decision.allowed, decision.rule) == (False, "study-limited")
