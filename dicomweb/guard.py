@@ -171,7 +171,7 @@ def _prepare(request: Request, spec: GuardSpec) -> None:
     study = spec.study_from(request)
     if study is not None and action is not Action.SEARCH:
         _check_study(request, principal, action, study)
-    scope = StudyScope(principal.institutions_for(action), _now())
+    scope = StudyScope(principal.institutions_for(action), _now(), action.value)
     request.state.scope = scope
     if action is Action.SEARCH:
         # A search never answers 404: within an unknown or invisible study it finds nothing.

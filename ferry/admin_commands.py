@@ -130,7 +130,7 @@ def create_api_client(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def grant(engine: Engine, args: argparse.Namespace) -> int:
-    from portal import grants
+    from exchange import grants
 
     institution = _institution_pk(engine, args.institution)
     view = grants.grant_study(
@@ -142,7 +142,7 @@ def grant(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def revoke_grant(engine: Engine, args: argparse.Namespace) -> int:
-    from portal import grants
+    from exchange import grants
 
     revoked = grants.revoke_grants(engine, args.study, _institution_pk(engine, args.institution))
     if not revoked:

@@ -14,9 +14,9 @@ from sqlmodel import Session
 
 from archive.models import Patient, Study
 from archive.store import Archive
+from exchange import grants
 from ferry.settings import Settings
 from policy import store
-from portal import grants
 from tests.conftest import run_server
 
 FERRY = Path(sys.executable).parent / "ferry"
