@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -453,7 +453,8 @@ def _uid_in_use(item: ParsedInstance) -> StoreOutcome:
     One answer for both, naming no owner: a sender learns only that the UID is taken (which
     a unique UID cannot hide), not whose it is nor whether it is a study or an instance.
     """
-    return _failed(item, outcomes.PROCESSING_FAILURE, _UID_IN_USE)
+    refused = _failed(item, outcomes.PROCESSING_FAILURE, _UID_IN_USE)
+    return replace(refused, conflict=True)
 
 
 def _not_found(study: str, series: str | None, instance: str | None) -> Exception:

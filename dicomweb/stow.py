@@ -12,6 +12,7 @@ from starlette.responses import Response
 
 from archive.outcomes import CANNOT_UNDERSTAND, StoreOutcome
 from archive.store import Archive, Prepared
+from dicomweb.guard import audit_store_conflicts
 from dicomweb.media import InvalidMediaType, parse_content_type
 from dicomweb.multipart import MalformedMultipart, ReceivedPart, RelatedPartsReader
 from dicomweb.urls import path_uid, public_base
@@ -213,4 +214,6 @@ async def store_instances(request: Request) -> Response:
     outcomes = await anyio.to_thread.run_sync(
         archive.store_prepared, intake.items, study, institution
     )
+    if any(outcome.conflict for outcome in outcomes):
+        await anyio.to_thread.run_sync(audit_store_conflicts, request, outcomes)
     return store_response(outcomes, public_base(request, settings), study)

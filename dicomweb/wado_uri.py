@@ -8,6 +8,7 @@ stream, and anything else as application/dicom. The rendering is that of /render
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from tempfile import SpooledTemporaryFile
@@ -24,6 +25,7 @@ from archive import transcoding
 from archive.blobstore import CHUNK_SIZE, BlobStore
 from archive.store import Archive, StoredInstance
 from archive.transcoding import PixelDescription
+from dicomweb.guard import authorize_study
 from dicomweb.media import InvalidMediaType, parse_accept
 from dicomweb.rendered import parse_integer, parse_number, parse_quality, single
 from dicomweb.rendering import (
@@ -160,14 +162,14 @@ async def retrieve_wado_uri(request: Request) -> Response:
     if messages:
         headers["Warning"] = warning_header(messages)
     if wanted is not None and wanted[0] == DICOM:
-        return await _dicom_response(archive, stored, transfer_syntax, headers)
+        return await _download(request, archive, stored, transfer_syntax, headers)
     fallback = wanted is None or DICOM in wanted
     accepted = [t for t in wanted or ["*/*"] if t != DICOM]
     rendered = await anyio.to_thread.run_sync(
         _render_or_none, archive, stored, accepted, frames, options, fallback
     )
     if rendered is None:
-        return await _dicom_response(archive, stored, transfer_syntax, headers)
+        return await _download(request, archive, stored, transfer_syntax, headers)
     if messages or rendered.warnings:
         headers["Warning"] = warning_header(messages + list(rendered.warnings))
     return Response(rendered.content, media_type=rendered.media_type, headers=headers)
@@ -188,6 +190,27 @@ def _render_or_none(
         if fallback:
             return None
         raise
+
+
+async def _download(
+    request: Request,
+    archive: Archive,
+    stored: StoredInstance,
+    transfer_syntax: str | None,
+    headers: dict[str, str],
+) -> Response:
+    """The Part 10 file is a download, however it came to be chosen: decided as one."""
+    await anyio.to_thread.run_sync(
+        functools.partial(
+            authorize_study,
+            request,
+            Action.DOWNLOAD,
+            stored.study_instance_uid,
+            sop_instance_uid=stored.sop_instance_uid,
+            negotiated=DICOM,
+        )
+    )
+    return await _dicom_response(archive, stored, transfer_syntax, headers)
 
 
 async def _dicom_response(
@@ -238,9 +261,10 @@ def _iter_spool(spool: IO[bytes]) -> Iterator[bytes]:
 
 
 def wado_uri_action(request: Request) -> Action:
-    """The Part 10 file is a download; a rendered image is a view."""
-    content_type = request.query_params.get("contentType", "")
-    return Action.DOWNLOAD if content_type.startswith(DICOM) else Action.READ_PIXELS
+    """Every WADO-URI answer shows pixels at least; whether it is a download (the Part 10 file)
+    is known only after content negotiation, and decided there again (`_download`), never
+    from the raw `contentType`."""
+    return Action.READ_PIXELS
 
 
 def wado_uri_study(request: Request) -> str | None:

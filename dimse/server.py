@@ -56,6 +56,10 @@ _config.LOG_HANDLER_LEVEL = "none"
 _CALLER = "ferry_caller"
 _STORED = "ferry_stored"
 _STORE_DECISION = "ferry_store_decision"
+# The archive refused a UID held by another institution's data (the caller is not told whose).
+UID_IN_USE = Decision(
+    False, "uid-in-use", "a StudyInstanceUID or SOPInstanceUID is held by another institution's data"
+)
 
 
 def caller_of(event: evt.Event) -> Caller:
@@ -248,6 +252,18 @@ class Bridge:
                     statuses=dict(tally.statuses),
                 )
             )
+            if tally.conflicts:
+                records.append(
+                    context.audit_record(
+                        caller,
+                        Action.STORE,
+                        UID_IN_USE,
+                        access=None,
+                        study_uid=study_uid,
+                        institution_pk=caller.institution_pk,
+                        instances=tally.conflicts,
+                    )
+                )
         record_many(context.engine, records)
         if caller.route is not None and caller.node is not None:
             arrived = {uid: tally.stored for uid, tally in stored.items() if tally.stored}
@@ -322,6 +338,7 @@ class Bridge:
             else:
                 tally.failed += 1
                 tally.statuses[f"{outcome.failure_reason:04X}"] += 1
+                tally.conflicts += outcome.conflict
 
 
 class SharedPortServer(ThreadedAssociationServer):
@@ -343,9 +360,10 @@ class SharedPortServer(ThreadedAssociationServer):
 
 
 class StoreTally:
-    __slots__ = ("failed", "statuses", "stored")
+    __slots__ = ("conflicts", "failed", "statuses", "stored")
 
     def __init__(self) -> None:
         self.stored = 0
         self.failed = 0
+        self.conflicts = 0  # refused: a UID held by another institution's data
         self.statuses: Counter[str] = Counter()
