@@ -58,7 +58,7 @@ _STORED = "ferry_stored"
 _STORE_DECISION = "ferry_store_decision"
 # The archive refused a UID held by another institution's data (the caller is not told whose).
 UID_IN_USE = Decision(
-    False, "uid-in-use", "a StudyInstanceUID or SOPInstanceUID is held by another institution's data"
+    False, "uid-in-use", "a Study or SOP Instance UID is held by another institution's data"
 )
 
 
