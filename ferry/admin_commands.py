@@ -188,6 +188,7 @@ def add_node(engine: Engine, args: argparse.Namespace) -> int:
         retrieve_method=args.retrieve_method,
         worklist=args.worklist,
         reconcile_with_pk=ris,
+        any_address=args.any_address,
     )
     if args.query or args.write:
         store.add_node_permission(
@@ -219,11 +220,13 @@ def list_nodes(engine: Engine, args: argparse.Namespace) -> int:
             _yes(n.restricted),
             n.retrieve_method,
             titles.get(n.reconcile_with_pk, "-"),
+            _yes(n.any_address),
         )
         for n in nodes
     ]
     header = ("pk", "institution", "ae_title", "address", "query", "write", "move-destination")
-    _table(rows, (*header, "worklist", "tls", "restricted", "retrieve", "reconcile-with"))
+    more = ("worklist", "tls", "restricted", "retrieve", "reconcile-with", "any-address")
+    _table(rows, (*header, *more))
     return 0
 
 
@@ -501,6 +504,11 @@ def _add_dimse_commands(commands: Any) -> None:
     parser.add_argument("--worklist", action="store_true", help="a RIS answering MWL C-FIND")
     for flag in ("--tls", "--unrestricted"):
         parser.add_argument(flag, action="store_true")
+    parser.add_argument(
+        "--any-address",
+        action="store_true",
+        help="accept its associations from any address (behind NAT); by default only from --host",
+    )
     parser.add_argument("--retrieve-method", choices=("move", "get"), default="move")
     parser.add_argument("--reconcile-with", metavar="AET", help="its RIS, asked before delivery")
     parser = _add(commands, "nodes", list_nodes, "list nodes and their rights")
