@@ -134,10 +134,16 @@ def grant(engine: Engine, args: argparse.Namespace) -> int:
 
     institution = _institution_pk(engine, args.institution)
     view = grants.grant_study(
-        engine, args.study, institution, expires_at=_expiry(args.expires_days), reason=args.reason
+        engine,
+        args.study,
+        institution,
+        expires_at=_expiry(args.expires_days),
+        reason=args.reason,
+        actions=args.actions.split(","),
     )
     until = view.expires_at.isoformat() if view.expires_at else "revoked"
-    _say(f"grant {view.pk}: {args.institution} may see study {view.study_uid} until {until}")
+    what = ", ".join(view.actions)
+    _say(f"grant {view.pk}: {args.institution} may {what} study {view.study_uid} until {until}")
     return 0
 
 
@@ -469,6 +475,11 @@ def add_admin_commands(commands: Any) -> None:
         if command is grant:
             parser.add_argument("--expires-days", type=_days)
             parser.add_argument("--reason", default="granted from the command line")
+            parser.add_argument(
+                "--actions",
+                default="search,read-metadata,read-pixels,download",
+                help="what the grant allows, of these four (never delete or store)",
+            )
     _add_dimse_commands(commands)
     parser = _add(commands, "users", list_users, "list users")
     parser.add_argument("--institution", metavar="CODE")
