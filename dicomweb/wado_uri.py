@@ -200,6 +200,8 @@ async def _download(
     headers: dict[str, str],
 ) -> Response:
     """The Part 10 file is a download, however it came to be chosen: decided as one."""
+    if request.state.action is Action.DOWNLOAD:
+        return await _dicom_response(archive, stored, transfer_syntax, headers)  # the guard did
     await anyio.to_thread.run_sync(
         functools.partial(
             authorize_study,
@@ -261,10 +263,15 @@ def _iter_spool(spool: IO[bytes]) -> Iterator[bytes]:
 
 
 def wado_uri_action(request: Request) -> Action:
-    """Every WADO-URI answer shows pixels at least; whether it is a download (the Part 10 file)
-    is known only after content negotiation, and decided there again (`_download`), never
-    from the raw `contentType`."""
-    return Action.READ_PIXELS
+    """What the guard decides first: a download when the parsed `contentType` puts
+    application/dicom first, otherwise a view of pixels. Content negotiation may still end in
+    the Part 10 file (a listed fallback, an object with no rendering): `_download` then decides
+    the download again, on what is sent."""
+    try:
+        wanted = _content_types(request.query_params)
+    except InvalidQuery:
+        return Action.READ_PIXELS  # the handler answers 400 itself
+    return Action.DOWNLOAD if wanted and wanted[0] == DICOM else Action.READ_PIXELS
 
 
 def wado_uri_study(request: Request) -> str | None:
