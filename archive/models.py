@@ -13,6 +13,8 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from archive.grants import DEFAULT_GRANT_ACTIONS_TEXT
+
 
 def _now() -> datetime:
     return datetime.now(UTC)
@@ -100,6 +102,8 @@ class Instance(SQLModel, table=True):
 class StudyGrant(SQLModel, table=True):
     """Access to a study for another institution, given by a transfer; may expire or be revoked.
 
+    Rows go when the study goes (`Archive.delete`), in the same transaction.
+
     Visibility is data: searches join on this table, never filter after the fact.
     """
 
@@ -113,3 +117,6 @@ class StudyGrant(SQLModel, table=True):
     expires_at: datetime | None = Field(default=None)
     revoked_at: datetime | None = Field(default=None)
     reason: str = Field(default="", max_length=256)
+    # What the grant lets its holder do (`archive.grants`): reading, and downloading by default;
+    # never deleting, storing into or changing the owner's study.
+    actions: str = Field(default=DEFAULT_GRANT_ACTIONS_TEXT, max_length=128)

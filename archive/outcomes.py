@@ -31,6 +31,9 @@ class StoreOutcome:
     failure_reason: int | None = None
     message: str = ""
     warnings: tuple[int, ...] = field(default_factory=tuple)
+    # Refused because a UID is held by another institution's data: for the audit trail only,
+    # never told to the sender (who hears a failure that names no owner).
+    conflict: bool = False
 
     @property
     def stored(self) -> bool:

@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, Select, and_, exists, false, func, or
 
 from archive import levels
 from archive.dicomjson import BASE_PLACEHOLDER, with_base
+from archive.grants import grant_allows_clause, live_grant_clause
 from archive.levels import Level
 from archive.matching import Kind, match
 from archive.models import Instance, Patient, Series, Study, StudyGrant
@@ -84,11 +85,15 @@ class Filter:
 
 @dataclass(frozen=True)
 class StudyScope:
-    """The studies a search may see: owned by, or granted to, these institutions at `now`."""
+    """The studies a search may see: owned by, or granted to, these institutions at `now`.
+
+    A grant counts only while live and only for the actions it carries (`archive.grants`).
+    """
 
     institution_pks: frozenset[int]
     now: datetime
     study_uids: frozenset[str] | None = None  # a study-limited token: these studies only
+    action: str = "search"
 
     def condition(self) -> Any:
         if not self.institution_pks:
@@ -103,8 +108,8 @@ class StudyScope:
             select(StudyGrant.pk).where(
                 StudyGrant.study_pk == Study.pk,
                 StudyGrant.institution_pk.in_(pks),
-                or_(StudyGrant.revoked_at.is_(None), StudyGrant.revoked_at > self.now),
-                or_(StudyGrant.expires_at.is_(None), StudyGrant.expires_at > self.now),
+                live_grant_clause(StudyGrant.expires_at, StudyGrant.revoked_at, self.now),
+                grant_allows_clause(StudyGrant.actions, self.action),
             )
         )
         return or_(Study.institution_pk.in_(pks), active_grant)

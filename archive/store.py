@@ -12,7 +12,7 @@ import logging
 import threading
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
@@ -33,6 +33,7 @@ from foundation.errors import (
 
 log = logging.getLogger(__name__)
 _DIFFERENT_CONTENT = "an instance with this SOP Instance UID and different content is stored"
+_UID_IN_USE = "a UID of this instance is already in use; not stored (use new UIDs)"
 
 
 @dataclass(frozen=True)
@@ -58,12 +59,27 @@ class Prepared:
 
 
 @dataclass(frozen=True)
+class _Held:
+    """An instance already indexed under a received SOP Instance UID: where it lives."""
+
+    blob_key: str
+    study_instance_uid: str
+    institution_pk: int | None
+
+    def same_place(self, item: Prepared, institution_pk: int | None) -> bool:
+        return (
+            self.institution_pk == institution_pk
+            and self.study_instance_uid == item.parsed.study_instance_uid
+        )
+
+
+@dataclass(frozen=True)
 class StudyAccess:
-    """Who owns a study and who holds grants on it: (institution, expires_at, revoked_at)."""
+    """Who owns a study and its grants: (institution, expires_at, revoked_at, actions) each."""
 
     study_instance_uid: str
     institution_pk: int | None
-    grants: tuple[tuple[int, datetime | None, datetime | None], ...]
+    grants: tuple[tuple[int, datetime | None, datetime | None, str], ...]
     patient_id: str = ""
     accession_number: str = ""
 
@@ -150,7 +166,7 @@ class Archive:
             if expected_study_uid:
                 work = self._other_studies(work, expected_study_uid, results)
             work = self._owned_elsewhere(work, institution_pk, results)
-            work, replacing = self._settle_duplicates(work, results)
+            work, replacing = self._settle_duplicates(work, institution_pk, results)
             if work:
                 self._write(work, replacing, results)
         finally:
@@ -219,37 +235,39 @@ class Archive:
                 kept.append((position, item))
                 continue
             item.parsed.path.unlink(missing_ok=True)
-            message = "the study belongs to another institution"
-            results[position] = _failed(item.parsed, outcomes.NOT_AUTHORIZED, message)
+            results[position] = _uid_in_use(item.parsed)
         return kept
 
     def _settle_duplicates(
-        self, work: list[tuple[int, Prepared]], results: list[StoreOutcome | None]
+        self,
+        work: list[tuple[int, Prepared]],
+        institution_pk: int | None,
+        results: list[StoreOutcome | None],
     ) -> tuple[list[tuple[int, Prepared]], set[int]]:
-        """Same UID, same bytes: success, nothing written. Other bytes: refused or replaced."""
-        uids = [item.parsed.sop_instance_uid for _, item in work]
-        existing: dict[str, str] = {}
-        if uids:
-            with self.engine.connect() as connection:
-                statement = select(Instance.sop_instance_uid, Instance.blob_key).where(
-                    Instance.sop_instance_uid.in_(uids)
-                )
-                existing = {uid: key for uid, key in connection.execute(statement)}
+        """Same UID, same bytes: success, nothing written. Other bytes: refused or replaced.
+
+        Only the storing institution's own instance, in the same study, is ever replaced; a
+        UID held anywhere else is refused as `_uid_in_use`, naming no owner.
+        """
+        existing = self._existing(work)
         kept: list[tuple[int, Prepared]] = []
         replacing: set[int] = set()
         seen: set[str] = set()
         for position, item in work:
             uid = item.parsed.sop_instance_uid
             problem = None
+            held = existing.get(uid)
             if uid in seen:
                 problem = "sent twice in one request"
-            elif uid in existing and self._same_bytes(item.parsed.path, existing[uid]):
+            elif held is not None and not held.same_place(item, institution_pk):
+                results[position] = _uid_in_use(item.parsed)
+            elif held is not None and self._same_bytes(item.parsed.path, held.blob_key):
                 results[position] = _stored(item.parsed)
-            elif uid in existing and not self.replace_duplicates:
+            elif held is not None and not self.replace_duplicates:
                 problem = _DIFFERENT_CONTENT
             else:
                 kept.append((position, item))
-                if uid in existing:
+                if held is not None:
                     replacing.add(position)
             seen.add(uid)
             if problem:
@@ -257,6 +275,24 @@ class Archive:
             if results[position] is not None:
                 item.parsed.path.unlink(missing_ok=True)
         return kept, replacing
+
+    def _existing(self, work: list[tuple[int, Prepared]]) -> dict[str, _Held]:
+        uids = [item.parsed.sop_instance_uid for _, item in work]
+        if not uids:
+            return {}
+        statement = (
+            select(
+                Instance.sop_instance_uid,
+                Instance.blob_key,
+                Study.study_instance_uid,
+                Study.institution_pk,
+            )
+            .join(Series, Series.pk == Instance.series_pk)
+            .join(Study, Study.pk == Series.study_pk)
+            .where(Instance.sop_instance_uid.in_(uids))
+        )
+        with self.engine.connect() as connection:
+            return {row[0]: _Held(*row[1:]) for row in connection.execute(statement)}
 
     def _same_bytes(self, path: Path, key: str) -> bool:
         try:
@@ -370,13 +406,16 @@ class Archive:
                 return None
             grants = connection.execute(
                 select(
-                    StudyGrant.institution_pk, StudyGrant.expires_at, StudyGrant.revoked_at
+                    StudyGrant.institution_pk,
+                    StudyGrant.expires_at,
+                    StudyGrant.revoked_at,
+                    StudyGrant.actions,
                 ).where(StudyGrant.study_pk == row.pk)
             ).all()
         return StudyAccess(
             study,
             row.institution_pk,
-            tuple((g[0], g[1], g[2]) for g in grants),
+            tuple((g[0], g[1], g[2], g[3]) for g in grants),
             row.patient_id,
             row.accession_number,
         )
@@ -402,7 +441,8 @@ class Archive:
     # -- delete --------------------------------------------------------------------------
 
     def delete(self, study: str, series: str | None = None, instance: str | None = None) -> int:
-        """Remove index rows, then blobs; emptied series, studies and patients go too."""
+        """Remove index rows, then blobs; emptied series, studies (with their grants) and
+        patients go too."""
         stored = self.find_instances(study, series, instance)
         with self._write_lock, self.engine.begin() as connection:
             uids = [s.sop_instance_uid for s in stored]
@@ -417,6 +457,8 @@ class Archive:
             empty_studies = select(Study.pk).where(
                 ~select(Series.pk).where(Series.study_pk == Study.pk).exists()
             )
+            # A study's grants go with it, in this transaction: erasure is not blocked by them.
+            connection.execute(delete(StudyGrant).where(StudyGrant.study_pk.in_(empty_studies)))
             connection.execute(delete(Study).where(Study.pk.in_(empty_studies)))
             empty_patients = select(Patient.pk).where(
                 ~select(Study.pk).where(Study.patient_pk == Patient.pk).exists()
@@ -445,6 +487,16 @@ def _failed(item: ParsedInstance, reason: int, message: str) -> StoreOutcome:
         failure_reason=reason,
         message=message,
     )
+
+
+def _uid_in_use(item: ParsedInstance) -> StoreOutcome:
+    """Another institution's study or instance holds a UID of this one.
+
+    One answer for both, naming no owner: a sender learns only that the UID is taken (which
+    a unique UID cannot hide), not whose it is nor whether it is a study or an instance.
+    """
+    refused = _failed(item, outcomes.PROCESSING_FAILURE, _UID_IN_USE)
+    return replace(refused, conflict=True)
 
 
 def _not_found(study: str, series: str | None, instance: str | None) -> Exception:

@@ -18,6 +18,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import Response
 
+from archive.outcomes import StoreOutcome
 from archive.search import StudyScope
 from archive.store import Archive, StudyAccess
 from audit.trail import AuditRecord, record
@@ -100,16 +101,59 @@ def _worth_auditing(
     return recent.first_in_window(principal.label, action.value, study)
 
 
-def _check_study(request: Request, principal: Principal, action: Action, uid: str) -> None:
+def _check_study(
+    request: Request, principal: Principal, action: Action, uid: str, **detail: Any
+) -> None:
     archive: Archive = request.app.state.archive
     access = archive.read_study_access(uid)
     decision = decide(
         principal, action, _study_resource(uid, access), Context(_now(), _client(request))
     )
     if access is not None and _worth_auditing(request, principal, action, decision, uid):
-        _audit(request, principal, action, decision, access)
+        _audit(request, principal, action, decision, access, **detail)
     if access is None or not decision.allowed:
         raise StudyNotFound(f"study {uid} not found")
+
+
+def authorize_study(request: Request, action: Action, uid: str, **detail: Any) -> None:
+    """A second decision inside a guarded route, once it knows what it will send.
+
+    For a route whose action depends on content negotiation (WADO-URI sends a rendering or
+    the Part 10 file): decided and audited like the guard's own, refused as 404 alike.
+    Runs in a worker thread (it reads the database).
+    """
+    _check_study(request, request.state.principal, action, uid, **detail)
+
+
+UID_IN_USE_RULE = "uid-in-use"
+
+
+def audit_store_conflicts(request: Request, outcomes: list[StoreOutcome]) -> None:
+    """One denied event per study a sender tried to store into with another's UIDs.
+
+    The sender heard a failure naming no owner; the audit trail says what happened.
+    """
+    refused: dict[str, list[str]] = {}
+    for outcome in outcomes:
+        if outcome.conflict:
+            refused.setdefault(outcome.study_instance_uid, []).append(outcome.sop_instance_uid)
+    principal: Principal = request.state.principal
+    for study_uid, instances in refused.items():
+        decision = Decision(
+            False,
+            UID_IN_USE_RULE,
+            "a StudyInstanceUID or SOPInstanceUID is held by another institution's data",
+        )
+        _audit(
+            request,
+            principal,
+            Action.STORE,
+            decision,
+            None,
+            study_uid,
+            institution=getattr(request.state, "store_institution_pk", None),
+            sop_instance_uids=instances[:20],
+        )
 
 
 def _store_target(request: Request, principal: Principal, snapshot: PolicySnapshot) -> int:
@@ -172,7 +216,9 @@ def _prepare(request: Request, spec: GuardSpec) -> None:
     study = spec.study_from(request)
     if study is not None and action is not Action.SEARCH:
         _check_study(request, principal, action, study)
-    scope = StudyScope(principal.institutions_for(action), _now(), principal.studies)
+    scope = StudyScope(
+        principal.institutions_for(action), _now(), principal.studies, action=action.value
+    )
     request.state.scope = scope
     if action is Action.SEARCH:
         # A search never answers 404: within an unknown or invisible study it finds nothing.

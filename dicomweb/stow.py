@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from archive.outcomes import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, StoreOutcome
 from archive.store import Archive, Prepared
+from dicomweb.guard import audit_store_conflicts
 from dicomweb.media import InvalidMediaType, parse_content_type
 from dicomweb.multipart import MalformedMultipart, ReceivedPart, RelatedPartsReader
 from dicomweb.urls import path_uid, public_base
@@ -248,4 +249,6 @@ async def store_instances(request: Request) -> Response:
     if transfer is not None:
         stored = [o.study_instance_uid for o in outcomes if o.stored]
         await anyio.to_thread.run_sync(add_studies, archive.engine, transfer, stored)
+    if any(outcome.conflict for outcome in outcomes):
+        await anyio.to_thread.run_sync(audit_store_conflicts, request, outcomes)
     return store_response(outcomes, public_base(request, settings), study)

@@ -8,6 +8,7 @@ stream, and anything else as application/dicom. The rendering is that of /render
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from tempfile import SpooledTemporaryFile
@@ -24,6 +25,7 @@ from archive import transcoding
 from archive.blobstore import CHUNK_SIZE, BlobStore
 from archive.store import Archive, StoredInstance
 from archive.transcoding import PixelDescription
+from dicomweb.guard import authorize_study
 from dicomweb.media import InvalidMediaType, parse_accept
 from dicomweb.rendered import parse_integer, parse_number, parse_quality, single
 from dicomweb.rendering import (
@@ -161,14 +163,14 @@ async def retrieve_wado_uri(request: Request) -> Response:
     if messages:
         headers["Warning"] = warning_header(messages)
     if wanted is not None and wanted[0] == DICOM:
-        return await _dicom_response(archive, stored, transfer_syntax, headers)
+        return await _download(request, archive, stored, transfer_syntax, headers)
     fallback = wanted is None or DICOM in wanted
     accepted = [t for t in wanted or ["*/*"] if t != DICOM]
     rendered = await anyio.to_thread.run_sync(
         _render_or_none, archive, stored, accepted, frames, options, fallback
     )
     if rendered is None:
-        return await _dicom_response(archive, stored, transfer_syntax, headers)
+        return await _download(request, archive, stored, transfer_syntax, headers)
     if messages or rendered.warnings:
         headers["Warning"] = warning_header(messages + list(rendered.warnings))
     return Response(rendered.content, media_type=rendered.media_type, headers=headers)
@@ -189,6 +191,29 @@ def _render_or_none(
         if fallback:
             return None
         raise
+
+
+async def _download(
+    request: Request,
+    archive: Archive,
+    stored: StoredInstance,
+    transfer_syntax: str | None,
+    headers: dict[str, str],
+) -> Response:
+    """The Part 10 file is a download, however it came to be chosen: decided as one."""
+    if request.state.action is Action.DOWNLOAD:
+        return await _dicom_response(archive, stored, transfer_syntax, headers)  # the guard did
+    await anyio.to_thread.run_sync(
+        functools.partial(
+            authorize_study,
+            request,
+            Action.DOWNLOAD,
+            stored.study_instance_uid,
+            sop_instance_uid=stored.sop_instance_uid,
+            negotiated=DICOM,
+        )
+    )
+    return await _dicom_response(archive, stored, transfer_syntax, headers)
 
 
 async def _dicom_response(
@@ -239,9 +264,15 @@ def _iter_spool(spool: IO[bytes]) -> Iterator[bytes]:
 
 
 def wado_uri_action(request: Request) -> Action:
-    """The Part 10 file is a download; a rendered image is a view."""
-    content_type = request.query_params.get("contentType", "")
-    return Action.DOWNLOAD if content_type.startswith(DICOM) else Action.READ_PIXELS
+    """What the guard decides first: a download when the parsed `contentType` puts
+    application/dicom first, otherwise a view of pixels. Content negotiation may still end in
+    the Part 10 file (a listed fallback, an object with no rendering): `_download` then decides
+    the download again, on what is sent."""
+    try:
+        wanted = _content_types(request.query_params)
+    except InvalidQuery:
+        return Action.READ_PIXELS  # the handler answers 400 itself
+    return Action.DOWNLOAD if wanted and wanted[0] == DICOM else Action.READ_PIXELS
 
 
 def wado_uri_study(request: Request) -> str | None:

@@ -29,6 +29,7 @@ class NodeFacts:
     retrieve_method: str
     worklist: bool
     reconcile_with_pk: int | None
+    any_address: bool = False
 
     @classmethod
     def of(cls, node: Node) -> NodeFacts:
@@ -45,6 +46,7 @@ class NodeFacts:
             retrieve_method=node.retrieve_method,
             worklist=node.worklist,
             reconcile_with_pk=node.reconcile_with_pk,
+            any_address=node.any_address,
         )
 
 

@@ -207,7 +207,11 @@ def _named_studies(
 
 def _patient_studies(context: BridgeContext, caller: Caller, patient_id: str) -> Iterator[str]:
     """The studies of one patient the caller may see, paged through the index."""
-    scope = StudyScope(caller.principal.institutions_for(Action.DOWNLOAD), context.clock())
+    scope = StudyScope(
+        caller.principal.institutions_for(Action.DOWNLOAD),
+        context.clock(),
+        action=Action.DOWNLOAD.value,
+    )
     query = SearchQuery(
         level=Level.STUDY,
         filters=(Filter(PATIENT_ID, patient_id, "PatientID"),),

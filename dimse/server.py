@@ -1,10 +1,11 @@
 """Ferry as an SCP: one pynetdicom AE on the DICOM port (and the TLS port), serving every
 called AE title that is Ferry's own or a route's.
 
-Associations are accepted only from known nodes (unless allowed per called AE, and then only
-C-ECHO). Received datasets are written by pynetdicom straight to a file (never held whole in
-memory), moved into the archive's spool and stored exactly as received. Store audit events are
-folded to one per study and association, written when the association ends.
+Associations are accepted only from known nodes, from their configured host's addresses (unless
+a node allows any address), or, where a called AE allows unknown callers, for C-ECHO only.
+Received datasets are written by pynetdicom straight to a file (never held whole in memory),
+moved into the archive's spool and stored exactly as received. Store audit events are folded to
+one per study and association, written when the association ends.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from audit.trail import record_many
 from dimse import _connection, commitment, query, retrieve, statuses, tls
 from dimse.callers import Caller, identify
 from dimse.context import BridgeContext
+from dimse.peer_address import peer_matches
 from dimse.peers import no_delay
 from dimse.receiving import status_code, store_received
 from dimse.transfer_syntaxes import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES
@@ -56,6 +58,10 @@ _config.LOG_HANDLER_LEVEL = "none"
 _CALLER = "ferry_caller"
 _STORED = "ferry_stored"
 _STORE_DECISION = "ferry_store_decision"
+# The archive refused a UID held by another institution's data (the caller is not told whose).
+UID_IN_USE = Decision(
+    False, "uid-in-use", "a Study or SOP Instance UID is held by another institution's data"
+)
 
 
 def caller_of(event: evt.Event) -> Caller:
@@ -175,6 +181,22 @@ class Bridge:
                 event, calling, called, address, problem, statuses.DIAG_CALLED_AE_NOT_RECOGNISED
             )
             return
+        node = caller.node
+        if node is not None and not node.any_address and not peer_matches(node.host, address):
+            reason = (
+                f"calling AE title {calling!r} is not accepted from {address}: its node's host"
+                f" is {node.host!r}"
+            )
+            self._reject(
+                event,
+                calling,
+                called,
+                address,
+                reason,
+                statuses.DIAG_CALLING_AE_NOT_RECOGNISED,
+                rule="peer-address",
+            )
+            return
         if caller.node is None:
             allowed = (
                 caller.route.accept_unknown_callers
@@ -198,10 +220,12 @@ class Bridge:
         address: str,
         reason: str,
         diagnostic: int,
+        *,
+        rule: str = "association",
     ) -> None:
         caller = Caller(calling, called, address, None, None, ANONYMOUS)
         try:
-            self.context.audit(caller, "associate", Decision(False, "association", reason))
+            self.context.audit(caller, "associate", Decision(False, rule, reason))
         finally:
             event.assoc.acse.send_reject(
                 statuses.REJECTED_PERMANENT, statuses.SOURCE_SERVICE_USER, diagnostic
@@ -248,6 +272,18 @@ class Bridge:
                     statuses=dict(tally.statuses),
                 )
             )
+            if tally.conflicts:
+                records.append(
+                    context.audit_record(
+                        caller,
+                        Action.STORE,
+                        UID_IN_USE,
+                        access=None,
+                        study_uid=study_uid,
+                        institution_pk=caller.institution_pk,
+                        instances=tally.conflicts,
+                    )
+                )
         record_many(context.engine, records)
         if caller.route is not None and caller.node is not None:
             arrived = {uid: tally.stored for uid, tally in stored.items() if tally.stored}
@@ -322,6 +358,7 @@ class Bridge:
             else:
                 tally.failed += 1
                 tally.statuses[f"{outcome.failure_reason:04X}"] += 1
+                tally.conflicts += outcome.conflict
 
 
 class SharedPortServer(ThreadedAssociationServer):
@@ -343,9 +380,10 @@ class SharedPortServer(ThreadedAssociationServer):
 
 
 class StoreTally:
-    __slots__ = ("failed", "statuses", "stored")
+    __slots__ = ("conflicts", "failed", "statuses", "stored")
 
     def __init__(self) -> None:
         self.stored = 0
         self.failed = 0
+        self.conflicts = 0  # refused: a UID held by another institution's data
         self.statuses: Counter[str] = Counter()

@@ -1,12 +1,14 @@
 """Grants: another institution's access to a study, given by a transfer or by an administrator.
 
-Grants live with the archive's index (`archive.models.StudyGrant`, joined by every search). They
-are written here, where the archive and the policy may meet, so that transfers (in their own
-transaction, beside a forwarding job) and the portal (on its own) write them the same way.
+The one home for grant records: written (by transfers, in their own transaction beside a
+forwarding job, and by administrators), listed and revoked here. The rows live with the
+archive's index (`archive.models.StudyGrant`, joined by every search); when a grant is live
+and what it allows is `archive.grants`, shared by the searches and by `policy.decide()`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -14,6 +16,13 @@ from typing import Any
 from sqlalchemy import Engine, or_
 from sqlmodel import Session, col, select
 
+from archive.grants import (
+    DEFAULT_GRANT_ACTIONS,
+    InvalidGrantActions,
+    format_grant_actions,
+    grant_is_live,
+    live_grant_clause,
+)
 from archive.models import Study, StudyGrant
 from policy.store import DuplicateRecord, InvalidRecord, UnknownRecord, check_text
 
@@ -28,6 +37,10 @@ class GrantView:
     expires_at: datetime | None
     revoked_at: datetime | None
     reason: str
+    actions: tuple[str, ...]
+
+    def live(self, now: datetime) -> bool:
+        return grant_is_live(self.expires_at, self.revoked_at, now)
 
 
 def grant_view(grant: StudyGrant, study: Study) -> GrantView:
@@ -40,17 +53,24 @@ def grant_view(grant: StudyGrant, study: Study) -> GrantView:
         expires_at=grant.expires_at,
         revoked_at=grant.revoked_at,
         reason=grant.reason,
+        actions=tuple(grant.actions.split(",")),
     )
 
 
 def live_grants(study_pk: int, institution_pk: int, now: datetime) -> Any:
-    """Grants of a study to an institution that are neither revoked nor expired at `now`."""
+    """Grants of a study to an institution that are live at `now` (`archive.grants`)."""
     return select(StudyGrant).where(
         StudyGrant.study_pk == study_pk,
         StudyGrant.institution_pk == institution_pk,
-        col(StudyGrant.revoked_at).is_(None),
-        or_(col(StudyGrant.expires_at).is_(None), col(StudyGrant.expires_at) > now),
+        live_grant_clause(col(StudyGrant.expires_at), col(StudyGrant.revoked_at), now),
     )
+
+
+def _study(session: Session, study_uid: str) -> Study:
+    study = session.exec(select(Study).where(Study.study_instance_uid == study_uid)).first()
+    if study is None:
+        raise UnknownRecord(f"no study {study_uid}")
+    return study
 
 
 def add_grant(
@@ -61,6 +81,7 @@ def add_grant(
     now: datetime,
     expires_at: datetime | None = None,
     reason: str = "",
+    actions: Iterable[str] = DEFAULT_GRANT_ACTIONS,
 ) -> GrantView:
     """Writes the grant in the session's transaction (flushed, not committed).
 
@@ -70,9 +91,11 @@ def add_grant(
     if expires_at is not None and expires_at <= now:
         raise InvalidRecord("a grant's expiry must be in the future")
     reason = check_text(reason, "reason", 256)
-    study = session.exec(select(Study).where(Study.study_instance_uid == study_uid)).first()
-    if study is None:
-        raise UnknownRecord(f"no study {study_uid}")
+    try:
+        stored_actions = format_grant_actions(actions)
+    except InvalidGrantActions as error:
+        raise InvalidRecord(str(error)) from None
+    study = _study(session, study_uid)
     if study.institution_pk == institution_pk:
         raise InvalidRecord("an institution needs no grant on its own study")
     for existing in session.exec(live_grants(study.pk or 0, institution_pk, now)):
@@ -83,6 +106,7 @@ def add_grant(
         granted_at=now,
         expires_at=expires_at,
         reason=reason,
+        actions=stored_actions,
     )
     session.add(grant)
     session.flush()
@@ -96,6 +120,7 @@ def grant_study(
     *,
     expires_at: datetime | None = None,
     reason: str = "",
+    actions: Iterable[str] = DEFAULT_GRANT_ACTIONS,
     now: datetime | None = None,
 ) -> GrantView:
     """A grant on its own, committed (administrators, the command line)."""
@@ -107,6 +132,67 @@ def grant_study(
             now=now or datetime.now(UTC),
             expires_at=expires_at,
             reason=reason,
+            actions=actions,
         )
         session.commit()
         return view
+
+
+def study_owner(engine: Engine, study_uid: str) -> int | None:
+    """The owning institution's pk; UnknownRecord if no such study is indexed."""
+    with Session(engine) as session:
+        return _study(session, study_uid).institution_pk
+
+
+def get_grant(engine: Engine, pk: int) -> GrantView:
+    with Session(engine) as session:
+        row = session.exec(
+            select(StudyGrant, Study)
+            .join(Study, col(Study.pk) == StudyGrant.study_pk)
+            .where(StudyGrant.pk == pk)
+        ).first()
+    if row is None:
+        raise UnknownRecord(f"no grant {pk}")
+    return grant_view(*row)
+
+
+def list_grants(engine: Engine, institution_pk: int) -> list[GrantView]:
+    """Grants an institution holds, and grants on the studies it owns."""
+    query = (
+        select(StudyGrant, Study)
+        .join(Study, col(Study.pk) == StudyGrant.study_pk)
+        .where(
+            or_(
+                col(StudyGrant.institution_pk) == institution_pk,
+                col(Study.institution_pk) == institution_pk,
+            )
+        )
+        .order_by(col(StudyGrant.pk))
+    )
+    with Session(engine) as session:
+        return [grant_view(grant, study) for grant, study in session.exec(query)]
+
+
+def revoke_grant(engine: Engine, pk: int, now: datetime | None = None) -> GrantView:
+    """Effective at once (a revocation scheduled for later is brought forward to now)."""
+    moment = now or datetime.now(UTC)
+    with Session(engine, expire_on_commit=False) as session:
+        grant = session.get(StudyGrant, pk)
+        if grant is None:
+            raise UnknownRecord(f"no grant {pk}")
+        if grant_is_live(None, grant.revoked_at, moment):  # not revoked yet
+            grant.revoked_at = moment
+            session.add(grant)
+            session.commit()
+        study = session.get(Study, grant.study_pk)
+        assert study is not None
+        return grant_view(grant, study)
+
+
+def revoke_grants(engine: Engine, study_uid: str, institution_pk: int) -> list[GrantView]:
+    """Every live grant of a study to an institution (the command line names them so)."""
+    now = datetime.now(UTC)
+    with Session(engine) as session:
+        study = _study(session, study_uid)
+        pks = [g.pk for g in session.exec(live_grants(study.pk or 0, institution_pk, now))]
+    return [revoke_grant(engine, pk, now) for pk in pks if pk is not None]

@@ -130,19 +130,25 @@ def create_api_client(engine: Engine, args: argparse.Namespace) -> int:
 
 
 def grant(engine: Engine, args: argparse.Namespace) -> int:
-    from portal import grants
+    from exchange import grants
 
     institution = _institution_pk(engine, args.institution)
     view = grants.grant_study(
-        engine, args.study, institution, expires_at=_expiry(args.expires_days), reason=args.reason
+        engine,
+        args.study,
+        institution,
+        expires_at=_expiry(args.expires_days),
+        reason=args.reason,
+        actions=args.actions.split(","),
     )
     until = view.expires_at.isoformat() if view.expires_at else "revoked"
-    _say(f"grant {view.pk}: {args.institution} may see study {view.study_uid} until {until}")
+    what = ", ".join(view.actions)
+    _say(f"grant {view.pk}: {args.institution} may {what} study {view.study_uid} until {until}")
     return 0
 
 
 def revoke_grant(engine: Engine, args: argparse.Namespace) -> int:
-    from portal import grants
+    from exchange import grants
 
     revoked = grants.revoke_grants(engine, args.study, _institution_pk(engine, args.institution))
     if not revoked:
@@ -188,6 +194,7 @@ def add_node(engine: Engine, args: argparse.Namespace) -> int:
         retrieve_method=args.retrieve_method,
         worklist=args.worklist,
         reconcile_with_pk=ris,
+        any_address=args.any_address,
     )
     if args.query or args.write:
         store.add_node_permission(
@@ -219,11 +226,13 @@ def list_nodes(engine: Engine, args: argparse.Namespace) -> int:
             _yes(n.restricted),
             n.retrieve_method,
             titles.get(n.reconcile_with_pk, "-"),
+            _yes(n.any_address),
         )
         for n in nodes
     ]
     header = ("pk", "institution", "ae_title", "address", "query", "write", "move-destination")
-    _table(rows, (*header, "worklist", "tls", "restricted", "retrieve", "reconcile-with"))
+    more = ("worklist", "tls", "restricted", "retrieve", "reconcile-with", "any-address")
+    _table(rows, (*header, *more))
     return 0
 
 
@@ -466,6 +475,11 @@ def add_admin_commands(commands: Any) -> None:
         if command is grant:
             parser.add_argument("--expires-days", type=_days)
             parser.add_argument("--reason", default="granted from the command line")
+            parser.add_argument(
+                "--actions",
+                default="search,read-metadata,read-pixels,download",
+                help="what the grant allows, of these four (never delete or store)",
+            )
     _add_dimse_commands(commands)
     parser = _add(commands, "users", list_users, "list users")
     parser.add_argument("--institution", metavar="CODE")
@@ -501,6 +515,11 @@ def _add_dimse_commands(commands: Any) -> None:
     parser.add_argument("--worklist", action="store_true", help="a RIS answering MWL C-FIND")
     for flag in ("--tls", "--unrestricted"):
         parser.add_argument(flag, action="store_true")
+    parser.add_argument(
+        "--any-address",
+        action="store_true",
+        help="accept its associations from any address (behind NAT); by default only from --host",
+    )
     parser.add_argument("--retrieve-method", choices=("move", "get"), default="move")
     parser.add_argument("--reconcile-with", metavar="AET", help="its RIS, asked before delivery")
     parser = _add(commands, "nodes", list_nodes, "list nodes and their rights")

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from archive.grants import DEFAULT_GRANT_ACTIONS, grant_allows, grant_is_live
 from policy.hours import CoreHoursFacts, in_core_hours
 from policy.principal import Principal
 from policy.roles import Action
@@ -22,14 +23,19 @@ STUDY_ACTIONS = frozenset(
 
 @dataclass(frozen=True)
 class GrantFacts:
+    """A grant on a study: to whom, until when, and what it lets them do (`archive.grants`)."""
+
     institution_pk: int
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
+    actions: frozenset[str] = frozenset(DEFAULT_GRANT_ACTIONS)
 
     def active(self, now: datetime) -> bool:
-        if self.revoked_at is not None and _aware(self.revoked_at) <= now:
-            return False
-        return self.expires_at is None or _aware(self.expires_at) > now
+        return grant_is_live(self.expires_at, self.revoked_at, now)
+
+    def allows(self, action: Action) -> bool:
+        """Never more than reading and downloading, whatever the row says."""
+        return grant_allows(self.actions, action.value)
 
 
 @dataclass(frozen=True)
@@ -109,10 +115,13 @@ class Resource:
         cls,
         uid: str,
         institution_pk: int | None,
-        grants: Iterable[tuple[int, datetime | None, datetime | None]],
+        grants: Iterable[tuple[int, datetime | None, datetime | None, str]],
     ) -> Resource:
-        """From the index's own rows: (institution, expires_at, revoked_at) per grant."""
-        facts = tuple(GrantFacts(pk, expires, revoked) for pk, expires, revoked in grants)
+        """From the index's own rows: (institution, expires_at, revoked_at, actions) per grant."""
+        facts = tuple(
+            GrantFacts(pk, expires, revoked, frozenset(actions.split(",")))
+            for pk, expires, revoked, actions in grants
+        )
         return cls.study(uid, institution_pk, facts)
 
     @classmethod
@@ -218,13 +227,21 @@ def _decide_study(
         )
     chain.append("active-grant")
     now = _aware(context.now)
-    for grant in resource.grants:
-        if grant.institution_pk in mine and grant.active(now):
+    held = [g for g in resource.grants if g.institution_pk in mine and g.active(now)]
+    for grant in held:
+        if grant.allows(action):
             return _allow(
                 "active-grant",
                 f"institution {grant.institution_pk} holds an active grant on the study",
                 chain[:-1],
             )
+    if held:
+        # A grant shares reading; deleting, storing or changing stays with the owner.
+        return _deny(
+            "grant-excludes-action",
+            f"institution {held[0].institution_pk}'s grant on the study does not give {action}",
+            chain,
+        )
     return _deny(
         "default-deny", f"no owning or granted path lets {principal.label} {action}", chain
     )

@@ -156,6 +156,8 @@ class Node(SQLModel, table=True):
     worklist: bool = Field(default=False)
     # The RIS (a worklist node) to reconcile against before delivering here; None: deliver as is.
     reconcile_with_pk: int | None = Field(default=None, foreign_key="node.pk")
+    # Associations are accepted only from `host` (resolved) unless this is set (NAT, pools).
+    any_address: bool = Field(default=False)
 
 
 class Route(SQLModel, table=True):

@@ -243,6 +243,11 @@ class NodeIn(Input):
     )
     worklist: bool = False
     reconcile_with_pk: Pk | None = None
+    any_address: bool = Field(
+        default=False,
+        description="accept associations from any address (behind NAT); by default only from "
+        "`host`, resolved",
+    )
 
 
 class NodePatch(Input):
@@ -259,6 +264,7 @@ class NodePatch(Input):
     retrieve_method: RetrieveMethod | None = None
     worklist: bool | None = None
     reconcile_with_pk: Pk | None = None
+    any_address: bool | None = None
 
 
 class NodeOut(Output):
@@ -276,6 +282,7 @@ class NodeOut(Output):
     retrieve_method: str
     worklist: bool
     reconcile_with_pk: int | None
+    any_address: bool
 
 
 class NodePermissionIn(Input):
@@ -338,11 +345,20 @@ class HolidayOut(Output):
     name: str
 
 
+GrantAction = Literal["search", "read-metadata", "read-pixels", "download"]
+
+
 class GrantIn(Input):
+    """A grant shares reading, and downloading unless `actions` leaves it out; it never lets
+    the holder delete, store into or change the study."""
+
     study_uid: Uid
     institution: Code
     expires_days: Days | None = None
     reason: Annotated[str, Field(max_length=256)] = ""
+    actions: Annotated[list[GrantAction], Field(min_length=1, max_length=4)] = Field(
+        default_factory=lambda: ["search", "read-metadata", "read-pixels", "download"]
+    )
 
 
 class GrantOut(Output):
@@ -354,6 +370,7 @@ class GrantOut(Output):
     expires_at: datetime | None
     revoked_at: datetime | None
     reason: str
+    actions: list[str]
 
 
 class RouteIn(Input):

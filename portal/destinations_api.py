@@ -6,11 +6,11 @@ from datetime import timedelta
 
 from sqlalchemy import Engine
 
+from exchange import grants
 from foundation.errors import NotFound
 from policy import store
 from policy.models import DestinationRule, Node, Route
 from policy.store import destinations as routes
-from portal import grants
 from portal.admin_access import Access
 from portal.api_schemas import (
     DestinationRuleIn,
@@ -278,7 +278,13 @@ def create_grant(call: Call) -> GrantOut:
         raise store.InvalidRecord(f"no institution {body.institution!r}")
     expires = call.now + timedelta(days=body.expires_days) if body.expires_days else None
     view = grants.grant_study(
-        engine, body.study_uid, recipient, expires_at=expires, reason=body.reason, now=call.now
+        engine,
+        body.study_uid,
+        recipient,
+        expires_at=expires,
+        reason=body.reason,
+        actions=body.actions,
+        now=call.now,
     )
     return GrantOut.model_validate(view)
 

@@ -17,6 +17,7 @@ from pydicom.sequence import Sequence
 from pydicom.tag import Tag
 from pydicom.uid import (
     JPEG2000,
+    BasicTextSRStorage,
     CTImageStorage,
     EncapsulatedPDFStorage,
     ExplicitVRLittleEndian,
@@ -209,6 +210,25 @@ def encapsulated_pdf(
     ds.EncapsulatedDocumentLength = len(document)
     ds.EncapsulatedDocument = document
     del ds.BodyPartExamined  # not in the Encapsulated Document Series module
+    return _finish(ds, overrides)
+
+
+def basic_text_sr(*, spec: StudySpec | None = None, **overrides: object) -> Dataset:
+    """A Basic Text SR instance: a report with a title and one text item, no pixels."""
+    spec = spec or StudySpec()
+    ds = _base(spec, BasicTextSRStorage, "SR")
+    del ds.BodyPartExamined
+    ds.ValueType = "CONTAINER"
+    ds.ConceptNameCodeSequence = [_code("11528-7", "LN", "Radiology Report")]
+    ds.ContinuityOfContent = "SEPARATE"
+    ds.CompletionFlag = "COMPLETE"
+    ds.VerificationFlag = "UNVERIFIED"
+    finding = Dataset()
+    finding.RelationshipType = "CONTAINS"
+    finding.ValueType = "TEXT"
+    finding.ConceptNameCodeSequence = [_code("121071", "DCM", "Finding")]
+    finding.TextValue = "No abnormality."
+    ds.ContentSequence = [finding]
     return _finish(ds, overrides)
 
 

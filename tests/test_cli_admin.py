@@ -14,9 +14,9 @@ from sqlmodel import Session
 
 from archive.models import Patient, Study
 from archive.store import Archive
+from exchange import grants
 from ferry.settings import Settings
 from policy import store
-from portal import grants
 from tests.conftest import run_server
 
 FERRY = Path(sys.executable).parent / "ferry"
@@ -184,15 +184,21 @@ def test_grant_and_revoke(ferry, archive):
             )
         )
         session.commit()
+    refused = ferry("grant", "--study", uid, "--institution", "SOUTH", "--actions", "read,delete")
+    assert refused.returncode == 1 and "delete" in refused.stderr  # a grant never deletes
     ok(ferry("grant", "--study", uid, "--institution", "SOUTH", "--expires-days", "3"))
     [grant] = grants.list_grants(archive.engine, south.pk)
     assert grant.expires_at is not None and grant.revoked_at is None
+    assert grant.actions == ("search", "read-metadata", "read-pixels", "download")
     assert ferry("grant", "--study", uid, "--institution", "SOUTH").returncode == 1  # live already
     assert ferry("grant", "--study", uid, "--institution", "NORTH").returncode == 1  # its own
     ok(ferry("revoke-grant", "--study", uid, "--institution", "SOUTH"))
     assert grants.list_grants(archive.engine, south.pk)[0].revoked_at is not None
     again = ferry("revoke-grant", "--study", uid, "--institution", "SOUTH")
     assert again.returncode == 1 and "no live grant" in again.stderr
+    ok(ferry("grant", "--study", uid, "--institution", "SOUTH", "--actions", "search,read-pixels"))
+    live = [g for g in grants.list_grants(archive.engine, south.pk) if g.revoked_at is None]
+    assert [g.actions for g in live] == [("search", "read-pixels")]
 
 
 def test_nodes(ferry, archive):

@@ -63,6 +63,7 @@ def test_nodes_with_their_rights(ferry, archive, north_south):
             "NORTH_RIS",
             "--description",
             "main PACS",
+            "--any-address",
         )
     )
     assert "added node" in added.err and "NORTH_PACS at pacs.north:11112" in added.err
@@ -71,6 +72,7 @@ def test_nodes_with_their_rights(ferry, archive, north_south):
     assert (node.can_query, node.can_write, node.move_destination, node.tls) == (True,) * 4
     assert (node.worklist, node.retrieve_method, node.reconcile_with_pk) == (False, "get", ris.pk)
     assert node.restricted and node.description == "main PACS"
+    assert node.any_address and not ris.any_address  # only with --any-address (NAT)
     [permission] = store.list_node_permissions(archive.engine, node.pk)
     assert (permission.subject, permission.can_query, permission.can_write) == ("NORTH", True, True)
     assert ris.worklist and not (ris.can_query or ris.can_write)
@@ -89,11 +91,12 @@ def test_nodes_with_their_rights(ferry, archive, north_south):
         "restricted",
         "retrieve",
         "reconcile-with",
+        "any-address",
     ]
     assert [row[2:] for row in rows] == [
         ["NORTH_PACS", "pacs.north:11112", "yes", "yes", "yes", "no", "yes", "yes", "get",
-         "NORTH_RIS"],
-        ["NORTH_RIS", "127.0.0.1:104", "no", "no", "no", "yes", "no", "yes", "move", "-"],
+         "NORTH_RIS", "yes"],
+        ["NORTH_RIS", "127.0.0.1:104", "no", "no", "no", "yes", "no", "yes", "move", "-", "no"],
     ]  # fmt: skip
     assert len(ok(ferry("nodes")).rows()) == 4  # header and all three
 

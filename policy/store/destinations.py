@@ -72,6 +72,7 @@ def create_node(
     retrieve_method: str = RetrieveMethod.MOVE.value,
     worklist: bool = False,
     reconcile_with_pk: int | None = None,
+    any_address: bool = False,
 ) -> Node:
     """`can_query`/`can_write` are the node's rights both ways (see `policy.models.Node`)."""
     ae_title = check_ae_title(ae_title)
@@ -89,6 +90,7 @@ def create_node(
         retrieve_method=_check_retrieve_method(retrieve_method),
         worklist=worklist,
         reconcile_with_pk=reconcile_with_pk,
+        any_address=any_address,
     )
     with writing(engine, f"AE title {ae_title!r} is taken") as session:
         if session.get(Institution, institution_pk) is None:
@@ -139,9 +141,11 @@ def update_node(
     can_write: bool | None = None,
     move_destination: bool | None = None,
     worklist: bool | None = None,
+    any_address: bool | None = None,
 ) -> Node:
     """None leaves a value as it is; `reconcile_with_pk=None` stops reconciling (`...` keeps it)."""
     flags = {
+        "any_address": any_address,
         "tls": tls,
         "restricted": restricted,
         "can_query": can_query,

@@ -303,3 +303,69 @@ def test_an_api_token_deletes_only_with_the_delete_scope(server) -> None:
     assert exists(foreign)
     assert delete(deleter, own) == 204
     assert not exists(own)
+
+
+# -- WADO-URI: a download is decided on what is sent, after content negotiation ----------------
+
+# (contentType or None, what the object is): every one of these sends the Part 10 file.
+WADO_URI_DOWNLOADS = [
+    ("application/dicom", "ct"),
+    ("image/jpeg;q=0.5,application/dicom", "ct"),
+    (" application/dicom", "ct"),
+    ("Application/DICOM", "ct"),
+    (None, "sr"),  # no rendering of a report: the file is the answer
+]
+
+
+def _wado_uri_download(server: RunningServer, token: str, content_type: str | None, kind: str):
+    ds = factories.basic_text_sr() if kind == "sr" else factories.ct_slice()
+    DICOMwebClient(server.dicomweb_url, headers=server.headers).store_instances([ds])
+    params = {
+        "requestType": "WADO",
+        "studyUID": ds.StudyInstanceUID,
+        "seriesUID": ds.SeriesInstanceUID,
+        "objectUID": ds.SOPInstanceUID,
+    }
+    if content_type is not None:
+        params["contentType"] = content_type
+    response = httpx.get(
+        f"{server.base_url}/wado",
+        params=params,
+        headers={"Authorization": f"Bearer {token}"},
+        timeout=30,
+    )
+    return ds, response
+
+
+@pytest.mark.parametrize(("content_type", "kind"), WADO_URI_DOWNLOADS)
+@pytest.mark.parametrize(("roles", "status"), [("viewer", 404), ("receiver", 200)])
+def test_wado_uri_sends_a_dicom_file_only_with_the_download_right(
+    server, content_type, kind, roles, status
+) -> None:
+    token = server.token_for(f"{roles}@ferry.test", {server.institution_pk: roles})
+    ds, response = _wado_uri_download(server, token, content_type, kind)
+    assert response.status_code == status, response.text
+    query = AuditQuery(study_uid=ds.StudyInstanceUID, action="download")
+    (event,) = search_events(server.archive.engine, query).entries
+    assert event.actor == f"user:{roles}@ferry.test"
+    if status == 200:
+        assert response.headers["content-type"] == "application/dicom"
+        assert response.content[128:132] == b"DICM"
+        assert event.outcome == "allowed"
+    else:
+        unknown = httpx.get(
+            f"{server.base_url}/wado?requestType=WADO&studyUID=1.2.3.999&seriesUID=1.2.3"
+            "&objectUID=1.2.3",
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert response.json() | {"error": ""} == unknown.json() | {"error": ""}
+        assert (event.outcome, event.rule) == ("denied", "default-deny")
+
+
+def test_wado_uri_renders_for_a_viewer_and_that_is_no_download(server) -> None:
+    token = server.token_for("viewer@ferry.test", {server.institution_pk: "viewer"})
+    ds, response = _wado_uri_download(server, token, "image/jpeg", "ct")
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "image/jpeg"
+    query = AuditQuery(study_uid=ds.StudyInstanceUID, action="download")
+    assert not search_events(server.archive.engine, query).entries

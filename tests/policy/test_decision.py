@@ -46,6 +46,10 @@ SNAPSHOT = PolicySnapshot(
 EXPIRED = GrantFacts(B, expires_at=NOW - timedelta(days=1))
 REVOKED = GrantFacts(B, revoked_at=NOW - timedelta(hours=1))
 ACTIVE = GrantFacts(B, expires_at=NOW + timedelta(days=1))
+REVOKED_LATER = GrantFacts(B, revoked_at=NOW + timedelta(hours=1))  # scheduled: live until then
+VIEW_ONLY = GrantFacts(B, actions=frozenset({"search", "read-metadata", "read-pixels"}))
+FORGED = GrantFacts(B, actions=frozenset({"search", "delete", "store"}))  # no grant gives these
+ADMIN_B = {B: {Role.INSTITUTION_ADMIN, Role.SENDER, Role.RECEIVER}}
 
 STUDY_CASES = [
     # principal memberships, action, resource, allowed, rule
@@ -63,6 +67,18 @@ STUDY_CASES = [
     ({B: {Role.VIEWER}}, Action.SEARCH, study(A, REVOKED), False, "default-deny"),
     ({B: {Role.RECEIVER}}, Action.DOWNLOAD, study(A, ACTIVE), True, "active-grant"),
     ({B: {Role.VIEWER}}, Action.DELETE, study(A, ACTIVE), False, "default-deny"),
+    # A grant shares reading (and downloading); deleting stays with the owner.
+    (ADMIN_B, Action.DELETE, study(A, ACTIVE), False, "grant-excludes-action"),
+    (ADMIN_B, Action.DELETE, study(A, FORGED), False, "grant-excludes-action"),
+    (ADMIN_B, Action.STORE, study(A, ACTIVE), False, "action-not-for-studies"),
+    (ADMIN_B, Action.READ_METADATA, study(A, ACTIVE), True, "active-grant"),
+    (ADMIN_B, Action.DOWNLOAD, study(A, ACTIVE), True, "active-grant"),
+    (ADMIN_B, Action.DELETE, study(A, EXPIRED), False, "default-deny"),
+    ({B: {Role.RECEIVER}}, Action.DOWNLOAD, study(A, VIEW_ONLY), False, "grant-excludes-action"),
+    ({B: {Role.VIEWER}}, Action.READ_PIXELS, study(A, VIEW_ONLY), True, "active-grant"),
+    ({B: {Role.VIEWER}}, Action.SEARCH, study(A, FORGED), True, "active-grant"),
+    ({B: {Role.VIEWER}}, Action.SEARCH, study(A, REVOKED_LATER), True, "active-grant"),
+    ({A: {Role.INSTITUTION_ADMIN}}, Action.DELETE, study(A, ACTIVE), True, "owner-membership"),
     ({A: {Role.VIEWER}}, Action.SEARCH, study(A_CARDIO), False, "default-deny"),
     ({A_CARDIO: {Role.VIEWER}}, Action.SEARCH, study(A_CARDIO), True, "owner-membership"),
     ({A_CARDIO: {Role.VIEWER}}, Action.SEARCH, study(A), False, "default-deny"),
@@ -244,7 +260,12 @@ grants = st.builds(
     expires_at=st.one_of(
         st.none(), st.sampled_from([NOW - timedelta(days=1), NOW + timedelta(days=1)])
     ),
-    revoked_at=st.one_of(st.none(), st.just(NOW - timedelta(minutes=1))),
+    revoked_at=st.one_of(
+        st.none(), st.sampled_from([NOW - timedelta(minutes=1), NOW + timedelta(minutes=1)])
+    ),
+    actions=st.frozensets(
+        st.sampled_from(["search", "read-metadata", "read-pixels", "download", "delete", "store"])
+    ),
 )
 
 
@@ -263,8 +284,16 @@ def test_nobody_reaches_a_study_without_an_owning_or_granted_path(
     decision = decide(principal, action, resource, Context(NOW), PolicySnapshot())
     allowed_in = principal.institutions_for(action)
     owning = owner is not None and owner in allowed_in
-    granted = any(g.institution_pk in allowed_in and g.active(NOW) for g in study_grants)
+    granted = any(
+        g.institution_pk in allowed_in
+        and g.active(NOW)
+        and action.value in g.actions
+        and action is not Action.DELETE  # whatever a row says
+        for g in study_grants
+    )
     assert decision.allowed == (owning or granted)
+    if decision.allowed and not owning:
+        assert action is not Action.DELETE  # no grant ever lets its holder delete
 
 
 # -- transfers and study-limited tokens (one line a case) --------------------------------------

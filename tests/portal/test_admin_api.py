@@ -420,6 +420,9 @@ def test_grants(world):
     assert world.send("north-admin", "POST", "/grants", body).status_code == 409
     held = world.get("south-admin", "/institutions/SOUTH/grants").json()
     assert [(g["study_uid"], g["revoked_at"]) for g in held] == [(uid, None)]
+    assert held[0]["actions"] == ["search", "read-metadata", "read-pixels", "download"]
+    deleting = {**body, "actions": ["search", "delete"]}  # a grant never gives delete
+    assert world.send("north-admin", "POST", "/grants", deleting).status_code == 422
     grant_pk = made.json()["pk"]
     assert world.send("south-admin", "DELETE", f"/grants/{grant_pk}").status_code == 404
     revoked = world.send("north-admin", "DELETE", f"/grants/{grant_pk}")

@@ -86,6 +86,10 @@ def test_nodes_carry_their_dimse_rights(world):
     shown = world.call("north-admin", "GET", f"/nodes/{pacs['pk']}").json()
     assert {key: shown[key] for key in body} == body
     assert (shown["worklist"], shown["tls"], ris["worklist"]) == (False, False, True)
+    assert shown["any_address"] is False  # associations only from its host, by default
+    natted = world.call("north-admin", "PATCH", f"/nodes/{pacs['pk']}", {"any_address": True})
+    assert natted.json()["any_address"] is True
+    world.call("north-admin", "PATCH", f"/nodes/{pacs['pk']}", {"any_address": False})
     changes = {"can_query": False, "retrieve_method": "move", "reconcile_with_pk": None}
     patched = world.call("north-admin", "PATCH", f"/nodes/{pacs['pk']}", changes).json()
     assert {key: patched[key] for key in changes} == changes
