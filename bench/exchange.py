@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
+import io
 import os
 import platform
 import secrets
@@ -22,12 +23,14 @@ import statistics
 import sys
 import tempfile
 import time
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+from pydicom import dcmread
 
 from _dimse_ferry import FerryDimse
 from _dimse_ingest import FerryReceiver, InstanceSet, StoreFailed, measure_ingest, split_folders
@@ -37,7 +40,7 @@ from _instances import StudySpec, iter_batches, iter_study_instances
 from _memory import PeakMemory, _process_tree, _read_status
 from _progress import log, raise_interrupt
 from _report import HIGHER, LOWER, Figure, Report, emit
-from _retrieve import curl_get, measure_series_retrieve
+from _retrieve import curl_first_byte, measure_series_retrieve
 from _servers import LOOPBACK, ServerError
 from _stow import store_instances
 from _targets import ViewingTarget, judge, render_targets
@@ -135,24 +138,28 @@ def measure_zip(
     """Median MB/s of the transfer's ZIP read by curl; the server's peak RSS meanwhile."""
     transfer = send_to_worklist(ferry, study)
     url = f"http://{LOOPBACK}:{ferry.port}/api/transfers/{transfer}/download.zip"
-    status, expected, _ = curl_get(url, ferry.courier_headers, accept=ZIP_ACCEPT)  # untimed
-    if status != 200 or expected < study.instance_count * 500_000:
-        raise UnexpectedAnswer(f"ZIP: HTTP {status}, {expected} bytes")
+    expected = verify_zip(ferry, url, study)
     assert ferry.pid is not None
     before = tree_rss_mib(ferry.pid)
-    runs = []
+    runs, headers = [], ferry.courier_headers
     with PeakMemory(ferry.pid) as memory:
         for _ in range(repeat):
-            status, size, seconds = curl_get(url, ferry.courier_headers, accept=ZIP_ACCEPT)
+            status, size, first, seconds = curl_first_byte(url, headers, accept=ZIP_ACCEPT)
             if status != 200 or size != expected:
                 raise UnexpectedAnswer(f"ZIP: HTTP {status}, {size} bytes, expected {expected}")
-            runs.append({"bytes": size, "seconds": seconds, "mb_per_s": size / seconds / 1e6})
+            runs.append(
+                {"bytes": size, "first_byte_seconds": first, "seconds": seconds,
+                 "mb_per_s": size / seconds / 1e6}
+            )  # fmt: skip
     rate = statistics.median(run["mb_per_s"] for run in runs)
+    first_byte = statistics.median(run["first_byte_seconds"] for run in runs)
     raw = {"transfer": transfer, "runs": runs, "rss_before_mib": round(before, 1),
            "memory": memory.result()}  # fmt: skip
     label = f"ZIP download, study of {study.instance_count} × 512×512 CT (curl)"
     figures = [
         Figure("zip", "zip.throughput", label, "MB/s", HIGHER, rate, raw),
+        Figure("zip", "zip.first_byte", f"{label}, time to first byte", "ms", LOWER,
+               1000 * first_byte, raw),
         Figure("zip", "zip.peak_rss", f"{label}, server peak RSS", "MiB", LOWER,
                memory.peak_mib, raw),
         Figure("zip", "zip.rss_growth", f"{label}, server RSS growth", "MiB", LOWER,
@@ -164,6 +171,28 @@ def measure_zip(
         figures.append(Figure("zip", "zip.fraction", "… as % of WADO-RS series retrieve", "%",
                               HIGHER, 100 * rate / wado, {"wado_mb_per_s": wado}))  # fmt: skip
     return figures
+
+
+def verify_zip(ferry: ExchangeFerry, url: str, study: StudySpec) -> int:
+    """One untimed download through httpx: the DICOMDIR first, then exactly the study's
+    instances; returns the ZIP's size in bytes."""
+    with httpx.Client(headers=ferry.courier_headers, timeout=600) as http:
+        response = _ok(http.get(url, headers={"Accept": ZIP_ACCEPT}))
+    if response.headers.get("content-type") != ZIP_ACCEPT:
+        raise UnexpectedAnswer(f"ZIP: Content-Type {response.headers.get('content-type')!r}")
+    expected = {uid for series in study.series for uid in series.sop_uids}
+    with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
+        names = archive.namelist()
+        uids = [
+            str(dcmread(archive.open(name), stop_before_pixels=True).SOPInstanceUID)
+            for name in names[1:]
+        ]
+    if names[:1] != ["DICOMDIR"] or len(uids) != len(expected) or set(uids) != expected:
+        raise UnexpectedAnswer(
+            f"ZIP: {len(names)} members, {len(set(uids) & expected)} of the study's "
+            f"{len(expected)} instances, first {names[:1]}"
+        )
+    return len(response.content)
 
 
 def measure_wado(ferry: ExchangeFerry, study: StudySpec, repeat: int) -> list[Figure]:
@@ -195,8 +224,13 @@ def measure_delivery(
         status = _ok(api.get(f"/transfers/{transfer}")).json()["status"]
     received, payload = pacs.received()
     span = pacs.received_times()
-    if received != expected or span is None:
-        raise StoreFailed(f"storescp received {received} of {expected} instances")
+    # storescp names each file <modality>.<SOP Instance UID>
+    names = {path.name.split(".", 1)[-1] for path in pacs.output.rglob("*") if path.is_file()}
+    sent = {uid for series in study.series for uid in series.sop_uids}
+    if received != expected or span is None or names != sent:
+        raise StoreFailed(
+            f"storescp received {received} files, {len(names & sent)} of {expected} instances"
+        )
     seconds = span[1] - started
     rate = expected / seconds
     raw = {"transfer": transfer, "instances": expected, "received_bytes": payload,
