@@ -121,7 +121,21 @@ def curl_get(
 
     Headers go in a config read from stdin (`-K -`), so a bearer token never shows in `ps`.
     """
-    argv = ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{size_download} %{time_total}"]
+    status, size, seconds = _curl(url, headers, accept, "%{size_download} %{time_total}")
+    return int(status), int(size), float(seconds)
+
+
+def curl_first_byte(
+    url: str, headers: dict[str, str], accept: str = RETRIEVE_ACCEPT
+) -> tuple[int, int, float, float]:
+    """As `curl_get`, with the seconds to the first byte of the answer before the total."""
+    write_out = "%{size_download} %{time_starttransfer} %{time_total}"
+    status, size, first, seconds = _curl(url, headers, accept, write_out)
+    return int(status), int(size), float(first), float(seconds)
+
+
+def _curl(url: str, headers: dict[str, str], accept: str, write_out: str) -> list[str]:
+    argv = ["curl", "-s", "-o", "/dev/null", "-w", f"%{{http_code}} {write_out}"]
     config = "".join(
         f'header = "{_quoted(f"{name}: {value}")}"\n'
         for name, value in {"Accept": accept, **headers}.items()
@@ -134,8 +148,7 @@ def curl_get(
         check=True,
         timeout=CURL_TIMEOUT_S,
     )
-    status, size, seconds = result.stdout.split()
-    return int(status), int(size), float(seconds)
+    return result.stdout.split()
 
 
 def _quoted(text: str) -> str:
