@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from archive.grants import DEFAULT_GRANT_ACTIONS_TEXT
+from foundation.grants import DEFAULT_GRANT_ACTIONS_TEXT
 
 
 def _now() -> datetime:
@@ -117,6 +117,6 @@ class StudyGrant(SQLModel, table=True):
     expires_at: datetime | None = Field(default=None)
     revoked_at: datetime | None = Field(default=None)
     reason: str = Field(default="", max_length=256)
-    # What the grant lets its holder do (`archive.grants`): reading, and downloading by default;
+    # What the grant lets its holder do (`foundation.grants`): reading, and downloading by default;
     # never deleting, storing into or changing the owner's study.
     actions: str = Field(default=DEFAULT_GRANT_ACTIONS_TEXT, max_length=128)

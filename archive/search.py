@@ -18,10 +18,10 @@ from sqlalchemy import Connection, Engine, Select, and_, exists, false, func, or
 
 from archive import levels
 from archive.dicomjson import BASE_PLACEHOLDER, with_base
-from archive.grants import grant_allows_clause, live_grant_clause
 from archive.levels import Level
 from archive.matching import Kind, match
 from archive.models import Instance, Patient, Series, Study, StudyGrant
+from foundation.grants import grant_allows_clause, live_grant_clause
 
 _ORDER = {Level.STUDY: 0, Level.SERIES: 1, Level.INSTANCE: 2}
 
@@ -87,7 +87,7 @@ class Filter:
 class StudyScope:
     """The studies a search may see: owned by, or granted to, these institutions at `now`.
 
-    A grant counts only while live and only for the actions it carries (`archive.grants`).
+    A grant counts only while live and only for the actions it carries (`foundation.grants`).
     """
 
     institution_pks: frozenset[int]

@@ -80,7 +80,7 @@ def serve(args: argparse.Namespace) -> int:
         if args.bridge:
             from dimse.server import Bridge
 
-            bridge = Bridge(settings, archive)
+            bridge = Bridge(settings.dimse(), archive)
             bridge.start()
             stops.append(bridge.stop)
         if args.worker:
@@ -139,7 +139,9 @@ def _forward_worker(settings: Any, archive: Any) -> Any:
     from dimse.context import BridgeContext
     from ferry.background import build_worker
 
-    return build_worker(BridgeContext(settings, archive), idle_seconds=WORKER_IDLE_S)
+    return build_worker(
+        BridgeContext(settings.dimse(), archive), settings, idle_seconds=WORKER_IDLE_S
+    )
 
 
 # -- node-rights and enqueue-forward ------------------------------------------------------------

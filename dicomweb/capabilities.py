@@ -297,7 +297,7 @@ def resource_capabilities(path: str) -> Callable[[Request], Any]:
     @declare(Capability("Capabilities", produces=(WADL, JSON)))
     async def retrieve_capabilities(request: Request) -> Response:
         media_type = _negotiate(request)
-        base = public_base(request, request.app.state.settings)
+        base = public_base(request, request.app.state.dicomweb)
         node = _node_at(build_tree(request.app.routes), path)
         body = _render_one(node, path, base, media_type)
         return Response(body, media_type=media_type, headers={"Allow": _allow(node)})
@@ -309,7 +309,7 @@ def resource_capabilities(path: str) -> Callable[[Request], Any]:
 async def retrieve_capabilities(request: Request) -> Response:
     """OPTIONS (or GET asking for WADL) on the service; CORS preflights never get here."""
     media_type = _negotiate(request)
-    base = public_base(request, request.app.state.settings)
+    base = public_base(request, request.app.state.dicomweb)
     tree = build_tree(request.app.routes)
     if media_type == JSON:
         body = orjson.dumps({"base": base, "resources": list(_json_resources(tree, ""))})

@@ -33,6 +33,7 @@ from archive.frames import (
 )
 from archive.store import Archive, StoredInstance
 from dicomweb.capabilities import Capability, declare
+from dicomweb.config import DicomwebConfig
 from dicomweb.decoding import decode_frame
 from dicomweb.errors import error_response
 from dicomweb.media import InvalidMediaType, MediaRange, accept_header, parse_accept
@@ -42,7 +43,6 @@ from dicomweb.ranges import RangeNotSatisfiable, parse_range
 from dicomweb.streaming import PrimedStreamingResponse
 from dicomweb.urls import path_uid
 from dicomweb.warning import warning_header
-from ferry.settings import Settings
 from foundation.errors import InvalidQuery, NotAcceptable, NotFound
 
 MAX_FRAMES_PER_REQUEST = 10_000
@@ -90,8 +90,8 @@ async def _find_instance(request: Request) -> StoredInstance:
 
 async def _layout(request: Request, stored: StoredInstance) -> PixelDataLayout:
     archive: Archive = request.app.state.archive
-    settings: Settings = request.app.state.settings
-    cache_dir: Path = settings.data_dir / "cache" / "frames"
+    config: DicomwebConfig = request.app.state.dicomweb
+    cache_dir: Path = config.data_dir / "cache" / "frames"
     return await anyio.to_thread.run_sync(read_layout, archive.blobs, stored.blob_key, cache_dir)
 
 

@@ -21,11 +21,11 @@ from archive.search import (
     iter_json_array,
     search,
 )
+from dicomweb.config import DicomwebConfig
 from dicomweb.media import InvalidMediaType, accept_header, parse_accept
 from dicomweb.streaming import PrimedStreamingResponse
 from dicomweb.urls import path_uid, public_base
 from dicomweb.warning import warning_header
-from ferry.settings import Settings
 from foundation.errors import InvalidQuery, NotAcceptable
 
 _JSON_TYPES = {"application/dicom+json", "application/json", "*/*", "application/*"}
@@ -73,14 +73,14 @@ def _include_tags(values: list[str]) -> tuple[frozenset[int], bool]:
 
 
 def parse_search(
-    request: Request, level: Level, settings: Settings
+    request: Request, level: Level, config: DicomwebConfig
 ) -> tuple[SearchQuery, list[str]]:
     """The query string as a SearchQuery, and the warnings for what was not honoured."""
     warnings: list[str] = []
     filters: list[Filter] = []
     includes: list[str] = []
     returned: set[int] = set()
-    limit = settings.qido_max_limit
+    limit = config.qido_max_limit
     offset = 0
     fuzzy = False
     for name, value in request.query_params.multi_items():
@@ -89,9 +89,9 @@ def parse_search(
             includes.append(value)
         elif lowered == "limit":
             limit = _number("limit", value)
-            if limit > settings.qido_max_limit:
-                warnings.append(f"limit {limit} reduced to the maximum {settings.qido_max_limit}")
-                limit = settings.qido_max_limit
+            if limit > config.qido_max_limit:
+                warnings.append(f"limit {limit} reduced to the maximum {config.qido_max_limit}")
+                limit = config.qido_max_limit
         elif lowered == "offset":
             offset = _number("offset", value)
             if offset > _MAX_OFFSET:
@@ -160,10 +160,10 @@ def _check_accept(request: Request) -> None:
 
 
 async def _search(request: Request, level: Level) -> Response:
-    settings: Settings = request.app.state.settings
+    config: DicomwebConfig = request.app.state.dicomweb
     _check_accept(request)
-    query, warnings = parse_search(request, level, settings)
-    base = public_base(request, settings)
+    query, warnings = parse_search(request, level, config)
+    base = public_base(request, config)
     result = await anyio.to_thread.run_sync(search, request.app.state.archive.engine, query, base)
     if result.truncated:
         warnings.append(

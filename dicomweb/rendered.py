@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from archive.store import Archive, StoredInstance
+from dicomweb.config import DicomwebConfig
 from dicomweb.media import InvalidMediaType, accept_header, parse_accept
 from dicomweb.rendering import (
     DEFAULT_QUALITY,
@@ -30,7 +31,6 @@ from dicomweb.thumbnails import ThumbnailCache
 from dicomweb.urls import path_uid
 from dicomweb.voi import WINDOW_FUNCTIONS
 from dicomweb.warning import warning_header
-from ferry.settings import Settings
 from foundation.errors import InvalidQuery
 
 THUMBNAIL_VIEWPORT = Viewport(128, 128)
@@ -167,9 +167,9 @@ async def retrieve_rendered(request: Request) -> Response:
 
 
 async def retrieve_thumbnail(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
+    config: DicomwebConfig = request.app.state.dicomweb
     options, warnings = _thumbnail_options(request.query_params)
-    cache = ThumbnailCache(settings.data_dir / "cache" / "thumbnails")
+    cache = ThumbnailCache(config.data_dir / "cache" / "thumbnails")
     return await _respond(request, options, warnings, cache=cache)
 
 
@@ -192,7 +192,7 @@ async def _respond(
         return Response(status_code=304, headers=headers)
     rendered = await anyio.to_thread.run_sync(cache.read, digest) if cache else None
     if rendered is None:
-        frame_cache = request.app.state.settings.data_dir / "cache" / "frames"
+        frame_cache = request.app.state.dicomweb.data_dir / "cache" / "frames"
         rendered = await anyio.to_thread.run_sync(
             _render, archive, stored, accepted, frames, options, cache is not None, frame_cache
         )

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from archive.outcomes import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, StoreOutcome
 from archive.store import Archive, Prepared
+from dicomweb.config import DicomwebConfig
 from dicomweb.guard import audit_store_conflicts
 from dicomweb.media import InvalidMediaType, parse_content_type
 from dicomweb.multipart import MalformedMultipart, ReceivedPart, RelatedPartsReader
@@ -21,7 +22,6 @@ from dicomweb.warning import warning_header
 from exchange.models import Transfer
 from exchange.parties import Actor
 from exchange.sending import add_studies, open_draft
-from ferry.settings import Settings
 from foundation.errors import (
     BadRequestBody,
     PayloadTooLarge,
@@ -102,14 +102,14 @@ class _Intake:
                 item.parsed.path.unlink(missing_ok=True)
 
 
-async def _receive(request: Request, settings: Settings, archive: Archive) -> _Intake:
+async def _receive(request: Request, config: DicomwebConfig, archive: Archive) -> _Intake:
     """Spool and prepare every part as it arrives; nothing bigger than a MiB sits in memory."""
-    limit = settings.max_request_bytes
+    limit = config.max_request_bytes
     _check_declared_length(request, limit)
     archive.check_free_space()  # below the reserve nothing new is taken, not even spooled
     boundary = _boundary(request)
     try:
-        reader = RelatedPartsReader(boundary, settings.spool_dir, max_part_bytes=limit)
+        reader = RelatedPartsReader(boundary, config.spool_dir, max_part_bytes=limit)
     except MalformedMultipart as error:
         raise BadRequestBody(f"unusable multipart boundary: {error}") from None
     intake = _Intake(reader, archive)
@@ -227,12 +227,12 @@ def _open_transfer(request: Request) -> Transfer | None:
 
 
 async def store_instances(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
+    config: DicomwebConfig = request.app.state.dicomweb
     archive: Archive = request.app.state.archive
     study = path_uid(request, "study") if "study" in request.path_params else None
     transfer = await anyio.to_thread.run_sync(_open_transfer, request)
     try:
-        intake = await _receive(request, settings, archive)
+        intake = await _receive(request, config, archive)
     except ClientDisconnect:
         log.info("client disconnected during STOW-RS; spooled parts removed")
         return Response(status_code=400)
@@ -251,4 +251,4 @@ async def store_instances(request: Request) -> Response:
         await anyio.to_thread.run_sync(add_studies, archive.engine, transfer, stored)
     if any(outcome.conflict for outcome in outcomes):
         await anyio.to_thread.run_sync(audit_store_conflicts, request, outcomes)
-    return store_response(outcomes, public_base(request, settings), study)
+    return store_response(outcomes, public_base(request, config), study)

@@ -5,21 +5,21 @@ from __future__ import annotations
 from pydicom.uid import UID
 from starlette.requests import Request
 
-from ferry.settings import Settings
+from dicomweb.config import DicomwebConfig
 from foundation.errors import InvalidQuery
 
 DICOMWEB_PREFIX = "/dicom-web"
 
 
-def public_base(request: Request, settings: Settings) -> str:
+def public_base(request: Request, config: DicomwebConfig) -> str:
     """Configured URL first; forwarded headers only from a proxy we were told to trust."""
-    if settings.public_url:
-        return settings.public_url + DICOMWEB_PREFIX
+    if config.public_url:
+        return config.public_url + DICOMWEB_PREFIX
     headers = request.headers
     scheme = request.url.scheme
-    host = headers.get("host") or f"{settings.http_host}:{settings.http_port}"
+    host = headers.get("host") or f"{config.http_host}:{config.http_port}"
     prefix = ""
-    if settings.trusted_proxy:
+    if config.trusted_proxy:
         scheme = headers.get("x-forwarded-proto", scheme).split(",")[0].strip()
         host = headers.get("x-forwarded-host", host).split(",")[0].strip()
         prefix = headers.get("x-forwarded-prefix", "").rstrip("/")

@@ -19,6 +19,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 from starlette.staticfiles import StaticFiles
 
+from dicomweb.config import DicomwebConfig
 from dicomweb.urls import public_base
 from dicomweb.viewer_install import (
     OHIF_VERSION,
@@ -27,7 +28,6 @@ from dicomweb.viewer_install import (
     viewer_base_path,
     viewer_root,
 )
-from ferry.settings import Settings
 from foundation.errors import NotFound
 
 # Webpack names chunks and assets with a 16-hex-digit content hash: such a URL never changes
@@ -100,15 +100,15 @@ def _script(body: bytes) -> Response:
 
 async def retrieve_viewer_config(request: Request) -> Response:
     """app-config.js for the bundled viewer, on the same origin as /dicom-web."""
-    settings: Settings = request.app.state.settings
-    basename = viewer_base_path(settings.public_url).rstrip("/")
-    return _script(render_app_config(ohif_config(public_base(request, settings), basename)))
+    config: DicomwebConfig = request.app.state.dicomweb
+    basename = viewer_base_path(config.public_url).rstrip("/")
+    return _script(render_app_config(ohif_config(public_base(request, config), basename)))
 
 
 async def retrieve_hosted_config(request: Request) -> Response:
     """The same data source for an OHIF hosted elsewhere; its origin needs FERRY_CORS_ORIGINS."""
-    settings: Settings = request.app.state.settings
-    return _script(render_app_config(ohif_config(public_base(request, settings), None)))
+    config: DicomwebConfig = request.app.state.dicomweb
+    return _script(render_app_config(ohif_config(public_base(request, config), None)))
 
 
 def cache_control(path: str) -> str:
@@ -122,9 +122,9 @@ def _is_page(path: str, request: Request) -> bool:
 
 async def serve_viewer_file(request: Request) -> Response:
     """A file of the installed viewer; unknown page paths get index.html (the SPA's router)."""
-    settings: Settings = request.app.state.settings
-    base_path = viewer_base_path(settings.public_url)
-    root = viewer_root(settings.data_dir)
+    config: DicomwebConfig = request.app.state.dicomweb
+    base_path = viewer_base_path(config.public_url)
+    root = viewer_root(config.data_dir)
     folder = await anyio.to_thread.run_sync(installed_viewer, root, base_path)
     if folder is None:
         raise NotFound(

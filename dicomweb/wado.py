@@ -19,6 +19,7 @@ from archive.blobstore import CHUNK_SIZE, BlobStore
 from archive.dicomjson import with_base
 from archive.store import Archive, StoredInstance
 from archive.transcoding import PixelDescription
+from dicomweb.config import DicomwebConfig
 from dicomweb.media import InvalidMediaType, MediaRange, accept_header, parse_accept
 from dicomweb.multipart import (
     iter_coalesced,
@@ -28,7 +29,6 @@ from dicomweb.multipart import (
 )
 from dicomweb.streaming import PrimedStreamingResponse
 from dicomweb.urls import path_uid, public_base
-from ferry.settings import Settings
 from foundation.errors import InvalidQuery, NotAcceptable
 
 log = logging.getLogger(__name__)
@@ -245,12 +245,12 @@ def _etag(request: Request, version: object, base: str) -> str:
 
 
 async def retrieve_metadata(request: Request) -> Response:
-    settings: Settings = request.app.state.settings
+    config: DicomwebConfig = request.app.state.dicomweb
     archive: Archive = request.app.state.archive
     if not any(r.essence in _METADATA_TYPES for r in _accept(request)):
         raise NotAcceptable("metadata is available as application/dicom+json only")
     study, series, instance = _scope(request)
-    base = public_base(request, settings)
+    base = public_base(request, config)
     headers: dict[str, str] = {}
     if series is not None and instance is None:
         version = await anyio.to_thread.run_sync(archive.series_version, study, series)

@@ -284,17 +284,17 @@ class _Watch:
 
 
 def _report(context: BridgeContext, caller: Caller, request: Request, watch: _Watch) -> None:
-    settings = context.settings
+    config = context.config
     detail: dict[str, Any] = {"transaction_uid": request.transaction_uid}
     try:
-        if not watch.wait_answered(settings.dicom_network_timeout):
+        if not watch.wait_answered(config.dicom_network_timeout):
             watch.close()
             _audit(context, caller, request, None, "not delivered: no N-ACTION response", detail)
             return
         commitment = commit(context, caller, request)
         same = watch.still_open()
         watch.close()
-        if same and _report_on(watch.assoc, commitment, settings.dicom_ae_title, detail):
+        if same and _report_on(watch.assoc, commitment, config.dicom_ae_title, detail):
             delivered = "same association"
         else:
             delivered = _report_on_new_association(context, caller, commitment, detail)
@@ -339,7 +339,7 @@ def _report_on_new_association(
     assert node is not None  # unknown callers were refused at the N-ACTION
     try:
         assoc = peers.open_association(
-            context.settings,
+            context.config,
             node,
             [build_context(StorageCommitmentPushModel)],
             ext_neg=[build_role(StorageCommitmentPushModel, scp_role=True)],
@@ -350,7 +350,7 @@ def _report_on_new_association(
         if not assoc.accepted_contexts:
             return "not delivered: the node does not accept Storage Commitment"
         status, _ = assoc.send_n_event_report(
-            commitment.event_information(context.settings.dicom_ae_title),
+            commitment.event_information(context.config.dicom_ae_title),
             commitment.event_type_id,
             StorageCommitmentPushModel,
             STORAGE_COMMITMENT_INSTANCE,

@@ -1,4 +1,4 @@
-"""What every DIMSE service handler needs: settings, archive, clock, jobs, decide and audit."""
+"""What every DIMSE service handler needs: configuration, archive, clock, jobs, decide and audit."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 from archive.store import Archive, StudyAccess
 from audit.trail import AuditRecord, record
 from dimse.callers import Caller
-from ferry.settings import Settings
+from dimse.config import DimseConfig
 from foundation.clock import Clock, utc_now
 from foundation.jobs import JobQueue
 from policy.decision import Context, Decision, PolicySnapshot, Resource, decide
@@ -18,7 +18,7 @@ from policy.store import snapshot
 
 @dataclass
 class BridgeContext:
-    settings: Settings
+    config: DimseConfig
     archive: Archive
     clock: Clock = utc_now
     jobs: JobQueue = field(init=False)

@@ -54,7 +54,7 @@ def enqueue_forward(
     requested_by: str = "",
     max_attempts: int = DEFAULT_MAX_ATTEMPTS,
 ) -> int:
-    """Queue the delivery inside the caller's transaction (pass settings.forward_max_attempts)."""
+    """Queue the delivery inside the caller's transaction (pass config.forward_max_attempts)."""
     payload = {
         "study_uid": study_uid,
         "node_pk": node_pk,
@@ -65,8 +65,8 @@ def enqueue_forward(
 
 
 def forward_handler(context: BridgeContext) -> Callable[[ClaimedJob], str]:
-    """The job handler; the queue's backoff base becomes settings.forward_retry_seconds."""
-    context.jobs.retry_base_seconds = float(context.settings.forward_retry_seconds)
+    """The job handler; the queue's backoff base becomes config.forward_retry_seconds."""
+    context.jobs.retry_base_seconds = float(context.config.forward_retry_seconds)
 
     def forward_study(job: ClaimedJob) -> str:
         return _Run(context, job).deliver()
@@ -219,9 +219,9 @@ class _Run:
         try:
             # The RIS is asked before the node is called: without a match nothing is sent.
             first = self._dataset(reconciler, remaining[0])
-            assoc = open_association(self.context.settings, node, contexts)
+            assoc = open_association(self.context.config, node, contexts)
             # A node that stops answering costs this long, not the general DIMSE timeout.
-            assoc.dimse_timeout = self.context.settings.forward_response_timeout
+            assoc.dimse_timeout = self.context.config.forward_response_timeout
             try:
                 self._send_each(assoc, remaining, reconciler, first, sent)
             finally:

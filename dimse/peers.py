@@ -19,7 +19,7 @@ from pynetdicom.presentation import PresentationContext
 from dimse import tls
 from dimse._reactor import steady_reactor
 from dimse.callers import NodeFacts
-from ferry.settings import Settings
+from dimse.config import DimseConfig
 
 
 class PeerUnreachable(Exception):
@@ -34,28 +34,28 @@ def no_delay(event: evt.Event) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
-def requestor_ae(settings: Settings) -> AE:
-    ae = AE(ae_title=settings.dicom_ae_title)
-    ae.maximum_pdu_size = settings.dicom_max_pdu
-    ae.acse_timeout = settings.dicom_acse_timeout
-    ae.dimse_timeout = settings.dicom_dimse_timeout
-    ae.network_timeout = settings.dicom_network_timeout
+def requestor_ae(config: DimseConfig) -> AE:
+    ae = AE(ae_title=config.dicom_ae_title)
+    ae.maximum_pdu_size = config.dicom_max_pdu
+    ae.acse_timeout = config.dicom_acse_timeout
+    ae.dimse_timeout = config.dicom_dimse_timeout
+    ae.network_timeout = config.dicom_network_timeout
     return ae
 
 
-def associate_options(settings: Settings, node: NodeFacts) -> dict[str, Any]:
+def associate_options(config: DimseConfig, node: NodeFacts) -> dict[str, Any]:
     """Keyword arguments for `AE.associate` (also what a C-MOVE handler yields to pynetdicom)."""
     options: dict[str, Any] = {
         "ae_title": node.ae_title,
         "evt_handlers": [(evt.EVT_CONN_OPEN, no_delay), (evt.EVT_CONN_OPEN, steady_reactor)],
     }
     if node.tls:
-        options["tls_args"] = (tls.client_context(settings), None)
+        options["tls_args"] = (tls.client_context(config), None)
     return options
 
 
 def open_association(
-    settings: Settings,
+    config: DimseConfig,
     node: NodeFacts,
     contexts: Sequence[PresentationContext],
     *,
@@ -63,8 +63,8 @@ def open_association(
     evt_handlers: list[Any] | None = None,
 ) -> Association:
     """An established association to the node, or PeerUnreachable saying why not."""
-    ae = requestor_ae(settings)
-    options = associate_options(settings, node)
+    ae = requestor_ae(config)
+    options = associate_options(config, node)
     if evt_handlers:
         options["evt_handlers"] = [*options["evt_handlers"], *evt_handlers]
     try:

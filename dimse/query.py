@@ -101,7 +101,7 @@ def _answer(
     context: BridgeContext, request: FindRequest, query: SearchQuery, event: Any, tally: _Tally
 ) -> Iterator[tuple[Any, Any]]:
     pending = statuses.PENDING_WARNING if request.unsupported else statuses.PENDING
-    ae_title = context.settings.dicom_ae_title
+    ae_title = context.config.dicom_ae_title
     try:
         for document in _iter_matches(context.engine, request, query):
             time.sleep(0)  # lets pynetdicom's reader thread take in a C-CANCEL between matches

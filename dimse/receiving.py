@@ -49,7 +49,7 @@ def store_received(
 
     A full disk answers Out of Resources (0xA700), which senders retry later.
     """
-    spooled = context.settings.spool_dir / f"dimse-{uuid.uuid4().hex}.dcm"
+    spooled = context.config.spool_dir / f"dimse-{uuid.uuid4().hex}.dcm"
     received = getattr(event, "dataset_path", None)
     if received is not None and was_cut_short(str(received)):
         Path(received).unlink(missing_ok=True)

@@ -206,7 +206,7 @@ class Reconciler:
         query = worklist_query(keys, self.mappings, dataset.get("SpecificCharacterSet"))
         sop_class = ModalityWorklistInformationFind
         try:
-            assoc = open_association(self.context.settings, worklist, [build_context(sop_class)])
+            assoc = open_association(self.context.config, worklist, [build_context(sop_class)])
         except PeerUnreachable as error:
             raise WorklistUnavailable(f"the worklist could not be asked: {error}") from error
         finished = False
@@ -296,7 +296,7 @@ def reconciler_for(context: BridgeContext, node: NodeFacts, study_uid: str) -> R
         problem = f"the worklist node (pk {node.reconcile_with_pk}) of {node.ae_title} is gone"
     elif not worklist.worklist:
         problem = f"node {worklist.ae_title} is not marked as a worklist (RIS) node"
-    mappings = parse_tag_map(context.settings.reconcile_map)
+    mappings = parse_tag_map(context.config.reconcile_map)
     return Reconciler(context, node, worklist, study_uid, mappings, problem)
 
 

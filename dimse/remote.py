@@ -125,7 +125,7 @@ def _iter_find(
 ) -> Iterator[Dataset]:
     matches, finished = 0, False
     try:
-        assoc = open_association(context.settings, node, [build_context(sop_class)])
+        assoc = open_association(context.config, node, [build_context(sop_class)])
         try:
             for answer in iter_find_responses(assoc, node, query, sop_class):
                 matches += 1
@@ -215,8 +215,8 @@ def _identifier(study_uid: str) -> Dataset:
 def _move(
     context: BridgeContext, node: NodeFacts, study_uid: str, sop_class: str
 ) -> RetrieveResult:
-    destination = context.settings.dicom_ae_title
-    assoc = open_association(context.settings, node, [build_context(sop_class)])
+    destination = context.config.dicom_ae_title
+    assoc = open_association(context.config, node, [build_context(sop_class)])
     final: Dataset | None = None
     try:
         _require_context(assoc, node, sop_class)
@@ -240,7 +240,7 @@ def _get(context: BridgeContext, node: NodeFacts, study_uid: str, models: Models
     contexts += [build_context(uid, ACCEPTED_TRANSFER_SYNTAXES) for uid in classes]
     roles = [build_role(uid, scp_role=True) for uid in classes]
     assoc = open_association(
-        context.settings,
+        context.config,
         node,
         contexts,
         ext_neg=roles,
@@ -277,7 +277,7 @@ def _classes_in_study(
     query = _identifier(study_uid)
     query.SOPClassesInStudy = None
     query.NumberOfStudyRelatedInstances = None
-    assoc = open_association(context.settings, node, [build_context(find_class)])
+    assoc = open_association(context.config, node, [build_context(find_class)])
     finished = False
     try:
         answers = list(iter_find_responses(assoc, node, query, find_class))

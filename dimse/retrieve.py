@@ -82,7 +82,7 @@ def handle_move(context: BridgeContext, caller: Caller, event: Any) -> Iterator[
         yield 1
         yield selected, None
         return
-    receiver = _Receiver(context.settings.forward_response_timeout)
+    receiver = _Receiver(context.config.forward_response_timeout)
     yield node.host, node.port, _association(context, node, selected, receiver)
     yield len(selected)
     yield from _iter_sub_operations(context.archive, event, selected, receiver.current)
@@ -280,7 +280,7 @@ def _association(
     context: BridgeContext, node: NodeFacts, instances: list[StoredInstance], receiver: _Receiver
 ) -> dict[str, Any]:
     """What pynetdicom's AE.associate takes for the destination: TLS, contexts, our handler."""
-    options = associate_options(context.settings, node)
+    options = associate_options(context.config, node)
     options["contexts"] = (
         requested_contexts(instances) if instances else [build_context(Verification)]
     )

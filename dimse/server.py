@@ -37,13 +37,13 @@ from archive.store import Archive
 from audit.trail import record_many
 from dimse import _connection, commitment, query, retrieve, statuses, tls
 from dimse.callers import Caller, identify
+from dimse.config import DimseConfig
 from dimse.context import BridgeContext
 from dimse.peer_address import peer_matches
 from dimse.peers import no_delay
 from dimse.receiving import status_code, store_received
 from dimse.transfer_syntaxes import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES
 from exchange import transfers
-from ferry.settings import Settings
 from foundation.clock import Clock, utc_now
 from policy.decision import Decision, PolicySnapshot, Resource
 from policy.principal import ANONYMOUS
@@ -71,22 +71,22 @@ def caller_of(event: evt.Event) -> Caller:
 class Bridge:
     """The DIMSE edge: `start()` listens, `stop()` closes; handlers run on pynetdicom threads."""
 
-    def __init__(self, settings: Settings, archive: Archive, *, clock: Clock = utc_now) -> None:
-        self.settings = settings
-        self.context = BridgeContext(settings, archive, clock)
+    def __init__(self, config: DimseConfig, archive: Archive, *, clock: Clock = utc_now) -> None:
+        self.config = config
+        self.context = BridgeContext(config, archive, clock)
         self.servers: list[ThreadedAssociationServer] = []
         self._lock = threading.Lock()
 
     # -- lifecycle -------------------------------------------------------------------------
 
     def build_ae(self) -> AE:
-        settings = self.settings
-        ae = AE(ae_title=settings.dicom_ae_title)
-        ae.maximum_pdu_size = settings.dicom_max_pdu
-        ae.maximum_associations = settings.dicom_max_associations
-        ae.acse_timeout = settings.dicom_acse_timeout
-        ae.dimse_timeout = settings.dicom_dimse_timeout
-        ae.network_timeout = settings.dicom_network_timeout
+        config = self.config
+        ae = AE(ae_title=config.dicom_ae_title)
+        ae.maximum_pdu_size = config.dicom_max_pdu
+        ae.maximum_associations = config.dicom_max_associations
+        ae.acse_timeout = config.dicom_acse_timeout
+        ae.dimse_timeout = config.dicom_dimse_timeout
+        ae.network_timeout = config.dicom_network_timeout
         ae.require_called_aet = False  # checked in _on_requested: Ferry's own or a route's
         ae.add_supported_context(Verification)
         for sop_class in STORAGE_SOP_CLASSES:
@@ -112,7 +112,7 @@ class Bridge:
             (evt.EVT_CONN_OPEN, no_delay),
             (
                 evt.EVT_CONN_OPEN,
-                _connection.guard(self.settings.dicom_max_pdu, self.settings.dicom_network_timeout),
+                _connection.guard(self.config.dicom_max_pdu, self.config.dicom_network_timeout),
             ),
             (evt.EVT_ABORTED, _connection.discard_partial_data_set),
             (evt.EVT_CONN_CLOSE, _connection.discard_partial_data_set),
@@ -132,14 +132,14 @@ class Bridge:
         ]
 
     def start(self) -> None:
-        settings = self.settings
-        host = settings.dicom_host or settings.http_host
-        self.settings.spool_dir.mkdir(parents=True, exist_ok=True)
+        config = self.config
+        host = config.dicom_host
+        self.config.spool_dir.mkdir(parents=True, exist_ok=True)
         ae = self.build_ae()
-        if settings.dicom_port:
-            self._listen(ae, (host, settings.dicom_port), None)
-        if settings.dicom_tls_port:
-            self._listen(ae, (host, settings.dicom_tls_port), tls.server_context(settings))
+        if config.dicom_port:
+            self._listen(ae, (host, config.dicom_port), None)
+        if config.dicom_tls_port:
+            self._listen(ae, (host, config.dicom_tls_port), tls.server_context(config))
 
     def _listen(self, ae: AE, address: tuple[str, int], ssl_context: Any) -> None:
         """pynetdicom's non-blocking start_server, with a socket other bridge processes share."""
@@ -174,7 +174,7 @@ class Bridge:
         called = str(primitive.called_ae_title).strip()
         address = event.assoc.requestor.address
         caller, problem = identify(
-            self.context.engine, calling, called, address, self.settings.dicom_ae_title
+            self.context.engine, calling, called, address, self.config.dicom_ae_title
         )
         if caller is None:
             self._reject(
@@ -201,7 +201,7 @@ class Bridge:
             allowed = (
                 caller.route.accept_unknown_callers
                 if caller.route
-                else self.settings.dicom_accept_unknown_callers
+                else self.config.dicom_accept_unknown_callers
             )
             if not allowed:
                 reason = f"calling AE title {calling!r} is not a known node"

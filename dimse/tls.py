@@ -11,7 +11,7 @@ import socket
 import ssl
 from typing import Any
 
-from ferry.settings import Settings
+from dimse.config import DimseConfig
 
 
 class _ListenerContext(ssl.SSLContext):
@@ -33,21 +33,21 @@ class _ListenerContext(ssl.SSLContext):
         return super().wrap_socket(sock, server_side=server_side, **options)
 
 
-def server_context(settings: Settings) -> ssl.SSLContext:
+def server_context(config: DimseConfig) -> ssl.SSLContext:
     """For the TLS listener; with a CA configured, peers must present a certificate it signed."""
-    if settings.dicom_tls_cert is None:
+    if config.dicom_tls_cert is None:
         raise ValueError("FERRY_DICOM_TLS_CERT is needed for the TLS listener")
     context = _ListenerContext(ssl.PROTOCOL_TLS_SERVER)
-    context.network_timeout = settings.dicom_network_timeout
+    context.network_timeout = config.dicom_network_timeout
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.load_cert_chain(settings.dicom_tls_cert, settings.dicom_tls_key)
-    if settings.dicom_tls_ca is not None:
-        context.load_verify_locations(settings.dicom_tls_ca)
+    context.load_cert_chain(config.dicom_tls_cert, config.dicom_tls_key)
+    if config.dicom_tls_ca is not None:
+        context.load_verify_locations(config.dicom_tls_ca)
         context.verify_mode = ssl.CERT_REQUIRED
     return context
 
 
-def client_context(settings: Settings) -> ssl.SSLContext:
+def client_context(config: DimseConfig) -> ssl.SSLContext:
     """For associations Ferry opens to nodes marked `tls`.
 
     The node is verified against the configured CA, else against the system's trust store;
@@ -56,10 +56,10 @@ def client_context(settings: Settings) -> ssl.SSLContext:
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.check_hostname = False  # nodes are named by AE title and address, not host names
-    if settings.dicom_tls_ca is not None:
-        context.load_verify_locations(settings.dicom_tls_ca)
+    if config.dicom_tls_ca is not None:
+        context.load_verify_locations(config.dicom_tls_ca)
     else:
         context.load_default_certs(ssl.Purpose.SERVER_AUTH)
-    if settings.dicom_tls_cert is not None:
-        context.load_cert_chain(settings.dicom_tls_cert, settings.dicom_tls_key)
+    if config.dicom_tls_cert is not None:
+        context.load_cert_chain(config.dicom_tls_cert, config.dicom_tls_key)
     return context

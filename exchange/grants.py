@@ -3,7 +3,7 @@
 The one home for grant records: written (by transfers, in their own transaction beside a
 forwarding job, and by administrators), listed and revoked here. The rows live with the
 archive's index (`archive.models.StudyGrant`, joined by every search); when a grant is live
-and what it allows is `archive.grants`, shared by the searches and by `policy.decide()`.
+and what it allows is `foundation.grants`, shared by the searches and by `policy.decide()`.
 """
 
 from __future__ import annotations
@@ -16,14 +16,14 @@ from typing import Any
 from sqlalchemy import Engine, or_
 from sqlmodel import Session, col, select
 
-from archive.grants import (
+from archive.models import Study, StudyGrant
+from foundation.grants import (
     DEFAULT_GRANT_ACTIONS,
     InvalidGrantActions,
     format_grant_actions,
     grant_is_live,
     live_grant_clause,
 )
-from archive.models import Study, StudyGrant
 from policy.store import DuplicateRecord, InvalidRecord, UnknownRecord, check_text
 
 
@@ -58,7 +58,7 @@ def grant_view(grant: StudyGrant, study: Study) -> GrantView:
 
 
 def live_grants(study_pk: int, institution_pk: int, now: datetime) -> Any:
-    """Grants of a study to an institution that are live at `now` (`archive.grants`)."""
+    """Grants of a study to an institution that are live at `now` (`foundation.grants`)."""
     return select(StudyGrant).where(
         StudyGrant.study_pk == study_pk,
         StudyGrant.institution_pk == institution_pk,

@@ -63,7 +63,7 @@ def build_archive(settings: Settings) -> Archive:
 
 async def home(request: Request) -> Response:
     """Until the portal has a home page, people who open Ferry's address are sent to sign in."""
-    base = public_base(request, request.app.state.settings).removesuffix(DICOMWEB_PREFIX)
+    base = public_base(request, request.app.state.dicomweb).removesuffix(DICOMWEB_PREFIX)
     return RedirectResponse(f"{base}/auth/login", status_code=302)
 
 
@@ -138,16 +138,18 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
         lifespan=lifespan,
     )
-    app.state.settings = settings
+    app.state.dicomweb = settings.dicomweb()
+    app.state.portal = settings.portal()
     app.state.archive = archive
-    app.state.authenticator = Authenticator.open(settings, archive.engine)
+    app.state.authenticator = Authenticator.open(settings.auth(), archive.engine)
     app.state.policy_snapshot = functools.partial(snapshot, archive.engine)
     app.state.recent_views = RecentViews()
     app.state.clock = utc_now  # tests replace it to decide "now" (core hours, holidays)
     app.state.enqueue_forward = functools.partial(
         enqueue_forward, max_attempts=settings.forward_max_attempts
     )
-    app.state.remote_pacs = BridgePacs(BridgeContext(settings, archive))  # requests: C-FIND, fetch
+    # requests: C-FIND, fetch
+    app.state.remote_pacs = BridgePacs(BridgeContext(settings.dimse(), archive))
     return app
 
 

@@ -30,12 +30,12 @@ from foundation.jobs import Worker
 log = logging.getLogger(__name__)
 
 
-def build_worker(context: BridgeContext, *, idle_seconds: float = 1.0) -> Worker:
-    """The job worker with every handler and periodic sweep Ferry has."""
-    enqueue = functools.partial(enqueue_forward, max_attempts=context.settings.forward_max_attempts)
-    notifier = Notifier(
-        context.engine, mail_sender(context.settings), public_base(context.settings), context.clock
-    )
+def build_worker(
+    context: BridgeContext, settings: Settings, *, idle_seconds: float = 1.0
+) -> Worker:
+    """The job worker with every handler and periodic sweep Ferry has (mail from `settings`)."""
+    enqueue = functools.partial(enqueue_forward, max_attempts=context.config.forward_max_attempts)
+    notifier = Notifier(context.engine, mail_sender(settings), public_base(settings), context.clock)
     return Worker(
         context.jobs,
         {FORWARD_STUDY: forward_handler(context), NOTIFY: notify_handler(notifier)},
@@ -79,9 +79,10 @@ class Background:
     def __init__(self, settings: Settings, archive: Archive, *, clock: Clock = utc_now) -> None:
         self.settings = settings
         listening = bool(settings.dicom_port or settings.dicom_tls_port)
-        self.bridge = Bridge(settings, archive, clock=clock) if listening else None
-        context = self.bridge.context if self.bridge else BridgeContext(settings, archive, clock)
-        self.worker = build_worker(context) if settings.jobs_enabled else None
+        config = settings.dimse()
+        self.bridge = Bridge(config, archive, clock=clock) if listening else None
+        context = self.bridge.context if self.bridge else BridgeContext(config, archive, clock)
+        self.worker = build_worker(context, settings) if settings.jobs_enabled else None
         self.more_bridges: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
@@ -119,7 +120,7 @@ def serve_bridge_only(settings: Settings, archive: Archive, parent: int | None) 
     stopping = threading.Event()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signal_number, lambda *_: stopping.set())
-    bridge = Bridge(settings, archive)
+    bridge = Bridge(settings.dimse(), archive)
     bridge.start()
     log.info("DIMSE bridge process %s listening", os.getpid())
     try:

@@ -104,9 +104,9 @@ def _config(_settings: Settings, _args: argparse.Namespace) -> int:
 def _rotate_keys(settings: Settings, _args: argparse.Namespace) -> int:
     from policy.tokens import open_key_ring, rotate_keys
 
-    new = rotate_keys(settings)
+    new = rotate_keys(settings.auth())
     print(f"new signing key {new.kid}; tokens signed by older keys stay valid until they expire")
-    for key in open_key_ring(settings).jwks(new.created_at)["keys"]:
+    for key in open_key_ring(settings.auth()).jwks(new.created_at)["keys"]:
         print(f"  verifying with {key['kid']}")
     return 0
 

@@ -33,7 +33,7 @@ def _context(settings: Settings) -> Any:
     from ferry.app import build_archive, configure_libraries
 
     configure_libraries(settings)
-    return BridgeContext(settings, build_archive(settings))
+    return BridgeContext(settings.dimse(), build_archive(settings))
 
 
 def _node(context: Any, ae_title: str) -> Any:
@@ -65,7 +65,7 @@ def _echo(settings: Settings, args: argparse.Namespace) -> int:
 
     context = _context(settings)
     node = _node(context, args.node)
-    assoc = open_association(settings, node, [_verification()])
+    assoc = open_association(settings.dimse(), node, [_verification()])
     try:
         status = assoc.send_c_echo()
     finally:

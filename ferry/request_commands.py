@@ -26,7 +26,7 @@ def _pacs(settings: Settings, archive: Any) -> Any:
     from dimse.context import BridgeContext
     from dimse.request_peers import BridgePacs
 
-    return BridgePacs(BridgeContext(settings, archive))
+    return BridgePacs(BridgeContext(settings.dimse(), archive))
 
 
 def _create(settings: Settings, args: argparse.Namespace) -> int:

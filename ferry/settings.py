@@ -1,4 +1,8 @@
-"""Settings: one frozen object, read once from FERRY_* variables and an optional TOML file."""
+"""Settings: one frozen object, read once from FERRY_* variables and an optional TOML file.
+
+Only the composition root sees it whole; each layer gets its own small frozen configuration,
+built here (`auth()`, `dicomweb()`, `dimse()`, `portal()`), so nothing below `ferry` imports it.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,11 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from dicomweb.config import DicomwebConfig
+from dimse.config import DimseConfig
+from policy.config import AuthConfig
+from portal.config import PortalConfig
 
 
 class SettingsError(ValueError):
@@ -184,6 +193,64 @@ class Settings:
     def spool_dir(self) -> Path:
         """Incoming parts land here, on the blob store's filesystem, so storing is a rename."""
         return self.data_dir / "blobs" / ".incoming"
+
+    def auth(self) -> AuthConfig:
+        """What policy reads: tokens, sign-in lockout, OpenID Connect providers."""
+        return AuthConfig(
+            keys_dir=self.keys_dir,
+            token_issuer=self.token_issuer,
+            token_audience=self.token_audience,
+            access_token_seconds=self.access_token_seconds,
+            refresh_token_seconds=self.refresh_token_seconds,
+            login_max_failures=self.login_max_failures,
+            login_lockout_seconds=self.login_lockout_seconds,
+            oidc_providers=self.oidc_providers,
+        )
+
+    def dicomweb(self) -> DicomwebConfig:
+        """What the DICOMweb edge reads: its public address, limits and folders."""
+        return DicomwebConfig(
+            data_dir=self.data_dir,
+            spool_dir=self.spool_dir,
+            public_url=self.public_url,
+            http_host=self.http_host,
+            http_port=self.http_port,
+            trusted_proxy=self.trusted_proxy,
+            qido_max_limit=self.qido_max_limit,
+            max_request_bytes=self.max_request_bytes,
+        )
+
+    def dimse(self) -> DimseConfig:
+        """What the DIMSE bridge reads; its listeners take the HTTP host unless told otherwise."""
+        return DimseConfig(
+            spool_dir=self.spool_dir,
+            dicom_host=self.dicom_host or self.http_host,
+            dicom_port=self.dicom_port,
+            dicom_tls_port=self.dicom_tls_port,
+            dicom_ae_title=self.dicom_ae_title,
+            dicom_accept_unknown_callers=self.dicom_accept_unknown_callers,
+            dicom_max_pdu=self.dicom_max_pdu,
+            dicom_max_associations=self.dicom_max_associations,
+            dicom_acse_timeout=self.dicom_acse_timeout,
+            dicom_dimse_timeout=self.dicom_dimse_timeout,
+            dicom_network_timeout=self.dicom_network_timeout,
+            dicom_tls_cert=self.dicom_tls_cert,
+            dicom_tls_key=self.dicom_tls_key,
+            dicom_tls_ca=self.dicom_tls_ca,
+            forward_max_attempts=self.forward_max_attempts,
+            forward_retry_seconds=self.forward_retry_seconds,
+            forward_response_timeout=self.forward_response_timeout,
+            reconcile_map=self.reconcile_map,
+        )
+
+    def portal(self) -> PortalConfig:
+        """What the portal reads: links, Ferry's AE title, whether mail goes out, expiry."""
+        return PortalConfig(
+            public_url=self.public_url,
+            dicom_ae_title=self.dicom_ae_title,
+            mail_sending=bool(self.smtp_host),
+            request_expiry_days=self.request_expiry_days,
+        )
 
 
 # Variable name -> (field name, parser). The README's configuration table mirrors this.

@@ -22,9 +22,9 @@ from typing import Any
 from sqlalchemy import Engine, func, or_, update
 from sqlmodel import Session, col, select
 
-from ferry.settings import Settings
 from foundation.errors import AuthenticationFailed
 from policy._opaque import secret_matches, split_opaque_token
+from policy.config import AuthConfig
 from policy.models import ApiClient, ApiToken, Institution, Membership, User, UserStatus
 from policy.oidc import OidcProviders, open_providers
 from policy.principal import ANONYMOUS, Principal, PrincipalKind
@@ -149,16 +149,14 @@ class Authenticator:
     """Built once by the composition root; holds the key ring and the providers' JWKS caches."""
 
     def __init__(
-        self, settings: Settings, engine: Engine, keys: KeyRing, providers: OidcProviders
+        self, config: AuthConfig, engine: Engine, keys: KeyRing, providers: OidcProviders
     ) -> None:
-        self.settings, self.engine, self.keys, self.providers = settings, engine, keys, providers
+        self.config, self.engine, self.keys, self.providers = config, engine, keys, providers
 
     @classmethod
-    def open(cls, settings: Settings, engine: Engine) -> Authenticator:
+    def open(cls, config: AuthConfig, engine: Engine) -> Authenticator:
         """Generates the first signing key if there is none, and reads the OIDC providers."""
-        return cls(
-            settings, engine, open_key_ring(settings), open_providers(settings.oidc_providers)
-        )
+        return cls(config, engine, open_key_ring(config), open_providers(config.oidc_providers))
 
     def authenticate(self, credentials: Credentials, now: datetime) -> Principal:
         """The principal these credentials prove; ANONYMOUS if none are offered."""
@@ -174,7 +172,7 @@ class Authenticator:
     def _bearer_jwt(self, token: str, now: datetime) -> Principal:
         _, unverified = read_unverified(token)
         issuer = unverified.get("iss")
-        if issuer == self.settings.token_issuer:
+        if issuer == self.config.token_issuer:
             return limited_to_studies(*self._ferry_token(token, TokenType.ACCESS, now))
         if isinstance(issuer, str) and self.providers.knows(issuer):
             return self._external(token, now)
@@ -183,7 +181,7 @@ class Authenticator:
     def _ferry_token(
         self, token: str, token_type: TokenType, now: datetime
     ) -> tuple[Principal, dict[str, Any]]:
-        claims = verify_ferry_token(self.keys, self.settings, token, token_type, now)
+        claims = verify_ferry_token(self.keys, self.config, token, token_type, now)
         sid = claims.claims.get("sid")
         if not claims.subject.isdecimal() or not isinstance(sid, str):
             raise AuthenticationFailed(REFUSED)
@@ -205,7 +203,7 @@ class Authenticator:
             if not token:
                 continue
             try:
-                claims = verify_ferry_token(self.keys, self.settings, token, token_type, now)
+                claims = verify_ferry_token(self.keys, self.config, token, token_type, now)
             except AuthenticationFailed:
                 continue
             sid = claims.claims.get("sid")
@@ -289,15 +287,15 @@ class Authenticator:
         """An access token of sign-in session `sid`; of a session of its own without one."""
         assert user.pk is not None
         if sid is None:
-            lifetime = timedelta(seconds=self.settings.access_token_seconds)
+            lifetime = timedelta(seconds=self.config.access_token_seconds)
             sid = open_session(self.engine, user.pk, lifetime, now)
         return issue_token(
             self.keys,
-            self.settings,
+            self.config,
             subject=str(user.pk),
             token_type=TokenType.ACCESS,
             version=user.token_version,
-            lifetime=timedelta(seconds=self.settings.access_token_seconds),
+            lifetime=timedelta(seconds=self.config.access_token_seconds),
             now=now,
             claims={**self.membership_claims(user.pk), "sid": sid},
         )
@@ -320,7 +318,7 @@ class Authenticator:
             sid = open_session(self.engine, user.pk, lifetime, now)
         return issue_token(
             self.keys,
-            self.settings,
+            self.config,
             subject=str(user.pk),
             token_type=TokenType.ACCESS,
             version=user.token_version,
@@ -332,11 +330,11 @@ class Authenticator:
     def issue_session(self, user: User, now: datetime) -> SessionGrant:
         assert user.pk is not None
         csrf = secrets.token_urlsafe(32)
-        lifetime = self.settings.refresh_token_seconds
+        lifetime = self.config.refresh_token_seconds
         sid = open_session(self.engine, user.pk, timedelta(seconds=lifetime), now)
         token = issue_token(
             self.keys,
-            self.settings,
+            self.config,
             subject=str(user.pk),
             token_type=TokenType.SESSION,
             version=user.token_version,

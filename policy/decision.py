@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from archive.grants import DEFAULT_GRANT_ACTIONS, grant_allows, grant_is_live
+from foundation.grants import DEFAULT_GRANT_ACTIONS, grant_allows, grant_is_live
 from policy.hours import CoreHoursFacts, in_core_hours
 from policy.principal import Principal
 from policy.roles import Action
@@ -23,7 +23,7 @@ STUDY_ACTIONS = frozenset(
 
 @dataclass(frozen=True)
 class GrantFacts:
-    """A grant on a study: to whom, until when, and what it lets them do (`archive.grants`)."""
+    """A grant on a study: to whom, until when, and what it lets them do (`foundation.grants`)."""
 
     institution_pk: int
     expires_at: datetime | None = None

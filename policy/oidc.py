@@ -225,5 +225,5 @@ class OidcProviders:
 
 
 def open_providers(path_text: str) -> OidcProviders:
-    """The providers named by settings.oidc_providers (a path; empty: none)."""
+    """The providers named by AuthConfig.oidc_providers (a path; empty: none)."""
     return OidcProviders(load_providers(Path(path_text)) if path_text else ())

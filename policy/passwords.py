@@ -17,8 +17,8 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Engine, func, update
 from sqlmodel import Session, col, select
 
-from ferry.settings import Settings
 from foundation.errors import AuthenticationFailed
+from policy.config import AuthConfig
 from policy.models import User, UserStatus
 
 SIGN_IN_REFUSED = "email or password is incorrect, or the account cannot sign in now"
@@ -68,7 +68,7 @@ def _aware(moment: datetime | None) -> datetime | None:
 
 
 def authenticate_password(
-    engine: Engine, settings: Settings, email: str, password: str, now: datetime
+    engine: Engine, config: AuthConfig, email: str, password: str, now: datetime
 ) -> User:
     """The active user with this email and password, or AuthenticationFailed.
 
@@ -85,7 +85,7 @@ def authenticate_password(
         if locked_until is not None and locked_until > now:
             raise AuthenticationFailed(SIGN_IN_REFUSED)  # not counted: a lock is not extended
         if not matches:
-            _record_failure(session, user, settings, now)
+            _record_failure(session, user, config, now)
             raise AuthenticationFailed(SIGN_IN_REFUSED)
         if user.status != UserStatus.ACTIVE:
             raise AuthenticationFailed(SIGN_IN_REFUSED)
@@ -95,7 +95,7 @@ def authenticate_password(
         return user
 
 
-def _record_failure(session: Session, user: User, settings: Settings, now: datetime) -> None:
+def _record_failure(session: Session, user: User, config: AuthConfig, now: datetime) -> None:
     """Counted in SQL (`failed_logins + 1`), so concurrent guesses on many workers all count."""
     session.execute(
         update(User)
@@ -104,10 +104,10 @@ def _record_failure(session: Session, user: User, settings: Settings, now: datet
     )
     session.execute(
         update(User)
-        .where(col(User.pk) == user.pk, col(User.failed_logins) >= settings.login_max_failures)
+        .where(col(User.pk) == user.pk, col(User.failed_logins) >= config.login_max_failures)
         .values(
             failed_logins=0,
-            locked_until=now + timedelta(seconds=settings.login_lockout_seconds),
+            locked_until=now + timedelta(seconds=config.login_lockout_seconds),
         )
     )
     session.commit()

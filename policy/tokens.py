@@ -7,7 +7,7 @@ All JWT code lives here, so the rules that keep tokens safe are written once:
 - the `kid` must name a known key; issuer, audience, expiry and not-before are always checked
   against a `now` passed in (never read here), and a token's type (access or session) must match.
 
-Signing keys are PEM files in `settings.keys_dir` (mode 0600), one per key, named by creation time
+Signing keys are PEM files in `AuthConfig.keys_dir` (mode 0600), one per key, named by creation time
 and `kid`. The newest signs; older ones still verify until every token they signed has expired.
 Every worker re-reads the folder when it changes, so `ferry admin rotate-keys` reaches all of them.
 """
@@ -31,8 +31,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from jose import jwk, jwt
 from jose.exceptions import JOSEError, JWTClaimsError
 
-from ferry.settings import Settings
 from foundation.errors import AuthenticationFailed
+from policy.config import AuthConfig
 
 log = logging.getLogger(__name__)
 
@@ -166,26 +166,26 @@ class KeyRing:
         return new
 
 
-def _key_ring(settings: Settings) -> KeyRing:
-    longest = max(settings.access_token_seconds, settings.refresh_token_seconds)
-    return KeyRing(settings.keys_dir, timedelta(seconds=longest) + LEEWAY)
+def _key_ring(config: AuthConfig) -> KeyRing:
+    longest = max(config.access_token_seconds, config.refresh_token_seconds)
+    return KeyRing(config.keys_dir, timedelta(seconds=longest) + LEEWAY)
 
 
-def open_key_ring(settings: Settings, now: datetime | None = None) -> KeyRing:
-    """The key ring for these settings, with a key generated if there is none yet."""
-    ring = _key_ring(settings)
+def open_key_ring(config: AuthConfig, now: datetime | None = None) -> KeyRing:
+    """The key ring for this configuration, with a key generated if there is none yet."""
+    ring = _key_ring(config)
     ring.current(now or datetime.now(UTC))
     return ring
 
 
-def rotate_keys(settings: Settings, now: datetime | None = None) -> SigningKey:
+def rotate_keys(config: AuthConfig, now: datetime | None = None) -> SigningKey:
     """Start signing with a new key; the previous ones keep verifying until their tokens expire."""
-    return _key_ring(settings).rotate(now or datetime.now(UTC))
+    return _key_ring(config).rotate(now or datetime.now(UTC))
 
 
 def issue_token(
     ring: KeyRing,
-    settings: Settings,
+    config: AuthConfig,
     *,
     subject: str,
     token_type: TokenType,
@@ -199,8 +199,8 @@ def issue_token(
     moment = int(now.timestamp())
     payload = {
         **(claims or {}),
-        "iss": settings.token_issuer,
-        "aud": settings.token_audience,
+        "iss": config.token_issuer,
+        "aud": config.token_audience,
         "sub": subject,
         "iat": moment,
         "nbf": moment,
@@ -279,7 +279,7 @@ def _check_times(claims: Mapping[str, Any], now: datetime) -> None:
 
 
 def verify_token(
-    ring: KeyRing, settings: Settings, token: str, token_type: TokenType, now: datetime
+    ring: KeyRing, config: AuthConfig, token: str, token_type: TokenType, now: datetime
 ) -> TokenClaims:
     """A Ferry token of the given type, verified with the key its `kid` names."""
     header, _ = read_unverified(token)
@@ -291,8 +291,8 @@ def verify_token(
         token,
         key.public_jwk,
         algorithms=[ALGORITHM],
-        issuer=settings.token_issuer,
-        audience=settings.token_audience,
+        issuer=config.token_issuer,
+        audience=config.token_audience,
         now=now,
     )
     if claims.get("typ") != token_type.value:

@@ -108,15 +108,15 @@ def _grant(
     authenticator: Authenticator, user: User, refresh: str, sid: str, now: datetime
 ) -> TokenGrant:
     access = authenticator.issue_access_token(user, now, sid)
-    return TokenGrant(access, authenticator.settings.access_token_seconds, refresh)
+    return TokenGrant(access, authenticator.config.access_token_seconds, refresh)
 
 
 def password_grant(authenticator: Authenticator, email: str, password: str) -> TokenGrant:
     """A new sign-in session; its refresh tokens' family and its access tokens' `sid` name it."""
     now = _now()
-    settings, engine = authenticator.settings, authenticator.engine
-    user = authenticate_password(engine, settings, email, password, now)
-    lifetime = timedelta(seconds=settings.refresh_token_seconds)
+    config, engine = authenticator.config, authenticator.engine
+    user = authenticate_password(engine, config, email, password, now)
+    lifetime = timedelta(seconds=config.refresh_token_seconds)
     sid = open_session(engine, user.pk or 0, lifetime, now)
     refresh = store_refresh_token(engine, user, lifetime, now, sid)
     return _grant(authenticator, user, refresh, sid, now)
@@ -124,7 +124,7 @@ def password_grant(authenticator: Authenticator, email: str, password: str) -> T
 
 def refresh_grant(authenticator: Authenticator, presented: str) -> TokenGrant:
     now = _now()
-    lifetime = timedelta(seconds=authenticator.settings.refresh_token_seconds)
+    lifetime = timedelta(seconds=authenticator.config.refresh_token_seconds)
     user, refresh, sid = rotate_refresh_token(authenticator.engine, presented, lifetime, now)
     return _grant(authenticator, user, refresh, sid, now)
 
@@ -152,7 +152,7 @@ async def refresh_token(request: Request) -> Response:
 
 
 def _secure(request: Request) -> bool:
-    public_url = request.app.state.settings.public_url or ""
+    public_url = request.app.state.portal.public_url or ""
     return request.url.scheme == "https" or public_url.startswith("https://")
 
 
@@ -160,11 +160,11 @@ async def login(request: Request) -> Response:
     fields = await read_fields(request)
     email, password = _require(fields, "email", "username"), _require(fields, "password")
     authenticator = _authenticator(request)
-    engine, settings = authenticator.engine, authenticator.settings
+    engine, config = authenticator.engine, authenticator.config
 
     def sign_in() -> Any:
         now = _now()
-        user = authenticate_password(engine, settings, email, password, now)
+        user = authenticate_password(engine, config, email, password, now)
         return authenticator.issue_session(user, now)
 
     grant = await anyio.to_thread.run_sync(sign_in)

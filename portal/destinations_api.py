@@ -127,7 +127,7 @@ def create_route(call: Call) -> RouteOut:
     access = Access(call)
     body: RouteIn = call.body
     facts = access.require_code(body.destination)
-    own = call.state.settings.dicom_ae_title
+    own = call.state.portal.dicom_ae_title
     if body.called_ae_title.strip() == own:
         raise store.InvalidRecord(f"{own!r} is Ferry's own AE title; a route needs another")
     fields = body.model_dump(exclude={"called_ae_title", "destination"})

@@ -45,7 +45,7 @@ def _out(call: Call, user_pk: int) -> NotificationsOut:
         choice=NotificationChoice(row.choice) if row else NotificationChoice.OWN,
         default=row is None,
         choices=list(NotificationChoice),
-        sending=bool(call.state.settings.smtp_host),
+        sending=call.state.portal.mail_sending,
     )
 
 

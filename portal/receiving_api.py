@@ -63,8 +63,7 @@ def create_viewer_link(call: Call) -> ViewerLinkOut:
     audit_step(archive.engine, actor, transfer, "view", decision, studies=[study], link=True)
     if _is_receiver(actor, Action.READ_PIXELS, transfer):
         sending.note_received(archive.engine, actor, transfer, TransferStatus.VIEWED)
-    settings = call.state.settings
-    base = (settings.public_url or str(call.request.base_url)).rstrip("/")
+    base = (call.state.portal.public_url or str(call.request.base_url)).rstrip("/")
     query = urlencode({"StudyInstanceUIDs": study, "token": token})
     return ViewerLinkOut(
         url=f"{base}{VIEWER_PATH}/viewer?{query}", study=study, expires_in=VIEWER_TOKEN_SECONDS

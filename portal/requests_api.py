@@ -130,7 +130,7 @@ def create_request(call: Call) -> RequestOut:
         clinical_reason=body.reason,
         urgency=Urgency(body.urgency),
     )
-    days = call.state.settings.request_expiry_days
+    days = call.state.portal.request_expiry_days
     created = requests.create_request(_engine(call), actor, new, policy, days)
     return request_out(call, created, policy, detail=True)
 

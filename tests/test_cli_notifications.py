@@ -30,7 +30,8 @@ def test_the_record_and_the_settings_list(ferry_cli, archive):
         event = Event(EventKind.REGISTRATION_WAITING, north, Subject("registration", 4))
         notify(connection, event, now=utc_now())
 
-    build_worker(BridgeContext(load_settings(), archive)).run_until_idle()
+    settings = load_settings()
+    build_worker(BridgeContext(settings.dimse(), archive), settings).run_until_idle()
     listed = ferry_cli("notifications", "list", "--institution", "NORTH")
     assert listed.code == 0, listed.err
     assert listed.rows()[1][2:6] == [

@@ -109,7 +109,7 @@ def dimse(tmp_path: Path, database_url: str, clock: Clock) -> Iterator[Dimse]:
     archive = build_archive(settings)
     try:
         for web in run_server(settings, archive):
-            bridge = Bridge(settings, archive, clock=clock)
+            bridge = Bridge(settings.dimse(), archive, clock=clock)
             bridge.start()
             try:
                 running = Dimse(web, bridge, clock)

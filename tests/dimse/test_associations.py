@@ -117,7 +117,7 @@ def open_door(dimse: Dimse) -> Iterator[Bridge]:
     settings = replace(
         dimse.web.settings, dicom_port=free_port(), dicom_accept_unknown_callers=True
     )
-    bridge = Bridge(settings, dimse.archive, clock=dimse.clock)
+    bridge = Bridge(settings.dimse(), dimse.archive, clock=dimse.clock)
     bridge.start()
     try:
         yield bridge
@@ -170,7 +170,7 @@ def test_a_node_without_write_rights_cannot_store(dimse: Dimse) -> None:
 @pytest.fixture
 def small_bridge(dimse: Dimse) -> Iterator[Bridge]:
     settings = replace(dimse.web.settings, dicom_port=free_port(), dicom_max_associations=6)
-    bridge = Bridge(settings, dimse.archive, clock=dimse.clock)
+    bridge = Bridge(settings.dimse(), dimse.archive, clock=dimse.clock)
     bridge.start()
     try:
         yield bridge
@@ -181,7 +181,7 @@ def small_bridge(dimse: Dimse) -> Iterator[Bridge]:
 def test_concurrent_associations_up_to_the_limit_are_served(
     dimse: Dimse, small_bridge: Bridge
 ) -> None:
-    limit = small_bridge.settings.dicom_max_associations
+    limit = small_bridge.config.dicom_max_associations
     all_open = threading.Barrier(limit + 1)
 
     def send_while_all_open() -> list[int]:

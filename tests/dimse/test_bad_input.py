@@ -291,7 +291,7 @@ def quick_bridge(dimse: Dimse) -> Iterator[Bridge]:
         dicom_acse_timeout=1,
         dicom_network_timeout=2,
     )
-    bridge = Bridge(settings, dimse.archive, clock=dimse.clock)
+    bridge = Bridge(settings.dimse(), dimse.archive, clock=dimse.clock)
     bridge.start()
     try:
         yield bridge

@@ -40,7 +40,7 @@ from dimse.forward import FORWARD_STUDY, enqueue_forward, forward_handler
 from dimse.models import ForwardedInstance
 from exchange.models import Transfer, TransferStatus
 from ferry.app import build_archive
-from ferry.settings import Settings, replace_settings
+from ferry.settings import Settings
 from foundation.jobs import Job, JobStatus, Worker
 from policy.models import Node
 from tests._peers import dcmtk_peer, start_scp
@@ -61,6 +61,7 @@ class Forwarding:
     clock: Clock
     institution_pk: int
     folder: Path
+    settings: Settings
 
     @property
     def archive(self) -> Archive:
@@ -159,7 +160,8 @@ def _forwarding(tmp_path: Path, url: str) -> Iterator[Forwarding]:
     clock = Clock(datetime.now(UTC))
     try:
         institution_pk = add_institution(archive.engine, "HOSP")
-        yield Forwarding(BridgeContext(settings, archive, clock), clock, institution_pk, tmp_path)
+        context = BridgeContext(settings.dimse(), archive, clock)
+        yield Forwarding(context, clock, institution_pk, tmp_path, settings)
     finally:
         archive.engine.dispose()
 
@@ -474,7 +476,7 @@ from foundation.jobs import Worker
 from ferry.settings import Settings
 
 settings = Settings(data_dir=Path(sys.argv[1]), database_url=sys.argv[2])
-context = BridgeContext(settings, build_archive(settings))
+context = BridgeContext(settings.dimse(), build_archive(settings))
 Worker(context.jobs, {FORWARD_STUDY: forward_handler(context)}).run_once()
 """
 
@@ -486,7 +488,7 @@ def test_a_delivery_cut_by_a_crash_is_completed_after_the_lease_runs_out(
     datasets = [ct_slice(spec=replace(spec, instance_number=n)) for n in range(1, 6)]
     study_uid = forwarding.store(datasets)
     uids = [str(ds.SOPInstanceUID) for ds in datasets]
-    settings: Settings = forwarding.context.settings
+    settings = forwarding.settings
     with storage_peer(hold_at=3) as peer:
         job_pk = forwarding.enqueue(study_uid, forwarding.add_node("PEER", peer.port))
         worker = subprocess.Popen(
@@ -525,10 +527,10 @@ def test_a_node_that_stops_answering_is_given_up_on_and_the_retry_resumes(
     forwarding: Forwarding,
 ) -> None:
     """FERRY_FORWARD_RESPONSE_TIMEOUT, not the (here far longer) general DIMSE timeout."""
-    settings = replace_settings(
-        forwarding.context.settings, forward_response_timeout=1.0, dicom_dimse_timeout=600
+    config = replace(
+        forwarding.context.config, forward_response_timeout=1.0, dicom_dimse_timeout=600
     )
-    context = BridgeContext(settings, forwarding.archive, forwarding.clock)
+    context = BridgeContext(config, forwarding.archive, forwarding.clock)
     spec = StudySpec()
     datasets = [ct_slice(spec=replace(spec, instance_number=n)) for n in range(1, 6)]
     study_uid = forwarding.store(datasets)

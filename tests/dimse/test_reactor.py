@@ -102,7 +102,7 @@ def test_every_answer_reaches_the_sender_on_ferrys_associations(
             can_query=False, can_write=False, move_destination=False, retrieve_method="move",
             worklist=False, reconcile_with_pk=None,
         )  # fmt: skip
-        assoc = open_association(settings, node, [build_context(Verification)])
+        assoc = open_association(settings.dimse(), node, [build_context(Verification)])
         try:
             statuses = [assoc.send_c_echo().get("Status") for _ in range(ECHOES)]
         finally:

@@ -126,7 +126,7 @@ def _instances(dimse: Dimse, study_uid: str) -> list[Dataset]:
 
 def _context(dimse: Dimse, **settings: Any) -> BridgeContext:
     settings = replace_settings(dimse.web.settings, **settings)
-    return BridgeContext(settings, dimse.archive, dimse.clock)
+    return BridgeContext(settings.dimse(), dimse.archive, dimse.clock)
 
 
 def _round_trip(ds: Dataset) -> Dataset:

@@ -164,7 +164,7 @@ def _node(dimse: Dimse, ae_title: str, port: int, **values: Any) -> NodeFacts:
 
 def _context(dimse: Dimse, **settings: Any) -> BridgeContext:
     return BridgeContext(
-        replace_settings(dimse.web.settings, **settings), dimse.archive, dimse.clock
+        replace_settings(dimse.web.settings, **settings).dimse(), dimse.archive, dimse.clock
     )
 
 

@@ -117,7 +117,7 @@ def files_per_study(folder: Path) -> Counter[str]:
 def test_forwarded_studies_arrive_whole_on_the_first_attempt(dimse: Dimse, tmp_path: Path) -> None:
     to_dcmtk = store_studies(dimse, tmp_path / "a", STUDIES)
     to_pynetdicom = store_studies(dimse, tmp_path / "b", STUDIES)
-    context = BridgeContext(dimse.web.settings, dimse.archive, dimse.clock)
+    context = BridgeContext(dimse.web.settings.dimse(), dimse.archive, dimse.clock)
     worker = Worker(context.jobs, {FORWARD_STUDY: forward_handler(context)})
     pynetdicom_peer = Receiver()
     dcmtk_port = free_port()

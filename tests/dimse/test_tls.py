@@ -171,7 +171,7 @@ def tls_ferry(dimse: Dimse, pki: Pki) -> Iterator[TlsFerry]:
         dicom_tls_key=pki.server.key,
         dicom_tls_ca=pki.ca,
     )
-    bridge = Bridge(settings, dimse.archive, clock=dimse.clock)
+    bridge = Bridge(settings.dimse(), dimse.archive, clock=dimse.clock)
     bridge.start()
     try:
         yield TlsFerry(settings, bridge)
@@ -281,7 +281,7 @@ def tls_node(pki: Pki, pair: KeyPair) -> Iterator[int]:
 def echo_node(dimse: Dimse, settings: Settings, ae_title: str) -> int:
     node = find_node(dimse.archive.engine, ae_title)
     assert node is not None
-    assoc = open_association(settings, node, [build_context(Verification)])
+    assoc = open_association(settings.dimse(), node, [build_context(Verification)])
     try:
         return int(assoc.send_c_echo().Status)
     finally:

@@ -44,7 +44,7 @@ def SETTINGS() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def bridge(corpus_server: RunningServer) -> Iterator[Bridge]:
-    running = Bridge(corpus_server.settings, corpus_server.archive)
+    running = Bridge(corpus_server.settings.dimse(), corpus_server.archive)
     running.start()
     with Session(corpus_server.archive.engine) as session:
         session.add(

@@ -95,7 +95,7 @@ def _ferry(tmp_path: Path, database_url: str, smtp: SmtpServer | None, **values:
     settings = make_settings(tmp_path, database_url, **(defaults | mail | values))
     archive = build_archive(settings)
     clock = Clock()
-    worker = build_worker(BridgeContext(settings, archive, clock))
+    worker = build_worker(BridgeContext(settings.dimse(), archive, clock), settings)
     a, b = add_institution(archive.engine, "A"), add_institution(archive.engine, "B")
     return Ferry(settings, archive, clock, worker, smtp, a, b)
 

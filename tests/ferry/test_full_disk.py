@@ -222,7 +222,7 @@ def _add_node(archive: Archive) -> None:
 
 def _c_store(settings: Settings, archive: Archive) -> int:
     """One C-STORE from the node, through a bridge started for it: the response status."""
-    bridge = Bridge(settings, archive, clock=Clock())
+    bridge = Bridge(settings.dimse(), archive, clock=Clock())
     bridge.start()
     try:
         ae = AE(ae_title="MODALITY")

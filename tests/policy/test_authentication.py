@@ -34,7 +34,7 @@ HOUR = timedelta(hours=1)
 
 @pytest.fixture
 def authenticator(settings: Settings, archive: Archive) -> Iterator[Authenticator]:
-    yield Authenticator.open(settings, archive.engine)
+    yield Authenticator.open(settings.auth(), archive.engine)
 
 
 @pytest.fixture
@@ -134,7 +134,9 @@ def test_a_token_from_an_unknown_issuer_is_refused(
     import dataclasses
 
     pk = add_user(archive.engine, "ada@example.org")
-    other = Authenticator.open(dataclasses.replace(settings, token_issuer="other"), archive.engine)
+    other = Authenticator.open(
+        dataclasses.replace(settings, token_issuer="other").auth(), archive.engine
+    )
     token = other.issue_access_token(get_user(archive.engine, pk), NOW)
     with pytest.raises(AuthenticationFailed, match="issuer is not trusted"):
         authenticator.authenticate(_bearer(token), NOW)

@@ -371,7 +371,7 @@ def authenticator(
     settings: Settings, archive: Archive, idp: FakeProvider, tmp_path: Path
 ) -> Authenticator:
     oidc_settings = dataclasses.replace(settings, oidc_providers=str(_config(idp, tmp_path)))
-    return Authenticator.open(oidc_settings, archive.engine)
+    return Authenticator.open(oidc_settings.auth(), archive.engine)
 
 
 def test_a_provider_token_is_a_ferry_user(

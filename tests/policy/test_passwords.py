@@ -45,7 +45,7 @@ def test_password_length_is_bounded(password: str) -> None:
 
 
 def _sign_in(archive: Archive, settings: Settings, email: str, password: str, now: datetime):
-    return authenticate_password(archive.engine, settings, email, password, now)
+    return authenticate_password(archive.engine, settings.auth(), email, password, now)
 
 
 def test_right_password_signs_in(archive: Archive, settings: Settings) -> None:

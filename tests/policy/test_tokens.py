@@ -37,7 +37,7 @@ def settings(tmp_path: Path) -> Settings:
 
 @pytest.fixture
 def ring(settings: Settings) -> KeyRing:
-    return open_key_ring(settings, NOW)
+    return open_key_ring(settings.auth(), NOW)
 
 
 def _issue(ring: KeyRing, settings: Settings, **changes: object) -> str:
@@ -49,7 +49,7 @@ def _issue(ring: KeyRing, settings: Settings, **changes: object) -> str:
         "now": NOW,
     }
     options.update(changes)
-    return issue_token(ring, settings, **options)  # type: ignore[arg-type]
+    return issue_token(ring, settings.auth(), **options)  # type: ignore[arg-type]
 
 
 def _b64(data: bytes) -> str:
@@ -83,7 +83,7 @@ def test_round_trip_carries_the_claims(ring: KeyRing, settings: Settings) -> Non
     assert header["alg"] == "ES256"
     assert header["typ"] == "at+jwt"
     assert header["kid"] == ring.current(NOW).kid
-    claims = verify_token(ring, settings, token, TokenType.ACCESS, NOW + MINUTE)
+    claims = verify_token(ring, settings.auth(), token, TokenType.ACCESS, NOW + MINUTE)
     assert (claims.subject, claims.version, claims.token_type) == ("7", 3, TokenType.ACCESS)
     assert claims.expires_at == NOW + timedelta(seconds=300)
     assert claims.claims["inst"] == ["RADB"]
@@ -91,13 +91,13 @@ def test_round_trip_carries_the_claims(ring: KeyRing, settings: Settings) -> Non
 
 
 def test_the_key_pair_is_kept_private_on_disk_and_reused(settings: Settings) -> None:
-    first = open_key_ring(settings, NOW).current(NOW)
+    first = open_key_ring(settings.auth(), NOW).current(NOW)
     files = list(settings.keys_dir.glob("*.pem"))
     assert len(files) == 1
     assert stat.S_IMODE(files[0].stat().st_mode) == 0o600
     assert stat.S_IMODE(settings.keys_dir.stat().st_mode) == 0o700
     assert "PRIVATE KEY" in files[0].read_text()
-    assert open_key_ring(settings, NOW).current(NOW).kid == first.kid  # a restart keeps it
+    assert open_key_ring(settings.auth(), NOW).current(NOW).kid == first.kid  # a restart keeps it
 
 
 def test_jwks_has_public_halves_only(ring: KeyRing) -> None:
@@ -243,42 +243,42 @@ def test_attack_is_refused(ring: KeyRing, settings: Settings, attack: str) -> No
     forge, refusal = ATTACKS[attack]
     token = forge(ring, settings)
     with pytest.raises(AuthenticationFailed, match=refusal):
-        verify_token(ring, settings, token, TokenType.ACCESS, NOW)
+        verify_token(ring, settings.auth(), token, TokenType.ACCESS, NOW)
 
 
 def test_expiry_and_not_before_use_the_clock_passed_in(ring: KeyRing, settings: Settings) -> None:
     token = _issue(ring, settings)
-    verify_token(ring, settings, token, TokenType.ACCESS, NOW + timedelta(seconds=299))
+    verify_token(ring, settings.auth(), token, TokenType.ACCESS, NOW + timedelta(seconds=299))
     with pytest.raises(AuthenticationFailed, match="expired"):
-        verify_token(ring, settings, token, TokenType.ACCESS, NOW + timedelta(minutes=10))
+        verify_token(ring, settings.auth(), token, TokenType.ACCESS, NOW + timedelta(minutes=10))
     with pytest.raises(AuthenticationFailed, match="not valid yet"):
-        verify_token(ring, settings, token, TokenType.ACCESS, NOW - timedelta(minutes=10))
+        verify_token(ring, settings.auth(), token, TokenType.ACCESS, NOW - timedelta(minutes=10))
 
 
 def test_rotation_keeps_old_tokens_valid_until_they_expire(settings: Settings) -> None:
-    ring = open_key_ring(settings, NOW)
+    ring = open_key_ring(settings.auth(), NOW)
     old_kid = ring.current(NOW).kid
     old_token = _issue(ring, settings)
-    new = rotate_keys(settings, NOW + MINUTE)
+    new = rotate_keys(settings.auth(), NOW + MINUTE)
     assert new.kid != old_kid
     # the same ring object sees the rotation another process made on disk
     assert ring.current(NOW + MINUTE).kid == new.kid
     new_token = _issue(ring, settings, now=NOW + MINUTE)
     assert jwt.get_unverified_header(new_token)["kid"] == new.kid
-    verify_token(ring, settings, old_token, TokenType.ACCESS, NOW + 2 * MINUTE)
-    verify_token(ring, settings, new_token, TokenType.ACCESS, NOW + 2 * MINUTE)
+    verify_token(ring, settings.auth(), old_token, TokenType.ACCESS, NOW + 2 * MINUTE)
+    verify_token(ring, settings.auth(), new_token, TokenType.ACCESS, NOW + 2 * MINUTE)
     assert [key["kid"] for key in ring.jwks(NOW + 2 * MINUTE)["keys"]] == [new.kid, old_kid]
 
 
 def test_retired_keys_leave_the_jwks_and_the_disk(settings: Settings) -> None:
-    ring = open_key_ring(settings, NOW)
+    ring = open_key_ring(settings.auth(), NOW)
     old_kid = ring.current(NOW).kid
     rotated = NOW + MINUTE
-    rotate_keys(settings, rotated)
+    rotate_keys(settings.auth(), rotated)
     later = rotated + ring.retention + MINUTE  # every token the old key signed has expired
     assert old_kid not in [key["kid"] for key in ring.jwks(later)["keys"]]
     assert ring.find(old_kid, later) is None
-    rotate_keys(settings, later)
+    rotate_keys(settings.auth(), later)
     assert len(list(settings.keys_dir.glob("*.pem"))) == 2
     assert not list(settings.keys_dir.glob(f"*{old_kid}*"))
 
@@ -287,4 +287,4 @@ def test_stray_files_in_the_keys_folder_are_ignored(ring: KeyRing, settings: Set
     (settings.keys_dir / "README.txt").write_text("not a key")
     (settings.keys_dir / "20260101T000000000000Z.bad!kid.pem").write_text("junk")
     assert len(ring.jwks(NOW)["keys"]) == 1
-    verify_token(ring, settings, _issue(ring, settings), TokenType.ACCESS, NOW)
+    verify_token(ring, settings.auth(), _issue(ring, settings), TokenType.ACCESS, NOW)

@@ -52,7 +52,7 @@ def site(tmp_path: Path, database_url: str) -> Iterator[Site]:
         archive = build_archive(settings)
         try:
             for server in run_server(settings, archive):
-                worker = build_worker(BridgeContext(settings, archive))
+                worker = build_worker(BridgeContext(settings.dimse(), archive), settings)
                 north = store.create_institution(archive.engine, "NORTH", "North Hospital")
                 with httpx.Client(base_url=server.base_url, timeout=30) as http:
                     yield Site(server, smtp, worker, http, north.pk or 0)

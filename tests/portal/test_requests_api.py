@@ -110,7 +110,7 @@ def world(server: RunningServer, tmp_path: Path) -> Iterator[World]:
                 server.settings, smtp_host="127.0.0.1", smtp_port=smtp.port,
                 smtp_starttls=False, mail_from="Ferry <ferry@ferry.test>",
             )  # fmt: skip
-            worker = build_worker(BridgeContext(settings, server.archive))
+            worker = build_worker(BridgeContext(settings.dimse(), server.archive), settings)
             yield World(server, http, tokens, pks, pacs, smtp, worker, in_ferry, on_pacs)
     finally:
         pacs.stop()

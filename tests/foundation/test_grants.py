@@ -9,7 +9,9 @@ import pytest
 from sqlalchemy import select
 from sqlmodel import Session
 
-from archive.grants import (
+from archive.models import Patient, Study, StudyGrant
+from archive.store import Archive
+from foundation.grants import (
     GRANTABLE_ACTIONS,
     InvalidGrantActions,
     format_grant_actions,
@@ -19,8 +21,6 @@ from archive.grants import (
     live_grant_clause,
     parse_grant_actions,
 )
-from archive.models import Patient, Study, StudyGrant
-from archive.store import Archive
 from tests.policy._people import add_institution
 
 NOW = datetime(2026, 12, 6, 10, 0, tzinfo=UTC)
