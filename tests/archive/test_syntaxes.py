@@ -22,7 +22,10 @@ def test_every_active_pydicom_transfer_syntax_but_private_ones_has_its_family() 
         if kind == "Transfer Syntax" and not retired and family_of(uid) is None
     ]
     # JPIP references and SMPTE ST 2110 streams hold no pixel data of their own to locate.
-    assert all("JPIP" in line or "SMPTE" in line for line in missing), missing
+    # Deflated Image Frame Compression (Sup 244, 2024; listed by newer pydicom releases) has no
+    # decoder yet: such instances are stored and served as stored, never rendered.
+    known = ("JPIP", "SMPTE", "Deflated Image Frame Compression")
+    assert all(any(word in line for word in known) for line in missing), missing
 
 
 def test_video_is_one_answer_everywhere() -> None:
