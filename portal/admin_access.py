@@ -89,6 +89,15 @@ class Access:
     def is_system(self) -> Decision:
         return self.decide(SYSTEM)
 
+    def oversight_scope(self, code: str | None) -> frozenset[int] | None:
+        """What an administrators' list covers: one institution's (refused with 403/404 like
+        the rest), else every one administered; None for a system administrator: all."""
+        if code is not None:
+            return frozenset({self.require_code(code).pk})
+        if self.is_system().allowed:
+            return None
+        return self.administered()
+
     def audit(
         self,
         decision: Decision,

@@ -6,7 +6,6 @@ them; transfers are shown to the administrators of their sending or receiving in
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any
 
 import orjson
@@ -74,13 +73,7 @@ def list_transfer_oversight(call: Call) -> list[TransferOut]:
     """One institution's (refused with 403/404 like the rest), else all one administers."""
     access = Access(call)
     query: TransferQuery = call.query
-    scope: Collection[int] | None
-    if query.institution is not None:
-        scope = [access.require_code(query.institution).pk]
-    elif access.is_system().allowed:
-        scope = None
-    else:
-        scope = access.administered()
+    scope = access.oversight_scope(query.institution)
     status = query.status.value if query.status else None
     rows = transfers.list_transfers(_engine(call), scope, status, query.limit)
     return [_transfer_out(access, row) for row in rows]

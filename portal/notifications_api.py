@@ -7,7 +7,6 @@ policy decides (`Access.require_code`, `Access.administered`), like transfers.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Any
 
 from sqlalchemy import Engine
@@ -77,13 +76,7 @@ def list_notifications(call: Call) -> list[NotificationOut]:
     """One institution's (refused with 403/404 like the rest), else all one administers."""
     access = Access(call)
     query: NotificationQuery = call.query
-    scope: Collection[int] | None
-    if query.institution is not None:
-        scope = [access.require_code(query.institution).pk]
-    elif access.is_system().allowed:
-        scope = None
-    else:
-        scope = access.administered()
+    scope = access.oversight_scope(query.institution)
     rows = notify_job.list_notifications(_engine(call), scope, query.status, query.limit)
     return [_notification_out(access, row) for row in rows]
 
