@@ -114,6 +114,8 @@ def _answer(settings: Settings, args: argparse.Namespace) -> int:
         archive, actor, args.id, picks, policy, _enqueue(settings), _pacs(settings, archive)
     )
     print(_line(answered))
+    if answered.status == "in-progress":
+        print(f"{answered.status_reason} (by the job worker of `ferry serve`)")
     return 0
 
 
