@@ -13,9 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import orjson
 from sqlalchemy import Engine
-from sqlmodel import Session, col, select
+from sqlmodel import Session
 
 from archive.store import Archive
 from exchange import sending
@@ -28,7 +27,7 @@ from exchange.request_search import RemotePacs
 from exchange.requests import allowed, close, refuse, require_pending, take_up
 from exchange.routing import EnqueueForward
 from foundation.errors import Conflict, Forbidden, InvalidQuery
-from foundation.jobs import Job, JobStatus, enqueue
+from foundation.jobs import JobQueue, enqueue
 from policy.decision import PolicySnapshot
 from policy.roles import Action
 
@@ -101,16 +100,7 @@ def queue_answer(
 
 def answer_underway(engine: Engine, public_id: str) -> bool:
     """Whether a fetch for this request is queued or running."""
-    marker = orjson.dumps({"request": public_id}).decode()[1:-1]
-    with Session(engine) as session:
-        found = session.exec(
-            select(Job.pk).where(
-                col(Job.kind) == ANSWER_REQUEST,
-                col(Job.status).in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
-                col(Job.payload).contains(marker),
-            )
-        ).first()
-    return found is not None
+    return JobQueue(engine).underway(ANSWER_REQUEST, "request", public_id)
 
 
 def _nodes_of(

@@ -115,7 +115,7 @@ def search_node(
             node_pk, keys, requested_by=actor.label, institution_pk=request.asked_institution_pk
         )
         for answer in answers[:MAX_MATCHES]:
-            candidate = _from_keywords(ae_title, answer)
+            candidate = from_keywords(ae_title, answer)
             if candidate.study_uid:
                 found.setdefault(candidate.study_uid, candidate)
     return list(found.values())
@@ -152,7 +152,7 @@ def _from_json(document: Mapping[str, Any]) -> Candidate:
     )
 
 
-def _from_keywords(source: str, answer: Mapping[str, str]) -> Candidate:
+def from_keywords(source: str, answer: Mapping[str, str]) -> Candidate:
     modalities = answer.get("ModalitiesInStudy", "")
     return Candidate(
         source,

@@ -21,6 +21,7 @@ from dimse.request_peers import BridgePacs
 from dimse.server import Bridge
 from exchange.answer_job import ANSWER_REQUEST, answer_handler
 from exchange.mail_sender import MailSender, SmtpConfig
+from exchange.node_transfers import FETCH_FOR_TRANSFER, fetch_handler
 from exchange.notifications import NOTIFY
 from exchange.notify_job import Notifier, notify_handler
 from exchange.request_expiry import request_sweeper
@@ -39,8 +40,9 @@ def build_worker(
     """The job worker with every handler and periodic sweep Ferry has (mail from `settings`)."""
     enqueue = functools.partial(enqueue_forward, max_attempts=context.config.forward_max_attempts)
     notifier = Notifier(context.engine, mail_sender(settings), public_base(settings), context.clock)
+    pacs = BridgePacs(context)
     answer = answer_handler(
-        context.archive, BridgePacs(context), enqueue,
+        context.archive, pacs, enqueue,
         functools.partial(snapshot, context.engine), context.clock,
     )  # fmt: skip
     return Worker(
@@ -49,6 +51,13 @@ def build_worker(
             FORWARD_STUDY: forward_handler(context),
             NOTIFY: notify_handler(notifier),
             ANSWER_REQUEST: answer,
+            FETCH_FOR_TRANSFER: fetch_handler(
+                context.archive,
+                pacs,
+                enqueue,
+                functools.partial(snapshot, context.engine),
+                context.clock,
+            ),
         },
         idle_seconds=idle_seconds,
         ticks=[

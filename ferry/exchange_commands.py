@@ -62,14 +62,44 @@ def _create(settings: Settings, args: argparse.Namespace) -> int:
         node = next((pk for pk, n in policy.nodes.items() if n.ae_title == args.node), None)
         if node is None:
             raise InvalidQuery(f"no node {args.node!r}")
+    in_ferry = [] if args.from_node else args.study
     new = NewTransfer(
-        _pk(policy, args.institution), destination, node, args.study,
+        _pk(policy, args.institution), destination, node, in_ferry,
         Priority(args.priority), args.note,
     )  # fmt: skip
     transfer = create_transfer(archive, actor, new, policy)
+    if args.from_node:
+        from exchange.node_transfers import add_node_studies
+
+        transfer = add_node_studies(
+            archive.engine, actor, transfer.public_id, args.from_node, args.study, policy,
+            send=args.send,
+        )  # fmt: skip
+        print(_line(transfer))
+        print(f"fetching {len(args.study)} studies from {args.from_node} by the job worker of "
+              "`ferry serve`" + ("; sent when they are in" if args.send else ""))  # fmt: skip
+        return 0
     if args.send:
         transfer = send_transfer(archive, actor, transfer.public_id, policy, _enqueue(settings))
     print(_line(transfer))
+    return 0
+
+
+def _search_node(settings: Settings, args: argparse.Namespace) -> int:
+    from dimse.context import BridgeContext
+    from dimse.request_peers import BridgePacs
+    from exchange.node_transfers import search_node_studies
+
+    archive, actor, policy = _setup(settings, args)
+    keys = dict(item.partition("=")[::2] for item in args.key)
+    pacs = BridgePacs(BridgeContext(settings.dimse(), archive))
+    found = search_node_studies(
+        archive.engine, pacs, actor, _pk(policy, args.institution), args.node, keys, policy
+    )
+    for study in found:
+        print(f"{study.study_uid}  {study.patient_id}  {study.patient_name}  {study.study_date}"
+              f"  {study.accession_number}  {'/'.join(study.modalities)}")  # fmt: skip
+    print(f"{len(found)} studies on {args.node}")
     return 0
 
 
@@ -174,10 +204,19 @@ def add_exchange_commands(commands: Any) -> None:
     create.add_argument("--to", required=True, help="the destination institution's code")
     create.add_argument("--node", help="AE title of a destination node (default: its worklist)")
     create.add_argument("--study", action="append", default=[], help="a Study Instance UID")
+    create.add_argument(
+        "--from-node", help="AE title of your institution's node the --study UIDs are fetched from"
+    )
     create.add_argument("--priority", choices=["routine", "urgent"], default="routine")
     create.add_argument("--note", default="")
     create.add_argument("--send", action="store_true")
     create.set_defaults(run=_create)
+    search = with_user(sub.add_parser("search-node", help="studies on one of your nodes (C-FIND)"))
+    search.add_argument("--institution", required=True, help="your institution's code")
+    search.add_argument("--node", required=True, help="the node's AE title")
+    search.add_argument("--key", action="append", default=[], help="KEYWORD=VALUE, e.g. "
+                        "PatientID=123 or StudyDate=20240101-20241231")  # fmt: skip
+    search.set_defaults(run=_search_node)
     for name in ("send", "resend", "cancel"):
         action = with_user(sub.add_parser(name, help=f"{name} a transfer"))
         action.add_argument("id")

@@ -162,3 +162,23 @@ class DestinationsOut(BaseModel):
     at: datetime
     allowed: list[DestinationOut]
     left_out: list[DestinationOut]
+
+
+class NodeSearchIn(Input):
+    """Study-level C-FIND on one of `institution`'s nodes: matching keys by DICOM keyword
+    (PatientID, PatientName, PatientBirthDate, AccessionNumber, StudyDate, ModalitiesInStudy,
+    StudyInstanceUID, StudyDescription), with the usual wildcards and date ranges."""
+
+    institution: Code
+    node: AeTitle
+    keys: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=64)]] = Field(
+        max_length=8
+    )
+
+
+class NodeStudiesIn(Input):
+    """Studies on one of the sender's nodes, fetched into the draft by a job."""
+
+    node: AeTitle
+    studies: list[Uid] = Field(min_length=1, max_length=500)
+    send: bool = Field(default=False, description="send the transfer once every study is in")
