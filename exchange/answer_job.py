@@ -16,12 +16,11 @@ from collections.abc import Callable
 
 from archive.store import Archive
 from exchange.answers import ANSWER_REQUEST, Pick, note, send_answer
-from exchange.parties import Actor, principal_from_payload
+from exchange.fetching import FetchServices
+from exchange.parties import Actor, actor_from_payload
 from exchange.request_models import PENDING, ImagingRequest, RequestStatus
 from exchange.request_parties import audit_request, load_request
 from exchange.request_search import RemotePacs
-from exchange.routing import EnqueueForward
-from foundation.clock import Clock
 from foundation.errors import FerryError
 from foundation.jobs import ClaimedJob, JobFailed
 from policy.decision import Decision, PolicySnapshot
@@ -29,17 +28,13 @@ from policy.decision import Decision, PolicySnapshot
 __all__ = ["ANSWER_REQUEST", "answer_handler"]
 
 
-def answer_handler(
-    archive: Archive,
-    pacs: RemotePacs,
-    enqueue_forward: EnqueueForward,
-    policy: Callable[[], PolicySnapshot],
-    clock: Clock,
-) -> Callable[[ClaimedJob], str]:
+def answer_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
+    archive, pacs, enqueue_forward = services.archive, services.pacs, services.enqueue_forward
+    policy, clock = services.policy, services.clock
+
     def answer(job: ClaimedJob) -> str:
         payload = job.payload
-        actor = Actor(principal_from_payload(archive.engine, payload["actor"]), clock(),
-                      str(payload.get("client_address", "")), "job")  # fmt: skip
+        actor = actor_from_payload(archive.engine, payload, clock())
         request = load_request(archive.engine, str(payload["request"]))
         picks = [Pick(str(uid), node) for uid, node in payload["picks"]]
         if RequestStatus(request.status) not in PENDING:

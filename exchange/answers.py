@@ -20,7 +20,7 @@ from archive.store import Archive
 from exchange import sending
 from exchange.models import Priority
 from exchange.notifications import EventKind
-from exchange.parties import Actor, principal_payload, study_facts
+from exchange.parties import Actor, actor_payload, study_facts
 from exchange.request_models import ImagingRequest, RequestAnswer, RequestStatus
 from exchange.request_parties import audit_request, change_status, require
 from exchange.request_search import RemotePacs
@@ -82,8 +82,7 @@ def queue_answer(
     payload = {
         "request": request.public_id,
         "picks": [[pick.study_uid, pick.node_pk] for pick in picks],
-        "actor": principal_payload(actor.principal),
-        "client_address": actor.client_address,
+        **actor_payload(actor),
     }
     reason = (f"fetching {on_nodes} studies from {', '.join(nodes)}; "
               "the answer is sent when they are in")  # fmt: skip

@@ -19,18 +19,12 @@ from sqlmodel import Session
 from archive.store import Archive
 from audit.trail import AuditRecord, record
 from exchange import sending
+from exchange.destinations import find_node
+from exchange.fetching import FetchServices
 from exchange.history import note_change
 from exchange.models import Transfer, TransferStatus
-from exchange.parties import (
-    Actor,
-    audit_step,
-    load_transfer,
-    principal_from_payload,
-    principal_payload,
-)
+from exchange.parties import Actor, actor_from_payload, actor_payload, audit_step, load_transfer
 from exchange.request_search import MAX_MATCHES, Candidate, RemotePacs, from_keywords
-from exchange.routing import EnqueueForward
-from foundation.clock import Clock
 from foundation.errors import Conflict, FerryError, Forbidden, InvalidQuery, NotFound
 from foundation.jobs import ClaimedJob, JobFailed, JobQueue, enqueue
 from policy.decision import PolicySnapshot
@@ -54,13 +48,9 @@ def sender_node(
     """The node of the sending institution, if the actor may send for it; refusals say why
     and are audited."""
     decision = sending.may_send_for(actor, institution_pk, policy)
-    found = [
-        pk
-        for pk, node in policy.nodes.items()
-        if node.ae_title == ae_title and node.institution_pk == institution_pk
-    ]
-    if decision.allowed and found:
-        return found[0]
+    found = find_node(policy, institution_pk, ae_title)
+    if decision.allowed and found is not None:
+        return found
     reason = decision.reason if not decision.allowed else f"no node {ae_title[:16]!r}"
     record(engine, AuditRecord(
         action="transfer", outcome="denied", actor=actor.label,
@@ -132,8 +122,7 @@ def add_node_studies(
         "node_pk": node_pk,
         "studies": uids,
         "send": send,
-        "actor": principal_payload(actor.principal),
-        "client_address": actor.client_address,
+        **actor_payload(actor),
     }
     then = "; sent when they are in" if send else ""
     reason = f"fetching {len(uids)} studies from {ae_title}{then}"
@@ -148,19 +137,14 @@ def add_node_studies(
     return load_transfer(engine, public_id)
 
 
-def fetch_handler(
-    archive: Archive,
-    pacs: RemotePacs,
-    enqueue_forward: EnqueueForward,
-    policy: Callable[[], PolicySnapshot],
-    clock: Clock,
-) -> Callable[[ClaimedJob], str]:
+def fetch_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
     """The job: fetch each study into the draft, noting each; send when all are in."""
+    archive, pacs, enqueue_forward = services.archive, services.pacs, services.enqueue_forward
+    policy, clock = services.policy, services.clock
 
     def fetch(job: ClaimedJob) -> str:
         payload = job.payload
-        actor = Actor(principal_from_payload(archive.engine, payload["actor"]), clock(),
-                      str(payload.get("client_address", "")), "job")  # fmt: skip
+        actor = actor_from_payload(archive.engine, payload, clock())
         transfer = load_transfer(archive.engine, str(payload["transfer"]))
         if transfer.status != TransferStatus.DRAFT:
             return f"the transfer is {transfer.status}: nothing fetched"

@@ -83,6 +83,16 @@ def principal_from_payload(engine: Engine, data: Mapping[str, Any]) -> Principal
     )  # fmt: skip
 
 
+def actor_payload(actor: Actor) -> dict[str, Any]:
+    """Who a job acts for, as its payload keeps it (`actor_from_payload` reads it back)."""
+    return {"actor": principal_payload(actor.principal), "client_address": actor.client_address}
+
+
+def actor_from_payload(engine: Engine, payload: Mapping[str, Any], now: datetime) -> Actor:
+    principal = principal_from_payload(engine, payload["actor"])
+    return Actor(principal, now, str(payload.get("client_address", "")), "job")
+
+
 def study_uids(session: Session, transfer: Transfer) -> list[str]:
     """A person's transfer lists its studies; a pushed one has its one study on the row."""
     rows = session.exec(

@@ -17,6 +17,7 @@ import orjson
 
 from archive.levels import Level
 from archive.search import Filter, SearchQuery, StudyScope, search
+from exchange.destinations import node_of
 from exchange.parties import Actor
 from exchange.request_models import ImagingRequest
 from foundation.errors import InvalidQuery
@@ -119,13 +120,6 @@ def search_node(
             if candidate.study_uid:
                 found.setdefault(candidate.study_uid, candidate)
     return list(found.values())
-
-
-def node_of(policy: PolicySnapshot, institution_pk: int, ae_title: str) -> int:
-    for pk, node in policy.nodes.items():
-        if node.ae_title == ae_title and node.institution_pk == institution_pk:
-            return pk
-    raise InvalidQuery(f"the asked institution has no node {ae_title[:16]!r}")
 
 
 def _value(document: Mapping[str, Any], tag: int) -> str:

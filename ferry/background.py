@@ -20,6 +20,7 @@ from dimse.forward import FORWARD_STUDY, enqueue_forward, forward_handler
 from dimse.request_peers import BridgePacs
 from dimse.server import Bridge
 from exchange.answer_job import ANSWER_REQUEST, answer_handler
+from exchange.fetching import FetchServices
 from exchange.mail_sender import MailSender, SmtpConfig
 from exchange.node_transfers import FETCH_FOR_TRANSFER, fetch_handler
 from exchange.notifications import NOTIFY
@@ -40,9 +41,8 @@ def build_worker(
     """The job worker with every handler and periodic sweep Ferry has (mail from `settings`)."""
     enqueue = functools.partial(enqueue_forward, max_attempts=context.config.forward_max_attempts)
     notifier = Notifier(context.engine, mail_sender(settings), public_base(settings), context.clock)
-    pacs = BridgePacs(context)
-    answer = answer_handler(
-        context.archive, pacs, enqueue,
+    fetching = FetchServices(
+        context.archive, BridgePacs(context), enqueue,
         functools.partial(snapshot, context.engine), context.clock,
     )  # fmt: skip
     return Worker(
@@ -50,14 +50,8 @@ def build_worker(
         {
             FORWARD_STUDY: forward_handler(context),
             NOTIFY: notify_handler(notifier),
-            ANSWER_REQUEST: answer,
-            FETCH_FOR_TRANSFER: fetch_handler(
-                context.archive,
-                pacs,
-                enqueue,
-                functools.partial(snapshot, context.engine),
-                context.clock,
-            ),
+            ANSWER_REQUEST: answer_handler(fetching),
+            FETCH_FOR_TRANSFER: fetch_handler(fetching),
         },
         idle_seconds=idle_seconds,
         ticks=[

@@ -42,6 +42,20 @@ def _enqueue(settings: Settings) -> Any:
     return functools.partial(enqueue_forward, max_attempts=settings.forward_max_attempts)
 
 
+def _pacs(settings: Settings, archive: Any) -> Any:
+    """Ferry's Q/R SCU towards the institutions' nodes (C-FIND, C-MOVE/C-GET)."""
+    from dimse.context import BridgeContext
+    from dimse.request_peers import BridgePacs
+
+    return BridgePacs(BridgeContext(settings.dimse(), archive))
+
+
+def _print_history(changes: Any, width: int) -> None:
+    for change in changes:
+        print(f"  {change.at:%Y-%m-%d %H:%M:%S%z} {change.status:<{width}} {change.actor} "
+              f"{change.reason}")  # fmt: skip
+
+
 def _line(transfer: Any) -> str:
     return (
         f"{transfer.public_id}  {transfer.status:<12} {transfer.priority:<7} "
@@ -52,16 +66,13 @@ def _line(transfer: Any) -> str:
 
 
 def _create(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange.destinations import node_of
     from exchange.models import Priority
     from exchange.sending import NewTransfer, create_transfer, send_transfer
 
     archive, actor, policy = _setup(settings, args)
     destination = _pk(policy, args.to)
-    node = None
-    if args.node:
-        node = next((pk for pk, n in policy.nodes.items() if n.ae_title == args.node), None)
-        if node is None:
-            raise InvalidQuery(f"no node {args.node!r}")
+    node = node_of(policy, destination, args.node) if args.node else None
     in_ferry = [] if args.from_node else args.study
     new = NewTransfer(
         _pk(policy, args.institution), destination, node, in_ferry,
@@ -86,15 +97,18 @@ def _create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _search_node(settings: Settings, args: argparse.Namespace) -> int:
-    from dimse.context import BridgeContext
-    from dimse.request_peers import BridgePacs
     from exchange.node_transfers import search_node_studies
 
     archive, actor, policy = _setup(settings, args)
     keys = dict(item.partition("=")[::2] for item in args.key)
-    pacs = BridgePacs(BridgeContext(settings.dimse(), archive))
     found = search_node_studies(
-        archive.engine, pacs, actor, _pk(policy, args.institution), args.node, keys, policy
+        archive.engine,
+        _pacs(settings, archive),
+        actor,
+        _pk(policy, args.institution),
+        args.node,
+        keys,
+        policy,
     )
     for study in found:
         print(f"{study.study_uid}  {study.patient_id}  {study.patient_name}  {study.study_date}"
@@ -125,10 +139,7 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
     archive, actor, _ = _setup(settings, args)
     transfer = require(archive.engine, actor, Action.SEARCH, args.id)
     print(_line(transfer))
-    for change in read_history(archive.engine, transfer.pk or 0):
-        print(
-            f"  {change.at:%Y-%m-%d %H:%M:%S%z} {change.status:<12} {change.actor} {change.reason}"
-        )
+    _print_history(read_history(archive.engine, transfer.pk or 0), 12)
     return 0
 
 
@@ -192,11 +203,13 @@ def _download(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_exchange_commands(commands: Any) -> None:
-    def with_user(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--as", dest="as_user", required=True, help="the acting user's email")
-        return parser
+def with_user(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Every exchange command acts as a user, with that user's rights now."""
+    parser.add_argument("--as", dest="as_user", required=True, help="the acting user's email")
+    return parser
 
+
+def add_exchange_commands(commands: Any) -> None:
     transfer = commands.add_parser("transfer", help="transfers made by people")
     sub = transfer.add_subparsers(dest="transfer_command", required=True)
     create = with_user(sub.add_parser("create", help="a draft (or, with --send, sent at once)"))

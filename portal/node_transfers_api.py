@@ -21,7 +21,7 @@ def search_node(call: Call) -> SearchOut:
         _engine(call), call.state.remote_pacs, _actor(call), institution_pk, body.node,
         body.keys, policy,
     )  # fmt: skip
-    matches = [CandidateOut(**{**c.__dict__, "modalities": list(c.modalities)}) for c in found]
+    matches = [CandidateOut.of(candidate) for candidate in found]
     return SearchOut(source=body.node, query=[body.keys], matches=matches)
 
 

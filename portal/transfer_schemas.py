@@ -55,7 +55,9 @@ class ViewerLinkOut(BaseModel):
     expires_in: int
 
 
-class StudyOut(BaseModel):
+class StudyFactsOut(BaseModel):
+    """A study as the person choosing or receiving it compares it: whose, what, when."""
+
     study_uid: str
     patient_id: str
     patient_name: str
@@ -65,6 +67,9 @@ class StudyOut(BaseModel):
     study_date: str
     study_description: str
     modalities: list[str]
+
+
+class StudyOut(StudyFactsOut):
     in_archive: bool
 
 
