@@ -312,7 +312,7 @@ def test_node_transfers_and_downloads_to_a_node_queue_forwarding_jobs(world: Wor
     deliver = world.post("b-receiver", f"/transfers/{delivered}/deliver", {"node": "PACS_B"})
     assert deliver.json()["status"] == "delivering", deliver.text
     with Session(world.server.archive.engine) as session:
-        jobs = list(session.exec(select(Job)))
+        jobs = list(session.exec(select(Job).where(Job.kind == "forward-study")))
     payloads = [orjson.loads(job.payload) for job in jobs]
     assert {p["node_pk"] for p in payloads} == {world.pks["PACS_B"]}
     assert len(payloads) == 2
