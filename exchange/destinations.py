@@ -21,7 +21,7 @@ from policy.store import list_nodes
 
 
 def find_node(policy: PolicySnapshot, institution_pk: int, ae_title: str) -> int | None:
-    """The node of this institution with this AE title (AE titles are unique per institution)."""
+    """The node with this AE title if it is this institution's (another's looks missing)."""
     for pk, node in policy.nodes.items():
         if node.ae_title == ae_title and node.institution_pk == institution_pk:
             return pk
