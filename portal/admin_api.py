@@ -26,6 +26,7 @@ from portal import (
     explain_api,
     jobs_api,
     notifications_api,
+    oversight_api,
     receiving_api,
     requests_api,
 )
@@ -626,6 +627,7 @@ def api_mount() -> Mount:
         *explain_api.OPERATIONS,
         *jobs_api.OPERATIONS,
         *notifications_api.OPERATIONS,
+        *oversight_api.OPERATIONS,
         *receiving_api.OPERATIONS,
         *requests_api.OPERATIONS,
     ]
