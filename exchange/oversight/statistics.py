@@ -5,8 +5,8 @@ month; the same on SQLite and PostgreSQL). Turnaround (request to answer; sent t
 downloaded) is a median and a 90th percentile, computed here over at most `MAX_SAMPLES` of the
 newest pairs per measure, so a long range costs a bounded query.
 
-Volumes count transfers that moved (not drafts, not still collecting, not refused), by when they
-were sent (a pushed study: when it arrived). Studies, instances and bytes are those of the
+Volumes count transfers that moved (not drafts, not still collecting, not refused or failed),
+by when they were sent (a pushed study: when it arrived). Studies, instances and bytes are those of the
 transfers' studies still in the archive; a study with several modalities counts in each.
 """
 
@@ -33,6 +33,7 @@ NOT_MOVED = (
     TransferStatus.DRAFT.value,
     TransferStatus.COLLECTING.value,
     TransferStatus.REFUSED.value,
+    TransferStatus.FAILED.value,
 )
 TRANSFER_FAILURES = (
     TransferStatus.FAILED.value,
