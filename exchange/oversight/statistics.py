@@ -6,8 +6,9 @@ downloaded) is a median and a 90th percentile, computed here over at most `MAX_S
 newest pairs per measure, so a long range costs a bounded query.
 
 Volumes count transfers that moved (not drafts, not still collecting, not refused or failed),
-by when they were sent (a pushed study: when it arrived). Studies, instances and bytes are those of the
-transfers' studies still in the archive; a study with several modalities counts in each.
+by when they were sent (a pushed study: when it arrived). Studies, instances and bytes are
+those of the transfers' studies still in the archive; a study with several modalities counts in
+each.
 """
 
 from __future__ import annotations
