@@ -27,6 +27,7 @@ from exchange.oversight.transactions import (
     Transaction,
     TransactionQuery,
     as_row,
+    check_query,
     iter_transactions,
     search_transactions,
 )
@@ -119,7 +120,7 @@ def transaction_query(access: Access, facts: InstitutionFacts, q: TransactionsQu
     counterpart = None
     if q.counterpart is not None:
         counterpart = access.pk_of(q.counterpart) or -1  # unknown: simply no rows
-    return TransactionQuery(
+    query = TransactionQuery(
         institution_pk=facts.pk,
         direction=q.direction,
         kinds=_split(q.kind),
@@ -132,6 +133,8 @@ def transaction_query(access: Access, facts: InstitutionFacts, q: TransactionsQu
         sort=q.sort,
         descending=q.order == "desc",
     )
+    check_query(query)  # before the reading is recorded: a refused query read nothing
+    return query
 
 
 def _transaction_out(access: Access, item: Transaction) -> TransactionOut:

@@ -112,7 +112,8 @@ class Transaction:
 COLUMNS = tuple(f.name for f in fields(Transaction))
 
 
-def _check(query: TransactionQuery) -> None:
+def check_query(query: TransactionQuery) -> None:
+    """InvalidQuery, with the reason, for a criterion the query cannot use."""
     if query.direction is not None and query.direction not in DIRECTIONS:
         raise InvalidQuery(f"direction is one of {', '.join(DIRECTIONS)}")
     if any(kind not in KINDS for kind in query.kinds):
@@ -305,7 +306,7 @@ def _common(query: TransactionQuery, status: Any, created_at: Any) -> list[Colum
 
 
 def _union(query: TransactionQuery) -> Any:
-    _check(query)
+    check_query(query)
     branches = []
     if not query.kinds or {"transfer", "push"} & set(query.kinds):
         branches.append(_transfer_branch(query))

@@ -187,5 +187,6 @@ def test_an_unknown_kind_is_a_bad_query(world: World) -> None:
     csv_answer = world.get("a-admin", PATH, params={"institution": "A", "kind": "fax",
                                                     "format": "csv"})  # fmt: skip
     assert csv_answer.status_code == 400
+    assert not [e for e in world.audit(action="audit", outcome="allowed") if "fax" in e.detail]
     missing = world.get("a-admin", PATH, params={})
     assert missing.status_code == 422
