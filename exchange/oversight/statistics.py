@@ -212,7 +212,7 @@ class _Window:
 
     def turnaround(self, connection: Any) -> Iterator[Turnaround]:
         t = TRANSFER.c
-        times = transfer_times()
+        times = transfer_times(self.me)
         ours, direction, _ = self.sides(t.sender_institution_pk, t.destination_institution_pk)
         sent = func.coalesce(t.sent_at, times.c.sent)
         pairs = {

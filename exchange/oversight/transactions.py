@@ -127,9 +127,16 @@ def check_query(query: TransactionQuery) -> None:
         raise InvalidQuery("the range starts after it ends")
 
 
-def transfer_times() -> Any:
-    """Per transfer: the first time it was sent, arrived, was viewed and was downloaded."""
-    event = TRANSFER_EVENT.c
+def transfer_times(institution_pk: int) -> Any:
+    """Per transfer of the institution (sent or received): the first time it was sent,
+    arrived, was viewed and was downloaded. Only its transfers' history is grouped."""
+    event, t = TRANSFER_EVENT.c, TRANSFER.c
+    theirs = select(t.pk).where(
+        or_(
+            t.sender_institution_pk == institution_pk,
+            t.destination_institution_pk == institution_pk,
+        )
+    )
 
     def first(*statuses: str) -> Any:
         return func.min(case((event.status.in_(statuses), event.at)))
@@ -142,6 +149,7 @@ def transfer_times() -> Any:
             first(TransferStatus.VIEWED.value).label("viewed"),
             first(TransferStatus.DOWNLOADED.value).label("downloaded"),
         )
+        .where(event.transfer_pk.in_(theirs))
         .group_by(event.transfer_pk)
         .subquery("times")
     )
@@ -162,7 +170,7 @@ def _studies_of(transfer: Any, study: Any) -> Any:
 
 def _transfer_branch(query: TransactionQuery) -> Select[Any]:
     t = TRANSFER.c
-    times = transfer_times()
+    times = transfer_times(query.institution_pk)
     first = STUDY.alias("first_study")
     first_patient = PATIENT.alias("first_patient")
     count = (
@@ -241,7 +249,7 @@ def _request_branch(query: TransactionQuery) -> Select[Any]:
         .subquery("answer")
     )
     sent = TRANSFER.alias("answer_transfer")
-    times = transfer_times()
+    times = transfer_times(query.institution_pk)
     me = query.institution_pk
     statement = (
         select(
