@@ -150,7 +150,7 @@ def list_transactions(call: Call) -> TransactionsOut | StreamingResponse:
     facts = overseen(access, q.institution)
     query = transaction_query(access, facts, q)
     csv = wants_csv(call)
-    audit_reading(access, facts, "transactions", **q.model_dump(exclude_none=True))
+    audit_reading(access, facts, "transactions", **q.model_dump(exclude_none=True, by_alias=True))
     if csv:
         codes = {pk: f.code for pk, f in access.snapshot.institutions.items()}
         rows: Iterator[Sequence[object]] = (
@@ -212,7 +212,7 @@ def search_audit_trail(call: Call) -> AuditTrailOut | StreamingResponse:
     assert isinstance(q, AuditTrailQuery)
     facts = overseen(access, q.institution)
     query = _audit_query(facts, q)
-    audit_reading(access, facts, "audit trail", **q.model_dump(exclude_none=True))
+    audit_reading(access, facts, "audit trail", **q.model_dump(exclude_none=True, by_alias=True))
     if wants_csv(call):
         rows = (_audit_row(access, entry) for entry in iter_events(_engine(call), query))
         return csv_response(AUDIT_CSV_HEADER, rows, _file_name("audit", facts.code, call.now))
@@ -233,7 +233,7 @@ def get_statistics(call: Call) -> StatisticsOut | StreamingResponse:
     facts = overseen(access, q.institution)
     codes = {pk: f.code for pk, f in access.snapshot.institutions.items()}
     report = statistics.compute(_engine(call), facts.pk, q.since, q.until, q.interval, codes)
-    audit_reading(access, facts, "statistics", **q.model_dump(exclude_none=True))
+    audit_reading(access, facts, "statistics", **q.model_dump(exclude_none=True, by_alias=True))
     if wants_csv(call):
         rows = statistics.csv_rows(report)
         name = _file_name("statistics", facts.code, call.now)
