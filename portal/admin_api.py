@@ -27,6 +27,7 @@ from portal import (
     jobs_api,
     node_transfers_api,
     notifications_api,
+    oversight_api,
     receiving_api,
     requests_api,
 )
@@ -628,6 +629,7 @@ def api_mount() -> Mount:
         *jobs_api.OPERATIONS,
         *node_transfers_api.OPERATIONS,
         *notifications_api.OPERATIONS,
+        *oversight_api.OPERATIONS,
         *receiving_api.OPERATIONS,
         *requests_api.OPERATIONS,
     ]
