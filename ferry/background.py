@@ -26,6 +26,7 @@ from exchange.routing import transfer_sweeper
 from ferry.settings import Settings
 from foundation.clock import Clock, utc_now
 from foundation.jobs import Worker
+from retention.sweeper import Sweeper, retention_sweeper
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,10 @@ def build_worker(
         ticks=[
             transfer_sweeper(context.archive, context.clock, enqueue),
             request_sweeper(context.engine, context.clock),
+            retention_sweeper(
+                Sweeper(context.archive, settings.retention(), context.clock),
+                settings.retention_interval_seconds,
+            ),
         ],
     )
 
