@@ -8,7 +8,7 @@ import pytest
 
 from exchange.retention_models import HoldingKind
 from exchange.retention_terms import RetentionDefaults, Terms, days_left, terms_of
-from retention.rules import Holding, HoldFacts, StudyHoldings, decide_fate
+from retention.rules import HoldFacts, Holding, StudyHoldings, decide_fate
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)  # the study arrives at A
 A, B, C = 1, 2, 3
