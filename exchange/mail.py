@@ -118,8 +118,8 @@ def link_path(event: Event) -> str | None:
     kind, pk = event.subject.kind, event.subject.pk
     if event.kind is EventKind.REGISTRATION_APPROVED:
         return "/auth/login"
-    if event.kind is EventKind.REGISTRATION_REJECTED:
-        return None
+    if event.kind is EventKind.REGISTRATION_REJECTED or kind == "study":
+        return None  # a study of one's own has no page of its own yet
     return f"/portal/{kind}s/{pk}"
 
 

@@ -190,11 +190,9 @@ class Sweeper:
             "warned_at": now,
         }
         with self.engine.begin() as connection:
-            inserted = connection.execute(
-                dialect.insert(table).values(**values).on_conflict_do_nothing()
-            )
-            if not inserted.rowcount:
-                return 0
+            statement = dialect.insert(table).values(**values).on_conflict_do_nothing()
+            if connection.execute(statement.returning(table.c.pk)).first() is None:
+                return 0  # announced already (by this sweep's predecessor)
             subject = (
                 Subject("transfer", holding.transfer_pk)
                 if holding.transfer_pk
