@@ -10,11 +10,13 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, and_, or_
 from sqlmodel import Session, col, select
 
 from exchange.retention_models import HOLD_REASON_MAX_CHARS, RetentionHold
+from foundation.grants import grant_is_live
 from policy.store import InvalidRecord, UnknownRecord, check_text
 
 
@@ -130,3 +132,11 @@ def live_holds(
     query = select(RetentionHold).where(live_hold_clause(now), or_(*naming))  # type: ignore[arg-type]
     with Session(engine, expire_on_commit=False) as session:
         return list(session.exec(query))
+
+
+def holders_of(
+    owner_pk: int | None, grants: Iterable[tuple[int, Any, Any, str]], now: datetime
+) -> set[int]:
+    """The institutions that hold a study (`Archive.read_study_access` rows): owner, live grants."""
+    held = {pk for pk, expires, revoked, _ in grants if grant_is_live(expires, revoked, now)}
+    return held | ({owner_pk} if owner_pk is not None else set())
