@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, Engine, and_, or_
 from sqlmodel import Session, col, select
 
+from archive.models import Patient, Study
 from exchange.retention_models import HOLD_REASON_MAX_CHARS, RetentionHold
 from foundation.grants import grant_is_live
 from policy.store import InvalidRecord, UnknownRecord, check_text
@@ -140,3 +141,33 @@ def holders_of(
     """The institutions that hold a study (`Archive.read_study_access` rows): owner, live grants."""
     held = {pk for pk, expires, revoked, _ in grants if grant_is_live(expires, revoked, now)}
     return held | ({owner_pk} if owner_pk is not None else set())
+
+
+def held_studies(
+    engine: Engine, institution_pk: int, study_uids: Collection[str], now: datetime
+) -> set[str]:
+    """Which of these studies a live hold of the institution covers (by study or patient)."""
+    if not study_uids:
+        return set()
+    query = (
+        select(Study.study_instance_uid, Patient.patient_id, Patient.issuer_of_patient_id)
+        .join(Patient, col(Patient.pk) == col(Study.patient_pk))
+        .where(col(Study.study_instance_uid).in_(list(study_uids)))
+    )
+    with Session(engine) as session:
+        rows = session.exec(query).all()
+    holds = [
+        h
+        for h in live_holds(engine, now, study_uids, [(r[1], r[2]) for r in rows])
+        if h.institution_pk == institution_pk
+    ]
+    return {
+        uid
+        for uid, patient_id, issuer in rows
+        for h in holds
+        if h.study_instance_uid == uid
+        or (
+            not h.study_instance_uid
+            and (h.patient_id, h.issuer_of_patient_id) == (patient_id, issuer)
+        )
+    }
