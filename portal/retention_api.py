@@ -23,7 +23,14 @@ from policy.decision import Resource
 from policy.roles import Action
 from portal.admin_access import Access, forbidden
 from portal.openapi import Call, Operation
-from portal.retention_schemas import HoldIn, HoldOut, HoldsQuery, RetentionIn, RetentionOut
+from portal.retention_schemas import (
+    HoldIn,
+    HoldOut,
+    HoldsQuery,
+    ReleaseIn,
+    RetentionIn,
+    RetentionOut,
+)
 
 
 def _archive(call: Call) -> Archive:
@@ -148,7 +155,8 @@ def release_institution_hold(call: Call) -> HoldOut:
         raise NotFound(f"no hold {pk}")
     if hold.released_at is None:
         hold = release_hold(_engine(call), pk, actor=access.principal.label, now=call.now)
-        _record(call, "retention-release", facts.pk, hold)
+        body: ReleaseIn = call.body
+        _record(call, "retention-release", facts.pk, hold, why=body.reason)
     return _hold_out(access, hold, call.now)
 
 
@@ -191,5 +199,5 @@ OPERATIONS: list[Operation] = [
               "keep a study, or a patient's studies, from deletion until a date", _R, HoldIn,
               HoldOut, 201),
     Operation("POST", "/institutions/{code}/holds/{hold_pk}/release", release_institution_hold,
-              "end a hold now", _R, response=HoldOut),
+              "end a hold now", _R, ReleaseIn, HoldOut),
 ]  # fmt: skip

@@ -51,6 +51,12 @@ class HoldIn(Input):
     until: datetime | date
 
 
+class ReleaseIn(Input):
+    """`{}`, or why the hold ends early (kept in the audit record)."""
+
+    reason: Annotated[str, Field(max_length=HOLD_REASON_MAX_CHARS)] = ""
+
+
 class HoldOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 

@@ -127,9 +127,9 @@ def test_holds_on_what_the_institution_holds(world, tmp_path) -> None:
     listed = world.get("north-admin", path).json()
     assert len(listed) == 3
     pk = made.json()["pk"]
-    released = world.send("north-admin", "POST", f"{path}/{pk}/release")
+    released = world.send("north-admin", "POST", f"{path}/{pk}/release", {})
     assert released.status_code == 200 and not released.json()["live"]
-    assert world.send("north-admin", "POST", f"{path}/{pk}/release").json()["released_at"]
+    assert world.send("north-admin", "POST", f"{path}/{pk}/release", {}).json()["released_at"]
     assert len(world.get("north-admin", path).json()) == 2
     assert len(world.get("north-admin", path, params={"all": "true"}).json()) == 3
     engine = world.server.archive.engine
@@ -139,7 +139,7 @@ def test_holds_on_what_the_institution_holds(world, tmp_path) -> None:
     assert len(list(iter_events(engine, AuditQuery(action="retention-release")))) == 1
     south_hold = world.send("south-admin", "POST", "/institutions/SOUTH/holds",
                             body | {"study_uid": foreign}).json()["pk"]  # fmt: skip
-    stolen = world.send("north-admin", "POST", f"{path}/{south_hold}/release")
+    stolen = world.send("north-admin", "POST", f"{path}/{south_hold}/release", {})
     assert stolen.status_code == 404
 
 

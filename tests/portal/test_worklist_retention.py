@@ -50,3 +50,24 @@ def test_a_held_item_shows_no_countdown(world: World) -> None:
     place_hold(world.server.archive.engine, hold, actor="test", now=world.clock[0])
     item = _item(world)
     assert item["retention_held"] and item["retention_days_left"] is None
+
+
+def test_a_study_delivered_to_a_node_keeps_the_node_s_period(world: World) -> None:
+    import orjson
+
+    sent = world.send(node="PACS_B", send=True)
+    assert sent.status_code == 201, sent.text
+    arrived = world.clock[0]
+    engine = world.server.archive.engine
+    set_policy(engine, world.pks["B"], {"node_days": 3, "worklist_days": 30}, RetentionDefaults(),
+               actor="test", now=arrived)  # fmt: skip
+    world.clock[0] = arrived + timedelta(days=2)
+    sweeper = Sweeper(
+        world.server.archive, RetentionConfig(pause_seconds=0), lambda: world.clock[0]
+    )
+    assert sweeper.run().grants_removed == 0
+    world.clock[0] = arrived + timedelta(days=3, minutes=1)
+    assert sweeper.run().grants_removed == 1
+    [removed] = world.audit(action="retention-grant-removed")
+    assert removed.institution_pk == world.pks["B"]
+    assert orjson.loads(removed.detail)["kind"] == "node"
