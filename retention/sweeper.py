@@ -116,9 +116,11 @@ class Sweeper:
     def _sweep(self, lock: SweepLock) -> SweepReport:
         report = SweepReport()
         now = self.clock()
-        for position, fates in enumerate(self.iter_fates(now)):
-            if position and self.config.pause_seconds:
+        changed = False
+        for fates in self.iter_fates(now):
+            if changed and self.config.pause_seconds:  # reading is cheap; deleting is the load
                 self.sleep(self.config.pause_seconds)
+            changed = any(fate.changes_something for fate in fates)
             for fate in fates:
                 self._carry_out(fate, now, report)
             lock.renew()
