@@ -191,3 +191,13 @@ def test_a_legal_hold_tool_holds_with_its_own_scope(world, tmp_path) -> None:
     assert made.json()["created_by"].startswith("api-client:")
     periods = world.send("hold-tool", "PUT", "/institutions/NORTH/retention", {"node_days": 1})
     assert periods.status_code == 403  # holding is not administering
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_server_error_in_retention(server, tmp_path) -> None:
+    """The retention operations alone, generated inputs valid and invalid (the whole API's run
+    is `test_openapi.py`)."""
+    from tests.portal.test_openapi import schemathesis, system_admin_token
+
+    token = system_admin_token(server)
+    schemathesis(server, token, tmp_path, "--include-tag", "retention")
