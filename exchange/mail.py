@@ -118,8 +118,10 @@ def link_path(event: Event) -> str | None:
     kind, pk = event.subject.kind, event.subject.pk
     if event.kind is EventKind.REGISTRATION_APPROVED:
         return "/auth/login"
-    if event.kind is EventKind.REGISTRATION_REJECTED or kind == "study":
-        return None  # a study of one's own has no page of its own yet
+    if event.kind is EventKind.REGISTRATION_REJECTED:
+        return None
+    if kind == "study":
+        return f"/portal/studies/{pk}"  # the index's own key, never a UID
     return f"/portal/{kind}s/{pk}"
 
 

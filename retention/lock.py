@@ -75,9 +75,11 @@ def sweep_lock(engine: Engine) -> Iterator[SweepLock | None]:
 
 
 def _advisory(engine: Engine, connection: Connection) -> Iterator[SweepLock | None]:
-    got = connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_KEY})
-    connection.commit()
-    if not got.scalar():
+    got = connection.execute(
+        text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_KEY}
+    ).scalar()
+    connection.commit()  # the lock belongs to the session, not to this transaction
+    if not got:
         yield None
         return
     try:

@@ -47,6 +47,7 @@ def test_a_study_is_announced_then_deleted_when_its_time_is_up(place: Place) -> 
     [mail] = place.mail_to("a-all@a.test")
     assert mail.subject == "[Ferry] Study about to expire at Institution A (A)"
     assert "will then be deleted" in mail.texts()["text/plain"]
+    assert "/portal/studies/" in mail.texts()["text/plain"]  # the index's key, not the UID
     decoded = "\n".join(mail.texts().values())
     for secret in ("Secret", "PID-SECRET-9", "ACC-SECRET-9", uid):
         assert secret.encode() not in mail.raw and secret not in decoded, secret
