@@ -71,3 +71,23 @@ def test_a_study_delivered_to_a_node_keeps_the_node_s_period(world: World) -> No
     [removed] = world.audit(action="retention-grant-removed")
     assert removed.institution_pk == world.pks["B"]
     assert orjson.loads(removed.detail)["kind"] == "node"
+
+
+def test_a_receiver_is_warned_about_its_transfer(world: World) -> None:
+    import orjson
+
+    from foundation.jobs import JobQueue
+
+    sent = world.send(send=True)
+    assert sent.status_code == 201, sent.text
+    engine = world.server.archive.engine
+    world.clock[0] += timedelta(days=13, hours=1)
+    sweeper = Sweeper(
+        world.server.archive, RetentionConfig(pause_seconds=0), lambda: world.clock[0]
+    )
+    assert sweeper.run().warnings_queued >= 1
+    payloads = [orjson.loads(job.payload) for job in JobQueue(engine).list(kind="notify")]
+    warning = [p for p in payloads if p["event"] == "study-expiring"]
+    assert [(p["institution_pk"], p["subject"].split(":")[0]) for p in warning] == [
+        (world.pks["B"], "transfer")
+    ]
