@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import httpx
 import pytest
 
+from audit.search import AuditQuery, iter_events
 from retention.config import RetentionConfig
 from retention.sweeper import Sweeper
 from tests import factories
@@ -49,8 +50,13 @@ def test_a_deleted_study_answers_404_everywhere(server: RunningServer) -> None:
             assert answer.status_code == 200, (what, answer.text)
         assert http.get(f"{server.base_url}/wado", params=wado_uri).status_code == 200
         assert list(frames_cache.rglob("*.json"))  # a frame layout was cached
+        query = AuditQuery(study_uid=first.StudyInstanceUID)
+        before = [event.pk for event in iter_events(server.archive.engine, query)]
 
         assert _sweep_later(server) == [first.StudyInstanceUID]
+        after = list(iter_events(server.archive.engine, query))
+        assert [event.pk for event in after][: len(before)] == before  # the record stays
+        assert [event.action for event in after[len(before) :]] == ["delete"]
 
         for what, (url, accept) in reads.items():
             assert http.get(url, headers={"Accept": accept}).status_code == 404, what
