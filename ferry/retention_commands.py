@@ -173,13 +173,16 @@ def run(archive: Any, settings: Settings, _args: argparse.Namespace) -> int:
     return 0 if report.ran else 3
 
 
-def audit_report(archive: Any, settings: Settings, _args: argparse.Namespace) -> int:
-    from retention.audit_age import count_older
+def audit_report(archive: Any, settings: Settings, args: argparse.Namespace) -> int:
+    from retention.audit_age import count_older, prune_older
 
-    days = settings.audit_retention_days
-    older, oldest = count_older(archive.engine, datetime.now(UTC), days)
+    days, now = settings.audit_retention_days, datetime.now(UTC)
+    older, oldest = count_older(archive.engine, now, days)
     print(f"audit events older than {days} days: {older}")
     print(f"oldest event: {_when(oldest) if oldest else 'none'}")
+    if args.prune:
+        pruned = prune_older(archive.engine, now, days, actor=ACTOR)
+        print(f"pruned {pruned.removed} events; the chain now starts after {pruned.start}")
     return 0
 
 
@@ -221,4 +224,7 @@ def add_retention_commands(commands: Any) -> None:
     parser.add_argument("--institution", metavar="CODE")
     parser.add_argument("--days", type=int, default=7, help="look this far ahead (default 7)")
     add("run", run, "sweep now (exit status 3 when another sweep is running)")
-    add("audit", audit_report, "how many audit events are past FERRY_AUDIT_RETENTION_DAYS")
+    parser = add("audit", audit_report, "audit events past FERRY_AUDIT_RETENTION_DAYS")
+    parser.add_argument(
+        "--prune", action="store_true", help="remove them (export them first: irreversible)"
+    )

@@ -171,7 +171,7 @@ class Settings:
     retention_batch_size: int = 100  # studies per batch of a sweep
     retention_pause_seconds: float = 1.0  # between batches: deleting never starves the service
     retention_interval_seconds: float = 3600.0  # how often the job worker sweeps
-    audit_retention_days: int = 2557  # seven years: audit events older than this are reported
+    audit_retention_days: int = 2557  # seven years: `ferry retention audit [--prune]`
     public_url: str | None = None
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: int = 4 * 1024**3

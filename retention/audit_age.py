@@ -1,10 +1,9 @@
-"""The audit trail's own retention (default seven years): what is past it, reported.
+"""The audit trail's own retention (default seven years): what is past it, and pruning it.
 
-Events are not pruned. The trail is a hash chain whose first event links to a fixed genesis
-value; removing its oldest events would leave a chain that `ferry audit verify` cannot tell
-from one whose beginning was cut by an attacker. So Ferry reports what is past the period and
-leaves removal to an operator's documented procedure (export, archive, then prune with a new
-anchor: see docs/retention.md).
+Audit events outlive the studies they describe. Nothing prunes them on its own: an operator
+exports them first (`ferry audit export`), then prunes (`ferry retention audit --prune`), which
+removes only a prefix of the hash chain and records where it now starts (`audit.prune`), so the
+rest still verifies.
 """
 
 from __future__ import annotations
@@ -14,6 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import Engine, func, select
 
 from audit.models import AuditEvent
+from audit.prune import Pruned, prune_before
 
 _TABLE = AuditEvent.__table__  # type: ignore[attr-defined]
 
@@ -27,3 +27,7 @@ def count_older(engine: Engine, now: datetime, days: int) -> tuple[int, datetime
         ).scalar_one()
         oldest = connection.execute(select(func.min(_TABLE.c.at))).scalar_one()
     return int(older), oldest
+
+
+def prune_older(engine: Engine, now: datetime, days: int, *, actor: str) -> Pruned:
+    return prune_before(engine, now - timedelta(days=days), actor=actor)
