@@ -24,6 +24,7 @@ from audit.models import Outcome
 from audit.trail import AuditRecord, record
 from exchange.holds import live_holds
 from exchange.notifications import Event, EventKind, Subject, notify
+from exchange.report_retention import remove_orphaned_reports
 from exchange.retention_models import RetentionWarning
 from exchange.retention_terms import Terms, read_terms, terms_of
 from foundation.clock import Clock
@@ -161,6 +162,7 @@ class Sweeper:
             self.archive.delete(study.study_uid)
         except StudyNotFound:  # deleted meanwhile (by a person): nothing left to do
             return False
+        remove_orphaned_reports(self.engine, study.study_uid)  # derived: they go with it
         return True
 
     def _remove_grant(self, study: StudyHoldings, due: Due, now: datetime) -> None:

@@ -91,3 +91,18 @@ def test_a_receiver_is_warned_about_its_transfer(world: World) -> None:
     assert [(p["institution_pk"], p["subject"].split(":")[0]) for p in warning] == [
         (world.pks["B"], "transfer")
     ]
+
+
+def test_a_transfer_s_reports_leave_with_its_last_study(world: World) -> None:
+    from datetime import UTC, datetime
+
+    sent = world.send(reports=[{"text": "Fracture of the left radius."}], send=True)
+    assert sent.status_code == 201, sent.text
+    tid = sent.json()["id"]
+    assert world.get("b-receiver", f"/transfers/{tid}").json()["reports"]
+    later = datetime.now(UTC) + timedelta(days=40)  # past the owner's and the receiver's time
+    world.clock[0] = later
+    report = Sweeper(world.server.archive, RetentionConfig(pause_seconds=0), lambda: later).run()
+    assert world.studies["one"].study_uid in report.studies_deleted
+    seen = world.get("a-sender", f"/transfers/{tid}").json()
+    assert seen["reports"] == [] and seen["studies"][0]["in_archive"] is False
