@@ -20,6 +20,7 @@ from sqlalchemy import Engine, delete, func, select
 
 from archive import dicomjson, index, outcomes
 from archive.blobstore import BlobStore
+from archive.framecache import forget_layouts
 from archive.models import Instance, Patient, Series, Study, StudyGrant
 from archive.outcomes import StoreOutcome
 from archive.parse import InvalidInstance, ParsedInstance, read_received
@@ -92,12 +93,15 @@ class Archive:
         *,
         replace_duplicates: bool,
         min_free_bytes: int = 0,
+        frame_cache_dir: Path | None = None,
     ) -> None:
         self.engine = engine
         self.blobs = blobs
         self.replace_duplicates = replace_duplicates
         # The reserve left for reads, audit and the database: new instances stop before it.
         self.min_free_bytes = min_free_bytes
+        # Derived from blobs and removed with them (`archive.framecache` sidecars).
+        self.frame_cache_dir = frame_cache_dir
         # SQLite has one writer; queueing here beats its busy handler's sleeps under load.
         self._write_lock: AbstractContextManager[object] = (
             threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
@@ -441,8 +445,12 @@ class Archive:
     # -- delete --------------------------------------------------------------------------
 
     def delete(self, study: str, series: str | None = None, instance: str | None = None) -> int:
-        """Remove index rows, then blobs; emptied series, studies (with their grants) and
-        patients go too."""
+        """The one path for removal: index rows, then blobs and their frame layouts; emptied
+        series, studies (with their grants) and patients go too.
+
+        Readers that found the study before it went fail cleanly: a blob opened already is
+        read to its end (the file lives until closed); one opened after answers not found.
+        """
         stored = self.find_instances(study, series, instance)
         with self._write_lock, self.engine.begin() as connection:
             uids = [s.sop_instance_uid for s in stored]
@@ -464,7 +472,10 @@ class Archive:
                 ~select(Study.pk).where(Study.patient_pk == Patient.pk).exists()
             )
             connection.execute(delete(Patient).where(Patient.pk.in_(empty_patients)))
-        self.blobs.delete(s.blob_key for s in stored)
+        keys = [s.blob_key for s in stored]
+        self.blobs.delete(keys)
+        if self.frame_cache_dir is not None:
+            forget_layouts(self.frame_cache_dir, keys)
         return len(stored)
 
     def iter_blob_keys(self) -> Iterable[str]:

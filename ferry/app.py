@@ -58,6 +58,7 @@ def build_archive(settings: Settings) -> Archive:
         blobs,
         replace_duplicates=settings.replace_duplicates,
         min_free_bytes=settings.min_free_bytes,
+        frame_cache_dir=settings.data_dir / "cache" / "frames",
     )
 
 

@@ -31,6 +31,7 @@ from ferry.settings import Settings
 from foundation.clock import Clock, utc_now
 from foundation.jobs import Worker
 from policy.store.snapshot import snapshot
+from retention.sweeper import Sweeper, retention_sweeper
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,10 @@ def build_worker(
         ticks=[
             transfer_sweeper(context.archive, context.clock, enqueue),
             request_sweeper(context.engine, context.clock),
+            retention_sweeper(
+                Sweeper(context.archive, settings.retention(), context.clock),
+                settings.retention_interval_seconds,
+            ),
         ],
     )
 

@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ferry.request_commands import add_request_commands
 
     add_request_commands(commands)
+    from ferry.retention_commands import add_retention_commands
+
+    add_retention_commands(commands)
     return parser
 
 

@@ -16,8 +16,10 @@ from typing import Any
 
 from dicomweb.config import DicomwebConfig
 from dimse.config import DimseConfig
+from exchange.retention_terms import RetentionDefaults
 from policy.config import AuthConfig
 from portal.config import PortalConfig
+from retention.config import RetentionConfig
 
 
 class SettingsError(ValueError):
@@ -44,6 +46,20 @@ def _parse_positive(text: str) -> int:
     value = int(text)
     if value <= 0:
         raise ValueError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _parse_not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected zero or a positive integer, got {value}")
+    return value
+
+
+def _parse_pause(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 3600:
+        raise ValueError(f"expected seconds between 0 and 3600, got {text}")
     return value
 
 
@@ -149,6 +165,13 @@ class Settings:
         "AccessionNumber",
     )
     jobs_enabled: bool = True  # run the job worker inside `ferry serve`
+    retention_days: int = 15  # after a study arrives at an institution, unless it says otherwise
+    retention_max_days: int = 3650  # the ceiling no institution's period may pass
+    retention_warn_days: int = 2  # warning email this many days before a deletion
+    retention_batch_size: int = 100  # studies per batch of a sweep
+    retention_pause_seconds: float = 1.0  # between batches: deleting never starves the service
+    retention_interval_seconds: float = 3600.0  # how often the job worker sweeps
+    audit_retention_days: int = 2557  # seven years: `ferry retention audit [--prune]`
     public_url: str | None = None
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: int = 4 * 1024**3
@@ -243,6 +266,23 @@ class Settings:
             reconcile_map=self.reconcile_map,
         )
 
+    def retention_defaults(self) -> RetentionDefaults:
+        return RetentionDefaults(
+            days=min(self.retention_days, self.retention_max_days),
+            max_days=self.retention_max_days,
+            warn_days=self.retention_warn_days,
+        )
+
+    def retention(self) -> RetentionConfig:
+        """What the retention sweeper reads: periods, ceiling, batches and pace, audit's period."""
+        return RetentionConfig(
+            defaults=self.retention_defaults(),
+            batch_size=self.retention_batch_size,
+            pause_seconds=self.retention_pause_seconds,
+            interval_seconds=self.retention_interval_seconds,
+            audit_days=self.audit_retention_days,
+        )
+
     def portal(self) -> PortalConfig:
         """What the portal reads: links, Ferry's AE title, whether mail goes out, expiry."""
         return PortalConfig(
@@ -250,6 +290,7 @@ class Settings:
             dicom_ae_title=self.dicom_ae_title,
             mail_sending=bool(self.smtp_host),
             request_expiry_days=self.request_expiry_days,
+            retention=self.retention_defaults(),
         )
 
 
@@ -279,6 +320,13 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_FORWARD_RETRY_SECONDS": ("forward_retry_seconds", _parse_positive),
     "FERRY_FORWARD_RESPONSE_TIMEOUT": ("forward_response_timeout", _parse_seconds),
     "FERRY_REQUEST_EXPIRY_DAYS": ("request_expiry_days", _parse_positive),
+    "FERRY_RETENTION_DAYS": ("retention_days", _parse_positive),
+    "FERRY_RETENTION_MAX_DAYS": ("retention_max_days", _parse_positive),
+    "FERRY_RETENTION_WARN_DAYS": ("retention_warn_days", _parse_not_negative),
+    "FERRY_RETENTION_BATCH_SIZE": ("retention_batch_size", _parse_positive),
+    "FERRY_RETENTION_PAUSE_SECONDS": ("retention_pause_seconds", _parse_pause),
+    "FERRY_RETENTION_INTERVAL_SECONDS": ("retention_interval_seconds", _parse_seconds),
+    "FERRY_AUDIT_RETENTION_DAYS": ("audit_retention_days", _parse_positive),
     "FERRY_RECONCILE_MAP": ("reconcile_map", _parse_tag_map),
     "FERRY_JOBS_ENABLED": ("jobs_enabled", _parse_bool),
     "FERRY_PUBLIC_URL": ("public_url", _parse_url),

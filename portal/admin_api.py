@@ -30,6 +30,7 @@ from portal import (
     oversight_api,
     receiving_api,
     requests_api,
+    retention_api,
 )
 from portal.admin_access import Access, authenticate
 from portal.api_schemas import (
@@ -545,6 +546,7 @@ PARAMETERS = {
     "permission_pk": PathParameter(_PK, _pk),
     "rule_pk": PathParameter(_PK, _pk),
     "grant_pk": PathParameter(_PK, _pk),
+    "hold_pk": PathParameter(_PK, _pk),
     "day": PathParameter({"type": "string", "format": "date"}, date.fromisoformat),
 }
 
@@ -632,6 +634,7 @@ def api_mount() -> Mount:
         *oversight_api.OPERATIONS,
         *receiving_api.OPERATIONS,
         *requests_api.OPERATIONS,
+        *retention_api.OPERATIONS,
     ]
     parameters = {**PARAMETERS, **receiving_api.PARAMETERS, **requests_api.PARAMETERS}
     routes = build_routes(operations, parameters, authenticate, INFO, API_PREFIX)

@@ -106,6 +106,10 @@ class TransferOut(BaseModel):
     studies: list[StudyOut]
     reports: list[ReportOut] = []
     history: list[ChangeOut] = []
+    # On the worklist: when the receiver's retention period ends (null when a hold keeps it).
+    retention_days_left: int | None = None
+    retention_due_at: datetime | None = None
+    retention_held: bool = False
 
 
 class TransferQuery(Input):

@@ -78,6 +78,17 @@ STUDY_CASES = [
     ({B: {Role.VIEWER}}, Action.READ_PIXELS, study(A, VIEW_ONLY), True, "active-grant"),
     ({B: {Role.VIEWER}}, Action.SEARCH, study(A, FORGED), True, "active-grant"),
     ({B: {Role.VIEWER}}, Action.SEARCH, study(A, REVOKED_LATER), True, "active-grant"),
+    # Retention holds: an administrator of the owner, or of a live grant's holder, keeps it.
+    ({A: {Role.INSTITUTION_ADMIN}}, Action.HOLD, study(A), True, "owner-membership"),
+    (ADMIN_B, Action.HOLD, study(A, ACTIVE), True, "grant-holder-hold"),
+    (ADMIN_B, Action.HOLD, study(A, VIEW_ONLY), True, "grant-holder-hold"),
+    (ADMIN_B, Action.HOLD, study(A, EXPIRED), False, "default-deny"),
+    (ADMIN_B, Action.HOLD, study(A, REVOKED), False, "default-deny"),
+    (ADMIN_B, Action.HOLD, study(A), False, "default-deny"),
+    ({B: {Role.RECEIVER}}, Action.HOLD, study(A, ACTIVE), False, "default-deny"),
+    ({A: {Role.SENDER, Role.RECEIVER, Role.VIEWER}}, Action.HOLD, study(A), False, "default-deny"),
+    ({A: {Role.REQUESTER}}, Action.HOLD, study(A), False, "default-deny"),
+    ({A: {Role.AUDITOR}}, Action.HOLD, study(A), False, "default-deny"),
     ({A: {Role.INSTITUTION_ADMIN}}, Action.DELETE, study(A, ACTIVE), True, "owner-membership"),
     ({A: {Role.VIEWER}}, Action.SEARCH, study(A_CARDIO), False, "default-deny"),
     ({A_CARDIO: {Role.VIEWER}}, Action.SEARCH, study(A_CARDIO), True, "owner-membership"),
@@ -154,7 +165,26 @@ INSTITUTION_CASES = [
     ({A: {Role.VIEWER, Role.RECEIVER, Role.SENDER}}, Action.AUDIT, A, False, "default-deny"),
     ({A: {Role.REQUESTER}}, Action.AUDIT, A, False, "default-deny"),
     ({A: {Role.REQUESTER}}, Action.REQUEST, A, True, "membership-role"),
+    ({A: {Role.INSTITUTION_ADMIN}}, Action.HOLD, A, True, "membership-role"),
+    ({A: {Role.INSTITUTION_ADMIN}}, Action.HOLD, B, False, "default-deny"),
+    ({A: {Role.SENDER, Role.RECEIVER}}, Action.HOLD, A, False, "default-deny"),
+    ({A: {Role.REQUESTER}}, Action.HOLD, A, False, "default-deny"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("roles", "scopes", "allowed"),
+    [
+        ({Role.INSTITUTION_ADMIN}, {Scope.HOLD}, True),
+        ({Role.INSTITUTION_ADMIN}, {Scope.READ, Scope.DOWNLOAD}, False),  # a read-only token
+        ({Role.RECEIVER}, {Scope.HOLD}, False),  # the scope never adds to the roles
+    ],
+)
+def test_a_hold_token_needs_the_hold_scope_and_an_administrator_role(roles, scopes, allowed):
+    client = Principal(
+        PrincipalKind.API_CLIENT, 4, "hold-tool", {A: frozenset(roles)}, scopes=frozenset(scopes)
+    )
+    assert decide(client, Action.HOLD, study(A), Context(NOW), SNAPSHOT).allowed is allowed
 
 
 @pytest.mark.parametrize(("memberships", "action", "target", "allowed", "rule"), INSTITUTION_CASES)
