@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, bindparam, delete, func, select
 
 from archive import dicomjson, index, outcomes
 from archive.blobstore import BlobStore
@@ -35,6 +35,23 @@ from foundation.errors import (
 log = logging.getLogger(__name__)
 _DIFFERENT_CONTENT = "an instance with this SOP Instance UID and different content is stored"
 _UID_IN_USE = "a UID of this instance is already in use; not stored (use new UIDs)"
+
+
+# Built once: constructing these costs more than running them, on every store.
+_STUDY_OWNERS = select(index.STUDY.c.study_instance_uid, index.STUDY.c.institution_pk).where(
+    index.STUDY.c.study_instance_uid.in_(bindparam("uids", expanding=True))
+)
+_HELD_INSTANCES = (
+    select(
+        index.INSTANCE.c.sop_instance_uid,
+        index.INSTANCE.c.blob_key,
+        index.STUDY.c.study_instance_uid,
+        index.STUDY.c.institution_pk,
+    )
+    .join(index.SERIES, index.SERIES.c.pk == index.INSTANCE.c.series_pk)
+    .join(index.STUDY, index.STUDY.c.pk == index.SERIES.c.study_pk)
+    .where(index.INSTANCE.c.sop_instance_uid.in_(bindparam("uids", expanding=True)))
+)
 
 
 @dataclass(frozen=True)
@@ -225,13 +242,7 @@ class Archive:
         if not uids:
             return work
         with self.engine.connect() as connection:
-            owners = dict(
-                connection.execute(
-                    select(Study.study_instance_uid, Study.institution_pk).where(
-                        Study.study_instance_uid.in_(uids)
-                    )
-                ).all()
-            )
+            owners = dict(connection.execute(_STUDY_OWNERS, {"uids": list(uids)}).all())
         kept = []
         for position, item in work:
             owner = owners.get(item.parsed.study_instance_uid, institution_pk)
@@ -284,19 +295,9 @@ class Archive:
         uids = [item.parsed.sop_instance_uid for _, item in work]
         if not uids:
             return {}
-        statement = (
-            select(
-                Instance.sop_instance_uid,
-                Instance.blob_key,
-                Study.study_instance_uid,
-                Study.institution_pk,
-            )
-            .join(Series, Series.pk == Instance.series_pk)
-            .join(Study, Study.pk == Series.study_pk)
-            .where(Instance.sop_instance_uid.in_(uids))
-        )
         with self.engine.connect() as connection:
-            return {row[0]: _Held(*row[1:]) for row in connection.execute(statement)}
+            rows = connection.execute(_HELD_INSTANCES, {"uids": uids})
+            return {row[0]: _Held(*row[1:]) for row in rows}
 
     def _same_bytes(self, path: Path, key: str) -> bool:
         try:

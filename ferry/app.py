@@ -28,6 +28,7 @@ from dimse.context import BridgeContext
 from dimse.forward import enqueue_forward
 from dimse.receiving import spool_received_data_sets
 from dimse.request_peers import BridgePacs
+from dimse.wakeups import quicken_reactors
 from ferry.database import check_database_writable, create_database_engine, migrate
 from ferry.settings import Settings, load_settings
 from foundation.clock import utc_now
@@ -44,6 +45,7 @@ def configure_libraries(settings: Settings) -> None:
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     pydicom_config.settings.writing_validation_mode = pydicom_config.RAISE
     spool_received_data_sets(settings.spool_dir)  # not the system's temporary folder
+    quicken_reactors()  # pynetdicom's polling loops wake when there is something to do
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.basicConfig(level=settings.log_level.upper())
