@@ -112,16 +112,29 @@ def schemathesis(server: RunningServer, token: str, cwd: Path, *selection: str) 
     assert result.returncode == 0, result.stdout[-20000:] + result.stderr[-5000:]
 
 
+EXCHANGE_PATHS = "transfers|requests|worklist|destinations|grants|notifications|me|jobs|oversight"
+# The whole API in three slices that xdist runs side by side, each on its own server: together
+# they are every operation (the last slice is what the first two leave out).
+SLICES = {
+    "institutions": ("--include-path-regex", "^/api/institutions"),
+    "exchange": ("--include-path-regex", f"^/api/({EXCHANGE_PATHS})"),
+    "the rest": ("--exclude-path-regex", f"^/api/(institutions|{EXCHANGE_PATHS})"),
+}
+
+
 @pytest.mark.slow
-def test_schemathesis_finds_no_server_error(server: RunningServer, tmp_path: Path):
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("part", list(SLICES))
+def test_schemathesis_finds_no_server_error(server: RunningServer, tmp_path: Path, part: str):
     """Every operation, generated inputs valid and invalid, as a system administrator.
 
     Changing users runs last: it may disable or re-password the very administrator the run
     authenticates as, after which everything else would only see 401.
     """
     token = system_admin_token(server)
-    schemathesis(server, token, tmp_path, "--exclude-operation-id", "update_user")
-    schemathesis(server, token, tmp_path, "--include-operation-id", "update_user")
+    schemathesis(server, token, tmp_path, *SLICES[part], "--exclude-operation-id", "update_user")
+    if part == "the rest":
+        schemathesis(server, token, tmp_path, "--include-operation-id", "update_user")
 
 
 @pytest.mark.slow
