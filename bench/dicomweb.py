@@ -312,7 +312,9 @@ def build_servers(args: argparse.Namespace) -> list[Server]:
         if url:
             servers.append(Server(name, url, token))
         elif name == "ferry":
-            servers.append(FerryServer())
+            servers.append(FerryServer(extra_env=dict(args.ferry_env)))
+            if args.ferry_variant:  # the same code with other settings, in the same run
+                servers.append(FerryServer("ferry-variant", dict(args.ferry_variant)))
         else:
             servers.append(OrthancServer(args.orthanc_binary, args.orthanc_plugin))
     return servers
@@ -415,6 +417,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     servers.add_argument(
         "--ferry-token", help="bearer token for the Ferry at --ferry-url (API token or JWT)"
     )
+    servers.add_argument(
+        "--ferry-env", type=_variable, action="append", default=[], metavar="FERRY_NAME=VALUE",
+        help="a setting for the Ferry started here, e.g. FERRY_HTTP_WORKERS=1 (repeatable)",
+    )  # fmt: skip
+    servers.add_argument(
+        "--ferry-variant", type=_variable, action="append", default=[],
+        metavar="FERRY_NAME=VALUE",
+        help="also run a second Ferry ('ferry-variant') with this setting (repeatable)",
+    )  # fmt: skip
     servers.add_argument("--orthanc-binary", default=ORTHANC_BINARY)
     servers.add_argument("--orthanc-plugin", help="libOrthancDicomWeb.so (found if not given)")
     work = parser.add_argument_group("workload (defaults: full run; --quick: smoke run)")
@@ -465,6 +476,13 @@ def _names(text: str) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown measures {sorted(unknown)}")
     return names
+
+
+def _variable(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.startswith("FERRY_"):
+        raise argparse.ArgumentTypeError(f"expected FERRY_NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def _sizes(text: str) -> list[int]:
