@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -24,6 +25,7 @@ from tests.e2e.test_crash import (
     _ferry_command,
     _wait_until_up,
     api_client_headers,
+    ferry,
 )
 
 pytestmark = pytest.mark.slow
@@ -97,6 +99,15 @@ def test_two_processes_answer_and_die_with_ferry_serve(tmp_path: Path) -> None:
         assert set(answered) == _started(log)
         assert str(process.pid) in answered
         assert all(statuses == {"200"} for statuses in answered.values())
+
+        # Audited requests from four clients at once, answered by both processes: one chain.
+        def search(_: int) -> int:
+            return httpx.get(f"{base}/dicom-web/studies", headers=auth).status_code
+
+        with ThreadPoolExecutor(4) as clients:
+            assert set(clients.map(search, range(100))) == {200}
+        verified = ferry(data_dir, "audit", "verify")
+        assert verified.returncode == 0, verified.stdout + verified.stderr
 
         (worker,) = (int(pid) for pid in answered if int(pid) != process.pid)
         process.send_signal(signal.SIGKILL)
