@@ -16,10 +16,11 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     from ferry.app import build_archive, create_app
     from ferry.background import Background, describe_mail
     from ferry.http_server import server_config
+    from ferry.http_workers import HttpWorkers, http_worker_count
 
     archive = build_archive(settings)
     app = create_app(settings, archive)
-    background = Background(settings, archive)
+    workers = http_worker_count(settings.http_workers)
     base = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
     dicom_host = settings.dicom_host or settings.http_host
     print(f"Ferry is starting; data in {settings.data_dir.resolve()}")
@@ -31,17 +32,25 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     if settings.dicom_tls_port:
         print(f"  DIMSE/TLS: {settings.dicom_ae_title}@{dicom_host}:{settings.dicom_tls_port}")
     print(f"  Health:   {base}/healthz  {base}/readyz")
-    print(f"  Emails:   {describe_mail(settings)}", flush=True)
+    print(f"  Emails:   {describe_mail(settings)}")
+    print(f"  HTTP:     {workers} process{'es' if workers > 1 else ''}", flush=True)
+    config = server_config(
+        app, settings, log_level=settings.log_level, timeout_graceful_shutdown=10
+    )
+    listener = config.bind_socket()  # bound once; every HTTP process accepts from it
+
+    def serve_http() -> None:
+        uvicorn.Server(config).run(sockets=[listener])
+
+    # Forked before any thread starts (the bridge, the job worker, uvicorn's own).
+    http_workers = HttpWorkers(serve_http, archive.engine, workers)
+    http_workers.start()
+    background = Background(settings, archive)
     background.start()
     try:
-        config = server_config(
-            app,
-            settings,
-            log_level=settings.log_level,
-            timeout_graceful_shutdown=10,
-        )
-        uvicorn.Server(config).run()
+        serve_http()
     finally:
+        http_workers.stop()
         background.stop()
     return 0
 
@@ -114,9 +123,8 @@ def _rotate_keys(settings: Settings, _args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferry", description="DICOM image exchange")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
-        "serve", help="start HTTP, the DIMSE bridge and the job worker"
-    ).set_defaults(run=_serve)
+    serve = commands.add_parser("serve", help="start HTTP, the DIMSE bridge and the job worker")
+    serve.set_defaults(run=_serve)
     importer = commands.add_parser("import", help="import DICOM files, folders, DICOMDIRs, zips")
     importer.add_argument("paths", nargs="+", type=Path)
     importer.add_argument("--quiet", action="store_true", help="no progress bar")

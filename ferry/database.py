@@ -17,6 +17,7 @@ import exchange.notification_models
 import exchange.request_models
 import exchange.retention_models  # noqa: F401
 import foundation.jobs  # noqa: F401
+import policy.auth_epoch
 import policy.models
 import policy.refresh_tokens
 import policy.sessions  # noqa: F401

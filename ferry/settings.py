@@ -77,6 +77,13 @@ def _parse_size(text: str) -> int:
     return value
 
 
+def _parse_count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected 0 or more, got {value}")
+    return value
+
+
 def _parse_ae_title(text: str) -> str:
     title = text.strip()
     if not 1 <= len(title) <= 16 or "\\" in title or not title.isprintable():
@@ -136,6 +143,7 @@ class Settings:
     http_port: int = 8042
     http_header_timeout: int = 10  # seconds a client has to send a request's headers
     http_max_header_bytes: int = 64 * 1024  # request line and headers; more answers 431
+    http_workers: int = 0  # HTTP processes of `ferry serve`; 0: one per CPU core
     dicom_port: int = 11112  # 0: no DIMSE listener
     dicom_ae_title: str = "FERRY"
     dicom_host: str = ""  # empty: the HTTP host
@@ -302,6 +310,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_HTTP_PORT": ("http_port", _parse_port),
     "FERRY_HTTP_HEADER_TIMEOUT": ("http_header_timeout", _parse_positive),
     "FERRY_HTTP_MAX_HEADER_BYTES": ("http_max_header_bytes", _parse_positive),
+    "FERRY_HTTP_WORKERS": ("http_workers", _parse_count),
     "FERRY_DICOM_PORT": ("dicom_port", _parse_port),
     "FERRY_DICOM_AE_TITLE": ("dicom_ae_title", _parse_ae_title),
     "FERRY_DICOM_HOST": ("dicom_host", str),
