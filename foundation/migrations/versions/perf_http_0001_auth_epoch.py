@@ -1,7 +1,7 @@
 """the revocation epoch: one counter, bumped by triggers on whatever narrows a credential
 
 Revision ID: perf_http_0001_auth_epoch
-Revises: 0007_grant_actions
+Revises: retention_0002
 Create Date: 2026-12-06 16:40:00.000000
 """
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "perf_http_0001_auth_epoch"
-down_revision: str | None = "0007_grant_actions"
+down_revision: str | None = "retention_0002"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
