@@ -1,0 +1,40 @@
+"""Every page's route, and the static files (`/static`: ferry.css, the vendored htmx).
+
+Areas add their own list here: `front` (sign-in, register), `dashboard`, `transfers`,
+`requests`, `account`; the transfer-creation pages and the administration pages join as
+`portal.pages.transfer_new` and `portal.pages.admin` with templates in `transfers/` and `admin/`.
+"""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from portal.pages import account, dashboard, front
+from portal.templating import STATIC_DIR, STATIC_PATH
+
+FRONT: list[BaseRoute] = [
+    Route("/", front.home, methods=["GET"]),
+    Route("/sign-in", front.sign_in_page, methods=["GET"]),
+    Route("/auth/login", front.sign_in_page, methods=["GET"]),  # older links, emails
+    Route("/sign-in", front.sign_in, methods=["POST"]),
+    Route("/sign-out", front.sign_out, methods=["POST"]),
+    Route("/register", front.register_page, methods=["GET"]),
+    Route("/register", front.register_person, methods=["POST"]),
+]
+
+ACCOUNT: list[BaseRoute] = [
+    Route("/account/notifications", account.notifications_page, methods=["GET"]),
+    Route("/account/notifications", account.save_notifications, methods=["POST"]),
+]
+
+DASHBOARD: list[BaseRoute] = [
+    Route("/institutions/{code}", dashboard.dashboard, methods=["GET"]),
+]
+
+ROUTES: list[BaseRoute] = [
+    *FRONT,
+    *DASHBOARD,
+    *ACCOUNT,
+    Mount(STATIC_PATH, app=StaticFiles(directory=STATIC_DIR), name="static"),
+]
