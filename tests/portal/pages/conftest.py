@@ -15,6 +15,7 @@ institutions and their people, axe-core on every page, screenshots for the docs 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -25,9 +26,10 @@ import httpx
 import pytest
 
 from policy import store
+from policy.passwords import hash_password
 from tests.conftest import RunningServer, issue_token_for, skip_unless_available
 from tests.factories import StudySpec, write_series
-from tests.policy._people import PASSWORD
+from tests.policy._people import PASSWORD, change_user
 
 CHROMIUM = Path("/usr/bin/chromium")
 AXE = Path(__file__).resolve().parents[1] / "vendor" / "axe.min.js"
@@ -149,7 +151,8 @@ def world(server: RunningServer, browser: Any, tmp_path: Path) -> Iterator[World
     pks = {"HOSP": hosp, "CLIN": clin}
     tokens = {}
     for who, memberships in PEOPLE.items():
-        user = store.create_user(engine, f"{who}@ferry.test", name=_name(who), password=PASSWORD)
+        user = store.create_user(engine, f"{who}@ferry.test", name=_name(who))
+        change_user(engine, user.pk or 0, password_hash=password_hash())
         for code, roles in memberships.items():
             store.set_membership(engine, user.pk or 0, pks[code], roles.split(","))
         tokens[who] = issue_token_for(server.app, server.archive, user.pk or 0)
@@ -165,6 +168,12 @@ def world(server: RunningServer, browser: Any, tmp_path: Path) -> Iterator[World
     yield built
     for context in built.contexts:
         context.close()
+
+
+@functools.cache
+def password_hash() -> str:
+    """Hashed once a session: argon2 is slow on purpose, and every person shares the password."""
+    return hash_password(PASSWORD)
 
 
 def _name(who: str) -> str:
