@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from portal.pages import account, dashboard, front
+from portal.pages import account, dashboard, front, transfers
 from portal.templating import STATIC_DIR, STATIC_PATH
 
 FRONT: list[BaseRoute] = [
@@ -32,9 +32,18 @@ DASHBOARD: list[BaseRoute] = [
     Route("/institutions/{code}", dashboard.dashboard, methods=["GET"]),
 ]
 
+TRANSFERS: list[BaseRoute] = [
+    Route("/transfers/{transfer_id}", transfers.transfer_page, methods=["GET"]),
+    Route("/transfers/{transfer_id}/view", transfers.view_study, methods=["POST"]),
+    Route("/transfers/{transfer_id}/deliver", transfers.deliver, methods=["POST"]),
+    Route("/transfers/{transfer_id}/done", transfers.mark_done, methods=["POST"]),
+    Route("/transfers/{transfer_id}/return", transfers.send_back, methods=["POST"]),
+]
+
 ROUTES: list[BaseRoute] = [
     *FRONT,
     *DASHBOARD,
+    *TRANSFERS,
     *ACCOUNT,
     Mount(STATIC_PATH, app=StaticFiles(directory=STATIC_DIR), name="static"),
 ]

@@ -3,8 +3,9 @@ institutions and their people, axe-core on every page, screenshots for the docs 
 
 - `browser`: Debian's /usr/bin/chromium through Playwright, shared by every test of the session
   (skipped without them, unless FERRY_TEST_REQUIRE names `browser`).
-- `world`: the server's HOSP (Harbour Hospital, the receiver) and CLIN (Clinic North, the
-  sender), a destination rule HOSP takes CLIN's transfers by, people of both, and CLIN studies.
+- `world`: the server's HOSP (Harbour Hospital, the receiver, with a node HOSP_PACS) and CLIN
+  (Clinic North, the sender), destination rules both ways, people of both, CLIN's studies; and
+  FAR (Far Away Imaging), a third institution whose people must see none of it.
 - `world.page(who)`: a browser page signed in as that person (session cookies set the way the
   sign-in form sets them); `world.anonymous()`: a page nobody signed in to.
 - `assert_accessible(page)`: axe-core (tests/portal/vendor/axe.min.js, pinned) finds no serious
@@ -40,6 +41,7 @@ PEOPLE = {
     "hosp-radiologist": {"HOSP": "receiver,viewer,sender"},
     "hosp-requester": {"HOSP": "requester"},
     "hosp-admin": {"HOSP": "admin"},
+    "far-radiologist": {"FAR": "receiver,viewer,sender,requester"},
 }
 
 
@@ -145,10 +147,12 @@ def world(server: RunningServer, browser: Any, tmp_path: Path) -> Iterator[World
     hosp = server.institution_pk
     store.update_institution(engine, hosp, name="Harbour Hospital", timezone="Europe/London")
     clin = store.create_institution(engine, "CLIN", "Clinic North", timezone="Europe/Paris").pk
-    assert clin is not None
+    far = store.create_institution(engine, "FAR", "Far Away Imaging").pk
+    assert clin is not None and far is not None
     store.create_destination_rule(engine, hosp, sender_institution_pk=clin)
     store.create_destination_rule(engine, clin, sender_institution_pk=hosp)
-    pks = {"HOSP": hosp, "CLIN": clin}
+    store.create_node(engine, hosp, "HOSP_PACS", "127.0.0.1", 11112, can_write=True)
+    pks = {"HOSP": hosp, "CLIN": clin, "FAR": far}
     tokens = {}
     for who, memberships in PEOPLE.items():
         user = store.create_user(engine, f"{who}@ferry.test", name=_name(who))
