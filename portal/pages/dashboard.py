@@ -120,6 +120,21 @@ async def _load(
     return Found(requests.total, offset, requests.items)
 
 
+async def institution_tabs(
+    request: Request,
+    visitor: Visitor,
+    place: Place,
+    views: list[str],
+    known: dict[str, Found | None] | None = None,
+) -> list[Tab]:
+    """The institution's lists with their counts without filters: what waits in each."""
+    tabs = []
+    for view in views:
+        counted = (known or {}).get(view) or await _load(request, visitor, place, view, {}, 1)
+        tabs.append(Tab(view, TAB_LABELS[view], counted.total))
+    return tabs
+
+
 def _page_links(request: Request, total: int, offset: int, limit: int) -> dict[str, str]:
     params = dict(request.query_params)
     links = {}
@@ -141,11 +156,8 @@ async def dashboard(request: Request, visitor: Visitor) -> Response:
         raise NotFound("this list is not one you may see here")
     params = dict(request.query_params)
     found = await _load(request, visitor, place, view, params, PAGE_SIZE)
-    tabs = []
-    for each in views:  # counts without filters: what waits in each list
-        counted = found if each == view and not _kept(params, FILTERS) else None
-        counted = counted or await _load(request, visitor, place, each, {}, 1)
-        tabs.append(Tab(each, TAB_LABELS[each], counted.total))
+    unfiltered = None if _kept(params, FILTERS) else found
+    tabs = await institution_tabs(request, visitor, place, views, {view: unfiltered})
     total, items, offset = found.total, found.items, found.offset
     context = {
         "place": place,

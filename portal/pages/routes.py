@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from portal.pages import account, dashboard, front, transfers
+from portal.pages import account, dashboard, front, requests, transfers
 from portal.templating import STATIC_DIR, STATIC_PATH
 
 FRONT: list[BaseRoute] = [
@@ -32,6 +32,17 @@ DASHBOARD: list[BaseRoute] = [
     Route("/institutions/{code}", dashboard.dashboard, methods=["GET"]),
 ]
 
+REQUESTS: list[BaseRoute] = [
+    Route("/institutions/{code}/requests/new", requests.new_request, methods=["GET"]),
+    Route("/institutions/{code}/requests", requests.create, methods=["POST"]),
+    Route("/requests/{request_id}", requests.request_page, methods=["GET"]),
+    Route("/requests/{request_id}/search", requests.search, methods=["POST"]),
+    Route("/requests/{request_id}/answer", requests.answer, methods=["POST"]),
+    Route("/requests/{request_id}/nothing-found", requests.nothing_found, methods=["POST"]),
+    Route("/requests/{request_id}/reject", requests.reject, methods=["POST"]),
+    Route("/requests/{request_id}/cancel", requests.cancel, methods=["POST"]),
+]
+
 TRANSFERS: list[BaseRoute] = [
     Route("/transfers/{transfer_id}", transfers.transfer_page, methods=["GET"]),
     Route("/transfers/{transfer_id}/view", transfers.view_study, methods=["POST"]),
@@ -44,6 +55,7 @@ ROUTES: list[BaseRoute] = [
     *FRONT,
     *DASHBOARD,
     *TRANSFERS,
+    *REQUESTS,
     *ACCOUNT,
     Mount(STATIC_PATH, app=StaticFiles(directory=STATIC_DIR), name="static"),
 ]
