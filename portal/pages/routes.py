@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from portal.pages import account, dashboard, front, requests, transfers
+from portal.pages import account, dashboard, email_links, front, requests, transfers
 from portal.templating import STATIC_DIR, STATIC_PATH
 
 FRONT: list[BaseRoute] = [
@@ -51,11 +51,17 @@ TRANSFERS: list[BaseRoute] = [
     Route("/transfers/{transfer_id}/return", transfers.send_back, methods=["POST"]),
 ]
 
+EMAIL_LINKS: list[BaseRoute] = [
+    Route("/portal/transfers/{pk}", email_links.transfer_link, methods=["GET"]),
+    Route("/portal/requests/{pk}", email_links.request_link, methods=["GET"]),
+]
+
 ROUTES: list[BaseRoute] = [
     *FRONT,
     *DASHBOARD,
     *TRANSFERS,
     *REQUESTS,
+    *EMAIL_LINKS,
     *ACCOUNT,
     Mount(STATIC_PATH, app=StaticFiles(directory=STATIC_DIR), name="static"),
 ]

@@ -5,8 +5,12 @@ from __future__ import annotations
 import re
 
 import httpx
+import orjson
 from playwright.sync_api import expect
+from sqlmodel import Session, select
 
+from exchange.notifications import NOTIFY
+from foundation.jobs import Job
 from tests.policy._people import PASSWORD
 from tests.portal.pages.conftest import World, assert_accessible, snapshot
 
@@ -65,6 +69,7 @@ def test_register_and_see_the_registration_waiting_then_approved(world: World) -
     expect(page.get_by_role("heading", level=1)).to_have_text("Registration received")
     expect(page.locator(".facts")).to_contain_text("Waiting for an administrator's approval")
     assert_accessible(page)
+    assert "registration-waiting" in _emails_queued(world)  # HOSP's administrators are told
     page.get_by_role("link", name="Sign in").click()
     page.get_by_label("Email").fill("nora@ferry.test")
     page.get_by_label("Password").fill(PASSWORD)
@@ -75,9 +80,16 @@ def test_register_and_see_the_registration_waiting_then_approved(world: World) -
     approved = world.api("hosp-admin", "POST", f"/registrations/{mine['pk']}/approve",
                          {"roles": ["viewer"]})  # fmt: skip
     assert approved.status_code == 200, approved.text
+    assert "registration-approved" in _emails_queued(world)  # and so is Nora
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(re.compile(r"/institutions/HOSP$"))
+
+
+def _emails_queued(world: World) -> list[str]:
+    with Session(world.server.archive.engine) as session:
+        jobs = session.exec(select(Job).where(Job.kind == NOTIFY)).all()
+    return [orjson.loads(job.payload)["event"] for job in jobs]
 
 
 def test_forms_without_their_token_are_refused(world: World) -> None:

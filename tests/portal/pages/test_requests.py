@@ -5,7 +5,9 @@ from __future__ import annotations
 import re
 
 from playwright.sync_api import expect
+from sqlmodel import Session, select
 
+from exchange.request_models import ImagingRequest
 from tests.portal.pages.conftest import World, assert_accessible, snapshot
 
 
@@ -131,3 +133,19 @@ def test_who_may_not_see_or_answer_a_request(world: World) -> None:
     assert refused is not None and refused.status == 404
     state = world.api("clin-sender", "GET", f"/requests/{request_id}").json()
     assert state["status"] == "open"
+
+
+def test_an_emails_link_opens_the_request_for_its_parties_only(world: World) -> None:
+    page = _ask(world)
+    page.get_by_role("button", name="Send the request").click()
+    request_id = page.url.split("?")[0].rsplit("/", 1)[1]
+    with Session(world.server.archive.engine) as session:
+        query = select(ImagingRequest.pk).where(ImagingRequest.public_id == request_id)
+        pk = session.exec(query).one()
+    answerer = world.page("clin-sender")
+    answerer.goto(f"/portal/requests/{pk}")
+    expect(answerer).to_have_url(re.compile(rf"/requests/{request_id}$"))
+    far = world.page("far-radiologist")
+    for path in (f"/portal/requests/{pk}", f"/portal/requests/{pk + 99}"):
+        answer = far.goto(path)
+        assert answer is not None and answer.status == 404, path

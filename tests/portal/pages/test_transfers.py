@@ -8,7 +8,9 @@ import zipfile
 
 import httpx
 from playwright.sync_api import expect
+from sqlmodel import Session, select
 
+from exchange.models import Transfer
 from tests.portal.pages.conftest import World, assert_accessible, snapshot
 
 
@@ -123,3 +125,19 @@ def test_a_request_only_person_sees_no_transfer_and_may_not_act(world: World) ->
 
 def _cookies(page: object) -> list[tuple[str, str]]:
     return [(c["name"], c["value"]) for c in page.context.cookies()]  # type: ignore[attr-defined]
+
+
+def test_an_emails_link_opens_the_transfer_for_its_parties_only(world: World) -> None:
+    transfer = world.send("chest")
+    with Session(world.server.archive.engine) as session:
+        pk = session.exec(select(Transfer.pk).where(Transfer.public_id == transfer)).one()
+    page = world.page("hosp-radiologist")
+    page.goto(f"/portal/transfers/{pk}")
+    expect(page).to_have_url(re.compile(rf"/transfers/{transfer}$"))
+    far = world.page("far-radiologist")
+    for path in (f"/portal/transfers/{pk}", f"/portal/transfers/{pk + 99}", "/portal/transfers/x"):
+        answer = far.goto(path)
+        assert answer is not None and answer.status == 404, path
+    anonymous = world.anonymous()
+    anonymous.goto(f"/portal/transfers/{pk}")
+    expect(anonymous).to_have_url(re.compile(rf"/sign-in\?next=/portal/transfers/{pk}$"))
