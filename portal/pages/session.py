@@ -324,7 +324,7 @@ def public(handler: PublicHandler) -> PublicHandler:
             if request.method not in SAFE_METHODS:
                 form = await _remember_form(request)
                 offered = form.get(FORM_FIELD, "")
-                if not token or not hmac.compare_digest(token, offered):
+                if not token or not hmac.compare_digest(token.encode(), offered.encode()):
                     raise Forbidden(
                         "the form did not come from this Ferry page, or it is too old: "
                         "reload and try again"
