@@ -6,6 +6,7 @@ import re
 
 from playwright.sync_api import expect
 
+from policy import store
 from tests.portal.pages.conftest import World, assert_accessible, snapshot
 
 
@@ -92,3 +93,39 @@ def test_choose_which_emails_to_get(world: World) -> None:
     expect(page.get_by_label("Only what went wrong")).to_be_checked()
     mine = world.api("hosp-radiologist", "GET", "/me/notifications").json()
     assert mine["choice"] == "failures"
+
+
+def test_a_long_worklist_is_paged_with_its_filters_kept(world: World) -> None:
+    for _ in range(21):
+        world.send("chest")
+    page = world.page("hosp-radiologist")
+    page.goto("/institutions/HOSP?priority=routine")
+    expect(page.locator("#results > p").first).to_have_text("21 found, showing 1 to 20.")
+    expect(page.locator("#results tbody tr")).to_have_count(20)
+    page.get_by_role("link", name="Next page").click()
+    expect(page).to_have_url(re.compile(r"priority=routine.*offset=20|offset=20.*priority=routine"))
+    expect(page.locator("#results tbody tr")).to_have_count(1)
+    expect(page.get_by_role("link", name="Next page")).to_have_count(0)
+    assert_accessible(page)
+    page.get_by_role("link", name="Previous page").click()
+    expect(page.locator("#results tbody tr")).to_have_count(20)
+
+
+def test_a_security_institution_of_the_person_joins_their_worklist(world: World) -> None:
+    engine = world.server.archive.engine
+    card = store.create_institution(engine, "HOSP-CARD", "Cardiology", parent_pk=world.pks["HOSP"])
+    store.create_destination_rule(engine, card.pk or 0, sender_institution_pk=world.pks["CLIN"])
+    radiologist = store.find_user(engine, world.email("hosp-radiologist"))
+    store.set_membership(engine, radiologist.pk or 0, card.pk or 0, ["receiver", "viewer"])
+    body = {"institution": "CLIN", "destination": "HOSP-CARD", "send": True,
+            "studies": [world.studies["head"].study_uid]}  # fmt: skip
+    assert world.api("clin-sender", "POST", "/transfers", body).status_code == 201
+    page = world.page("hosp-radiologist")
+    page.goto("/institutions/HOSP")
+    places = page.get_by_role("navigation", name="Your institutions")
+    expect(places.get_by_role("link", name="Cardiology security")).to_be_visible()
+    expect(page.locator("#results tbody tr").first).to_contain_text("Doe, Head")
+    places.get_by_role("link", name="Cardiology security").click()
+    expect(page.get_by_role("heading", level=1)).to_have_text("Cardiology: Worklist")
+    expect(page.locator("#results tbody tr")).to_have_count(1)
+    assert_accessible(page)
