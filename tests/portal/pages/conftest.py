@@ -41,6 +41,7 @@ PEOPLE = {
     "hosp-radiologist": {"HOSP": "receiver,viewer,sender"},
     "hosp-requester": {"HOSP": "requester"},
     "hosp-admin": {"HOSP": "admin"},
+    "hosp-viewer": {"HOSP": "viewer"},
     "far-radiologist": {"FAR": "receiver,viewer,sender,requester"},
 }
 

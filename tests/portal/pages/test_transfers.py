@@ -11,6 +11,7 @@ from playwright.sync_api import expect
 from sqlmodel import Session, select
 
 from exchange.models import Transfer
+from policy import store
 from tests.portal.pages.conftest import World, assert_accessible, snapshot
 
 
@@ -141,3 +142,32 @@ def test_an_emails_link_opens_the_transfer_for_its_parties_only(world: World) ->
     anonymous = world.anonymous()
     anonymous.goto(f"/portal/transfers/{pk}")
     expect(anonymous).to_have_url(re.compile(rf"/sign-in\?next=/portal/transfers/{pk}$"))
+
+
+def test_a_viewer_may_look_but_not_download(world: World) -> None:
+    transfer = world.send("chest")
+    page = world.page("hosp-viewer")
+    page.goto(f"/transfers/{transfer}")
+    expect(page.get_by_role("button", name="View in the viewer")).to_be_visible()
+    expect(page.get_by_role("link", name="Download as ZIP")).to_have_count(0)
+    expect(page.get_by_role("button", name="Download to node")).to_have_count(0)
+    token = page.locator("input[name=csrf_token]").first.get_attribute("value")
+    form = {"csrf_token": token, "node": "HOSP_PACS"}
+    refused = page.request.post(f"/transfers/{transfer}/deliver", form=form, max_redirects=0)
+    assert refused.status == 403
+    zip_refused = page.request.get(f"/api/transfers/{transfer}/download.zip")
+    assert zip_refused.status == 403
+    assert_accessible(page)
+
+
+def test_an_administrator_reaches_no_further_than_their_institution(world: World) -> None:
+    engine = world.server.archive.engine
+    store.create_destination_rule(engine, world.pks["FAR"], sender_institution_pk=world.pks["CLIN"])
+    body = {"institution": "CLIN", "destination": "FAR", "send": True,
+            "studies": [world.studies["head"].study_uid]}  # fmt: skip
+    elsewhere = world.api("clin-sender", "POST", "/transfers", body)
+    assert elsewhere.status_code == 201, elsewhere.text
+    page = world.page("hosp-admin")
+    for path in ("/institutions/CLIN", "/institutions/FAR", f"/transfers/{elsewhere.json()['id']}"):
+        answer = page.goto(path)
+        assert answer is not None and answer.status == 404, path
