@@ -18,7 +18,7 @@ import anyio
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from exchange.models import Transfer, TransferStatus
 from exchange.request_models import RequestStatus
@@ -38,6 +38,8 @@ VIEWS = ("worklist", "sent", "incoming", "outgoing")
 REQUEST_VIEWS = ("incoming", "outgoing")
 WORKLIST_FILTERS = ("status", "priority", "sender", "modality", "include_done", "sort", "order")
 REQUEST_FILTERS = ("status", "urgency")
+PATIENT_FILTERS = ("patient_id", "patient_name", "accession")  # posted, never in a URL
+PATIENT_LIMIT = 100
 FILTERS = (*WORKLIST_FILTERS, *REQUEST_FILTERS, "offset")
 
 
@@ -103,7 +105,7 @@ async def _load(
 ) -> Found:
     offset = _offset(params)
     if view == "worklist":
-        values = {**_kept(params, WORKLIST_FILTERS), "institution": place.code}
+        values = {**_kept(params, (*WORKLIST_FILTERS, *PATIENT_FILTERS)), "institution": place.code}
         query = form_input(WorklistQueryIn, {**values, "offset": offset, "limit": limit})
         page = await run_operation(request, visitor, get_worklist, query=query)
         return Found(page.total, offset, page.items)
@@ -145,36 +147,52 @@ def _page_links(request: Request, total: int, offset: int, limit: int) -> dict[s
     return links
 
 
-@signed_in
-async def dashboard(request: Request, visitor: Visitor) -> Response:
+async def _dashboard(request: Request, visitor: Visitor, patient: Params | None = None) -> Response:
     place = visitor.place(request.path_params["code"])
     views = allowed_views(visitor, place)
     if not views:
         raise NotFound(f"no institution {place.code!r}")
-    view = request.query_params.get("view") or views[0]
+    view = "worklist" if patient else request.query_params.get("view") or views[0]
     if view not in views:
         raise NotFound("this list is not one you may see here")
-    params = dict(request.query_params)
-    found = await _load(request, visitor, place, view, params, PAGE_SIZE)
-    unfiltered = None if _kept(params, FILTERS) else found
+    params = {**request.query_params, **(patient or {})}
+    limit = PATIENT_LIMIT if patient else PAGE_SIZE
+    found = await _load(request, visitor, place, view, params, limit)
+    unfiltered = None if _kept(params, FILTERS) or patient else found
     tabs = await institution_tabs(request, visitor, place, views, {view: unfiltered})
-    total, items, offset = found.total, found.items, found.offset
     context = {
         "place": place,
         "tabs": tabs,
         "view": view,
-        "items": items,
-        "total": total,
-        "offset": offset,
-        "limit": PAGE_SIZE,
-        "pages": _page_links(request, total, offset, PAGE_SIZE),
+        "items": found.items,
+        "total": found.total,
+        "offset": found.offset,
+        "limit": limit,
+        "pages": {} if patient else _page_links(request, found.total, found.offset, limit),
         "filters": params,
+        "patient": patient or {},
         "statuses": [s.value for s in (RequestStatus if view in REQUEST_VIEWS else TransferStatus)],
         "may_request": "outgoing" in views,
     }
     partial = request.headers.get("hx-request") and request.headers.get("hx-target") == "results"
     template = "dashboard/_results.html" if partial else "dashboard/index.html"
     return render(request, template, context, visitor=visitor, timezone=place.timezone)
+
+
+@signed_in
+async def dashboard(request: Request, visitor: Visitor) -> Response:
+    return await _dashboard(request, visitor)
+
+
+@signed_in
+async def find_patient(request: Request, visitor: Visitor) -> Response:
+    """The worklist narrowed to one patient or accession: posted, so the patient's data stays
+    out of the address bar, the history and the logs of every proxy on the way."""
+    patient = {name: visitor.form.get(name, "").strip() for name in PATIENT_FILTERS}
+    patient = {name: value for name, value in patient.items() if value}
+    if not patient:
+        return RedirectResponse(f"/institutions/{request.path_params['code']}", 303)
+    return await _dashboard(request, visitor, patient)
 
 
 TAB_LABELS = {

@@ -30,6 +30,7 @@ ACCOUNT: list[BaseRoute] = [
 
 DASHBOARD: list[BaseRoute] = [
     Route("/institutions/{code}", dashboard.dashboard, methods=["GET"]),
+    Route("/institutions/{code}/find", dashboard.find_patient, methods=["POST"]),
 ]
 
 REQUESTS: list[BaseRoute] = [

@@ -129,3 +129,22 @@ def test_a_security_institution_of_the_person_joins_their_worklist(world: World)
     expect(page.get_by_role("heading", level=1)).to_have_text("Cardiology: Worklist")
     expect(page.locator("#results tbody tr")).to_have_count(1)
     assert_accessible(page)
+
+
+def test_find_a_patient_on_the_worklist_without_the_patient_in_the_url(world: World) -> None:
+    world.send("chest")
+    world.send("head")
+    page = world.page("hosp-radiologist")
+    page.goto("/institutions/HOSP")
+    page.get_by_text("Find a patient on the worklist…").click()
+    page.get_by_label("Patient ID").fill("PAT-2")
+    page.get_by_role("button", name="Find").click()
+    expect(page.locator("#results tbody tr")).to_have_count(1)
+    expect(page.locator("#results tbody tr").first).to_contain_text("Doe, Head")
+    assert "PAT-2" not in page.url
+    expect(page.get_by_label("Patient ID")).to_have_value("PAT-2")
+    assert_accessible(page)
+    page.get_by_label("Patient ID").fill("")
+    page.get_by_label("Family name starts with").fill("doe")
+    page.get_by_role("button", name="Find").click()
+    expect(page.locator("#results tbody tr")).to_have_count(2)
