@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import RunningServer, skip_unless_available
+from tests.conftest import RunningServer
 from tests.policy._people import PASSWORD, add_user
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -22,18 +22,11 @@ EMAIL = "reader@ferry.test"
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        skip_unless_available("browser", f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_unless_available("browser", "Playwright is missing (pip install playwright)")
-    with sync_playwright() as playwright:
-        args = ["--no-sandbox", "--disable-gpu", "--no-first-run"]
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
-        yield browser
-        browser.close()
+def chromium(playwright_session: Any) -> Iterator[Any]:
+    args = ["--no-sandbox", "--disable-gpu", "--no-first-run"]
+    browser = playwright_session.chromium.launch(executable_path=str(CHROMIUM), args=args)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture

@@ -28,11 +28,10 @@ import pytest
 
 from policy import store
 from policy.passwords import hash_password
-from tests.conftest import RunningServer, issue_token_for, skip_unless_available
+from tests.conftest import CHROMIUM, RunningServer, issue_token_for
 from tests.factories import StudySpec, write_series
 from tests.policy._people import PASSWORD, change_user
 
-CHROMIUM = Path("/usr/bin/chromium")
 AXE = Path(__file__).resolve().parents[1] / "vendor" / "axe.min.js"
 BLOCKING = ("serious", "critical")
 PEOPLE = {
@@ -47,18 +46,12 @@ PEOPLE = {
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        skip_unless_available("browser", f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_unless_available("browser", "Playwright is missing (pip install playwright)")
-    with sync_playwright() as playwright:
-        args = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"]
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
-        yield launched
-        launched.close()
+def browser(playwright_session: Any) -> Iterator[Any]:
+    """One Chromium for the session, from the process's one Playwright (tests/conftest.py)."""
+    args = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-extensions"]
+    launched = playwright_session.chromium.launch(executable_path=str(CHROMIUM), args=args)
+    yield launched
+    launched.close()
 
 
 @pytest.fixture
