@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench clean
+.PHONY: run test lint bench screenshots clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,9 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy
+
+screenshots: $(STAMP)
+	FERRY_SCREENSHOTS=docs/screenshots $(BIN)/pytest -n 0 -q tests/portal/pages
 
 bench: $(STAMP)
 	$(BIN)/python bench/dicomweb.py

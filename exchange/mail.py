@@ -16,7 +16,7 @@ from email.utils import format_datetime, make_msgid, parseaddr
 
 from exchange.notifications import Event, EventKind, Priority
 
-PREFERENCES_PATH = "/api/me/notifications"
+PREFERENCES_PATH = "/account/notifications"  # the portal page; the API is /api/me/notifications
 
 # kind -> (headline, sentence); {institution} and {counterpart} are institution labels.
 WORDING: Mapping[EventKind, tuple[str, str]] = {

@@ -13,8 +13,8 @@ from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse, RedirectResponse, Response
-from starlette.routing import Mount, Route
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
 
 from archive.blobstore import FilesystemBlobStore
 from archive.store import Archive
@@ -23,7 +23,7 @@ from dicomweb._recent_views import RecentViews
 from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.guard import guarded, public
 from dicomweb.routes import ROUTES
-from dicomweb.urls import DICOMWEB_PREFIX, public_base
+from dicomweb.urls import DICOMWEB_PREFIX
 from dimse.context import BridgeContext
 from dimse.forward import enqueue_forward
 from dimse.receiving import spool_received_data_sets
@@ -36,6 +36,8 @@ from policy.authentication import Authenticator
 from policy.store import snapshot
 from portal import auth_routes
 from portal.admin_api import api_mount
+from portal.pages import routes as pages
+from portal.pages.viewer_gate import sign_in_first
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +64,6 @@ def build_archive(settings: Settings) -> Archive:
         min_free_bytes=settings.min_free_bytes,
         frame_cache_dir=settings.data_dir / "cache" / "frames",
     )
-
-
-async def home(request: Request) -> Response:
-    """Until the portal has a home page, people who open Ferry's address are sent to sign in."""
-    base = public_base(request, request.app.state.dicomweb).removesuffix(DICOMWEB_PREFIX)
-    return RedirectResponse(f"{base}/auth/login", status_code=302)
 
 
 async def healthz(_request: Request) -> Response:
@@ -107,6 +103,16 @@ def _middleware(settings: Settings) -> list[Middleware]:
     ]
 
 
+def _viewer_routes() -> list[BaseRoute]:
+    """The viewer's pages send a person who is not signed in to sign in first, then back."""
+    routes: list[BaseRoute] = []
+    for route in viewer.ROUTES:
+        if isinstance(route, Route) and route.endpoint is viewer.serve_viewer_file:
+            route = Route(route.path, sign_in_first(route.endpoint), methods=["GET"])
+        routes.append(route)
+    return routes
+
+
 _wado_uri = guarded(
     wado_uri.wado_uri_action, wado_uri.retrieve_wado_uri, study_from=wado_uri.wado_uri_study
 )
@@ -123,7 +129,6 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
 
     app = Starlette(
         routes=[
-            Route("/", public(home)),
             Route("/healthz", public(healthz)),
             Route("/readyz", public(readyz)),
             Route(
@@ -132,10 +137,11 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
                 methods=["GET", "OPTIONS"],
             ),
             Mount(DICOMWEB_PREFIX, routes=ROUTES),
-            *viewer.ROUTES,
+            *_viewer_routes(),
             Route("/wado", _wado_uri, methods=["GET"]),
             *auth_routes.ROUTES,
             api_mount(),
+            *pages.ROUTES,
         ],
         middleware=_middleware(settings),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

@@ -321,7 +321,10 @@ class Authenticator:
         if credentials.method not in SAFE_METHODS:
             expected = claims.get("csrf")
             offered = credentials.csrf or ""
-            if not isinstance(expected, str) or not hmac.compare_digest(expected, offered):
+            # As bytes: compare_digest refuses non-ASCII text, and a header or form may hold it.
+            if not isinstance(expected, str) or not hmac.compare_digest(
+                expected.encode(), offered.encode()
+            ):
                 raise AuthenticationFailed(f"the {CSRF_HEADER} header is missing or wrong")
         return principal
 

@@ -32,6 +32,7 @@ from policy.authentication import (
     SESSION_COOKIE,
     Authenticator,
     Credentials,
+    SessionGrant,
     TokenGrant,
 )
 from policy.models import User
@@ -41,7 +42,6 @@ from policy.refresh_tokens import issue_refresh_token as store_refresh_token
 from policy.refresh_tokens import revoke_refresh_token, rotate_refresh_token
 from policy.sessions import open_session
 from policy.tokens import TokenType
-from portal.sign_in_page import sign_in_page
 
 MAX_BODY_BYTES = 64 * 1024  # a sign-in form is tiny; anything bigger is a mistake or an attack
 MAX_FIELD_LENGTH = 4096
@@ -170,13 +170,24 @@ async def login(request: Request) -> Response:
     grant = await anyio.to_thread.run_sync(sign_in)
     body = {"user": {"id": grant.user_pk, "email": grant.email}, "csrf_token": grant.csrf_token}
     response = JSONResponse(body, headers=NO_STORE)
+    set_session_cookies(request, response, grant)
+    return response
+
+
+def set_session_cookies(request: Request, response: Response, grant: SessionGrant) -> None:
+    """The session cookie (HttpOnly, SameSite=Lax, Secure behind https) and its CSRF token."""
     secure, max_age = _secure(request), grant.expires_in
     response.set_cookie(
         SESSION_COOKIE, grant.session_token, max_age, httponly=True, samesite="lax", secure=secure
     )
     # Readable by the page's script, which echoes it in the X-CSRF-Token header (double submit).
     response.set_cookie(CSRF_COOKIE, grant.csrf_token, max_age, samesite="lax", secure=secure)
-    return response
+
+
+def clear_session_cookies(request: Request, response: Response) -> None:
+    secure = _secure(request)
+    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax", secure=secure)
+    response.delete_cookie(CSRF_COOKIE, samesite="lax", secure=secure)
 
 
 def _bearer(credentials: Credentials) -> str | None:
@@ -204,9 +215,7 @@ async def logout(request: Request) -> Response:
         call = functools.partial(revoke_refresh_token, authenticator.engine, presented, _now())
         await anyio.to_thread.run_sync(call)
     response = Response(status_code=204, headers=NO_STORE)
-    secure = _secure(request)
-    response.delete_cookie(SESSION_COOKIE, httponly=True, samesite="lax", secure=secure)
-    response.delete_cookie(CSRF_COOKIE, samesite="lax", secure=secure)
+    clear_session_cookies(request, response)
     return response
 
 
@@ -238,7 +247,6 @@ ROUTES = [
     Route("/auth/token", issue_token, methods=["POST"]),
     Route("/auth/refresh", refresh_token, methods=["POST"]),
     Route("/auth/login", login, methods=["POST"]),
-    Route("/auth/login", sign_in_page, methods=["GET"]),
     Route("/auth/logout", logout, methods=["POST"]),
     Route("/auth/me", who_am_i, methods=["GET"]),
     Route("/.well-known/jwks.json", jwks, methods=["GET"]),

@@ -68,6 +68,25 @@ def free_port() -> int:
     raise RuntimeError("no free port for a test server")
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="session")
+def playwright_session() -> Iterator[Any]:
+    """One Playwright for the test process: its sync API keeps an event loop running on this
+    thread, so a second one started while it lives fails. Every browser fixture launches from
+    this one (Debian's /usr/bin/chromium; skipped without it unless FERRY_TEST_REQUIRE says
+    `browser`)."""
+    if not CHROMIUM.exists():
+        skip_unless_available("browser", f"{CHROMIUM} is missing (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        skip_unless_available("browser", "Playwright is missing (pip install playwright)")
+    with sync_playwright() as playwright:
+        yield playwright
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     url = os.environ.get("FERRY_TEST_POSTGRES")

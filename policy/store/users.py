@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from policy.models import Institution, Membership, Registration, User, UserStatus
-from policy.passwords import hash_password
+from policy.passwords import hash_password, verify_password
 from policy.roles import Role, parse_roles
 from policy.store._base import (
     DuplicateRecord,
@@ -302,3 +302,31 @@ def reject_registration(
         if then is not None:
             then(session, registration)
     return registration
+
+
+def own_registration(
+    engine: Engine, email: str, password: str
+) -> tuple[Registration, Institution] | None:
+    """The newest registration of a person who is not (yet) active, if the password is theirs.
+
+    For the sign-in page to tell someone who registered how their registration stands: only
+    the person's own password opens it, so a stranger learns nothing about the email.
+    """
+    with reading(engine) as session:
+        user = session.exec(select(User).where(User.email == email.strip().lower())).first()
+        if user is None or user.status == UserStatus.ACTIVE or user.pk is None:
+            return None
+        if not verify_password(user.password_hash, password):
+            return None
+        found = session.exec(
+            select(Registration, Institution)
+            .join(Institution, col(Institution.pk) == col(Registration.institution_pk))
+            .where(Registration.user_pk == user.pk)
+            .order_by(col(Registration.pk).desc())
+        ).first()
+        if found is None:
+            return None
+        registration, institution = found
+        session.expunge(registration)
+        session.expunge(institution)
+        return registration, institution

@@ -49,11 +49,13 @@ def test_every_route_is_guarded_or_explicitly_public(server: RunningServer) -> N
         for p, e in _walk(server.app.routes)
         if getattr(e, GUARD_ATTRIBUTE, 0) is None
     ]
-    # Besides health, only capabilities (OPTIONS on a resource) are public: no patient data.
+    # Besides health and the portal's front door (front page, sign-in, registering), only
+    # capabilities (OPTIONS on a resource) are public: no patient data.
     describing = [
         p for p, capability in public if capability and capability.service == "Capabilities"
     ]
-    assert sorted(p for p, _ in public if p not in describing) == ["/", "/healthz", "/readyz"]
+    front_door = ["/", "/auth/login", "/healthz", "/readyz", "/register", "/sign-in"]
+    assert sorted({p for p, _ in public if p not in describing}) == front_door
     assert {"/dicom-web", "/dicom-web/", "/dicom-web/studies/{study}"} <= set(describing)
 
 

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.conftest import RunningServer, skip_unless_available
+from tests.conftest import RunningServer
 from tests.policy._people import PASSWORD, add_user
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -22,18 +22,11 @@ EMAIL = "reader@ferry.test"
 
 
 @pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        skip_unless_available("browser", f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        skip_unless_available("browser", "Playwright is missing (pip install playwright)")
-    with sync_playwright() as playwright:
-        args = ["--no-sandbox", "--disable-gpu", "--no-first-run"]
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=args)
-        yield browser
-        browser.close()
+def chromium(playwright_session: Any) -> Iterator[Any]:
+    args = ["--no-sandbox", "--disable-gpu", "--no-first-run"]
+    browser = playwright_session.chromium.launch(executable_path=str(CHROMIUM), args=args)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture
@@ -59,6 +52,7 @@ def _sign_in_and_land(chromium: Any, server: RunningServer, query: str) -> str:
         page.fill("input[name=password]", PASSWORD)
         with page.expect_navigation(wait_until="commit"):
             page.click("button[type=submit]")
+        page.wait_for_load_state()
         assert left == []
         return page.url
     finally:
@@ -80,7 +74,8 @@ def test_signing_in_never_leaves_the_site(chromium, server: RunningServer, query
     add_user(server.archive.engine, EMAIL)
     landed = urlsplit(_sign_in_and_land(chromium, server, query))
     assert f"{landed.scheme}://{landed.netloc}" == server.base_url
-    assert landed.path == "/viewer/"
+    # The front page, which sends a person of no institution yet to their own settings.
+    assert landed.path == "/account/notifications"
 
 
 def test_a_path_on_the_site_is_followed(chromium, server: RunningServer) -> None:

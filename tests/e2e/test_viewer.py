@@ -122,14 +122,12 @@ def ohif() -> Path:
 
 
 @pytest.fixture(scope="module")
-def chromium(ohif: Path) -> Iterator[Any]:
-    """Module-scoped: Playwright's sync API keeps an event loop running on this thread."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+def chromium(ohif: Path, playwright_session: Any) -> Iterator[Any]:
+    """From the process's one Playwright (tests/conftest.py `playwright_session`)."""
+    launch = playwright_session.chromium.launch
+    browser = launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
 
 
 @pytest.fixture

@@ -23,12 +23,10 @@ def test_health_and_readiness(server: RunningServer) -> None:
     assert httpx.get(f"{server.base_url}/readyz").json() == {"status": "ready"}
 
 
-def test_the_home_address_sends_people_to_sign_in(server: RunningServer) -> None:
-    response = httpx.get(f"{server.base_url}/", follow_redirects=False)
-    assert response.status_code == 302
-    assert response.headers["location"] == f"{server.settings.public_url}/auth/login"
-    page = httpx.get(f"{server.base_url}/", follow_redirects=True)
+def test_the_home_address_is_the_front_page(server: RunningServer) -> None:
+    page = httpx.get(f"{server.base_url}/", follow_redirects=False)
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert '<form method="post" action="/sign-in"' in page.text and 'href="/register"' in page.text
 
 
 def test_readiness_fails_when_the_blob_store_is_gone(server: RunningServer) -> None:

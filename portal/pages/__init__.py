@@ -1,0 +1,1 @@
+"""The portal's pages for people: server-rendered, signed in by the session cookie."""

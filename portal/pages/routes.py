@@ -1,0 +1,68 @@
+"""Every page's route, and the static files (`/static`: ferry.css, the vendored htmx).
+
+Areas add their own list here: `front` (sign-in, register), `dashboard`, `transfers`,
+`requests`, `account`; the transfer-creation pages and the administration pages join as
+`portal.pages.transfer_new` and `portal.pages.admin` with templates in `transfers/` and `admin/`.
+"""
+
+from __future__ import annotations
+
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from portal.pages import account, dashboard, email_links, front, requests, transfers
+from portal.templating import STATIC_DIR, STATIC_PATH
+
+FRONT: list[BaseRoute] = [
+    Route("/", front.home, methods=["GET"]),
+    Route("/sign-in", front.sign_in_page, methods=["GET"]),
+    Route("/auth/login", front.sign_in_page, methods=["GET"]),  # older links, emails
+    Route("/sign-in", front.sign_in, methods=["POST"]),
+    Route("/sign-out", front.sign_out, methods=["POST"]),
+    Route("/register", front.register_page, methods=["GET"]),
+    Route("/register", front.register_person, methods=["POST"]),
+]
+
+ACCOUNT: list[BaseRoute] = [
+    Route("/account/notifications", account.notifications_page, methods=["GET"]),
+    Route("/account/notifications", account.save_notifications, methods=["POST"]),
+]
+
+DASHBOARD: list[BaseRoute] = [
+    Route("/institutions/{code}", dashboard.dashboard, methods=["GET"]),
+    Route("/institutions/{code}/find", dashboard.find_patient, methods=["POST"]),
+]
+
+REQUESTS: list[BaseRoute] = [
+    Route("/institutions/{code}/requests/new", requests.new_request, methods=["GET"]),
+    Route("/institutions/{code}/requests", requests.create, methods=["POST"]),
+    Route("/requests/{request_id}", requests.request_page, methods=["GET"]),
+    Route("/requests/{request_id}/search", requests.search, methods=["POST"]),
+    Route("/requests/{request_id}/answer", requests.answer, methods=["POST"]),
+    Route("/requests/{request_id}/nothing-found", requests.nothing_found, methods=["POST"]),
+    Route("/requests/{request_id}/reject", requests.reject, methods=["POST"]),
+    Route("/requests/{request_id}/cancel", requests.cancel, methods=["POST"]),
+]
+
+TRANSFERS: list[BaseRoute] = [
+    Route("/transfers/{transfer_id}", transfers.transfer_page, methods=["GET"]),
+    Route("/transfers/{transfer_id}/view", transfers.view_study, methods=["POST"]),
+    Route("/transfers/{transfer_id}/deliver", transfers.deliver, methods=["POST"]),
+    Route("/transfers/{transfer_id}/done", transfers.mark_done, methods=["POST"]),
+    Route("/transfers/{transfer_id}/return", transfers.send_back, methods=["POST"]),
+]
+
+EMAIL_LINKS: list[BaseRoute] = [
+    Route("/portal/transfers/{pk}", email_links.transfer_link, methods=["GET"]),
+    Route("/portal/requests/{pk}", email_links.request_link, methods=["GET"]),
+]
+
+ROUTES: list[BaseRoute] = [
+    *FRONT,
+    *DASHBOARD,
+    *TRANSFERS,
+    *REQUESTS,
+    *EMAIL_LINKS,
+    *ACCOUNT,
+    Mount(STATIC_PATH, app=StaticFiles(directory=STATIC_DIR), name="static"),
+]
