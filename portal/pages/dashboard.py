@@ -61,6 +61,12 @@ def allowed_views(visitor: Visitor, place: Place) -> list[str]:
     return [v for v, (a, r) in checks.items() if decide(principal, a, r, context).allowed]
 
 
+def may_send(visitor: Visitor, place: Place) -> bool:
+    """Whether the "Send studies" page is offered: the decision `create_transfer` makes."""
+    resource = Resource.institution(place.pk)
+    return decide(visitor.principal, Action.TRANSFER, resource, visitor.actor.context).allowed
+
+
 Params = dict[str, str]
 
 
@@ -159,6 +165,7 @@ async def dashboard(request: Request, visitor: Visitor) -> Response:
         "filters": params,
         "statuses": [s.value for s in (RequestStatus if view in REQUEST_VIEWS else TransferStatus)],
         "may_request": "outgoing" in views,
+        "may_send": may_send(visitor, place),
     }
     partial = request.headers.get("hx-request") and request.headers.get("hx-target") == "results"
     template = "dashboard/_results.html" if partial else "dashboard/index.html"

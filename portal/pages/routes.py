@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from portal.pages import account, dashboard, front, transfers
+from portal.pages import account, dashboard, front, transfer_new, transfers
 from portal.templating import STATIC_DIR, STATIC_PATH
 
 FRONT: list[BaseRoute] = [
@@ -40,10 +40,24 @@ TRANSFERS: list[BaseRoute] = [
     Route("/transfers/{transfer_id}/return", transfers.send_back, methods=["POST"]),
 ]
 
+SENDING: list[BaseRoute] = [
+    Route("/institutions/{code}/send", transfer_new.send_page, methods=["GET"]),
+    Route("/institutions/{code}/send", transfer_new.send_studies, methods=["POST"]),
+    Route(
+        "/institutions/{code}/send/drafts/{transfer_id}",
+        transfer_new.draft_summary,
+        methods=["GET"],
+    ),
+    Route(
+        "/institutions/{code}/send/drafts/{transfer_id}", transfer_new.send_draft, methods=["POST"]
+    ),
+]
+
 ROUTES: list[BaseRoute] = [
     *FRONT,
     *DASHBOARD,
     *TRANSFERS,
+    *SENDING,
     *ACCOUNT,
     Mount(STATIC_PATH, app=StaticFiles(directory=STATIC_DIR), name="static"),
 ]

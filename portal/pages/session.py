@@ -77,6 +77,8 @@ templates = build_templates()
 FLASH = {
     "registered": "Thank you: your registration was received.",
     "returned": "The transfer was returned to its sender.",
+    "sent": "The transfer was sent.",
+    "discarded": "The draft was discarded.",
     "done": "Marked done.",
     "delivering": "The download to the node was started.",
     "requested": "Your request was sent.",
