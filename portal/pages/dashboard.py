@@ -18,7 +18,7 @@ import anyio
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from exchange.models import Transfer, TransferStatus
 from exchange.request_models import RequestStatus
@@ -27,6 +27,7 @@ from policy.decision import Resource, decide
 from policy.roles import Action
 from policy.store import snapshot
 from portal.openapi import Call
+from portal.pages.admin import may_administer
 from portal.pages.session import Place, Visitor, form_input, render, run_operation, signed_in
 from portal.request_schemas import RequestQuery
 from portal.requests_api import list_requests
@@ -140,6 +141,8 @@ def _page_links(request: Request, total: int, offset: int, limit: int) -> dict[s
 async def dashboard(request: Request, visitor: Visitor) -> Response:
     place = visitor.place(request.path_params["code"])
     views = allowed_views(visitor, place)
+    if not views and may_administer(visitor, place):  # an administrator only: their pages
+        return RedirectResponse(f"/institutions/{place.code}/admin", status_code=303)
     if not views:
         raise NotFound(f"no institution {place.code!r}")
     view = request.query_params.get("view") or views[0]
@@ -166,6 +169,7 @@ async def dashboard(request: Request, visitor: Visitor) -> Response:
         "statuses": [s.value for s in (RequestStatus if view in REQUEST_VIEWS else TransferStatus)],
         "may_request": "outgoing" in views,
         "may_send": may_send(visitor, place),
+        "may_administer": may_administer(visitor, place),
     }
     partial = request.headers.get("hx-request") and request.headers.get("hx-target") == "results"
     template = "dashboard/_results.html" if partial else "dashboard/index.html"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from portal.pages import account, dashboard, front, transfer_new, transfers
+from portal.pages import account, admin, dashboard, front, transfer_new, transfers
 from portal.templating import STATIC_DIR, STATIC_PATH
 
 FRONT: list[BaseRoute] = [
@@ -53,11 +53,23 @@ SENDING: list[BaseRoute] = [
     ),
 ]
 
+ADMINISTRATION: list[BaseRoute] = [
+    Route("/institutions/{code}/admin", admin.registrations_page, methods=["GET"]),
+    Route(
+        "/institutions/{code}/admin/registrations/{registration_pk}",
+        admin.decide_registration,
+        methods=["POST"],
+    ),
+    Route("/institutions/{code}/admin/people", admin.people_page, methods=["GET"]),
+    Route("/institutions/{code}/admin/people/{user_pk}", admin.save_roles, methods=["POST"]),
+]
+
 ROUTES: list[BaseRoute] = [
     *FRONT,
     *DASHBOARD,
     *TRANSFERS,
     *SENDING,
+    *ADMINISTRATION,
     *ACCOUNT,
     Mount(STATIC_PATH, app=StaticFiles(directory=STATIC_DIR), name="static"),
 ]
