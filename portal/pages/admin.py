@@ -1,5 +1,6 @@
 """Administration pages of one institution (`/institutions/{code}/admin/...`): the registrations
-waiting (approve with roles, reject with a reason) and the people and their roles.
+waiting (approve with roles, reject with a reason), the people and their roles, the nodes
+(PACS and RIS), and who may send to the institution and when (destination rules, core hours).
 
 Each page runs the admin JSON API's own operations (`list_institution_registrations`,
 `approve_registration`, `reject_registration`, `list_members`, `set_member_roles`), so the
@@ -11,10 +12,12 @@ administration page gets the API's refusal (403, or 404 for an institution they 
 
 from __future__ import annotations
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
 from foundation.errors import InvalidQuery
+from policy import store
 from policy.decision import Resource, decide
 from policy.roles import Action, Role
 from portal.admin_api import (
@@ -25,11 +28,27 @@ from portal.admin_api import (
     set_member_roles,
 )
 from portal.api_schemas import (
+    DestinationRuleIn,
+    DestinationRuleOut,
+    HoursIn,
+    HoursOut,
     MembershipOut,
+    NodeIn,
+    NodeOut,
     RegistrationOut,
     RegistrationQuery,
     RejectIn,
     RolesIn,
+)
+from portal.destinations_api import (
+    create_destination_rule,
+    create_node,
+    delete_destination_rule,
+    delete_node,
+    get_hours,
+    list_destination_rules,
+    list_nodes,
+    set_hours,
 )
 from portal.pages.session import (
     Place,
@@ -49,7 +68,12 @@ ROLE_WORDS = {
     Role.REQUESTER: ("requester", "asks other institutions for imaging"),
     Role.AUDITOR: ("auditor", "reads the audit trail and statistics"),
 }
-TABS = (("registrations", "Registrations"), ("people", "People and roles"))
+TABS = (
+    ("registrations", "Registrations"),
+    ("people", "People and roles"),
+    ("nodes", "Nodes"),
+    ("rules", "Who may send to us, and when"),
+)
 
 
 def may_administer(visitor: Visitor, place: Place) -> bool:
@@ -132,3 +156,122 @@ async def save_roles(request: Request, visitor: Visitor) -> Response:
     return RedirectResponse(
         f"/institutions/{place.code}/admin/people?done=roles-saved", status_code=303
     )
+
+
+# --- nodes ----------------------------------------------------------------------------------
+
+NODE_FLAGS = ("can_query", "can_write", "worklist", "tls", "move_destination", "any_address")
+
+
+@signed_in
+async def nodes_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    nodes: list[NodeOut] = await run_operation(
+        request, visitor, list_nodes, path={"code": place.code}
+    )
+    nodes.sort(key=lambda n: n.ae_title)
+    context = _context(place, "nodes", nodes=nodes)
+    return render(request, "admin/nodes.html", context, visitor=visitor, timezone=place.timezone)
+
+
+def _pk_of(text: str, what: str) -> int:
+    if not text.isdigit() or len(text) > 10:
+        raise InvalidQuery(f"no such {what}")
+    return int(text)
+
+
+@signed_in
+async def add_node(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    form = visitor.form
+    values: dict[str, object] = {
+        "ae_title": form.get("ae_title", ""),
+        "host": form.get("host", ""),
+        "port": form.get("port", ""),
+        "description": form.get("description", ""),
+        "retrieve_method": form.get("retrieve_method", "move"),
+        **{flag: flag in form for flag in NODE_FLAGS},
+    }
+    body = form_input(NodeIn, values)
+    await run_operation(request, visitor, create_node, path={"code": place.code}, body=body)
+    return RedirectResponse(f"/institutions/{place.code}/admin/nodes?done=node-added", 303)
+
+
+@signed_in
+async def remove_node(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    path = {"node_pk": _pk_of(request.path_params["node_pk"], "node")}
+    await run_operation(request, visitor, delete_node, path=path)
+    return RedirectResponse(f"/institutions/{place.code}/admin/nodes?done=node-removed", 303)
+
+
+# --- destination rules and core hours -------------------------------------------------------
+
+WEEKDAYS = ((1, "Monday"), (2, "Tuesday"), (3, "Wednesday"), (4, "Thursday"), (5, "Friday"),
+            (6, "Saturday"), (7, "Sunday"))  # fmt: skip
+WINDOWS = (("always", "at any time"), ("core", "in core hours"), ("out-of-hours", "out of hours"))
+
+
+@signed_in
+async def rules_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    path = {"code": place.code}
+    rules: list[DestinationRuleOut] = await run_operation(
+        request, visitor, list_destination_rules, path=path
+    )
+    nodes: list[NodeOut] = await run_operation(request, visitor, list_nodes, path=path)
+    hours: HoursOut = await run_operation(request, visitor, get_hours, path=path)
+    engine = request.app.state.archive.engine
+    institutions = await anyio.to_thread.run_sync(store.list_institutions, engine, None)
+    codes = {row.pk: row.code for row in institutions}
+    context = _context(
+        place,
+        "rules",
+        rules=rules,
+        nodes={n.pk: n.ae_title for n in nodes},
+        hours=hours,
+        senders=sorted(
+            (row.code, row.name)
+            for row in institutions
+            if row.pk != place.pk and row.parent_pk is None
+        ),
+        codes=codes,
+        weekdays=WEEKDAYS,
+        windows=WINDOWS,
+    )
+    return render(request, "admin/rules.html", context, visitor=visitor, timezone=place.timezone)
+
+
+@signed_in
+async def add_rule(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    form = visitor.form
+    target = form.get("node", "")
+    values = {
+        "sender": form.get("sender") or None,
+        "node_pk": _pk_of(target, "node") if target else None,
+        "window": form.get("window", "always"),
+    }
+    body = form_input(DestinationRuleIn, values)
+    path = {"code": place.code}
+    await run_operation(request, visitor, create_destination_rule, path=path, body=body)
+    return RedirectResponse(f"/institutions/{place.code}/admin/rules?done=rule-added", 303)
+
+
+@signed_in
+async def remove_rule(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    path = {"rule_pk": _pk_of(request.path_params["rule_pk"], "rule")}
+    await run_operation(request, visitor, delete_destination_rule, path=path)
+    return RedirectResponse(f"/institutions/{place.code}/admin/rules?done=rule-removed", 303)
+
+
+@signed_in
+async def save_hours(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    days = [int(d) for d in form_list(request, "weekday") if d.isdigit() and len(d) == 1]
+    values = {"weekdays": days, "start": visitor.form.get("start", ""),
+              "end": visitor.form.get("end", "")}  # fmt: skip
+    body = form_input(HoursIn, values)
+    await run_operation(request, visitor, set_hours, path={"code": place.code}, body=body)
+    return RedirectResponse(f"/institutions/{place.code}/admin/rules?done=hours-saved", 303)

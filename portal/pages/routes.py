@@ -62,6 +62,13 @@ ADMINISTRATION: list[BaseRoute] = [
     ),
     Route("/institutions/{code}/admin/people", admin.people_page, methods=["GET"]),
     Route("/institutions/{code}/admin/people/{user_pk}", admin.save_roles, methods=["POST"]),
+    Route("/institutions/{code}/admin/nodes", admin.nodes_page, methods=["GET"]),
+    Route("/institutions/{code}/admin/nodes", admin.add_node, methods=["POST"]),
+    Route("/institutions/{code}/admin/nodes/{node_pk}/remove", admin.remove_node, methods=["POST"]),
+    Route("/institutions/{code}/admin/rules", admin.rules_page, methods=["GET"]),
+    Route("/institutions/{code}/admin/rules", admin.add_rule, methods=["POST"]),
+    Route("/institutions/{code}/admin/rules/{rule_pk}/remove", admin.remove_rule, methods=["POST"]),
+    Route("/institutions/{code}/admin/hours", admin.save_hours, methods=["POST"]),
 ]
 
 ROUTES: list[BaseRoute] = [

@@ -138,3 +138,96 @@ def test_bad_administration_forms_get_a_reason_and_change_nothing(world: World) 
     assert "nora@ferry.test" not in _members(world)
     assert page.goto("/institutions/HOSP/admin") is not None
     expect(page.get_by_role("article", name=re.compile("Nora New"))).to_be_visible()
+
+
+def test_an_administrator_adds_a_node_and_a_rule_and_a_refused_send_shows_why(
+    world: World,
+) -> None:
+    sender = world.page("far-radiologist")
+    sender.goto("/institutions/FAR/send")
+    sender.get_by_text(re.compile(r"Not allowed now")).click()
+    refused = sender.locator(".left-out li", has_text="HOSP").first
+    expect(refused).to_be_visible()
+    reason = refused.inner_text()
+    assert "HOSP" in reason and len(reason.split(": ", 1)[1]) > 5  # the rules' own words
+    admin = world.page("hosp-admin")
+    admin.goto("/institutions/HOSP/admin/nodes")
+    admin.get_by_role("textbox", name=re.compile("^AE title")).fill("HOSP_CT")
+    admin.get_by_label("Host").fill("127.0.0.1")
+    admin.get_by_label("Port").fill("11113")
+    admin.get_by_label("deliver studies to it (C-STORE)").check()
+    assert_accessible(admin)
+    snapshot(admin, "admin-nodes")
+    admin.get_by_role("button", name="Add the node").click()
+    expect(admin.get_by_role("status")).to_have_text("The node was added.")
+    expect(admin.get_by_role("row", name=re.compile("HOSP_CT"))).to_contain_text("deliver")
+    admin.get_by_role("link", name="Who may send to us, and when").click()
+    admin.get_by_label("From", exact=True).select_option("FAR")
+    admin.get_by_label("To", exact=True).select_option(label="node HOSP_CT")
+    assert_accessible(admin)
+    snapshot(admin, "admin-rules")
+    admin.get_by_role("button", name="Add the rule").click()
+    expect(admin.get_by_role("status")).to_have_text("The rule was added.")
+    expect(admin.get_by_role("table", name="Destination rules")).to_contain_text("node HOSP_CT")
+    sender.goto("/institutions/FAR/send")
+    offered = sender.locator("input[name=destination]")
+    expect(offered).to_have_value("HOSP:HOSP_CT")
+
+
+def test_core_hours_are_saved_and_bad_hours_refused(world: World) -> None:
+    admin = world.page("hosp-admin")
+    admin.goto("/institutions/HOSP/admin/rules")
+    for day in ("Saturday", "Sunday"):
+        admin.get_by_label(day).uncheck()
+    for day in ("Monday", "Friday"):
+        admin.get_by_label(day).check()
+    admin.get_by_label("From (HH:MM)").fill("07:30")
+    admin.get_by_label("To (HH:MM)").fill("18:00")
+    admin.get_by_role("button", name="Save the core hours").click()
+    expect(admin.get_by_role("status")).to_have_text("The core hours were saved.")
+    hours = world.api("hosp-admin", "GET", "/institutions/HOSP/hours").json()
+    assert hours["start"] == "07:30" and hours["end"] == "18:00"
+    assert 1 in hours["weekdays"] and 6 not in hours["weekdays"]
+    token = _csrf(admin)
+    bad = admin.request.post(
+        "/institutions/HOSP/admin/hours",
+        form={"csrf_token": token, "weekday": "1", "start": "25:00", "end": "18:00"},
+        max_redirects=0,
+    )
+    assert bad.status == 400
+    assert world.api("hosp-admin", "GET", "/institutions/HOSP/hours").json() == hours
+
+
+def test_nodes_and_rules_are_the_administrators_own(world: World) -> None:
+    radiologist = world.page("hosp-radiologist")
+    for path in ("/institutions/HOSP/admin/nodes", "/institutions/HOSP/admin/rules"):
+        answer = radiologist.goto(path)
+        assert answer is not None and answer.status == 403, path
+    admin = world.page("hosp-admin")
+    for path in ("/institutions/CLIN/admin/nodes", "/institutions/CLIN/admin/rules"):
+        answer = admin.goto(path)
+        assert answer is not None and answer.status == 404, path
+    clin_nodes = world.api("clin-sender", "GET", "/institutions/CLIN/destination-rules")
+    assert clin_nodes.status_code in (403, 404)
+    [clin_rule] = [
+        r
+        for r in world.api("hosp-admin", "GET", "/institutions/HOSP/destination-rules").json()
+        if r["sender_institution_pk"] == world.pks["CLIN"]
+    ]
+    other = world.page("far-radiologist")
+    other.goto("/institutions/FAR/send")
+    forged = other.request.post(
+        f"/institutions/FAR/admin/rules/{clin_rule['pk']}/remove",
+        form={"csrf_token": _csrf(other)},
+        max_redirects=0,
+    )
+    assert forged.status in (403, 404)
+    admin.goto("/institutions/HOSP/admin/rules")
+    bad_node = admin.request.post(
+        "/institutions/HOSP/admin/nodes",
+        form={"csrf_token": _csrf(admin), "ae_title": "BAD\\AE", "host": "x", "port": "99999"},
+        max_redirects=0,
+    )
+    assert bad_node.status == 400
+    rules = world.api("hosp-admin", "GET", "/institutions/HOSP/destination-rules").json()
+    assert clin_rule in rules
