@@ -27,6 +27,7 @@ from policy.roles import Action
 MAX_MATCHES = 200
 
 _TAGS = {
+    "StudyInstanceUID": 0x0020000D,
     "PatientID": 0x00100020,
     "PatientName": 0x00100010,
     "PatientBirthDate": 0x00100030,
@@ -86,11 +87,19 @@ def query_keys(request: ImagingRequest) -> list[dict[str, str]]:
 
 def search_archive(archive_engine: Any, actor: Actor, request: ImagingRequest) -> list[Candidate]:
     """The asked institution's studies (owned or granted) that match, newest first."""
-    asked = request.asked_institution_pk
-    pks = frozenset({asked}) & actor.principal.institutions_for(Action.SEARCH)
+    keys = query_keys(request)
+    return find_studies(archive_engine, actor, request.asked_institution_pk, keys)
+
+
+def find_studies(
+    archive_engine: Any, actor: Actor, institution_pk: int, key_sets: list[dict[str, str]]
+) -> list[Candidate]:
+    """One institution's studies (owned or granted) matching any set of keys (keyword -> QIDO
+    value), as the actor may search them; the first match of each study wins."""
+    pks = frozenset({institution_pk}) & actor.principal.institutions_for(Action.SEARCH)
     scope = StudyScope(pks, actor.now)
     found: dict[str, Candidate] = {}
-    for keys in query_keys(request):
+    for keys in key_sets:
         filters = tuple(Filter(_TAGS[k], v, k) for k, v in keys.items())
         query = SearchQuery(Level.STUDY, filters=filters, limit=MAX_MATCHES, scope=scope)
         for document in search(archive_engine, query, "").documents:

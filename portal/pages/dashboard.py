@@ -27,6 +27,7 @@ from policy.decision import Resource, decide
 from policy.roles import Action
 from policy.store import snapshot
 from portal.openapi import Call
+from portal.pages.admin import may_administer
 from portal.pages.session import Place, Visitor, form_input, render, run_operation, signed_in
 from portal.request_schemas import RequestQuery
 from portal.requests_api import list_requests
@@ -61,6 +62,12 @@ def allowed_views(visitor: Visitor, place: Place) -> list[str]:
         "outgoing": (Action.REQUEST, Resource.request(here, 0)),
     }
     return [v for v, (a, r) in checks.items() if decide(principal, a, r, context).allowed]
+
+
+def may_send(visitor: Visitor, place: Place) -> bool:
+    """Whether the "Send studies" page is offered: the decision `create_transfer` makes."""
+    resource = Resource.institution(place.pk)
+    return decide(visitor.principal, Action.TRANSFER, resource, visitor.actor.context).allowed
 
 
 Params = dict[str, str]
@@ -150,6 +157,8 @@ def _page_links(request: Request, total: int, offset: int, limit: int) -> dict[s
 async def _dashboard(request: Request, visitor: Visitor, patient: Params | None = None) -> Response:
     place = visitor.place(request.path_params["code"])
     views = allowed_views(visitor, place)
+    if not views and may_administer(visitor, place):  # an administrator only: their pages
+        return RedirectResponse(f"/institutions/{place.code}/admin", status_code=303)
     if not views:
         raise NotFound(f"no institution {place.code!r}")
     view = "worklist" if patient else request.query_params.get("view") or views[0]
@@ -173,6 +182,8 @@ async def _dashboard(request: Request, visitor: Visitor, patient: Params | None 
         "patient": patient or {},
         "statuses": [s.value for s in (RequestStatus if view in REQUEST_VIEWS else TransferStatus)],
         "may_request": "outgoing" in views,
+        "may_send": may_send(visitor, place),
+        "may_administer": may_administer(visitor, place),
     }
     partial = request.headers.get("hx-request") and request.headers.get("hx-target") == "results"
     template = "dashboard/_results.html" if partial else "dashboard/index.html"

@@ -10,7 +10,16 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from portal.pages import account, dashboard, email_links, front, requests, transfers
+from portal.pages import (
+    account,
+    admin,
+    dashboard,
+    email_links,
+    front,
+    requests,
+    transfer_new,
+    transfers,
+)
 from portal.templating import STATIC_DIR, STATIC_PATH
 
 FRONT: list[BaseRoute] = [
@@ -57,12 +66,45 @@ EMAIL_LINKS: list[BaseRoute] = [
     Route("/portal/requests/{pk}", email_links.request_link, methods=["GET"]),
 ]
 
+SENDING: list[BaseRoute] = [
+    Route("/institutions/{code}/send", transfer_new.send_page, methods=["GET"]),
+    Route("/institutions/{code}/send", transfer_new.send_studies, methods=["POST"]),
+    Route(
+        "/institutions/{code}/send/drafts/{transfer_id}",
+        transfer_new.draft_summary,
+        methods=["GET"],
+    ),
+    Route(
+        "/institutions/{code}/send/drafts/{transfer_id}", transfer_new.send_draft, methods=["POST"]
+    ),
+]
+
+ADMINISTRATION: list[BaseRoute] = [
+    Route("/institutions/{code}/admin", admin.registrations_page, methods=["GET"]),
+    Route(
+        "/institutions/{code}/admin/registrations/{registration_pk}",
+        admin.decide_registration,
+        methods=["POST"],
+    ),
+    Route("/institutions/{code}/admin/people", admin.people_page, methods=["GET"]),
+    Route("/institutions/{code}/admin/people/{user_pk}", admin.save_roles, methods=["POST"]),
+    Route("/institutions/{code}/admin/nodes", admin.nodes_page, methods=["GET"]),
+    Route("/institutions/{code}/admin/nodes", admin.add_node, methods=["POST"]),
+    Route("/institutions/{code}/admin/nodes/{node_pk}/remove", admin.remove_node, methods=["POST"]),
+    Route("/institutions/{code}/admin/rules", admin.rules_page, methods=["GET"]),
+    Route("/institutions/{code}/admin/rules", admin.add_rule, methods=["POST"]),
+    Route("/institutions/{code}/admin/rules/{rule_pk}/remove", admin.remove_rule, methods=["POST"]),
+    Route("/institutions/{code}/admin/hours", admin.save_hours, methods=["POST"]),
+]
+
 ROUTES: list[BaseRoute] = [
     *FRONT,
     *DASHBOARD,
     *TRANSFERS,
     *REQUESTS,
     *EMAIL_LINKS,
+    *SENDING,
+    *ADMINISTRATION,
     *ACCOUNT,
     Mount(STATIC_PATH, app=StaticFiles(directory=STATIC_DIR), name="static"),
 ]

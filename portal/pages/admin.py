@@ -1,0 +1,277 @@
+"""Administration pages of one institution (`/institutions/{code}/admin/...`): the registrations
+waiting (approve with roles, reject with a reason), the people and their roles, the nodes
+(PACS and RIS), and who may send to the institution and when (destination rules, core hours).
+
+Each page runs the admin JSON API's own operations (`list_institution_registrations`,
+`approve_registration`, `reject_registration`, `list_members`, `set_member_roles`), so the
+decisions (an institution administrator acts on their institutions only; access into a
+security institution is given by its own administrators), refusals and audit are the API's.
+The "Administration" tab is shown only to those the decision allows; anyone else opening an
+administration page gets the API's refusal (403, or 404 for an institution they cannot see).
+"""
+
+from __future__ import annotations
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from foundation.errors import InvalidQuery
+from policy import store
+from policy.decision import Resource, decide
+from policy.roles import Action, Role
+from portal.admin_api import (
+    approve_registration,
+    list_institution_registrations,
+    list_members,
+    reject_registration,
+    set_member_roles,
+)
+from portal.api_schemas import (
+    DestinationRuleIn,
+    DestinationRuleOut,
+    HoursIn,
+    HoursOut,
+    MembershipOut,
+    NodeIn,
+    NodeOut,
+    RegistrationOut,
+    RegistrationQuery,
+    RejectIn,
+    RolesIn,
+)
+from portal.destinations_api import (
+    create_destination_rule,
+    create_node,
+    delete_destination_rule,
+    delete_node,
+    get_hours,
+    list_destination_rules,
+    list_nodes,
+    set_hours,
+)
+from portal.pages.session import (
+    Place,
+    Visitor,
+    form_input,
+    form_list,
+    render,
+    run_operation,
+    signed_in,
+)
+
+ROLE_WORDS = {
+    Role.INSTITUTION_ADMIN: ("administrator", "people, nodes, rules, hours, audit"),
+    Role.SENDER: ("sender", "sends studies and answers requests"),
+    Role.RECEIVER: ("receiver", "receives, downloads and delivers studies"),
+    Role.VIEWER: ("viewer", "views studies in the browser"),
+    Role.REQUESTER: ("requester", "asks other institutions for imaging"),
+    Role.AUDITOR: ("auditor", "reads the audit trail and statistics"),
+}
+TABS = (
+    ("registrations", "Registrations"),
+    ("people", "People and roles"),
+    ("nodes", "Nodes"),
+    ("rules", "Who may send to us, and when"),
+)
+
+
+def may_administer(visitor: Visitor, place: Place) -> bool:
+    """Whether the Administration tab is shown: the decision every admin operation makes."""
+    resource = Resource.institution(place.pk)
+    return decide(visitor.principal, Action.ADMINISTER, resource, visitor.actor.context).allowed
+
+
+def _context(place: Place, tab: str, **values: object) -> dict[str, object]:
+    return {
+        "place": place,
+        "admin_tab": tab,
+        "admin_tabs": TABS,
+        "roles": [(role.value, *ROLE_WORDS[role]) for role in Role],
+        **values,
+    }
+
+
+@signed_in
+async def registrations_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    status = request.query_params.get("status", "pending")
+    query = form_input(RegistrationQuery, {"status": status})
+    rows: list[RegistrationOut] = await run_operation(
+        request, visitor, list_institution_registrations, path={"code": place.code}, query=query
+    )
+    context = _context(place, "registrations", registrations=rows, status=query.status)
+    return render(request, "admin/registrations.html", context, visitor=visitor,
+                  timezone=place.timezone)  # fmt: skip
+
+
+def _registration_pk(request: Request) -> int:
+    text = request.path_params["registration_pk"]
+    if not text.isdigit() or len(text) > 10:
+        raise InvalidQuery("no such registration")
+    return int(text)
+
+
+@signed_in
+async def decide_registration(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    path = {"registration_pk": _registration_pk(request)}
+    if visitor.form.get("decision") == "reject":
+        note = form_input(RejectIn, {"note": visitor.form.get("note", "")})
+        await run_operation(request, visitor, reject_registration, path=path, body=note)
+        done = "registration-rejected"
+    else:
+        roles = form_list(request, "role")
+        if not roles:
+            raise InvalidQuery("choose at least one role to approve with")
+        chosen = form_input(RolesIn, {"roles": roles})
+        await run_operation(request, visitor, approve_registration, path=path, body=chosen)
+        done = "registration-approved"
+    return RedirectResponse(f"/institutions/{place.code}/admin?done={done}", status_code=303)
+
+
+@signed_in
+async def people_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    members: list[MembershipOut] = await run_operation(
+        request, visitor, list_members, path={"code": place.code}
+    )
+    members.sort(key=lambda m: m.email)
+    context = _context(place, "people", members=members)
+    return render(request, "admin/people.html", context, visitor=visitor, timezone=place.timezone)
+
+
+@signed_in
+async def save_roles(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    text = request.path_params["user_pk"]
+    if not text.isdigit() or len(text) > 10:
+        raise InvalidQuery("no such person")
+    roles = form_list(request, "role")
+    if not roles:
+        raise InvalidQuery("keep at least one role, or remove the person from the institution")
+    body = form_input(RolesIn, {"roles": roles})
+    path = {"code": place.code, "user_pk": int(text)}
+    await run_operation(request, visitor, set_member_roles, path=path, body=body)
+    return RedirectResponse(
+        f"/institutions/{place.code}/admin/people?done=roles-saved", status_code=303
+    )
+
+
+# --- nodes ----------------------------------------------------------------------------------
+
+NODE_FLAGS = ("can_query", "can_write", "worklist", "tls", "move_destination", "any_address")
+
+
+@signed_in
+async def nodes_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    nodes: list[NodeOut] = await run_operation(
+        request, visitor, list_nodes, path={"code": place.code}
+    )
+    nodes.sort(key=lambda n: n.ae_title)
+    context = _context(place, "nodes", nodes=nodes)
+    return render(request, "admin/nodes.html", context, visitor=visitor, timezone=place.timezone)
+
+
+def _pk_of(text: str, what: str) -> int:
+    if not text.isdigit() or len(text) > 10:
+        raise InvalidQuery(f"no such {what}")
+    return int(text)
+
+
+@signed_in
+async def add_node(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    form = visitor.form
+    values: dict[str, object] = {
+        "ae_title": form.get("ae_title", ""),
+        "host": form.get("host", ""),
+        "port": form.get("port", ""),
+        "description": form.get("description", ""),
+        "retrieve_method": form.get("retrieve_method", "move"),
+        **{flag: flag in form for flag in NODE_FLAGS},
+    }
+    body = form_input(NodeIn, values)
+    await run_operation(request, visitor, create_node, path={"code": place.code}, body=body)
+    return RedirectResponse(f"/institutions/{place.code}/admin/nodes?done=node-added", 303)
+
+
+@signed_in
+async def remove_node(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    path = {"node_pk": _pk_of(request.path_params["node_pk"], "node")}
+    await run_operation(request, visitor, delete_node, path=path)
+    return RedirectResponse(f"/institutions/{place.code}/admin/nodes?done=node-removed", 303)
+
+
+# --- destination rules and core hours -------------------------------------------------------
+
+WEEKDAYS = ((1, "Monday"), (2, "Tuesday"), (3, "Wednesday"), (4, "Thursday"), (5, "Friday"),
+            (6, "Saturday"), (7, "Sunday"))  # fmt: skip
+WINDOWS = (("always", "at any time"), ("core", "in core hours"), ("out-of-hours", "out of hours"))
+
+
+@signed_in
+async def rules_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    path = {"code": place.code}
+    rules: list[DestinationRuleOut] = await run_operation(
+        request, visitor, list_destination_rules, path=path
+    )
+    nodes: list[NodeOut] = await run_operation(request, visitor, list_nodes, path=path)
+    hours: HoursOut = await run_operation(request, visitor, get_hours, path=path)
+    engine = request.app.state.archive.engine
+    institutions = await anyio.to_thread.run_sync(store.list_institutions, engine, None)
+    codes = {row.pk: row.code for row in institutions}
+    context = _context(
+        place,
+        "rules",
+        rules=rules,
+        nodes={n.pk: n.ae_title for n in nodes},
+        hours=hours,
+        senders=sorted(
+            (row.code, row.name)
+            for row in institutions
+            if row.pk != place.pk and row.parent_pk is None
+        ),
+        codes=codes,
+        weekdays=WEEKDAYS,
+        windows=WINDOWS,
+    )
+    return render(request, "admin/rules.html", context, visitor=visitor, timezone=place.timezone)
+
+
+@signed_in
+async def add_rule(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    form = visitor.form
+    target = form.get("node", "")
+    values = {
+        "sender": form.get("sender") or None,
+        "node_pk": _pk_of(target, "node") if target else None,
+        "window": form.get("window", "always"),
+    }
+    body = form_input(DestinationRuleIn, values)
+    path = {"code": place.code}
+    await run_operation(request, visitor, create_destination_rule, path=path, body=body)
+    return RedirectResponse(f"/institutions/{place.code}/admin/rules?done=rule-added", 303)
+
+
+@signed_in
+async def remove_rule(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    path = {"rule_pk": _pk_of(request.path_params["rule_pk"], "rule")}
+    await run_operation(request, visitor, delete_destination_rule, path=path)
+    return RedirectResponse(f"/institutions/{place.code}/admin/rules?done=rule-removed", 303)
+
+
+@signed_in
+async def save_hours(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    days = [int(d) for d in form_list(request, "weekday") if d.isdigit() and len(d) == 1]
+    values = {"weekdays": days, "start": visitor.form.get("start", ""),
+              "end": visitor.form.get("end", "")}  # fmt: skip
+    body = form_input(HoursIn, values)
+    await run_operation(request, visitor, set_hours, path={"code": place.code}, body=body)
+    return RedirectResponse(f"/institutions/{place.code}/admin/rules?done=hours-saved", 303)

@@ -1,0 +1,164 @@
+"""Sending studies (`/institutions/{code}/send`): the "create a transfer" workflow for people.
+
+The person picks studies of the institution's archive (a search by patient or accession) or
+uploads them from the desktop or a CD (a folder or files: `portal/static/upload.js` skips what
+is not DICOM, creates a draft transfer through the JSON API and stores the files into it with
+STOW-RS in batches), then chooses a destination among those the rules allow now (the ones left
+out are listed with their reason), the priority and a note, and sends.
+
+Everything runs through the JSON API's own operations (`get_destinations`, `create_transfer`,
+`get_transfer`, `send_transfer`, `cancel_transfer`), so the decisions, the refusals and the audit
+trail are the API's. A person who may not send for the institution gets the API's refusal.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+import anyio
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+
+from exchange.request_search import Candidate, find_studies
+from foundation.errors import InvalidQuery
+from portal.pages.session import (
+    Place,
+    Visitor,
+    form_input,
+    form_list,
+    render,
+    run_operation,
+    signed_in,
+)
+from portal.pages.transfers import _path as transfer_path
+from portal.transfer_schemas import (
+    DestinationsQuery,
+    ReasonIn,
+    TransferIn,
+    TransferOut,
+)
+from portal.transfers_api import (
+    cancel_transfer,
+    create_transfer,
+    get_destinations,
+    get_transfer,
+    send_transfer,
+)
+
+SEARCH_FIELDS = ("patient_id", "patient_name", "accession")
+MAX_FIELD = 64
+
+
+@dataclass(frozen=True)
+class PatientGroup:
+    """The studies of one patient in a draft, so the person checks who they are sending."""
+
+    patient_id: str
+    patient_name: str
+    birth_date: str
+    sex: str
+    studies: tuple[int, ...]  # indexes into the transfer's studies
+
+
+def _search_keys(params: Mapping[str, str]) -> list[dict[str, str]]:
+    """The archive search a person typed: exact Patient ID or accession, a name prefix."""
+    keys: dict[str, str] = {}
+    for name in SEARCH_FIELDS:
+        value = params.get(name, "").strip()
+        if len(value) > MAX_FIELD or any(c in value for c in "\\*?"):
+            raise InvalidQuery(f"{name.replace('_', ' ')}: at most {MAX_FIELD} plain characters")
+        if value:
+            keyword = {"patient_id": "PatientID", "accession": "AccessionNumber"}.get(name)
+            if keyword:
+                keys[keyword] = value
+            else:
+                keys["PatientName"] = value + "*"
+    return [keys] if keys else []
+
+
+@signed_in
+async def send_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    # The destinations first: a person who may not send for this institution is refused here.
+    query = DestinationsQuery(institution=place.code)
+    destinations = await run_operation(request, visitor, get_destinations, query=query)
+    params = {name: request.query_params.get(name, "") for name in SEARCH_FIELDS}
+    keys = _search_keys(params)
+    found: list[Candidate] = []
+    if keys:
+        engine = request.app.state.archive.engine
+        found = await anyio.to_thread.run_sync(find_studies, engine, visitor.actor, place.pk, keys)
+    context = {
+        "place": place,
+        "destinations": destinations,
+        "search": params,
+        "searched": bool(keys),
+        "found": found,
+    }
+    return render(request, "transfers/new.html", context, visitor=visitor, timezone=place.timezone)
+
+
+def _transfer_input(place: Place, form: Mapping[str, str], studies: list[str]) -> TransferIn:
+    institution, _, node = form.get("destination", "").partition(":")
+    values = {
+        "institution": place.code,
+        "destination": institution,
+        "node": node or None,
+        "studies": studies,
+        "priority": form.get("priority", "routine"),
+        "note": form.get("note", ""),
+        "send": True,
+    }
+    return form_input(TransferIn, values)
+
+
+@signed_in
+async def send_studies(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    studies = form_list(request, "study")
+    if not studies:
+        raise InvalidQuery("choose at least one study to send")
+    if not visitor.form.get("destination"):
+        raise InvalidQuery("choose a destination")
+    body = _transfer_input(place, visitor.form, studies)
+    sent: TransferOut = await run_operation(request, visitor, create_transfer, body=body)
+    return RedirectResponse(f"/transfers/{sent.id}?done=sent", status_code=303)
+
+
+def _patients(transfer: TransferOut) -> list[PatientGroup]:
+    groups: dict[tuple[str, str], list[int]] = {}
+    for index, study in enumerate(transfer.studies):
+        groups.setdefault((study.patient_id, study.patient_name), []).append(index)
+    out = []
+    for (patient_id, name), indexes in groups.items():
+        first = transfer.studies[indexes[0]]
+        out.append(
+            PatientGroup(
+                patient_id, name, first.patient_birth_date, first.patient_sex, tuple(indexes)
+            )
+        )
+    return out
+
+
+@signed_in
+async def draft_summary(request: Request, visitor: Visitor) -> Response:
+    """What an upload put into a draft: its patients and studies, and the send button."""
+    place = visitor.place(request.path_params["code"])
+    path = transfer_path(request)
+    draft: TransferOut = await run_operation(request, visitor, get_transfer, path=path)
+    context = {"place": place, "t": draft, "patients": _patients(draft)}
+    return render(request, "transfers/_draft.html", context, visitor=visitor,
+                  timezone=place.timezone)  # fmt: skip
+
+
+@signed_in
+async def send_draft(request: Request, visitor: Visitor) -> Response:
+    path = transfer_path(request)
+    if visitor.form.get("discard"):
+        body = ReasonIn(reason="discarded by the sender before sending")
+        await run_operation(request, visitor, cancel_transfer, path=path, body=body)
+        code = request.path_params["code"]
+        return RedirectResponse(f"/institutions/{code}/send?done=discarded", status_code=303)
+    sent: TransferOut = await run_operation(request, visitor, send_transfer, path=path)
+    return RedirectResponse(f"/transfers/{sent.id}?done=sent", status_code=303)
