@@ -150,6 +150,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ferry.audit_commands import add_audit_commands
 
     add_audit_commands(commands)
+    from ferry.oversight_commands import add_oversight_commands
+
+    add_oversight_commands(commands)
     from ferry.policy_commands import add_policy_commands, run_policy_command
 
     add_policy_commands(commands, run_policy_command)

@@ -39,6 +39,7 @@ class Scope(StrEnum):
     DOWNLOAD = "download"
     TRANSFER = "transfer"
     DELETE = "delete"  # only with a role that may delete (institution admin)
+    AUDIT = "audit"  # read the oversight and audit trail (with the auditor or admin role)
 
 
 _VIEW = frozenset({Action.SEARCH, Action.READ_METADATA, Action.READ_PIXELS})
@@ -59,6 +60,7 @@ SCOPE_ACTIONS: dict[Scope, frozenset[Action]] = {
     Scope.WRITE: frozenset({Action.STORE}),
     Scope.TRANSFER: frozenset({Action.TRANSFER}),
     Scope.DELETE: frozenset({Action.DELETE}),
+    Scope.AUDIT: frozenset({Action.AUDIT}),
 }
 
 # A system administrator runs the service; patient data needs a membership like anyone's.

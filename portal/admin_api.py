@@ -25,7 +25,9 @@ from portal import (
     destinations_api,
     explain_api,
     jobs_api,
+    node_transfers_api,
     notifications_api,
+    oversight_api,
     receiving_api,
     requests_api,
 )
@@ -625,7 +627,9 @@ def api_mount() -> Mount:
         *destinations_api.OPERATIONS,
         *explain_api.OPERATIONS,
         *jobs_api.OPERATIONS,
+        *node_transfers_api.OPERATIONS,
         *notifications_api.OPERATIONS,
+        *oversight_api.OPERATIONS,
         *receiving_api.OPERATIONS,
         *requests_api.OPERATIONS,
     ]

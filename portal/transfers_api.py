@@ -15,7 +15,7 @@ from sqlmodel import Session, col, select
 
 from archive.store import Archive
 from exchange import sending
-from exchange.destinations import list_destinations
+from exchange.destinations import list_destinations, node_of
 from exchange.history import read_history
 from exchange.models import Priority, Transfer, TransferReport, TransferStatus
 from exchange.parties import Actor, decide_on, require, side_of, study_uids
@@ -92,15 +92,6 @@ def _institution(call: Call, policy: PolicySnapshot, code: str) -> int:
 def _code(policy: PolicySnapshot, pk: int | None) -> str:
     facts = policy.institutions.get(pk or -1)
     return facts.code if facts else ""
-
-
-def _node_pk(policy: PolicySnapshot, institution_pk: int, ae_title: str | None) -> int | None:
-    if ae_title is None:
-        return None
-    for pk, node in policy.nodes.items():
-        if node.ae_title == ae_title and node.institution_pk == institution_pk:
-            return pk
-    raise InvalidQuery(f"institution has no node {ae_title!r}")
 
 
 def transfer_out(
@@ -189,7 +180,7 @@ def create_transfer(call: Call) -> TransferOut:
     new = sending.NewTransfer(
         sender_pk=sender,
         destination_pk=destination,
-        node_pk=_node_pk(policy, destination, body.node),
+        node_pk=node_of(policy, destination, body.node) if body.node else None,
         studies=body.studies,
         priority=Priority(body.priority),
         note=body.note,

@@ -142,6 +142,17 @@ INSTITUTION_CASES = [
     ({A: {Role.INSTITUTION_ADMIN}}, Action.ADMINISTER, B, False, "default-deny"),
     ({A_CARDIO: {Role.INSTITUTION_ADMIN}}, Action.ADMINISTER, A, False, "default-deny"),
     ({A: {Role.AUDITOR}}, Action.AUDIT, A, True, "membership-role"),
+    # Oversight (transactions, the audit trail, statistics) is AUDIT on one institution.
+    ({A: {Role.INSTITUTION_ADMIN}}, Action.AUDIT, A, True, "membership-role"),
+    ({A: {Role.AUDITOR}}, Action.AUDIT, B, False, "default-deny"),
+    ({A: {Role.AUDITOR}}, Action.ADMINISTER, A, False, "default-deny"),
+    ({A: {Role.AUDITOR}}, Action.TRANSFER, A, False, "default-deny"),
+    ({A: {Role.AUDITOR}}, Action.REQUEST, A, False, "default-deny"),
+    ({A: {Role.INSTITUTION_ADMIN}}, Action.AUDIT, A_CARDIO, False, "default-deny"),
+    ({A: {Role.INSTITUTION_ADMIN}}, Action.AUDIT, B, False, "default-deny"),
+    ({A_CARDIO: {Role.AUDITOR}}, Action.AUDIT, A, False, "default-deny"),
+    ({A: {Role.VIEWER, Role.RECEIVER, Role.SENDER}}, Action.AUDIT, A, False, "default-deny"),
+    ({A: {Role.REQUESTER}}, Action.AUDIT, A, False, "default-deny"),
     ({A: {Role.REQUESTER}}, Action.REQUEST, A, True, "membership-role"),
 ]
 
@@ -151,6 +162,38 @@ def test_institution_decisions(memberships, action, target, allowed, rule) -> No
     resource = Resource.institution(target)
     decision = decide(user(memberships), action, resource, Context(NOW), SNAPSHOT)
     assert (decision.allowed, decision.rule) == (allowed, rule)
+
+
+AUDIT_CLIENT_CASES = [
+    # roles of the API client in A, its token's scopes, institution asked, allowed, rule
+    ({Role.AUDITOR}, {Scope.AUDIT}, A, True, "membership-role"),
+    ({Role.INSTITUTION_ADMIN}, {Scope.AUDIT}, A, True, "membership-role"),
+    ({Role.AUDITOR}, {Scope.AUDIT}, B, False, "default-deny"),
+    ({Role.INSTITUTION_ADMIN}, {Scope.READ, Scope.DOWNLOAD}, A, False, "default-deny"),  # read-only
+    ({Role.VIEWER}, {Scope.AUDIT}, A, False, "default-deny"),  # the scope alone gives nothing
+]
+
+
+@pytest.mark.parametrize(("roles", "scopes", "target", "allowed", "rule"), AUDIT_CLIENT_CASES)
+def test_audit_by_api_tokens_needs_the_scope_and_the_role(roles, scopes, target, allowed, rule):
+    client = Principal(
+        PrincipalKind.API_CLIENT, 3, "siem", {A: frozenset(roles)}, scopes=frozenset(scopes)
+    )
+    decision = decide(client, Action.AUDIT, Resource.institution(target), Context(NOW), SNAPSHOT)
+    assert (decision.allowed, decision.rule) == (allowed, rule)
+
+
+def test_a_system_administrator_oversees_every_institution_but_a_grant_gives_no_oversight():
+    admin = user({}, system_admin=True)
+    audit_b = decide(admin, Action.AUDIT, Resource.institution(B), Context(NOW), SNAPSHOT)
+    assert (audit_b.allowed, audit_b.rule) == (True, "system-admin")
+    # B holds a live grant on A's study: it reads the study, never A's oversight.
+    recipient = user({B: {Role.INSTITUTION_ADMIN, Role.RECEIVER}})
+    assert decide(recipient, Action.READ_METADATA, study(A, ACTIVE), Context(NOW), SNAPSHOT).allowed
+    assert not decide(recipient, Action.AUDIT, Resource.institution(A), Context(NOW)).allowed
+    # An auditor sees no study, not even its own institution's.
+    auditor = user({A: {Role.AUDITOR}})
+    assert not decide(auditor, Action.SEARCH, study(A), Context(NOW), SNAPSHOT).allowed
 
 
 # -- destinations and hours -------------------------------------------------------------

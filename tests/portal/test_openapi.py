@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
 from starlette.routing import Mount, Route
 
+from audit.search import AuditQuery, iter_events
 from policy import store
 from tests.conftest import RunningServer, issue_token_for
 
@@ -120,3 +122,15 @@ def test_schemathesis_finds_no_server_error(server: RunningServer, tmp_path: Pat
     token = system_admin_token(server)
     schemathesis(server, token, tmp_path, "--exclude-operation-id", "update_user")
     schemathesis(server, token, tmp_path, "--include-operation-id", "update_user")
+
+
+@pytest.mark.slow
+def test_schemathesis_over_an_institutions_oversight(server: RunningServer, tmp_path: Path):
+    """The oversight operations with an institution that exists (DEMO, whose administrator
+    the token's user is), so the generated filters reach the queries, JSON and CSV alike."""
+    token = system_admin_token(server)
+    (tmp_path / "schemathesis.toml").write_text('[parameters]\n"query.institution" = "DEMO"\n')
+    schemathesis(server, token, tmp_path, "--include-path-regex", "^/api/oversight/")
+    readings = AuditQuery(action="audit", outcome="allowed")
+    views = {json.loads(e.detail).get("view") for e in iter_events(server.archive.engine, readings)}
+    assert {"transactions", "audit trail", "statistics"} <= views  # answered, not only refused
