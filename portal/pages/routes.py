@@ -2,7 +2,8 @@
 
 Areas add their own list here: `front` (sign-in, register), `dashboard`, `transfers`,
 `requests`, `account`; the transfer-creation pages and the administration pages join as
-`portal.pages.transfer_new` and `portal.pages.admin` with templates in `transfers/` and `admin/`.
+`portal.pages.transfer_new`, `portal.pages.admin` and `portal.pages.oversight` with templates in
+`transfers/`, `admin/` and `oversight/`.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from portal.pages import account, admin, dashboard, front, transfer_new, transfers
+from portal.pages import account, admin, dashboard, front, oversight, transfer_new, transfers
 from portal.templating import STATIC_DIR, STATIC_PATH
 
 FRONT: list[BaseRoute] = [
@@ -71,12 +72,22 @@ ADMINISTRATION: list[BaseRoute] = [
     Route("/institutions/{code}/admin/hours", admin.save_hours, methods=["POST"]),
 ]
 
+OVERSIGHT: list[BaseRoute] = [
+    Route("/institutions/{code}/oversight", oversight.transactions_page, methods=["GET"]),
+    Route(
+        "/institutions/{code}/oversight/transactions",
+        oversight.transactions_page,
+        methods=["GET"],
+    ),
+]
+
 ROUTES: list[BaseRoute] = [
     *FRONT,
     *DASHBOARD,
     *TRANSFERS,
     *SENDING,
     *ADMINISTRATION,
+    *OVERSIGHT,
     *ACCOUNT,
     Mount(STATIC_PATH, app=StaticFiles(directory=STATIC_DIR), name="static"),
 ]
