@@ -25,8 +25,10 @@ from exchange.oversight.transactions import SORTS
 from exchange.request_models import RequestStatus
 from foundation.errors import InvalidQuery
 from portal.openapi import Call
-from portal.oversight_api import list_transactions
+from portal.oversight_api import list_transactions, search_audit_trail
 from portal.oversight_schemas import (
+    AuditTrailOut,
+    AuditTrailQuery,
     TransactionsOut,
     TransactionsQuery,
 )
@@ -144,4 +146,41 @@ async def transactions_page(request: Request, visitor: Visitor) -> Response:
         csv_link=_csv_link("transactions", place, filters),
     )
     return render(request, "oversight/transactions.html", context, visitor=visitor,
+                  timezone=place.timezone)  # fmt: skip
+
+
+def _audit_trail(call: Call) -> AuditTrailOut:
+    answer = search_audit_trail(call)
+    assert isinstance(answer, AuditTrailOut)  # format=json: never the CSV stream
+    return answer
+
+
+def _before(request: Request) -> int | None:
+    text = request.query_params.get("before_pk", "")
+    return int(text) if text.isdecimal() and len(text) <= 18 else None
+
+
+@signed_in
+async def audit_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    filters = _kept(request, AUDIT_FILTERS)
+    before = _before(request)
+    values = {**filters, "institution": place.code, "before_pk": before, "limit": AUDIT_PAGE_SIZE}
+    query = _query(AuditTrailQuery, {**values, "format": "json"})
+    found = await run_operation(request, visitor, _audit_trail, query=query)
+    pages = {}
+    if before is not None:
+        pages["first"] = _here(request, before_pk=None)
+    if found.next_before_pk is not None:
+        pages["next"] = _here(request, before_pk=found.next_before_pk)
+    context = _context(
+        place,
+        "audit",
+        visitor,
+        found=found,
+        filters=filters,
+        pages=pages,
+        csv_link=_csv_link("audit", place, filters),
+    )
+    return render(request, "oversight/audit.html", context, visitor=visitor,
                   timezone=place.timezone)  # fmt: skip

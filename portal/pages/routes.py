@@ -79,6 +79,7 @@ OVERSIGHT: list[BaseRoute] = [
         oversight.transactions_page,
         methods=["GET"],
     ),
+    Route("/institutions/{code}/oversight/audit", oversight.audit_page, methods=["GET"]),
 ]
 
 ROUTES: list[BaseRoute] = [

@@ -66,3 +66,43 @@ def test_the_transaction_summary_filters_sorts_and_downloads(world: World) -> No
         admin.get_by_role("button", name="Show").click()
     assert answered.value.status == 400  # a bad range: the reason, not a crash
     expect(admin.get_by_role("alert")).to_contain_text("'from' must come before 'to'")
+
+
+def test_an_auditor_finds_a_patients_story_in_the_audit_trail(world: World) -> None:
+    transfer = world.send("chest")
+    receiver = world.page("hosp-radiologist")
+    receiver.goto(f"/transfers/{transfer}")
+    zipped = receiver.request.get(f"/api/transfers/{transfer}/download.zip")
+    assert zipped.status == 200
+    auditor = _auditor(world)
+    auditor.goto("/institutions/HOSP")  # no list of their own: the oversight pages
+    expect(auditor).to_have_url(re.compile(r"/institutions/HOSP/oversight$"))
+    auditor.get_by_role("link", name="Audit trail").click()
+    auditor.get_by_label("Patient ID").fill("PAT-1")
+    auditor.get_by_role("button", name="Search").click()
+    expect(auditor).to_have_url(re.compile(r"/oversight/audit\?.*patient_id=PAT-1"))
+    events = auditor.get_by_role("table", name="Audit events")
+    downloaded = events.get_by_role("row", name=re.compile("download"))
+    expect(downloaded).to_contain_text("user:hosp-radiologist@ferry.test")
+    expect(downloaded).to_contain_text("ACC-PAT-1")
+    expect(events.get_by_role("row", name=re.compile("user:clin-sender")).first).to_contain_text(
+        "transfer"
+    )
+    expect(events.get_by_role("row", name=re.compile("PAT-2"))).to_have_count(0)
+    assert_accessible(auditor)
+    snapshot(auditor, "oversight-audit")
+    href = auditor.get_by_role("link", name="Download CSV").get_attribute("href")
+    assert href and "patient_id=PAT-1" in href
+    rows = _csv(auditor, href)
+    assert {"transfer", "download"} <= {r["action"] for r in rows}
+    assert {r["patient_id"] for r in rows} == {"PAT-1"}
+    downloads = [r for r in rows if r["action"] == "download"]
+    assert downloads[0]["actor"] == "user:hosp-radiologist@ferry.test"
+    assert downloads[0]["transaction"] == transfer
+    downloaded.get_by_role("link", name=f"Events of transaction {transfer}").click()
+    expect(auditor.get_by_role("textbox", name="Transaction")).to_have_value(transfer)
+    expect(events.get_by_role("row", name=re.compile("download"))).to_have_count(1)
+    auditor.get_by_role("link", name="Transactions").click()
+    transactions = auditor.get_by_role("table", name="Transactions")
+    expect(transactions.get_by_role("row", name=re.compile("PAT-1"))).to_contain_text("downloaded")
+    assert_accessible(auditor)
