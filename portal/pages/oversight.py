@@ -25,10 +25,12 @@ from exchange.oversight.transactions import SORTS
 from exchange.request_models import RequestStatus
 from foundation.errors import InvalidQuery
 from portal.openapi import Call
-from portal.oversight_api import list_transactions, search_audit_trail
+from portal.oversight_api import get_statistics, list_transactions, search_audit_trail
 from portal.oversight_schemas import (
     AuditTrailOut,
     AuditTrailQuery,
+    StatisticsOut,
+    StatisticsQuery,
     TransactionsOut,
     TransactionsQuery,
 )
@@ -183,4 +185,63 @@ async def audit_page(request: Request, visitor: Visitor) -> Response:
         csv_link=_csv_link("audit", place, filters),
     )
     return render(request, "oversight/audit.html", context, visitor=visitor,
+                  timezone=place.timezone)  # fmt: skip
+
+
+def _statistics(call: Call) -> StatisticsOut:
+    answer = get_statistics(call)
+    assert isinstance(answer, StatisticsOut)  # format=json: never the CSV stream
+    return answer
+
+
+def duration(seconds: float | None) -> str:
+    """A turnaround as a person reads it: 45 s, 12 min, 3 h 5 min, 2 d 4 h."""
+    if seconds is None:
+        return ""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes = whole // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def size(count: int) -> str:
+    """Bytes in the decimal units a person expects: 950 B, 1.2 MB, 3.4 GB."""
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{count} B"  # pragma: no cover - the loop always returns
+
+
+@signed_in
+async def statistics_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    filters = _kept(request, STATISTICS_FILTERS)
+    values = {**filters, "institution": place.code, "format": "json"}
+    query = _query(StatisticsQuery, values)
+    found = await run_operation(request, visitor, _statistics, query=query)
+    slowest = max((t.p90_seconds or 0 for t in found.turnaround), default=0)
+    context = _context(
+        place,
+        "statistics",
+        visitor,
+        found=found,
+        filters=filters,
+        interval=found.interval,
+        most=max((v.transactions for v in found.volumes), default=0),
+        slowest=slowest,
+        measures=MEASURES,
+        duration=duration,
+        size=size,
+        csv_link=_csv_link("statistics", place, filters),
+    )
+    return render(request, "oversight/statistics.html", context, visitor=visitor,
                   timezone=place.timezone)  # fmt: skip

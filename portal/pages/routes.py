@@ -80,6 +80,7 @@ OVERSIGHT: list[BaseRoute] = [
         methods=["GET"],
     ),
     Route("/institutions/{code}/oversight/audit", oversight.audit_page, methods=["GET"]),
+    Route("/institutions/{code}/oversight/statistics", oversight.statistics_page, methods=["GET"]),
 ]
 
 ROUTES: list[BaseRoute] = [

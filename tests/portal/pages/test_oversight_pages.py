@@ -106,3 +106,32 @@ def test_an_auditor_finds_a_patients_story_in_the_audit_trail(world: World) -> N
     transactions = auditor.get_by_role("table", name="Transactions")
     expect(transactions.get_by_role("row", name=re.compile("PAT-1"))).to_contain_text("downloaded")
     assert_accessible(auditor)
+
+
+def test_statistics_show_volumes_and_turnaround_with_bars(world: World) -> None:
+    transfer = world.send("chest")
+    world.send("head")
+    receiver = world.page("hosp-radiologist")
+    assert receiver.request.get(f"/api/transfers/{transfer}/download.zip").status == 200
+    admin = world.page("hosp-admin")
+    admin.goto("/institutions/HOSP/oversight")
+    admin.get_by_role("link", name="Statistics").click()
+    volumes = admin.get_by_role("table", name="Volumes")
+    expect(volumes.get_by_role("row", name=re.compile(r"received CLIN CT"))).to_contain_text("1")
+    expect(volumes.get_by_role("row", name=re.compile(r"received CLIN MR"))).to_be_visible()
+    expect(volumes.get_by_role("meter").first).to_have_attribute("max", "1")
+    turnaround = admin.get_by_role("table", name="Turnaround")
+    downloaded = turnaround.get_by_role("row", name=re.compile("Sent to downloaded received"))
+    expect(downloaded.get_by_role("meter")).to_have_count(2)  # median and 90th percentile
+    expect(downloaded).to_contain_text(re.compile(r"\d+ (s|min)"))
+    expect(admin.get_by_role("table", name="Failures")).to_contain_text("No failure")
+    assert_accessible(admin)
+    snapshot(admin, "oversight-statistics")
+    admin.get_by_label("Per", exact=True).select_option("month")
+    admin.get_by_role("button", name="Show").click()
+    expect(admin).to_have_url(re.compile(r"interval=month"))
+    expect(volumes.get_by_role("columnheader").first).to_have_text("Month")
+    href = admin.get_by_role("link", name="Download CSV").get_attribute("href")
+    assert href and "interval=month" in href
+    rows = _csv(admin, href)
+    assert {r["section"] for r in rows} >= {"volume", "turnaround"}
