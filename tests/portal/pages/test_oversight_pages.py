@@ -135,3 +135,56 @@ def test_statistics_show_volumes_and_turnaround_with_bars(world: World) -> None:
     assert href and "interval=month" in href
     rows = _csv(admin, href)
     assert {r["section"] for r in rows} >= {"volume", "turnaround"}
+
+
+def test_who_may_not_oversee_is_refused(world: World) -> None:
+    paths = [f"/institutions/HOSP/oversight/{view}" for view in PAGES]
+    for who in ("hosp-radiologist", "hosp-requester"):  # members without the right: why
+        page = world.page(who)
+        page.goto("/institutions/HOSP")
+        expect(page.get_by_role("link", name="Oversight")).to_have_count(0)
+        for path in ["/institutions/HOSP/oversight", *paths]:
+            answer = page.goto(path)
+            assert answer is not None and answer.status == 403, (who, path)
+        csv = page.request.get("/api/oversight/transactions?institution=HOSP&format=csv")
+        assert csv.status == 403
+    other = world.page("far-radiologist")  # another institution: as if HOSP did not exist
+    for path in paths:
+        answer = other.goto(path)
+        assert answer is not None and answer.status == 404, path
+    admin = world.page("hosp-admin")  # beyond their institutions
+    for path in paths:
+        answer = admin.goto(path.replace("HOSP", "CLIN"))
+        assert answer is not None and answer.status == 404, path
+    admin.goto("/institutions/HOSP/admin")
+    expect(admin.get_by_role("link", name="Oversight")).to_be_visible()
+    auditor = _auditor(world)  # reads oversight and nothing else
+    auditor.goto("/institutions/HOSP/oversight")
+    expect(auditor.get_by_role("link", name="Back to the lists")).to_have_count(0)
+    for path in ("/institutions/CLIN/oversight", "/institutions/HOSP/admin"):
+        answer = auditor.goto(path)
+        assert answer is not None and answer.status in (403, 404), path
+    answer = auditor.goto("/institutions/HOSP?view=worklist")
+    assert answer is not None and answer.url.endswith("/institutions/HOSP/oversight")
+
+
+def test_bad_filters_get_a_reason_and_the_pages_still_answer(world: World) -> None:
+    page = world.page("hosp-admin")
+    base = "/institutions/HOSP/oversight"
+    cases = [
+        (f"{base}/transactions?sort=nonsense", "sort"),
+        (f"{base}/transactions?direction=sideways", "direction"),
+        (f"{base}/transactions?from=2026-13-01", "from"),
+        (f"{base}/transactions?patient_id=" + "x" * 65, "patient id"),
+        (f"{base}/audit?from=yesterday", "from"),
+        (f"{base}/audit?to=2001-01-01&from=2001-02-01", "'from' must come before 'to'"),
+        (f"{base}/statistics?interval=year", "interval"),
+    ]
+    for path, reason in cases:
+        answer = page.goto(path)
+        assert answer is not None and answer.status == 400, path
+        expect(page.get_by_role("alert")).to_contain_text(reason)
+    for path in (f"{base}/transactions?offset=x", f"{base}/audit?before_pk=-1", base):
+        answer = page.goto(path)
+        assert answer is not None and answer.status == 200, path
+    assert_accessible(page)
