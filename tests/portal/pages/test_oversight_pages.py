@@ -188,3 +188,31 @@ def test_bad_filters_get_a_reason_and_the_pages_still_answer(world: World) -> No
         answer = page.goto(path)
         assert answer is not None and answer.status == 200, path
     assert_accessible(page)
+
+
+def test_the_audit_trail_and_transactions_page_on(world: World) -> None:
+    world.send("chest")
+    world.send("head")
+    for _ in range(52):  # every reading is itself an event of HOSP's trail
+        answer = world.api("hosp-admin", "GET", "/oversight/statistics?institution=HOSP")
+        assert answer.status_code == 200
+    admin = world.page("hosp-admin")
+    admin.goto("/institutions/HOSP/oversight/audit?user=user:hosp-admin@ferry.test")
+    events = admin.get_by_role("table", name="Audit events")
+    expect(events.locator("tbody tr")).to_have_count(50)
+    admin.get_by_role("link", name="Older events").click()
+    expect(admin).to_have_url(re.compile(r"before_pk=\d+"))
+    expect(admin.get_by_role("textbox", name="User")).to_have_value("user:hosp-admin@ferry.test")
+    expect(events.locator("tbody tr")).to_have_count(3)  # 52 readings and the first page's
+    expect(admin.get_by_role("link", name="Older events")).to_have_count(0)
+    assert_accessible(admin)
+    admin.get_by_role("link", name="Newest events").click()
+    expect(events.locator("tbody tr")).to_have_count(50)
+    admin.goto("/institutions/HOSP/oversight/transactions?sort=patient_id&order=asc&offset=1")
+    rows = admin.get_by_role("table", name="Transactions").locator("tbody tr")
+    expect(rows).to_have_count(1)
+    expect(rows).to_contain_text("PAT-2")
+    admin.get_by_role("link", name="Previous page").click()
+    expect(admin).not_to_have_url(re.compile("offset"))
+    expect(admin).to_have_url(re.compile("sort=patient_id"))
+    expect(rows.first).to_contain_text("PAT-1")
