@@ -82,9 +82,17 @@ def may_administer(visitor: Visitor, place: Place) -> bool:
     return decide(visitor.principal, Action.ADMINISTER, resource, visitor.actor.context).allowed
 
 
-def _context(place: Place, tab: str, **values: object) -> dict[str, object]:
+def may_oversee(visitor: Visitor, place: Place) -> bool:
+    """Whether the Oversight tab is shown: the decision every oversight operation makes
+    (`portal.pages.oversight`)."""
+    resource = Resource.institution(place.pk)
+    return decide(visitor.principal, Action.AUDIT, resource, visitor.actor.context).allowed
+
+
+def _context(place: Place, tab: str, visitor: Visitor, **values: object) -> dict[str, object]:
     return {
         "place": place,
+        "may_oversee": may_oversee(visitor, place),
         "admin_tab": tab,
         "admin_tabs": TABS,
         "roles": [(role.value, *ROLE_WORDS[role]) for role in Role],
@@ -100,7 +108,7 @@ async def registrations_page(request: Request, visitor: Visitor) -> Response:
     rows: list[RegistrationOut] = await run_operation(
         request, visitor, list_institution_registrations, path={"code": place.code}, query=query
     )
-    context = _context(place, "registrations", registrations=rows, status=query.status)
+    context = _context(place, "registrations", visitor, registrations=rows, status=query.status)
     return render(request, "admin/registrations.html", context, visitor=visitor,
                   timezone=place.timezone)  # fmt: skip
 
@@ -137,7 +145,7 @@ async def people_page(request: Request, visitor: Visitor) -> Response:
         request, visitor, list_members, path={"code": place.code}
     )
     members.sort(key=lambda m: m.email)
-    context = _context(place, "people", members=members)
+    context = _context(place, "people", visitor, members=members)
     return render(request, "admin/people.html", context, visitor=visitor, timezone=place.timezone)
 
 
@@ -170,7 +178,7 @@ async def nodes_page(request: Request, visitor: Visitor) -> Response:
         request, visitor, list_nodes, path={"code": place.code}
     )
     nodes.sort(key=lambda n: n.ae_title)
-    context = _context(place, "nodes", nodes=nodes)
+    context = _context(place, "nodes", visitor, nodes=nodes)
     return render(request, "admin/nodes.html", context, visitor=visitor, timezone=place.timezone)
 
 
@@ -227,6 +235,7 @@ async def rules_page(request: Request, visitor: Visitor) -> Response:
     context = _context(
         place,
         "rules",
+        visitor,
         rules=rules,
         nodes={n.pk: n.ae_title for n in nodes},
         hours=hours,

@@ -27,7 +27,7 @@ from policy.decision import Resource, decide
 from policy.roles import Action
 from policy.store import snapshot
 from portal.openapi import Call
-from portal.pages.admin import may_administer
+from portal.pages.admin import may_administer, may_oversee
 from portal.pages.session import Place, Visitor, form_input, render, run_operation, signed_in
 from portal.request_schemas import RequestQuery
 from portal.requests_api import list_requests
@@ -159,6 +159,8 @@ async def _dashboard(request: Request, visitor: Visitor, patient: Params | None 
     views = allowed_views(visitor, place)
     if not views and may_administer(visitor, place):  # an administrator only: their pages
         return RedirectResponse(f"/institutions/{place.code}/admin", status_code=303)
+    if not views and may_oversee(visitor, place):  # an auditor only: the oversight pages
+        return RedirectResponse(f"/institutions/{place.code}/oversight", status_code=303)
     if not views:
         raise NotFound(f"no institution {place.code!r}")
     view = "worklist" if patient else request.query_params.get("view") or views[0]
@@ -184,6 +186,7 @@ async def _dashboard(request: Request, visitor: Visitor, patient: Params | None 
         "may_request": "outgoing" in views,
         "may_send": may_send(visitor, place),
         "may_administer": may_administer(visitor, place),
+        "may_oversee": may_oversee(visitor, place),
     }
     partial = request.headers.get("hx-request") and request.headers.get("hx-target") == "results"
     template = "dashboard/_results.html" if partial else "dashboard/index.html"

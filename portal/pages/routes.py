@@ -2,7 +2,8 @@
 
 Areas add their own list here: `front` (sign-in, register), `dashboard`, `transfers`,
 `requests`, `account`; the transfer-creation pages and the administration pages join as
-`portal.pages.transfer_new` and `portal.pages.admin` with templates in `transfers/` and `admin/`.
+`portal.pages.transfer_new`, `portal.pages.admin` and `portal.pages.oversight` with templates in
+`transfers/`, `admin/` and `oversight/`.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from portal.pages import (
     dashboard,
     email_links,
     front,
+    oversight,
     requests,
     transfer_new,
     transfers,
@@ -97,6 +99,17 @@ ADMINISTRATION: list[BaseRoute] = [
     Route("/institutions/{code}/admin/hours", admin.save_hours, methods=["POST"]),
 ]
 
+OVERSIGHT: list[BaseRoute] = [
+    Route("/institutions/{code}/oversight", oversight.transactions_page, methods=["GET"]),
+    Route(
+        "/institutions/{code}/oversight/transactions",
+        oversight.transactions_page,
+        methods=["GET"],
+    ),
+    Route("/institutions/{code}/oversight/audit", oversight.audit_page, methods=["GET"]),
+    Route("/institutions/{code}/oversight/statistics", oversight.statistics_page, methods=["GET"]),
+]
+
 ROUTES: list[BaseRoute] = [
     *FRONT,
     *DASHBOARD,
@@ -105,6 +118,7 @@ ROUTES: list[BaseRoute] = [
     *EMAIL_LINKS,
     *SENDING,
     *ADMINISTRATION,
+    *OVERSIGHT,
     *ACCOUNT,
     Mount(STATIC_PATH, app=StaticFiles(directory=STATIC_DIR), name="static"),
 ]

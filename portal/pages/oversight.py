@@ -1,0 +1,247 @@
+"""Oversight pages of one institution (`/institutions/{code}/oversight/...`): the Transaction
+Audit Summary, the System Audit Trail (scoped to the institution) and statistics, each with a
+link to the same reading as CSV.
+
+Each page runs the oversight API's own operation (`list_transactions`, `search_audit_trail`,
+`get_statistics`) for the person, so who may read (the `audit` action: the institution's
+administrators and auditors), the refusals (403 for a member without the right, 404 for an
+institution they cannot see) and the audit of every reading are the API's. The "Oversight"
+tab is shown only to those the same decision allows. Filters live in the URL; the CSV link
+carries the same filters to `/api/oversight/...?format=csv`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any, TypeVar
+from urllib.parse import urlencode
+
+from pydantic import BaseModel, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+
+from exchange.models import TransferStatus
+from exchange.oversight.transactions import SORTS
+from exchange.request_models import RequestStatus
+from foundation.errors import InvalidQuery
+from portal.openapi import Call
+from portal.oversight_api import get_statistics, list_transactions, search_audit_trail
+from portal.oversight_schemas import (
+    AuditTrailOut,
+    AuditTrailQuery,
+    StatisticsOut,
+    StatisticsQuery,
+    TransactionsOut,
+    TransactionsQuery,
+)
+from portal.pages.dashboard import allowed_views
+from portal.pages.session import Place, Visitor, render, run_operation, signed_in
+
+PAGE_SIZE = 25
+AUDIT_PAGE_SIZE = 50
+TABS = (
+    ("transactions", "Transactions"),
+    ("audit", "Audit trail"),
+    ("statistics", "Statistics"),
+)
+TRANSACTION_FILTERS = ("direction", "state", "from", "to", "patient_id", "accession",
+                       "counterpart", "sort", "order")  # fmt: skip
+AUDIT_FILTERS = ("patient_id", "transaction", "accession", "user", "from", "to")
+STATISTICS_FILTERS = ("interval", "from", "to")
+SORT_WORDS = {
+    "created": "Began",
+    "sent": "Sent",
+    "delivered": "Delivered",
+    "viewed": "Viewed",
+    "downloaded": "Downloaded",
+    "answered": "Answered",
+    "state": "State",
+    "kind": "Kind",
+    "patient_id": "Patient ID",
+    "accession_number": "Accession number",
+}
+STATES = sorted({s.value for s in TransferStatus} | {s.value for s in RequestStatus})
+MEASURES = {
+    "request-answer": "Request to answer",
+    "sent-delivered": "Sent to delivered",
+    "delivered-downloaded": "Delivered to downloaded",
+    "sent-downloaded": "Sent to downloaded",
+}
+
+
+Query = TypeVar("Query", bound=BaseModel)
+
+
+def _query(model: type[Query], values: Mapping[str, Any]) -> Query:
+    """The API's own query model from the URL; a refusal is a 400 page with the API's reasons."""
+    try:
+        return model.model_validate(dict(values), strict=False)
+    except ValidationError as error:
+        reasons = []
+        for item in error.errors():
+            where = ".".join(str(p) for p in item["loc"]).replace("_", " ").strip()
+            text = str(item["msg"]).removeprefix("Value error, ")
+            reasons.append(f"{where}: {text}" if where else text)
+        raise InvalidQuery("; ".join(reasons)) from None
+
+
+def _kept(request: Request, names: Iterable[str]) -> dict[str, str]:
+    """The filters the URL carries (blank ones dropped: a form sends every field)."""
+    params = request.query_params
+    return {name: params[name].strip() for name in names if params.get(name, "").strip()}
+
+
+def _offset(request: Request) -> int:
+    text = request.query_params.get("offset", "0")
+    return int(text) if text.isdecimal() and len(text) <= 7 else 0
+
+
+def _csv_link(view: str, place: Place, filters: dict[str, str]) -> str:
+    return f"/api/oversight/{view}?" + urlencode(
+        {"institution": place.code, **filters, "format": "csv"}
+    )
+
+
+def _here(request: Request, **changes: object) -> str:
+    params: dict[str, object] = {**request.query_params, **changes}
+    return "?" + urlencode({k: v for k, v in params.items() if v not in (None, "")})
+
+
+def _context(place: Place, tab: str, visitor: Visitor, **values: object) -> dict[str, object]:
+    return {
+        "place": place,
+        "oversight_tab": tab,
+        "oversight_tabs": TABS,
+        "has_lists": bool(allowed_views(visitor, place)),
+        **values,
+    }
+
+
+def _transactions(call: Call) -> TransactionsOut:
+    answer = list_transactions(call)
+    assert isinstance(answer, TransactionsOut)  # format=json: never the CSV stream
+    return answer
+
+
+@signed_in
+async def transactions_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    filters = _kept(request, TRANSACTION_FILTERS)
+    offset = _offset(request)
+    values = {**filters, "institution": place.code, "offset": offset, "limit": PAGE_SIZE}
+    query = _query(TransactionsQuery, {**values, "format": "json"})  # a page, whatever Accept says
+    found = await run_operation(request, visitor, _transactions, query=query)
+    pages = {}
+    if offset > 0:
+        pages["previous"] = _here(request, offset=max(offset - PAGE_SIZE, 0) or None)
+    if offset + PAGE_SIZE < found.total:
+        pages["next"] = _here(request, offset=offset + PAGE_SIZE)
+    context = _context(
+        place,
+        "transactions",
+        visitor,
+        found=found,
+        filters=filters,
+        pages=pages,
+        states=STATES,
+        sorts=[(key, SORT_WORDS.get(key, key)) for key in SORTS],
+        csv_link=_csv_link("transactions", place, filters),
+    )
+    return render(request, "oversight/transactions.html", context, visitor=visitor,
+                  timezone=place.timezone)  # fmt: skip
+
+
+def _audit_trail(call: Call) -> AuditTrailOut:
+    answer = search_audit_trail(call)
+    assert isinstance(answer, AuditTrailOut)  # format=json: never the CSV stream
+    return answer
+
+
+def _before(request: Request) -> int | None:
+    text = request.query_params.get("before_pk", "")
+    return int(text) if text.isdecimal() and len(text) <= 18 else None
+
+
+@signed_in
+async def audit_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    filters = _kept(request, AUDIT_FILTERS)
+    before = _before(request)
+    values = {**filters, "institution": place.code, "before_pk": before, "limit": AUDIT_PAGE_SIZE}
+    query = _query(AuditTrailQuery, {**values, "format": "json"})
+    found = await run_operation(request, visitor, _audit_trail, query=query)
+    pages = {}
+    if before is not None:
+        pages["first"] = _here(request, before_pk=None)
+    if found.next_before_pk is not None:
+        pages["next"] = _here(request, before_pk=found.next_before_pk)
+    context = _context(
+        place,
+        "audit",
+        visitor,
+        found=found,
+        filters=filters,
+        pages=pages,
+        csv_link=_csv_link("audit", place, filters),
+    )
+    return render(request, "oversight/audit.html", context, visitor=visitor,
+                  timezone=place.timezone)  # fmt: skip
+
+
+def _statistics(call: Call) -> StatisticsOut:
+    answer = get_statistics(call)
+    assert isinstance(answer, StatisticsOut)  # format=json: never the CSV stream
+    return answer
+
+
+def duration(seconds: float | None) -> str:
+    """A turnaround as a person reads it: 45 s, 12 min, 3 h 5 min, 2 d 4 h."""
+    if seconds is None:
+        return ""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    minutes = whole // 60
+    if minutes < 60:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 24:
+        return f"{hours} h {minutes} min" if minutes else f"{hours} h"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h" if hours else f"{days} d"
+
+
+def size(count: int) -> str:
+    """Bytes in the decimal units a person expects: 950 B, 1.2 MB, 3.4 GB."""
+    value = float(count)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{count} B"  # pragma: no cover - the loop always returns
+
+
+@signed_in
+async def statistics_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    filters = _kept(request, STATISTICS_FILTERS)
+    values = {**filters, "institution": place.code, "format": "json"}
+    query = _query(StatisticsQuery, values)
+    found = await run_operation(request, visitor, _statistics, query=query)
+    slowest = max((t.p90_seconds or 0 for t in found.turnaround), default=0)
+    context = _context(
+        place,
+        "statistics",
+        visitor,
+        found=found,
+        filters=filters,
+        interval=found.interval,
+        most=max((v.transactions for v in found.volumes), default=0),
+        slowest=slowest,
+        measures=MEASURES,
+        duration=duration,
+        size=size,
+        csv_link=_csv_link("statistics", place, filters),
+    )
+    return render(request, "oversight/statistics.html", context, visitor=visitor,
+                  timezone=place.timezone)  # fmt: skip
