@@ -12,22 +12,32 @@ administration page gets the API's refusal (403, or 404 for an institution they 
 
 from __future__ import annotations
 
+import re
+
 import anyio
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from foundation.errors import InvalidQuery
+from foundation.errors import InvalidQuery, NotFound
 from policy import store
 from policy.decision import Resource, decide
-from policy.roles import Action, Role
+from policy.roles import Action, Role, Scope
 from portal.admin_api import (
     approve_registration,
+    create_api_client,
+    get_api_client,
+    issue_api_token,
+    list_api_clients,
     list_institution_registrations,
     list_members,
     reject_registration,
+    revoke_api_client,
+    revoke_api_token,
     set_member_roles,
 )
 from portal.api_schemas import (
+    ApiClientIn,
+    ApiClientOut,
     DestinationRuleIn,
     DestinationRuleOut,
     HoursIn,
@@ -39,6 +49,8 @@ from portal.api_schemas import (
     RegistrationQuery,
     RejectIn,
     RolesIn,
+    TokenCreated,
+    TokenIn,
 )
 from portal.destinations_api import (
     create_destination_rule,
@@ -73,6 +85,8 @@ TABS = (
     ("people", "People and roles"),
     ("nodes", "Nodes"),
     ("rules", "Who may send to us, and when"),
+    ("api-clients", "API clients and tokens"),
+    ("jobs", "Failed jobs and transfers"),
 )
 
 
@@ -275,3 +289,103 @@ async def save_hours(request: Request, visitor: Visitor) -> Response:
     body = form_input(HoursIn, values)
     await run_operation(request, visitor, set_hours, path={"code": place.code}, body=body)
     return RedirectResponse(f"/institutions/{place.code}/admin/rules?done=hours-saved", 303)
+
+
+# --- API clients and their tokens -----------------------------------------------------------
+
+SCOPE_WORDS = {
+    Scope.READ: "read: search and read studies",
+    Scope.WRITE: "write: store studies",
+    Scope.DOWNLOAD: "download: fetch whole studies",
+    Scope.TRANSFER: "transfer: send and answer transfers",
+    Scope.DELETE: "delete: remove studies (needs the administrator role)",
+}
+TOKEN_ID = re.compile(r"^[0-9a-f]{1,32}$")
+
+
+@signed_in
+async def api_clients_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    clients: list[ApiClientOut] = await run_operation(
+        request, visitor, list_api_clients, path={"code": place.code}
+    )
+    clients.sort(key=lambda c: (c.disabled, c.name.lower()))
+    context = _context(
+        place, "api-clients", clients=clients, scopes=[(s.value, w) for s, w in SCOPE_WORDS.items()]
+    )
+    return render(request, "admin/api_clients.html", context, visitor=visitor,
+                  timezone=place.timezone)  # fmt: skip
+
+
+def _token_values(request: Request, visitor: Visitor) -> dict[str, object]:
+    """The scopes and expiry of a token form; an empty expiry is a token that does not expire."""
+    expires = visitor.form.get("expires_days", "").strip()
+    return {"scopes": form_list(request, "scope"), "expires_days": expires or None}
+
+
+def _shown_once(
+    request: Request, visitor: Visitor, place: Place, created: TokenCreated
+) -> Response:
+    """The token's one showing: in the answer to the POST, never in a URL or a later page."""
+    context = _context(place, "api-clients", created=created)
+    return render(request, "admin/api_token.html", context, visitor=visitor,
+                  timezone=place.timezone, status=201)  # fmt: skip
+
+
+@signed_in
+async def create_client(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    values = {
+        "name": visitor.form.get("name", "").strip(),
+        "roles": form_list(request, "role"),
+        **_token_values(request, visitor),
+    }
+    body = form_input(ApiClientIn, values)
+    created: TokenCreated = await run_operation(
+        request, visitor, create_api_client, path={"code": place.code}, body=body
+    )
+    return _shown_once(request, visitor, place, created)
+
+
+async def _own_client(request: Request, visitor: Visitor, place: Place) -> int:
+    """The client of the path, if it belongs to this page's institution (else 404, as missing)."""
+    pk = _pk_of(request.path_params["client_pk"], "API client")
+    client: ApiClientOut = await run_operation(
+        request, visitor, get_api_client, path={"client_pk": pk}
+    )
+    if client.institution_pk != place.pk:
+        raise NotFound(f"no API client {pk}")
+    return pk
+
+
+@signed_in
+async def issue_token(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    pk = await _own_client(request, visitor, place)
+    body = form_input(TokenIn, _token_values(request, visitor))
+    created: TokenCreated = await run_operation(
+        request, visitor, issue_api_token, path={"client_pk": pk}, body=body
+    )
+    return _shown_once(request, visitor, place, created)
+
+
+@signed_in
+async def revoke_token(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    token_id = request.path_params["token_id"]
+    if not TOKEN_ID.match(token_id):
+        raise InvalidQuery("no such token")
+    pk = await _own_client(request, visitor, place)
+    path = {"client_pk": pk, "token_id": token_id}
+    await run_operation(request, visitor, revoke_api_token, path=path)
+    return RedirectResponse(f"/institutions/{place.code}/admin/api-clients?done=token-revoked", 303)
+
+
+@signed_in
+async def revoke_client(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    pk = await _own_client(request, visitor, place)
+    await run_operation(request, visitor, revoke_api_client, path={"client_pk": pk})
+    return RedirectResponse(
+        f"/institutions/{place.code}/admin/api-clients?done=client-revoked", 303
+    )

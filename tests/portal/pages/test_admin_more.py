@@ -1,0 +1,148 @@
+"""More administration pages: API clients and their tokens (a token shown once), failed jobs
+and transfers (retried by a system administrator), holidays; and everyone who may not
+administer the institution is refused, bad forms change nothing."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import httpx
+from playwright.sync_api import expect
+
+from policy import store
+from tests.portal.pages.conftest import World, assert_accessible, snapshot
+
+
+def _csrf(page: Any) -> str:
+    token: str = page.evaluate(
+        "() => JSON.parse(document.body.getAttribute('hx-headers') || '{}')['X-CSRF-Token'] || ''"
+    )
+    return token
+
+
+def _clients(world: World) -> list[dict[str, Any]]:
+    answer = world.api("hosp-admin", "GET", "/institutions/HOSP/api-clients")
+    assert answer.status_code == 200, answer.text
+    clients: list[dict[str, Any]] = answer.json()
+    return clients
+
+
+def _works(world: World, token: str) -> bool:
+    with httpx.Client(base_url=world.base, timeout=30) as http:
+        answer = http.get("/api/institutions", headers={"authorization": f"Bearer {token}"})
+    return answer.status_code != 401
+
+
+def _refused_pages(world: World, path: str) -> None:
+    """A non-administrator 403, another institution's person 404, an administrator beyond
+    their institutions 404."""
+    radiologist = world.page("hosp-radiologist")
+    answer = radiologist.goto(f"/institutions/HOSP{path}")
+    assert answer is not None and answer.status == 403, path
+    other = world.page("far-radiologist")
+    answer = other.goto(f"/institutions/HOSP{path}")
+    assert answer is not None and answer.status == 404, path
+    admin = world.page("hosp-admin")
+    answer = admin.goto(f"/institutions/CLIN{path}")
+    assert answer is not None and answer.status == 404, path
+
+
+# --- API clients and tokens -----------------------------------------------------------------
+
+
+def test_an_administrator_creates_a_client_issues_and_revokes_its_tokens(world: World) -> None:
+    page = world.page("hosp-admin")
+    page.goto("/institutions/HOSP/admin")
+    page.get_by_role("link", name="API clients and tokens").click()
+    expect(page).to_have_url(re.compile(r"/institutions/HOSP/admin/api-clients$"))
+    expect(page.get_by_text("No API client yet.")).to_be_visible()
+    page.get_by_label("Name", exact=True).fill("Night sync")
+    page.get_by_label(re.compile("^receiver")).check()
+    page.get_by_label(re.compile("^download")).first.check()
+    page.get_by_label("Expires after (days; empty: never)").fill("30")
+    assert_accessible(page)
+    snapshot(page, "admin-api-clients")
+    page.get_by_role("button", name="Create the client").click()
+    expect(page.get_by_role("heading", name="A new token for Night sync")).to_be_visible()
+    expect(page.get_by_role("alert")).to_contain_text("it will not be shown again")
+    first = page.get_by_label("Token").input_value()
+    assert first.startswith("ferry_") and _works(world, first)
+    assert_accessible(page)
+    [client] = _clients(world)
+    assert (client["name"], client["roles"]) == ("Night sync", ["receiver"])
+    [token] = client["tokens"]
+    assert sorted(token["scopes"]) == ["download", "read"] and token["expires_at"]
+
+    page.get_by_role("link", name="Back to the API clients").click()
+    secret = first.rsplit("_", 1)[1]
+    assert secret not in page.content()  # never shown again
+    card = page.get_by_role("article", name="Night sync")
+    expect(card.get_by_role("table", name="Tokens of Night sync")).to_contain_text("download, read")
+    card.get_by_text("Issue another token for Night sync…").click()
+    card.get_by_role("button", name="Issue a token for Night sync").click()
+    expect(page.get_by_role("alert")).to_contain_text("it will not be shown again")
+    second = page.get_by_label("Token").input_value()
+    assert second != first and _works(world, second)
+
+    page.get_by_role("link", name="Back to the API clients").click()
+    first_id = token["token_id"]
+    page.get_by_role("button", name=f"Revoke token {first_id} of Night sync").click()
+    expect(page.get_by_role("status")).to_have_text("The token was revoked: it no longer works.")
+    assert not _works(world, first) and _works(world, second)
+    page.get_by_text("Revoke Night sync…").click()
+    page.get_by_role("button", name="Revoke Night sync and all its tokens").click()
+    expect(page.get_by_role("status")).to_have_text(
+        "The API client and all its tokens were revoked."
+    )
+    expect(page.get_by_role("article", name=re.compile("Night sync"))).to_contain_text("revoked")
+    assert not _works(world, second)
+    assert_accessible(page)
+
+
+def test_api_clients_are_the_administrators_own_and_bad_forms_change_nothing(
+    world: World,
+) -> None:
+    _refused_pages(world, "/admin/api-clients")
+    engine = world.server.archive.engine
+    clin = store.create_api_client(engine, "Clinic robot", world.pks["CLIN"], ["sender"])
+    clin_token = store.issue_api_token(engine, clin.pk or 0, ["read"], None)
+    admin = world.page("hosp-admin")
+    admin.goto("/institutions/HOSP/admin/api-clients")
+    token = _csrf(admin)
+    good = {"name": "Robot", "role": "viewer", "scope": "read"}
+    radiologist = world.page("hosp-radiologist")
+    radiologist.goto("/institutions/HOSP")
+    forged = radiologist.request.post(
+        "/institutions/HOSP/admin/api-clients",
+        form={**good, "csrf_token": _csrf(radiologist)},
+        max_redirects=0,
+    )
+    assert forged.status == 403
+    base = "/institutions/HOSP/admin/api-clients"
+    cases: list[tuple[str, dict[str, str], bool, int]] = [
+        (base, good, False, 403),  # no CSRF token
+        (base, {**good, "name": ""}, True, 400),
+        (base, {"name": "Robot", "scope": "read"}, True, 400),  # no role
+        (base, {**good, "role": "emperor"}, True, 400),
+        (base, {**good, "scope": "everything"}, True, 400),
+        (base, {"name": "Robot", "role": "viewer"}, True, 400),  # no scope
+        (base, {**good, "expires_days": "0"}, True, 400),
+        (base, {**good, "expires_days": "soon"}, True, 400),
+        (base, {**good, "name": "x" * 200}, True, 400),
+        (f"{base}/{clin.pk}/tokens", {"scope": "read"}, True, 404),  # CLIN's client
+        (f"{base}/{clin.pk}/revoke", {}, True, 404),
+        (f"{base}/{clin.pk}/tokens/{clin_token.record.token_id}/revoke", {}, True, 404),
+        (f"{base}/x1/revoke", {}, True, 400),
+        (f"{base}/99999/revoke", {}, True, 404),
+        (f"{base}/{clin.pk}/tokens/NOT-HEX/revoke", {}, True, 400),
+    ]
+    for target, form, with_token, status in cases:
+        fields = {**form, **({"csrf_token": token} if with_token else {})}
+        answer = admin.request.post(target, form=fields, max_redirects=0)
+        assert answer.status == status, (target, form, answer.status)
+    assert _clients(world) == []
+    assert _works(world, clin_token.token)
+    assert not store.get_api_client(engine, clin.pk or 0).disabled
+    answer = admin.goto("/institutions/HOSP/admin/api-clients")
+    assert answer is not None and answer.status == 200
