@@ -42,15 +42,20 @@ from portal.api_schemas import (
     DestinationRuleOut,
     HoursIn,
     HoursOut,
+    JobOut,
+    JobQuery,
     MembershipOut,
     NodeIn,
     NodeOut,
     RegistrationOut,
     RegistrationQuery,
     RejectIn,
+    RetryIn,
     RolesIn,
     TokenCreated,
     TokenIn,
+    TransferOut,
+    TransferQuery,
 )
 from portal.destinations_api import (
     create_destination_rule,
@@ -62,6 +67,7 @@ from portal.destinations_api import (
     list_nodes,
     set_hours,
 )
+from portal.jobs_api import list_jobs, list_transfer_oversight, retry_job
 from portal.pages.session import (
     Place,
     Visitor,
@@ -389,3 +395,39 @@ async def revoke_client(request: Request, visitor: Visitor) -> Response:
     return RedirectResponse(
         f"/institutions/{place.code}/admin/api-clients?done=client-revoked", 303
     )
+
+
+# --- failed jobs and transfers --------------------------------------------------------------
+
+FAILED_TRANSFERS = ("failed", "partial")
+SYSTEM = Resource.institution(0)  # a system administrator administers "institution 0"
+
+
+def may_retry_jobs(visitor: Visitor) -> bool:
+    """Jobs carry payloads any part of Ferry writes: the API shows and retries them for system
+    administrators only, so only they get the list and its Retry buttons."""
+    return decide(visitor.principal, Action.ADMINISTER, SYSTEM, visitor.actor.context).allowed
+
+
+@signed_in
+async def jobs_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    failed: list[TransferOut] = []
+    for status in FAILED_TRANSFERS:
+        query = form_input(TransferQuery, {"institution": place.code, "status": status})
+        failed += await run_operation(request, visitor, list_transfer_oversight, query=query)
+    failed.sort(key=lambda t: t.created_at, reverse=True)
+    jobs: list[JobOut] | None = None
+    if may_retry_jobs(visitor):
+        parked = form_input(JobQuery, {"status": "parked"})
+        jobs = await run_operation(request, visitor, list_jobs, query=parked)
+    context = _context(place, "jobs", transfers=failed, jobs=jobs)
+    return render(request, "admin/jobs.html", context, visitor=visitor, timezone=place.timezone)
+
+
+@signed_in
+async def retry(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    path = {"job_pk": _pk_of(request.path_params["job_pk"], "job")}
+    await run_operation(request, visitor, retry_job, path=path, body=RetryIn())
+    return RedirectResponse(f"/institutions/{place.code}/admin/jobs?done=job-retried", 303)

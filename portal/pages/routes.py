@@ -81,6 +81,8 @@ ADMINISTRATION: list[BaseRoute] = [
         admin.revoke_token,
         methods=["POST"],
     ),
+    Route("/institutions/{code}/admin/jobs", admin.jobs_page, methods=["GET"]),
+    Route("/institutions/{code}/admin/jobs/{job_pk}/retry", admin.retry, methods=["POST"]),
     Route(
         "/institutions/{code}/admin/api-clients/{client_pk}/revoke",
         admin.revoke_client,

@@ -5,13 +5,18 @@ administer the institution is refused, bad forms change nothing."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from playwright.sync_api import expect
+from sqlmodel import Session
 
+from exchange.models import Transfer
+from foundation.jobs import JobQueue
 from policy import store
-from tests.portal.pages.conftest import World, assert_accessible, snapshot
+from tests.policy._people import change_user
+from tests.portal.pages.conftest import World, assert_accessible, password_hash, snapshot
 
 
 def _csrf(page: Any) -> str:
@@ -145,4 +150,128 @@ def test_api_clients_are_the_administrators_own_and_bad_forms_change_nothing(
     assert _works(world, clin_token.token)
     assert not store.get_api_client(engine, clin.pk or 0).disabled
     answer = admin.goto("/institutions/HOSP/admin/api-clients")
+    assert answer is not None and answer.status == 200
+
+
+# --- failed jobs and transfers --------------------------------------------------------------
+
+
+def _system_administrator(world: World) -> None:
+    """`root`: a system administrator who also administers HOSP (pages are a member's)."""
+    engine = world.server.archive.engine
+    user = store.create_user(engine, "root@ferry.test", name="Root", system_admin=True)
+    change_user(engine, user.pk or 0, password_hash=password_hash())
+    store.set_membership(engine, user.pk or 0, world.pks["HOSP"], ["admin"])
+
+
+def _failures(world: World) -> int:
+    """A parked job, and failed transfers: CLIN → HOSP (HOSP's) and CLIN → FAR (not HOSP's)."""
+    engine = world.server.archive.engine
+    queue = JobQueue(engine)
+    queue.add("test-forward", {"transfer_pk": 1}, max_attempts=1)
+    claimed = queue.claim(frozenset({"test-forward"}))
+    assert claimed is not None
+    queue.fail(claimed, "the node refused the association: called AE not recognised")
+    now = datetime.now(UTC)
+    with Session(engine) as session:
+        for destination, reason in (("HOSP", "HOSP_PACS refused 3 images"), ("FAR", "far away")):
+            session.add(
+                Transfer(
+                    study_instance_uid=f"1.2.3.{world.pks[destination]}",
+                    sender_institution_pk=world.pks["CLIN"],
+                    destination_institution_pk=world.pks[destination],
+                    status="failed",
+                    reason=reason,
+                    instances=3,
+                    job_pk=claimed.pk,
+                    created_at=now - timedelta(minutes=5),
+                    last_instance_at=now,
+                )
+            )
+        session.commit()
+    return claimed.pk
+
+
+def test_a_system_administrator_retries_a_parked_job(world: World) -> None:
+    _system_administrator(world)
+    job_pk = _failures(world)
+    page = world.page("root")
+    page.goto("/institutions/HOSP/admin")
+    page.get_by_role("link", name="Failed jobs and transfers").click()
+    expect(page).to_have_url(re.compile(r"/institutions/HOSP/admin/jobs$"))
+    failed = page.get_by_role("table", name="Failed transfers")
+    expect(failed).to_contain_text("HOSP_PACS refused 3 images")
+    expect(failed).not_to_contain_text("far away")  # CLIN → FAR is not HOSP's
+    parked = page.get_by_role("table", name="Parked jobs")
+    expect(parked.get_by_role("row", name=re.compile(f"#{job_pk}"))).to_contain_text(
+        "called AE not recognised"
+    )
+    assert_accessible(page)
+    snapshot(page, "admin-jobs")
+    page.get_by_role("button", name=f"Retry job #{job_pk}").click()
+    expect(page.get_by_role("status")).to_have_text("The job was sent round again.")
+    expect(page.get_by_role("table", name="Parked jobs")).to_contain_text("No parked job.")
+    job = JobQueue(world.server.archive.engine).get(job_pk)
+    assert job is not None and (job.status, job.attempts) == ("queued", 0)
+    again = page.request.post(
+        f"/institutions/HOSP/admin/jobs/{job_pk}/retry",
+        form={"csrf_token": _csrf(page)},
+        max_redirects=0,
+    )
+    assert again.status == 409  # only a parked job is retried
+    assert_accessible(page)
+
+
+def test_an_institution_administrator_sees_failed_transfers_but_retries_no_job(
+    world: World,
+) -> None:
+    job_pk = _failures(world)
+    admin = world.page("hosp-admin")
+    admin.goto("/institutions/HOSP/admin/jobs")
+    expect(admin.get_by_role("table", name="Failed transfers")).to_contain_text(
+        "HOSP_PACS refused 3 images"
+    )
+    expect(admin.get_by_role("table", name="Parked jobs")).to_have_count(0)
+    expect(admin.get_by_role("button", name=re.compile("Retry"))).to_have_count(0)
+    expect(admin.get_by_text("only a system administrator sees and retries them")).to_be_visible()
+    assert_accessible(admin)
+    forged = admin.request.post(
+        f"/institutions/HOSP/admin/jobs/{job_pk}/retry",
+        form={"csrf_token": _csrf(admin)},
+        max_redirects=0,
+    )
+    assert forged.status == 403
+    job = JobQueue(world.server.archive.engine).get(job_pk)
+    assert job is not None and job.status == "parked"
+
+
+def test_failed_jobs_are_refused_to_who_may_not_see_them(world: World) -> None:
+    _system_administrator(world)
+    job_pk = _failures(world)
+    _refused_pages(world, "/admin/jobs")
+    root = world.page("root")
+    root.goto("/institutions/HOSP/admin/jobs")
+    token = _csrf(root)
+    base = "/institutions/HOSP/admin/jobs"
+    cases: list[tuple[Any, str, bool, int]] = [
+        (root, f"{base}/{job_pk}/retry", False, 403),  # no CSRF token
+        (root, f"{base}/x1/retry", True, 400),
+        (root, f"{base}/99999/retry", True, 404),
+        (root, f"/institutions/FAR/admin/jobs/{job_pk}/retry", True, 404),  # not a member
+    ]
+    for who, target, with_token, status in cases:
+        fields = {"csrf_token": token} if with_token else {}
+        answer = who.request.post(target, form=fields, max_redirects=0)
+        assert answer.status == status, (target, answer.status)
+    other = world.page("far-radiologist")
+    other.goto("/institutions/FAR")
+    forged = other.request.post(
+        f"/institutions/FAR/admin/jobs/{job_pk}/retry",
+        form={"csrf_token": _csrf(other)},
+        max_redirects=0,
+    )
+    assert forged.status == 403  # their own institution, but not an administrator of jobs
+    job = JobQueue(world.server.archive.engine).get(job_pk)
+    assert job is not None and job.status == "parked"
+    answer = root.goto(base)
     assert answer is not None and answer.status == 200
