@@ -13,6 +13,7 @@ administration page gets the API's refusal (403, or 404 for an institution they 
 from __future__ import annotations
 
 import re
+from datetime import date
 
 import anyio
 from starlette.requests import Request
@@ -40,6 +41,8 @@ from portal.api_schemas import (
     ApiClientOut,
     DestinationRuleIn,
     DestinationRuleOut,
+    HolidayIn,
+    HolidayOut,
     HoursIn,
     HoursOut,
     JobOut,
@@ -58,13 +61,16 @@ from portal.api_schemas import (
     TransferQuery,
 )
 from portal.destinations_api import (
+    add_holiday,
     create_destination_rule,
     create_node,
     delete_destination_rule,
     delete_node,
     get_hours,
     list_destination_rules,
+    list_holidays,
     list_nodes,
+    remove_holiday,
     set_hours,
 )
 from portal.jobs_api import list_jobs, list_transfer_oversight, retry_job
@@ -241,6 +247,8 @@ async def rules_page(request: Request, visitor: Visitor) -> Response:
     )
     nodes: list[NodeOut] = await run_operation(request, visitor, list_nodes, path=path)
     hours: HoursOut = await run_operation(request, visitor, get_hours, path=path)
+    holidays: list[HolidayOut] = await run_operation(request, visitor, list_holidays, path=path)
+    holidays.sort(key=lambda h: h.day)
     engine = request.app.state.archive.engine
     institutions = await anyio.to_thread.run_sync(store.list_institutions, engine, None)
     codes = {row.pk: row.code for row in institutions}
@@ -250,6 +258,7 @@ async def rules_page(request: Request, visitor: Visitor) -> Response:
         rules=rules,
         nodes={n.pk: n.ae_title for n in nodes},
         hours=hours,
+        holidays=holidays,
         senders=sorted(
             (row.code, row.name)
             for row in institutions
@@ -431,3 +440,24 @@ async def retry(request: Request, visitor: Visitor) -> Response:
     path = {"job_pk": _pk_of(request.path_params["job_pk"], "job")}
     await run_operation(request, visitor, retry_job, path=path, body=RetryIn())
     return RedirectResponse(f"/institutions/{place.code}/admin/jobs?done=job-retried", 303)
+
+
+@signed_in
+async def add_a_holiday(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    values = {"day": visitor.form.get("day", ""), "name": visitor.form.get("name", "").strip()}
+    body = form_input(HolidayIn, values)
+    await run_operation(request, visitor, add_holiday, path={"code": place.code}, body=body)
+    return RedirectResponse(f"/institutions/{place.code}/admin/rules?done=holiday-added", 303)
+
+
+@signed_in
+async def remove_a_holiday(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    text = request.path_params["day"]
+    try:
+        day = date.fromisoformat(text if len(text) == 10 else "")
+    except ValueError:
+        raise InvalidQuery("no such holiday: a day is YYYY-MM-DD") from None
+    await run_operation(request, visitor, remove_holiday, path={"code": place.code, "day": day})
+    return RedirectResponse(f"/institutions/{place.code}/admin/rules?done=holiday-removed", 303)

@@ -69,6 +69,12 @@ ADMINISTRATION: list[BaseRoute] = [
     Route("/institutions/{code}/admin/rules", admin.add_rule, methods=["POST"]),
     Route("/institutions/{code}/admin/rules/{rule_pk}/remove", admin.remove_rule, methods=["POST"]),
     Route("/institutions/{code}/admin/hours", admin.save_hours, methods=["POST"]),
+    Route("/institutions/{code}/admin/holidays", admin.add_a_holiday, methods=["POST"]),
+    Route(
+        "/institutions/{code}/admin/holidays/{day}/remove",
+        admin.remove_a_holiday,
+        methods=["POST"],
+    ),
     Route("/institutions/{code}/admin/api-clients", admin.api_clients_page, methods=["GET"]),
     Route("/institutions/{code}/admin/api-clients", admin.create_client, methods=["POST"]),
     Route(

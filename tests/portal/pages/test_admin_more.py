@@ -80,9 +80,10 @@ def test_an_administrator_creates_a_client_issues_and_revokes_its_tokens(world: 
     assert sorted(token["scopes"]) == ["download", "read"] and token["expires_at"]
 
     page.get_by_role("link", name="Back to the API clients").click()
-    secret = first.rsplit("_", 1)[1]
-    assert secret not in page.content()  # never shown again
     card = page.get_by_role("article", name="Night sync")
+    expect(card).to_be_visible()
+    secret = first.split("_", 2)[2]  # ferry_<token id>_<secret>
+    assert secret not in page.content()  # never shown again
     expect(card.get_by_role("table", name="Tokens of Night sync")).to_contain_text("download, read")
     card.get_by_text("Issue another token for Night sync…").click()
     card.get_by_role("button", name="Issue a token for Night sync").click()
@@ -274,4 +275,78 @@ def test_failed_jobs_are_refused_to_who_may_not_see_them(world: World) -> None:
     job = JobQueue(world.server.archive.engine).get(job_pk)
     assert job is not None and job.status == "parked"
     answer = root.goto(base)
+    assert answer is not None and answer.status == 200
+
+
+# --- holidays -------------------------------------------------------------------------------
+
+
+def _holidays(world: World) -> list[dict[str, str]]:
+    answer = world.api("hosp-admin", "GET", "/institutions/HOSP/holidays")
+    assert answer.status_code == 200, answer.text
+    holidays: list[dict[str, str]] = answer.json()
+    return holidays
+
+
+def test_an_administrator_adds_and_removes_a_holiday(world: World) -> None:
+    page = world.page("hosp-admin")
+    page.goto("/institutions/HOSP/admin")
+    page.get_by_role("link", name="Who may send to us, and when").click()
+    holidays = page.get_by_role("table", name="Holidays")
+    expect(holidays).to_contain_text("No holiday.")
+    page.get_by_label("Day", exact=True).fill("2026-12-25")
+    page.get_by_label("Name", exact=True).fill("Christmas Day")
+    assert_accessible(page)
+    page.get_by_role("button", name="Add the holiday").click()
+    expect(page.get_by_role("status")).to_have_text("The holiday was added.")
+    row = page.get_by_role("table", name="Holidays").get_by_role("row", name=re.compile("25 Dec"))
+    expect(row).to_contain_text("25 Dec 2026")
+    expect(row).to_contain_text("Christmas Day")
+    assert _holidays(world) == [{"day": "2026-12-25", "name": "Christmas Day"}]
+    assert_accessible(page)
+    snapshot(page, "admin-holidays")
+    page.get_by_role("button", name="Remove the holiday of 2026-12-25").click()
+    expect(page.get_by_role("status")).to_have_text("The holiday was removed.")
+    expect(page.get_by_role("table", name="Holidays")).to_contain_text("No holiday.")
+    assert _holidays(world) == []
+
+
+def test_holidays_are_the_administrators_own_and_bad_forms_change_nothing(world: World) -> None:
+    _refused_pages(world, "/admin/rules")
+    engine = world.server.archive.engine
+    store.add_holiday(engine, world.pks["CLIN"], datetime(2026, 12, 26).date(), "Boxing Day")
+    world.api("hosp-admin", "POST", "/institutions/HOSP/holidays", {"day": "2026-12-25"})
+    before = _holidays(world)
+    admin = world.page("hosp-admin")
+    admin.goto("/institutions/HOSP/admin/rules")
+    radiologist = world.page("hosp-radiologist")
+    radiologist.goto("/institutions/HOSP")
+    other = world.page("far-radiologist")
+    other.goto("/institutions/FAR")
+    add = "/institutions/HOSP/admin/holidays"
+    good = {"day": "2027-01-01", "name": "New Year"}
+    cases: list[tuple[Any, str, dict[str, str], bool, int]] = [
+        (radiologist, add, good, True, 403),  # not an administrator
+        (other, add, good, True, 404),  # not their institution
+        (admin, "/institutions/CLIN/admin/holidays", good, True, 404),  # beyond theirs
+        (admin, "/institutions/CLIN/admin/holidays/2026-12-26/remove", {}, True, 404),
+        (admin, add, good, False, 403),  # no CSRF token
+        (admin, add, {"day": "", "name": "x"}, True, 400),
+        (admin, add, {"day": "2026-13-01"}, True, 400),
+        (admin, add, {"day": "tomorrow"}, True, 400),
+        (admin, add, {"day": "2027-01-01", "name": "x" * 200}, True, 400),
+        (admin, add, {"day": "2026-12-25"}, True, 409),  # already a holiday
+        (admin, "/institutions/HOSP/admin/holidays/25-12-2026/remove", {}, True, 400),
+        (admin, "/institutions/HOSP/admin/holidays/2026-12-25x/remove", {}, True, 400),
+        (admin, "/institutions/HOSP/admin/holidays/2026-12-24/remove", {}, True, 404),
+        (admin, "/institutions/HOSP/admin/holidays/2026-12-25/remove", {}, False, 403),
+    ]
+    for who, target, form, with_token, status in cases:
+        fields = {**form, **({"csrf_token": _csrf(who)} if with_token else {})}
+        answer = who.request.post(target, form=fields, max_redirects=0)
+        assert answer.status == status, (target, form, answer.status)
+    assert _holidays(world) == before
+    clin = store.list_holidays(engine, world.pks["CLIN"])
+    assert [(h.day.isoformat(), h.name) for h in clin] == [("2026-12-26", "Boxing Day")]
+    answer = admin.goto("/institutions/HOSP/admin/rules")
     assert answer is not None and answer.status == 200
