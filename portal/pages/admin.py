@@ -1,9 +1,12 @@
 """Administration pages of one institution (`/institutions/{code}/admin/...`): the registrations
 waiting (approve with roles, reject with a reason), the people and their roles, the nodes
-(PACS and RIS), and who may send to the institution and when (destination rules, core hours).
+(PACS and RIS), who may send to the institution and when (destination rules, core hours,
+holidays), the API clients and their tokens (a new token shown once, on the answer to its
+form), and the failed transfers and parked jobs (retried by system administrators only).
 
 Each page runs the admin JSON API's own operations (`list_institution_registrations`,
-`approve_registration`, `reject_registration`, `list_members`, `set_member_roles`), so the
+`approve_registration`, `reject_registration`, `list_members`, `set_member_roles`, the API
+client, holiday and job operations), so the
 decisions (an institution administrator acts on their institutions only; access into a
 security institution is given by its own administrators), refusals and audit are the API's.
 The "Administration" tab is shown only to those the decision allows; anyone else opening an

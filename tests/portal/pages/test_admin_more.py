@@ -40,11 +40,18 @@ def _works(world: World, token: str) -> bool:
 
 
 def _refused_pages(world: World, path: str) -> None:
-    """A non-administrator 403, another institution's person 404, an administrator beyond
-    their institutions 404."""
-    radiologist = world.page("hosp-radiologist")
-    answer = radiologist.goto(f"/institutions/HOSP{path}")
-    assert answer is not None and answer.status == 403, path
+    """A non-administrator (a radiologist, a request-only person) 403, another institution's
+    person 404, an administrator beyond their institutions 404; an API token is no session."""
+    for who in ("hosp-radiologist", "hosp-requester"):
+        answer = world.page(who).goto(f"/institutions/HOSP{path}")
+        assert answer is not None and answer.status == 403, (who, path)
+    engine = world.server.archive.engine
+    robot = store.create_api_client(engine, f"Reader {path}", world.pks["HOSP"], ["admin"])
+    reader = store.issue_api_token(engine, robot.pk or 0, ["read"], None).token
+    with httpx.Client(base_url=world.base, timeout=30) as http:
+        headers = {"authorization": f"Bearer {reader}"}
+        answer = http.get(f"/institutions/HOSP{path}", headers=headers)
+    assert answer.status_code == 303 and "/sign-in" in answer.headers["location"], path
     other = world.page("far-radiologist")
     answer = other.goto(f"/institutions/HOSP{path}")
     assert answer is not None and answer.status == 404, path
@@ -110,6 +117,7 @@ def test_api_clients_are_the_administrators_own_and_bad_forms_change_nothing(
     world: World,
 ) -> None:
     _refused_pages(world, "/admin/api-clients")
+    before = _clients(world)
     engine = world.server.archive.engine
     clin = store.create_api_client(engine, "Clinic robot", world.pks["CLIN"], ["sender"])
     clin_token = store.issue_api_token(engine, clin.pk or 0, ["read"], None)
@@ -147,7 +155,7 @@ def test_api_clients_are_the_administrators_own_and_bad_forms_change_nothing(
         fields = {**form, **({"csrf_token": token} if with_token else {})}
         answer = admin.request.post(target, form=fields, max_redirects=0)
         assert answer.status == status, (target, form, answer.status)
-    assert _clients(world) == []
+    assert _clients(world) == before
     assert _works(world, clin_token.token)
     assert not store.get_api_client(engine, clin.pk or 0).disabled
     answer = admin.goto("/institutions/HOSP/admin/api-clients")
