@@ -1,9 +1,12 @@
 """Administration pages of one institution (`/institutions/{code}/admin/...`): the registrations
 waiting (approve with roles, reject with a reason), the people and their roles, the nodes
-(PACS and RIS), and who may send to the institution and when (destination rules, core hours).
+(PACS and RIS), who may send to the institution and when (destination rules, core hours,
+holidays), the API clients and their tokens (a new token shown once, on the answer to its
+form), and the failed transfers and parked jobs (retried by system administrators only).
 
 Each page runs the admin JSON API's own operations (`list_institution_registrations`,
-`approve_registration`, `reject_registration`, `list_members`, `set_member_roles`), so the
+`approve_registration`, `reject_registration`, `list_members`, `set_member_roles`, the API
+client, holiday and job operations), so the
 decisions (an institution administrator acts on their institutions only; access into a
 security institution is given by its own administrators), refusals and audit are the API's.
 The "Administration" tab is shown only to those the decision allows; anyone else opening an
@@ -12,44 +15,68 @@ administration page gets the API's refusal (403, or 404 for an institution they 
 
 from __future__ import annotations
 
+import re
+from datetime import date
+
 import anyio
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from foundation.errors import InvalidQuery
+from foundation.errors import InvalidQuery, NotFound
 from policy import store
 from policy.decision import Resource, decide
-from policy.roles import Action, Role
+from policy.roles import Action, Role, Scope
 from portal.admin_api import (
     approve_registration,
+    create_api_client,
+    get_api_client,
+    issue_api_token,
+    list_api_clients,
     list_institution_registrations,
     list_members,
     reject_registration,
+    revoke_api_client,
+    revoke_api_token,
     set_member_roles,
 )
 from portal.api_schemas import (
+    ApiClientIn,
+    ApiClientOut,
     DestinationRuleIn,
     DestinationRuleOut,
+    HolidayIn,
+    HolidayOut,
     HoursIn,
     HoursOut,
+    JobOut,
+    JobQuery,
     MembershipOut,
     NodeIn,
     NodeOut,
     RegistrationOut,
     RegistrationQuery,
     RejectIn,
+    RetryIn,
     RolesIn,
+    TokenCreated,
+    TokenIn,
+    TransferOut,
+    TransferQuery,
 )
 from portal.destinations_api import (
+    add_holiday,
     create_destination_rule,
     create_node,
     delete_destination_rule,
     delete_node,
     get_hours,
     list_destination_rules,
+    list_holidays,
     list_nodes,
+    remove_holiday,
     set_hours,
 )
+from portal.jobs_api import list_jobs, list_transfer_oversight, retry_job
 from portal.pages.session import (
     Place,
     Visitor,
@@ -73,6 +100,8 @@ TABS = (
     ("people", "People and roles"),
     ("nodes", "Nodes"),
     ("rules", "Who may send to us, and when"),
+    ("api-clients", "API clients and tokens"),
+    ("jobs", "Failed jobs and transfers"),
 )
 
 
@@ -229,6 +258,8 @@ async def rules_page(request: Request, visitor: Visitor) -> Response:
     )
     nodes: list[NodeOut] = await run_operation(request, visitor, list_nodes, path=path)
     hours: HoursOut = await run_operation(request, visitor, get_hours, path=path)
+    holidays: list[HolidayOut] = await run_operation(request, visitor, list_holidays, path=path)
+    holidays.sort(key=lambda h: h.day)
     engine = request.app.state.archive.engine
     institutions = await anyio.to_thread.run_sync(store.list_institutions, engine, None)
     codes = {row.pk: row.code for row in institutions}
@@ -239,6 +270,7 @@ async def rules_page(request: Request, visitor: Visitor) -> Response:
         rules=rules,
         nodes={n.pk: n.ae_title for n in nodes},
         hours=hours,
+        holidays=holidays,
         senders=sorted(
             (row.code, row.name)
             for row in institutions
@@ -284,3 +316,164 @@ async def save_hours(request: Request, visitor: Visitor) -> Response:
     body = form_input(HoursIn, values)
     await run_operation(request, visitor, set_hours, path={"code": place.code}, body=body)
     return RedirectResponse(f"/institutions/{place.code}/admin/rules?done=hours-saved", 303)
+
+
+# --- API clients and their tokens -----------------------------------------------------------
+
+SCOPE_WORDS = {
+    Scope.READ: "read: search and read studies",
+    Scope.WRITE: "write: store studies",
+    Scope.DOWNLOAD: "download: fetch whole studies",
+    Scope.TRANSFER: "transfer: send and answer transfers",
+    Scope.DELETE: "delete: remove studies (needs the administrator role)",
+}
+TOKEN_ID = re.compile(r"^[0-9a-f]{1,32}$")
+
+
+@signed_in
+async def api_clients_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    clients: list[ApiClientOut] = await run_operation(
+        request, visitor, list_api_clients, path={"code": place.code}
+    )
+    clients.sort(key=lambda c: (c.disabled, c.name.lower()))
+    context = _context(
+        place,
+        "api-clients",
+        visitor,
+        clients=clients,
+        scopes=[(s.value, w) for s, w in SCOPE_WORDS.items()],
+    )
+    return render(request, "admin/api_clients.html", context, visitor=visitor,
+                  timezone=place.timezone)  # fmt: skip
+
+
+def _token_values(request: Request, visitor: Visitor) -> dict[str, object]:
+    """The scopes and expiry of a token form; an empty expiry is a token that does not expire."""
+    expires = visitor.form.get("expires_days", "").strip()
+    return {"scopes": form_list(request, "scope"), "expires_days": expires or None}
+
+
+def _shown_once(
+    request: Request, visitor: Visitor, place: Place, created: TokenCreated
+) -> Response:
+    """The token's one showing: in the answer to the POST, never in a URL or a later page."""
+    context = _context(place, "api-clients", visitor, created=created)
+    return render(request, "admin/api_token.html", context, visitor=visitor,
+                  timezone=place.timezone, status=201)  # fmt: skip
+
+
+@signed_in
+async def create_client(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    values = {
+        "name": visitor.form.get("name", "").strip(),
+        "roles": form_list(request, "role"),
+        **_token_values(request, visitor),
+    }
+    body = form_input(ApiClientIn, values)
+    created: TokenCreated = await run_operation(
+        request, visitor, create_api_client, path={"code": place.code}, body=body
+    )
+    return _shown_once(request, visitor, place, created)
+
+
+async def _own_client(request: Request, visitor: Visitor, place: Place) -> int:
+    """The client of the path, if it belongs to this page's institution (else 404, as missing)."""
+    pk = _pk_of(request.path_params["client_pk"], "API client")
+    client: ApiClientOut = await run_operation(
+        request, visitor, get_api_client, path={"client_pk": pk}
+    )
+    if client.institution_pk != place.pk:
+        raise NotFound(f"no API client {pk}")
+    return pk
+
+
+@signed_in
+async def issue_token(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    pk = await _own_client(request, visitor, place)
+    body = form_input(TokenIn, _token_values(request, visitor))
+    created: TokenCreated = await run_operation(
+        request, visitor, issue_api_token, path={"client_pk": pk}, body=body
+    )
+    return _shown_once(request, visitor, place, created)
+
+
+@signed_in
+async def revoke_token(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    token_id = request.path_params["token_id"]
+    if not TOKEN_ID.match(token_id):
+        raise InvalidQuery("no such token")
+    pk = await _own_client(request, visitor, place)
+    path = {"client_pk": pk, "token_id": token_id}
+    await run_operation(request, visitor, revoke_api_token, path=path)
+    return RedirectResponse(f"/institutions/{place.code}/admin/api-clients?done=token-revoked", 303)
+
+
+@signed_in
+async def revoke_client(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    pk = await _own_client(request, visitor, place)
+    await run_operation(request, visitor, revoke_api_client, path={"client_pk": pk})
+    return RedirectResponse(
+        f"/institutions/{place.code}/admin/api-clients?done=client-revoked", 303
+    )
+
+
+# --- failed jobs and transfers --------------------------------------------------------------
+
+FAILED_TRANSFERS = ("failed", "partial")
+SYSTEM = Resource.institution(0)  # a system administrator administers "institution 0"
+
+
+def may_retry_jobs(visitor: Visitor) -> bool:
+    """Jobs carry payloads any part of Ferry writes: the API shows and retries them for system
+    administrators only, so only they get the list and its Retry buttons."""
+    return decide(visitor.principal, Action.ADMINISTER, SYSTEM, visitor.actor.context).allowed
+
+
+@signed_in
+async def jobs_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    failed: list[TransferOut] = []
+    for status in FAILED_TRANSFERS:
+        query = form_input(TransferQuery, {"institution": place.code, "status": status})
+        failed += await run_operation(request, visitor, list_transfer_oversight, query=query)
+    failed.sort(key=lambda t: t.created_at, reverse=True)
+    jobs: list[JobOut] | None = None
+    if may_retry_jobs(visitor):
+        parked = form_input(JobQuery, {"status": "parked"})
+        jobs = await run_operation(request, visitor, list_jobs, query=parked)
+    context = _context(place, "jobs", visitor, transfers=failed, jobs=jobs)
+    return render(request, "admin/jobs.html", context, visitor=visitor, timezone=place.timezone)
+
+
+@signed_in
+async def retry(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    path = {"job_pk": _pk_of(request.path_params["job_pk"], "job")}
+    await run_operation(request, visitor, retry_job, path=path, body=RetryIn())
+    return RedirectResponse(f"/institutions/{place.code}/admin/jobs?done=job-retried", 303)
+
+
+@signed_in
+async def add_a_holiday(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    values = {"day": visitor.form.get("day", ""), "name": visitor.form.get("name", "").strip()}
+    body = form_input(HolidayIn, values)
+    await run_operation(request, visitor, add_holiday, path={"code": place.code}, body=body)
+    return RedirectResponse(f"/institutions/{place.code}/admin/rules?done=holiday-added", 303)
+
+
+@signed_in
+async def remove_a_holiday(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    text = request.path_params["day"]
+    try:
+        day = date.fromisoformat(text if len(text) == 10 else "")
+    except ValueError:
+        raise InvalidQuery("no such holiday: a day is YYYY-MM-DD") from None
+    await run_operation(request, visitor, remove_holiday, path={"code": place.code, "day": day})
+    return RedirectResponse(f"/institutions/{place.code}/admin/rules?done=holiday-removed", 303)

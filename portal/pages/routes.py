@@ -97,6 +97,31 @@ ADMINISTRATION: list[BaseRoute] = [
     Route("/institutions/{code}/admin/rules", admin.add_rule, methods=["POST"]),
     Route("/institutions/{code}/admin/rules/{rule_pk}/remove", admin.remove_rule, methods=["POST"]),
     Route("/institutions/{code}/admin/hours", admin.save_hours, methods=["POST"]),
+    Route("/institutions/{code}/admin/holidays", admin.add_a_holiday, methods=["POST"]),
+    Route(
+        "/institutions/{code}/admin/holidays/{day}/remove",
+        admin.remove_a_holiday,
+        methods=["POST"],
+    ),
+    Route("/institutions/{code}/admin/api-clients", admin.api_clients_page, methods=["GET"]),
+    Route("/institutions/{code}/admin/api-clients", admin.create_client, methods=["POST"]),
+    Route(
+        "/institutions/{code}/admin/api-clients/{client_pk}/tokens",
+        admin.issue_token,
+        methods=["POST"],
+    ),
+    Route(
+        "/institutions/{code}/admin/api-clients/{client_pk}/tokens/{token_id}/revoke",
+        admin.revoke_token,
+        methods=["POST"],
+    ),
+    Route("/institutions/{code}/admin/jobs", admin.jobs_page, methods=["GET"]),
+    Route("/institutions/{code}/admin/jobs/{job_pk}/retry", admin.retry, methods=["POST"]),
+    Route(
+        "/institutions/{code}/admin/api-clients/{client_pk}/revoke",
+        admin.revoke_client,
+        methods=["POST"],
+    ),
 ]
 
 OVERSIGHT: list[BaseRoute] = [
