@@ -14,9 +14,13 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     import uvicorn
 
     from ferry.app import build_archive, create_app
-    from ferry.background import Background, describe_mail
+    from ferry.background import Background, describe_mail, describe_shipping
     from ferry.http_server import server_config
+    from ferry.metrics_routes import MetricsListener, collectors
+    from foundation import metrics
 
+    # Before any other process starts: files of the processes of an earlier run go.
+    metrics.configure(settings.metrics_dir, clean=True)
     archive = build_archive(settings)
     app = create_app(settings, archive)
     background = Background(settings, archive)
@@ -31,7 +35,13 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     if settings.dicom_tls_port:
         print(f"  DIMSE/TLS: {settings.dicom_ae_title}@{dicom_host}:{settings.dicom_tls_port}")
     print(f"  Health:   {base}/healthz  {base}/readyz")
-    print(f"  Emails:   {describe_mail(settings)}", flush=True)
+    print(f"  Metrics:  {_describe_metrics(settings, base)}")
+    print(f"  Emails:   {describe_mail(settings)}")
+    print(f"  Audit:    {describe_shipping(settings)}", flush=True)
+    listener = None
+    if settings.metrics_port:
+        listener = MetricsListener(settings.metrics_port, collectors(settings, archive))
+        listener.start()
     background.start()
     try:
         config = server_config(
@@ -43,7 +53,16 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
         uvicorn.Server(config).run()
     finally:
         background.stop()
+        if listener is not None:
+            listener.stop()
     return 0
+
+
+def _describe_metrics(settings: Settings, base: str) -> str:
+    places = [f"{base}/metrics (bearer token)"] if settings.metrics_token else []
+    if settings.metrics_port:
+        places.append(f"http://127.0.0.1:{settings.metrics_port}/metrics")
+    return ", ".join(places) or "not served (set FERRY_METRICS_TOKEN or FERRY_METRICS_PORT)"
 
 
 def _import(settings: Settings, args: argparse.Namespace) -> int:
@@ -171,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(settings, args))
+    except SettingsError as error:  # found while assembling (a certificate file, say)
+        print(f"ferry: invalid configuration: {error}", file=sys.stderr)
+        return 2
     except FerryError as error:  # a domain refusal is a message, not a traceback
         print(f"ferry: {error}", file=sys.stderr)
         return 1
