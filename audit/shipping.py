@@ -28,9 +28,10 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlmodel import col
 
 from audit.export import AuditSource, syslog_message
-from audit.models import HEAD_PK, AuditChainHead, AuditShipping
+from audit.models import HEAD_PK, AuditShipping
 from audit.search import AuditEntry, read_events_after
 from audit.syslog import CollectorUnavailable, SyslogSender
+from audit.trail import chain_head
 from foundation import metrics
 from foundation.clock import Clock, utc_now
 
@@ -75,8 +76,8 @@ class AuditShipper:
     def ship_once(self) -> int:
         """Events delivered now (0: nothing new, or another process ships); raises
         CollectorUnavailable, with the cursor left where it was."""
-        if not self._claim():
-            return 0
+        if not self._waiting() or not self._claim():
+            return 0  # an idle shipper reads; it writes (renews its lease) only to ship
         cursor = self._cursor()
         entries = read_events_after(self.engine, cursor, self.batch)
         if not entries:
@@ -133,6 +134,10 @@ class AuditShipper:
             )
         return claimed.rowcount == 1
 
+    def _waiting(self) -> bool:
+        status = shipping_status(self.engine)
+        return status.head_pk > status.shipped_pk
+
     def _cursor(self) -> int:
         with self.engine.connect() as connection:
             value = connection.execute(
@@ -184,11 +189,8 @@ def shipping_status(engine: Engine) -> ShippingStatus:
                 col(AuditShipping.last_error),
             ).where(col(AuditShipping.pk) == HEAD_PK)
         ).first()
-        head = connection.execute(
-            select(col(AuditChainHead.last_pk)).where(col(AuditChainHead.pk) == HEAD_PK)
-        ).scalar()
     shipped, destination, error = (int(row[0]), str(row[1]), str(row[2])) if row else (0, "", "")
-    return ShippingStatus(shipped, int(head or 0), destination, error)
+    return ShippingStatus(shipped, chain_head(engine).pk, destination, error)
 
 
 class ShippingLoop:

@@ -47,7 +47,7 @@ def configure_libraries(settings: Settings) -> None:
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     pydicom_config.settings.writing_validation_mode = pydicom_config.RAISE
     spool_received_data_sets(settings.spool_dir)  # not the system's temporary folder
-    metrics.configure(settings.metrics_dir)  # prometheus-client's multiprocess folder
+    metrics.configure(settings.metrics_folder())  # prometheus-client's multiprocess folder
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.basicConfig(level=settings.log_level.upper())

@@ -20,7 +20,7 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     from foundation import metrics
 
     # Before any other process starts: files of the processes of an earlier run go.
-    metrics.configure(settings.metrics_dir, clean=True)
+    metrics.configure(settings.metrics_folder(), clean=True)
     archive = build_archive(settings)
     app = create_app(settings, archive)
     background = Background(settings, archive)

@@ -7,6 +7,7 @@ built here (`auth()`, `dicomweb()`, `dimse()`, `portal()`), so nothing below `fe
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import socket
 import tomllib
@@ -205,6 +206,7 @@ class Settings:
     atna_hostname: str = ""  # RFC 5424 HOSTNAME; empty: this host's name
     metrics_token: str = field(default="", repr=False)  # bearer token for GET /metrics
     metrics_port: int = 0  # a separate loopback listener for /metrics; 0: none
+    metrics_dir: Path | None = None  # None: in /dev/shm, named after the data folder
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -216,10 +218,20 @@ class Settings:
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
 
-    @property
-    def metrics_dir(self) -> Path:
-        """Every process's metric files (prometheus-client multiprocess mode)."""
-        return self.data_dir / "metrics"
+    def metrics_folder(self) -> Path:
+        """Every process's metric files (prometheus-client multiprocess mode).
+
+        Not on the data disk: the files are memory-mapped, and a page that cannot be allocated
+        on a full filesystem kills the process (SIGBUS), where Ferry must keep serving reads.
+        In RAM (/dev/shm) by default, one folder per data folder; else under the data folder.
+        """
+        if self.metrics_dir is not None:
+            return self.metrics_dir
+        shared_memory = Path("/dev/shm")
+        if not shared_memory.is_dir() or not os.access(shared_memory, os.W_OK):
+            return self.data_dir / "metrics"
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
+        return shared_memory / f"ferry-metrics-{digest}"
 
     def audit_source(self) -> AuditSource:
         """Ferry as the audit messages name it: public host (or this host), AE title, host."""
@@ -357,6 +369,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_ATNA_HOSTNAME": ("atna_hostname", _parse_syslog_token),
     "FERRY_METRICS_TOKEN": ("metrics_token", _parse_token),
     "FERRY_METRICS_PORT": ("metrics_port", _parse_port),
+    "FERRY_METRICS_DIR": ("metrics_dir", _parse_path),
 }
 
 

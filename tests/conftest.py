@@ -6,6 +6,7 @@ import os
 import random
 import secrets
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -108,6 +109,8 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
         "http_port": port,
         "public_url": f"http://127.0.0.1:{port}",
         "access_token_seconds": 3600,
+        # One metrics folder per test process, off the data disk (tests may fill that one).
+        "metrics_dir": Path(tempfile.gettempdir()) / f"ferry-test-metrics-{os.getpid()}",
     }
     return Settings(**(values | overrides))
 

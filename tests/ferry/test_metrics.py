@@ -236,3 +236,12 @@ def test_the_dashboard_and_the_docs_name_only_metrics_ferry_has():
             assert suffixes.sub("", name) in known or name in known, name
     documented = (root / "docs" / "metrics.md").read_text()
     assert all(f"`{name}" in documented for name in known)
+
+
+def test_the_metric_files_stay_off_the_data_disk(tmp_path: Path):
+    from ferry.settings import Settings
+
+    chosen = Settings(data_dir=tmp_path / "var").metrics_folder()
+    assert not chosen.resolve().is_relative_to((tmp_path / "var").resolve())
+    assert Settings(data_dir=tmp_path / "other").metrics_folder() != chosen
+    assert Settings(metrics_dir=tmp_path / "m").metrics_folder() == tmp_path / "m"
