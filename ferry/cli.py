@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -43,6 +44,10 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
         listener = MetricsListener(settings.metrics_port, collectors(settings, archive))
         listener.start()
     background.start()
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; with the default
+    # action the process would end there, before the clean-up below (the bridge processes,
+    # the audit shipping lease, the metric files). Ending by SystemExit lets it run.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         config = server_config(
             app,
@@ -55,7 +60,12 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
         background.stop()
         if listener is not None:
             listener.stop()
+        metrics.remove_files(settings.metrics_folder())
     return 0
+
+
+def _exit_on_sigterm(signal_number: int, _frame: object) -> None:
+    raise SystemExit(128 + signal_number)
 
 
 def _describe_metrics(settings: Settings, base: str) -> str:

@@ -18,6 +18,7 @@ are fixed vocabularies (route templates, statuses, edges), never paths, UIDs or 
 from __future__ import annotations
 
 import os
+import shutil
 import threading
 import warnings
 from collections.abc import Iterable
@@ -142,6 +143,11 @@ def configure(folder: Path, *, clean: bool = False) -> None:
             for metric in ALL:
                 metric.clear()
         _configured[:] = [folder]
+
+
+def remove_files(path: Path) -> None:
+    """`ferry serve` at its end, once its other processes have stopped: nothing stays in RAM."""
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def folder() -> Path | None:

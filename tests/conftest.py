@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import shutil
 import socket
 import tempfile
 import threading
@@ -67,6 +68,14 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port for a test server")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _metrics_files_removed() -> Iterator[None]:
+    """The test process's metrics folder (see make_settings) goes with the process."""
+    yield
+    folder = Path(tempfile.gettempdir()) / f"ferry-test-metrics-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -245,3 +245,31 @@ def test_the_metric_files_stay_off_the_data_disk(tmp_path: Path):
     assert not chosen.resolve().is_relative_to((tmp_path / "var").resolve())
     assert Settings(data_dir=tmp_path / "other").metrics_folder() != chosen
     assert Settings(metrics_dir=tmp_path / "m").metrics_folder() == tmp_path / "m"
+
+
+def test_serve_stopped_by_sigterm_cleans_up_its_metric_files(tmp_path: Path):
+    import signal
+
+    from tests._peers import wait_until_http_answers
+
+    port, folder = free_port(), tmp_path / "metric-files"
+    environment = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("FERRY_")},
+        "PYTHONPATH": os.pathsep.join(sys.path),
+        "FERRY_DATA_DIR": str(tmp_path / "var"),
+        "FERRY_HTTP_PORT": str(port),
+        "FERRY_DICOM_PORT": "0",
+        "FERRY_METRICS_DIR": str(folder),
+    }
+    command = [sys.executable, "-m", "ferry.cli", "serve"]
+    serve = subprocess.Popen(command, env=environment, stdout=subprocess.DEVNULL)
+    try:
+        wait_until_http_answers(f"http://127.0.0.1:{port}/healthz", serve)
+        assert list(folder.glob("*.db"))  # the health check was counted
+        serve.send_signal(signal.SIGTERM)
+        assert serve.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        if serve.poll() is None:
+            serve.kill()
+            serve.wait()
+    assert not folder.exists()
