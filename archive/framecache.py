@@ -14,7 +14,7 @@ import os
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
@@ -88,6 +88,15 @@ def read_layout(
             _save(sidecar, layout)
     memory.put(memory_key, layout)
     return layout
+
+
+def forget_layouts(cache_dir: Path, keys: Iterable[str]) -> None:
+    """Remove the sidecars of deleted blobs (their keys are never reused)."""
+    for key in keys:
+        try:
+            _sidecar(cache_dir, key).unlink(missing_ok=True)
+        except OSError as error:
+            log.warning("frame layout of %s not removed: %s", key, error)
 
 
 def _sidecar(cache_dir: Path, key: str) -> Path:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from pydicom.dataset import Dataset
-from sqlalchemy import Connection, Table, select, tuple_
+from sqlalchemy import Connection, Select, Table, bindparam, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
 from archive import dicomjson, normalise
@@ -158,11 +159,20 @@ def _select_pks(
     if not keys:
         return {}
     if len(columns) == 1:
-        condition = columns[0].in_([k[0] for k in keys])
+        values: list[Any] = [k[0] for k in keys]
     else:
-        condition = tuple_(*columns).in_(keys)
-    statement = select(table.c.pk, *columns).where(condition)
-    return {tuple(row[1:]): row[0] for row in connection.execute(statement)}
+        values = keys
+    statement = _pk_query(table, tuple(column.name for column in columns))
+    return {tuple(row[1:]): row[0] for row in connection.execute(statement, {"keys": values})}
+
+
+@functools.cache
+def _pk_query(table: Table, names: tuple[str, ...]) -> Select[Any]:
+    """Built once per table and key: a store runs three of these, and building a statement
+    costs more than executing it."""
+    columns = [table.c[name] for name in names]
+    key = columns[0] if len(columns) == 1 else tuple_(*columns)
+    return select(table.c.pk, *columns).where(key.in_(bindparam("keys", expanding=True)))
 
 
 def insert_entries(connection: Connection, entries: Sequence[IndexEntry]) -> set[str]:

@@ -16,10 +16,11 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, bindparam, delete, func, select
 
 from archive import dicomjson, index, outcomes
 from archive.blobstore import BlobStore
+from archive.framecache import forget_layouts
 from archive.models import Instance, Patient, Series, Study, StudyGrant
 from archive.outcomes import StoreOutcome
 from archive.parse import InvalidInstance, ParsedInstance, read_received
@@ -34,6 +35,23 @@ from foundation.errors import (
 log = logging.getLogger(__name__)
 _DIFFERENT_CONTENT = "an instance with this SOP Instance UID and different content is stored"
 _UID_IN_USE = "a UID of this instance is already in use; not stored (use new UIDs)"
+
+
+# Built once: constructing these costs more than running them, on every store.
+_STUDY_OWNERS = select(index.STUDY.c.study_instance_uid, index.STUDY.c.institution_pk).where(
+    index.STUDY.c.study_instance_uid.in_(bindparam("uids", expanding=True))
+)
+_HELD_INSTANCES = (
+    select(
+        index.INSTANCE.c.sop_instance_uid,
+        index.INSTANCE.c.blob_key,
+        index.STUDY.c.study_instance_uid,
+        index.STUDY.c.institution_pk,
+    )
+    .join(index.SERIES, index.SERIES.c.pk == index.INSTANCE.c.series_pk)
+    .join(index.STUDY, index.STUDY.c.pk == index.SERIES.c.study_pk)
+    .where(index.INSTANCE.c.sop_instance_uid.in_(bindparam("uids", expanding=True)))
+)
 
 
 @dataclass(frozen=True)
@@ -92,12 +110,15 @@ class Archive:
         *,
         replace_duplicates: bool,
         min_free_bytes: int = 0,
+        frame_cache_dir: Path | None = None,
     ) -> None:
         self.engine = engine
         self.blobs = blobs
         self.replace_duplicates = replace_duplicates
         # The reserve left for reads, audit and the database: new instances stop before it.
         self.min_free_bytes = min_free_bytes
+        # Derived from blobs and removed with them (`archive.framecache` sidecars).
+        self.frame_cache_dir = frame_cache_dir
         # SQLite has one writer; queueing here beats its busy handler's sleeps under load.
         self._write_lock: AbstractContextManager[object] = (
             threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
@@ -221,13 +242,7 @@ class Archive:
         if not uids:
             return work
         with self.engine.connect() as connection:
-            owners = dict(
-                connection.execute(
-                    select(Study.study_instance_uid, Study.institution_pk).where(
-                        Study.study_instance_uid.in_(uids)
-                    )
-                ).all()
-            )
+            owners = dict(connection.execute(_STUDY_OWNERS, {"uids": list(uids)}).all())
         kept = []
         for position, item in work:
             owner = owners.get(item.parsed.study_instance_uid, institution_pk)
@@ -280,19 +295,9 @@ class Archive:
         uids = [item.parsed.sop_instance_uid for _, item in work]
         if not uids:
             return {}
-        statement = (
-            select(
-                Instance.sop_instance_uid,
-                Instance.blob_key,
-                Study.study_instance_uid,
-                Study.institution_pk,
-            )
-            .join(Series, Series.pk == Instance.series_pk)
-            .join(Study, Study.pk == Series.study_pk)
-            .where(Instance.sop_instance_uid.in_(uids))
-        )
         with self.engine.connect() as connection:
-            return {row[0]: _Held(*row[1:]) for row in connection.execute(statement)}
+            rows = connection.execute(_HELD_INSTANCES, {"uids": uids})
+            return {row[0]: _Held(*row[1:]) for row in rows}
 
     def _same_bytes(self, path: Path, key: str) -> bool:
         try:
@@ -441,8 +446,12 @@ class Archive:
     # -- delete --------------------------------------------------------------------------
 
     def delete(self, study: str, series: str | None = None, instance: str | None = None) -> int:
-        """Remove index rows, then blobs; emptied series, studies (with their grants) and
-        patients go too."""
+        """The one path for removal: index rows, then blobs and their frame layouts; emptied
+        series, studies (with their grants) and patients go too.
+
+        Readers that found the study before it went fail cleanly: a blob opened already is
+        read to its end (the file lives until closed); one opened after answers not found.
+        """
         stored = self.find_instances(study, series, instance)
         with self._write_lock, self.engine.begin() as connection:
             uids = [s.sop_instance_uid for s in stored]
@@ -464,7 +473,10 @@ class Archive:
                 ~select(Study.pk).where(Study.patient_pk == Patient.pk).exists()
             )
             connection.execute(delete(Patient).where(Patient.pk.in_(empty_patients)))
-        self.blobs.delete(s.blob_key for s in stored)
+        keys = [s.blob_key for s in stored]
+        self.blobs.delete(keys)
+        if self.frame_cache_dir is not None:
+            forget_layouts(self.frame_cache_dir, keys)
         return len(stored)
 
     def iter_blob_keys(self) -> Iterable[str]:

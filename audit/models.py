@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import BigInteger, Column, Index, Text
+from sqlalchemy import BigInteger, Column, Index, String, Text
 from sqlmodel import Field, SQLModel
 
 GENESIS_HASH = "0" * 64  # the prev_hash of the first event
@@ -65,6 +65,17 @@ class AuditChainHead(SQLModel, table=True):
     pk: int = Field(default=HEAD_PK, primary_key=True)
     last_pk: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
     last_hash: str = Field(default=GENESIS_HASH, max_length=64)
+    # Where the chain starts after its oldest events were pruned (`audit.prune`): the last
+    # pruned event's pk and hash; 0 and the genesis hash while nothing was pruned.
+    pruned_pk: int = Field(
+        default=0, sa_column=Column(BigInteger, nullable=False, default=0, server_default="0")
+    )
+    pruned_hash: str = Field(
+        default=GENESIS_HASH,
+        sa_column=Column(
+            String(64), nullable=False, default=GENESIS_HASH, server_default=GENESIS_HASH
+        ),
+    )
 
 
 class AuditShipping(SQLModel, table=True):

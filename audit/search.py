@@ -45,6 +45,9 @@ class AuditQuery:
     institution_pks: tuple[int, ...] | None = None  # an institution's auditors see only theirs
     since: datetime | None = None
     until: datetime | None = None
+    # What the asker may see, as a condition on audit_event's columns: the caller (who knows
+    # whose studies, transfers and people these are) builds it; the search only applies it.
+    within: ColumnElement[bool] | None = None
 
 
 @dataclass(frozen=True)
@@ -156,6 +159,8 @@ def _criteria(query: AuditQuery) -> list[ColumnElement[bool]]:
             criteria.append(columns[name] == value)
     if query.institution_pks is not None:
         criteria.append(columns.institution_pk.in_(query.institution_pks))
+    if query.within is not None:
+        criteria.append(query.within)
     for moment in (query.since, query.until):
         if moment is not None and moment.utcoffset() is None:
             raise InvalidQuery("audit search times must carry a timezone")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.models import GENESIS_HASH, HEAD_PK, AuditChainHead, AuditEvent, Outcome
@@ -135,12 +135,8 @@ def _append(engine: Engine, rows: list[dict[str, Any]]) -> None:
             row["pk"] = position
             row["prev_hash"] = last_hash
             row["hash"] = last_hash = event_hash(row)
-        connection.execute(insert(AuditEvent), rows)
-        connection.execute(
-            update(AuditChainHead)
-            .where(AuditChainHead.pk == HEAD_PK)  # type: ignore[arg-type]
-            .values(last_pk=rows[-1]["pk"], last_hash=last_hash)
-        )
+        connection.execute(_INSERT_EVENTS, rows)
+        connection.execute(_MOVE_HEAD, {"new_pk": rows[-1]["pk"], "new_hash": last_hash})
 
 
 def chain_head(engine: Engine) -> ChainHead:
@@ -229,12 +225,22 @@ def _appending(engine: Engine) -> Iterator[Connection]:
             raise
 
 
+# Built once: an append is on every request's path, and building a statement costs more than
+# running it on SQLite.
+_READ_HEAD = select(AuditChainHead.last_pk, AuditChainHead.last_hash).where(
+    AuditChainHead.pk == HEAD_PK  # type: ignore[arg-type]
+)
+_LOCK_HEAD = _READ_HEAD.with_for_update()
+_INSERT_EVENTS = insert(AuditEvent)
+_MOVE_HEAD = (
+    update(AuditChainHead)
+    .where(AuditChainHead.pk == HEAD_PK)  # type: ignore[arg-type]
+    .values(last_pk=bindparam("new_pk"), last_hash=bindparam("new_hash"))
+)
+
+
 def _lock_head(connection: Connection) -> ChainHead:
-    query = select(AuditChainHead.last_pk, AuditChainHead.last_hash).where(
-        AuditChainHead.pk == HEAD_PK  # type: ignore[arg-type]
-    )
-    if connection.dialect.name != "sqlite":
-        query = query.with_for_update()
+    query = _READ_HEAD if connection.dialect.name == "sqlite" else _LOCK_HEAD
     row = connection.execute(query).first()
     if row is not None:
         return ChainHead(int(row[0]), str(row[1]))

@@ -60,8 +60,10 @@ class VerifyReport:
 def verify_chain(engine: Engine, anchor: ChainHead | None = None) -> VerifyReport:
     """Walk the whole chain; `anchor` is a head recorded earlier that must still be in it."""
     findings: list[Finding] = []
-    checked, previous = 0, ChainHead(0, GENESIS_HASH)
+    checked, previous = 0, _start(engine)  # after the pruned events, if any (`audit.prune`)
     anchor_seen = anchor is None or anchor.pk == 0
+    if anchor is not None and 0 < anchor.pk <= previous.pk:  # pruned since it was taken
+        anchor_seen = anchor.pk < previous.pk or anchor.hash == previous.hash
     for row in _iter_rows(engine):
         checked += 1
         findings.extend(_check_row(row, previous))
@@ -78,6 +80,16 @@ def verify_chain(engine: Engine, anchor: ChainHead | None = None) -> VerifyRepor
     findings.sort(key=lambda item: item.pk)
     broken = len({finding.pk for finding in findings})
     return VerifyReport(checked, broken, tuple(findings[:MAX_FINDINGS]), previous)
+
+
+def _start(engine: Engine) -> ChainHead:
+    with engine.connect() as connection:
+        row = connection.execute(
+            select(AuditChainHead.pruned_pk, AuditChainHead.pruned_hash).where(
+                AuditChainHead.pk == HEAD_PK  # type: ignore[arg-type]
+            )
+        ).first()
+    return ChainHead(int(row[0]), str(row[1])) if row else ChainHead(0, GENESIS_HASH)
 
 
 def _check_row(row: Mapping[str, Any], previous: ChainHead) -> list[Finding]:

@@ -14,7 +14,7 @@ from typing import Protocol
 from sqlalchemy import text
 
 from _dimse_ferry import FerryDimse
-from _dimse_peers import StoreSCP, send_folders
+from _dimse_peers import NullSCP, StoreSCP, send_folders
 from _memory import PeakMemory, _process_tree
 from _report import HIGHER, LOWER, Figure
 from _servers import LOOPBACK, OrthancServer, free_port
@@ -93,6 +93,24 @@ class StoreSCPReceiver:
 
     def held(self) -> int:
         return self.server.received()[0]
+
+
+class NullSCPReceiver:
+    def __init__(self, server: NullSCP) -> None:
+        self.server = server
+        self.name = server.name
+        self.ae_title = server.ae_title
+
+    @property
+    def dicom_port(self) -> int:
+        return self.server.port
+
+    @property
+    def ingest_pid(self) -> int | None:
+        return self.server.pid
+
+    def held(self) -> int:
+        return self.server.received()
 
 
 class OrthancReceiver:

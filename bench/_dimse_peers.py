@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -198,3 +199,66 @@ def read_dcmtk_version(tool: str) -> str | None:
             if word.startswith("v3") or word.startswith("v4"):
                 return word.lstrip("v")
     return None
+
+
+class NullSCP:
+    """`_dimse_null.py`: a pynetdicom C-STORE SCP whose handler only deletes the received file,
+    with Ferry's maximum PDU; the count of instances it answered is read from a file."""
+
+    script = Path(__file__).resolve().parent / "_dimse_null.py"
+
+    def __init__(self, name: str = "pynetdicom", ae_title: str = "NULLSCP") -> None:
+        self.name = name
+        self.ae_title = ae_title
+        self.port = 0
+        self.version: str | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._folder: Path | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self) -> None:
+        self._folder = Path(tempfile.mkdtemp(prefix=f"bench-{self.name}-"))
+        self.port = free_port()
+        argv = [sys.executable, str(self.script), str(self.port), self.ae_title,
+                str(self._folder / "count")]  # fmt: skip
+        env = {**os.environ, "TMPDIR": str(self._folder)}  # its received files go there
+        with open(self._folder / "scp.log", "wb") as log:
+            self._process = subprocess.Popen(
+                argv, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
+        wait_for_echo(self.name, self.port, self.ae_title, self._alive)
+        with contextlib.suppress(ImportError):
+            import pynetdicom
+
+            self.version = pynetdicom.__version__
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
+            self._folder = None
+
+    def received(self) -> int:
+        if self._folder is None:
+            raise ServerError(f"{self.name} is not running")
+        try:
+            return int((self._folder / "count").read_text() or 0)
+        except (OSError, ValueError):
+            return 0
+
+    def describe(self) -> dict[str, object]:
+        return {"port": self.port, "ae_title": self.ae_title, "pid": self.pid,
+                "version": self.version}  # fmt: skip
+
+    def _alive(self) -> bool:
+        return self._process is not None and self._process.poll() is None

@@ -58,11 +58,13 @@ def viewing_measures(
     frames = [pixels[start : start + size] for start in range(0, len(pixels), size)]
     every = ",".join(str(number) for number in range(1, viewing.frames + 1))
     series = f"{study}/series/{viewing.slices.series_uid}"
+    middle = (viewing.frames + 1) // 2
     rows, side = viewing.frame_rows, THUMBNAIL_VIEWPORT
     labels = {
         "frames.native": f"WADO-RS frame, {SLICE_ROWS}×{SLICE_ROWS} 16-bit native",
         "frames.j2k": f"WADO-RS frame, {SLICE_ROWS}×{SLICE_ROWS} JPEG 2000 passthrough",
         "frames.multi": f"WADO-RS all {viewing.frames} frames, {rows}×{rows} 16-bit (curl)",
+        "frames.nth": f"WADO-RS frame {middle} of the {viewing.frames}-frame instance",
         "rendered": f"WADO-RS rendered JPEG, {SLICE_ROWS}×{SLICE_ROWS} CT slice",
         "thumbnail": f"WADO-RS series thumbnail {side}×{side} JPEG, warm",
     }
@@ -83,6 +85,11 @@ def viewing_measures(
         measure_frames_throughput, path=f"{multi}/frames/{every}",
         check=FrameCheck(frames, {OCTET_STREAM}, ExplicitVRLittleEndian),
         label=labels["frames.multi"], repeat=curl_repeat,
+    )  # fmt: skip
+    measures["frames.nth"] = functools.partial(
+        measure_frame_latency, path=f"{multi}/frames/{middle}",
+        check=FrameCheck([frames[middle - 1]], {OCTET_STREAM}, ExplicitVRLittleEndian),
+        group="frames.nth", label=labels["frames.nth"], repeat=repeat, warmup=warmup,
     )  # fmt: skip
     measures["rendered"] = functools.partial(
         measure_picture_latency, path=f"{native}/rendered", group="rendered",

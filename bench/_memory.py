@@ -25,6 +25,7 @@ class PeakMemory:
         self.reset = False
         self._peaks_kib: dict[int, int] = {}
         self._max_rss_kib = 0
+        self._max_pss_kib = 0
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"rss-{pid}", daemon=True)
 
@@ -47,12 +48,18 @@ class PeakMemory:
     def peak_mib(self) -> float:
         return sum(self._peaks_kib.values()) / 1024
 
+    @property
+    def peak_pss_mib(self) -> float:
+        """The tree's largest sampled PSS: each shared page counted once, split among its users."""
+        return self._max_pss_kib / 1024
+
     def result(self) -> dict[str, object]:
         return {
             "pid": self.pid,
             "processes": len(self._peaks_kib),
             "peak_mib": round(self.peak_mib, 1),
             "max_sampled_rss_mib": round(self._max_rss_kib / 1024, 1),
+            "max_sampled_pss_mib": round(self.peak_pss_mib, 1),
             "hwm_reset": self.reset,
         }
 
@@ -61,13 +68,15 @@ class PeakMemory:
             self._sample()
 
     def _sample(self) -> None:
-        rss_total = 0
+        rss_total = pss_total = 0
         for pid in _process_tree(self.pid):
             status = _read_status(pid)
             if "VmHWM" in status:
                 self._peaks_kib[pid] = max(self._peaks_kib.get(pid, 0), status["VmHWM"])
                 rss_total += status.get("VmRSS", 0)
+                pss_total += _read_pss(pid)
         self._max_rss_kib = max(self._max_rss_kib, rss_total)
+        self._max_pss_kib = max(self._max_pss_kib, pss_total)
 
 
 def _process_tree(root: int) -> list[int]:
@@ -95,6 +104,15 @@ def _read_status(pid: int) -> dict[str, int]:
             if rest.strip().endswith(" kB"):
                 values[key] = int(rest.split()[0])
     return values
+
+
+def _read_pss(pid: int) -> int:
+    """Proportional set size in kB (/proc/<pid>/smaps_rollup); 0 once the process has gone."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in (PROC / str(pid) / "smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1])
+    return 0
 
 
 def _reset_peak(pid: int) -> bool:

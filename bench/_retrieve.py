@@ -5,7 +5,9 @@ from __future__ import annotations
 import io
 import statistics
 import subprocess
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 from pydicom import dcmread
@@ -41,6 +43,39 @@ def measure_series_retrieve(server: Server, study: StudySpec, repeat: int) -> li
     median = statistics.median(run["mb_per_s"] for run in runs)
     raw = {"url_path": url.removeprefix(server.base_url), "accept": RETRIEVE_ACCEPT, "runs": runs}
     return [Figure("wado.series", "wado.series.throughput", label, "MB/s", HIGHER, median, raw)]
+
+
+def measure_parallel_retrieve(
+    server: Server, study: StudySpec, repeat: int, clients: int
+) -> list[Figure]:
+    """Median MB/s of `clients` curls retrieving one series each at once (the study's series in
+    turn): all bytes read over the wall-clock time from the first start to the last exit."""
+    urls = [
+        f"{server.base_url}/studies/{study.study_uid}/series/{series.series_uid}"
+        for series in study.series
+    ]
+    expected = {url: verify_series_retrieve(server, url, series)
+                for url, series in zip(urls, study.series, strict=True)}  # fmt: skip
+    chosen = [urls[number % len(urls)] for number in range(clients)]
+    runs = []
+    with ThreadPoolExecutor(clients) as pool:
+        for _ in range(repeat):
+            started = time.perf_counter()
+            answers = list(pool.map(lambda url: curl_get(url, server.headers), chosen))
+            seconds = time.perf_counter() - started
+            for url, (status, size, _) in zip(chosen, answers, strict=True):
+                if status != 200 or size != expected[url]:
+                    raise UnexpectedAnswer(
+                        f"curl: HTTP {status}, {size} bytes, expected {expected[url]}"
+                    )
+            total = sum(size for _, size, _ in answers)
+            runs.append({"bytes": total, "seconds": seconds, "mb_per_s": total / seconds / 1e6})
+    rows, size = study.rows, len(study.series[0].sop_uids)
+    label = f"WADO-RS series retrieve, {size} × {rows}×{rows} CT, {clients} clients (curl)"
+    median = statistics.median(run["mb_per_s"] for run in runs)
+    group = f"wado.series.c{clients}"
+    raw = {"clients": clients, "accept": RETRIEVE_ACCEPT, "runs": runs}
+    return [Figure(group, f"{group}.throughput", label, "MB/s", HIGHER, median, raw)]
 
 
 def verify_series_retrieve(server: Server, url: str, series: SeriesSpec) -> int:

@@ -93,6 +93,15 @@ def measure_ingest(server: Server, batches: list[Batch], clients: int) -> list[F
             memory.peak_mib if memory else None,
             memory.result() if memory else {},
         ),
+        Figure(
+            group,
+            f"{group}.peak_pss",
+            f"{label}, server peak PSS (sampled)",
+            "MiB",
+            LOWER,
+            memory.peak_pss_mib if memory else None,
+            memory.result() if memory else {},
+        ),
     ]
 
 

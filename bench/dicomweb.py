@@ -30,6 +30,8 @@ from typing import Any
 import httpx
 import orjson
 
+from _busy_targets import busy_targets, judge_busy, render_busy
+from _floor import measure_floor_latency
 from _frames import fraction_of_series, viewing_measures
 from _http import UnexpectedAnswer, read_json_array
 from _images import ViewingStudy, plan_viewing, viewing_instances
@@ -37,7 +39,7 @@ from _instances import StudySpec, iter_batches, iter_study_instances
 from _progress import fill_progress, log, raise_interrupt
 from _qido import measure_search_latency, plan_queries, short_count
 from _report import SERVER_TITLES, Figure, Report, emit
-from _retrieve import measure_metadata_latency, measure_series_retrieve
+from _retrieve import measure_metadata_latency, measure_parallel_retrieve, measure_series_retrieve
 from _servers import (
     ORTHANC_BINARY,
     FerryServer,
@@ -58,7 +60,7 @@ from _targets import judge, render_targets
 from _workload import Workload, fill_counts, plan_workload
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-MEASURES = ("stow", "qido", "wado", "metadata", "frames")
+MEASURES = ("floor", "stow", "qido", "wado", "metadata", "frames")
 VIEWING_SLICES = 5  # CT slices in the viewing study's first series, the thumbnail's series
 FRAME_ROWS = 256  # the multi-frame instance's frames are FRAME_ROWS × FRAME_ROWS, 16-bit
 PRESETS: dict[str, dict[str, Any]] = {
@@ -205,12 +207,24 @@ def retrieve_measures(
     if "wado" in args.measures:
         retrieve = functools.partial(measure_series_retrieve, study=study, repeat=args.wado_repeat)
         measures["wado.series"] = ("WADO-RS series retrieve", retrieve)
+        parallel = functools.partial(
+            measure_parallel_retrieve, study=study, repeat=args.wado_repeat, clients=args.clients
+        )
+        group = f"wado.series.c{args.clients}"
+        measures[group] = (f"WADO-RS series retrieve, {args.clients} clients", parallel)
     if "metadata" in args.measures:
+        sop = series.sop_uids[len(series.sop_uids) // 2]
         for level, path, uids in (
+            (
+                "instance",
+                f"studies/{study.study_uid}/series/{series.series_uid}/instances/{sop}",
+                [sop],
+            ),
             ("study", f"studies/{study.study_uid}", [u for s in study.series for u in s.sop_uids]),
             ("series", f"studies/{study.study_uid}/series/{series.series_uid}", series.sop_uids),
         ):
-            group, label = f"metadata.{level}", f"WADO-RS {level} metadata ({len(uids)} instances)"
+            count = f"{len(uids)} instance{'s' if len(uids) > 1 else ''}"
+            group, label = f"metadata.{level}", f"WADO-RS {level} metadata ({count})"
             metadata = functools.partial(
                 measure_metadata_latency, group=group, label=label, path=f"{path}/metadata",
                 sop_uids=uids, repeat=args.repeat, warmup=args.warmup,
@@ -298,7 +312,9 @@ def build_servers(args: argparse.Namespace) -> list[Server]:
         if url:
             servers.append(Server(name, url, token))
         elif name == "ferry":
-            servers.append(FerryServer())
+            servers.append(FerryServer(extra_env=dict(args.ferry_env)))
+            if args.ferry_variant:  # the same code with other settings, in the same run
+                servers.append(FerryServer("ferry-variant", dict(args.ferry_variant)))
         else:
             servers.append(OrthancServer(args.orthanc_binary, args.orthanc_plugin))
     return servers
@@ -313,6 +329,13 @@ def benchmark(args: argparse.Namespace, servers: Sequence[Server], report: Repor
     fill = max(args.qido_sizes) - prior if "qido" in args.measures else 0
     salt = datetime.datetime.now().strftime("%Y%m%dT%H%M%S.%f")
     workload = plan_workload(args.seed, salt, args.instances, args.series_size, fill)
+    if "floor" in args.measures:
+        for target in targets:
+            log(f"{target.name}: no-op authenticated request")
+            floor = functools.partial(
+                measure_floor_latency, target.server, args.repeat, args.warmup
+            )
+            attempt(report, target, "floor", "no-op authenticated request", floor)
     if "stow" in args.measures:
         run_ingest(args, targets, workload, report)
     if "qido" in args.measures:
@@ -368,6 +391,8 @@ def write_results(
     }
     if "frames" in args.measures and "ferry" in report.servers:
         document["targets"] = judge(report)
+    if {"ferry", "orthanc"} <= set(report.servers):
+        document["issue14"] = judge_busy(report, busy_targets(args.clients, args.qido_sizes))
     data = orjson.dumps(document, option=orjson.OPT_INDENT_2)
     names = ", ".join(
         f"{SERVER_TITLES.get(s.name, s.name)} {s.version or ''}".strip() for s in servers
@@ -377,6 +402,8 @@ def write_results(
     )
     if "targets" in document:
         table += "\n\n" + render_targets(document["targets"], "Ferry")
+    if "issue14" in document:
+        table += "\n\n" + render_busy(document["issue14"])
     default = RESULTS_DIR / f"dicomweb-{started:%Y%m%d-%H%M%S}.json"
     emit(table, data, as_json=args.json, output=args.output, default=default)
 
@@ -390,6 +417,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     servers.add_argument(
         "--ferry-token", help="bearer token for the Ferry at --ferry-url (API token or JWT)"
     )
+    servers.add_argument(
+        "--ferry-env", type=_variable, action="append", default=[], metavar="FERRY_NAME=VALUE",
+        help="a setting for the Ferry started here, e.g. FERRY_HTTP_WORKERS=1 (repeatable)",
+    )  # fmt: skip
+    servers.add_argument(
+        "--ferry-variant", type=_variable, action="append", default=[],
+        metavar="FERRY_NAME=VALUE",
+        help="also run a second Ferry ('ferry-variant') with this setting (repeatable)",
+    )  # fmt: skip
     servers.add_argument("--orthanc-binary", default=ORTHANC_BINARY)
     servers.add_argument("--orthanc-plugin", help="libOrthancDicomWeb.so (found if not given)")
     work = parser.add_argument_group("workload (defaults: full run; --quick: smoke run)")
@@ -440,6 +476,13 @@ def _names(text: str) -> list[str]:
     if unknown:
         raise argparse.ArgumentTypeError(f"unknown measures {sorted(unknown)}")
     return names
+
+
+def _variable(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name.startswith("FERRY_"):
+        raise argparse.ArgumentTypeError(f"expected FERRY_NAME=VALUE, got {text!r}")
+    return name, value
 
 
 def _sizes(text: str) -> list[int]:

@@ -33,6 +33,7 @@ from _dimse_forward import measure_forwarding
 from _dimse_ingest import (
     FerryReceiver,
     InstanceSet,
+    NullSCPReceiver,
     OrthancDimse,
     OrthancReceiver,
     Receiver,
@@ -42,39 +43,56 @@ from _dimse_ingest import (
     measure_ingest,
     split_folders,
 )
-from _dimse_peers import StoreSCP, wait_for_echo
+from _dimse_peers import NullSCP, StoreSCP, wait_for_echo
 from _instances import iter_study_instances
 from _progress import log, raise_interrupt
-from _report import Report, emit
+from _report import Report, emit, format_number
 from _servers import ORTHANC_BINARY, ServerError
 from _targets import ViewingTarget, judge, render_targets
 from _workload import plan_workload
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
-RECEIVERS = ("ferry", "orthanc", "storescp")
-TITLES = {"ferry": "Ferry", "orthanc": "Orthanc", "storescp": "storescp"}
+RECEIVERS = ("ferry", "orthanc", "storescp", "pynetdicom")
+TITLES = {
+    "ferry": "Ferry",
+    "orthanc": "Orthanc",
+    "storescp": "storescp",
+    "pynetdicom": "pynetdicom no-op",
+}
 MEASURES = ("ingest", "forward")
 SALT = "ferry-dimse-bench"  # fixed: the same UIDs every run (every receiver starts empty)
 PRESETS: dict[str, dict[str, Any]] = {
     "full": {"instances": 500, "series_size": 100},
     "quick": {"instances": 100, "series_size": 50},
 }
+MEMORY_LIMIT_MIB = 300.0  # issue 14: peak memory during ingest kept under this
 BUSY_LOAD = 0.5  # a load average above this at the start is reported: figures will be low
 SERVER_FAILURES = (StoreFailed, ServerError, httpx.HTTPError, subprocess.SubprocessError, OSError)
 
 
 def targets(associations: int) -> tuple[ViewingTarget, ...]:
-    """Issue 5: ingest at or above Orthanc's and at least 60 % of storescp's; forwarding at
-    least 80 % of ingest."""
+    """Issue 14: each ingest rate at or above Orthanc's (1.0×), peak memory during each ingest
+    at most 300 MiB."""
     rows = []
     for count in (1, associations):
-        key, label = f"ingest.a{count}.rate", ingest_label(count)
+        key, label = f"ingest.a{count}", ingest_label(count)
         rows += [
-            ViewingTarget(f"{label}, at or above Orthanc's", key, "instances/s", ">=",
+            ViewingTarget(f"{label}, at or above Orthanc's", f"{key}.rate", "instances/s", ">=",
                           against="orthanc"),
-            ViewingTarget(f"{label}, at least 60 % of storescp's", key, "instances/s", ">=",
-                          against="storescp", factor=0.6),
+            ViewingTarget(f"{label}, receiver peak RSS", f"{key}.peak_rss", "MiB", "<=",
+                          MEMORY_LIMIT_MIB),
         ]  # fmt: skip
+    return tuple(rows)
+
+
+def targets_issue5(associations: int) -> tuple[ViewingTarget, ...]:
+    """Issue 5: ingest at least 60 % of storescp's; forwarding at least 80 % of ingest."""
+    rows = [
+        ViewingTarget(f"{ingest_label(count)}, at least 60 % of storescp's",
+                      f"ingest.a{count}.rate", "instances/s", ">=", against="storescp",
+                      factor=0.6)
+        for count in (1, associations)
+    ]  # fmt: skip
     rows.append(
         ViewingTarget("forwarding, at least 80 % of 1-association ingest", "forward.fraction",
                       "%", ">=", 80.0)
@@ -171,6 +189,10 @@ def build_receivers(
             orthanc = OrthancDimse(args.orthanc_binary)
             servers.append(orthanc)
             receivers.append(OrthancReceiver(orthanc))
+        elif name == "pynetdicom":
+            null = NullSCP()
+            servers.append(null)
+            receivers.append(NullSCPReceiver(null))
         else:
             storescp = StoreSCP()
             servers.append(storescp)
@@ -223,7 +245,10 @@ def write_results(
     started: datetime.datetime,
     profile: list[dict[str, Any]],
 ) -> None:
-    judged = judge(report, "ferry", targets(args.associations)) if "ferry" in servers else []
+    judged, judged5 = [], []
+    if "ferry" in servers:
+        judged = judge(report, "ferry", targets(args.associations))
+        judged5 = judge(report, "ferry", targets_issue5(args.associations))
     document = {
         "benchmark": "dimse",
         "started": started.isoformat(timespec="seconds"),
@@ -237,7 +262,7 @@ def write_results(
         },
         "settings": vars(args),
         "servers": servers,
-        "targets": judged,
+        "targets": judged + judged5,
         "measures": report.to_json(),
         "profile": profile,
     }
@@ -249,7 +274,9 @@ def write_results(
         f"DIMSE benchmark {started:%Y-%m-%d %H:%M}: {names}; {os.cpu_count()} CPUs"
     )
     if judged:
-        table += "\n\n" + render_targets(judged, "Ferry", heading="Targets (issue 5)")
+        table += "\n\n" + _render_summary(report, judged, args.associations)
+        table += "\n\n" + render_targets(judged, "Ferry", heading="Targets (issue 14)")
+        table += "\n" + render_targets(judged5, "Ferry", heading="Targets (issue 5)")
     for phase in profile:
         if phase["busy_samples"]:
             table += "\n\n" + _render_profile(phase)
@@ -261,6 +288,45 @@ def _stop(server: Any) -> None:
     if server.pid is not None:
         log(f"stopping {server.name} (pid {server.pid})")
     server.stop()
+
+
+def _render_summary(report: Report, judged: list[dict[str, Any]], associations: int) -> str:
+    """Issue 14's table: Ferry and Orthanc, their ratio, the target and whether it is met, and
+    the physical references of the same run."""
+    met = {target["key"]: target["met"] for target in judged}
+    header = ("measure", "Ferry", "Orthanc", "ratio", "target", "met", "storescp",
+              "pynetdicom no-op")  # fmt: skip
+    lines = []
+    for count in (1, associations):
+        plural = "s" if count > 1 else ""
+        rate = report.rows.get(f"ingest.a{count}.rate")
+        memory = report.rows.get(f"ingest.a{count}.peak_rss")
+        values = rate.values if rate else {}
+        ferry, orthanc = values.get("ferry"), values.get("orthanc")
+        ratio = f"{ferry / orthanc:.2f}×" if ferry and orthanc else "n/a"
+        lines.append((f"C-STORE, storescu, {count} association{plural} (inst/s)", _cell(ferry),
+                      _cell(orthanc), ratio, "≥ 1.0×", _verdict(met.get(f"ingest.a{count}.rate")),
+                      _cell(values.get("storescp")), _cell(values.get("pynetdicom"))))  # fmt: skip
+        peaks = memory.values if memory else {}
+        ferry_peak = peaks.get("ferry")
+        lines.append(("… peak RSS during it (MiB)", _cell(ferry_peak),
+                      _cell(peaks.get("orthanc")), "", f"≤ {MEMORY_LIMIT_MIB:.0f}",
+                      _verdict(met.get(f"ingest.a{count}.peak_rss")), "", ""))  # fmt: skip
+    widths = [max(len(str(row[n])) for row in (header, *lines)) for n in range(len(header))]
+    out = ["Issue 14, DIMSE:"]
+    for number, row in enumerate((header, *lines)):
+        out.append("  " + "  ".join(str(cell).ljust(widths[n]) for n, cell in enumerate(row)))
+        if number == 0:
+            out.append("  " + "  ".join("-" * width for width in widths))
+    return "\n".join(line.rstrip() for line in out)
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else format_number(value)
+
+
+def _verdict(met: bool | None) -> str:
+    return {True: "met", False: "MISSED", None: "not judged"}[met]
 
 
 def _render_profile(profile: dict[str, Any], top: int = 12) -> str:

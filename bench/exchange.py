@@ -174,8 +174,8 @@ def measure_zip(
 
 
 def verify_zip(ferry: ExchangeFerry, url: str, study: StudySpec) -> int:
-    """One untimed download through httpx: the DICOMDIR first, then exactly the study's
-    instances; returns the ZIP's size in bytes."""
+    """One untimed download through httpx: exactly the study's instances, then the DICOMDIR
+    (its records naming every one of them); returns the ZIP's size in bytes."""
     with httpx.Client(headers=ferry.courier_headers, timeout=600) as http:
         response = _ok(http.get(url, headers={"Accept": ZIP_ACCEPT}))
     if response.headers.get("content-type") != ZIP_ACCEPT:
@@ -185,13 +185,17 @@ def verify_zip(ferry: ExchangeFerry, url: str, study: StudySpec) -> int:
         names = archive.namelist()
         uids = [
             str(dcmread(archive.open(name), stop_before_pixels=True).SOPInstanceUID)
-            for name in names[1:]
+            for name in names[:-1]
         ]
-    if names[:1] != ["DICOMDIR"] or len(uids) != len(expected) or set(uids) != expected:
+        dicomdir = dcmread(archive.open(names[-1]))
+    listed = {r.get("ReferencedSOPInstanceUIDInFile") for r in dicomdir.DirectoryRecordSequence}
+    if names[-1:] != ["DICOMDIR"] or len(uids) != len(expected) or set(uids) != expected:
         raise UnexpectedAnswer(
             f"ZIP: {len(names)} members, {len(set(uids) & expected)} of the study's "
-            f"{len(expected)} instances, first {names[:1]}"
+            f"{len(expected)} instances, last {names[-1:]}"
         )
+    if not expected <= listed:
+        raise UnexpectedAnswer(f"DICOMDIR: {len(expected - listed)} instances without a record")
     return len(response.content)
 
 

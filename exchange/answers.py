@@ -1,9 +1,11 @@
 """Answering a request with studies: fetch what is on the asked institution's PACS, then send.
 
-Studies on a node are fetched into Ferry first (`RemotePacs.retrieve_study`: C-MOVE or C-GET,
-stored as the node's institution); then all the picks go in one transfer to the requester's
-destination through `exchange.sending`. Some failed: partly answered; none could be fetched,
-or the destination refuses the transfer: nothing is sent and the request stays in progress.
+Picks that are all in Ferry are sent at once. Studies on a node are fetched into Ferry first,
+by a job (`exchange.answer_job`: C-MOVE or C-GET through `RemotePacs`, stored as the node's
+institution) that notes its progress in the request's history; then all the picks go in one
+transfer to the requester's destination through `exchange.sending`. Some failed: partly
+answered; none could be fetched, or the destination refuses the transfer: nothing is sent and
+the request stays in progress, the reason in its history.
 """
 
 from __future__ import annotations
@@ -18,15 +20,18 @@ from archive.store import Archive
 from exchange import sending
 from exchange.models import Priority
 from exchange.notifications import EventKind
-from exchange.parties import Actor, study_facts
+from exchange.parties import Actor, actor_payload, study_facts
 from exchange.request_models import ImagingRequest, RequestAnswer, RequestStatus
 from exchange.request_parties import audit_request, change_status, require
 from exchange.request_search import RemotePacs
 from exchange.requests import allowed, close, refuse, require_pending, take_up
 from exchange.routing import EnqueueForward
-from foundation.errors import Conflict, FerryError, Forbidden, InvalidQuery
+from foundation.errors import Conflict, Forbidden, InvalidQuery
+from foundation.jobs import JobQueue, enqueue
 from policy.decision import PolicySnapshot
 from policy.roles import Action
+
+ANSWER_REQUEST = "exchange.answer"
 
 
 @dataclass(frozen=True)
@@ -47,23 +52,90 @@ def answer_request(
     enqueue_forward: EnqueueForward,
     pacs: RemotePacs | None,
 ) -> ImagingRequest:
-    """Fetches the picks on nodes, sends all picks in one transfer to the requester's
-    destination, and closes the request: answered, or partly answered when some failed."""
+    """Answers at once when every pick is in Ferry; else queues the fetch from the nodes (an
+    `exchange.answer` job, which sends when it is done) and returns the request in progress."""
     engine = archive.engine
     request = require(engine, actor, Action.ANSWER, public_id)
     require_pending(engine, actor, request, "answered")
     if not picks:
         raise InvalidQuery("pick at least one study, or answer that nothing was found")
+    picks = list(dict.fromkeys(picks))
+    nodes = _nodes_of(request, picks, policy, pacs)
+    if answer_underway(engine, request.public_id):
+        refuse(engine, actor, request, "answer", Conflict("an answer is already being fetched"))
     request = take_up(engine, actor, public_id)
-    ready, failed = _fetch(actor, request, picks, policy, pacs)
-    if not ready:
-        error = Conflict("none of the picked studies could be fetched: " + "; ".join(failed))
-        refuse(engine, actor, request, "answer", error)
+    if not nodes:
+        return send_answer(archive, actor, request, [p.study_uid for p in picks], [], policy,
+                           enqueue_forward)  # fmt: skip
+    return queue_answer(engine, actor, request, picks, nodes)
+
+
+def queue_answer(
+    engine: Engine,
+    actor: Actor,
+    request: ImagingRequest,
+    picks: Sequence[Pick],
+    nodes: Sequence[str],
+) -> ImagingRequest:
+    """The fetch as a job, written with the history row that announces it (outbox)."""
+    on_nodes = sum(1 for pick in picks if pick.node_pk is not None)
+    payload = {
+        "request": request.public_id,
+        "picks": [[pick.study_uid, pick.node_pk] for pick in picks],
+        **actor_payload(actor),
+    }
+    reason = (f"fetching {on_nodes} studies from {', '.join(nodes)}; "
+              "the answer is sent when they are in")  # fmt: skip
+    with Session(engine, expire_on_commit=False) as session:
+        stored = session.get(ImagingRequest, request.pk)
+        assert stored is not None
+        status = RequestStatus(stored.status)
+        change_status(session, stored, status, actor=actor.label, reason=reason, now=actor.now)
+        enqueue(session.connection(), ANSWER_REQUEST, payload, now=actor.now, max_attempts=1)
+        session.commit()
+    audit_request(engine, actor, stored, "answer", allowed(reason), step="fetching")
+    return stored
+
+
+def answer_underway(engine: Engine, public_id: str) -> bool:
+    """Whether a fetch for this request is queued or running."""
+    return JobQueue(engine).underway(ANSWER_REQUEST, "request", public_id)
+
+
+def _nodes_of(
+    request: ImagingRequest, picks: Sequence[Pick], policy: PolicySnapshot, pacs: object
+) -> list[str]:
+    """The AE titles the picks are fetched from; every node must be the asked institution's."""
+    titles: list[str] = []
+    for pick in picks:
+        if pick.node_pk is None:
+            continue
+        node = policy.nodes.get(pick.node_pk)
+        if node is None or node.institution_pk != request.asked_institution_pk:
+            raise InvalidQuery("the node is not one of the asked institution's")
+        if pacs is None:
+            raise InvalidQuery("this Ferry cannot reach nodes from here")
+        titles.append(node.ae_title)
+    return list(dict.fromkeys(titles))
+
+
+def send_answer(
+    archive: Archive,
+    actor: Actor,
+    request: ImagingRequest,
+    ready: Sequence[str],
+    failed: Sequence[str],
+    policy: PolicySnapshot,
+    enqueue_forward: EnqueueForward,
+) -> ImagingRequest:
+    """All the ready studies in one transfer to the requester's destination; the request is
+    then answered, or partly answered when some could not be fetched."""
+    engine = archive.engine
     new = sending.NewTransfer(
         sender_pk=request.asked_institution_pk,
         destination_pk=request.requesting_institution_pk,
         node_pk=request.destination_node_pk,
-        studies=ready,
+        studies=list(ready),
         priority=Priority(request.urgency),
         note=f"Answer to request {request.public_id}",
     )
@@ -74,7 +146,7 @@ def answer_request(
         )
     except Forbidden as error:  # the requester's destination does not take it now
         sending.cancel_transfer(engine, actor, transfer.public_id, "the answer was not sent")
-        _note(engine, actor, request, f"answer not sent: {error}")
+        note(engine, actor, request, f"answer not sent: {error}")
         refuse(engine, actor, request, "answer", error)
     status = RequestStatus.PARTLY_ANSWERED if failed else RequestStatus.ANSWERED
     reason = f"sent {len(ready)} studies in transfer {transfer.public_id}"
@@ -90,7 +162,7 @@ def answer_request(
     return closed
 
 
-def _note(engine: Engine, actor: Actor, request: ImagingRequest, reason: str) -> None:
+def note(engine: Engine, actor: Actor, request: ImagingRequest, reason: str) -> None:
     """A history row without a change of state (an answer that could not be sent)."""
     with Session(engine) as session:
         stored = session.get(ImagingRequest, request.pk)
@@ -98,34 +170,3 @@ def _note(engine: Engine, actor: Actor, request: ImagingRequest, reason: str) ->
         status = RequestStatus(stored.status)
         change_status(session, stored, status, actor=actor.label, reason=reason, now=actor.now)
         session.commit()
-
-
-def _fetch(
-    actor: Actor,
-    request: ImagingRequest,
-    picks: Sequence[Pick],
-    policy: PolicySnapshot,
-    pacs: RemotePacs | None,
-) -> tuple[list[str], list[str]]:
-    """(studies now in Ferry, reasons of those that are not)."""
-    ready: list[str] = []
-    failed: list[str] = []
-    for pick in dict.fromkeys(picks):
-        if pick.node_pk is None:
-            ready.append(pick.study_uid)
-            continue
-        node = policy.nodes.get(pick.node_pk)
-        if node is None or node.institution_pk != request.asked_institution_pk:
-            raise InvalidQuery("the node is not one of the asked institution's")
-        if pacs is None:
-            raise InvalidQuery("this Ferry cannot reach nodes from here")
-        try:
-            pacs.retrieve_study(
-                pick.node_pk, pick.study_uid, requested_by=actor.label,
-                institution_pk=request.asked_institution_pk,
-            )  # fmt: skip
-        except FerryError as error:
-            failed.append(f"{pick.study_uid[:64]} from {node.ae_title}: {error}"[:300])
-            continue
-        ready.append(pick.study_uid)
-    return list(dict.fromkeys(ready)), failed

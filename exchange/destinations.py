@@ -14,9 +14,26 @@ from datetime import datetime
 from sqlalchemy import Engine
 
 from exchange.routing import Target, decide_route
+from foundation.errors import InvalidQuery
 from policy.decision import PolicySnapshot
 from policy.principal import Principal
 from policy.store import list_nodes
+
+
+def find_node(policy: PolicySnapshot, institution_pk: int, ae_title: str) -> int | None:
+    """The node with this AE title if it is this institution's (another's looks missing)."""
+    for pk, node in policy.nodes.items():
+        if node.ae_title == ae_title and node.institution_pk == institution_pk:
+            return pk
+    return None
+
+
+def node_of(policy: PolicySnapshot, institution_pk: int, ae_title: str) -> int:
+    """As `find_node`, or 400: a node named in a body that the institution does not have."""
+    found = find_node(policy, institution_pk, ae_title)
+    if found is None:
+        raise InvalidQuery(f"the institution has no node {ae_title[:16]!r}")
+    return found
 
 
 @dataclass(frozen=True)

@@ -3,142 +3,221 @@
 The ZIP is written by `zipfile` into a small buffer that is emptied after every write, with its
 members stored (ZIP_STORED: DICOM pixel data rarely compresses and the files stay byte for byte
 what was received) and data descriptors, since the stream cannot seek back. Blobs are read in
-chunks, so memory stays flat whatever the study's size. The DICOMDIR needs only each instance's
-header, which the index already holds (its DICOM JSON): pydicom's FileSet builds it from
-header-only datasets, before the first blob is read.
+chunks, so memory stays flat whatever the study's size; the first byte leaves at once.
 
-If a blob disappears while streaming (the study was deleted halfway), the generator raises: the
-HTTP edge then drops the connection before the ZIP's central directory, so the client sees a
-truncated download, never a "complete" but corrupt archive.
+The DICOMDIR is the last member. Its records need only each instance's header, which the index
+already holds (its DICOM JSON): before a series streams, its instances' record attributes are
+taken from the index (no blob is opened for them), and `_dicomdir.Directory` writes the
+directory once every file is out. An instance whose header lacks a record's Type 1 attribute
+(PS3.3 F.5), or whose SOP class has no four-level record type, is still in the ZIP, under
+`OTHER/`, and left out of the DICOMDIR.
+
+If a blob or a series disappears while streaming (the study was deleted halfway), the generator
+raises: the HTTP edge then drops the connection before the ZIP's central directory, so the
+client sees a truncated download, never a "complete" but corrupt archive.
 """
 
 from __future__ import annotations
 
-import tempfile
 import zipfile
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
+from itertools import groupby
+from typing import Any
 
 import orjson
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.fileset import FileSet
+from pydicom.dataset import Dataset
+from pydicom.fileset import _four_level_record_type  # the leaf record type pydicom would use
 
 from archive.store import Archive, StoredInstance
+from exchange._dicomdir import Directory, ImageRecord, Reference, leaf_record
 
 DICOMDIR = "DICOMDIR"
 FLUSH_BYTES = 1024 * 1024
 _ZIP64_LIMIT = (1 << 31) - 1
-# What the PATIENT, STUDY, SERIES and IMAGE directory records take (PS3.3 F.5).
-_RECORD_KEYWORDS = (
-    "PatientID",
-    "PatientName",
-    "PatientBirthDate",
-    "PatientSex",
-    "StudyInstanceUID",
-    "StudyDate",
-    "StudyTime",
-    "StudyDescription",
-    "StudyID",
-    "AccessionNumber",
-    "SeriesInstanceUID",
-    "Modality",
-    "SeriesNumber",
-    "SOPInstanceUID",
-    "SOPClassUID",
-    "InstanceNumber",
-    "Rows",
-    "Columns",
-    "ContentDate",
-    "ContentTime",
-)
+_PREFIXES = {"IMAGE": "IM", "RT DOSE": "RD", "RT STRUCTURE SET": "RS", "RT PLAN": "RP",
+             "RT TREAT RECORD": "RX", "PRESENTATION": "PR", "WAVEFORM": "WV",
+             "SR DOCUMENT": "SR", "KEY OBJECT DOC": "KY", "SPECTROSCOPY": "SP",
+             "RAW DATA": "RW", "REGISTRATION": "RG", "FIDUCIAL": "FD", "ENCAP DOC": "ED",
+             "VALUE MAP": "VM", "STEREOMETRIC": "SX", "SURFACE": "SF", "MEASUREMENT": "MS",
+             "PLAN": "PL", "SURFACE SCAN": "SS", "RADIOTHERAPY": "RT", "TRACT": "TR",
+             "ASSESSMENT": "AS"}  # fmt: skip
+# The attributes the PATIENT, STUDY, SERIES and IMAGE records take (PS3.3 F.5), and those that
+# say the leaf is not an IMAGE; any other leaf reads the whole (bulk-data-free) header.
+_RECORD_TAGS = frozenset(
+    {"00080005", "00080016", "00080018", "00080020", "00080030", "00080050", "00080060",
+     "00081030", "00100010", "00100020", "0020000D", "0020000E", "00200010", "00200011",
+     "00200013", "300A0002", "00420011"}
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
 class ZipPlan:
-    """The DICOMDIR's bytes, and each instance with its File ID path inside the ZIP."""
+    """What goes into the ZIP: each series' instances, in the index's order."""
 
-    dicomdir: bytes
-    members: tuple[tuple[str, StoredInstance], ...]
+    series: tuple[tuple[StoredInstance, ...], ...]
 
 
 class _Sink:
     """An append-only, non-seekable file for zipfile; `take` hands out what was written."""
 
     def __init__(self) -> None:
-        self.buffer = bytearray()
+        self.parts: list[bytes] = []
+        self.size = 0
 
     def write(self, data: bytes) -> int:
-        self.buffer += data
+        self.parts.append(bytes(data))
+        self.size += len(data)
         return len(data)
 
     def flush(self) -> None:
         pass
 
     def take(self) -> bytes:
-        data = bytes(self.buffer)
-        self.buffer.clear()
+        data = b"".join(self.parts)
+        self.parts.clear()
+        self.size = 0
         return data
-
-
-def _header(document: bytes, instance: StoredInstance) -> Dataset:
-    """The record attributes of one instance, from its stored DICOM JSON (no bulk data)."""
-    full = Dataset.from_json(orjson.loads(document), bulk_data_uri_handler=lambda *_: b"")
-    header = Dataset()
-    for keyword in _RECORD_KEYWORDS:
-        if keyword in full:
-            setattr(header, keyword, full[keyword].value)
-    header.SOPInstanceUID = instance.sop_instance_uid
-    header.SOPClassUID = instance.sop_class_uid
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = instance.sop_class_uid
-    meta.MediaStorageSOPInstanceUID = instance.sop_instance_uid
-    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"  # the header file; the record says the real one
-    header.file_meta = meta
-    return header
 
 
 def plan_zip(archive: Archive, study_uids: Sequence[str]) -> ZipPlan:
     """Raises StudyNotFound if a study is not in the archive (before anything is sent)."""
-    instances: list[tuple[StoredInstance, bytes]] = []
+    series: list[tuple[StoredInstance, ...]] = []
     for uid in study_uids:
-        stored = archive.find_instances(uid)
-        instances.extend(zip(stored, archive.read_metadata(uid), strict=True))
-    with tempfile.TemporaryDirectory(prefix="ferry-dicomdir-") as folder:
-        fileset = FileSet()
-        fileset.ID = "FERRY"
-        others: list[tuple[str, StoredInstance]] = []
-        by_uid: dict[str, StoredInstance] = {}
-        for instance, document in instances:
-            header = _header(document, instance)
-            header.file_meta.TransferSyntaxUID = instance.transfer_syntax_uid
-            try:
-                fileset.add(header)
-                by_uid[instance.sop_instance_uid] = instance
-            except ValueError:  # a SOP class without a directory record type
-                others.append((f"OTHER/{len(others):06d}", instance))
-        fileset.write(Path(folder))
-        dicomdir = (Path(folder) / DICOMDIR).read_bytes()
-        members = [(Path(item.FileID).as_posix(), by_uid[item.SOPInstanceUID]) for item in fileset]
-    return ZipPlan(dicomdir, tuple(sorted(members) + others))
+        instances = archive.find_instances(uid)
+        for _, members in groupby(instances, key=lambda i: i.series_instance_uid):
+            series.append(tuple(members))
+    return ZipPlan(tuple(series))
+
+
+def _value(element: dict[str, Any]) -> object:
+    """A DICOM JSON value (PS3.18 F.2) as pydicom takes it, for the short text VRs and PN."""
+    values = element.get("Value") or []
+    if element.get("vr") == "PN":
+        values = [v.get("Alphabetic", "") if isinstance(v, dict) else v for v in values]
+    if not values:
+        return None
+    return values[0] if len(values) == 1 else list(values)
+
+
+def _header(element: dict[str, dict[str, Any]], everything: bool = False) -> Dataset:
+    """The attributes directory records take, straight from the instance's DICOM JSON."""
+    if everything:  # a leaf other than IMAGE: pydicom reads the whole (bulk-data-free) header
+        kept = {tag: v for tag, v in element.items() if "BulkDataURI" not in v}
+        return Dataset.from_json(kept)
+    header = Dataset()
+    for tag in _RECORD_TAGS & element.keys():
+        header.add_new(int(tag, 16), element[tag].get("vr", "UN"), _value(element[tag]))
+    return header
+
+
+@dataclass(frozen=True)
+class _Instance:
+    """One instance's DICOM JSON, read for its directory records."""
+
+    element: dict[str, dict[str, Any]]
+
+    def text(self, tag: str) -> str:
+        value = _value(self.element.get(tag, {}))
+        return "" if value is None else str(value)
+
+    def leaf_kind(self, kinds: dict[tuple[str, str, bool, bool], str]) -> str:
+        """The leaf record type pydicom would give it, worked out once per kind of instance."""
+        facts = (self.text("00080016"), self.text("00080060"),
+                 "300A0002" in self.element, "00420011" in self.element)  # fmt: skip
+        if facts not in kinds:
+            kinds[facts] = _four_level_record_type(_header(self.element))
+        return kinds[facts]
+
+    def image(self) -> ImageRecord:
+        number = _value(self.element.get("00200013", {}))
+        if not isinstance(number, int) or not -(2**31) <= number < 2**31:
+            raise ValueError("an IMAGE record needs an Instance Number (PS3.3 F.5)")
+        charset = _value(self.element.get("00080005", {}))
+        characters = None if charset is None else [charset] if isinstance(charset, str) else charset
+        return ImageRecord(str(number), characters)  # type: ignore[arg-type]
+
+
+def _read_instances(archive: Archive, series: Sequence[StoredInstance]) -> dict[str, _Instance]:
+    """Each instance's DICOM JSON from the index, by SOP Instance UID (no blob is opened)."""
+    first = series[0]
+    found: dict[str, _Instance] = {}
+    for document in archive.read_metadata(first.study_instance_uid, first.series_instance_uid):
+        instance = _Instance(orjson.loads(document))
+        found[instance.text("00080018")] = instance
+    return found
+
+
+class _Names:
+    """File IDs as pydicom's FileSet gives them: PTnnnnnn/STnnnnnn/SEnnnnnn/IMnnnnnn."""
+
+    def __init__(self) -> None:
+        self.levels: tuple[dict[str, str], ...] = ({}, {}, {})
+        self.leaves = 0
+        self.others = 0
+
+    def other(self) -> str:
+        self.others += 1
+        return f"OTHER/{self.others - 1:06d}"
+
+    def file_id(self, keys: tuple[str, str, str], leaf: str) -> str:
+        parts = [
+            names.setdefault(key, f"{prefix}{len(names):06d}")
+            for names, key, prefix in zip(self.levels, keys, ("PT", "ST", "SE"), strict=True)
+        ]
+        self.leaves += 1
+        return "/".join([*parts, f"{_PREFIXES[leaf]}{self.leaves - 1:06d}"])
+
+
+@dataclass
+class _Layout:
+    """The File IDs given so far and the DICOMDIR's records."""
+
+    directory: Directory = field(default_factory=Directory)
+    names: _Names = field(default_factory=_Names)
+    kinds: dict[tuple[str, str, bool, bool], str] = field(default_factory=dict)
+
+    def place(self, stored: StoredInstance, instance: _Instance | None) -> str:
+        """The instance's File ID; its records go into the directory when they can be made."""
+        leaf = instance.leaf_kind(self.kinds) if instance is not None else ""
+        if instance is None or leaf not in _PREFIXES:
+            return self.names.other()
+        keys = (instance.text("00100020"), stored.study_instance_uid, stored.series_instance_uid)
+
+        def reference() -> Reference:
+            file_id = self.names.file_id(keys, leaf)
+            return Reference(file_id, stored.sop_class_uid, stored.sop_instance_uid,
+                             stored.transfer_syntax_uid)  # fmt: skip
+
+        def record() -> Dataset | ImageRecord:
+            if leaf == "IMAGE":
+                return instance.image()
+            return leaf_record(leaf, _header(instance.element, everything=True))
+
+        where = self.directory.add(keys, lambda: _header(instance.element), record, reference)
+        return where.file_id if where is not None else self.names.other()
 
 
 def iter_zip(archive: Archive, plan: ZipPlan, now: datetime | None = None) -> Iterator[bytes]:
-    """The ZIP, in pieces of about a MiB."""
+    """The ZIP, in pieces of about a MiB: the instances, then the DICOMDIR."""
     stamp = (now or datetime.now(UTC)).timetuple()[:6]
     sink = _Sink()
-    archive_file = zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True)  # type: ignore[arg-type]
-    archive_file.writestr(zipfile.ZipInfo(DICOMDIR, stamp), plan.dicomdir)
-    yield sink.take()
-    for name, instance in plan.members:
-        info = zipfile.ZipInfo(name, stamp)
-        info.file_size = instance.size
-        with archive_file.open(info, "w", force_zip64=instance.size > _ZIP64_LIMIT) as member:
-            for chunk in archive.blobs.iter_chunks(instance.blob_key):
-                member.write(chunk)
-                if len(sink.buffer) >= FLUSH_BYTES:
-                    yield sink.take()
+    zip_file = zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True)  # type: ignore[arg-type]
+    layout = _Layout()
+    for series in plan.series:
+        documents = _read_instances(archive, series)
+        for instance in series:
+            info = zipfile.ZipInfo(
+                layout.place(instance, documents.get(instance.sop_instance_uid)), stamp
+            )
+            info.file_size = instance.size
+            with zip_file.open(info, "w", force_zip64=instance.size > _ZIP64_LIMIT) as member:
+                for chunk in archive.blobs.iter_chunks(instance.blob_key):
+                    member.write(chunk)
+                    if sink.size >= FLUSH_BYTES:
+                        yield sink.take()
         yield sink.take()
-    archive_file.close()
+    zip_file.writestr(zipfile.ZipInfo(DICOMDIR, stamp), layout.directory.encode())
+    zip_file.close()
     yield sink.take()

@@ -120,6 +120,8 @@ def link_path(event: Event) -> str | None:
         return "/auth/login"
     if event.kind is EventKind.REGISTRATION_REJECTED:
         return None
+    if kind == "study":
+        return f"/portal/studies/{pk}"  # the index's own key, never a UID
     return f"/portal/{kind}s/{pk}"
 
 

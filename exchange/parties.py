@@ -8,7 +8,7 @@ Every step is audited once per study, with the transfer's opaque id as the trans
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -21,8 +21,9 @@ from audit.trail import AuditRecord, record
 from exchange.models import Transfer, TransferStudy
 from foundation.errors import Forbidden, NotFound
 from policy.decision import RECEIVER_SIDE, SENDER_SIDE, Context, Decision, Resource, decide
-from policy.principal import Principal
-from policy.roles import Action
+from policy.explain import user_principal
+from policy.principal import Principal, PrincipalKind
+from policy.roles import Action, Role, Scope
 
 
 class TransferNotFound(NotFound):
@@ -54,6 +55,42 @@ class Actor:
     @property
     def context(self) -> Context:
         return Context(self.now, self.client_address)
+
+
+def principal_payload(principal: Principal) -> dict[str, Any]:
+    """The principal as a job's payload keeps it (`principal_from_payload` reads it back)."""
+    return {
+        "kind": principal.kind.value,
+        "id": principal.id,
+        "name": principal.name,
+        "memberships": {str(k): sorted(v) for k, v in principal.memberships.items()},
+        "system_admin": principal.system_admin,
+        "scopes": sorted(principal.scopes) if principal.scopes is not None else None,
+    }
+
+
+def principal_from_payload(engine: Engine, data: Mapping[str, Any]) -> Principal:
+    """A person as they are now (memberships read again); a tool as it was when it asked."""
+    kind = PrincipalKind(data["kind"])
+    if kind is PrincipalKind.USER:
+        return user_principal(engine, str(data["name"]))
+    scopes = data.get("scopes")
+    return Principal(
+        kind, data.get("id"), str(data["name"]),
+        {int(k): frozenset(Role(r) for r in v) for k, v in data["memberships"].items()},
+        bool(data.get("system_admin")),
+        frozenset(Scope(s) for s in scopes) if scopes is not None else None,
+    )  # fmt: skip
+
+
+def actor_payload(actor: Actor) -> dict[str, Any]:
+    """Who a job acts for, as its payload keeps it (`actor_from_payload` reads it back)."""
+    return {"actor": principal_payload(actor.principal), "client_address": actor.client_address}
+
+
+def actor_from_payload(engine: Engine, payload: Mapping[str, Any], now: datetime) -> Actor:
+    principal = principal_from_payload(engine, payload["actor"])
+    return Actor(principal, now, str(payload.get("client_address", "")), "job")
 
 
 def study_uids(session: Session, transfer: Transfer) -> list[str]:

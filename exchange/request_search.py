@@ -17,6 +17,7 @@ import orjson
 
 from archive.levels import Level
 from archive.search import Filter, SearchQuery, StudyScope, search
+from exchange.destinations import node_of
 from exchange.parties import Actor
 from exchange.request_models import ImagingRequest
 from foundation.errors import InvalidQuery
@@ -115,17 +116,10 @@ def search_node(
             node_pk, keys, requested_by=actor.label, institution_pk=request.asked_institution_pk
         )
         for answer in answers[:MAX_MATCHES]:
-            candidate = _from_keywords(ae_title, answer)
+            candidate = from_keywords(ae_title, answer)
             if candidate.study_uid:
                 found.setdefault(candidate.study_uid, candidate)
     return list(found.values())
-
-
-def node_of(policy: PolicySnapshot, institution_pk: int, ae_title: str) -> int:
-    for pk, node in policy.nodes.items():
-        if node.ae_title == ae_title and node.institution_pk == institution_pk:
-            return pk
-    raise InvalidQuery(f"the asked institution has no node {ae_title[:16]!r}")
 
 
 def _value(document: Mapping[str, Any], tag: int) -> str:
@@ -152,7 +146,7 @@ def _from_json(document: Mapping[str, Any]) -> Candidate:
     )
 
 
-def _from_keywords(source: str, answer: Mapping[str, str]) -> Candidate:
+def from_keywords(source: str, answer: Mapping[str, str]) -> Candidate:
     modalities = answer.get("ModalitiesInStudy", "")
     return Candidate(
         source,

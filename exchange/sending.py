@@ -32,6 +32,7 @@ from exchange.models import (
 )
 from exchange.parties import Actor, audit_step, require, study_uids
 from exchange.routing import EnqueueForward, Target, decide_route
+from exchange.transfers import notify_transfer
 from foundation.errors import Conflict, Forbidden, InvalidQuery
 from policy.decision import Decision, PolicySnapshot, Resource, decide
 from policy.roles import Action
@@ -251,6 +252,8 @@ def _dispatch(
         change_status(
             session, stored, status, actor=actor.label, reason=decision.reason, now=actor.now
         )
+        if status is TransferStatus.ON_WORKLIST:  # a node delivery tells when it is delivered
+            notify_transfer(session.connection(), stored, status, actor.now)
         session.commit()
     audit_step(engine, actor, stored, "transfer", decision, destination=target.label)
     return stored

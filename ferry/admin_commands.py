@@ -463,7 +463,9 @@ def add_admin_commands(commands: Any) -> None:
     parser.add_argument("name")
     parser.add_argument("--institution", metavar="CODE", required=True)
     parser.add_argument("--roles", required=True)
-    parser.add_argument("--scopes", default="read", help="read, write, download, transfer, delete")
+    parser.add_argument(
+        "--scopes", default="read", help="read, write, download, transfer, delete, audit"
+    )
     parser.add_argument("--expires-days", type=_days)
     for name, command, text in (
         ("grant", grant, "let an institution see a study"),

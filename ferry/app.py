@@ -28,6 +28,7 @@ from dimse.context import BridgeContext
 from dimse.forward import enqueue_forward
 from dimse.receiving import spool_received_data_sets
 from dimse.request_peers import BridgePacs
+from dimse.wakeups import quicken_reactors
 from ferry.database import check_database_writable, create_database_engine, migrate
 from ferry.http_metrics import HttpMetrics
 from ferry.metrics_routes import metrics_route
@@ -48,6 +49,7 @@ def configure_libraries(settings: Settings) -> None:
     pydicom_config.settings.writing_validation_mode = pydicom_config.RAISE
     spool_received_data_sets(settings.spool_dir)  # not the system's temporary folder
     metrics.configure(settings.metrics_folder())  # prometheus-client's multiprocess folder
+    quicken_reactors()  # pynetdicom's polling loops wake when there is something to do
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
     logging.basicConfig(level=settings.log_level.upper())
@@ -62,6 +64,7 @@ def build_archive(settings: Settings) -> Archive:
         blobs,
         replace_duplicates=settings.replace_duplicates,
         min_free_bytes=settings.min_free_bytes,
+        frame_cache_dir=settings.data_dir / "cache" / "frames",
     )
 
 

@@ -27,8 +27,12 @@ from audit.syslog import (
 )
 from dimse.context import BridgeContext
 from dimse.forward import FORWARD_STUDY, enqueue_forward, forward_handler
+from dimse.request_peers import BridgePacs
 from dimse.server import Bridge
+from exchange.answer_job import ANSWER_REQUEST, answer_handler
+from exchange.fetching import FetchServices
 from exchange.mail_sender import MailSender, SmtpConfig
+from exchange.node_transfers import FETCH_FOR_TRANSFER, fetch_handler
 from exchange.notifications import NOTIFY
 from exchange.notify_job import Notifier, notify_handler
 from exchange.request_expiry import request_sweeper
@@ -36,6 +40,8 @@ from exchange.routing import transfer_sweeper
 from ferry.settings import Settings, SettingsError
 from foundation.clock import Clock, utc_now
 from foundation.jobs import Worker
+from policy.store.snapshot import snapshot
+from retention.sweeper import Sweeper, retention_sweeper
 
 log = logging.getLogger(__name__)
 
@@ -46,13 +52,26 @@ def build_worker(
     """The job worker with every handler and periodic sweep Ferry has (mail from `settings`)."""
     enqueue = functools.partial(enqueue_forward, max_attempts=context.config.forward_max_attempts)
     notifier = Notifier(context.engine, mail_sender(settings), public_base(settings), context.clock)
+    fetching = FetchServices(
+        context.archive, BridgePacs(context), enqueue,
+        functools.partial(snapshot, context.engine), context.clock,
+    )  # fmt: skip
     return Worker(
         context.jobs,
-        {FORWARD_STUDY: forward_handler(context), NOTIFY: notify_handler(notifier)},
+        {
+            FORWARD_STUDY: forward_handler(context),
+            NOTIFY: notify_handler(notifier),
+            ANSWER_REQUEST: answer_handler(fetching),
+            FETCH_FOR_TRANSFER: fetch_handler(fetching),
+        },
         idle_seconds=idle_seconds,
         ticks=[
             transfer_sweeper(context.archive, context.clock, enqueue),
             request_sweeper(context.engine, context.clock),
+            retention_sweeper(
+                Sweeper(context.archive, settings.retention(), context.clock),
+                settings.retention_interval_seconds,
+            ),
         ],
     )
 

@@ -15,8 +15,9 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     import uvicorn
 
     from ferry.app import build_archive, create_app
-    from ferry.background import Background, describe_mail, describe_shipping
+    from ferry.background import Background, build_shipping, describe_mail, describe_shipping
     from ferry.http_server import server_config
+    from ferry.http_workers import HttpWorkers, http_worker_count
     from ferry.metrics_routes import MetricsListener, collectors
     from foundation import metrics
 
@@ -24,7 +25,8 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     metrics.configure(settings.metrics_folder(), clean=True)
     archive = build_archive(settings)
     app = create_app(settings, archive)
-    background = Background(settings, archive)
+    build_shipping(settings, archive.engine)  # unusable TLS files stop the start, before forks
+    workers = http_worker_count(settings.http_workers)
     base = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
     dicom_host = settings.dicom_host or settings.http_host
     print(f"Ferry is starting; data in {settings.data_dir.resolve()}")
@@ -38,28 +40,36 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     print(f"  Health:   {base}/healthz  {base}/readyz")
     print(f"  Metrics:  {_describe_metrics(settings, base)}")
     print(f"  Emails:   {describe_mail(settings)}")
-    print(f"  Audit:    {describe_shipping(settings)}", flush=True)
-    listener = None
+    print(f"  Audit:    {describe_shipping(settings)}")
+    print(f"  HTTP:     {workers} process{'es' if workers > 1 else ''}", flush=True)
+    config = server_config(
+        app, settings, log_level=settings.log_level, timeout_graceful_shutdown=10
+    )
+    listener = config.bind_socket()  # bound once; every HTTP process accepts from it
+
+    def serve_http() -> None:
+        uvicorn.Server(config).run(sockets=[listener])
+
+    # Forked before any thread starts (the bridge, the job worker, uvicorn's own).
+    http_workers = HttpWorkers(serve_http, archive.engine, workers)
+    http_workers.start()
+    background = Background(settings, archive)
+    metrics_listener = None
     if settings.metrics_port:
-        listener = MetricsListener(settings.metrics_port, collectors(settings, archive))
-        listener.start()
+        metrics_listener = MetricsListener(settings.metrics_port, collectors(settings, archive))
+        metrics_listener.start()
     background.start()
     # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; with the default
     # action the process would end there, before the clean-up below (the bridge processes,
     # the audit shipping lease, the metric files). Ending by SystemExit lets it run.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
-        config = server_config(
-            app,
-            settings,
-            log_level=settings.log_level,
-            timeout_graceful_shutdown=10,
-        )
-        uvicorn.Server(config).run()
+        serve_http()
     finally:
+        http_workers.stop()
         background.stop()
-        if listener is not None:
-            listener.stop()
+        if metrics_listener is not None:
+            metrics_listener.stop()
         metrics.remove_files(settings.metrics_folder())
     return 0
 
@@ -143,9 +153,8 @@ def _rotate_keys(settings: Settings, _args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ferry", description="DICOM image exchange")
     commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser(
-        "serve", help="start HTTP, the DIMSE bridge and the job worker"
-    ).set_defaults(run=_serve)
+    serve = commands.add_parser("serve", help="start HTTP, the DIMSE bridge and the job worker")
+    serve.set_defaults(run=_serve)
     importer = commands.add_parser("import", help="import DICOM files, folders, DICOMDIRs, zips")
     importer.add_argument("paths", nargs="+", type=Path)
     importer.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -179,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ferry.audit_commands import add_audit_commands
 
     add_audit_commands(commands)
+    from ferry.oversight_commands import add_oversight_commands
+
+    add_oversight_commands(commands)
     from ferry.policy_commands import add_policy_commands, run_policy_command
 
     add_policy_commands(commands, run_policy_command)
@@ -188,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ferry.request_commands import add_request_commands
 
     add_request_commands(commands)
+    from ferry.retention_commands import add_retention_commands
+
+    add_retention_commands(commands)
     return parser
 
 

@@ -14,8 +14,10 @@ import audit.models  # noqa: F401
 import dimse.models  # noqa: F401
 import exchange.models
 import exchange.notification_models
-import exchange.request_models  # noqa: F401
+import exchange.request_models
+import exchange.retention_models  # noqa: F401
 import foundation.jobs  # noqa: F401
+import policy.auth_epoch
 import policy.models
 import policy.refresh_tokens
 import policy.sessions  # noqa: F401

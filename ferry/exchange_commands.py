@@ -42,6 +42,20 @@ def _enqueue(settings: Settings) -> Any:
     return functools.partial(enqueue_forward, max_attempts=settings.forward_max_attempts)
 
 
+def _pacs(settings: Settings, archive: Any) -> Any:
+    """Ferry's Q/R SCU towards the institutions' nodes (C-FIND, C-MOVE/C-GET)."""
+    from dimse.context import BridgeContext
+    from dimse.request_peers import BridgePacs
+
+    return BridgePacs(BridgeContext(settings.dimse(), archive))
+
+
+def _print_history(changes: Any, width: int) -> None:
+    for change in changes:
+        print(f"  {change.at:%Y-%m-%d %H:%M:%S%z} {change.status:<{width}} {change.actor} "
+              f"{change.reason}")  # fmt: skip
+
+
 def _line(transfer: Any) -> str:
     return (
         f"{transfer.public_id}  {transfer.status:<12} {transfer.priority:<7} "
@@ -52,24 +66,54 @@ def _line(transfer: Any) -> str:
 
 
 def _create(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange.destinations import node_of
     from exchange.models import Priority
     from exchange.sending import NewTransfer, create_transfer, send_transfer
 
     archive, actor, policy = _setup(settings, args)
     destination = _pk(policy, args.to)
-    node = None
-    if args.node:
-        node = next((pk for pk, n in policy.nodes.items() if n.ae_title == args.node), None)
-        if node is None:
-            raise InvalidQuery(f"no node {args.node!r}")
+    node = node_of(policy, destination, args.node) if args.node else None
+    in_ferry = [] if args.from_node else args.study
     new = NewTransfer(
-        _pk(policy, args.institution), destination, node, args.study,
+        _pk(policy, args.institution), destination, node, in_ferry,
         Priority(args.priority), args.note,
     )  # fmt: skip
     transfer = create_transfer(archive, actor, new, policy)
+    if args.from_node:
+        from exchange.node_transfers import add_node_studies
+
+        transfer = add_node_studies(
+            archive.engine, actor, transfer.public_id, args.from_node, args.study, policy,
+            send=args.send,
+        )  # fmt: skip
+        print(_line(transfer))
+        print(f"fetching {len(args.study)} studies from {args.from_node} by the job worker of "
+              "`ferry serve`" + ("; sent when they are in" if args.send else ""))  # fmt: skip
+        return 0
     if args.send:
         transfer = send_transfer(archive, actor, transfer.public_id, policy, _enqueue(settings))
     print(_line(transfer))
+    return 0
+
+
+def _search_node(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange.node_transfers import search_node_studies
+
+    archive, actor, policy = _setup(settings, args)
+    keys = dict(item.partition("=")[::2] for item in args.key)
+    found = search_node_studies(
+        archive.engine,
+        _pacs(settings, archive),
+        actor,
+        _pk(policy, args.institution),
+        args.node,
+        keys,
+        policy,
+    )
+    for study in found:
+        print(f"{study.study_uid}  {study.patient_id}  {study.patient_name}  {study.study_date}"
+              f"  {study.accession_number}  {'/'.join(study.modalities)}")  # fmt: skip
+    print(f"{len(found)} studies on {args.node}")
     return 0
 
 
@@ -95,10 +139,7 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
     archive, actor, _ = _setup(settings, args)
     transfer = require(archive.engine, actor, Action.SEARCH, args.id)
     print(_line(transfer))
-    for change in read_history(archive.engine, transfer.pk or 0):
-        print(
-            f"  {change.at:%Y-%m-%d %H:%M:%S%z} {change.status:<12} {change.actor} {change.reason}"
-        )
+    _print_history(read_history(archive.engine, transfer.pk or 0), 12)
     return 0
 
 
@@ -162,11 +203,13 @@ def _download(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_exchange_commands(commands: Any) -> None:
-    def with_user(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--as", dest="as_user", required=True, help="the acting user's email")
-        return parser
+def with_user(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Every exchange command acts as a user, with that user's rights now."""
+    parser.add_argument("--as", dest="as_user", required=True, help="the acting user's email")
+    return parser
 
+
+def add_exchange_commands(commands: Any) -> None:
     transfer = commands.add_parser("transfer", help="transfers made by people")
     sub = transfer.add_subparsers(dest="transfer_command", required=True)
     create = with_user(sub.add_parser("create", help="a draft (or, with --send, sent at once)"))
@@ -174,10 +217,19 @@ def add_exchange_commands(commands: Any) -> None:
     create.add_argument("--to", required=True, help="the destination institution's code")
     create.add_argument("--node", help="AE title of a destination node (default: its worklist)")
     create.add_argument("--study", action="append", default=[], help="a Study Instance UID")
+    create.add_argument(
+        "--from-node", help="AE title of your institution's node the --study UIDs are fetched from"
+    )
     create.add_argument("--priority", choices=["routine", "urgent"], default="routine")
     create.add_argument("--note", default="")
     create.add_argument("--send", action="store_true")
     create.set_defaults(run=_create)
+    search = with_user(sub.add_parser("search-node", help="studies on one of your nodes (C-FIND)"))
+    search.add_argument("--institution", required=True, help="your institution's code")
+    search.add_argument("--node", required=True, help="the node's AE title")
+    search.add_argument("--key", action="append", default=[], help="KEYWORD=VALUE, e.g. "
+                        "PatientID=123 or StudyDate=20240101-20241231")  # fmt: skip
+    search.set_defaults(run=_search_node)
     for name in ("send", "resend", "cancel"):
         action = with_user(sub.add_parser(name, help=f"{name} a transfer"))
         action.add_argument("id")

@@ -16,10 +16,12 @@ Both refusals half-close and read what the client still sends for a moment befor
 from __future__ import annotations
 
 import asyncio
+import copy
 from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn.config import LOGGING_CONFIG
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from ferry.settings import Settings
@@ -135,8 +137,19 @@ def protocol_for(settings: Settings) -> type[LimitedHttpToolsProtocol]:
     return type("FerryHttpProtocol", (LimitedHttpToolsProtocol,), limits)
 
 
+def log_config() -> dict[str, Any]:
+    """uvicorn's logging, each line naming its process: `ferry serve` runs several."""
+    config = copy.deepcopy(LOGGING_CONFIG)
+    for formatter in config["formatters"].values():
+        formatter["fmt"] = formatter["fmt"].replace(
+            "%(levelprefix)s", "%(levelprefix)s [%(process)d]"
+        )
+    return config
+
+
 def server_config(app: ASGIApp, settings: Settings, **options: Any) -> uvicorn.Config:
     """The uvicorn configuration `ferry serve` runs (and the tests run) for an app."""
+    options.setdefault("log_config", log_config())
     return uvicorn.Config(
         app,
         host=settings.http_host,

@@ -9,7 +9,14 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from ferry.exchange_commands import _enqueue, _pk, _setup
+from ferry.exchange_commands import (
+    _enqueue,
+    _pacs,
+    _pk,
+    _print_history,
+    _setup,
+    with_user,
+)
 from ferry.settings import Settings
 
 
@@ -22,16 +29,9 @@ def _line(request: Any) -> str:
     )
 
 
-def _pacs(settings: Settings, archive: Any) -> Any:
-    from dimse.context import BridgeContext
-    from dimse.request_peers import BridgePacs
-
-    return BridgePacs(BridgeContext(settings.dimse(), archive))
-
-
 def _create(settings: Settings, args: argparse.Namespace) -> int:
+    from exchange.destinations import node_of
     from exchange.request_models import Urgency
-    from exchange.request_search import node_of
     from exchange.requests import NewRequest, create_request
 
     archive, actor, policy = _setup(settings, args)
@@ -88,17 +88,14 @@ def _show(settings: Settings, args: argparse.Namespace) -> int:
     for line in (request.details, request.clinical_reason):
         if line:
             print(f"  {line}")
-    for change in read_history(archive.engine, request.pk or 0):
-        print(
-            f"  {change.at:%Y-%m-%d %H:%M:%S%z} {change.status:<15} {change.actor} {change.reason}"
-        )
+    _print_history(read_history(archive.engine, request.pk or 0), 15)
     return 0
 
 
 def _answer(settings: Settings, args: argparse.Namespace) -> int:
     from exchange import answers, requests
+    from exchange.destinations import node_of
     from exchange.request_parties import require
-    from exchange.request_search import node_of
     from policy.roles import Action
 
     archive, actor, policy = _setup(settings, args)
@@ -114,6 +111,8 @@ def _answer(settings: Settings, args: argparse.Namespace) -> int:
         archive, actor, args.id, picks, policy, _enqueue(settings), _pacs(settings, archive)
     )
     print(_line(answered))
+    if answered.status == "in-progress":
+        print(f"{answered.status_reason} (by the job worker of `ferry serve`)")
     return 0
 
 
@@ -130,10 +129,6 @@ def _close(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def add_request_commands(commands: Any) -> None:
-    def with_user(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
-        parser.add_argument("--as", dest="as_user", required=True, help="the acting user's email")
-        return parser
-
     request = commands.add_parser("request", help="requests for imaging, and their answers")
     sub = request.add_subparsers(dest="request_command", required=True)
     create = with_user(sub.add_parser("create", help="ask another institution for imaging"))

@@ -19,8 +19,10 @@ from typing import Any
 from audit.export import AuditSource
 from dicomweb.config import DicomwebConfig
 from dimse.config import DimseConfig
+from exchange.retention_terms import RetentionDefaults
 from policy.config import AuthConfig
 from portal.config import PortalConfig
+from retention.config import RetentionConfig
 
 
 class SettingsError(ValueError):
@@ -50,6 +52,20 @@ def _parse_positive(text: str) -> int:
     return value
 
 
+def _parse_not_negative(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected zero or a positive integer, got {value}")
+    return value
+
+
+def _parse_pause(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 3600:
+        raise ValueError(f"expected seconds between 0 and 3600, got {text}")
+    return value
+
+
 def _parse_seconds(text: str) -> float:
     value = float(text)
     if not value > 0:
@@ -61,6 +77,13 @@ def _parse_size(text: str) -> int:
     value = int(text)
     if value < 0:
         raise ValueError(f"expected a byte count of 0 or more, got {value}")
+    return value
+
+
+def _parse_count(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise ValueError(f"expected 0 or more, got {value}")
     return value
 
 
@@ -144,6 +167,7 @@ class Settings:
     http_port: int = 8042
     http_header_timeout: int = 10  # seconds a client has to send a request's headers
     http_max_header_bytes: int = 64 * 1024  # request line and headers; more answers 431
+    http_workers: int = 0  # HTTP processes of `ferry serve`; 0: one per CPU core
     dicom_port: int = 11112  # 0: no DIMSE listener
     dicom_ae_title: str = "FERRY"
     dicom_host: str = ""  # empty: the HTTP host
@@ -173,6 +197,13 @@ class Settings:
         "AccessionNumber",
     )
     jobs_enabled: bool = True  # run the job worker inside `ferry serve`
+    retention_days: int = 15  # after a study arrives at an institution, unless it says otherwise
+    retention_max_days: int = 3650  # the ceiling no institution's period may pass
+    retention_warn_days: int = 2  # warning email this many days before a deletion
+    retention_batch_size: int = 100  # studies per batch of a sweep
+    retention_pause_seconds: float = 1.0  # between batches: deleting never starves the service
+    retention_interval_seconds: float = 3600.0  # how often the job worker sweeps
+    audit_retention_days: int = 2557  # seven years: `ferry retention audit [--prune]`
     public_url: str | None = None
     cors_origins: tuple[str, ...] = ()
     max_request_bytes: int = 4 * 1024**3
@@ -300,6 +331,23 @@ class Settings:
             reconcile_map=self.reconcile_map,
         )
 
+    def retention_defaults(self) -> RetentionDefaults:
+        return RetentionDefaults(
+            days=min(self.retention_days, self.retention_max_days),
+            max_days=self.retention_max_days,
+            warn_days=self.retention_warn_days,
+        )
+
+    def retention(self) -> RetentionConfig:
+        """What the retention sweeper reads: periods, ceiling, batches and pace, audit's period."""
+        return RetentionConfig(
+            defaults=self.retention_defaults(),
+            batch_size=self.retention_batch_size,
+            pause_seconds=self.retention_pause_seconds,
+            interval_seconds=self.retention_interval_seconds,
+            audit_days=self.audit_retention_days,
+        )
+
     def portal(self) -> PortalConfig:
         """What the portal reads: links, Ferry's AE title, whether mail goes out, expiry."""
         return PortalConfig(
@@ -307,6 +355,7 @@ class Settings:
             dicom_ae_title=self.dicom_ae_title,
             mail_sending=bool(self.smtp_host),
             request_expiry_days=self.request_expiry_days,
+            retention=self.retention_defaults(),
         )
 
 
@@ -318,6 +367,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_HTTP_PORT": ("http_port", _parse_port),
     "FERRY_HTTP_HEADER_TIMEOUT": ("http_header_timeout", _parse_positive),
     "FERRY_HTTP_MAX_HEADER_BYTES": ("http_max_header_bytes", _parse_positive),
+    "FERRY_HTTP_WORKERS": ("http_workers", _parse_count),
     "FERRY_DICOM_PORT": ("dicom_port", _parse_port),
     "FERRY_DICOM_AE_TITLE": ("dicom_ae_title", _parse_ae_title),
     "FERRY_DICOM_HOST": ("dicom_host", str),
@@ -336,6 +386,13 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_FORWARD_RETRY_SECONDS": ("forward_retry_seconds", _parse_positive),
     "FERRY_FORWARD_RESPONSE_TIMEOUT": ("forward_response_timeout", _parse_seconds),
     "FERRY_REQUEST_EXPIRY_DAYS": ("request_expiry_days", _parse_positive),
+    "FERRY_RETENTION_DAYS": ("retention_days", _parse_positive),
+    "FERRY_RETENTION_MAX_DAYS": ("retention_max_days", _parse_positive),
+    "FERRY_RETENTION_WARN_DAYS": ("retention_warn_days", _parse_not_negative),
+    "FERRY_RETENTION_BATCH_SIZE": ("retention_batch_size", _parse_positive),
+    "FERRY_RETENTION_PAUSE_SECONDS": ("retention_pause_seconds", _parse_pause),
+    "FERRY_RETENTION_INTERVAL_SECONDS": ("retention_interval_seconds", _parse_seconds),
+    "FERRY_AUDIT_RETENTION_DAYS": ("audit_retention_days", _parse_positive),
     "FERRY_RECONCILE_MAP": ("reconcile_map", _parse_tag_map),
     "FERRY_JOBS_ENABLED": ("jobs_enabled", _parse_bool),
     "FERRY_PUBLIC_URL": ("public_url", _parse_url),

@@ -263,6 +263,17 @@ class JobQueue:
             row = connection.execute(select(Job).where(col(Job.pk) == pk)).first()
         return _job(row._mapping) if row else None
 
+    def underway(self, kind: str, key: str, value: str) -> bool:
+        """Whether a job of `kind` whose payload has `key` = `value` is queued or running."""
+        marker = orjson.dumps({key: value}).decode()[1:-1]  # payloads are compact JSON
+        statement = select(col(Job.pk)).where(
+            col(Job.kind) == kind,
+            col(Job.status).in_([JobStatus.QUEUED.value, JobStatus.RUNNING.value]),
+            col(Job.payload).contains(marker),
+        )
+        with self.engine.connect() as connection:
+            return connection.execute(statement.limit(1)).first() is not None
+
     def list(
         self, status: str | None = None, kind: str | None = None, limit: int = 200
     ) -> list[Job]:

@@ -79,7 +79,7 @@ FORWARD_RESULTS = Counter(
 )
 RETENTION_DELETIONS = Counter(
     "ferry_retention_deletions",
-    "What the retention sweeper deleted, by kind (study, instance)",
+    "What the retention sweeper ended, by kind (study: deleted; grant: a holder's access)",
     ["kind"],
     registry=_NO_REGISTRY,
 )

@@ -1,9 +1,12 @@
 """Authentication: request credentials -> Principal (RFC 6750 bearer tokens, API tokens, sessions).
 
-Three ways in, each ending in a fresh read of the user or client row, so a disabled account, a
-bumped token version or a revoked API token stops a live credential on its next request; and
-Ferry's own tokens name their sign-in session (`sid`), read in the same database session, so a
-logout stops every copy of that sign-in's tokens at once (`policy.sessions`):
+Three ways in, each ending in a read of the user or client row, so a disabled account, a bumped
+token version or a revoked API token stops a live credential on its next request; and Ferry's
+own tokens name their sign-in session (`sid`), read with the user, so a logout stops every copy
+of that sign-in's tokens at once (`policy.sessions`). The principal built from an API token or a
+Ferry token is kept (per process) and reused while the revocation epoch is the one read before
+building it (`policy.auth_epoch`: the database bumps it on every revocation, role or membership
+change) and the credential has not expired; so a request reads one row, not four:
 - `Authorization: Bearer <jwt>`: Ferry's access token, or an OpenID Connect provider's token;
 - `Authorization: Bearer ferry_<id>_<secret>`: an API client's token;
 - the session cookie (a signed session token) of the portal, with a CSRF token (double submit:
@@ -24,12 +27,14 @@ from sqlmodel import Session, col, select
 
 from foundation.errors import AuthenticationFailed
 from policy._opaque import secret_matches, split_opaque_token
+from policy._principal_cache import CachedPrincipal, PrincipalCache
+from policy.auth_epoch import read_auth_epoch
 from policy.config import AuthConfig
 from policy.models import ApiClient, ApiToken, Institution, Membership, User, UserStatus
 from policy.oidc import OidcProviders, open_providers
 from policy.principal import ANONYMOUS, Principal, PrincipalKind
 from policy.roles import Role, Scope
-from policy.sessions import open_session, revoke_session, session_is_live
+from policy.sessions import live_session_expiry, open_session, revoke_session
 from policy.tokens import KeyRing, TokenType, issue_token, open_key_ring, read_unverified
 from policy.tokens import verify_token as verify_ferry_token
 
@@ -145,13 +150,23 @@ class SessionGrant:
     email: str
 
 
+@dataclass(frozen=True)
+class _Touched:
+    """An API token's last recorded use, and when it expires."""
+
+    at: datetime | None
+    expires: datetime | None
+
+
 class Authenticator:
-    """Built once by the composition root; holds the key ring and the providers' JWKS caches."""
+    """Built once by the composition root; holds the key ring, the providers' JWKS caches and
+    the principals built from Ferry's own credentials (valid while the revocation epoch holds)."""
 
     def __init__(
         self, config: AuthConfig, engine: Engine, keys: KeyRing, providers: OidcProviders
     ) -> None:
         self.config, self.engine, self.keys, self.providers = config, engine, keys, providers
+        self.principals = PrincipalCache()
 
     @classmethod
     def open(cls, config: AuthConfig, engine: Engine) -> Authenticator:
@@ -181,16 +196,25 @@ class Authenticator:
     def _ferry_token(
         self, token: str, token_type: TokenType, now: datetime
     ) -> tuple[Principal, dict[str, Any]]:
+        epoch = read_auth_epoch(self.engine)  # before reading anything it vouches for
+        key = PrincipalCache.key(token_type.value, token)
+        cached = self.principals.get(key, epoch, now)
+        if cached is not None:  # the same signed token, nothing revoked since, not expired
+            return cached.principal, dict(cached.claims)
         claims = verify_ferry_token(self.keys, self.config, token, token_type, now)
         sid = claims.claims.get("sid")
         if not claims.subject.isdecimal() or not isinstance(sid, str):
             raise AuthenticationFailed(REFUSED)
         with Session(self.engine) as session:
             user = _active_user(session, int(claims.subject), claims.version)
-            if not session_is_live(session, sid, user.pk or 0, now):
+            session_ends = live_session_expiry(session, sid, user.pk or 0, now)
+            if session_ends is None:
                 raise AuthenticationFailed(SIGNED_OUT)
             principal = replace(_user_principal(session, user), session_id=sid)
-            return principal, dict(claims.claims)
+        if epoch is not None:
+            until = min(claims.expires_at, session_ends)
+            self.principals.put(key, CachedPrincipal(epoch, principal, until, dict(claims.claims)))
+        return principal, dict(claims.claims)
 
     def sign_out(self, tokens: Mapping[TokenType, str | None], now: datetime) -> int:
         """Revokes the session each valid token names (access token, session cookie).
@@ -231,6 +255,26 @@ class Authenticator:
         parts = split_opaque_token(API_TOKEN_PREFIX, text)
         if parts is None:
             raise AuthenticationFailed(REFUSED)
+        epoch = read_auth_epoch(self.engine)  # before reading anything it vouches for
+        key = PrincipalCache.key("api", text)
+        cached = self.principals.get(key, epoch, now)
+        if cached is None:
+            principal, token_pk, touched = self._load_api_token(parts, now)
+            if epoch is not None:
+                cached = CachedPrincipal(epoch, principal, touched.expires, {"pk": token_pk})
+                cached.touched_at = touched.at
+                self.principals.put(key, cached)
+            return principal
+        touched_at = cached.touched_at
+        if touched_at is None or touched_at <= now - LAST_USED_EVERY:
+            cached.touched_at = now
+            with Session(self.engine) as session:
+                self._touch_row(session, int(cached.claims["pk"]), now)
+        return cached.principal
+
+    def _load_api_token(
+        self, parts: tuple[str, str], now: datetime
+    ) -> tuple[Principal, int, _Touched]:
         with Session(self.engine) as session:
             token = session.exec(select(ApiToken).where(ApiToken.token_id == parts[0])).first()
             if token is None or not secret_matches(parts[1], token.secret_hash):
@@ -242,22 +286,30 @@ class Authenticator:
             client = session.get(ApiClient, token.client_pk)
             if client is None or client.disabled or client.pk is None:
                 raise AuthenticationFailed("the API client is disabled")
-            self._touch(session, token, now)
-            return Principal(
+            assert token.pk is not None
+            touched = _Touched(
+                _aware(token.last_used_at) if token.last_used_at else None,
+                _aware(token.expires_at) if token.expires_at else None,
+            )
+            if touched.at is None or touched.at <= now - LAST_USED_EVERY:
+                self._touch_row(session, token.pk, now)
+                touched = _Touched(now, touched.expires)
+            principal = Principal(
                 PrincipalKind.API_CLIENT,
                 client.pk,
                 client.name,
                 {client.institution_pk: _parse_roles(client.roles)},
                 scopes=_parse_scopes(token.scopes),
             )
+            return principal, token.pk, touched
 
-    def _touch(self, session: Session, token: ApiToken, now: datetime) -> None:
-        if token.last_used_at is not None and _aware(token.last_used_at) > now - LAST_USED_EVERY:
-            return
+    def _touch_row(self, session: Session, token_pk: int, now: datetime) -> None:
+        """`last_used_at`, written at most once a minute (a write per request would make every
+        read a write); it is not among what bumps the revocation epoch."""
         column = col(ApiToken.last_used_at)
         session.execute(
             update(ApiToken)
-            .where(col(ApiToken.pk) == token.pk)
+            .where(col(ApiToken.pk) == token_pk)
             .where(or_(column.is_(None), column <= now - LAST_USED_EVERY))
             .values(last_used_at=now)
         )

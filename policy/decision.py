@@ -17,7 +17,14 @@ from policy.principal import Principal
 from policy.roles import Action
 
 STUDY_ACTIONS = frozenset(
-    {Action.SEARCH, Action.READ_METADATA, Action.READ_PIXELS, Action.DOWNLOAD, Action.DELETE}
+    {
+        Action.SEARCH,
+        Action.READ_METADATA,
+        Action.READ_PIXELS,
+        Action.DOWNLOAD,
+        Action.DELETE,
+        Action.HOLD,
+    }
 )
 
 
@@ -228,6 +235,13 @@ def _decide_study(
     chain.append("active-grant")
     now = _aware(context.now)
     held = [g for g in resource.grants if g.institution_pk in mine and g.active(now)]
+    if held and action is Action.HOLD:
+        # A holder may keep what it holds from being deleted; it changes nothing in the study.
+        return _allow(
+            "grant-holder-hold",
+            f"institution {held[0].institution_pk} holds the study and may keep it",
+            chain[:-1],
+        )
     for grant in held:
         if grant.allows(action):
             return _allow(

@@ -29,6 +29,7 @@ class Action(StrEnum):
     ANSWER = "answer"
     ADMINISTER = "administer"
     AUDIT = "audit"
+    HOLD = "hold"  # freeze a study or a patient's studies against retention (legal, clinical)
 
 
 class Scope(StrEnum):
@@ -39,6 +40,8 @@ class Scope(StrEnum):
     DOWNLOAD = "download"
     TRANSFER = "transfer"
     DELETE = "delete"  # only with a role that may delete (institution admin)
+    AUDIT = "audit"  # read the oversight and audit trail (with the auditor or admin role)
+    HOLD = "hold"  # place and release retention holds (a legal or clinical hold tool)
 
 
 _VIEW = frozenset({Action.SEARCH, Action.READ_METADATA, Action.READ_PIXELS})
@@ -50,7 +53,14 @@ ROLE_ACTIONS: dict[Role, frozenset[Action]] = {
     Role.REQUESTER: frozenset({Action.REQUEST}),
     Role.AUDITOR: frozenset({Action.AUDIT}),
     Role.INSTITUTION_ADMIN: _VIEW
-    | {Action.DOWNLOAD, Action.DELETE, Action.ANSWER, Action.ADMINISTER, Action.AUDIT},
+    | {
+        Action.DOWNLOAD,
+        Action.DELETE,
+        Action.ANSWER,
+        Action.ADMINISTER,
+        Action.AUDIT,
+        Action.HOLD,
+    },
 }
 
 SCOPE_ACTIONS: dict[Scope, frozenset[Action]] = {
@@ -59,6 +69,8 @@ SCOPE_ACTIONS: dict[Scope, frozenset[Action]] = {
     Scope.WRITE: frozenset({Action.STORE}),
     Scope.TRANSFER: frozenset({Action.TRANSFER}),
     Scope.DELETE: frozenset({Action.DELETE}),
+    Scope.AUDIT: frozenset({Action.AUDIT}),
+    Scope.HOLD: frozenset({Action.HOLD}),
 }
 
 # A system administrator runs the service; patient data needs a membership like anyone's.

@@ -2,9 +2,10 @@
 
 Every token of a sign-in carries the session's id (`sid` claim): the portal's session cookie,
 the access tokens issued by the token endpoint, and (as their family) the refresh tokens.
-Authentication looks the row up on every request, in the same database read as the user, so
-a logout (or a revocation) ends every copy of every token of that sign-in at once, in every
-worker: there is no cache to go stale.
+Authentication looks the row up with the user, so a logout (or a revocation) ends every copy of
+every token of that sign-in at once, in every worker: what authentication keeps between requests
+serves only while the revocation epoch (`policy.auth_epoch`) is unchanged, and revoking a
+session bumps it.
 """
 
 from __future__ import annotations
@@ -56,13 +57,17 @@ def open_session(
 
 def session_is_live(session: Session, sid: str, user_pk: int, now: datetime) -> bool:
     """Whether `sid` names a session of this user that is neither revoked nor expired."""
+    return live_session_expiry(session, sid, user_pk, now) is not None
+
+
+def live_session_expiry(session: Session, sid: str, user_pk: int, now: datetime) -> datetime | None:
+    """When the live session `sid` of this user expires; None if it is revoked, expired or not
+    this user's."""
     row = session.exec(select(UserSession).where(UserSession.sid == sid)).first()
-    return (
-        row is not None
-        and row.user_pk == user_pk
-        and row.revoked_at is None
-        and _aware(row.expires_at) > now
-    )
+    if row is None or row.user_pk != user_pk or row.revoked_at is not None:
+        return None
+    expires = _aware(row.expires_at)
+    return expires if expires > now else None
 
 
 def extend_session(session: Session, sid: str, until: datetime) -> None:

@@ -73,14 +73,14 @@ class Access:
     def user_pk(self) -> int | None:
         return self.principal.id if self.principal.kind is PrincipalKind.USER else None
 
-    def decide(self, institution_pk: int) -> Decision:
-        return self.decide_on(Resource.institution(institution_pk))
+    def decide(self, institution_pk: int, action: Action = Action.ADMINISTER) -> Decision:
+        return self.decide_on(Resource.institution(institution_pk), action)
 
-    def decide_on(self, resource: Resource) -> Decision:
+    def decide_on(self, resource: Resource, action: Action = Action.ADMINISTER) -> Decision:
         context = Context(
             self.call.now, self.call.request.client.host if self.call.request.client else ""
         )
-        return decide(self.principal, Action.ADMINISTER, resource, context, self.snapshot)
+        return decide(self.principal, action, resource, context, self.snapshot)
 
     def administered(self) -> frozenset[int]:
         """Every institution this principal may administer."""
@@ -138,23 +138,26 @@ class Access:
         ties = {institution_pk, facts.parent_pk}
         return any(pk in self.principal.memberships for pk in ties if pk is not None)
 
-    def require(self, institution_pk: int | None, label: str = "") -> InstitutionFacts:
-        """The institution if the principal may administer it; 404 or 403 otherwise."""
+    def require(
+        self, institution_pk: int | None, label: str = "", action: Action = Action.ADMINISTER
+    ) -> InstitutionFacts:
+        """The institution if the principal may `action` for it (administer, unless said
+        otherwise); 404 or 403 otherwise."""
         facts = self.snapshot.institutions.get(institution_pk or -1)
         if facts is None or institution_pk is None:
             raise NotFound(f"no {label or 'institution'}")
-        decision = self.decide(institution_pk)
-        self.audit(decision, institution_pk)
+        decision = self.decide(institution_pk, action)
+        self.audit(decision, institution_pk, action.value)
         if decision.allowed:
             return facts
         if self._related(institution_pk):
             raise forbidden(decision)
         raise NotFound(f"no {label or f'institution {facts.code!r}'}")
 
-    def require_code(self, code: str) -> InstitutionFacts:
+    def require_code(self, code: str, action: Action = Action.ADMINISTER) -> InstitutionFacts:
         for facts in self.snapshot.institutions.values():
             if facts.code == code:
-                return self.require(facts.pk, f"institution {code!r}")
+                return self.require(facts.pk, f"institution {code!r}", action)
         raise NotFound(f"no institution {code!r}")
 
     def code_of(self, institution_pk: int) -> str:

@@ -25,9 +25,12 @@ from portal import (
     destinations_api,
     explain_api,
     jobs_api,
+    node_transfers_api,
     notifications_api,
+    oversight_api,
     receiving_api,
     requests_api,
+    retention_api,
 )
 from portal.admin_access import Access, authenticate
 from portal.api_schemas import (
@@ -543,6 +546,7 @@ PARAMETERS = {
     "permission_pk": PathParameter(_PK, _pk),
     "rule_pk": PathParameter(_PK, _pk),
     "grant_pk": PathParameter(_PK, _pk),
+    "hold_pk": PathParameter(_PK, _pk),
     "day": PathParameter({"type": "string", "format": "date"}, date.fromisoformat),
 }
 
@@ -625,9 +629,12 @@ def api_mount() -> Mount:
         *destinations_api.OPERATIONS,
         *explain_api.OPERATIONS,
         *jobs_api.OPERATIONS,
+        *node_transfers_api.OPERATIONS,
         *notifications_api.OPERATIONS,
+        *oversight_api.OPERATIONS,
         *receiving_api.OPERATIONS,
         *requests_api.OPERATIONS,
+        *retention_api.OPERATIONS,
     ]
     parameters = {**PARAMETERS, **receiving_api.PARAMETERS, **requests_api.PARAMETERS}
     routes = build_routes(operations, parameters, authenticate, INFO, API_PREFIX)

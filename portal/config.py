@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from exchange.retention_terms import RetentionDefaults
 
 
 @dataclass(frozen=True)
@@ -16,3 +18,4 @@ class PortalConfig:
     dicom_ae_title: str = "FERRY"  # a route may not take it
     mail_sending: bool = False  # an SMTP server is configured (else notifications are recorded)
     request_expiry_days: int = 30
+    retention: RetentionDefaults = field(default_factory=RetentionDefaults)

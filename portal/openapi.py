@@ -77,7 +77,9 @@ class Operation:
     status: int = 200
     query: type[BaseModel] | None = None
     public: bool = False
-    streams: str = ""  # the media type of a streamed answer: the handler returns a Response
+    # The media type of a streamed answer: the handler returns a Response. With `response`
+    # too, the handler returns either (JSON by default, the stream when the client asks).
+    streams: str = ""
 
     @property
     def operation_id(self) -> str:
@@ -239,6 +241,9 @@ def _operation_entry(
     if operation.streams:
         binary = {"schema": {"type": "string", "format": "binary"}}
         content = {operation.streams: binary}
+        if operation.response is not None:  # JSON by default, or the stream when asked for
+            content = {"application/json": {"schema": _response_schema(operation.response, refs)}}
+            content[operation.streams] = {"schema": {"type": "string"}}
         responses[str(operation.status)] = {"description": operation.summary, "content": content}
     elif operation.response is None:
         responses[str(operation.status)] = {"description": "done"}

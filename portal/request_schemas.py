@@ -8,8 +8,9 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from exchange.request_models import DETAILS_MAX_CHARS
+from exchange.request_search import Candidate
 from portal.api_schemas import Code, Input, Uid
-from portal.transfer_schemas import AeTitle, ChangeOut, PriorityName, Reason
+from portal.transfer_schemas import AeTitle, ChangeOut, PriorityName, Reason, StudyFactsOut
 
 DicomDate = Annotated[str, Field(pattern=r"^(\d{8})?$", description="YYYYMMDD")]
 Short = Annotated[str, Field(max_length=64)]
@@ -120,17 +121,12 @@ class RequestListOut(BaseModel):
     items: list[RequestOut]
 
 
-class CandidateOut(BaseModel):
+class CandidateOut(StudyFactsOut):
     source: str  # "archive" or the node's AE title
-    study_uid: str
-    patient_id: str
-    patient_name: str
-    patient_birth_date: str
-    patient_sex: str
-    accession_number: str
-    study_date: str
-    study_description: str
-    modalities: list[str]
+
+    @classmethod
+    def of(cls, candidate: Candidate) -> CandidateOut:
+        return cls(**{**candidate.__dict__, "modalities": list(candidate.modalities)})
 
 
 class SearchOut(BaseModel):

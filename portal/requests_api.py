@@ -11,10 +11,11 @@ from sqlalchemy import case, func
 from sqlmodel import Session, col, select
 
 from exchange import answers, requests
+from exchange.destinations import node_of
 from exchange.models import Transfer
 from exchange.request_models import ImagingRequest, RequestAnswer, Urgency
 from exchange.request_parties import decide_on, read_history, require, side_of, visible_to
-from exchange.request_search import node_of, query_keys, search_archive, search_node
+from exchange.request_search import query_keys, search_archive, search_node
 from foundation.errors import InvalidQuery
 from policy.decision import PolicySnapshot
 from policy.roles import Action
@@ -180,7 +181,7 @@ def search_for_request(call: Call) -> SearchOut:
         found = search_archive(engine, actor, request)
     else:
         found = search_node(call.state.remote_pacs, actor, request, body.node, policy)
-    matches = [CandidateOut(**{**c.__dict__, "modalities": list(c.modalities)}) for c in found]
+    matches = [CandidateOut.of(candidate) for candidate in found]
     return SearchOut(source=body.node or "archive", query=query_keys(request), matches=matches)
 
 

@@ -55,7 +55,9 @@ class ViewerLinkOut(BaseModel):
     expires_in: int
 
 
-class StudyOut(BaseModel):
+class StudyFactsOut(BaseModel):
+    """A study as the person choosing or receiving it compares it: whose, what, when."""
+
     study_uid: str
     patient_id: str
     patient_name: str
@@ -65,6 +67,9 @@ class StudyOut(BaseModel):
     study_date: str
     study_description: str
     modalities: list[str]
+
+
+class StudyOut(StudyFactsOut):
     in_archive: bool
 
 
@@ -101,6 +106,10 @@ class TransferOut(BaseModel):
     studies: list[StudyOut]
     reports: list[ReportOut] = []
     history: list[ChangeOut] = []
+    # On the worklist: when the receiver's retention period ends (null when a hold keeps it).
+    retention_days_left: int | None = None
+    retention_due_at: datetime | None = None
+    retention_held: bool = False
 
 
 class TransferQuery(Input):
@@ -162,3 +171,23 @@ class DestinationsOut(BaseModel):
     at: datetime
     allowed: list[DestinationOut]
     left_out: list[DestinationOut]
+
+
+class NodeSearchIn(Input):
+    """Study-level C-FIND on one of `institution`'s nodes: matching keys by DICOM keyword
+    (PatientID, PatientName, PatientBirthDate, AccessionNumber, StudyDate, ModalitiesInStudy,
+    StudyInstanceUID, StudyDescription), with the usual wildcards and date ranges."""
+
+    institution: Code
+    node: AeTitle
+    keys: dict[Annotated[str, Field(max_length=64)], Annotated[str, Field(max_length=64)]] = Field(
+        max_length=8
+    )
+
+
+class NodeStudiesIn(Input):
+    """Studies on one of the sender's nodes, fetched into the draft by a job."""
+
+    node: AeTitle
+    studies: list[Uid] = Field(min_length=1, max_length=500)
+    send: bool = Field(default=False, description="send the transfer once every study is in")

@@ -8,17 +8,20 @@ turns those into 400, 403, 404 and 409. Transfers are named by their opaque id o
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
 
 from archive.store import Archive
 from exchange import sending
-from exchange.destinations import list_destinations
+from exchange.destinations import list_destinations, node_of
 from exchange.history import read_history
+from exchange.holds import held_studies
 from exchange.models import Priority, Transfer, TransferReport, TransferStatus
 from exchange.parties import Actor, decide_on, require, side_of, study_uids
+from exchange.retention_models import HoldingKind
+from exchange.retention_terms import RetentionDefaults, days_left, read_policy, terms_of
 from exchange.worklist import WorklistQuery, describe_studies, search_worklist
 from foundation.errors import Forbidden, InvalidQuery, NotFound
 from policy import store
@@ -92,15 +95,6 @@ def _institution(call: Call, policy: PolicySnapshot, code: str) -> int:
 def _code(policy: PolicySnapshot, pk: int | None) -> str:
     facts = policy.institutions.get(pk or -1)
     return facts.code if facts else ""
-
-
-def _node_pk(policy: PolicySnapshot, institution_pk: int, ae_title: str | None) -> int | None:
-    if ae_title is None:
-        return None
-    for pk, node in policy.nodes.items():
-        if node.ae_title == ae_title and node.institution_pk == institution_pk:
-            return pk
-    raise InvalidQuery(f"institution has no node {ae_title!r}")
 
 
 def transfer_out(
@@ -189,7 +183,7 @@ def create_transfer(call: Call) -> TransferOut:
     new = sending.NewTransfer(
         sender_pk=sender,
         destination_pk=destination,
-        node_pk=_node_pk(policy, destination, body.node),
+        node_pk=node_of(policy, destination, body.node) if body.node else None,
         studies=body.studies,
         priority=Priority(body.priority),
         note=body.note,
@@ -318,8 +312,28 @@ def get_worklist(call: Call) -> WorklistOut:
         limit=q.limit,
     )
     total, rows = search_worklist(_engine(call), scope, query)
-    items = [transfer_out(call, row, policy) for row in rows]
+    items = [_with_retention(call, row, transfer_out(call, row, policy)) for row in rows]
     return WorklistOut(total=total, offset=q.offset, limit=q.limit, items=items)
+
+
+def _with_retention(call: Call, transfer: Transfer, out: TransferOut) -> TransferOut:
+    """The receiver's days left before retention deletes its copy (`exchange.retention_terms`)."""
+    defaults: RetentionDefaults = call.state.portal.retention
+    engine, now = _engine(call), _actor(call).now
+    receiver = transfer.destination_institution_pk
+    terms = terms_of(read_policy(engine, receiver), defaults)
+    kind = HoldingKind.WORKLIST if transfer.destination_node_pk is None else HoldingKind.NODE
+    due = terms.due_at(kind, _aware(transfer.sent_at or transfer.created_at))
+    uids = [study.study_uid for study in out.studies]
+    if uids and held_studies(engine, receiver, uids, now) == set(uids):
+        return out.model_copy(update={"retention_held": True, "retention_due_at": None})
+    return out.model_copy(
+        update={"retention_days_left": days_left(due, now), "retention_due_at": due}
+    )
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 _T = "transfers"

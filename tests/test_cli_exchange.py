@@ -7,7 +7,12 @@ from pathlib import Path
 from typing import Any
 
 from archive.store import Archive
+from dimse.context import BridgeContext
+from ferry.background import build_worker
+from ferry.settings import Settings
 from policy import store
+from policy.models import RetrieveMethod
+from tests.dimse.test_remote import RemotePacs
 from tests.factories import StudySpec, write_series
 
 
@@ -42,3 +47,41 @@ def test_create_send_list_show_worklist_download_and_refuse_cancel(
     assert len(zipfile.ZipFile(out).namelist()) == 3
     stranger = ferry_cli("transfer", "show", "--as", "s@a.test", "AAAAAAAAAAAAAAAA")
     assert stranger.code == 1 and "no transfer" in stranger.err
+
+
+def test_transfer_from_a_node_searches_by_c_find_then_fetches_and_sends_by_a_job(
+    ferry_cli: Any, archive: Archive, settings: Settings
+) -> None:
+    engine = archive.engine
+    a = store.create_institution(engine, "A", "A").pk
+    b = store.create_institution(engine, "B", "B").pk
+    assert a and b
+    store.create_destination_rule(engine, b, sender_institution_pk=a)
+    for email, roles in (("s@a.test", "sender"), ("q@a.test", "requester")):
+        user = store.create_user(engine, email)
+        store.set_membership(engine, user.pk, a, roles)
+    pacs = RemotePacs("PACS_A", {})
+    try:
+        spec = StudySpec(patient_id="NODE-1")
+        pacs.add_study(spec, 2)
+        store.create_node(engine, a, "PACS_A", "127.0.0.1", pacs.port, can_query=True,
+                          retrieve_method=RetrieveMethod.GET.value)  # fmt: skip
+        found = ferry_cli("transfer", "search-node", "--as", "s@a.test", "--institution", "A",
+                          "--node", "PACS_A", "--key", "PatientID=NODE-1")  # fmt: skip
+        assert found.code == 0, found.err
+        assert spec.study_uid in found.out and "1 studies on PACS_A" in found.out
+        refused = ferry_cli("transfer", "search-node", "--as", "q@a.test", "--institution", "A",
+                            "--node", "PACS_A", "--key", "PatientID=NODE-1")  # fmt: skip
+        assert refused.code == 1 and "may not transfer" in refused.err
+        made = ferry_cli("transfer", "create", "--as", "s@a.test", "--institution", "A",
+                         "--to", "B", "--from-node", "PACS_A", "--study", spec.study_uid,
+                         "--send")  # fmt: skip
+        assert made.code == 0, made.err
+        assert "fetching 1 studies from PACS_A" in made.out
+        tid = made.out.split()[0]
+        build_worker(BridgeContext(settings.dimse(), archive), settings).run_until_idle()
+        shown = ferry_cli("transfer", "show", "--as", "s@a.test", tid)
+        assert "on-worklist" in shown.out, shown.out
+        assert len(archive.find_instances(spec.study_uid)) == 2
+    finally:
+        pacs.stop()

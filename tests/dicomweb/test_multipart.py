@@ -297,6 +297,46 @@ def test_large_body_streams_in_bounded_memory(spool):
     assert all(part.path.stat().st_size == 50 * mebibyte for part in received)
 
 
+def _outcome(body: bytes, spool: Path, pieces: list[bytes]) -> object:
+    """What reading `body` in these pieces gives: the parts (bytes, completeness), or the error."""
+    reader = RelatedPartsReader(b"bnd", spool)
+    parts: list[ReceivedPart] = []
+    try:
+        for piece in pieces:
+            parts += reader.feed(piece)
+        parts += reader.close()
+    except MalformedMultipart as error:
+        return type(error).__name__
+    found = [(part.path.read_bytes(), part.complete) for part in parts]
+    for part in parts:
+        part.path.unlink()
+    return found, reader.truncated
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"--bnd\r\n\r\nfirst\r\n--bnd  \r\nX-A: 1\r\n\r\nsecond\r\n--bnd--\r\n",
+        b"pre --bnd\r\n--bndx\r\n\r\n--bnd\r\n\r\ndata\r\n-\r\n--b\r\n--bnd--",
+        b"--bnd\r\n\r\n\r\n\r\r\n--bn\r\n--bnd-\r\n--bnd--",
+        b"--bnd\r\n\r\ndata\r\n--bnd-",
+        b"--bnd\r\n\r\ndata\r\n--bnd\r",
+        b"--bnd\r\n\r\ndata\r\n--bnd\rX\r\n",
+        b"--bnd\r\n\r\ndata\r\n--bnd-x\r\n",
+        b"--bnd\r\n\r\ndata\r\n--bnd \t x\r\n",
+        b"--bnd\r\nA: b\r\nC d: e\r\n\r\n",
+    ],
+)
+def test_every_split_of_the_body_reads_alike(spool, body):
+    """The delimiter search holds back what could begin a delimiter: wherever a chunk ends,
+    the parts, their completeness, truncation and refusals are those of the whole body."""
+    whole = _outcome(body, spool, [body])
+    for cut in range(len(body) + 1):
+        assert _outcome(body, spool, [body[:cut], body[cut:]]) == whole, cut
+    assert _outcome(body, spool, list(chunked(body, 1))) == whole
+    assert spooled(spool) == []
+
+
 def test_framing_is_exact():
     body = b"".join(
         iter_multipart_related(

@@ -78,6 +78,17 @@ STUDY_CASES = [
     ({B: {Role.VIEWER}}, Action.READ_PIXELS, study(A, VIEW_ONLY), True, "active-grant"),
     ({B: {Role.VIEWER}}, Action.SEARCH, study(A, FORGED), True, "active-grant"),
     ({B: {Role.VIEWER}}, Action.SEARCH, study(A, REVOKED_LATER), True, "active-grant"),
+    # Retention holds: an administrator of the owner, or of a live grant's holder, keeps it.
+    ({A: {Role.INSTITUTION_ADMIN}}, Action.HOLD, study(A), True, "owner-membership"),
+    (ADMIN_B, Action.HOLD, study(A, ACTIVE), True, "grant-holder-hold"),
+    (ADMIN_B, Action.HOLD, study(A, VIEW_ONLY), True, "grant-holder-hold"),
+    (ADMIN_B, Action.HOLD, study(A, EXPIRED), False, "default-deny"),
+    (ADMIN_B, Action.HOLD, study(A, REVOKED), False, "default-deny"),
+    (ADMIN_B, Action.HOLD, study(A), False, "default-deny"),
+    ({B: {Role.RECEIVER}}, Action.HOLD, study(A, ACTIVE), False, "default-deny"),
+    ({A: {Role.SENDER, Role.RECEIVER, Role.VIEWER}}, Action.HOLD, study(A), False, "default-deny"),
+    ({A: {Role.REQUESTER}}, Action.HOLD, study(A), False, "default-deny"),
+    ({A: {Role.AUDITOR}}, Action.HOLD, study(A), False, "default-deny"),
     ({A: {Role.INSTITUTION_ADMIN}}, Action.DELETE, study(A, ACTIVE), True, "owner-membership"),
     ({A: {Role.VIEWER}}, Action.SEARCH, study(A_CARDIO), False, "default-deny"),
     ({A_CARDIO: {Role.VIEWER}}, Action.SEARCH, study(A_CARDIO), True, "owner-membership"),
@@ -142,8 +153,38 @@ INSTITUTION_CASES = [
     ({A: {Role.INSTITUTION_ADMIN}}, Action.ADMINISTER, B, False, "default-deny"),
     ({A_CARDIO: {Role.INSTITUTION_ADMIN}}, Action.ADMINISTER, A, False, "default-deny"),
     ({A: {Role.AUDITOR}}, Action.AUDIT, A, True, "membership-role"),
+    # Oversight (transactions, the audit trail, statistics) is AUDIT on one institution.
+    ({A: {Role.INSTITUTION_ADMIN}}, Action.AUDIT, A, True, "membership-role"),
+    ({A: {Role.AUDITOR}}, Action.AUDIT, B, False, "default-deny"),
+    ({A: {Role.AUDITOR}}, Action.ADMINISTER, A, False, "default-deny"),
+    ({A: {Role.AUDITOR}}, Action.TRANSFER, A, False, "default-deny"),
+    ({A: {Role.AUDITOR}}, Action.REQUEST, A, False, "default-deny"),
+    ({A: {Role.INSTITUTION_ADMIN}}, Action.AUDIT, A_CARDIO, False, "default-deny"),
+    ({A: {Role.INSTITUTION_ADMIN}}, Action.AUDIT, B, False, "default-deny"),
+    ({A_CARDIO: {Role.AUDITOR}}, Action.AUDIT, A, False, "default-deny"),
+    ({A: {Role.VIEWER, Role.RECEIVER, Role.SENDER}}, Action.AUDIT, A, False, "default-deny"),
+    ({A: {Role.REQUESTER}}, Action.AUDIT, A, False, "default-deny"),
     ({A: {Role.REQUESTER}}, Action.REQUEST, A, True, "membership-role"),
+    ({A: {Role.INSTITUTION_ADMIN}}, Action.HOLD, A, True, "membership-role"),
+    ({A: {Role.INSTITUTION_ADMIN}}, Action.HOLD, B, False, "default-deny"),
+    ({A: {Role.SENDER, Role.RECEIVER}}, Action.HOLD, A, False, "default-deny"),
+    ({A: {Role.REQUESTER}}, Action.HOLD, A, False, "default-deny"),
 ]
+
+
+@pytest.mark.parametrize(
+    ("roles", "scopes", "allowed"),
+    [
+        ({Role.INSTITUTION_ADMIN}, {Scope.HOLD}, True),
+        ({Role.INSTITUTION_ADMIN}, {Scope.READ, Scope.DOWNLOAD}, False),  # a read-only token
+        ({Role.RECEIVER}, {Scope.HOLD}, False),  # the scope never adds to the roles
+    ],
+)
+def test_a_hold_token_needs_the_hold_scope_and_an_administrator_role(roles, scopes, allowed):
+    client = Principal(
+        PrincipalKind.API_CLIENT, 4, "hold-tool", {A: frozenset(roles)}, scopes=frozenset(scopes)
+    )
+    assert decide(client, Action.HOLD, study(A), Context(NOW), SNAPSHOT).allowed is allowed
 
 
 @pytest.mark.parametrize(("memberships", "action", "target", "allowed", "rule"), INSTITUTION_CASES)
@@ -151,6 +192,38 @@ def test_institution_decisions(memberships, action, target, allowed, rule) -> No
     resource = Resource.institution(target)
     decision = decide(user(memberships), action, resource, Context(NOW), SNAPSHOT)
     assert (decision.allowed, decision.rule) == (allowed, rule)
+
+
+AUDIT_CLIENT_CASES = [
+    # roles of the API client in A, its token's scopes, institution asked, allowed, rule
+    ({Role.AUDITOR}, {Scope.AUDIT}, A, True, "membership-role"),
+    ({Role.INSTITUTION_ADMIN}, {Scope.AUDIT}, A, True, "membership-role"),
+    ({Role.AUDITOR}, {Scope.AUDIT}, B, False, "default-deny"),
+    ({Role.INSTITUTION_ADMIN}, {Scope.READ, Scope.DOWNLOAD}, A, False, "default-deny"),  # read-only
+    ({Role.VIEWER}, {Scope.AUDIT}, A, False, "default-deny"),  # the scope alone gives nothing
+]
+
+
+@pytest.mark.parametrize(("roles", "scopes", "target", "allowed", "rule"), AUDIT_CLIENT_CASES)
+def test_audit_by_api_tokens_needs_the_scope_and_the_role(roles, scopes, target, allowed, rule):
+    client = Principal(
+        PrincipalKind.API_CLIENT, 3, "siem", {A: frozenset(roles)}, scopes=frozenset(scopes)
+    )
+    decision = decide(client, Action.AUDIT, Resource.institution(target), Context(NOW), SNAPSHOT)
+    assert (decision.allowed, decision.rule) == (allowed, rule)
+
+
+def test_a_system_administrator_oversees_every_institution_but_a_grant_gives_no_oversight():
+    admin = user({}, system_admin=True)
+    audit_b = decide(admin, Action.AUDIT, Resource.institution(B), Context(NOW), SNAPSHOT)
+    assert (audit_b.allowed, audit_b.rule) == (True, "system-admin")
+    # B holds a live grant on A's study: it reads the study, never A's oversight.
+    recipient = user({B: {Role.INSTITUTION_ADMIN, Role.RECEIVER}})
+    assert decide(recipient, Action.READ_METADATA, study(A, ACTIVE), Context(NOW), SNAPSHOT).allowed
+    assert not decide(recipient, Action.AUDIT, Resource.institution(A), Context(NOW)).allowed
+    # An auditor sees no study, not even its own institution's.
+    auditor = user({A: {Role.AUDITOR}})
+    assert not decide(auditor, Action.SEARCH, study(A), Context(NOW), SNAPSHOT).allowed
 
 
 # -- destinations and hours -------------------------------------------------------------

@@ -20,7 +20,7 @@ from dimse.context import BridgeContext
 from exchange.request_expiry import request_sweeper
 from ferry.background import build_worker
 from ferry.settings import replace_settings
-from foundation.jobs import Worker
+from foundation.jobs import JobQueue, Worker
 from policy import store
 from policy.models import RetrieveMethod
 from tests.conftest import RunningServer, issue_token_for
@@ -146,9 +146,24 @@ def test_a_gp_asks_for_priors_and_hospital_a_answers_from_its_pacs_and_ferry(
     ]
     answered = world.post("a-sender", f"/requests/{rid}/answer", {"studies": picks})
     assert answered.status_code == 200, answered.text
+    queued = answered.json()  # the fetch from the PACS is a job: nothing waits for it
+    assert queued["status"] == "in-progress" and queued["answers"] == []
+    assert queued["history"][-1]["reason"].startswith("fetching 2 studies from PACS_A")
+    again = world.post("a-sender", f"/requests/{rid}/answer", {"studies": picks[:1]})
+    assert again.status_code == 409 and "already" in again.json()["error"]
+    world.worker.run_until_idle()
     seen = world.get("gp", f"/requests/{rid}").json()
     assert seen["status"] == "answered" and len(seen["answers"]) == 1
-    assert [h["status"] for h in seen["history"]] == ["open", "in-progress", "answered"]
+    progress = [(h["status"], h["reason"].split(" ")[0]) for h in seen["history"]]
+    assert progress == [
+        ("open", "created"),
+        ("in-progress", "searching"),
+        ("in-progress", "fetching"),
+        ("in-progress", "fetched"),
+        ("in-progress", "fetched"),
+        ("answered", "sent"),
+    ]
+    assert seen["history"][-2]["reason"].endswith("(2 of 2)")
     assert seen["history"][-1]["actor"] == "user:a-sender@ferry.test"
 
     worklist = world.get("practice-viewer", "/worklist", params={"institution": "PRACTICE"})
@@ -166,7 +181,10 @@ def test_a_gp_asks_for_priors_and_hospital_a_answers_from_its_pacs_and_ferry(
     story = world.audit(transaction=rid)
     steps = [(e.action, orjson.loads(e.detail).get("step")) for e in story]
     assert ("request", "created") in steps and ("answer", "answered") in steps
-    answers = [e for e in story if e.action == "answer"]
+    assert ("answer", "fetching") in steps
+    answers = [
+        e for e in story if (e.action, orjson.loads(e.detail).get("step")) == ("answer", "answered")
+    ]
     assert {e.study_uid for e in answers} == wanted
     assert {e.accession_number for e in answers} == {"ACC-F1", "ACC-P1", "ACC-P2"}
     assert all(e.patient_id == PATIENT for e in story)
@@ -271,7 +289,41 @@ def test_a_study_the_pacs_does_not_have_makes_a_partial_answer(world: World) -> 
         {"study_uid": world.in_ferry.study_uid},
         {"study_uid": "1.2.826.0.1.3680043.99.1", "node": "PACS_A"},
     ]
-    answered = world.post("a-sender", f"/requests/{rid}/answer", {"studies": picks}).json()
+    queued = world.post("a-sender", f"/requests/{rid}/answer", {"studies": picks}).json()
+    assert queued["status"] == "in-progress"
+    world.worker.run_until_idle()
+    answered = world.get("a-sender", f"/requests/{rid}").json()
     assert answered["status"] == "partly-answered"
     assert "not sent: 1.2.826.0.1.3680043.99.1 from PACS_A" in answered["status_reason"]
     assert world.audit(action="retrieve", outcome="failed")
+
+
+def test_an_answer_nothing_of_which_can_be_fetched_stays_in_progress_and_says_why(
+    world: World,
+) -> None:
+    rid = world.ask().json()["id"]
+    picks = [{"study_uid": "1.2.826.0.1.3680043.99.2", "node": "PACS_A"}]
+    queued = world.post("a-sender", f"/requests/{rid}/answer", {"studies": picks})
+    assert queued.status_code == 200 and queued.json()["status"] == "in-progress"
+    world.worker.run_until_idle()
+    seen = world.get("gp", f"/requests/{rid}").json()
+    assert seen["status"] == "in-progress" and seen["answers"] == []
+    assert seen["history"][-2]["reason"].startswith("could not fetch 1.2.826.0.1.3680043.99.2")
+    assert seen["history"][-1]["reason"].startswith("none of the picked studies")
+    assert world.audit(transaction=rid, action="answer", outcome="failed")
+    [job] = JobQueue(world.server.archive.engine).list(kind="exchange.answer")
+    assert job.status == "parked" and "none of the picked" in job.last_error
+    # the answer can be given again, now from Ferry's archive
+    pick = {"studies": [{"study_uid": world.in_ferry.study_uid}]}
+    assert world.post("a-sender", f"/requests/{rid}/answer", pick).json()["status"] == "answered"
+
+
+def test_the_requester_cancelling_while_the_pacs_is_fetched_stops_the_answer(world: World) -> None:
+    rid = world.ask().json()["id"]
+    picks = [{"study_uid": world.on_pacs[0].study_uid, "node": "PACS_A"}]
+    assert world.post("a-sender", f"/requests/{rid}/answer", {"studies": picks}).status_code == 200
+    assert world.post("gp", f"/requests/{rid}/cancel", {"reason": "not needed"}).status_code == 200
+    world.worker.run_until_idle()
+    seen = world.get("gp", f"/requests/{rid}").json()
+    assert seen["status"] == "cancelled" and seen["answers"] == []
+    assert world.get("a-sender", "/transfers").json() == []

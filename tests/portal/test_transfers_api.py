@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import subprocess
 import zipfile
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -14,6 +15,7 @@ import httpx
 import orjson
 import pytest
 from pydicom import dcmread
+from pydicom.fileset import FileSet
 from sqlmodel import Session, select
 
 from audit.search import AuditQuery, iter_events
@@ -186,9 +188,16 @@ def test_download_zip_is_byte_for_byte_with_a_dicomdir_then_cancel_is_refused(
     assert response.headers["content-type"] == "application/zip"
     with zipfile.ZipFile(io.BytesIO(response.content)) as archive:
         names = archive.namelist()
-        assert names[0] == "DICOMDIR"
+        assert names[-1] == "DICOMDIR"  # written once every file is out
         archive.extractall(tmp_path / "out")
     dicomdir = dcmread(tmp_path / "out" / "DICOMDIR")
+    file_set = FileSet(dicomdir)  # pydicom finds every file the records name
+    assert len(file_set) == 6
+    assert {f"{i.SOPInstanceUID}.dcm" for i in file_set} <= set(world.files)
+    dump = subprocess.run(
+        ["dcmdump", "-q", str(tmp_path / "out" / "DICOMDIR")], capture_output=True, text=True
+    )
+    assert dump.returncode == 0 and dump.stdout.count('"Directory Record" IMAGE') == 6
     records = [r for r in dicomdir.DirectoryRecordSequence if r.DirectoryRecordType == "IMAGE"]
     assert len(records) == 6
     originals = world.files
@@ -303,7 +312,7 @@ def test_node_transfers_and_downloads_to_a_node_queue_forwarding_jobs(world: Wor
     deliver = world.post("b-receiver", f"/transfers/{delivered}/deliver", {"node": "PACS_B"})
     assert deliver.json()["status"] == "delivering", deliver.text
     with Session(world.server.archive.engine) as session:
-        jobs = list(session.exec(select(Job)))
+        jobs = list(session.exec(select(Job).where(Job.kind == "forward-study")))
     payloads = [orjson.loads(job.payload) for job in jobs]
     assert {p["node_pk"] for p in payloads} == {world.pks["PACS_B"]}
     assert len(payloads) == 2

@@ -1,7 +1,7 @@
 """audit shipping: how far the trail has reached the audit record repository
 
 Revision ID: atna_metrics_0001
-Revises: 0007_grant_actions
+Revises: perf_http_0001_auth_epoch
 Create Date: 2026-12-06 16:00:00.000000
 """
 
@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "atna_metrics_0001"
-down_revision: str | None = "0007_grant_actions"
+down_revision: str | None = "perf_http_0001_auth_epoch"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,98 @@
+"""The answer's fetch from the asked institution's nodes, as an outbox job (`exchange.answer`).
+
+`answers.queue_answer` writes the job in the same transaction as the request's history row that
+announces it. The worker then fetches each picked study (C-MOVE or C-GET through `RemotePacs`),
+noting every study fetched or not in the request's history (its progress, visible to both
+institutions), and sends what came in (`answers.send_answer`): answered, or partly answered.
+The person who answered is the actor throughout: a user's rights are read again when the job
+runs, so a membership removed meanwhile stops the answer. Nothing fetched, or a destination
+that refuses: the request stays in progress with the reason in its history, and the job is
+parked where administrators see failed jobs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from archive.store import Archive
+from exchange.answers import ANSWER_REQUEST, Pick, note, send_answer
+from exchange.fetching import FetchServices
+from exchange.parties import Actor, actor_from_payload
+from exchange.request_models import PENDING, ImagingRequest, RequestStatus
+from exchange.request_parties import audit_request, load_request
+from exchange.request_search import RemotePacs
+from foundation.errors import FerryError
+from foundation.jobs import ClaimedJob, JobFailed
+from policy.decision import Decision, PolicySnapshot
+
+__all__ = ["ANSWER_REQUEST", "answer_handler"]
+
+
+def answer_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
+    archive, pacs, enqueue_forward = services.archive, services.pacs, services.enqueue_forward
+    policy, clock = services.policy, services.clock
+
+    def answer(job: ClaimedJob) -> str:
+        payload = job.payload
+        actor = actor_from_payload(archive.engine, payload, clock())
+        request = load_request(archive.engine, str(payload["request"]))
+        picks = [Pick(str(uid), node) for uid, node in payload["picks"]]
+        if RequestStatus(request.status) not in PENDING:
+            return f"the request is {request.status}: nothing fetched"
+        ready, failed = _fetch(archive, actor, request, picks, policy(), pacs)
+        request = load_request(archive.engine, request.public_id)
+        if RequestStatus(request.status) not in PENDING:  # cancelled while fetching
+            note(archive.engine, actor, request, "fetched, not sent: the request was closed")
+            return f"the request is {request.status}: nothing sent"
+        if not ready:
+            reason = "none of the picked studies could be fetched: " + "; ".join(failed)
+            note(archive.engine, actor, request, reason)
+            refused = Decision(False, "answer-fetch", reason[:1024])
+            audit_request(archive.engine, actor, request, "answer", refused, outcome="failed")
+            raise JobFailed(reason[:1000], permanent=True)
+        try:
+            closed = send_answer(archive, actor, request, ready, failed, policy(),
+                                 enqueue_forward)  # fmt: skip
+        except FerryError as error:  # noted in the history and audited by send_answer
+            raise JobFailed(f"the answer was not sent: {error}", permanent=True) from error
+        return f"{closed.status}: {closed.status_reason}"[:500]
+
+    return answer
+
+
+def _fetch(
+    archive: Archive,
+    actor: Actor,
+    request: ImagingRequest,
+    picks: list[Pick],
+    policy: PolicySnapshot,
+    pacs: RemotePacs,
+) -> tuple[list[str], list[str]]:
+    """(studies now in Ferry, reasons of those that are not); each noted in the history."""
+    ready: list[str] = []
+    failed: list[str] = []
+    on_nodes = sum(1 for pick in picks if pick.node_pk is not None)
+    fetched = 0
+    for pick in picks:
+        if pick.node_pk is None:
+            ready.append(pick.study_uid)
+            continue
+        node = policy.nodes.get(pick.node_pk)
+        title = node.ae_title if node is not None else "a node no longer there"
+        try:
+            if node is None or node.institution_pk != request.asked_institution_pk:
+                raise FerryError("the node is no longer the asked institution's")
+            pacs.retrieve_study(
+                pick.node_pk, pick.study_uid, requested_by=actor.label,
+                institution_pk=request.asked_institution_pk,
+            )  # fmt: skip
+        except FerryError as error:
+            reason = f"{pick.study_uid[:64]} from {title}: {error}"[:300]
+            failed.append(reason)
+            note(archive.engine, actor, request, f"could not fetch {reason}")
+            continue
+        fetched += 1
+        ready.append(pick.study_uid)
+        note(archive.engine, actor, request,
+             f"fetched {pick.study_uid[:64]} from {title} ({fetched} of {on_nodes})")  # fmt: skip
+    return list(dict.fromkeys(ready)), failed

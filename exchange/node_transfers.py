@@ -1,0 +1,205 @@
+"""A transfer of studies picked straight from one of the sender's own PACS nodes.
+
+The sender searches one of its institution's nodes (study-level C-FIND through `RemotePacs`),
+picks studies, and adds them to a draft transfer: an outbox job (`exchange.transfer-fetch`)
+fetches each into Ferry (C-MOVE or C-GET, stored as the sender's), adds it to the draft as it
+comes in, noting each in the transfer's history, and sends the transfer when every study is in
+(if asked to). Both steps need `transfer` in the sending institution (`decide`, as for any
+transfer); a node of another institution answers like one that does not exist, and the node
+must allow Ferry to query and retrieve (the bridge checks and audits every C-FIND and fetch).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+
+from sqlalchemy import Engine
+from sqlmodel import Session
+
+from archive.store import Archive
+from audit.trail import AuditRecord, record
+from exchange import sending
+from exchange.destinations import find_node
+from exchange.fetching import FetchServices
+from exchange.history import note_change
+from exchange.models import Transfer, TransferStatus
+from exchange.parties import Actor, actor_from_payload, actor_payload, audit_step, load_transfer
+from exchange.request_search import MAX_MATCHES, Candidate, RemotePacs, from_keywords
+from foundation.errors import Conflict, FerryError, Forbidden, InvalidQuery, NotFound
+from foundation.jobs import ClaimedJob, JobFailed, JobQueue, enqueue
+from policy.decision import PolicySnapshot
+
+FETCH_FOR_TRANSFER = "exchange.transfer-fetch"
+# Study-level matching keys a sender may search a node with (PS3.4 C.6.2.1.2).
+QUERY_KEYS = frozenset(
+    {"PatientID", "PatientName", "PatientBirthDate", "AccessionNumber", "StudyDate",
+     "ModalitiesInStudy", "StudyInstanceUID", "StudyDescription"}
+)  # fmt: skip
+MAX_VALUE_CHARS = 64
+
+
+class NodeNotFound(NotFound):
+    pass
+
+
+def sender_node(
+    engine: Engine, actor: Actor, institution_pk: int, ae_title: str, policy: PolicySnapshot
+) -> int:
+    """The node of the sending institution, if the actor may send for it; refusals say why
+    and are audited."""
+    decision = sending.may_send_for(actor, institution_pk, policy)
+    found = find_node(policy, institution_pk, ae_title)
+    if decision.allowed and found is not None:
+        return found
+    reason = decision.reason if not decision.allowed else f"no node {ae_title[:16]!r}"
+    record(engine, AuditRecord(
+        action="transfer", outcome="denied", actor=actor.label,
+        actor_kind=actor.principal.kind.value, institution_pk=institution_pk,
+        rule=decision.rule if not decision.allowed else "node-unknown", reason=reason,
+        client_address=actor.client_address, detail={"step": "node", "node": ae_title[:16]},
+    ))  # fmt: skip
+    if not decision.allowed:
+        raise Forbidden(decision.reason)
+    raise NodeNotFound(reason)
+
+
+def check_keys(keys: Mapping[str, str]) -> dict[str, str]:
+    """The matching keys, or 400: unknown keys, overlong values, or no key at all."""
+    unknown = sorted(set(keys) - QUERY_KEYS)
+    if unknown:
+        raise InvalidQuery(f"cannot search a node by {', '.join(unknown)[:200]}")
+    wanted = {k: v.strip() for k, v in keys.items() if v.strip()}
+    if not wanted:
+        raise InvalidQuery("name at least one matching key (a Patient ID, a name, a date, ...)")
+    if any(len(v) > MAX_VALUE_CHARS for v in wanted.values()):
+        raise InvalidQuery(f"a matching value has at most {MAX_VALUE_CHARS} characters")
+    return wanted
+
+
+def search_node_studies(
+    engine: Engine,
+    pacs: RemotePacs | None,
+    actor: Actor,
+    institution_pk: int,
+    ae_title: str,
+    keys: Mapping[str, str],
+    policy: PolicySnapshot,
+) -> list[Candidate]:
+    """Studies on the node matching the keys (C-FIND, Study Root), at most MAX_MATCHES."""
+    node_pk = sender_node(engine, actor, institution_pk, ae_title, policy)
+    wanted = check_keys(keys)
+    if pacs is None:
+        raise InvalidQuery("this Ferry cannot reach nodes from here")
+    answers = pacs.find_studies(
+        node_pk, wanted, requested_by=actor.label, institution_pk=institution_pk
+    )
+    found = [from_keywords(ae_title, answer) for answer in answers[:MAX_MATCHES]]
+    return [candidate for candidate in found if candidate.study_uid]
+
+
+def add_node_studies(
+    engine: Engine,
+    actor: Actor,
+    public_id: str,
+    ae_title: str,
+    study_uids: Sequence[str],
+    policy: PolicySnapshot,
+    *,
+    send: bool,
+) -> Transfer:
+    """Queues the fetch of the studies into the draft (and its sending, with `send`)."""
+    transfer = sending.open_draft(engine, actor, public_id)
+    node_pk = sender_node(engine, actor, transfer.sender_institution_pk, ae_title, policy)
+    uids = list(dict.fromkeys(uid.strip() for uid in study_uids if uid.strip()))
+    if not uids:
+        raise InvalidQuery("pick at least one study on the node")
+    if len(uids) > sending.MAX_STUDIES:
+        raise InvalidQuery(f"a transfer holds at most {sending.MAX_STUDIES} studies")
+    if JobQueue(engine).underway(FETCH_FOR_TRANSFER, "transfer", transfer.public_id):
+        raise Conflict("studies are already being fetched into this transfer")
+    payload = {
+        "transfer": transfer.public_id,
+        "node_pk": node_pk,
+        "studies": uids,
+        "send": send,
+        **actor_payload(actor),
+    }
+    then = "; sent when they are in" if send else ""
+    reason = f"fetching {len(uids)} studies from {ae_title}{then}"
+    with Session(engine) as session:
+        note_change(session, transfer.pk or 0, TransferStatus.DRAFT, actor=actor.label,
+                    reason=reason, now=actor.now)  # fmt: skip
+        enqueue(session.connection(), FETCH_FOR_TRANSFER, payload, now=actor.now, max_attempts=1)
+        session.commit()
+    decision = sending.may_send_for(actor, transfer.sender_institution_pk, policy)
+    audit_step(engine, actor, transfer, "transfer", decision, studies=uids, step="fetching",
+               node=ae_title)  # fmt: skip
+    return load_transfer(engine, public_id)
+
+
+def fetch_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
+    """The job: fetch each study into the draft, noting each; send when all are in."""
+    archive, pacs, enqueue_forward = services.archive, services.pacs, services.enqueue_forward
+    policy, clock = services.policy, services.clock
+
+    def fetch(job: ClaimedJob) -> str:
+        payload = job.payload
+        actor = actor_from_payload(archive.engine, payload, clock())
+        transfer = load_transfer(archive.engine, str(payload["transfer"]))
+        if transfer.status != TransferStatus.DRAFT:
+            return f"the transfer is {transfer.status}: nothing fetched"
+        failed = _fetch(archive, actor, transfer, int(payload["node_pk"]), payload["studies"],
+                        policy(), pacs)  # fmt: skip
+        if failed:
+            reason = f"not sent: {len(failed)} of {len(payload['studies'])} studies not fetched"
+            _note(archive.engine, actor, transfer, reason)
+            raise JobFailed(f"{reason}: {'; '.join(failed)}"[:1000], permanent=True)
+        if not payload.get("send"):
+            return f"{len(payload['studies'])} studies fetched into the draft"
+        try:
+            sent = sending.send_transfer(
+                archive, actor, transfer.public_id, policy(), enqueue_forward
+            )
+        except FerryError as error:  # refused: audited by sending; the draft stays
+            _note(archive.engine, actor, transfer, f"not sent: {error}")
+            raise JobFailed(f"the transfer was not sent: {error}", permanent=True) from error
+        return f"fetched and sent: {sent.status}"
+
+    return fetch
+
+
+def _note(engine: Engine, actor: Actor, transfer: Transfer, reason: str) -> None:
+    with Session(engine) as session:
+        note_change(session, transfer.pk or 0, TransferStatus.DRAFT, actor=actor.label,
+                    reason=reason[:1024], now=actor.now)  # fmt: skip
+        session.commit()
+
+
+def _fetch(
+    archive: Archive,
+    actor: Actor,
+    transfer: Transfer,
+    node_pk: int,
+    uids: Sequence[str],
+    policy: PolicySnapshot,
+    pacs: RemotePacs,
+) -> list[str]:
+    """Fetches each study and adds it to the draft; the reasons of those not fetched."""
+    node = policy.nodes.get(node_pk)
+    title = node.ae_title if node is not None else "a node no longer there"
+    failed: list[str] = []
+    for number, uid in enumerate(uids, start=1):
+        try:
+            if node is None or node.institution_pk != transfer.sender_institution_pk:
+                raise FerryError("the node is no longer the sending institution's")
+            pacs.retrieve_study(node_pk, uid, requested_by=actor.label,
+                                institution_pk=transfer.sender_institution_pk)  # fmt: skip
+        except FerryError as error:
+            failed.append(f"{uid[:64]}: {error}"[:300])
+            _note(archive.engine, actor, transfer, f"could not fetch {uid[:64]} from {title}: "
+                  f"{error}")  # fmt: skip
+            continue
+        sending.add_studies(archive.engine, transfer, [uid])
+        _note(archive.engine, actor, transfer,
+              f"fetched {uid[:64]} from {title} ({number} of {len(uids)})")  # fmt: skip
+    return failed

@@ -1,0 +1,1 @@
+"""Oversight for an institution's administrators and auditors: transactions, trail, statistics."""

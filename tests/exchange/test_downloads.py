@@ -1,0 +1,68 @@
+"""The ZIP download: files byte for byte, then a DICOMDIR that pydicom and DCMTK read."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+from pydicom import dcmread
+from pydicom.fileset import FileSet
+
+from archive.store import Archive
+from exchange.downloads import DICOMDIR, iter_zip, plan_zip
+from foundation.errors import StudyNotFound
+from tests.factories import StudySpec, basic_text_sr, ct_slice, with_charset
+
+
+def _store(archive: Archive, folder: Path, datasets: list) -> dict[str, bytes]:  # type: ignore[type-arg]
+    folder.mkdir()
+    paths, originals = [], {}
+    for number, ds in enumerate(datasets):
+        path = folder / f"{number}.dcm"
+        ds.save_as(path, enforce_file_format=True)
+        originals[ds.SOPInstanceUID] = path.read_bytes()
+        paths.append(path)
+    assert all(o.stored for o in archive.store_files(paths))
+    return originals
+
+
+def test_zip_holds_every_file_and_a_dicomdir_of_the_records_it_can_make(
+    archive: Archive, tmp_path: Path
+) -> None:
+    spec = StudySpec(patient_name="Müller^Jürgen")
+    ct = [ct_slice(spec=StudySpec(**{**spec.__dict__, "instance_number": n})) for n in (1, 2)]
+    unnumbered = ct_slice(spec=spec, InstanceNumber=None)  # an IMAGE record needs one
+    accented = with_charset("ISO_IR 192", spec=spec.new_series(2))
+    report = basic_text_sr(spec=spec.new_series(3))
+    other = ct_slice(spec=StudySpec(patient_id="OTHER-1").new_study())
+    originals = _store(archive, tmp_path / "in", [*ct, unnumbered, accented, report, other])
+    plan = plan_zip(archive, [spec.study_uid, other.StudyInstanceUID])
+    data = b"".join(iter_zip(archive, plan))
+    out = tmp_path / "out"
+    with zipfile.ZipFile(io.BytesIO(data)) as archive_file:
+        names = archive_file.namelist()
+        archive_file.extractall(out)
+    assert names[-1] == DICOMDIR and len(names) == len(originals) + 1
+    assert [n for n in names if n.startswith("OTHER/")] == ["OTHER/000000"]
+    files = {dcmread(out / n, stop_before_pixels=True).SOPInstanceUID: n for n in names[:-1]}
+    assert {uid: (out / name).read_bytes() for uid, name in files.items()} == originals
+    file_set = FileSet(out / DICOMDIR)
+    listed = {i.SOPInstanceUID for i in file_set}
+    assert listed == set(originals) - {unnumbered.SOPInstanceUID}
+    for instance in file_set:
+        assert Path(instance.path).read_bytes() == originals[instance.SOPInstanceUID]
+    assert sorted(file_set.find_values("PatientID")) == ["FERRY-0001", "OTHER-1"]
+    kinds = {r.DirectoryRecordType for r in dcmread(out / DICOMDIR).DirectoryRecordSequence}
+    assert kinds == {"PATIENT", "STUDY", "SERIES", "IMAGE", "SR DOCUMENT"}
+    command = ["dcmdump", "-q", str(out / DICOMDIR)]
+    dump = subprocess.run(command, capture_output=True, text=True, errors="replace")
+    assert dump.returncode == 0 and not dump.stderr
+    assert dump.stdout.count('"Directory Record" IMAGE') == 4
+
+
+def test_an_unknown_study_is_refused_before_anything_is_sent(archive: Archive) -> None:
+    with pytest.raises(StudyNotFound):
+        plan_zip(archive, ["1.2.3.4.5.6.7.8"])

@@ -1,0 +1,117 @@
+"""A transfer of studies picked straight from the sender's own PACS (a pynetdicom Q/R SCP).
+
+Hospital A searches its PACS_A by C-FIND, adds two of its studies to a draft for the practice's
+worklist; the job worker fetches them (C-GET) and sends the transfer once both are in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from foundation.jobs import JobQueue
+from policy import store
+from tests.portal import test_requests_api
+from tests.portal.test_requests_api import PATIENT, World
+
+world = test_requests_api.world  # the same fixture: hospital A, its PACS_A, the practice
+
+
+def _search(world: World, who: str = "a-sender", **body: Any) -> Any:
+    request = {"institution": "HOSPA", "node": "PACS_A", "keys": {"PatientID": PATIENT}, **body}
+    return world.post(who, "/transfers/node-search", request)
+
+
+def _draft(world: World) -> str:
+    body = {"institution": "HOSPA", "destination": "PRACTICE", "note": "priors for your patient"}
+    created = world.post("a-sender", "/transfers", body)
+    assert created.status_code == 201, created.text
+    return str(created.json()["id"])
+
+
+def test_a_sender_picks_studies_on_its_pacs_and_they_are_fetched_then_sent(world: World) -> None:
+    found = _search(world)
+    assert found.status_code == 200, found.text
+    matches = found.json()["matches"]
+    assert {m["study_uid"] for m in matches} == {s.study_uid for s in world.on_pacs}
+    assert {m["patient_id"] for m in matches} == {PATIENT} and found.json()["source"] == "PACS_A"
+    tid = _draft(world)
+    picks = {"node": "PACS_A", "studies": [m["study_uid"] for m in matches], "send": True}
+    queued = world.post("a-sender", f"/transfers/{tid}/node-studies", picks)
+    assert queued.status_code == 202, queued.text
+    assert queued.json()["status"] == "draft" and queued.json()["studies"] == []
+    assert queued.json()["history"][-1]["reason"].startswith("fetching 2 studies from PACS_A")
+    twice = world.post("a-sender", f"/transfers/{tid}/node-studies", picks)
+    assert twice.status_code == 409
+    world.worker.run_until_idle()
+    sent = world.get("a-sender", f"/transfers/{tid}").json()
+    assert sent["status"] == "on-worklist", sent["history"]
+    assert {s["study_uid"] for s in sent["studies"]} == {s.study_uid for s in world.on_pacs}
+    reasons = [h["reason"] for h in sent["history"]]
+    assert [r for r in reasons if r.startswith("fetched")][-1].endswith("(2 of 2)")
+    worklist = world.get("practice-viewer", "/worklist", params={"institution": "PRACTICE"})
+    assert [item["id"] for item in worklist.json()["items"]] == [tid]
+    assert world.audit(transaction=tid, action="transfer", outcome="allowed")
+    assert world.audit(patient_id=PATIENT, action="retrieve")  # the C-GETs, audited by the bridge
+    assert world.audit(action="search", outcome="allowed")  # the C-FIND
+
+
+def test_a_study_the_pacs_does_not_have_leaves_the_draft_unsent_and_says_why(
+    world: World,
+) -> None:
+    tid = _draft(world)
+    picks = {"node": "PACS_A", "studies": [world.on_pacs[0].study_uid, "1.2.826.0.1.3680043.99.3"],
+             "send": True}  # fmt: skip
+    assert world.post("a-sender", f"/transfers/{tid}/node-studies", picks).status_code == 202
+    world.worker.run_until_idle()
+    shown = world.get("a-sender", f"/transfers/{tid}").json()
+    assert shown["status"] == "draft"
+    assert [s["study_uid"] for s in shown["studies"]] == [world.on_pacs[0].study_uid]
+    assert shown["history"][-1]["reason"] == "not sent: 1 of 2 studies not fetched"
+    assert any(h["reason"].startswith("could not fetch 1.2.826.0.1.3680043.99.3")
+               for h in shown["history"])  # fmt: skip
+    [job] = JobQueue(world.server.archive.engine).list(kind="exchange.transfer-fetch")
+    assert job.status == "parked"
+
+
+def test_refusals_another_institutions_node_a_requester_and_a_read_only_token(
+    world: World,
+) -> None:
+    engine = world.server.archive.engine
+    c = world.pks["C"]
+    store.create_node(engine, c, "PACS_C", "127.0.0.1", world.pacs.port, can_query=True)
+    elsewhere = _search(world, node="PACS_C")  # C's node, asked for A
+    unknown = _search(world, node="NO_SUCH")
+    assert elsewhere.status_code == unknown.status_code == 404
+    assert elsewhere.json()["error"] == "no node 'PACS_C'"
+    stranger = _search(world, who="c-user")  # A, which c-user has no tie to
+    assert stranger.status_code == 404
+    requester = _search(world, who="a-requester")
+    assert requester.status_code == 403
+    client = store.create_api_client(engine, "reader", world.pks["HOSPA"], ["sender"])
+    issued = store.issue_api_token(engine, client.pk or 0, ["read"], None)
+    world.tokens["reader"] = issued.token
+    read_only = _search(world, who="reader")
+    assert read_only.status_code == 403
+    assert len(world.audit(action="transfer", outcome="denied")) >= 3
+    tid = _draft(world)
+    picks = {"node": "PACS_A", "studies": [world.on_pacs[0].study_uid]}
+    for who, status in (("c-user", 404), ("a-requester", 403), ("reader", 403)):
+        refused = world.post(who, f"/transfers/{tid}/node-studies", picks)
+        assert refused.status_code == status, (who, refused.text)
+    foreign = world.post("a-sender", f"/transfers/{tid}/node-studies", {**picks, "node": "PACS_C"})
+    assert foreign.status_code == 404
+    assert JobQueue(engine).list(kind="exchange.transfer-fetch") == []
+
+
+def test_bad_input(world: World) -> None:
+    assert _search(world, keys={}).status_code == 400
+    assert _search(world, keys={"PixelData": "x"}).status_code == 400
+    assert _search(world, keys={"PatientID": "x" * 65}).status_code == 422
+    assert _search(world, node="").status_code == 422
+    tid = _draft(world)
+    empty = world.post("a-sender", f"/transfers/{tid}/node-studies", {"node": "PACS_A",
+                                                                        "studies": []})  # fmt: skip
+    assert empty.status_code == 422
+    sent = world.post("a-sender", f"/transfers/{tid}/send")
+    assert sent.status_code == 400  # no studies yet
+    assert world.get("a-sender", f"/transfers/{tid}").json()["status"] == "draft"

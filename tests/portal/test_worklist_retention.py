@@ -1,0 +1,108 @@
+"""The worklist shows each item's days left before retention deletes the receiver's copy."""
+
+# ruff: noqa: F811  (the transfers API's `world` fixture, imported, is each test's argument)
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from exchange.holds import NewHold, place_hold
+from exchange.retention_terms import RetentionDefaults, set_policy
+from retention.config import RetentionConfig
+from retention.sweeper import Sweeper
+from tests.portal.test_transfers_api import World, world  # noqa: F401  (the fixture)
+
+
+def _item(world: World) -> dict[str, Any]:
+    page = world.get("b-receiver", "/worklist", params={"institution": "B"})
+    assert page.status_code == 200, page.text
+    [item] = page.json()["items"]
+    return dict(item)
+
+
+def test_days_left_count_down_from_arrival_and_a_hold_stops_them(world: World) -> None:
+    sent = world.send(send=True)
+    assert sent.status_code == 201, sent.text
+    arrived = world.clock[0]
+    item = _item(world)
+    assert item["retention_days_left"] == 15 and not item["retention_held"]
+    engine = world.server.archive.engine
+    set_policy(engine, world.pks["B"], {"worklist_days": 30}, RetentionDefaults(),
+               actor="test", now=arrived)  # fmt: skip
+    world.clock[0] = arrived + timedelta(days=10)
+    assert _item(world)["retention_days_left"] == 20
+    world.clock[0] = arrived + timedelta(days=31)
+    Sweeper(world.server.archive, RetentionConfig(pause_seconds=0), lambda: world.clock[0]).run()
+    assert _item(world)["retention_days_left"] == 0
+    uid = world.studies["one"].study_uid
+    found = world.http.get(
+        "/dicom-web/studies", params={"StudyInstanceUID": uid}, headers=world.as_("b-receiver")
+    )
+    assert found.status_code == 200 and found.json() == []  # B's grant went; A keeps its own
+
+
+def test_a_held_item_shows_no_countdown(world: World) -> None:
+    assert world.send(send=True).status_code == 201
+    uid = world.studies["one"].study_uid
+    until = world.clock[0] + timedelta(days=100)
+    hold = NewHold(world.pks["B"], "clinical review", until, study_uid=uid)
+    place_hold(world.server.archive.engine, hold, actor="test", now=world.clock[0])
+    item = _item(world)
+    assert item["retention_held"] and item["retention_days_left"] is None
+
+
+def test_a_study_delivered_to_a_node_keeps_the_node_s_period(world: World) -> None:
+    import orjson
+
+    sent = world.send(node="PACS_B", send=True)
+    assert sent.status_code == 201, sent.text
+    arrived = world.clock[0]
+    engine = world.server.archive.engine
+    set_policy(engine, world.pks["B"], {"node_days": 3, "worklist_days": 30}, RetentionDefaults(),
+               actor="test", now=arrived)  # fmt: skip
+    world.clock[0] = arrived + timedelta(days=2)
+    sweeper = Sweeper(
+        world.server.archive, RetentionConfig(pause_seconds=0), lambda: world.clock[0]
+    )
+    assert sweeper.run().grants_removed == 0
+    world.clock[0] = arrived + timedelta(days=3, minutes=1)
+    assert sweeper.run().grants_removed == 1
+    [removed] = world.audit(action="retention-grant-removed")
+    assert removed.institution_pk == world.pks["B"]
+    assert orjson.loads(removed.detail)["kind"] == "node"
+
+
+def test_a_receiver_is_warned_about_its_transfer(world: World) -> None:
+    import orjson
+
+    from foundation.jobs import JobQueue
+
+    sent = world.send(send=True)
+    assert sent.status_code == 201, sent.text
+    engine = world.server.archive.engine
+    world.clock[0] += timedelta(days=13, hours=1)
+    sweeper = Sweeper(
+        world.server.archive, RetentionConfig(pause_seconds=0), lambda: world.clock[0]
+    )
+    assert sweeper.run().warnings_queued >= 1
+    payloads = [orjson.loads(job.payload) for job in JobQueue(engine).list(kind="notify")]
+    warning = [p for p in payloads if p["event"] == "study-expiring"]
+    assert [(p["institution_pk"], p["subject"].split(":")[0]) for p in warning] == [
+        (world.pks["B"], "transfer")
+    ]
+
+
+def test_a_transfer_s_reports_leave_with_its_last_study(world: World) -> None:
+    from datetime import UTC, datetime
+
+    sent = world.send(reports=[{"text": "Fracture of the left radius."}], send=True)
+    assert sent.status_code == 201, sent.text
+    tid = sent.json()["id"]
+    assert world.get("b-receiver", f"/transfers/{tid}").json()["reports"]
+    later = datetime.now(UTC) + timedelta(days=40)  # past the owner's and the receiver's time
+    world.clock[0] = later
+    report = Sweeper(world.server.archive, RetentionConfig(pause_seconds=0), lambda: later).run()
+    assert world.studies["one"].study_uid in report.studies_deleted
+    seen = world.get("a-sender", f"/transfers/{tid}").json()
+    assert seen["reports"] == [] and seen["studies"][0]["in_archive"] is False

@@ -1,0 +1,60 @@
+"""`ferry oversight transactions|statistics` against a world with a history (real database)."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import RunningServer
+from tests.portal._oversight_world import build_world
+
+
+def test_transactions_and_statistics_from_the_command_line(
+    server: RunningServer, tmp_path: Path, ferry_cli: Any
+) -> None:
+    world = build_world(server, tmp_path)
+    world.http.close()
+    shown = ferry_cli("oversight", "transactions", "--institution", "A")
+    assert shown.code == 0, shown.err
+    assert world.ids["t1"] in shown.out and "(5 of 5;" in shown.out
+    assert "A -> B" in shown.out and "patient PAT-1" in shown.out
+    sent = tmp_path / "sent.csv"
+    written = ferry_cli("oversight", "transactions", "--institution", "A", "--direction", "sent",
+                        "--csv", str(sent))  # fmt: skip
+    assert written.code == 0, written.err
+    rows = list(csv.DictReader(io.StringIO(sent.read_text())))
+    assert [row["id"] for row in rows] == [world.ids[k] for k in ("failed", "t2", "t1")]
+    assert not (tmp_path / "sent.csv.partial").exists()
+    piped = ferry_cli("oversight", "transactions", "--institution", "A", "--kind", "request",
+                      "--csv", "-")  # fmt: skip
+    assert [row["id"] for row in csv.DictReader(io.StringIO(piped.out))] == [world.ids["request"]]
+    weekly = ferry_cli("oversight", "statistics", "--institution", "A", "--interval", "week")
+    assert weekly.code == 0 and "2026-06-08  sent" in weekly.out
+    assert "request-answer" in weekly.out and "failed" in weekly.out
+    numbers = tmp_path / "stats.csv"
+    assert (
+        ferry_cli("oversight", "statistics", "--institution", "A", "--csv", str(numbers)).code == 0
+    )
+    assert {row["section"] for row in csv.DictReader(numbers.open())} == {
+        "volume", "turnaround", "failure",
+    }  # fmt: skip
+    used = [e for e in world.audit(action="audit") if e.actor_kind == "cli"]
+    assert len(used) == 5 and {e.institution_pk for e in used} == {world.pks["A"]}
+
+
+def test_the_command_line_refuses_bad_input(
+    server: RunningServer, tmp_path: Path, ferry_cli: Any
+) -> None:
+    unknown = ferry_cli("oversight", "transactions", "--institution", "NOWHERE")
+    assert unknown.code == 1 and "no institution 'NOWHERE'" in unknown.err
+    for bad in (["--from", "2026-13-01"], ["--limit", "100000"], ["--direction", "up"]):
+        ran = ferry_cli("oversight", "transactions", "--institution", "HOSP", *bad)
+        assert ran.code == 2, bad
+    backwards = ferry_cli("oversight", "statistics", "--institution", "HOSP",
+                          "--from", "2026-06-12", "--to", "2026-06-01")  # fmt: skip
+    assert backwards.code == 1 and "starts after it ends" in backwards.err
+    unwritable = ferry_cli("oversight", "statistics", "--institution", "HOSP", "--csv",
+                           str(tmp_path / "missing" / "x.csv"))  # fmt: skip
+    assert unwritable.code == 1 and "cannot write" in unwritable.err
