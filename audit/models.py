@@ -76,3 +76,21 @@ class AuditChainHead(SQLModel, table=True):
             String(64), nullable=False, default=GENESIS_HASH, server_default=GENESIS_HASH
         ),
     )
+
+
+class AuditShipping(SQLModel, table=True):
+    """How far the trail has reached the audit record repository (one row), and who ships it.
+
+    `last_pk` moves only after a batch was delivered; `locked_by`/`locked_until` is a lease, so
+    that one process at a time ships, however many workers run.
+    """
+
+    __tablename__ = "audit_shipping"
+
+    pk: int = Field(default=HEAD_PK, primary_key=True)
+    last_pk: int = Field(default=0, sa_column=Column(BigInteger, nullable=False))
+    destination: str = Field(default="", max_length=512)
+    locked_by: str = Field(default="", max_length=128)
+    locked_until: datetime | None = Field(default=None)
+    last_error: str = Field(default="", max_length=1024)
+    updated_at: datetime | None = Field(default=None)

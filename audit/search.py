@@ -111,20 +111,29 @@ def search_events(
 
 def iter_events(engine: Engine, query: AuditQuery, batch: int = 500) -> Iterator[AuditEntry]:
     """All matching events, oldest first (chain order), read in keyset batches."""
-    after = 0
+    criteria, after = _criteria(query), 0
     while True:
-        statement = (
-            select(_TABLE)
-            .where(*_criteria(query), _TABLE.c.pk > after)
-            .order_by(_TABLE.c.pk)
-            .limit(batch)
-        )
-        with engine.connect() as connection:
-            rows = connection.execute(statement).mappings().all()
-        yield from (AuditEntry(**row) for row in rows)
-        if len(rows) < batch:
+        entries = _read_after(engine, criteria, after, batch)
+        yield from entries
+        if len(entries) < batch:
             return
-        after = int(rows[-1]["pk"])
+        after = entries[-1].pk
+
+
+def read_events_after(engine: Engine, after_pk: int, limit: int) -> list[AuditEntry]:
+    """Up to `limit` events that follow `after_pk` in the chain, oldest first."""
+    return _read_after(engine, [], after_pk, limit)
+
+
+def _read_after(
+    engine: Engine, criteria: list[ColumnElement[bool]], after: int, limit: int
+) -> list[AuditEntry]:
+    statement = (
+        select(_TABLE).where(*criteria, _TABLE.c.pk > after).order_by(_TABLE.c.pk).limit(limit)
+    )
+    with engine.connect() as connection:
+        rows = connection.execute(statement).mappings().all()
+    return [AuditEntry(**row) for row in rows]
 
 
 def count_events_by_day(engine: Engine, query: AuditQuery) -> list[DailyCount]:

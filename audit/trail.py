@@ -23,6 +23,7 @@ from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.models import GENESIS_HASH, HEAD_PK, AuditChainHead, AuditEvent, Outcome
+from foundation import metrics
 from foundation.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
@@ -122,6 +123,7 @@ def record_many(engine: Engine, events: Sequence[AuditRecord]) -> None:
     except (SQLAlchemyError, OSError) as error:
         cause = getattr(error, "orig", None) or error
         log.error("audit trail not writable, refusing %s: %s", events[0].action, cause)
+        metrics.AUDIT_WRITE_FAILURES.labels(events[0].action).inc(len(events))
         raise AuditUnavailable("the audit trail cannot be written; try again later") from error
 
 

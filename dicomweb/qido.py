@@ -26,6 +26,7 @@ from dicomweb.media import InvalidMediaType, accept_header, parse_accept
 from dicomweb.streaming import PrimedStreamingResponse
 from dicomweb.urls import path_uid, public_base
 from dicomweb.warning import warning_header
+from foundation import metrics
 from foundation.errors import InvalidQuery, NotAcceptable
 
 _JSON_TYPES = {"application/dicom+json", "application/json", "*/*", "application/*"}
@@ -165,6 +166,7 @@ async def _search(request: Request, level: Level) -> Response:
     query, warnings = parse_search(request, level, config)
     base = public_base(request, config)
     result = await anyio.to_thread.run_sync(search, request.app.state.archive.engine, query, base)
+    metrics.QIDO_RESULTS.labels(level.value).observe(len(result.documents))
     if result.truncated:
         warnings.append(
             "The number of results exceeded the maximum supported by the server. "

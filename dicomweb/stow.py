@@ -22,6 +22,7 @@ from dicomweb.warning import warning_header
 from exchange.models import Transfer
 from exchange.parties import Actor
 from exchange.sending import add_studies, open_draft
+from foundation import metrics
 from foundation.errors import (
     BadRequestBody,
     PayloadTooLarge,
@@ -226,6 +227,13 @@ def _open_transfer(request: Request) -> Transfer | None:
     return open_draft(request.app.state.archive.engine, actor, public_id)
 
 
+def _count_stored(items: list[Prepared | StoreOutcome], outcomes: list[StoreOutcome]) -> None:
+    sizes = {i.parsed.sop_instance_uid: i.parsed.size for i in items if isinstance(i, Prepared)}
+    stored = [o for o in outcomes if o.stored]
+    size = sum(sizes.get(o.sop_instance_uid, 0) for o in stored)
+    metrics.record_store("stow-rs", len(stored), len(outcomes) - len(stored), size)
+
+
 async def store_instances(request: Request) -> Response:
     config: DicomwebConfig = request.app.state.dicomweb
     archive: Archive = request.app.state.archive
@@ -242,6 +250,7 @@ async def store_instances(request: Request) -> Response:
     outcomes = await anyio.to_thread.run_sync(
         archive.store_prepared, intake.items, study, institution
     )
+    _count_stored(intake.items, outcomes)
     if outcomes and all(o.failure_reason == OUT_OF_RESOURCES for o in outcomes):
         # Nothing could be kept, for want of space alone: the whole request may be retried.
         archive.check_free_space()  # below the reserve: 507

@@ -34,6 +34,7 @@ from dimse.reconcile import NoWorklistMatch, Reconciler, reconciler_for
 from dimse.sending import NO_ANSWER, Sent, read_dataset, requested_contexts, send_instance
 from exchange import transfers
 from exchange.models import TransferStatus
+from foundation import metrics
 from foundation.errors import NotFound, StudyNotFound
 from foundation.jobs import DEFAULT_MAX_ATTEMPTS, ClaimedJob, JobFailed, enqueue
 
@@ -182,6 +183,7 @@ class _Run:
             self._give_up(done.problem(), retry_status=TransferStatus.PARTIAL, **done.detail())
         summary = done.summary()
         self._mark(TransferStatus.DELIVERED, summary)
+        metrics.FORWARD_RESULTS.labels("delivered").inc()
         self._audit(Outcome.ALLOWED, summary, **done.detail())
         return summary
 
@@ -291,6 +293,7 @@ class _Run:
         if status is not None:
             self._mark(status, reason)
         self._audit(Outcome.FAILED, reason, parked=parked, **detail)
+        metrics.FORWARD_RESULTS.labels("parked" if parked else "retry").inc()
         raise JobFailed(message, permanent=permanent)
 
     def _mark(self, status: TransferStatus, reason: str) -> None:

@@ -23,6 +23,7 @@ from archive.outcomes import StoreOutcome
 from dimse import statuses
 from dimse._spool_file import SpoolFile, was_cut_short
 from dimse.context import BridgeContext
+from foundation import metrics
 from foundation.errors import is_disk_full
 
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ def store_received(
     if received is not None and was_cut_short(str(received)):
         Path(received).unlink(missing_ok=True)
         log.error("C-STORE refused, no space left while it was received")
+        metrics.record_store("c-store", 0, 1, 0)
         request = event.request
         return StoreOutcome(
             str(request.AffectedSOPClassUID),
@@ -63,7 +65,8 @@ def store_received(
         )
     try:
         _spool(event, spooled)
-        return context.archive.store_files(
+        size = spooled.stat().st_size
+        outcome = context.archive.store_files(
             [spooled], expected_study_uid, institution_pk=institution_pk
         )[0]
     except Exception as error:
@@ -72,6 +75,7 @@ def store_received(
         else:
             log.exception("a received data set could not be stored")
         spooled.unlink(missing_ok=True)
+        metrics.record_store("c-store", 0, 1, 0)
         request = event.request
         return StoreOutcome(
             str(request.AffectedSOPClassUID),
@@ -79,6 +83,8 @@ def store_received(
             failure_reason=statuses.for_error(error),
             message="could not store",
         )
+    metrics.record_store("c-store", int(outcome.stored), int(not outcome.stored), size)
+    return outcome
 
 
 def status_code(outcome: StoreOutcome) -> int:

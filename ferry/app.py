@@ -30,7 +30,10 @@ from dimse.receiving import spool_received_data_sets
 from dimse.request_peers import BridgePacs
 from dimse.wakeups import quicken_reactors
 from ferry.database import check_database_writable, create_database_engine, migrate
+from ferry.http_metrics import HttpMetrics
+from ferry.metrics_routes import metrics_route
 from ferry.settings import Settings, load_settings
+from foundation import metrics
 from foundation.clock import utc_now
 from policy.authentication import Authenticator
 from policy.store import snapshot
@@ -47,6 +50,7 @@ def configure_libraries(settings: Settings) -> None:
     pydicom_config.settings.reading_validation_mode = pydicom_config.IGNORE
     pydicom_config.settings.writing_validation_mode = pydicom_config.RAISE
     spool_received_data_sets(settings.spool_dir)  # not the system's temporary folder
+    metrics.configure(settings.metrics_folder())  # prometheus-client's multiprocess folder
     quicken_reactors()  # pynetdicom's polling loops wake when there is something to do
     logging.getLogger("python_multipart").setLevel(logging.ERROR)
     logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -88,9 +92,11 @@ async def readyz(request: Request) -> Response:
 
 
 def _middleware(settings: Settings) -> list[Middleware]:
+    counted = [Middleware(HttpMetrics)]  # outermost: it sees every answer, CORS refusals too
     if not settings.cors_origins:
-        return []
+        return counted
     return [
+        *counted,
         Middleware(
             CORSMiddleware,
             allow_origins=list(settings.cors_origins),
@@ -99,7 +105,7 @@ def _middleware(settings: Settings) -> list[Middleware]:
             expose_headers=["Warning", "ETag", "Content-Length", "Content-Location"],
             allow_credentials=True,
             max_age=3600,
-        )
+        ),
     ]
 
 
@@ -142,6 +148,7 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
             *auth_routes.ROUTES,
             api_mount(),
             *pages.ROUTES,
+            metrics_route(settings, archive),
         ],
         middleware=_middleware(settings),
         exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]

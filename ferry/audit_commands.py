@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
-import socket
 import sys
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
-from audit.export import FORMATS, AuditSource, export_events, export_to_file
+from audit.export import FORMATS, export_events, export_to_file
 from audit.models import Outcome
 from audit.search import (
     MAX_LIMIT,
@@ -26,6 +25,7 @@ from audit.search import (
     count_events_by_day,
     search_events,
 )
+from audit.shipping import shipping_status
 from audit.trail import AuditRecord, ChainHead, chain_head, record
 from audit.verify import verify_chain
 from ferry.database import create_database_engine, migrate
@@ -57,6 +57,8 @@ def add_audit_commands(commands: Any) -> None:  # argparse's private _SubParsers
     export.add_argument("--format", choices=FORMATS, default="atna", dest="export_format")
     export.add_argument("file", help="file to write, or - for standard output")
     export.set_defaults(run=_export)
+    shipping = sub.add_parser("shipping", help="how far events have reached the ATNA repository")
+    shipping.set_defaults(run=_shipping)
 
 
 def _add_criteria(parser: argparse.ArgumentParser) -> None:
@@ -112,7 +114,7 @@ def _stats(settings: Settings, args: argparse.Namespace) -> int:
 
 def _export(settings: Settings, args: argparse.Namespace) -> int:
     engine, query = _engine(settings), _query(args)
-    source = AuditSource(_source_id(settings), settings.dicom_ae_title, socket.gethostname())
+    source = settings.audit_source()
     if args.file == "-":
         count = export_events(engine, query, sys.stdout.buffer, args.export_format, source)
     else:
@@ -123,6 +125,16 @@ def _export(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         print(f"exported {count} events to {args.file} ({args.export_format})")
     _record_use(engine, "export", args)
+    return 0
+
+
+def _shipping(settings: Settings, _args: argparse.Namespace) -> int:
+    status = shipping_status(_engine(settings))
+    destination = status.destination or settings.atna_url or "no repository (FERRY_ATNA_URL)"
+    print(f"shipped through event {status.shipped_pk} of {status.head_pk} to {destination}")
+    print(f"waiting: {status.backlog} events")
+    if status.last_error:
+        print(f"last error: {status.last_error}")
     return 0
 
 
@@ -174,12 +186,6 @@ def _line(entry: AuditEntry) -> str:
     described = "  ".join(field or "-" for field in fields)
     rule = f"  [{entry.rule}]" if entry.rule else ""
     return f"{entry.pk:>8}  {at}Z  {described}{rule}"
-
-
-def _source_id(settings: Settings) -> str:
-    if settings.public_url:
-        return settings.public_url.split("://", 1)[-1].split("/", 1)[0]
-    return socket.gethostname()
 
 
 def _os_user() -> str:

@@ -14,7 +14,17 @@ import subprocess
 import sys
 import threading
 
+from sqlalchemy import Engine
+
 from archive.store import Archive
+from audit.shipping import AuditShipper, ShippingLoop
+from audit.syslog import (
+    SyslogConfigError,
+    SyslogSender,
+    TlsSyslogSender,
+    UdpSyslogSender,
+    parse_destination,
+)
 from dimse.context import BridgeContext
 from dimse.forward import FORWARD_STUDY, enqueue_forward, forward_handler
 from dimse.request_peers import BridgePacs
@@ -27,7 +37,7 @@ from exchange.notifications import NOTIFY
 from exchange.notify_job import Notifier, notify_handler
 from exchange.request_expiry import request_sweeper
 from exchange.routing import transfer_sweeper
-from ferry.settings import Settings
+from ferry.settings import Settings, SettingsError
 from foundation.clock import Clock, utc_now
 from foundation.jobs import Worker
 from policy.store.snapshot import snapshot
@@ -66,6 +76,38 @@ def build_worker(
     )
 
 
+def build_shipping(
+    settings: Settings, engine: Engine, clock: Clock = utc_now
+) -> ShippingLoop | None:
+    """The audit shipping loop when FERRY_ATNA_URL names a collector; SettingsError if its
+    TLS files cannot be used, so that a bad configuration stops the start, not the shipping."""
+    if not settings.atna_url:
+        return None
+    destination = parse_destination(settings.atna_url)
+    sender: SyslogSender
+    if destination.transport == "udp":
+        sender = UdpSyslogSender(destination)
+    else:
+        try:
+            sender = TlsSyslogSender(
+                destination,
+                ca_file=settings.atna_ca,
+                cert_file=settings.atna_cert,
+                key_file=settings.atna_key,
+            )
+        except SyslogConfigError as error:
+            raise SettingsError(f"FERRY_ATNA_CA/CERT/KEY: {error}") from None
+    source = settings.audit_source()
+    shipper = AuditShipper(engine, sender, source, app_name=settings.atna_app_name, clock=clock)
+    return ShippingLoop(shipper)
+
+
+def describe_shipping(settings: Settings) -> str:
+    if not settings.atna_url:
+        return "kept in the database (set FERRY_ATNA_URL to ship them to a repository)"
+    return f"shipped to {settings.atna_url} as they happen"
+
+
 def public_base(settings: Settings) -> str:
     """Ferry's address as people reach it: links in emails start here."""
     return settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
@@ -97,6 +139,11 @@ def describe_mail(settings: Settings) -> str:
 class Background:
     def __init__(self, settings: Settings, archive: Archive, *, clock: Clock = utc_now) -> None:
         self.settings = settings
+        # Shipping runs where the job worker runs (the lease keeps it to one process anyway);
+        # built first: unusable certificate files stop the start before anything listens.
+        self.shipping = (
+            build_shipping(settings, archive.engine, clock) if settings.jobs_enabled else None
+        )
         listening = bool(settings.dicom_port or settings.dicom_tls_port)
         config = settings.dimse()
         self.bridge = Bridge(config, archive, clock=clock) if listening else None
@@ -111,6 +158,8 @@ class Background:
                 self.more_bridges.append(_bridge_process())
         if self.worker is not None:
             self.worker.start()
+        if self.shipping is not None:
+            self.shipping.start()
 
     def stop(self) -> None:
         for process in self.more_bridges:
@@ -119,6 +168,8 @@ class Background:
             self.bridge.stop()
         if self.worker is not None:
             self.worker.stop()
+        if self.shipping is not None:
+            self.shipping.stop()
         for process in self.more_bridges:
             try:
                 process.wait(timeout=15)

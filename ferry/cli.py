@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -14,12 +15,17 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     import uvicorn
 
     from ferry.app import build_archive, create_app
-    from ferry.background import Background, describe_mail
+    from ferry.background import Background, build_shipping, describe_mail, describe_shipping
     from ferry.http_server import server_config
     from ferry.http_workers import HttpWorkers, http_worker_count
+    from ferry.metrics_routes import MetricsListener, collectors
+    from foundation import metrics
 
+    # Before any other process starts: files of the processes of an earlier run go.
+    metrics.configure(settings.metrics_folder(), clean=True)
     archive = build_archive(settings)
     app = create_app(settings, archive)
+    build_shipping(settings, archive.engine)  # unusable TLS files stop the start, before forks
     workers = http_worker_count(settings.http_workers)
     base = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
     dicom_host = settings.dicom_host or settings.http_host
@@ -32,7 +38,9 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     if settings.dicom_tls_port:
         print(f"  DIMSE/TLS: {settings.dicom_ae_title}@{dicom_host}:{settings.dicom_tls_port}")
     print(f"  Health:   {base}/healthz  {base}/readyz")
+    print(f"  Metrics:  {_describe_metrics(settings, base)}")
     print(f"  Emails:   {describe_mail(settings)}")
+    print(f"  Audit:    {describe_shipping(settings)}")
     print(f"  HTTP:     {workers} process{'es' if workers > 1 else ''}", flush=True)
     config = server_config(
         app, settings, log_level=settings.log_level, timeout_graceful_shutdown=10
@@ -46,13 +54,35 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     http_workers = HttpWorkers(serve_http, archive.engine, workers)
     http_workers.start()
     background = Background(settings, archive)
+    metrics_listener = None
+    if settings.metrics_port:
+        metrics_listener = MetricsListener(settings.metrics_port, collectors(settings, archive))
+        metrics_listener.start()
     background.start()
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again; with the default
+    # action the process would end there, before the clean-up below (the bridge processes,
+    # the audit shipping lease, the metric files). Ending by SystemExit lets it run.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         serve_http()
     finally:
         http_workers.stop()
         background.stop()
+        if metrics_listener is not None:
+            metrics_listener.stop()
+        metrics.remove_files(settings.metrics_folder())
     return 0
+
+
+def _exit_on_sigterm(signal_number: int, _frame: object) -> None:
+    raise SystemExit(128 + signal_number)
+
+
+def _describe_metrics(settings: Settings, base: str) -> str:
+    places = [f"{base}/metrics (bearer token)"] if settings.metrics_token else []
+    if settings.metrics_port:
+        places.append(f"http://127.0.0.1:{settings.metrics_port}/metrics")
+    return ", ".join(places) or "not served (set FERRY_METRICS_TOKEN or FERRY_METRICS_PORT)"
 
 
 def _import(settings: Settings, args: argparse.Namespace) -> int:
@@ -185,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.run(settings, args))
+    except SettingsError as error:  # found while assembling (a certificate file, say)
+        print(f"ferry: invalid configuration: {error}", file=sys.stderr)
+        return 2
     except FerryError as error:  # a domain refusal is a message, not a traceback
         print(f"ferry: {error}", file=sys.stderr)
         return 1

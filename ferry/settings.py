@@ -7,13 +7,16 @@ built here (`auth()`, `dicomweb()`, `dimse()`, `portal()`), so nothing below `fe
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import socket
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from audit.export import AuditSource
 from dicomweb.config import DicomwebConfig
 from dimse.config import DimseConfig
 from exchange.retention_terms import RetentionDefaults
@@ -124,6 +127,27 @@ def _parse_url(text: str) -> str | None:
     return url
 
 
+def _parse_atna_url(text: str) -> str:
+    from audit.syslog import parse_destination
+
+    return parse_destination(text).label if text.strip() else ""
+
+
+def _parse_syslog_token(text: str) -> str:
+    """RFC 5424 APP-NAME and HOSTNAME: printable US-ASCII without spaces."""
+    token = text.strip()
+    if token and not all(33 <= ord(c) <= 126 for c in token):
+        raise ValueError(f"expected printable ASCII without spaces, got {text!r}")
+    return token
+
+
+def _parse_token(text: str) -> str:
+    token = text.strip()
+    if token and (len(token) < 16 or not all(33 <= ord(c) <= 126 for c in token)):
+        raise ValueError("expected at least 16 printable ASCII characters without spaces")
+    return token
+
+
 def _parse_address(text: str) -> str:
     from email.utils import parseaddr
 
@@ -204,6 +228,16 @@ class Settings:
     smtp_starttls: bool = True
     smtp_ca: Path | None = None  # CA bundle trusted for the SMTP server's certificate
     mail_from: str = "ferry@localhost"
+    # Audit shipping to an audit record repository (syslog+tls://HOST:PORT or syslog+udp://...)
+    atna_url: str = ""  # empty: events are not shipped
+    atna_ca: Path | None = None  # CA bundle for the collector's certificate (else the system's)
+    atna_cert: Path | None = None  # client certificate for mutual TLS
+    atna_key: Path | None = None
+    atna_app_name: str = "ferry"  # RFC 5424 APP-NAME
+    atna_hostname: str = ""  # RFC 5424 HOSTNAME; empty: this host's name
+    metrics_token: str = field(default="", repr=False)  # bearer token for GET /metrics
+    metrics_port: int = 0  # a separate loopback listener for /metrics; 0: none
+    metrics_dir: Path | None = None  # None: in /dev/shm, named after the data folder
     extra: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -214,6 +248,29 @@ class Settings:
     @property
     def blob_dir(self) -> Path:
         return self.data_dir / "blobs"
+
+    def metrics_folder(self) -> Path:
+        """Every process's metric files (prometheus-client multiprocess mode).
+
+        Not on the data disk: the files are memory-mapped, and a page that cannot be allocated
+        on a full filesystem kills the process (SIGBUS), where Ferry must keep serving reads.
+        In RAM (/dev/shm) by default, one folder per data folder; else under the data folder.
+        """
+        if self.metrics_dir is not None:
+            return self.metrics_dir
+        shared_memory = Path("/dev/shm")
+        if not shared_memory.is_dir() or not os.access(shared_memory, os.W_OK):
+            return self.data_dir / "metrics"
+        digest = hashlib.sha256(str(self.data_dir.resolve()).encode()).hexdigest()[:16]
+        return shared_memory / f"ferry-metrics-{digest}"
+
+    def audit_source(self) -> AuditSource:
+        """Ferry as the audit messages name it: public host (or this host), AE title, host."""
+        host = socket.gethostname()
+        source_id = host
+        if self.public_url:
+            source_id = self.public_url.split("://", 1)[-1].split("/", 1)[0]
+        return AuditSource(source_id, self.dicom_ae_title, self.atna_hostname or host)
 
     @property
     def keys_dir(self) -> Path:
@@ -361,6 +418,15 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_SMTP_STARTTLS": ("smtp_starttls", _parse_bool),
     "FERRY_SMTP_CA": ("smtp_ca", _parse_path),
     "FERRY_MAIL_FROM": ("mail_from", _parse_address),
+    "FERRY_ATNA_URL": ("atna_url", _parse_atna_url),
+    "FERRY_ATNA_CA": ("atna_ca", _parse_path),
+    "FERRY_ATNA_CERT": ("atna_cert", _parse_path),
+    "FERRY_ATNA_KEY": ("atna_key", _parse_path),
+    "FERRY_ATNA_APP_NAME": ("atna_app_name", _parse_syslog_token),
+    "FERRY_ATNA_HOSTNAME": ("atna_hostname", _parse_syslog_token),
+    "FERRY_METRICS_TOKEN": ("metrics_token", _parse_token),
+    "FERRY_METRICS_PORT": ("metrics_port", _parse_port),
+    "FERRY_METRICS_DIR": ("metrics_dir", _parse_path),
 }
 
 

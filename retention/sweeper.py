@@ -27,6 +27,7 @@ from exchange.notifications import Event, EventKind, Subject, notify
 from exchange.report_retention import remove_orphaned_reports
 from exchange.retention_models import RetentionWarning
 from exchange.retention_terms import Terms, read_terms, terms_of
+from foundation import metrics
 from foundation.clock import Clock
 from foundation.errors import StudyNotFound
 from retention.config import RetentionConfig
@@ -136,10 +137,12 @@ class Sweeper:
         if fate.delete_study:
             if self._delete_study(fate, now):
                 report.studies_deleted.append(fate.study.study_uid)
+                metrics.RETENTION_DELETIONS.labels("study").inc()
             return
         for due in fate.expired_grants:
             self._remove_grant(fate.study, due, now)
             report.grants_removed += 1
+            metrics.RETENTION_DELETIONS.labels("grant").inc()
         report.warnings_queued += sum(self._warn(fate.study, due, now) for due in fate.warnings)
 
     def _delete_study(self, fate: Fate, now: datetime) -> bool:

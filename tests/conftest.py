@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import random
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -87,6 +89,14 @@ def playwright_session() -> Iterator[Any]:
         yield playwright
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _metrics_files_removed() -> Iterator[None]:
+    """The test process's metrics folder (see make_settings) goes with the process."""
+    yield
+    folder = Path(tempfile.gettempdir()) / f"ferry-test-metrics-{os.getpid()}"
+    shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
     url = os.environ.get("FERRY_TEST_POSTGRES")
@@ -127,6 +137,8 @@ def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settin
         "http_port": port,
         "public_url": f"http://127.0.0.1:{port}",
         "access_token_seconds": 3600,
+        # One metrics folder per test process, off the data disk (tests may fill that one).
+        "metrics_dir": Path(tempfile.gettempdir()) / f"ferry-test-metrics-{os.getpid()}",
     }
     return Settings(**(values | overrides))
 

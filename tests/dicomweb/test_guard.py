@@ -22,7 +22,7 @@ from tests.policy._people import add_institution
 
 # Routes that authenticate and decide on their own (sign-in, keys, the admin API) or serve
 # files that hold no patient data (the viewer's code). Anything else must carry a guard.
-OWN_AUTHENTICATION = ("/auth/", "/.well-known/", "/api", "/viewer")
+OWN_AUTHENTICATION = ("/auth/", "/.well-known/", "/api", "/viewer", "/metrics")
 
 
 def _walk(routes: list, prefix: str = "") -> list[tuple[str, object]]:
