@@ -149,6 +149,7 @@ def test_two_bridge_processes_share_the_port(tmp_path: Path) -> None:
     environment = _environment(data_dir, http_port) | {
         "FERRY_DICOM_PORT": str(dicom_port),
         "FERRY_DICOM_PROCESSES": "2",
+        "FERRY_HTTP_WORKERS": "1",  # the one child to find is the second bridge
     }
     log = tmp_path / "serve.log"
     with log.open("ab") as output:
