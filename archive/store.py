@@ -20,6 +20,7 @@ from sqlalchemy import Engine, bindparam, delete, func, select
 
 from archive import dicomjson, index, outcomes
 from archive.blobstore import BlobStore
+from archive.derived import forget_derived
 from archive.framecache import forget_layouts
 from archive.models import Instance, Patient, Series, Study, StudyGrant
 from archive.outcomes import StoreOutcome
@@ -111,6 +112,7 @@ class Archive:
         replace_duplicates: bool,
         min_free_bytes: int = 0,
         frame_cache_dir: Path | None = None,
+        derived_dirs: tuple[Path, ...] = (),
     ) -> None:
         self.engine = engine
         self.blobs = blobs
@@ -119,6 +121,8 @@ class Archive:
         self.min_free_bytes = min_free_bytes
         # Derived from blobs and removed with them (`archive.framecache` sidecars).
         self.frame_cache_dir = frame_cache_dir
+        # Caches laid out per blob (`archive.derived`): their folders go with the blobs.
+        self.derived_dirs = derived_dirs
         # SQLite has one writer; queueing here beats its busy handler's sleeps under load.
         self._write_lock: AbstractContextManager[object] = (
             threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
@@ -446,7 +450,8 @@ class Archive:
     # -- delete --------------------------------------------------------------------------
 
     def delete(self, study: str, series: str | None = None, instance: str | None = None) -> int:
-        """The one path for removal: index rows, then blobs and their frame layouts; emptied
+        """The one path for removal: index rows, then blobs, their frame layouts and the files
+        derived from them (thumbnails); emptied
         series, studies (with their grants) and patients go too.
 
         Readers that found the study before it went fail cleanly: a blob opened already is
@@ -477,6 +482,8 @@ class Archive:
         self.blobs.delete(keys)
         if self.frame_cache_dir is not None:
             forget_layouts(self.frame_cache_dir, keys)
+        for root in self.derived_dirs:
+            forget_derived(root, keys)
         return len(stored)
 
     def iter_blob_keys(self) -> Iterable[str]:

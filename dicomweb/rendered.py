@@ -27,7 +27,7 @@ from dicomweb.rendering import (
     Window,
     render_stored,
 )
-from dicomweb.thumbnails import ThumbnailCache
+from dicomweb.thumbnails import ThumbnailCache, thumbnail_dir
 from dicomweb.urls import path_uid
 from dicomweb.voi import WINDOW_FUNCTIONS
 from dicomweb.warning import warning_header
@@ -169,7 +169,7 @@ async def retrieve_rendered(request: Request) -> Response:
 async def retrieve_thumbnail(request: Request) -> Response:
     config: DicomwebConfig = request.app.state.dicomweb
     options, warnings = _thumbnail_options(request.query_params)
-    cache = ThumbnailCache(config.data_dir / "cache" / "thumbnails")
+    cache = ThumbnailCache(thumbnail_dir(config.data_dir))
     return await _respond(request, options, warnings, cache=cache)
 
 
@@ -190,14 +190,15 @@ async def _respond(
     headers = {"ETag": f'"{digest[:32]}"', "Cache-Control": CACHE_CONTROL}
     if headers["ETag"] in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers=headers)
-    rendered = await anyio.to_thread.run_sync(cache.read, digest) if cache else None
+    key = stored.blob_key
+    rendered = await anyio.to_thread.run_sync(cache.read, key, digest) if cache else None
     if rendered is None:
         frame_cache = request.app.state.dicomweb.data_dir / "cache" / "frames"
         rendered = await anyio.to_thread.run_sync(
             _render, archive, stored, accepted, frames, options, cache is not None, frame_cache
         )
         if cache is not None:
-            await anyio.to_thread.run_sync(cache.write, digest, rendered)
+            await anyio.to_thread.run_sync(cache.write, key, digest, rendered)
     if messages := warnings + list(rendered.warnings):
         headers["Warning"] = warning_header(messages)
     return Response(rendered.content, media_type=rendered.media_type, headers=headers)

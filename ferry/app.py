@@ -23,6 +23,7 @@ from dicomweb._recent_views import RecentViews
 from dicomweb.errors import EXCEPTION_HANDLERS
 from dicomweb.guard import guarded, public
 from dicomweb.routes import ROUTES
+from dicomweb.thumbnails import thumbnail_dir
 from dicomweb.urls import DICOMWEB_PREFIX
 from dimse.context import BridgeContext
 from dimse.forward import enqueue_forward
@@ -67,6 +68,7 @@ def build_archive(settings: Settings) -> Archive:
         replace_duplicates=settings.replace_duplicates,
         min_free_bytes=settings.min_free_bytes,
         frame_cache_dir=settings.data_dir / "cache" / "frames",
+        derived_dirs=(thumbnail_dir(settings.data_dir),),
     )
 
 

@@ -403,11 +403,27 @@ def test_thumbnail_of_a_document_is_not_acceptable(server) -> None:
 def test_thumbnail_cache_evicts_the_least_recently_used(tmp_path) -> None:
     cache = ThumbnailCache(tmp_path, max_bytes=3000)
     for number in range(3):
-        cache.write(f"{number:02x}" * 32, Rendered(b"x" * 1000, "image/png"))
-        path = cache.path(f"{number:02x}" * 32, "image/png")
+        cache.write(f"blob-{number}", f"{number:02x}" * 32, Rendered(b"x" * 1000, "image/png"))
+        path = cache.path(f"blob-{number}", f"{number:02x}" * 32, "image/png")
         os.utime(path, (1_000_000 + number, 1_000_000 + number))
-    assert cache.read("00" * 32) is not None  # used now: the newest
-    cache.write("ff" * 32, Rendered(b"y" * 1000, "image/png"))
-    assert cache.read("01" * 32) is None  # the least recently used went
-    assert cache.read("00" * 32) is not None
-    assert cache.read("ff" * 32) == Rendered(b"y" * 1000, "image/png")
+    assert cache.read("blob-0", "00" * 32) is not None  # used now: the newest
+    cache.write("blob-f", "ff" * 32, Rendered(b"y" * 1000, "image/png"))
+    assert cache.read("blob-1", "01" * 32) is None  # the least recently used went
+    assert cache.read("blob-0", "00" * 32) is not None
+    assert cache.read("blob-f", "ff" * 32) == Rendered(b"y" * 1000, "image/png")
+
+
+def test_a_deleted_studys_thumbnails_leave_the_cache(server) -> None:
+    kept, gone = (
+        factories.study(n_series=1, per_series=2),
+        factories.study(n_series=1, per_series=2),
+    )
+    store(server, *kept, *gone)
+    assert get(server, url(server, kept[0], "series", "thumbnail")).status_code == 200
+    [kept_file] = thumbnail_files(server)
+    assert get(server, url(server, gone[0], "series", "thumbnail")).status_code == 200
+    assert len(thumbnail_files(server)) == 2
+    server.archive.delete(gone[0].StudyInstanceUID)
+    assert thumbnail_files(server) == [kept_file]  # no picture of the deleted study's patient
+    assert get(server, url(server, gone[0], "series", "thumbnail")).status_code == 404
+    assert get(server, url(server, kept[0], "series", "thumbnail")).status_code == 200
