@@ -62,6 +62,7 @@ IMAGE_TYPES = (JPEG, PNG, GIF)  # the first is the default for */* and image/*
 DEFAULT_QUALITY = 90
 MAX_ANIMATED_FRAMES = 300  # a GIF of more frames costs more than any viewer wants to wait
 _DEFAULT_FRAME_TIME_MS = 100.0
+_IMAGE_PIXEL_KEYWORDS = ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation")
 
 # A video renders as its stream (PS3.5 Table A-4): MPEG-2 as video/mpeg, the others as video/mp4.
 VIDEO_TYPES = {
@@ -143,7 +144,9 @@ def rendered_media_types(header: Dataset) -> tuple[str, ...]:
     syntax = str(header.file_meta.get("TransferSyntaxUID", ""))
     if syntax in VIDEO_TYPES:
         return (VIDEO_TYPES[syntax],)
-    if all(k in header for k in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation")):
+    # Any Image Pixel attribute makes it an image: one missing or bad is then the stored data's
+    # fault, said by the frames' reading (422), not a choice of media type (406).
+    if any(k in header for k in _IMAGE_PIXEL_KEYWORDS):
         return IMAGE_TYPES
     return ()
 
