@@ -16,6 +16,7 @@ from typing import Any
 
 from dicomweb.config import DicomwebConfig
 from dimse.config import DimseConfig
+from foundation.ae_titles import parse_ae_title
 from policy.config import AuthConfig
 from portal.config import PortalConfig
 
@@ -59,13 +60,6 @@ def _parse_size(text: str) -> int:
     if value < 0:
         raise ValueError(f"expected a byte count of 0 or more, got {value}")
     return value
-
-
-def _parse_ae_title(text: str) -> str:
-    title = text.strip()
-    if not 1 <= len(title) <= 16 or "\\" in title or not title.isprintable():
-        raise ValueError(f"AE title {text!r} must be 1-16 printable characters without backslash")
-    return title
 
 
 def _parse_list(text: str) -> tuple[str, ...]:
@@ -262,7 +256,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_HTTP_HEADER_TIMEOUT": ("http_header_timeout", _parse_positive),
     "FERRY_HTTP_MAX_HEADER_BYTES": ("http_max_header_bytes", _parse_positive),
     "FERRY_DICOM_PORT": ("dicom_port", _parse_port),
-    "FERRY_DICOM_AE_TITLE": ("dicom_ae_title", _parse_ae_title),
+    "FERRY_DICOM_AE_TITLE": ("dicom_ae_title", parse_ae_title),
     "FERRY_DICOM_HOST": ("dicom_host", str),
     "FERRY_DICOM_ACCEPT_UNKNOWN_CALLERS": ("dicom_accept_unknown_callers", _parse_bool),
     "FERRY_DICOM_MAX_PDU": ("dicom_max_pdu", _parse_positive),

@@ -8,6 +8,7 @@ from types import EllipsisType
 from sqlalchemy import Engine, or_
 from sqlmodel import Session, col, select
 
+from foundation.ae_titles import InvalidAETitle, parse_ae_title
 from policy.models import DestinationRule, Institution, Node, NodePermission, RetrieveMethod, Route
 from policy.roles import Role
 from policy.store._base import (
@@ -26,11 +27,11 @@ MAX_QUIET_SECONDS = 86400
 
 
 def check_ae_title(title: str) -> str:
-    """PS3.5 AE: 1-16 characters, no backslash or control characters, not all spaces."""
-    title = title.strip()
-    if not 1 <= len(title) <= 16 or "\\" in title or not title.isprintable():
-        raise InvalidRecord(f"AE title {title!r} must be 1-16 printable characters, no backslash")
-    return title
+    """The AE title (`foundation.ae_titles`), or InvalidRecord saying why it is none."""
+    try:
+        return parse_ae_title(title)
+    except InvalidAETitle as error:
+        raise InvalidRecord(str(error)) from None
 
 
 def _check_port(port: int) -> int:

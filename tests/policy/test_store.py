@@ -13,6 +13,7 @@ from policy.decision import Context, Resource, decide
 from policy.models import UserStatus
 from policy.principal import Principal, PrincipalKind
 from policy.roles import Action, Role
+from tests.foundation.test_ae_titles import REFUSED as REFUSED_AE_TITLES
 
 PASSWORD = "correct horse battery"
 
@@ -183,7 +184,7 @@ def test_nodes_permissions_and_rules(engine):
 
 
 @pytest.mark.parametrize(
-    ("ae_title", "port"), [("", 104), ("A" * 17, 104), ("BACK\\SLASH", 104), ("OK", 0)]
+    ("ae_title", "port"), [*((title, 104) for title in REFUSED_AE_TITLES), ("OK", 0)]
 )
 def test_bad_nodes_are_refused(engine, ae_title, port):
     north = store.create_institution(engine, "NORTH", "North")
