@@ -16,7 +16,7 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, or_, update
@@ -54,10 +54,6 @@ def limited_to_studies(principal: Principal, claims: Mapping[str, Any]) -> Princ
 
 
 SIGNED_OUT = "the session has ended; sign in again"
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -236,7 +232,7 @@ class Authenticator:
             if token is None or not secret_matches(parts[1], token.secret_hash):
                 raise AuthenticationFailed(REFUSED)
             if token.revoked_at is not None or (
-                token.expires_at is not None and _aware(token.expires_at) <= now
+                token.expires_at is not None and token.expires_at <= now
             ):
                 raise AuthenticationFailed("the API token was revoked or has expired")
             client = session.get(ApiClient, token.client_pk)
@@ -252,7 +248,7 @@ class Authenticator:
             )
 
     def _touch(self, session: Session, token: ApiToken, now: datetime) -> None:
-        if token.last_used_at is not None and _aware(token.last_used_at) > now - LAST_USED_EVERY:
+        if token.last_used_at is not None and token.last_used_at > now - LAST_USED_EVERY:
             return
         column = col(ApiToken.last_used_at)
         session.execute(

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from foundation.grants import DEFAULT_GRANT_ACTIONS, grant_allows, grant_is_live
@@ -173,10 +173,6 @@ class Decision:
     chain: tuple[str, ...] = ()  # the rules looked at, in order, for `explain`
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _deny(rule: str, reason: str, chain: list[str]) -> Decision:
     return Decision(False, rule, reason, chain=(*chain, rule))
 
@@ -226,7 +222,7 @@ def _decide_study(
             chain[:-1],
         )
     chain.append("active-grant")
-    now = _aware(context.now)
+    now = context.now
     held = [g for g in resource.grants if g.institution_pk in mine and g.active(now)]
     for grant in held:
         if grant.allows(action):

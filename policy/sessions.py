@@ -20,10 +20,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 class UserSession(SQLModel, table=True):
     """One sign-in; `revoked_at` set by logout ends it everywhere."""
 
@@ -61,7 +57,7 @@ def session_is_live(session: Session, sid: str, user_pk: int, now: datetime) -> 
         row is not None
         and row.user_pk == user_pk
         and row.revoked_at is None
-        and _aware(row.expires_at) > now
+        and row.expires_at > now
     )
 
 
