@@ -49,10 +49,25 @@ class InstitutionFacts:
 
 @dataclass(frozen=True)
 class NodeFacts:
+    """A node (a DICOM application entity) as every layer sees it: decisions, the store, the
+    DIMSE edge. `pk` 0 is a node not stored yet. `can_query`/`can_write` are its rights both
+    ways (see `policy.models.Node`); `restricted`: only whom its permissions name may use it."""
+
     pk: int
     institution_pk: int
     ae_title: str
     restricted: bool = True
+    host: str = ""
+    port: int = 104
+    tls: bool = False
+    description: str = ""
+    can_query: bool = False
+    can_write: bool = False
+    move_destination: bool = False
+    retrieve_method: str = "move"  # how Ferry retrieves from it: C-MOVE or C-GET
+    worklist: bool = False
+    reconcile_with_pk: int | None = None
+    any_address: bool = False  # it may call from any address, not only `host`
 
 
 @dataclass(frozen=True)
