@@ -7,13 +7,15 @@ OpenJPH) fills those. Whether each one works is asked of the libraries at run ti
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydicom.pixels import get_encoder
+from pydicom.pixels.encoders.base import get_encoder
 from pydicom.uid import (
     HTJ2K,
     JPEG2000,
@@ -31,10 +33,16 @@ from pydicom.uid import (
 
 from archive.pixel_module import PixelModule
 
-try:
-    import imagecodecs
-except ImportError:  # an optional codec library: its syntaxes are then simply not offered
-    imagecodecs = None
+
+def _optional(name: str) -> ModuleType | None:
+    """An optional codec library: without it, its syntaxes are simply not offered."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+imagecodecs = _optional("imagecodecs")
 
 # Lossy settings: what a viewer fetching a smaller copy expects, not what an archive would keep.
 JPEG_QUALITY = 90
@@ -108,7 +116,7 @@ def _encode_jpeg_lossless(frame: NDArray[Any], fmt: PixelModule) -> bytes:
     assert imagecodecs is not None
     unsigned = frame.view(np.uint16 if frame.itemsize == 2 else np.uint8)
     if fmt.pixel_representation and fmt.bits_stored < 8 * frame.itemsize:
-        unsigned = unsigned & ((1 << fmt.bits_stored) - 1)
+        unsigned = np.bitwise_and(unsigned, (1 << fmt.bits_stored) - 1)
     if fmt.bits_stored <= 8:  # libjpeg-turbo takes 8-bit samples for precisions up to 8
         unsigned = unsigned.astype(np.uint8)
     colour = {"colorspace": "RGB", "outcolorspace": "RGB"} if fmt.samples_per_pixel == 3 else {}

@@ -22,7 +22,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 from pydicom import dcmread
@@ -129,7 +129,7 @@ def _deflated(handle: BinaryIO, dataset: Dataset, syntax: str) -> PixelDataLayou
         raise NoPixelData("the instance has no pixel data")
     pixel = _describe(dataset, PIXEL_DATA_TAGS[element.tag])
     if element.encapsulated:
-        view = InflatedFile(handle, start)
+        view = cast(BinaryIO, InflatedFile(handle, start))
         layout = _encapsulated(view, dataset, syntax, pixel, element.offset, big_endian=False)
     else:
         frames = native_frames(pixel, element.offset, element.length)

@@ -29,8 +29,10 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomIO
 from pydicom.filewriter import dcmwrite, write_dataset, write_file_meta_info
 from pydicom.multival import MultiValue
-from pydicom.pixels import convert_color_space, get_decoder, pack_bits
+from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.encoders.base import ENCODING_PROFILES
+from pydicom.pixels.processing import convert_color_space
+from pydicom.pixels.utils import pack_bits
 from pydicom.uid import (
     HTJ2K,
     JPEG2000,
@@ -317,7 +319,7 @@ class _DeflatingWriter:
         self._written = 0  # deflated bytes, for the trailing pad
         self._position = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
         self._position += len(data)
         self._emit(self._compressor.compress(data))
         return len(data)
@@ -325,7 +327,7 @@ class _DeflatingWriter:
     def tell(self) -> int:
         return self._position
 
-    def seek(self, offset: int, whence: int = 0) -> int:
+    def seek(self, offset: int, whence: int = 0, /) -> int:
         """pydicom asks for seek() to exist; data set encoding never moves back in the stream."""
         raise io.UnsupportedOperation("a deflate stream only goes forward")
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -267,8 +267,23 @@ def _to_8_bits(values: NDArray[np.generic], bits: int) -> NDArray[np.uint8]:
     return (values.astype(np.uint32) >> (bits - 8)).astype(np.uint8)
 
 
+def _milliseconds(value: float) -> float:
+    return value
+
+
+def _rate_to_milliseconds(rate: float) -> float:
+    return 1000.0 / rate
+
+
+# Frame Time is in ms; Cine Rate in frames per second (PS3.3 C.7.6.5)
+_FRAME_TIME_IN_MS: tuple[tuple[str, Callable[[float], float]], ...] = (
+    ("FrameTime", _milliseconds),
+    ("CineRate", _rate_to_milliseconds),
+)
+
+
 def _frame_time(header: Dataset, warnings: list[str]) -> float:
-    for keyword, to_ms in (("FrameTime", lambda v: v), ("CineRate", lambda v: 1000.0 / v)):
+    for keyword, to_ms in _FRAME_TIME_IN_MS:
         value = header.get(keyword)
         if not value:
             continue

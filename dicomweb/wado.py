@@ -179,7 +179,7 @@ def _iter_transcoded(blobs: BlobStore, instance: StoredInstance, target: str) ->
     """One instance at a time, spooled (to disk past SPOOL_BYTES), then streamed."""
     with (
         blobs.open(instance.blob_key) as source,
-        SpooledTemporaryFile(max_size=transcoding.SPOOL_BYTES, dir=blobs.spool_dir) as spool,
+        SpooledTemporaryFile(max_size=transcoding.SPOOL_BYTES, dir=str(blobs.spool_dir)) as spool,
     ):
         try:
             transcoding.transcode(source, target, spool)

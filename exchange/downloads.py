@@ -24,6 +24,7 @@ from pathlib import Path
 import orjson
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.fileset import FileSet
+from pydicom.uid import UID, ExplicitVRLittleEndian
 
 from archive.store import Archive, StoredInstance
 
@@ -69,11 +70,14 @@ class _Sink:
     def __init__(self) -> None:
         self.buffer = bytearray()
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes, /) -> int:
         self.buffer += data
         return len(data)
 
     def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
     def take(self) -> bytes:
@@ -92,9 +96,9 @@ def _header(document: bytes, instance: StoredInstance) -> Dataset:
     header.SOPInstanceUID = instance.sop_instance_uid
     header.SOPClassUID = instance.sop_class_uid
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = instance.sop_class_uid
-    meta.MediaStorageSOPInstanceUID = instance.sop_instance_uid
-    meta.TransferSyntaxUID = "1.2.840.10008.1.2.1"  # the header file; the record says the real one
+    meta.MediaStorageSOPClassUID = UID(instance.sop_class_uid)
+    meta.MediaStorageSOPInstanceUID = UID(instance.sop_instance_uid)
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian  # the header file; the record says the real one
     header.file_meta = meta
     return header
 
@@ -112,7 +116,7 @@ def plan_zip(archive: Archive, study_uids: Sequence[str]) -> ZipPlan:
         by_uid: dict[str, StoredInstance] = {}
         for instance, document in instances:
             header = _header(document, instance)
-            header.file_meta.TransferSyntaxUID = instance.transfer_syntax_uid
+            header.file_meta.TransferSyntaxUID = UID(instance.transfer_syntax_uid)
             try:
                 fileset.add(header)
                 by_uid[instance.sop_instance_uid] = instance
@@ -128,7 +132,7 @@ def iter_zip(archive: Archive, plan: ZipPlan, now: datetime | None = None) -> It
     """The ZIP, in pieces of about a MiB."""
     stamp = (now or datetime.now(UTC)).timetuple()[:6]
     sink = _Sink()
-    archive_file = zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True)  # type: ignore[arg-type]
+    archive_file = zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True)
     archive_file.writestr(zipfile.ZipInfo(DICOMDIR, stamp), plan.dicomdir)
     yield sink.take()
     for name, instance in plan.members:
