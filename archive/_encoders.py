@@ -7,13 +7,15 @@ OpenJPH) fills those. Whether each one works is asked of the libraries at run ti
 
 from __future__ import annotations
 
+import importlib
 import math
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
-from pydicom.pixels import get_encoder
+from pydicom.pixels.encoders.base import get_encoder
 from pydicom.uid import (
     HTJ2K,
     JPEG2000,
@@ -29,28 +31,23 @@ from pydicom.uid import (
     RLELossless,
 )
 
-try:
-    import imagecodecs
-except ImportError:  # an optional codec library: its syntaxes are then simply not offered
-    imagecodecs = None
+from archive.pixel_module import PixelModule
+
+
+def _optional(name: str) -> ModuleType | None:
+    """An optional codec library: without it, its syntaxes are simply not offered."""
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+imagecodecs = _optional("imagecodecs")
 
 # Lossy settings: what a viewer fetching a smaller copy expects, not what an archive would keep.
 JPEG_QUALITY = 90
 J2K_RMS_ERROR = 2  # grey levels; as a PSNR per bit depth, since a fixed ratio ruins busy images
 JPEG_LS_NEAR = 2  # PS3.5 8.2.3: the NEAR parameter, largest error in any sample value
-
-
-@dataclass(frozen=True)
-class FrameFormat:
-    """One decoded frame's layout and the Photometric Interpretation it is encoded as."""
-
-    rows: int
-    columns: int
-    samples_per_pixel: int
-    bits_allocated: int
-    bits_stored: int
-    pixel_representation: int
-    photometric_interpretation: str
 
 
 @dataclass(frozen=True)
@@ -69,7 +66,8 @@ class FrameEncoder:
     def is_available(self) -> bool:
         return get_encoder(self.transfer_syntax).is_available
 
-    def encode(self, frame: NDArray[Any], fmt: FrameFormat) -> bytes:
+    def encode(self, frame: NDArray[Any], fmt: PixelModule) -> bytes:
+        """One frame, as `fmt` describes it with the Photometric Interpretation to encode as."""
         options = dict(self.options)
         if self.transfer_syntax in (JPEG2000Lossless, JPEG2000):
             options["use_mct"] = fmt.photometric_interpretation in ("YBR_RCT", "YBR_ICT")
@@ -98,7 +96,7 @@ class JPEGEncoder(FrameEncoder):
     def is_available(self) -> bool:
         return imagecodecs is not None and bool(imagecodecs.JPEG8.available)
 
-    def encode(self, frame: NDArray[Any], fmt: FrameFormat) -> bytes:
+    def encode(self, frame: NDArray[Any], fmt: PixelModule) -> bytes:
         assert imagecodecs is not None
         if self.lossy_method is None:
             return _encode_jpeg_lossless(frame, fmt)
@@ -109,7 +107,7 @@ class JPEGEncoder(FrameEncoder):
         return bytes(imagecodecs.jpeg8_encode(data, level=JPEG_QUALITY, bitspersample=precision))
 
 
-def _encode_jpeg_lossless(frame: NDArray[Any], fmt: FrameFormat) -> bytes:
+def _encode_jpeg_lossless(frame: NDArray[Any], fmt: PixelModule) -> bytes:
     """Process 14, first-order prediction (SV1), which is also a valid Process 14 stream.
 
     Signed samples go in as their two's complement bit pattern of Bits Stored bits, as
@@ -118,7 +116,7 @@ def _encode_jpeg_lossless(frame: NDArray[Any], fmt: FrameFormat) -> bytes:
     assert imagecodecs is not None
     unsigned = frame.view(np.uint16 if frame.itemsize == 2 else np.uint8)
     if fmt.pixel_representation and fmt.bits_stored < 8 * frame.itemsize:
-        unsigned = unsigned & ((1 << fmt.bits_stored) - 1)
+        unsigned = np.bitwise_and(unsigned, (1 << fmt.bits_stored) - 1)
     if fmt.bits_stored <= 8:  # libjpeg-turbo takes 8-bit samples for precisions up to 8
         unsigned = unsigned.astype(np.uint8)
     colour = {"colorspace": "RGB", "outcolorspace": "RGB"} if fmt.samples_per_pixel == 3 else {}
@@ -136,7 +134,7 @@ class HTJ2KEncoder(FrameEncoder):
     def is_available(self) -> bool:
         return imagecodecs is not None and bool(imagecodecs.HTJ2K.available)
 
-    def encode(self, frame: NDArray[Any], fmt: FrameFormat) -> bytes:
+    def encode(self, frame: NDArray[Any], fmt: PixelModule) -> bytes:
         assert imagecodecs is not None
         reversible = self.lossy_method is None
         # OpenJPH's quantisation step is relative to the sample range: about one grey level.

@@ -134,6 +134,7 @@ class _Walker:
                 raise BulkDataNotFound(f"the sequence has no item {index}")
             if number < index:
                 inner.skip_item(item)
+        assert item is not None  # the loop ran at least once, and raised on None
         item_end = None if item.length == UNDEFINED_LENGTH else item.value_offset + item.length
         return inner, item_end
 

@@ -9,8 +9,8 @@ Three checks, cheapest first, none decoding a value:
    have pixel data: otherwise the data set does not match its SOP class (0xA900);
 3. native pixel data must hold Rows × Columns × Samples per Pixel × Bits Allocated × Number of
    Frames bits (Bits Allocated 1 packed; YBR_FULL_422 two samples a pixel): shorter is 0xA900.
-   Rows, Columns and Bits Allocated must then be readable; other values are read as frames
-   are (`archive.frames.describe_pixels`), leniently, so a file stored is a file served.
+   Rows, Columns and Bits Allocated must then be readable and at least 1; other values are
+   read as frames are (`archive.pixel_module`), leniently, so a file stored is a file served.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from pydicom import uid
 from pydicom.dataset import Dataset
 
 from archive import outcomes
-from archive.frames import PixelModuleInvalid, describe_pixels, frame_bits
+from archive.pixel_module import BadValues, PixelModuleInvalid, read_pixel_module
 from archive.structure import MalformedDataSet, PixelElement, walk_data_set
 
 __all__ = ["IMAGE_STORAGE_SOP_CLASSES", "Incomplete", "check_complete"]
@@ -146,12 +146,12 @@ def check_complete(
 def _check_native_length(dataset: Dataset, pixel: PixelElement) -> None:
     keyword = _PIXEL_KEYWORDS[pixel.tag]
     try:
-        described = describe_pixels(dataset, keyword)
+        described = read_pixel_module(dataset, keyword, bad_values=BadValues.REFUSE)
     except PixelModuleInvalid as error:
         raise Incomplete(
             outcomes.DATA_SET_DOES_NOT_MATCH_SOP_CLASS, f"{keyword} is present but {error}"
         ) from None
-    needed = (frame_bits(described) * described.number_of_frames + 7) // 8
+    needed = (described.frame_bits * described.number_of_frames + 7) // 8
     if pixel.length < needed:
         raise Incomplete(
             outcomes.DATA_SET_DOES_NOT_MATCH_SOP_CLASS,

@@ -24,17 +24,14 @@ import orjson
 
 from archive._inflated import InflatedFile
 from archive.blobstore import BlobStore
-from archive.frames import (
-    FrameLocation,
-    PixelDataLayout,
-    PixelDescription,
-    locate_frames,
-    native_frames,
-)
+from archive.frames import FrameLocation, PixelDataLayout, locate_frames, native_frames
+from archive.pixel_module import PixelModule
 
 log = logging.getLogger(__name__)
 
-LAYOUT_VERSION = 2  # 2: notes on leniently read values; frames of deflated instances
+# 2: notes on leniently read values; frames of deflated instances
+# 3: the one Image Pixel module (archive.pixel_module): values taken as defaults are named
+LAYOUT_VERSION = 3
 MAX_FRAMES_IN_MEMORY = 100_000
 
 
@@ -146,7 +143,8 @@ def _to_json(layout: PixelDataLayout) -> dict[str, Any]:
 
 def _from_json(document: dict[str, Any]) -> PixelDataLayout:
     described = document["pixel"]
-    pixel = PixelDescription(**(described | {"notes": tuple(described.get("notes", ()))}))
+    tuples = {name: tuple(described[name]) for name in ("notes", "defaulted")}
+    pixel = PixelModule(**(described | tuples))
     offset, length = document["value"]
     if document["encapsulated"]:
         frames = tuple(

@@ -6,6 +6,7 @@ i × Rows × Columns × Samples × Bits Allocated. Encapsulated frames are group
 fragments by `archive.fragments`. Video transfer syntaxes hold one stream for all frames: it is
 located as one unit, marked `video`. A deflated instance's frames are found in its inflated data
 set and read through `archive._inflated` (see `open_pixel_data` in `archive.framecache`).
+The Image Pixel module is read by `archive.pixel_module`, refusing bad required values.
 Layouts are cached by `archive.framecache`.
 
 Errors::
@@ -14,8 +15,6 @@ Errors::
     └── NoPixelData          the instance has no pixel data (a document, a structured report)
     StoredDataUnreadable
     └── FramesUnavailable    pixel data whose frames cannot be located or read
-    ValueError
-    └── PixelModuleInvalid   Rows, Columns or Bits Allocated missing or unreadable
 """
 
 from __future__ import annotations
@@ -23,7 +22,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 import numpy as np
 from pydicom import dcmread
@@ -32,6 +31,7 @@ from pydicom.uid import DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, Imp
 
 from archive._inflated import InflatedFile
 from archive.fragments import FragmentsNotSplit, group_fragments, read_fragments
+from archive.pixel_module import BadValues, PixelModule, PixelModuleInvalid, read_pixel_module
 from archive.structure import MalformedDataSet, data_set_start, walk_data_set
 from archive.syntaxes import is_video
 from foundation.errors import NotFound, StoredDataUnreadable
@@ -54,23 +54,6 @@ class NoPixelData(NotFound):
 
 class FramesUnavailable(StoredDataUnreadable):
     pass
-
-
-@dataclass(frozen=True)
-class PixelDescription:
-    """The Image Pixel module values a decoder needs (PS3.3 C.7.6.3)."""
-
-    rows: int
-    columns: int
-    samples_per_pixel: int
-    bits_allocated: int
-    bits_stored: int
-    pixel_representation: int
-    photometric_interpretation: str
-    planar_configuration: int
-    number_of_frames: int
-    pixel_keyword: str
-    notes: tuple[str, ...] = ()  # values read leniently (PixelModuleInvalid is the strict side)
 
 
 @dataclass(frozen=True)
@@ -100,7 +83,7 @@ class PixelDataLayout:
     transfer_syntax_uid: str
     encapsulated: bool
     video: bool
-    pixel: PixelDescription
+    pixel: PixelModule
     value_offset: int  # first byte of the value (native) or of the Basic Offset Table item
     value_length: int  # bytes of the value, up to and including a sequence delimiter
     frames: tuple[FrameLocation, ...]
@@ -146,7 +129,7 @@ def _deflated(handle: BinaryIO, dataset: Dataset, syntax: str) -> PixelDataLayou
         raise NoPixelData("the instance has no pixel data")
     pixel = _describe(dataset, PIXEL_DATA_TAGS[element.tag])
     if element.encapsulated:
-        view = InflatedFile(handle, start)
+        view = cast(BinaryIO, InflatedFile(handle, start))
         layout = _encapsulated(view, dataset, syntax, pixel, element.offset, big_endian=False)
     else:
         frames = native_frames(pixel, element.offset, element.length)
@@ -176,80 +159,16 @@ def _read_pixel_header(
     return tag, start + 12, struct.unpack(order + "I", raw[8:12])[0]
 
 
-class PixelModuleInvalid(ValueError):
-    """An Image Pixel attribute that frames cannot be found without is missing or unreadable."""
-
-    def __init__(self, keyword: str, message: str) -> None:
-        super().__init__(message)
-        self.keyword = keyword
-
-
-_REQUIRED = ("Rows", "Columns", "BitsAllocated")
-_DEFAULTS = {"SamplesPerPixel": 1, "PixelRepresentation": 0, "PlanarConfiguration": 0}
-
-
-def describe_pixels(dataset: Dataset, keyword: str = "PixelData") -> PixelDescription:
-    """The Image Pixel module as frames are found by it, read with explicit leniency.
-
-    Rows, Columns and Bits Allocated are required: PixelModuleInvalid names the one missing or
-    unreadable. Any other value that cannot be read takes its default (Number of Frames 1,
-    Bits Stored = Bits Allocated), and `notes` says so, for a Warning header.
-    """
-    notes: list[str] = []
-
-    def number(name: str, default: int | None) -> int:
-        value = dataset.get(name)
-        if value is None or value == "":
-            if default is None:
-                raise PixelModuleInvalid(name, f"{name} is missing")
-            return default
-        try:
-            return int(value)
-        except (TypeError, ValueError):
-            shown = str(value)[:40]
-            if default is None:
-                raise PixelModuleInvalid(name, f"{name} {shown!r} is not a number") from None
-            notes.append(f"{name} {shown!r} is not a number; read as {default}")
-            return default
-
-    rows, columns, bits = (number(name, None) for name in _REQUIRED)
-    values = {name: number(name, default) for name, default in _DEFAULTS.items()}
-    frames = number("NumberOfFrames", 1)
-    if frames < 1:
-        notes.append(f"NumberOfFrames {frames} is less than 1; read as 1")
-    return PixelDescription(
-        rows=rows,
-        columns=columns,
-        samples_per_pixel=values["SamplesPerPixel"],
-        bits_allocated=bits,
-        bits_stored=number("BitsStored", bits),
-        pixel_representation=values["PixelRepresentation"],
-        photometric_interpretation=str(dataset.get("PhotometricInterpretation", "MONOCHROME2")),
-        planar_configuration=values["PlanarConfiguration"],
-        number_of_frames=max(1, frames),
-        pixel_keyword=keyword,
-        notes=tuple(notes),
-    )
-
-
-def _describe(dataset: Dataset, keyword: str) -> PixelDescription:
+def _describe(dataset: Dataset, keyword: str) -> PixelModule:
     try:
-        return describe_pixels(dataset, keyword)
+        return read_pixel_module(dataset, keyword, bad_values=BadValues.REFUSE)
     except PixelModuleInvalid as error:
         raise FramesUnavailable(f"the frames cannot be found: {error}") from None
 
 
-def frame_bits(pixel: PixelDescription) -> int:
-    """Bits of one native frame; YBR_FULL_422 keeps two samples per pixel (PS3.3 C.7.6.3.1.2)."""
-    bits = pixel.rows * pixel.columns * pixel.samples_per_pixel * pixel.bits_allocated
-    if pixel.photometric_interpretation == "YBR_FULL_422" and pixel.samples_per_pixel == 3:
-        bits = bits // 3 * 2
-    return bits
-
-
-def native_frames(pixel: PixelDescription, offset: int, length: int) -> tuple[FrameLocation, ...]:
+def native_frames(pixel: PixelModule, offset: int, length: int) -> tuple[FrameLocation, ...]:
     """Frame i starts at bit i × frame bits: byte-aligned unless Bits Allocated is 1."""
-    bits = frame_bits(pixel)
+    bits = pixel.frame_bits
     needed = (bits * pixel.number_of_frames + 7) // 8
     if bits == 0 or length < needed:
         raise FramesUnavailable(
@@ -270,7 +189,7 @@ def _encapsulated(
     handle: BinaryIO,
     dataset: Dataset,
     syntax: str,
-    pixel: PixelDescription,
+    pixel: PixelModule,
     offset: int,
     big_endian: bool,
 ) -> PixelDataLayout:

@@ -23,6 +23,7 @@ from typing import IO, TextIO
 
 from pydicom import dcmread
 from sqlalchemy import select
+from sqlmodel import col
 
 from archive import outcomes
 from archive.models import Instance
@@ -235,7 +236,11 @@ def _is_part10(head: bytes) -> bool:
 def _is_bare_data_set(head: bytes) -> bool:
     if len(head) < 8:
         return False
+    group: int
+    element: int
     group, element = struct.unpack("<HH", head[:4])
+    big_group: int
+    big_element: int
     big_group, big_element = struct.unpack(">HH", head[:4])  # Explicit VR Big Endian, retired
     return (
         group == 0x0002
@@ -400,8 +405,8 @@ class _Importer:
         uids = [uid for uid in uids if uid]
         if not uids:
             return {}
-        statement = select(Instance.sop_instance_uid, Instance.blob_key).where(
-            Instance.sop_instance_uid.in_(uids)  # type: ignore[attr-defined]
+        statement = select(col(Instance.sop_instance_uid), col(Instance.blob_key)).where(
+            col(Instance.sop_instance_uid).in_(uids)
         )
         with self.archive.engine.connect() as connection:
             return {str(uid): str(key) for uid, key in connection.execute(statement).all()}

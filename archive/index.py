@@ -15,11 +15,12 @@ from archive import dicomjson, normalise
 from archive.levels import SERIES_TAGS, STUDY_TAGS, level_json
 from archive.models import Instance, Patient, Series, Study
 from archive.parse import ParsedInstance
+from foundation.database import table_of
 
-PATIENT = Patient.__table__
-STUDY = Study.__table__
-SERIES = Series.__table__
-INSTANCE = Instance.__table__
+PATIENT = table_of(Patient)
+STUDY = table_of(Study)
+SERIES = table_of(Series)
+INSTANCE = table_of(Instance)
 
 
 def _text(dataset: Dataset, keyword: str) -> str:

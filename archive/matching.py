@@ -41,11 +41,11 @@ def _like_pattern(value: str) -> str:
     return escaped.replace("*", "%").replace("?", "_")
 
 
-def match_wildcard(column: Any, value: str) -> ColumnElement[bool]:
+def match_wildcard(column: ColumnElement[Any], value: str) -> ColumnElement[bool]:
     return column.like(_like_pattern(value), escape=_LIKE_ESCAPE)
 
 
-def match_single_value(column: Any, value: str) -> ColumnElement[bool]:
+def match_single_value(column: ColumnElement[Any], value: str) -> ColumnElement[bool]:
     if _has_wildcard(value):
         return match_wildcard(column, value)
     return column == value
@@ -56,7 +56,7 @@ def split_values(value: str) -> list[str]:
     return [item.strip() for item in re.split(r"[,\\]", value) if item.strip()]
 
 
-def match_uid_list(column: Any, value: str, attribute: str) -> ColumnElement[bool]:
+def match_uid_list(column: ColumnElement[Any], value: str, attribute: str) -> ColumnElement[bool]:
     uids = split_values(value)
     for uid in uids:
         if not UID(uid).is_valid:
@@ -66,7 +66,9 @@ def match_uid_list(column: Any, value: str, attribute: str) -> ColumnElement[boo
     return column.in_(uids)
 
 
-def _range(column: Any, value: str, attribute: str, parse: Any, upper: Any) -> ColumnElement[bool]:
+def _range(
+    column: ColumnElement[Any], value: str, attribute: str, parse: Any, upper: Any
+) -> ColumnElement[bool]:
     if "-" not in value:
         single = parse(value)
         if not single:
@@ -93,11 +95,11 @@ def _range(column: Any, value: str, attribute: str, parse: Any, upper: Any) -> C
     return and_(*conditions)
 
 
-def match_date_range(column: Any, value: str, attribute: str) -> ColumnElement[bool]:
+def match_date_range(column: ColumnElement[Any], value: str, attribute: str) -> ColumnElement[bool]:
     return _range(column, value, attribute, normalise.date, normalise.date)
 
 
-def match_time_range(column: Any, value: str, attribute: str) -> ColumnElement[bool]:
+def match_time_range(column: ColumnElement[Any], value: str, attribute: str) -> ColumnElement[bool]:
     return _range(
         column, value, attribute, normalise.time, lambda text: normalise.time(text, upper=True)
     )
@@ -127,7 +129,7 @@ def match_person_name(columns: list[Any], value: str, *, fuzzy: bool) -> ColumnE
     return or_(*(match_single_value(column, query) for column in columns))
 
 
-def match_integer(column: Any, value: str, attribute: str) -> ColumnElement[bool]:
+def match_integer(column: ColumnElement[Any], value: str, attribute: str) -> ColumnElement[bool]:
     numbers = []
     for item in split_values(value):
         number = normalise.integer(item)
@@ -139,7 +141,7 @@ def match_integer(column: Any, value: str, attribute: str) -> ColumnElement[bool
     return column.in_(numbers) if len(numbers) > 1 else column == numbers[0]
 
 
-def match_code(column: Any, value: str) -> ColumnElement[bool]:
+def match_code(column: ColumnElement[Any], value: str) -> ColumnElement[bool]:
     """CS values may be sent as a list (`Modality=CT,MR`): any of them matches."""
     values = split_values(value)
     if len(values) > 1:

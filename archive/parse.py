@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import tempfile
 from dataclasses import dataclass
@@ -10,6 +9,7 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filebase import DicomBytesIO
 from pydicom.filewriter import write_file_meta_info
 from pydicom.uid import (
     UID,
@@ -96,8 +96,8 @@ def _identity(dataset: Dataset) -> dict[str, str]:
 def _add_file_meta(path: Path, dataset: Dataset, identity: dict[str, str]) -> Path:
     """A bare dataset (no preamble, no meta) gets a correct header in front of its own bytes."""
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = identity["SOPClassUID"]
-    meta.MediaStorageSOPInstanceUID = identity["SOPInstanceUID"]
+    meta.MediaStorageSOPClassUID = UID(identity["SOPClassUID"])
+    meta.MediaStorageSOPInstanceUID = UID(identity["SOPInstanceUID"])
     implicit, little = dataset.original_encoding
     meta.TransferSyntaxUID = (
         ImplicitVRLittleEndian
@@ -106,7 +106,7 @@ def _add_file_meta(path: Path, dataset: Dataset, identity: dict[str, str]) -> Pa
     )
     meta.ImplementationClassUID = IMPLEMENTATION_CLASS_UID
     meta.ImplementationVersionName = IMPLEMENTATION_VERSION_NAME
-    header = io.BytesIO()
+    header = DicomBytesIO()
     write_file_meta_info(header, meta, enforce_standard=True)
     dataset.file_meta = meta
     return _prepend(path, header.getvalue())

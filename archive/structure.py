@@ -254,7 +254,7 @@ class _Walker:
         if len(header) < 8:
             raise self.truncated(f"inside an element header at byte {start}")
         group, number = struct.unpack(encoding.order + "HH", header[:4])
-        tag = group << 16 | number
+        tag: int = group << 16 | number
         name = _named(tag)
         vr: bytes | None = None
         if group == 0xFFFE or encoding.implicit or not b"AA" <= header[4:6] <= b"ZZ":

@@ -18,7 +18,7 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import replace
 from functools import cache
 from typing import IO, Any, BinaryIO
 
@@ -29,8 +29,10 @@ from pydicom.dataset import Dataset
 from pydicom.filebase import DicomIO
 from pydicom.filewriter import dcmwrite, write_dataset, write_file_meta_info
 from pydicom.multival import MultiValue
-from pydicom.pixels import convert_color_space, get_decoder, pack_bits
+from pydicom.pixels.decoders.base import get_decoder
 from pydicom.pixels.encoders.base import ENCODING_PROFILES
+from pydicom.pixels.processing import convert_color_space
+from pydicom.pixels.utils import pack_bits
 from pydicom.uid import (
     HTJ2K,
     JPEG2000,
@@ -50,15 +52,19 @@ from pydicom.uid import (
     RLELossless,
 )
 
-from archive._encoders import ENCODERS, FrameEncoder, FrameFormat
+from archive._encoders import ENCODERS, FrameEncoder
+from archive.pixel_module import (
+    BadValues,
+    PixelModule,
+    read_pixel_module,
+    read_pixel_module_from_file,
+)
 
 __all__ = [
     "LOSSY",
     "NATIVE",
     "SPOOL_BYTES",
-    "PixelDescription",
-    "describe_pixels",
-    "read_pixel_description",
+    "read_pixels",
     "reason_not_producible",
     "transcode",
     "transcoding_table",
@@ -74,11 +80,6 @@ ENCAPSULATED = frozenset(
 LOSSY = frozenset({JPEGBaseline8Bit, JPEGExtended12Bit, JPEGLSNearLossless, JPEG2000, HTJ2K})
 _MAX_NATIVE_LENGTH = 0xFFFFFFFE  # PS3.5 7.1.1: an even 32-bit value length
 _ITEM = b"\xfe\xff\x00\xe0"  # (FFFE,E000) little endian
-_PIXEL_TAGS = [
-    "PhotometricInterpretation", "Rows", "Columns", "SamplesPerPixel", "BitsAllocated",
-    "BitsStored", "PixelRepresentation", "NumberOfFrames", "PixelData", "FloatPixelData",
-    "DoubleFloatPixelData",
-]  # fmt: skip
 # PS3.5 8.2: HTJ2K takes the pixels that JPEG 2000 takes.
 _PROFILE_OF = {HTJ2KLossless: JPEG2000Lossless, HTJ2K: JPEG2000}
 # Encoders (archive._encoders) that mark colour as RGB or transform it, so YBR_FULL can't go in.
@@ -105,67 +106,42 @@ def transcoding_table() -> Mapping[UID, frozenset[UID]]:
     return {source: targets | {source} for source in known if _can_decode(source)}
 
 
-@dataclass(frozen=True)
-class PixelDescription:
-    """What the codecs need to know of an instance, from its header (PS3.3 C.7.6.3)."""
-
-    has_pixel_data: bool
-    has_float_pixel_data: bool = False
-    photometric_interpretation: str = ""
-    rows: int = 0
-    columns: int = 0
-    samples_per_pixel: int = 1
-    bits_allocated: int = 0
-    bits_stored: int = 0
-    pixel_representation: int = 0
-    number_of_frames: int = 1
-
-    @property
-    def native_length(self) -> int:
-        pixels = self.rows * self.columns * self.samples_per_pixel * self.number_of_frames
-        return (pixels * self.bits_allocated + 7) // 8
+# pydicom's decoders read these from the data set itself: a default of ours would not reach them.
+_DECODER_NEEDS = frozenset({"PhotometricInterpretation", "BitsStored", "PixelRepresentation"})
 
 
-def describe_pixels(ds: Dataset) -> PixelDescription:
-    has_float = "FloatPixelData" in ds or "DoubleFloatPixelData" in ds
-    if "PixelData" not in ds:
-        return PixelDescription(has_pixel_data=False, has_float_pixel_data=has_float)
-    try:
-        return PixelDescription(
-            has_pixel_data=True,
-            photometric_interpretation=str(ds.PhotometricInterpretation).strip(),
-            rows=int(ds.Rows),
-            columns=int(ds.Columns),
-            samples_per_pixel=int(ds.get("SamplesPerPixel") or 1),
-            bits_allocated=int(ds.BitsAllocated),
-            bits_stored=int(ds.BitsStored),
-            pixel_representation=int(ds.PixelRepresentation),
-            number_of_frames=int(ds.get("NumberOfFrames") or 1),
-        )
-    except (AttributeError, TypeError, ValueError):  # read leniently, so anything can be here
-        return PixelDescription(has_pixel_data=True)  # rows == 0: incomplete
+def read_pixels(fp: BinaryIO) -> PixelModule:
+    """What decides whether a codec can take the instance; bad values are tolerated, so that a
+    file stored leniently is refused by `reason_not_producible` (a 406), never a 500."""
+    return read_pixel_module_from_file(fp, bad_values=BadValues.TOLERATE)
 
 
-def read_pixel_description(fp: BinaryIO) -> PixelDescription:
-    """Read only the header elements that decide what a codec can take; pixels stay unread."""
-    return describe_pixels(dcmread(fp, defer_size=256, specific_tags=_PIXEL_TAGS))
+def _incomplete(pixels: PixelModule) -> str | None:
+    """Why pydicom could not decode the pixels as the module describes them, if so."""
+    if pixels.problem is not None:
+        return pixels.problem
+    if pixels.notes:
+        return "; ".join(pixels.notes)
+    needed = sorted(_DECODER_NEEDS.intersection(pixels.defaulted))
+    return f"{', '.join(needed)} missing" if needed else None
 
 
-def reason_not_producible(stored: str, target: str, pixels: PixelDescription) -> str | None:
+def reason_not_producible(stored: str, target: str, pixels: PixelModule) -> str | None:
     """None when the instance can be sent in `target`; otherwise why not, for the 406 message."""
     stored, target = UID(stored), UID(target)
     if target == stored:
         return None
     if target not in NATIVE | ENCAPSULATED or not _can_encode(target):
         return f"Ferry cannot produce {_named(target)}"
-    if not pixels.has_pixel_data:
-        if pixels.has_float_pixel_data and target not in NATIVE:
+    if pixels.pixel_keyword != "PixelData":
+        if pixels.pixel_keyword is not None and target not in NATIVE:
             return "Float Pixel Data has no encapsulated form (PS3.5 A.4)"
         return None if stored in NATIVE | ENCAPSULATED else f"{_named(stored)} is not transcoded"
     if stored not in transcoding_table():
         return f"Ferry cannot decode {_named(stored)}"
-    if pixels.rows == 0 or pixels.bits_allocated == 0:
-        return "its Image Pixel module is incomplete"
+    incomplete = _incomplete(pixels)
+    if incomplete is not None:
+        return f"its Image Pixel module is incomplete: {incomplete}"
     if target in NATIVE:
         if pixels.native_length > _MAX_NATIVE_LENGTH:
             return "its decoded pixels exceed the 4 GiB a native Pixel Data value can hold"
@@ -173,7 +149,7 @@ def reason_not_producible(stored: str, target: str, pixels: PixelDescription) ->
     return _reason_profile_refuses(target, pixels)
 
 
-def _reason_profile_refuses(target: UID, pixels: PixelDescription) -> str | None:
+def _reason_profile_refuses(target: UID, pixels: PixelModule) -> str | None:
     decoded = _decoded_photometric(pixels.photometric_interpretation)
     if target in _RGB_ONLY and decoded == "YBR_FULL":
         return f"Ferry's {_named(target)} encoder takes RGB, not YBR_FULL, colour pixels"
@@ -237,7 +213,7 @@ def transcode(source: BinaryIO, target: str, sink: IO[bytes]) -> None:
 
 def _recode_pixel_data(ds: Dataset, stored: UID, target: UID) -> IO[bytes]:
     """Replace Pixel Data with a buffer of the target's encoding; the caller closes it."""
-    pixels = describe_pixels(ds)
+    pixels = read_pixel_module(ds, "PixelData", bad_values=BadValues.REFUSE)
     keep_ybr = pixels.photometric_interpretation == "YBR_FULL"
     frames = get_decoder(stored).iter_array(ds, raw=keep_ybr)
     first, meta = next(frames)
@@ -251,10 +227,7 @@ def _recode_pixel_data(ds: Dataset, stored: UID, target: UID) -> IO[bytes]:
     else:
         encoder = ENCODERS[target]
         encoded_pi = _encoded_photometric(target, decoded_pi)
-        fmt = FrameFormat(
-            pixels.rows, pixels.columns, pixels.samples_per_pixel, pixels.bits_allocated,
-            pixels.bits_stored, pixels.pixel_representation, encoded_pi,
-        )  # fmt: skip
+        fmt = replace(pixels, photometric_interpretation=encoded_pi, number_of_frames=1)
         rgb_only = encoded_pi == "YBR_FULL_422" and decoded_pi == "YBR_FULL"
         codestreams = (
             encoder.encode(
@@ -346,7 +319,7 @@ class _DeflatingWriter:
         self._written = 0  # deflated bytes, for the trailing pad
         self._position = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes | bytearray | memoryview, /) -> int:
         self._position += len(data)
         self._emit(self._compressor.compress(data))
         return len(data)
@@ -354,7 +327,7 @@ class _DeflatingWriter:
     def tell(self) -> int:
         return self._position
 
-    def seek(self, offset: int, whence: int = 0) -> int:
+    def seek(self, offset: int, whence: int = 0, /) -> int:
         """pydicom asks for seek() to exist; data set encoding never moves back in the stream."""
         raise io.UnsupportedOperation("a deflate stream only goes forward")
 

@@ -84,7 +84,8 @@ def audit_message(entry: AuditEntry, source: AuditSource) -> ElementTree.Element
 
 def audit_message_xml(entry: AuditEntry, source: AuditSource) -> bytes:
     """One line of UTF-8 XML; no declaration, which would add a line (UTF-8 is the default)."""
-    return ElementTree.tostring(audit_message(entry, source), encoding="utf-8")
+    xml: bytes = ElementTree.tostring(audit_message(entry, source), encoding="utf-8")
+    return xml
 
 
 def syslog_message(entry: AuditEntry, source: AuditSource, app_name: str = "ferry") -> bytes:

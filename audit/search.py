@@ -16,10 +16,11 @@ from sqlalchemy import ColumnElement, Engine, String, func, select
 
 from audit.models import AuditEvent
 from audit.trail import format_time
+from foundation.database import table_of
 from foundation.errors import InvalidQuery
 
 MAX_LIMIT = 1000
-_TABLE = AuditEvent.__table__
+_TABLE = table_of(AuditEvent)
 _EXACT = (
     "patient_id",
     "study_uid",

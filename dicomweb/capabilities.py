@@ -219,7 +219,8 @@ def render_wadl(root: _Resource, base: str) -> bytes:
     for child in root.children.values():
         _wadl_resource(resources, child)
     ET.indent(application)
-    return ET.tostring(application, encoding="utf-8", xml_declaration=True)
+    document: bytes = ET.tostring(application, encoding="utf-8", xml_declaration=True)
+    return document
 
 
 def _json_resources(node: _Resource, path: str) -> Iterator[dict[str, Any]]:
@@ -273,8 +274,8 @@ def _render_one(node: _Resource, path: str, base: str, media_type: str) -> bytes
     template = _template(path).strip("/")
     if media_type == JSON:
         methods = [_json_method(m) for m in node.methods]
-        resources = [{"path": "/" + template, "methods": methods}]
-        return orjson.dumps({"base": base, "resources": resources})
+        described = [{"path": "/" + template, "methods": methods}]
+        return orjson.dumps({"base": base, "resources": described})
     application = ET.Element("application", xmlns=WADL_NAMESPACE)
     application.set("xmlns:xsd", XSD_NAMESPACE)
     resources = ET.SubElement(application, "resources", base=base + "/")
@@ -285,7 +286,8 @@ def _render_one(node: _Resource, path: str, base: str, media_type: str) -> bytes
     for method in node.methods:
         _wadl_method(element, method)
     ET.indent(application)
-    return ET.tostring(application, encoding="utf-8", xml_declaration=True)
+    document: bytes = ET.tostring(application, encoding="utf-8", xml_declaration=True)
+    return document
 
 
 def resource_capabilities(path: str) -> Callable[[Request], Any]:

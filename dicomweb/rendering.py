@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import io
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -62,6 +62,7 @@ IMAGE_TYPES = (JPEG, PNG, GIF)  # the first is the default for */* and image/*
 DEFAULT_QUALITY = 90
 MAX_ANIMATED_FRAMES = 300  # a GIF of more frames costs more than any viewer wants to wait
 _DEFAULT_FRAME_TIME_MS = 100.0
+_IMAGE_PIXEL_KEYWORDS = ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation")
 
 # A video renders as its stream (PS3.5 Table A-4): MPEG-2 as video/mpeg, the others as video/mp4.
 VIDEO_TYPES = {
@@ -143,7 +144,9 @@ def rendered_media_types(header: Dataset) -> tuple[str, ...]:
     syntax = str(header.file_meta.get("TransferSyntaxUID", ""))
     if syntax in VIDEO_TYPES:
         return (VIDEO_TYPES[syntax],)
-    if all(k in header for k in ("Rows", "Columns", "BitsAllocated", "PhotometricInterpretation")):
+    # Any Image Pixel attribute makes it an image: one missing or bad is then the stored data's
+    # fault, said by the frames' reading (422), not a choice of media type (406).
+    if any(k in header for k in _IMAGE_PIXEL_KEYWORDS):
         return IMAGE_TYPES
     return ()
 
@@ -264,8 +267,23 @@ def _to_8_bits(values: NDArray[np.generic], bits: int) -> NDArray[np.uint8]:
     return (values.astype(np.uint32) >> (bits - 8)).astype(np.uint8)
 
 
+def _milliseconds(value: float) -> float:
+    return value
+
+
+def _rate_to_milliseconds(rate: float) -> float:
+    return 1000.0 / rate
+
+
+# Frame Time is in ms; Cine Rate in frames per second (PS3.3 C.7.6.5)
+_FRAME_TIME_IN_MS: tuple[tuple[str, Callable[[float], float]], ...] = (
+    ("FrameTime", _milliseconds),
+    ("CineRate", _rate_to_milliseconds),
+)
+
+
 def _frame_time(header: Dataset, warnings: list[str]) -> float:
-    for keyword, to_ms in (("FrameTime", lambda v: v), ("CineRate", lambda v: 1000.0 / v)):
+    for keyword, to_ms in _FRAME_TIME_IN_MS:
         value = header.get(keyword)
         if not value:
             continue

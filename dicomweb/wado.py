@@ -9,7 +9,6 @@ from functools import partial
 from tempfile import SpooledTemporaryFile
 
 import anyio
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from starlette.requests import Request
 from starlette.responses import Response
@@ -17,8 +16,8 @@ from starlette.responses import Response
 from archive import transcoding
 from archive.blobstore import CHUNK_SIZE, BlobStore
 from archive.dicomjson import with_base
+from archive.pixel_module import PixelModule
 from archive.store import Archive, StoredInstance
-from archive.transcoding import PixelDescription
 from dicomweb.config import DicomwebConfig
 from dicomweb.media import InvalidMediaType, MediaRange, accept_header, parse_accept
 from dicomweb.multipart import (
@@ -87,7 +86,7 @@ def _acceptable_syntaxes(ranges: list[MediaRange]) -> tuple[list[str | None], li
 def negotiate_transfer_syntax(
     ranges: list[MediaRange],
     instances: list[StoredInstance],
-    read_pixels: Callable[[StoredInstance], PixelDescription],
+    read_pixels: Callable[[StoredInstance], PixelModule],
 ) -> Targets:
     """The transfer syntax each instance is sent in, from the first acceptable choice.
 
@@ -101,7 +100,7 @@ def negotiate_transfer_syntax(
     if not choices and not ignored:
         raise NotAcceptable(f'instances are available as multipart/related; type="{DICOM}"')
     refusals = [f"{value!r} is not a transfer syntax UID" for value in ignored]
-    headers: dict[str, PixelDescription] = {}
+    headers: dict[str, PixelModule] = {}
     for choice in choices:
         if choice is None:
             return {i.sop_instance_uid: i.transfer_syntax_uid for i in instances}
@@ -116,8 +115,8 @@ def negotiate_transfer_syntax(
 
 def _default_targets(
     instances: list[StoredInstance],
-    headers: dict[str, PixelDescription],
-    read_pixels: Callable[[StoredInstance], PixelDescription],
+    headers: dict[str, PixelModule],
+    read_pixels: Callable[[StoredInstance], PixelModule],
 ) -> Targets:
     targets: Targets = {}
     for instance in instances:
@@ -134,8 +133,8 @@ def _default_targets(
 def _first_refusal(
     target: str,
     instances: list[StoredInstance],
-    headers: dict[str, PixelDescription],
-    read_pixels: Callable[[StoredInstance], PixelDescription],
+    headers: dict[str, PixelModule],
+    read_pixels: Callable[[StoredInstance], PixelModule],
 ) -> str | None:
     for instance in instances:
         reason = _refusal(target, instance, headers, read_pixels)
@@ -151,8 +150,8 @@ def _first_refusal(
 def _refusal(
     target: str,
     instance: StoredInstance,
-    headers: dict[str, PixelDescription],
-    read_pixels: Callable[[StoredInstance], PixelDescription],
+    headers: dict[str, PixelModule],
+    read_pixels: Callable[[StoredInstance], PixelModule],
 ) -> str | None:
     stored = instance.transfer_syntax_uid
     if stored == target or {stored, target} <= transcoding.NATIVE:
@@ -163,12 +162,9 @@ def _refusal(
     return transcoding.reason_not_producible(stored, target, headers[key])
 
 
-def _read_pixels(blobs: BlobStore, instance: StoredInstance) -> PixelDescription:
-    try:
-        with blobs.open(instance.blob_key) as fp:
-            return transcoding.read_pixel_description(fp)
-    except (InvalidDicomError, ValueError, EOFError):  # stored leniently; it can't be recoded
-        return PixelDescription(has_pixel_data=True)
+def _read_pixels(blobs: BlobStore, instance: StoredInstance) -> PixelModule:
+    with blobs.open(instance.blob_key) as fp:
+        return transcoding.read_pixels(fp)  # bad values tolerated: refused as not producible
 
 
 def _sent_syntax(instance: StoredInstance, targets: Targets) -> str:
@@ -183,7 +179,7 @@ def _iter_transcoded(blobs: BlobStore, instance: StoredInstance, target: str) ->
     """One instance at a time, spooled (to disk past SPOOL_BYTES), then streamed."""
     with (
         blobs.open(instance.blob_key) as source,
-        SpooledTemporaryFile(max_size=transcoding.SPOOL_BYTES, dir=blobs.spool_dir) as spool,
+        SpooledTemporaryFile(max_size=transcoding.SPOOL_BYTES, dir=str(blobs.spool_dir)) as spool,
     ):
         try:
             transcoding.transcode(source, target, spool)

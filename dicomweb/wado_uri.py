@@ -15,7 +15,6 @@ from tempfile import SpooledTemporaryFile
 from typing import IO
 
 import anyio
-from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -24,7 +23,6 @@ from starlette.responses import Response
 from archive import transcoding
 from archive.blobstore import CHUNK_SIZE, BlobStore
 from archive.store import Archive, StoredInstance
-from archive.transcoding import PixelDescription
 from dicomweb.guard import authorize_study
 from dicomweb.media import InvalidMediaType, parse_accept
 from dicomweb.rendered import parse_integer, parse_number, parse_quality, single
@@ -235,10 +233,7 @@ async def _dicom_response(
 def _transcode(blobs: BlobStore, stored: StoredInstance, target: str) -> IO[bytes]:
     """Transcoded whole before the response starts, so a refusal is still a 406, not a cut."""
     with blobs.open(stored.blob_key) as source:
-        try:
-            pixels = transcoding.read_pixel_description(source)
-        except (InvalidDicomError, ValueError, EOFError):  # stored leniently; it can't be recoded
-            pixels = PixelDescription(has_pixel_data=True)
+        pixels = transcoding.read_pixels(source)  # bad values tolerated: refused below
         syntax = stored.transfer_syntax_uid
         reason = transcoding.reason_not_producible(syntax, target, pixels)
         if reason is not None:

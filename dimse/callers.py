@@ -10,44 +10,10 @@ from dataclasses import dataclass
 
 from sqlalchemy import Engine
 
-from policy.models import Node, Route
+from policy.decision import NodeFacts
+from policy.models import Route
 from policy.principal import ANONYMOUS, Principal, node_principal
 from policy.store import UnknownRecord, destinations
-
-
-@dataclass(frozen=True)
-class NodeFacts:
-    pk: int
-    ae_title: str
-    institution_pk: int
-    host: str
-    port: int
-    tls: bool
-    can_query: bool
-    can_write: bool
-    move_destination: bool
-    retrieve_method: str
-    worklist: bool
-    reconcile_with_pk: int | None
-    any_address: bool = False
-
-    @classmethod
-    def of(cls, node: Node) -> NodeFacts:
-        return cls(
-            pk=node.pk or 0,
-            ae_title=node.ae_title,
-            institution_pk=node.institution_pk,
-            host=node.host,
-            port=node.port,
-            tls=node.tls,
-            can_query=node.can_query,
-            can_write=node.can_write,
-            move_destination=node.move_destination,
-            retrieve_method=node.retrieve_method,
-            worklist=node.worklist,
-            reconcile_with_pk=node.reconcile_with_pk,
-            any_address=node.any_address,
-        )
 
 
 @dataclass(frozen=True)
@@ -93,14 +59,14 @@ class Caller:
 
 def find_node(engine: Engine, ae_title: str) -> NodeFacts | None:
     try:
-        return NodeFacts.of(destinations.find_node(engine, ae_title))
+        return destinations.node_facts(destinations.find_node(engine, ae_title))
     except UnknownRecord:
         return None
 
 
 def get_node(engine: Engine, pk: int) -> NodeFacts | None:
     try:
-        return NodeFacts.of(destinations.get_node(engine, pk))
+        return destinations.node_facts(destinations.get_node(engine, pk))
     except UnknownRecord:
         return None
 

@@ -26,7 +26,7 @@ from sqlalchemy import Connection, Engine, insert, select, update
 from archive.store import StoredInstance
 from audit.models import Outcome
 from audit.trail import AuditRecord, record
-from dimse.callers import NodeFacts, get_node
+from dimse.callers import get_node
 from dimse.context import BridgeContext
 from dimse.models import ForwardedInstance
 from dimse.peers import PeerUnreachable, open_association
@@ -37,6 +37,7 @@ from exchange.models import TransferStatus
 from foundation import metrics
 from foundation.errors import NotFound, StudyNotFound
 from foundation.jobs import DEFAULT_MAX_ATTEMPTS, ClaimedJob, JobFailed, enqueue
+from policy.decision import NodeFacts
 
 log = logging.getLogger(__name__)
 

@@ -18,8 +18,8 @@ from pynetdicom.presentation import PresentationContext
 
 from dimse import tls
 from dimse._reactor import steady_reactor
-from dimse.callers import NodeFacts
 from dimse.config import DimseConfig
+from policy.decision import NodeFacts
 
 
 class PeerUnreachable(Exception):

@@ -32,10 +32,11 @@ from pynetdicom.sop_class import ModalityWorklistInformationFind
 from sqlmodel import Session
 
 from audit.trail import AuditRecord, record
-from dimse.callers import NodeFacts, get_node
+from dimse.callers import get_node
 from dimse.peers import PeerUnreachable, open_association
 from dimse.remote import RemoteFailed, end_association, iter_find_responses
 from foundation.errors import FerryError
+from policy.decision import NodeFacts
 from policy.models import Institution
 
 if TYPE_CHECKING:

@@ -30,12 +30,12 @@ from pynetdicom.sop_class import (
 
 from audit.trail import AuditRecord, record
 from dimse import statuses
-from dimse.callers import NodeFacts
 from dimse.context import BridgeContext
 from dimse.peers import open_association
 from dimse.receiving import status_code, store_received
 from dimse.transfer_syntaxes import ACCEPTED_TRANSFER_SYNTAXES
 from foundation.errors import FerryError, Forbidden, StudyNotFound
+from policy.decision import NodeFacts
 from policy.models import RetrieveMethod
 
 log = logging.getLogger(__name__)

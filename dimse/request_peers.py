@@ -9,10 +9,11 @@ from collections.abc import Mapping
 
 from pydicom.dataset import Dataset
 
-from dimse.callers import NodeFacts, get_node
+from dimse.callers import get_node
 from dimse.context import BridgeContext
 from dimse.remote import find_on_node, retrieve_from_node
 from foundation.errors import InvalidQuery
+from policy.decision import NodeFacts
 
 RETURN_KEYS = (
     "StudyInstanceUID",

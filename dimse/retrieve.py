@@ -38,7 +38,7 @@ from archive.search import Filter, SearchQuery, StudyScope, search
 from archive.store import Archive, StoredInstance, StudyAccess
 from audit.trail import AuditRecord, record_many
 from dimse import statuses
-from dimse.callers import Caller, NodeFacts, find_node
+from dimse.callers import Caller, find_node
 from dimse.context import BridgeContext
 from dimse.identifiers import (
     PATIENT_ID,
@@ -52,7 +52,7 @@ from dimse.peers import associate_options
 from dimse.query import PAGE, failure_for, service_decision
 from dimse.sending import choose_syntax, read_dataset, requested_contexts
 from foundation.errors import InvalidQuery, NotFound
-from policy.decision import Decision
+from policy.decision import Decision, NodeFacts
 from policy.roles import Action
 
 log = logging.getLogger(__name__)

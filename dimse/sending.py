@@ -16,7 +16,6 @@ from pathlib import Path
 
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pynetdicom import _config
 from pynetdicom.association import Association
 from pynetdicom.presentation import PresentationContext, build_context
@@ -24,6 +23,7 @@ from pynetdicom.presentation import PresentationContext, build_context
 from archive import transcoding
 from archive.store import Archive, StoredInstance
 from dimse import statuses
+from dimse.transfer_syntaxes import UNCOMPRESSED
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 _config.STORE_SEND_CHUNKED_DATASET = True
 
 MAX_CONTEXTS = 128  # PS3.8: presentation context ids are odd numbers 1-255
-UNCOMPRESSED = (ExplicitVRLittleEndian, ImplicitVRLittleEndian)
 NO_ANSWER = -1  # the association went away before the peer answered
 
 

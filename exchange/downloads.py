@@ -66,12 +66,15 @@ class _Sink:
         self.parts: list[bytes] = []
         self.size = 0
 
-    def write(self, data: bytes) -> int:
+    def write(self, data: bytes, /) -> int:
         self.parts.append(bytes(data))
         self.size += len(data)
         return len(data)
 
     def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
         pass
 
     def take(self) -> bytes:
@@ -203,7 +206,7 @@ def iter_zip(archive: Archive, plan: ZipPlan, now: datetime | None = None) -> It
     """The ZIP, in pieces of about a MiB: the instances, then the DICOMDIR."""
     stamp = (now or datetime.now(UTC)).timetuple()[:6]
     sink = _Sink()
-    zip_file = zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True)  # type: ignore[arg-type]
+    zip_file = zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True)
     layout = _Layout()
     for series in plan.series:
         documents = _read_instances(archive, series)

@@ -174,17 +174,18 @@ def _node_of(engine: Engine, ae_title: str, institution_pk: int, code: str) -> i
 def add_node(engine: Engine, args: argparse.Namespace) -> int:
     """`--query`/`--write` set the node's rights and let its own institution query or write it."""
     from policy import store
+    from policy.decision import NodeFacts
 
     institution = _institution_pk(engine, args.institution)
     ris = None
     if args.reconcile_with:
         ris = _node_of(engine, args.reconcile_with, institution, args.institution)
-    node = store.create_node(
-        engine,
-        institution,
-        args.ae_title,
-        args.host,
-        args.port,
+    facts = NodeFacts(
+        pk=0,
+        institution_pk=institution,
+        ae_title=args.ae_title,
+        host=args.host,
+        port=args.port,
         tls=args.tls,
         description=args.description,
         restricted=not args.unrestricted,
@@ -196,6 +197,7 @@ def add_node(engine: Engine, args: argparse.Namespace) -> int:
         reconcile_with_pk=ris,
         any_address=args.any_address,
     )
+    node = store.create_node(engine, facts)
     if args.query or args.write:
         store.add_node_permission(
             engine,

@@ -153,7 +153,7 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
             metrics_route(settings, archive),
         ],
         middleware=_middleware(settings),
-        exception_handlers=EXCEPTION_HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.dicomweb = settings.dicomweb()

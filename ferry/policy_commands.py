@@ -7,6 +7,7 @@ import dataclasses
 from datetime import UTC, datetime
 
 from sqlalchemy import select
+from sqlmodel import col
 
 from archive.models import Study
 from archive.store import Archive
@@ -43,7 +44,7 @@ def explain(archive: Archive, args: argparse.Namespace) -> int:
 
 def _all_studies(archive: Archive) -> list[Resource]:
     with archive.engine.connect() as connection:
-        uids = connection.execute(select(Study.study_instance_uid)).scalars().all()
+        uids = connection.execute(select(col(Study.study_instance_uid))).scalars().all()
     return [_study_resource(archive, uid) for uid in uids]
 
 
@@ -72,7 +73,9 @@ def what_if_membership(archive: Archive, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_policy_commands(commands: argparse._SubParsersAction, run: object) -> None:
+def add_policy_commands(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], run: object
+) -> None:
     policy = commands.add_parser("policy", help="explain decisions, try rule changes")
     sub = policy.add_subparsers(dest="policy_command", required=True)
     explain_parser = sub.add_parser("explain", help="the decision for a user, study and action")

@@ -20,6 +20,7 @@ from audit.export import AuditSource
 from dicomweb.config import DicomwebConfig
 from dimse.config import DimseConfig
 from exchange.retention_terms import RetentionDefaults
+from foundation.ae_titles import parse_ae_title
 from policy.config import AuthConfig
 from portal.config import PortalConfig
 from retention.config import RetentionConfig
@@ -85,13 +86,6 @@ def _parse_count(text: str) -> int:
     if value < 0:
         raise ValueError(f"expected 0 or more, got {value}")
     return value
-
-
-def _parse_ae_title(text: str) -> str:
-    title = text.strip()
-    if not 1 <= len(title) <= 16 or "\\" in title or not title.isprintable():
-        raise ValueError(f"AE title {text!r} must be 1-16 printable characters without backslash")
-    return title
 
 
 def _parse_list(text: str) -> tuple[str, ...]:
@@ -369,7 +363,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_HTTP_MAX_HEADER_BYTES": ("http_max_header_bytes", _parse_positive),
     "FERRY_HTTP_WORKERS": ("http_workers", _parse_count),
     "FERRY_DICOM_PORT": ("dicom_port", _parse_port),
-    "FERRY_DICOM_AE_TITLE": ("dicom_ae_title", _parse_ae_title),
+    "FERRY_DICOM_AE_TITLE": ("dicom_ae_title", parse_ae_title),
     "FERRY_DICOM_HOST": ("dicom_host", str),
     "FERRY_DICOM_ACCEPT_UNKNOWN_CALLERS": ("dicom_accept_unknown_callers", _parse_bool),
     "FERRY_DICOM_MAX_PDU": ("dicom_max_pdu", _parse_positive),

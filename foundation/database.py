@@ -11,8 +11,9 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, MetaData, create_engine, event, text
+from sqlalchemy import Engine, MetaData, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
+from sqlmodel import SQLModel
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
@@ -69,3 +70,10 @@ def check_database_writable(engine: Engine) -> None:
     """Readiness: a committed write (a no-op update of alembic's own row), not only a read."""
     with engine.begin() as connection:
         connection.execute(text("UPDATE alembic_version SET version_num = version_num"))
+
+
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a SQLModel table class, for statements built with SQLAlchemy Core."""
+    table = inspect(model).local_table
+    assert isinstance(table, Table), f"{model.__name__} is not a table class"
+    return table

@@ -13,7 +13,7 @@ Imports nothing of Ferry's, so the archive's searches and the policy's `decide()
 from __future__ import annotations
 
 from collections.abc import Iterable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, false, literal, or_
@@ -30,17 +30,11 @@ class InvalidGrantActions(ValueError):
     """A grant's actions name something a grant cannot give (delete, store, ...)."""
 
 
-def _aware(moment: datetime) -> datetime:
-    """Stored times are UTC; SQLite hands them back without a zone."""
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def grant_is_live(expires_at: datetime | None, revoked_at: datetime | None, now: datetime) -> bool:
     """Live until it expires or its revocation takes effect (a revocation may be scheduled)."""
-    moment = _aware(now)
-    if revoked_at is not None and _aware(revoked_at) <= moment:
+    if revoked_at is not None and revoked_at <= now:
         return False
-    return expires_at is None or _aware(expires_at) > moment
+    return expires_at is None or expires_at > now
 
 
 def live_grant_clause(expires_at: Any, revoked_at: Any, now: datetime) -> Any:

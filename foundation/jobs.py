@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -79,12 +79,6 @@ class ClaimedJob:
 
 
 Handler = Callable[[ClaimedJob], str]  # returns a short result text for administrators
-
-
-def _aware(moment: datetime | None) -> datetime | None:
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 def enqueue(
@@ -288,9 +282,7 @@ class JobQueue:
 
 def _job(mapping: Mapping[Any, Any]) -> Job:
     values = {key: value for key, value in mapping.items()}
-    job = values.get("Job") or Job(**values)
-    for name in ("run_after", "locked_until", "created_at", "updated_at"):
-        setattr(job, name, _aware(getattr(job, name)))
+    job: Job = values.get("Job") or Job(**values)
     return job
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -52,7 +52,7 @@ class JobQueueCollector:
         now = self.clock()
         for kind, status, count, oldest in rows:
             depth.add_metric([kind, status], count)
-            age.add_metric([kind, status], max(0.0, (now - _aware(oldest)).total_seconds()))
+            age.add_metric([kind, status], max(0.0, (now - oldest).total_seconds()))
         yield depth
         yield age
 
@@ -87,7 +87,3 @@ class DiskSpaceCollector:
             "Free bytes below which new stores are refused (FERRY_MIN_FREE_BYTES)",
             value=self.reserve_bytes,
         )
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

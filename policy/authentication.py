@@ -19,7 +19,7 @@ import hmac
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, func, or_, update
@@ -59,10 +59,6 @@ def limited_to_studies(principal: Principal, claims: Mapping[str, Any]) -> Princ
 
 
 SIGNED_OUT = "the session has ended; sign in again"
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -280,7 +276,7 @@ class Authenticator:
             if token is None or not secret_matches(parts[1], token.secret_hash):
                 raise AuthenticationFailed(REFUSED)
             if token.revoked_at is not None or (
-                token.expires_at is not None and _aware(token.expires_at) <= now
+                token.expires_at is not None and token.expires_at <= now
             ):
                 raise AuthenticationFailed("the API token was revoked or has expired")
             client = session.get(ApiClient, token.client_pk)
@@ -288,8 +284,8 @@ class Authenticator:
                 raise AuthenticationFailed("the API client is disabled")
             assert token.pk is not None
             touched = _Touched(
-                _aware(token.last_used_at) if token.last_used_at else None,
-                _aware(token.expires_at) if token.expires_at else None,
+                token.last_used_at,
+                token.expires_at,
             )
             if touched.at is None or touched.at <= now - LAST_USED_EVERY:
                 self._touch_row(session, token.pk, now)

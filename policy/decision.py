@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from enum import StrEnum
 
 from foundation.grants import DEFAULT_GRANT_ACTIONS, grant_allows, grant_is_live
@@ -56,10 +56,25 @@ class InstitutionFacts:
 
 @dataclass(frozen=True)
 class NodeFacts:
+    """A node (a DICOM application entity) as every layer sees it: decisions, the store, the
+    DIMSE edge. `pk` 0 is a node not stored yet. `can_query`/`can_write` are its rights both
+    ways (see `policy.models.Node`); `restricted`: only whom its permissions name may use it."""
+
     pk: int
     institution_pk: int
     ae_title: str
     restricted: bool = True
+    host: str = ""
+    port: int = 104
+    tls: bool = False
+    description: str = ""
+    can_query: bool = False
+    can_write: bool = False
+    move_destination: bool = False
+    retrieve_method: str = "move"  # how Ferry retrieves from it: C-MOVE or C-GET
+    worklist: bool = False
+    reconcile_with_pk: int | None = None
+    any_address: bool = False  # it may call from any address, not only `host`
 
 
 @dataclass(frozen=True)
@@ -180,10 +195,6 @@ class Decision:
     chain: tuple[str, ...] = ()  # the rules looked at, in order, for `explain`
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _deny(rule: str, reason: str, chain: list[str]) -> Decision:
     return Decision(False, rule, reason, chain=(*chain, rule))
 
@@ -233,7 +244,7 @@ def _decide_study(
             chain[:-1],
         )
     chain.append("active-grant")
-    now = _aware(context.now)
+    now = context.now
     held = [g for g in resource.grants if g.institution_pk in mine and g.active(now)]
     if held and action is Action.HOLD:
         # A holder may keep what it holds from being deleted; it changes nothing in the study.

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
@@ -63,10 +63,6 @@ def _verify_decoy(password: str) -> None:
         _hasher().verify(_decoy_hash(), password)
 
 
-def _aware(moment: datetime | None) -> datetime | None:
-    return moment if moment is None or moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 def authenticate_password(
     engine: Engine, config: AuthConfig, email: str, password: str, now: datetime
 ) -> User:
@@ -81,7 +77,7 @@ def authenticate_password(
             _verify_decoy(password[:MAX_PASSWORD_LENGTH])
             raise AuthenticationFailed(SIGN_IN_REFUSED)
         matches = verify_password(user.password_hash, password)
-        locked_until = _aware(user.locked_until)
+        locked_until = user.locked_until
         if locked_until is not None and locked_until > now:
             raise AuthenticationFailed(SIGN_IN_REFUSED)  # not counted: a lock is not extended
         if not matches:

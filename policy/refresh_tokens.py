@@ -44,10 +44,6 @@ class RefreshToken(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now)
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _add(
     session: Session, user: User, family: str | None, lifetime: timedelta, now: datetime
 ) -> tuple[str, str]:
@@ -114,7 +110,7 @@ def rotate_refresh_token(
     """The user, the successor token and the session's id; the presented one is spent."""
     with Session(engine) as session:
         row = _find(session, presented)
-        if row is None or row.revoked_at is not None or _aware(row.expires_at) <= now:
+        if row is None or row.revoked_at is not None or row.expires_at <= now:
             raise AuthenticationFailed(REFUSED)
         claimed = session.execute(  # one winner even when two workers race on the same token
             update(RefreshToken)

@@ -21,10 +21,6 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 class UserSession(SQLModel, table=True):
     """One sign-in; `revoked_at` set by logout ends it everywhere."""
 
@@ -66,7 +62,7 @@ def live_session_expiry(session: Session, sid: str, user_pk: int, now: datetime)
     row = session.exec(select(UserSession).where(UserSession.sid == sid)).first()
     if row is None or row.user_pk != user_pk or row.revoked_at is not None:
         return None
-    expires = _aware(row.expires_at)
+    expires = row.expires_at
     return expires if expires > now else None
 
 

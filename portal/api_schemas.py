@@ -346,6 +346,7 @@ class HolidayOut(Output):
 
 
 GrantAction = Literal["search", "read-metadata", "read-pixels", "download"]
+_ALL_GRANT_ACTIONS: tuple[GrantAction, ...] = ("search", "read-metadata", "read-pixels", "download")
 
 
 class GrantIn(Input):
@@ -357,7 +358,7 @@ class GrantIn(Input):
     expires_days: Days | None = None
     reason: Annotated[str, Field(max_length=256)] = ""
     actions: Annotated[list[GrantAction], Field(min_length=1, max_length=4)] = Field(
-        default_factory=lambda: ["search", "read-metadata", "read-pixels", "download"]
+        default_factory=lambda: list(_ALL_GRANT_ACTIONS)
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 from sqlalchemy import Engine
@@ -9,6 +10,7 @@ from sqlalchemy import Engine
 from exchange import grants
 from foundation.errors import NotFound
 from policy import store
+from policy.decision import NodeFacts
 from policy.models import DestinationRule, Node, Route
 from policy.store import destinations as routes
 from portal.admin_access import Access
@@ -52,7 +54,8 @@ def create_node(call: Call) -> NodeOut:
     body: NodeIn = call.body
     if body.can_query or body.can_write:
         access.require_access(facts.pk)
-    return NodeOut.model_validate(store.create_node(_engine(call), facts.pk, **body.model_dump()))
+    node = NodeFacts(pk=0, institution_pk=facts.pk, **body.model_dump())
+    return NodeOut.model_validate(store.create_node(_engine(call), node))
 
 
 def _node(call: Call) -> Node:
@@ -77,7 +80,8 @@ def update_node(call: Call) -> NodeOut:
     changes = body.model_dump(exclude_none=True)
     if "reconcile_with_pk" in body.model_fields_set:  # an explicit null stops reconciling
         changes["reconcile_with_pk"] = body.reconcile_with_pk
-    return NodeOut.model_validate(store.update_node(_engine(call), node.pk or 0, **changes))
+    changed = replace(store.node_facts(node), **changes)
+    return NodeOut.model_validate(store.update_node(_engine(call), changed))
 
 
 def delete_node(call: Call) -> None:

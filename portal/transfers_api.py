@@ -290,7 +290,7 @@ def get_worklist(call: Call) -> WorklistOut:
         for pk, facts in policy.institutions.items()
         if facts.parent_pk == institution and Action.SEARCH in call.principal.actions_in(pk)
     }
-    senders = ()
+    senders: tuple[int, ...] = ()
     if q.sender:
         senders = tuple(pk for pk, f in policy.institutions.items() if f.code == q.sender) or (-1,)
     query = WorklistQuery(

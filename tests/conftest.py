@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import random
 import secrets
@@ -19,6 +20,7 @@ from typing import Any, NamedTuple
 import httpx
 import pytest
 import uvicorn
+from pydicom import Dataset, dcmread
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 from starlette.applications import Starlette
@@ -28,6 +30,7 @@ from ferry.app import build_archive, create_app
 from ferry.http_server import server_config
 from ferry.settings import Settings
 from policy.models import Institution, User
+from tests import factories
 from tests.policy._people import add_institution, add_user
 
 REQUIRED = {item.strip() for item in os.environ.get("FERRY_TEST_REQUIRE", "").split(",") if item}
@@ -103,6 +106,10 @@ def postgres_url() -> str:
     if not url:
         skip_unless_available("postgres", "FERRY_TEST_POSTGRES is not set")
     return str(url)
+
+
+# A test that needs one database only (it exercises a protocol, not storage) says so.
+sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -279,3 +286,25 @@ def client(server: RunningServer):  # type: ignore[no-untyped-def]
     from dicomweb_client.api import DICOMwebClient
 
     return DICOMwebClient(server.dicomweb_url, headers=server.headers)
+
+
+_STOW_BOUNDARY = "ferry-test-stow"
+_STOW_TYPE = 'multipart/related; type="application/dicom"'
+
+
+def store(server: RunningServer, *datasets: Dataset) -> list[Dataset]:
+    """STOW-RS the data sets, a part each, asserting 200; they come back as read from the bytes
+    sent, so that a test compares with what the server was given."""
+    payloads = [factories.part10_bytes(ds) for ds in datasets]
+    body = b"".join(
+        f"--{_STOW_BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n"
+        for p in payloads
+    )
+    response = httpx.post(
+        f"{server.dicomweb_url}/studies",
+        content=body + f"--{_STOW_BOUNDARY}--\r\n".encode(),
+        headers={"Content-Type": f"{_STOW_TYPE}; boundary={_STOW_BOUNDARY}", **server.headers},
+        timeout=60,
+    )
+    assert response.status_code == 200, response.text
+    return [dcmread(io.BytesIO(p)) for p in payloads]

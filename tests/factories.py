@@ -3,6 +3,7 @@
 import io
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -28,6 +29,11 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
     generate_uid,
 )
+from sqlalchemy import Engine
+
+from policy import store
+from policy.decision import NodeFacts
+from policy.models import Node
 
 PRIVATE_CREATOR = "FERRY TEST"
 PRIVATE_GROUP = 0x0009
@@ -638,3 +644,14 @@ def with_bulk_elements(*, spec: StudySpec | None = None, **overrides: object) ->
     ds.OpticalPathSequence = Sequence([path])
     ds["OpticalPathSequence"].is_undefined_length = True
     return _finish(ds, overrides)
+
+
+# -- records ------------------------------------------------------------------------------
+
+
+def create_node(
+    engine: Engine, institution_pk: int, ae_title: str, host: str, port: int, **values: Any
+) -> Node:
+    """A node stored through the policy store, described as every layer describes one."""
+    facts = NodeFacts(0, institution_pk, ae_title, host=host, port=port, **values)
+    return store.create_node(engine, facts)

@@ -16,9 +16,9 @@ from exchange.models import Transfer
 from foundation.jobs import JobQueue
 from policy import store
 from policy.store.destinations import find_node, list_routes
-from tests.conftest import Ran
+from tests.conftest import Ran, sqlite_only
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+pytestmark = sqlite_only
 
 
 @pytest.fixture

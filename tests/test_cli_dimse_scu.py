@@ -13,12 +13,12 @@ from ferry.settings import Settings
 from foundation.jobs import JobQueue
 from policy.models import Node
 from tests._peers import storescp as dcmtk_storescp
-from tests.conftest import free_port
+from tests.conftest import free_port, sqlite_only
 from tests.dimse.test_remote import RemotePacs
 from tests.factories import StudySpec, ct_slice
 from tests.policy._people import add_institution
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+pytestmark = sqlite_only
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from policy.store.destinations import (
     list_destination_rules,
     list_node_permissions,
     list_nodes,
+    node_facts,
     remove_node_permission,
     update_node,
 )
@@ -119,6 +120,7 @@ __all__ = [
     "list_registrations",
     "list_users",
     "load_memberships",
+    "node_facts",
     "own_registration",
     "register",
     "reject_registration",

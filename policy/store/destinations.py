@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Collection
-from types import EllipsisType
+from dataclasses import fields, replace
 
 from sqlalchemy import Engine, or_
 from sqlmodel import Session, col, select
 
+from foundation.ae_titles import InvalidAETitle, parse_ae_title
+from policy.decision import NodeFacts
 from policy.models import DestinationRule, Institution, Node, NodePermission, RetrieveMethod, Route
 from policy.roles import Role
 from policy.store._base import (
@@ -26,11 +28,11 @@ MAX_QUIET_SECONDS = 86400
 
 
 def check_ae_title(title: str) -> str:
-    """PS3.5 AE: 1-16 characters, no backslash or control characters, not all spaces."""
-    title = title.strip()
-    if not 1 <= len(title) <= 16 or "\\" in title or not title.isprintable():
-        raise InvalidRecord(f"AE title {title!r} must be 1-16 printable characters, no backslash")
-    return title
+    """The AE title (`foundation.ae_titles`), or InvalidRecord saying why it is none."""
+    try:
+        return parse_ae_title(title)
+    except InvalidAETitle as error:
+        raise InvalidRecord(str(error)) from None
 
 
 def _check_port(port: int) -> int:
@@ -56,48 +58,37 @@ def _check_reconcile_with(session: Session, node: Node, ris_pk: int | None) -> N
         raise InvalidRecord(f"node {ris.ae_title} answers no worklist queries (worklist is off)")
 
 
-def create_node(
-    engine: Engine,
-    institution_pk: int,
-    ae_title: str,
-    host: str,
-    port: int,
-    *,
-    tls: bool = False,
-    description: str = "",
-    restricted: bool = True,
-    can_query: bool = False,
-    can_write: bool = False,
-    move_destination: bool = False,
-    retrieve_method: str = RetrieveMethod.MOVE.value,
-    worklist: bool = False,
-    reconcile_with_pk: int | None = None,
-    any_address: bool = False,
-) -> Node:
-    """`can_query`/`can_write` are the node's rights both ways (see `policy.models.Node`)."""
-    ae_title = check_ae_title(ae_title)
-    node = Node(
-        institution_pk=institution_pk,
-        ae_title=ae_title,
-        host=check_text(host, "host", 256, required=True),
-        port=_check_port(port),
-        tls=tls,
-        description=check_text(description, "description", 256),
-        restricted=restricted,
-        can_query=can_query,
-        can_write=can_write,
-        move_destination=move_destination,
-        retrieve_method=_check_retrieve_method(retrieve_method),
-        worklist=worklist,
-        reconcile_with_pk=reconcile_with_pk,
-        any_address=any_address,
+_DESCRIBED = tuple(f.name for f in fields(NodeFacts) if f.name not in ("pk", "institution_pk"))
+
+
+def node_facts(node: Node) -> NodeFacts:
+    """The stored node as the value every layer passes around."""
+    values = {name: getattr(node, name) for name in _DESCRIBED}
+    return NodeFacts(pk=node.pk or 0, institution_pk=node.institution_pk, **values)
+
+
+def _checked(facts: NodeFacts) -> NodeFacts:
+    return replace(
+        facts,
+        ae_title=check_ae_title(facts.ae_title),
+        host=check_text(facts.host, "host", 256, required=True),
+        port=_check_port(facts.port),
+        description=check_text(facts.description, "description", 256),
+        retrieve_method=_check_retrieve_method(facts.retrieve_method),
     )
+
+
+def create_node(engine: Engine, facts: NodeFacts) -> Node:
+    """A new node of `facts.institution_pk`, described by `facts` (its `pk` is not read)."""
+    facts = _checked(facts)
+    node = Node(institution_pk=facts.institution_pk, **{n: getattr(facts, n) for n in _DESCRIBED})
+    ae_title = facts.ae_title
     with writing(engine, f"AE title {ae_title!r} is taken") as session:
-        if session.get(Institution, institution_pk) is None:
-            raise UnknownRecord(f"no institution {institution_pk}")
+        if session.get(Institution, facts.institution_pk) is None:
+            raise UnknownRecord(f"no institution {facts.institution_pk}")
         if session.exec(select(Node).where(Node.ae_title == ae_title)).first():
             raise DuplicateRecord(f"AE title {ae_title!r} is taken")
-        _check_reconcile_with(session, node, reconcile_with_pk)
+        _check_reconcile_with(session, node, facts.reconcile_with_pk)
         session.add(node)
     return node
 
@@ -126,51 +117,22 @@ def list_nodes(engine: Engine, institution_pks: Collection[int] | None = None) -
         return list(session.exec(query))
 
 
-def update_node(
-    engine: Engine,
-    pk: int,
-    *,
-    host: str | None = None,
-    port: int | None = None,
-    description: str | None = None,
-    retrieve_method: str | None = None,
-    reconcile_with_pk: int | EllipsisType | None = ...,
-    tls: bool | None = None,
-    restricted: bool | None = None,
-    can_query: bool | None = None,
-    can_write: bool | None = None,
-    move_destination: bool | None = None,
-    worklist: bool | None = None,
-    any_address: bool | None = None,
-) -> Node:
-    """None leaves a value as it is; `reconcile_with_pk=None` stops reconciling (`...` keeps it)."""
-    flags = {
-        "any_address": any_address,
-        "tls": tls,
-        "restricted": restricted,
-        "can_query": can_query,
-        "can_write": can_write,
-        "move_destination": move_destination,
-        "worklist": worklist,
-    }
+def update_node(engine: Engine, facts: NodeFacts) -> Node:
+    """Node `facts.pk` as `facts` describes it; its AE title and institution stay as they are.
+
+    Callers change what they mean to: `replace(node_facts(get_node(engine, pk)), port=11112)`.
+    """
+    pk = facts.pk
+    facts = _checked(facts)
     with writing(engine, "the node changed meanwhile") as session:
         node = session.get(Node, pk)
         if node is None:
             raise UnknownRecord(f"no node {pk}")
-        if host is not None:
-            node.host = check_text(host, "host", 256, required=True)
-        if port is not None:
-            node.port = _check_port(port)
-        if description is not None:
-            node.description = check_text(description, "description", 256)
-        if retrieve_method is not None:
-            node.retrieve_method = _check_retrieve_method(retrieve_method)
-        for field, value in flags.items():
-            if value is not None:
-                setattr(node, field, value)
-        if reconcile_with_pk is not ...:
-            _check_reconcile_with(session, node, reconcile_with_pk)
-            node.reconcile_with_pk = reconcile_with_pk
+        if facts.reconcile_with_pk != node.reconcile_with_pk:
+            _check_reconcile_with(session, node, facts.reconcile_with_pk)
+        for name in _DESCRIBED:
+            if name != "ae_title":
+                setattr(node, name, getattr(facts, name))
         if not node.worklist and (user := _reconciling(session, pk)):
             raise InvalidRecord(f"node {user.ae_title} reconciles with it: it must stay a worklist")
         session.add(node)

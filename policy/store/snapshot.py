@@ -8,10 +8,11 @@ from datetime import date
 from sqlalchemy import Engine
 from sqlmodel import col, select
 
-from policy.decision import InstitutionFacts, NodeFacts, PolicySnapshot, RuleFacts
+from policy.decision import InstitutionFacts, PolicySnapshot, RuleFacts
 from policy.hours import CoreHoursFacts, parse_clock
 from policy.models import CoreHours, DestinationRule, Holiday, Institution, Node
 from policy.store._base import reading
+from policy.store.destinations import node_facts
 
 
 def _hours(
@@ -50,11 +51,7 @@ def snapshot(engine: Engine) -> PolicySnapshot:
             for i in institutions
             if i.pk is not None
         },
-        nodes={
-            n.pk: NodeFacts(n.pk, n.institution_pk, n.ae_title, n.restricted)
-            for n in nodes
-            if n.pk is not None
-        },
+        nodes={n.pk: node_facts(n) for n in nodes if n.pk is not None},
         rules=tuple(
             RuleFacts(
                 pk=r.pk or 0,

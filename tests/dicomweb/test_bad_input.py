@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import struct
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -644,3 +645,81 @@ def test_stored_data_that_does_not_read_is_422_on_frames_rendered_and_thumbnail(
             response = web.get(url + resource)
             assert (resource, response.status_code) == (resource, 422), response.text
             assert_error_document(response)
+
+
+# -- stored Image Pixel values that are bad: refused where frames are found, tolerated where a
+#    codec is only asked whether it can take them (archive.pixel_module) -------------------
+
+
+def _us_element(element: int) -> bytes:
+    """The head of an explicit VR little endian US element of group 0028."""
+    return struct.pack("<HH", 0x0028, element) + b"US\x02\x00"
+
+
+ROWS, COLUMNS, BITS_ALLOCATED = 0x0010, 0x0011, 0x0100
+# (element, its new value or None to remove it, what the refusal says)
+BAD_PIXEL_MODULES = {
+    "Rows missing": (ROWS, None, "Rows is missing"),
+    "BitsAllocated 0": (BITS_ALLOCATED, 0, "BitsAllocated 0 is less than 1"),
+    "Columns 0": (COLUMNS, 0, "Columns 0 is less than 1"),
+}
+
+
+def _stored_then_spoilt(server: RunningServer, case: str) -> tuple[Dataset, str]:
+    """A CT stored whole, then one Image Pixel value spoilt in its blob, byte for byte (the
+    index still describes it), as if stored before the store refused such values."""
+    ds = factories.ct_slice()
+    DICOMwebClient(server.dicomweb_url, headers=server.headers).store_instances([ds])
+    [stored] = server.archive.find_instances(ds.StudyInstanceUID)
+    path = server.archive.blobs.root / stored.blob_key
+    data = bytearray(path.read_bytes())
+    element, value, _ = BAD_PIXEL_MODULES[case]
+    at = data.index(_us_element(element))
+    if value is None:  # (0028,000F) is no attribute: Rows is simply not there
+        data[at : at + 8] = _us_element(0x000F)
+    else:
+        data[at + 8 : at + 10] = struct.pack("<H", value)
+    path.write_bytes(bytes(data))
+    url = (
+        f"{server.dicomweb_url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}"
+    )
+    return ds, url
+
+
+@pytest.mark.parametrize("case", BAD_PIXEL_MODULES)
+def test_bad_stored_image_pixel_values_are_422_naming_the_attribute(server, case) -> None:
+    says = BAD_PIXEL_MODULES[case][2]
+    _, url = _stored_then_spoilt(server, case)
+    with server.http() as web:
+        for resource in ("/frames/1", "/rendered", "/thumbnail", "/frames/1/rendered"):
+            response = web.get(url + resource)
+            assert (resource, response.status_code) == (resource, 422), response.text
+            assert_error_document(response)
+            if resource != "/thumbnail":  # a thumbnail says no more than that it has none
+                assert says in response.json()["error"], (resource, response.text)
+    assert_still_serving(server)
+
+
+@pytest.mark.parametrize("case", BAD_PIXEL_MODULES)
+def test_bad_stored_image_pixel_values_are_tolerated_when_only_a_codec_is_asked(
+    server, case
+) -> None:
+    """Retrieve sends the stored bytes by default; a syntax named that needs decoding is 406
+    with the reason, never a 500."""
+    says = BAD_PIXEL_MODULES[case][2]
+    ds, url = _stored_then_spoilt(server, case)
+    with server.http() as web:
+        default = web.get(url, headers={"Accept": 'multipart/related; type="application/dicom"'})
+        assert default.status_code == 200, default.text
+        assert f"transfer-syntax={ds.file_meta.TransferSyntaxUID}" in default.text
+        named = web.get(
+            url,
+            headers={
+                "Accept": 'multipart/related; type="application/dicom"; '
+                "transfer-syntax=1.2.840.10008.1.2.5"
+            },
+        )
+        assert named.status_code == 406, named.text
+        assert f"its Image Pixel module is incomplete: {says}" in named.json()["error"]
+    assert_still_serving(server)

@@ -23,6 +23,7 @@ from pydicom.uid import (
 )
 
 from tests import factories
+from tests.conftest import store
 
 BOUNDARY = "ferry-coverage-3f9c1d7e5b"
 DICOM = 'multipart/related; type="application/dicom"'
@@ -42,10 +43,6 @@ def stow(server, *payloads: bytes) -> httpx.Response:
     )
     assert response.status_code == 200, response.text
     return response
-
-
-def store(server, *datasets: Dataset) -> None:
-    stow(server, *(factories.part10_bytes(ds) for ds in datasets))
 
 
 def get(server, path: str, accept: str = DICOM_ANY, **headers: str) -> httpx.Response:

@@ -3,39 +3,20 @@
 from __future__ import annotations
 
 import email.message
-import io
 import json
 from typing import Any
 
 import httpx
 import pytest
-from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
 from tests import factories
+from tests.conftest import store
 
 OHIF_FRAMES = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 OCTETS = 'multipart/related; type="application/octet-stream"'
-STOW_BOUNDARY = "ferry-frames-test"
-DICOM_STOW = 'multipart/related; type="application/dicom"'
-
-
-def store(server, *datasets: Dataset) -> list[Dataset]:
-    """STOW the datasets; return them as read back from their Part 10 bytes."""
-    payloads = [factories.part10_bytes(ds) for ds in datasets]
-    body = b"".join(
-        f"--{STOW_BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode() + p + b"\r\n"
-        for p in payloads
-    )
-    response = httpx.post(
-        f"{server.dicomweb_url}/studies",
-        content=body + f"--{STOW_BOUNDARY}--\r\n".encode(),
-        headers={"Content-Type": f"{DICOM_STOW}; boundary={STOW_BOUNDARY}", **server.headers},
-    )
-    assert response.status_code == 200, response.text
-    return [dcmread(io.BytesIO(p)) for p in payloads]
 
 
 def instance_url(server, ds: Dataset) -> str:

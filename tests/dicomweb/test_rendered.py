@@ -20,14 +20,9 @@ from pydicom.dataset import Dataset
 from dicomweb.rendering import Rendered
 from dicomweb.thumbnails import ThumbnailCache
 from tests import factories
+from tests.conftest import store
 
 PNG = {"Accept": "image/png"}
-
-
-def store(server, *instances: Dataset) -> None:
-    from dicomweb_client.api import DICOMwebClient
-
-    DICOMwebClient(server.dicomweb_url, headers=server.headers).store_instances(list(instances))
 
 
 def url(server, ds: Dataset, level: str = "instance", resource: str = "rendered") -> str:

@@ -31,8 +31,8 @@ from pydicom.uid import (
 
 from archive.transcoding import transcoding_table
 from tests import factories
+from tests.conftest import store
 
-BOUNDARY = "ferry-transcoding-5e1f"
 DICOM = 'multipart/related; type="application/dicom"'
 PRODUCIBLE = transcoding_table()[ExplicitVRLittleEndian]
 
@@ -44,21 +44,6 @@ def accept(*syntaxes: str) -> str:
     )
     pairs = zip(syntaxes, weights, strict=True)
     return ", ".join(f"{DICOM}; transfer-syntax={syntax}{q}" for syntax, q in pairs)
-
-
-def store(server, *datasets: Dataset) -> None:
-    body = b"".join(
-        f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-        + factories.part10_bytes(ds)
-        + b"\r\n"
-        for ds in datasets
-    )
-    response = httpx.post(
-        f"{server.dicomweb_url}/studies",
-        content=body + f"--{BOUNDARY}--\r\n".encode(),
-        headers={"Content-Type": f"{DICOM}; boundary={BOUNDARY}", **server.headers},
-    )
-    assert response.status_code == 200, response.text
 
 
 def instance_path(ds: Dataset) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -12,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from archive.store import Archive
+from audit.models import AuditEvent
 from dimse.server import Bridge
 from policy.models import Node
 from tests.conftest import (
@@ -119,3 +121,13 @@ def dimse(tmp_path: Path, database_url: str, clock: Clock) -> Iterator[Dimse]:
                 bridge.stop()
     finally:
         archive.engine.dispose()
+
+
+def audit_events(dimse: Dimse, action: str, *, protocol: str | None = None) -> list[AuditEvent]:
+    """The trail's events of one action, oldest first; only those over `protocol` if named."""
+    with Session(dimse.archive.engine) as session:
+        query = select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.pk)
+        events = list(session.exec(query))
+    if protocol is None:
+        return events
+    return [event for event in events if json.loads(event.detail).get("protocol") == protocol]

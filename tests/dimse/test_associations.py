@@ -21,11 +21,9 @@ from archive.models import Instance
 from audit.models import AuditEvent
 from dimse.commitment import STORAGE_COMMITMENT_INSTANCE
 from dimse.server import Bridge
-from tests.conftest import free_port
+from tests.conftest import free_port, sqlite_only
 from tests.dimse.conftest import Dimse, run_dcmtk
 from tests.factories import StudySpec, ct_slice
-
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.x "Refused: Not Authorized"
 REJECTED_PERMANENT, REJECTED_TRANSIENT = 0x01, 0x02  # PS3.8 Table 9-21

@@ -32,11 +32,9 @@ from archive.models import Instance
 from dimse.receiving import RECEIVING_PREFIX
 from dimse.server import Bridge
 from tests._incomplete import INCOMPLETE
-from tests.conftest import free_port
+from tests.conftest import free_port, sqlite_only
 from tests.dimse.conftest import Dimse, run_dcmtk
 from tests.factories import StudySpec, ct_slice, part10_bytes
-
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 APPLICATION_CONTEXT = b"1.2.840.10008.3.1.1.1"
 A_ASSOCIATE_RQ, A_ASSOCIATE_AC, P_DATA_TF, A_ABORT = 0x01, 0x02, 0x04, 0x07

@@ -19,7 +19,7 @@ from sqlalchemy import select
 from audit.models import AuditEvent
 from dimse.commitment import STORAGE_COMMITMENT_INSTANCE
 from tests._peers import start_scp
-from tests.conftest import free_port
+from tests.conftest import free_port, sqlite_only
 from tests.dimse.conftest import Dimse
 from tests.factories import StudySpec, write_series
 from tests.policy._people import add_institution
@@ -29,7 +29,6 @@ CLASS_INSTANCE_CONFLICT = 0x0119
 NO_SUCH_ACTION = 0x0123  # PS3.7 C.4
 INVALID_ARGUMENT_VALUE = 0x0115
 REPORT_WAIT = 60  # seconds; a bound on waiting, not a timing assertion
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 Reports = queue.Queue[tuple[int, Dataset]]
 

@@ -8,7 +8,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pynetdicom import AE, evt
@@ -18,11 +17,10 @@ from pynetdicom.sop_class import (
 from sqlalchemy import select
 
 from audit.models import AuditEvent
+from tests.conftest import sqlite_only
 from tests.dimse.conftest import Dimse, run_dcmtk
 from tests.factories import StudySpec, ct_slice, part10_bytes, write_series
 from tests.policy._people import add_institution
-
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 PENDING, PENDING_WARNING, SUCCESS, CANCEL = 0xFF00, 0xFF01, 0x0000, 0xFE00
 MANY = 60  # matches: far more than can be answered before a C-CANCEL arrives

@@ -13,9 +13,8 @@ from pynetdicom.sop_class import Verification
 
 from audit.search import AuditQuery, iter_events
 from dimse.peer_address import addresses_of, peer_matches
+from tests.conftest import sqlite_only
 from tests.dimse.conftest import Dimse
-
-SQLITE_ONLY = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 IMPOSTOR = "127.0.0.2"
 CALLING_AE_NOT_RECOGNISED = 0x03
@@ -47,7 +46,7 @@ def _refusals(dimse: Dimse, calling: str) -> list:
     return []
 
 
-@SQLITE_ONLY
+@sqlite_only
 def test_a_known_ae_title_from_another_address_is_rejected_and_audited(dimse: Dimse) -> None:
     assert _echo(dimse, "MODALITY") == (True, None)  # its host is 127.0.0.1
     assert _echo(dimse, "MODALITY", IMPOSTOR) == (False, CALLING_AE_NOT_RECOGNISED)
@@ -57,7 +56,7 @@ def test_a_known_ae_title_from_another_address_is_rejected_and_audited(dimse: Di
     assert IMPOSTOR in refused.reason and "127.0.0.1" in refused.reason
 
 
-@SQLITE_ONLY
+@sqlite_only
 def test_a_host_name_is_resolved(dimse: Dimse) -> None:
     dimse.add_node("NAMED", host="localhost")
     assert _echo(dimse, "NAMED") == (True, None)
@@ -66,7 +65,7 @@ def test_a_host_name_is_resolved(dimse: Dimse) -> None:
     assert _echo(dimse, "NOWHERE")[0] is False
 
 
-@SQLITE_ONLY
+@sqlite_only
 def test_a_node_behind_nat_opts_out(dimse: Dimse) -> None:
     dimse.add_node("NATTED", host="pacs.invalid", any_address=True)
     assert _echo(dimse, "NATTED", IMPOSTOR) == (True, None)

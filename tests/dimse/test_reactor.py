@@ -13,9 +13,9 @@ from pynetdicom import AE, build_context
 from pynetdicom.sop_class import Verification
 
 from dimse._reactor import ReactorGate
-from dimse.callers import NodeFacts
 from dimse.peers import open_association
 from ferry.settings import Settings
+from policy.decision import NodeFacts
 from tests._peers import start_scp
 from tests.conftest import free_port
 
@@ -97,11 +97,7 @@ def test_every_answer_reaches_the_sender_on_ferrys_associations(
     """Back-to-back requests on an association from dimse.peers, in a busy process."""
     settings = Settings(dicom_dimse_timeout=5)
     with echo_peer() as port, busy_process(), caplog.at_level(logging.WARNING, "pynetdicom"):
-        node = NodeFacts(
-            pk=1, ae_title="ECHOSCP", institution_pk=1, host="127.0.0.1", port=port, tls=False,
-            can_query=False, can_write=False, move_destination=False, retrieve_method="move",
-            worklist=False, reconcile_with_pk=None,
-        )  # fmt: skip
+        node = NodeFacts(pk=1, institution_pk=1, ae_title="ECHOSCP", host="127.0.0.1", port=port)
         assoc = open_association(settings.dimse(), node, [build_context(Verification)])
         try:
             statuses = [assoc.send_c_echo().get("Status") for _ in range(ECHOES)]

@@ -15,21 +15,21 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from sqlmodel import Session
 
-from dimse.callers import NodeFacts, get_node
+from dimse.callers import get_node
 from dimse.context import BridgeContext
 from dimse.reconcile import NoWorklistMatch, WorklistUnavailable, reconciler_for
 from dimse.sending import read_dataset
 from ferry.settings import replace_settings
+from policy.decision import NodeFacts
 from policy.models import Institution
 from tests._peers import dcmtk_peer
-from tests.conftest import free_port
+from tests.conftest import free_port, sqlite_only
 from tests.dimse.conftest import Dimse
 from tests.dimse.test_remote import audit_events, silent_peer
 from tests.factories import StudySpec, ct_slice
 
 RIS = "RIS"
 SENDER_NAME = "St Mary's Hospital"
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @dataclass

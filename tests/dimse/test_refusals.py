@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 from pynetdicom import AE, build_role
@@ -25,11 +24,11 @@ from sqlalchemy import select
 
 from audit.models import AuditEvent
 from tests._peers import start_scp
-from tests.conftest import free_port
+from tests.conftest import free_port, sqlite_only
 from tests.dimse.conftest import Dimse
 from tests.factories import StudySpec, ct_slice
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+pytestmark = sqlite_only
 
 NOT_AUTHORIZED = 0x0124
 STORAGE_COMMITMENT_INSTANCE = "1.2.840.10008.1.20.1.1"

@@ -20,26 +20,24 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
 )
-from sqlmodel import Session, select
 
-from audit.models import AuditEvent
 from dimse import statuses
-from dimse.callers import NodeFacts, get_node
+from dimse.callers import get_node
 from dimse.context import BridgeContext
 from dimse.peers import PeerUnreachable
 from dimse.remote import NodeRefused, RemoteFailed, find_on_node, retrieve_from_node
 from ferry.settings import replace_settings
 from foundation.errors import StudyNotFound
+from policy.decision import NodeFacts
 from tests._peers import start_scp
-from tests.conftest import free_port
-from tests.dimse.conftest import Dimse, run_dcmtk
+from tests.conftest import free_port, sqlite_only
+from tests.dimse.conftest import Dimse, audit_events, run_dcmtk
 from tests.factories import StudySpec, ct_slice
 from tests.policy._people import add_institution
 
 PEER = "REMOTEPACS"
 ASKER = "clinician@hosp.test"
 SUCCESS, PENDING = statuses.SUCCESS, statuses.PENDING
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 class RemotePacs:
@@ -166,12 +164,6 @@ def _context(dimse: Dimse, **settings: Any) -> BridgeContext:
     return BridgeContext(
         replace_settings(dimse.web.settings, **settings).dimse(), dimse.archive, dimse.clock
     )
-
-
-def audit_events(dimse: Dimse, action: str) -> list[AuditEvent]:
-    with Session(dimse.archive.engine) as session:
-        query = select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.pk)
-        return list(session.exec(query))
 
 
 def _qido_studies(dimse: Dimse, study_uid: str, token: str | None = None) -> list[Any]:

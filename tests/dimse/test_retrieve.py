@@ -8,10 +8,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
 from pydicom.uid import (
@@ -26,17 +24,13 @@ from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelMove,
     StudyRootQueryRetrieveInformationModelMove,
 )
-from sqlalchemy import select
 
-from audit.models import AuditEvent
 from tests._peers import start_scp
 from tests._peers import storescp as dcmtk_storescp
-from tests.conftest import free_port
-from tests.dimse.conftest import Dimse, run_dcmtk
+from tests.conftest import free_port, sqlite_only
+from tests.dimse.conftest import Dimse, audit_events, run_dcmtk
 from tests.factories import StudySpec, ct_slice, jpeg2000, jpeg_baseline, part10_bytes
 from tests.policy._people import add_institution
-
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 SUCCESS, PENDING = 0x0000, 0xFF00
 NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.x, Refused: Not Authorized
@@ -89,15 +83,6 @@ def received(folder: Path) -> dict[str, Path]:
     }
 
 
-def audit_events(dimse: Dimse, action: str) -> list[dict[str, Any]]:
-    with dimse.archive.engine.connect() as connection:
-        rows = connection.execute(
-            select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.pk)
-        ).all()
-    events = [dict(row._mapping) | {"detail": json.loads(row.detail)} for row in rows]
-    return [event for event in events if event["detail"].get("protocol") == "dimse"]
-
-
 def assert_same_instances(dimse: Dimse, study_uid: str, folder: Path) -> None:
     """Every instance arrived: as stored when uncompressed, else decoded to an uncompressed one."""
     stored = {i.sop_instance_uid: i for i in dimse.archive.find_instances(study_uid)}
@@ -148,14 +133,14 @@ def test_movescu_into_storescp(dimse: Dimse, tmp_path: Path) -> None:
             str(dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
             for path in folder.iterdir()
         }
-    downloads = audit_events(dimse, "download")
-    assert [(e["study_uid"], e["outcome"]) for e in downloads] == [
+    downloads = audit_events(dimse, "download", protocol="dimse")
+    assert [(e.study_uid, e.outcome) for e in downloads] == [
         (mine.study_uid, "allowed"),
         (theirs.study_uid, "denied"),
     ]
-    assert downloads[0]["detail"]["destination"] == "STORESCP"
-    assert downloads[0]["detail"]["instances"] == 4
-    assert downloads[1]["institution_pk"] == other  # the owner's auditors see the attempt
+    assert json.loads(downloads[0].detail)["destination"] == "STORESCP"
+    assert json.loads(downloads[0].detail)["instances"] == 4
+    assert downloads[1].institution_pk == other  # the owner's auditors see the attempt
 
 
 # -- pynetdicom as the requestor: levels, counts and refusals ---------------------------------
@@ -222,11 +207,11 @@ def test_move_levels_refusals_and_unknown_destinations(dimse: Dimse, tmp_path: P
         )
         assert malformed.Status == IDENTIFIER_DOES_NOT_MATCH_SOP_CLASS
         assert "SeriesInstanceUID" in malformed.ErrorComment
-    downloads = audit_events(dimse, "download")
+    downloads = audit_events(dimse, "download", protocol="dimse")
     refusals = [
-        (e["actor"], e["rule"], e["detail"].get("destination"))
+        (e.actor, e.rule, json.loads(e.detail).get("destination"))
         for e in downloads
-        if e["outcome"] == "denied"
+        if e.outcome == "denied"
     ]
     assert refusals == [
         ("node:MODALITY", "move-destination-unknown", "NOWHERE"),
@@ -284,8 +269,8 @@ def test_getscu_into_a_folder(dimse: Dimse, tmp_path: Path) -> None:
         )  # fmt: skip
         assert got.returncode == 0, got.stderr
     assert_same_instances(dimse, mine.study_uid, folder)  # and nothing of the other study
-    downloads = audit_events(dimse, "download")
-    assert [(e["outcome"], e["detail"].get("service")) for e in downloads] == [
+    downloads = audit_events(dimse, "download", protocol="dimse")
+    assert [(e.outcome, json.loads(e.detail).get("service")) for e in downloads] == [
         ("allowed", "C-GET"),
         ("denied", "C-GET"),
     ]

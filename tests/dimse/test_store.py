@@ -11,7 +11,6 @@ import struct
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import (
@@ -25,6 +24,7 @@ from sqlmodel import Session, select
 
 from audit.models import AuditEvent
 from tests import factories
+from tests.conftest import sqlite_only
 from tests.dimse.conftest import Dimse, run_dcmtk
 
 
@@ -88,7 +88,7 @@ def _profile(files: dict[str, Path], path: Path) -> Path:
     return path
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@sqlite_only
 def test_what_storescu_sends_is_kept_as_sent(dimse: Dimse, tmp_path: Path) -> None:
     folder = tmp_path / "modality"
     folder.mkdir()
@@ -137,7 +137,7 @@ def test_what_storescu_sends_is_kept_as_sent(dimse: Dimse, tmp_path: Path) -> No
     assert '"instances":9' in events[0].detail and '"calling_ae":"MODALITY"' in events[0].detail
 
 
-@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@sqlite_only
 def test_retired_and_newer_storage_classes_are_negotiated(dimse: Dimse) -> None:
     """A 1993 ultrasound image is stored; a non-patient object is taken in, then refused."""
     retired_us = "1.2.840.10008.5.1.4.1.1.6"  # Ultrasound Image Storage (Retired)

@@ -15,12 +15,12 @@ from pynetdicom import AE
 from audit.search import AuditQuery, iter_events
 from dimse.server import Bridge
 from ferry.app import build_archive
-from tests.conftest import free_port, make_settings, run_server
+from tests.conftest import free_port, make_settings, run_server, sqlite_only
 from tests.dimse.conftest import Clock, Dimse
 from tests.factories import StudySpec, ct_slice
 from tests.policy._people import add_institution
 
-pytestmark = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+pytestmark = sqlite_only
 
 SUCCESS = 0x0000
 PROCESSING_FAILURE = 0x0110

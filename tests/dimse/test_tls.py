@@ -23,11 +23,10 @@ from dimse.peers import PeerUnreachable, open_association
 from dimse.server import Bridge
 from ferry.settings import Settings
 from tests._peers import start_scp
-from tests.conftest import free_port
+from tests.conftest import free_port, sqlite_only
 from tests.dimse.conftest import Dimse, run_dcmtk
 from tests.factories import StudySpec, write_series
 
-sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 pytestmark = [sqlite_only, pytest.mark.dcmtk]
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +24,7 @@ from exchange.transfers import list_transfers, mark_delivery, note_arrivals
 from foundation.jobs import Job, enqueue
 from policy import store
 from policy.store.destinations import create_route
+from tests import factories
 from tests.dimse.conftest import Clock
 from tests.factories import StudySpec, write_series
 
@@ -96,9 +97,11 @@ def world(archive: Archive, tmp_path: Path) -> World:
     hosp = store.create_institution(engine, "HOSP", "Hospital").pk
     stmary = store.create_institution(engine, "STMARY", "St Mary's", timezone="Europe/London").pk
     assert hosp is not None and stmary is not None
-    sender = store.create_node(engine, hosp, "PACS_HOSP", "127.0.0.1", 104, can_write=True).pk
-    day = store.create_node(engine, stmary, "PACS_STMARY", "127.0.0.1", 105, can_write=True).pk
-    night = store.create_node(engine, stmary, "NIGHT_STMARY", "127.0.0.1", 106, can_write=True).pk
+    sender = factories.create_node(engine, hosp, "PACS_HOSP", "127.0.0.1", 104, can_write=True).pk
+    day = factories.create_node(engine, stmary, "PACS_STMARY", "127.0.0.1", 105, can_write=True).pk
+    night = factories.create_node(
+        engine, stmary, "NIGHT_STMARY", "127.0.0.1", 106, can_write=True
+    ).pk
     route = create_route(engine, "FERRY_TO_STMARY", stmary, destination_node_pk=day).pk
     assert sender and day and night and route
     store.set_core_hours(engine, stmary, {1, 2, 3, 4, 5}, "08:00", "18:00")
@@ -218,7 +221,9 @@ def test_out_of_hours_goes_to_the_out_of_hours_destination(world: World, night: 
 def test_refused_without_a_rule_or_the_right_to_write(
     world: World, can_write: bool, rule: str
 ) -> None:
-    store.update_node(world.archive.engine, world.sender, can_write=can_write)
+    engine = world.archive.engine
+    sender = store.node_facts(store.get_node(engine, world.sender))
+    store.update_node(engine, replace(sender, can_write=can_write))
     world.arrive()
     world.clock.advance(seconds=30)
     assert world.sweep() == 1

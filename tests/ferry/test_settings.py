@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from ferry.settings import Settings, SettingsError, load_settings, settings_variables
+from tests.foundation.test_ae_titles import REFUSED
 
 
 def test_defaults_are_the_embedded_shape() -> None:
@@ -95,3 +96,10 @@ def test_serve_refuses_to_start_with_an_invalid_value(tmp_path: Path) -> None:
     )
     assert result.returncode == 2
     assert "FERRY_HTTP_PORT" in result.stderr
+
+
+@pytest.mark.parametrize("text", REFUSED)
+def test_ae_title_setting_is_checked_as_every_ae_title_is(text: str) -> None:
+    with pytest.raises(SettingsError, match="FERRY_DICOM_AE_TITLE: AE title"):
+        load_settings({"FERRY_DICOM_AE_TITLE": text})
+    assert load_settings({"FERRY_DICOM_AE_TITLE": "  FERRY2 "}).dicom_ae_title == "FERRY2"

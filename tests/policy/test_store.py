@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
@@ -9,10 +10,11 @@ from sqlalchemy import Engine
 
 from archive.store import Archive
 from policy import store
-from policy.decision import Context, Resource, decide
+from policy.decision import Context, NodeFacts, Resource, decide
 from policy.models import UserStatus
 from policy.principal import Principal, PrincipalKind
 from policy.roles import Action, Role
+from tests.foundation.test_ae_titles import REFUSED as REFUSED_AE_TITLES
 
 PASSWORD = "correct horse battery"
 
@@ -159,10 +161,14 @@ def test_bad_tokens_are_refused(engine, scopes, expires):
 def test_nodes_permissions_and_rules(engine):
     north = store.create_institution(engine, "NORTH", "North")
     south = store.create_institution(engine, "SOUTH", "South")
-    pacs = store.create_node(engine, north.pk, "NORTH_PACS", "10.0.0.1", 104)
-    night = store.create_node(engine, north.pk, "NORTH_NIGHT", "10.0.0.2", 104, tls=True)
+    pacs = store.create_node(
+        engine, NodeFacts(0, north.pk, "NORTH_PACS", host="10.0.0.1", port=104)
+    )
+    night = store.create_node(
+        engine, NodeFacts(0, north.pk, "NORTH_NIGHT", host="10.0.0.2", port=104, tls=True)
+    )
     with pytest.raises(store.DuplicateRecord):
-        store.create_node(engine, south.pk, "NORTH_PACS", "10.0.0.3", 104)
+        store.create_node(engine, NodeFacts(0, south.pk, "NORTH_PACS", host="10.0.0.3", port=104))
     permission = store.add_node_permission(engine, pacs.pk, "role", "sender", can_write=True)
     assert [p.pk for p in store.list_node_permissions(engine, pacs.pk)] == [permission.pk]
     rule = store.create_destination_rule(
@@ -173,6 +179,12 @@ def test_nodes_permissions_and_rules(engine):
         window="core",
         out_of_hours_node_pk=night.pk,
     )
+    moved = store.update_node(engine, replace(store.node_facts(pacs), port=11112, tls=True))
+    assert (moved.port, moved.tls, moved.ae_title) == (11112, True, "NORTH_PACS")
+    with pytest.raises(store.InvalidRecord):
+        store.update_node(engine, replace(store.node_facts(pacs), port=0))
+    with pytest.raises(store.UnknownRecord):
+        store.update_node(engine, replace(store.node_facts(pacs), pk=pacs.pk + 100))
     with pytest.raises(store.DuplicateRecord, match="still names node"):
         store.delete_node(engine, night.pk)
     with pytest.raises(store.UnknownRecord):  # a node of another institution
@@ -183,19 +195,19 @@ def test_nodes_permissions_and_rules(engine):
 
 
 @pytest.mark.parametrize(
-    ("ae_title", "port"), [("", 104), ("A" * 17, 104), ("BACK\\SLASH", 104), ("OK", 0)]
+    ("ae_title", "port"), [*((title, 104) for title in REFUSED_AE_TITLES), ("OK", 0)]
 )
 def test_bad_nodes_are_refused(engine, ae_title, port):
     north = store.create_institution(engine, "NORTH", "North")
     with pytest.raises(store.InvalidRecord):
-        store.create_node(engine, north.pk, ae_title, "host", port)
+        store.create_node(engine, NodeFacts(0, north.pk, ae_title, host="host", port=port))
 
 
 def test_snapshot_drives_decisions(engine):
     """Rules written through the store decide a send at 20:00 local time on a weekday."""
     north = store.create_institution(engine, "NORTH", "North", timezone="Europe/Paris")
     south = store.create_institution(engine, "SOUTH", "South")
-    night = store.create_node(engine, north.pk, "NIGHT", "10.0.0.2", 104)
+    night = store.create_node(engine, NodeFacts(0, north.pk, "NIGHT", host="10.0.0.2", port=104))
     store.set_core_hours(engine, north.pk, [1, 2, 3, 4, 5], "07:30", "19:00")
     store.add_holiday(engine, north.pk, date(2026, 12, 25), "Christmas")
     store.create_destination_rule(

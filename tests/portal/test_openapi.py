@@ -14,6 +14,7 @@ from starlette.routing import Mount, Route
 
 from audit.search import AuditQuery, iter_events
 from policy import store
+from tests import factories
 from tests.conftest import RunningServer, issue_token_for
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
@@ -79,7 +80,7 @@ def system_admin_token(server: RunningServer) -> str:
     """A system administrator, and a little data for the generated requests to find."""
     engine = server.archive.engine
     demo = store.create_institution(engine, "DEMO", "Demo")
-    store.create_node(engine, demo.pk, "DEMO_PACS", "pacs.demo", 104)
+    factories.create_node(engine, demo.pk, "DEMO_PACS", "pacs.demo", 104)
     client = store.create_api_client(engine, "tool", demo.pk, "viewer")
     store.issue_api_token(engine, client.pk)
     admin = store.create_user(engine, "root@ferry.test", system_admin=True)

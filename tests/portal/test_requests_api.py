@@ -23,6 +23,7 @@ from ferry.settings import replace_settings
 from foundation.jobs import JobQueue, Worker
 from policy import store
 from policy.models import RetrieveMethod
+from tests import factories
 from tests.conftest import RunningServer, issue_token_for
 from tests.dimse.test_remote import RemotePacs
 from tests.exchange._smtp import SmtpServer, smtp_server
@@ -77,7 +78,7 @@ def world(server: RunningServer, tmp_path: Path) -> Iterator[World]:
     hospa = store.create_institution(engine, "HOSPA", "Hospital A").pk
     c = store.create_institution(engine, "C", "Elsewhere").pk
     assert practice and hospa and c
-    store.create_node(engine, practice, "PRACTICE_PC", "127.0.0.1", 11111, can_write=True)
+    factories.create_node(engine, practice, "PRACTICE_PC", "127.0.0.1", 11111, can_write=True)
     store.create_destination_rule(engine, practice, sender_institution_pk=hospa)  # its worklist
     people = {
         "gp": {practice: "requester"},
@@ -100,7 +101,7 @@ def world(server: RunningServer, tmp_path: Path) -> Iterator[World]:
     for spec in on_pacs:
         pacs.add_study(spec, 2)
     pacs.add_study(StudySpec(patient_id="SOMEONE-ELSE", accession_number="ACC-X"), 1)
-    store.create_node(
+    factories.create_node(
         engine, hospa, "PACS_A", "127.0.0.1", pacs.port, can_query=True, can_write=True,
         retrieve_method=RetrieveMethod.GET.value,
     )  # fmt: skip

@@ -21,6 +21,7 @@ from sqlmodel import Session, select
 from audit.search import AuditQuery, iter_events
 from foundation.jobs import Job
 from policy import store
+from tests import factories
 from tests.conftest import RunningServer, issue_token_for
 from tests.factories import StudySpec, write_series
 
@@ -66,8 +67,8 @@ def world(server: RunningServer, tmp_path: Path) -> Any:
     c = store.create_institution(engine, "C", "Elsewhere").pk
     assert a and b and card and c
     store.set_core_hours(engine, b, {1, 2, 3, 4, 5}, "08:00", "18:00")
-    pacs = store.create_node(engine, b, "PACS_B", "127.0.0.1", 11104, can_write=True).pk
-    store.create_node(engine, b, "VIEWER_B", "127.0.0.1", 11105, can_write=False)
+    pacs = factories.create_node(engine, b, "PACS_B", "127.0.0.1", 11104, can_write=True).pk
+    factories.create_node(engine, b, "VIEWER_B", "127.0.0.1", 11105, can_write=False)
     store.create_destination_rule(engine, b, sender_institution_pk=a)  # worklist, always
     store.create_destination_rule(engine, b, node_pk=pacs, sender_institution_pk=a, window="core")
     store.create_destination_rule(engine, card, sender_institution_pk=a)
