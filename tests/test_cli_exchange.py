@@ -12,6 +12,7 @@ from ferry.background import build_worker
 from ferry.settings import Settings
 from policy import store
 from policy.models import RetrieveMethod
+from tests import factories
 from tests.dimse.test_remote import RemotePacs
 from tests.factories import StudySpec, write_series
 
@@ -64,7 +65,7 @@ def test_transfer_from_a_node_searches_by_c_find_then_fetches_and_sends_by_a_job
     try:
         spec = StudySpec(patient_id="NODE-1")
         pacs.add_study(spec, 2)
-        store.create_node(engine, a, "PACS_A", "127.0.0.1", pacs.port, can_query=True,
+        factories.create_node(engine, a, "PACS_A", "127.0.0.1", pacs.port, can_query=True,
                           retrieve_method=RetrieveMethod.GET.value)  # fmt: skip
         found = ferry_cli("transfer", "search-node", "--as", "s@a.test", "--institution", "A",
                           "--node", "PACS_A", "--key", "PatientID=NODE-1")  # fmt: skip

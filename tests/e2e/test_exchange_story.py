@@ -19,6 +19,7 @@ from dimse.context import BridgeContext
 from ferry.background import build_worker
 from ferry.settings import replace_settings
 from policy import store
+from tests import factories
 from tests._peers import storescp
 from tests.conftest import RunningServer, free_port, issue_token_for
 from tests.dimse.test_forward import worklist_peer
@@ -56,8 +57,8 @@ def test_a_sends_b_views_downloads_and_delivers_to_its_reconciled_pacs(
         storescp(tmp_path / "pacs", pacs_port, ae_title="PACS_B") as received,
         httpx.Client(base_url=server.base_url, timeout=60) as http,
     ):
-        ris = store.create_node(engine, b, "RIS_B", "127.0.0.1", ris_port, worklist=True).pk
-        store.create_node(engine, b, "PACS_B", "127.0.0.1", pacs_port, can_write=True,
+        ris = factories.create_node(engine, b, "RIS_B", "127.0.0.1", ris_port, worklist=True).pk
+        factories.create_node(engine, b, "PACS_B", "127.0.0.1", pacs_port, can_write=True,
                           reconcile_with_pk=ris)  # fmt: skip
         settings = replace_settings(
             server.settings, smtp_host="127.0.0.1", smtp_port=smtp.port, smtp_starttls=False,

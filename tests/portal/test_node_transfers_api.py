@@ -10,6 +10,7 @@ from typing import Any
 
 from foundation.jobs import JobQueue
 from policy import store
+from tests import factories
 from tests.portal import test_requests_api
 from tests.portal.test_requests_api import PATIENT, World
 
@@ -78,7 +79,7 @@ def test_refusals_another_institutions_node_a_requester_and_a_read_only_token(
 ) -> None:
     engine = world.server.archive.engine
     c = world.pks["C"]
-    store.create_node(engine, c, "PACS_C", "127.0.0.1", world.pacs.port, can_query=True)
+    factories.create_node(engine, c, "PACS_C", "127.0.0.1", world.pacs.port, can_query=True)
     elsewhere = _search(world, node="PACS_C")  # C's node, asked for A
     unknown = _search(world, node="NO_SUCH")
     assert elsewhere.status_code == unknown.status_code == 404

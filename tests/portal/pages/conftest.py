@@ -28,6 +28,7 @@ import pytest
 
 from policy import store
 from policy.passwords import hash_password
+from tests import factories
 from tests.conftest import CHROMIUM, RunningServer, issue_token_for
 from tests.factories import StudySpec, write_series
 from tests.policy._people import PASSWORD, change_user
@@ -145,7 +146,7 @@ def world(server: RunningServer, browser: Any, tmp_path: Path) -> Iterator[World
     assert clin is not None and far is not None
     store.create_destination_rule(engine, hosp, sender_institution_pk=clin)
     store.create_destination_rule(engine, clin, sender_institution_pk=hosp)
-    store.create_node(engine, hosp, "HOSP_PACS", "127.0.0.1", 11112, can_write=True)
+    factories.create_node(engine, hosp, "HOSP_PACS", "127.0.0.1", 11112, can_write=True)
     pks = {"HOSP": hosp, "CLIN": clin, "FAR": far}
     tokens = {}
     for who, memberships in PEOPLE.items():
