@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, and_, or_
@@ -17,6 +17,7 @@ from sqlmodel import Session, col, select
 
 from archive.models import Patient, Study
 from exchange.retention_models import HOLD_REASON_MAX_CHARS, RetentionHold
+from foundation.clock import as_utc
 from foundation.grants import grant_is_live
 from policy.store import InvalidRecord, UnknownRecord, check_text
 
@@ -31,10 +32,6 @@ class NewHold:
     issuer_of_patient_id: str = ""
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def check_hold(new: NewHold, now: datetime) -> NewHold:
     """The hold as it will be stored, or InvalidRecord with the reason."""
     if bool(new.study_uid) == bool(new.patient_id):
@@ -44,12 +41,12 @@ def check_hold(new: NewHold, now: datetime) -> NewHold:
     for name in ("study_uid", "patient_id", "issuer_of_patient_id"):
         check_text(getattr(new, name), name, 64)
     reason = check_text(new.reason, "reason", HOLD_REASON_MAX_CHARS, required=True)
-    if _aware(new.until) <= now:
+    if as_utc(new.until) <= now:
         raise InvalidRecord("a hold's end date must be in the future")
     return NewHold(
         new.institution_pk,
         reason,
-        _aware(new.until),
+        as_utc(new.until),
         new.study_uid,
         new.patient_id,
         new.issuer_of_patient_id,

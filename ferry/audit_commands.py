@@ -30,6 +30,7 @@ from audit.trail import AuditRecord, ChainHead, chain_head, record
 from audit.verify import verify_chain
 from ferry.database import create_database_engine, migrate
 from ferry.settings import Settings
+from foundation.clock import as_utc
 
 
 def add_audit_commands(commands: Any) -> None:  # argparse's private _SubParsersAction
@@ -204,7 +205,7 @@ def _moment(text: str) -> datetime | date:
         raise argparse.ArgumentTypeError(
             f"expected YYYY-MM-DD or an ISO time, got {text!r}"
         ) from None
-    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=UTC)
+    return as_utc(moment)
 
 
 def _since(text: str) -> datetime:

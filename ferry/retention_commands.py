@@ -11,6 +11,7 @@ from typing import Any
 from audit.trail import AuditRecord, record
 from ferry.admin_commands import _say, _table, _when
 from ferry.settings import Settings
+from foundation.clock import as_utc
 from foundation.errors import FerryError, NotFound
 
 ACTOR = "cli"
@@ -96,7 +97,7 @@ def _end_of(text: str) -> datetime:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return as_utc(moment)
 
 
 def place(archive: Any, _settings: Settings, args: argparse.Namespace) -> int:

@@ -10,3 +10,10 @@ Clock = Callable[[], datetime]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """A moment from outside (a form, a JSON body, a command line): one without a zone is
+    taken as UTC. Stored moments need no such help: every timestamp column hands back aware
+    UTC datetimes (`foundation.timestamps`)."""
+    return moment.astimezone(UTC) if moment.tzinfo is not None else moment.replace(tzinfo=UTC)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime, time
 from zoneinfo import ZoneInfo
+
+from foundation.clock import as_utc
 
 
 @dataclass(frozen=True)
@@ -23,7 +25,7 @@ def parse_clock(text: str) -> time:
 
 def local_time(now: datetime, timezone: str) -> datetime:
     """`now` must be aware; naive values are taken as UTC, never as the server's local time."""
-    aware = now if now.tzinfo is not None else now.replace(tzinfo=UTC)
+    aware = as_utc(now)
     return aware.astimezone(ZoneInfo(timezone))
 
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
 
 from exchange.oversight.transactions import SORTS
+from foundation.clock import as_utc
 from portal.api_schemas import Code, Uid, _ListQuery
 
 Moment = Annotated[
@@ -33,7 +34,7 @@ def parse_moment(text: str, *, end: bool) -> datetime:
         moment = datetime.fromisoformat(text)
     except (ValueError, OverflowError):
         raise ValueError(f"expected YYYY-MM-DD or an ISO 8601 time, got {text[:40]!r}") from None
-    return moment if moment.utcoffset() is not None else moment.replace(tzinfo=UTC)
+    return as_utc(moment)
 
 
 class _RangeQuery(_ListQuery):

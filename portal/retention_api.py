@@ -18,6 +18,7 @@ from exchange.holds import NewHold, get_hold, holders_of, list_holds, place_hold
 from exchange.retention_models import RetentionHold
 from exchange.retention_terms import POLICY_FIELDS, RetentionDefaults, read_policy, set_policy
 from exchange.retention_terms import terms_of as effective_terms
+from foundation.clock import as_utc
 from foundation.errors import NotFound
 from policy.decision import Resource
 from policy.roles import Action
@@ -85,7 +86,7 @@ def set_retention(call: Call) -> RetentionOut:
 
 
 def _hold_out(access: Access, hold: RetentionHold, now: datetime) -> HoldOut:
-    until = hold.until if hold.until.tzinfo else hold.until.replace(tzinfo=UTC)
+    until = hold.until
     return HoldOut(
         pk=hold.pk or 0,
         institution=access.code_of(hold.institution_pk),
@@ -112,7 +113,7 @@ def list_institution_holds(call: Call) -> list[HoldOut]:
 
 def _end_of(until: datetime | date) -> datetime:
     if isinstance(until, datetime):
-        return until if until.tzinfo else until.replace(tzinfo=UTC)
+        return as_utc(until)
     return datetime.combine(until, time.max, UTC)
 
 

@@ -8,12 +8,14 @@ in the institution's time zone with the zone named; DICOM dates as `6 Dec 2026`.
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import jinja2
 from starlette.templating import Jinja2Templates
+
+from foundation.clock import as_utc
 
 PACKAGE = Path(__file__).resolve().parent
 TEMPLATES_DIR = PACKAGE / "templates"
@@ -34,7 +36,7 @@ def local_time(moment: datetime | None, timezone: str | None = "UTC") -> str:
     """`6 Dec 2026 14:05 CET`: unambiguous, in the institution's zone, the zone shown."""
     if moment is None:
         return ""
-    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    aware = as_utc(moment)
     local = aware.astimezone(_zone(timezone))
     return f"{local.day} {local:%b %Y %H:%M} {local.tzname()}"
 
@@ -43,7 +45,7 @@ def machine_time(moment: datetime | None) -> str:
     """The same moment for `<time datetime>`: ISO 8601 with its offset."""
     if moment is None:
         return ""
-    aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    aware = as_utc(moment)
     return aware.isoformat(timespec="seconds")
 
 

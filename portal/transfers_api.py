@@ -8,7 +8,7 @@ turns those into 400, 403, 404 and 409. Transfers are named by their opaque id o
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 
 from sqlalchemy import Engine
 from sqlmodel import Session, col, select
@@ -323,17 +323,13 @@ def _with_retention(call: Call, transfer: Transfer, out: TransferOut) -> Transfe
     receiver = transfer.destination_institution_pk
     terms = terms_of(read_policy(engine, receiver), defaults)
     kind = HoldingKind.WORKLIST if transfer.destination_node_pk is None else HoldingKind.NODE
-    due = terms.due_at(kind, _aware(transfer.sent_at or transfer.created_at))
+    due = terms.due_at(kind, transfer.sent_at or transfer.created_at)
     uids = [study.study_uid for study in out.studies]
     if uids and held_studies(engine, receiver, uids, now) == set(uids):
         return out.model_copy(update={"retention_held": True, "retention_due_at": None})
     return out.model_copy(
         update={"retention_days_left": days_left(due, now), "retention_due_at": due}
     )
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 _T = "transfers"

@@ -12,14 +12,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 
 from exchange.retention_models import HoldingKind
 from exchange.retention_terms import Terms
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -97,7 +93,7 @@ def deadlines(study: StudyHoldings, terms: Mapping[int, Terms], default: Terms) 
     dues = []
     for holding in study.holdings:
         own = terms.get(holding.institution_pk or 0, default)
-        arrived = _aware(holding.arrived_at)
+        arrived = holding.arrived_at
         dues.append(
             Due(holding, own.due_at(holding.kind, arrived), own.warn_at(holding.kind, arrived))
         )
@@ -111,7 +107,6 @@ def decide_fate(
     holds: Iterable[HoldFacts],
     now: datetime,
 ) -> Fate:
-    now = _aware(now)
     dues = deadlines(study, terms, default)
     held_by = tuple(sorted(hold.pk for hold in holds if hold.covers(study)))
     if held_by:
