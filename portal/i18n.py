@@ -12,8 +12,17 @@ from collections.abc import Callable, Mapping
 
 DEFAULT_LOCALE = "en"
 
-# English is the source text: its catalogue is empty on purpose. Others map source -> own.
-CATALOGUES: dict[str, Mapping[str, str]] = {DEFAULT_LOCALE: {}}
+# English is the source text, so its catalogue holds only the states, whose source is the
+# machine value the API speaks ("in-progress"): a person reads words. Others map source -> own.
+STATE_WORDS: Mapping[str, str] = {
+    "on-worklist": "on the worklist",
+    "needs-reconciliation": "needs reconciliation",
+    "in-progress": "in progress",
+    "partly-answered": "partly answered",
+    "nothing-found": "nothing found",
+    "partial": "partly delivered",
+}
+CATALOGUES: dict[str, Mapping[str, str]] = {DEFAULT_LOCALE: STATE_WORDS}
 
 
 def gettext(text: str, locale: str = DEFAULT_LOCALE, **values: object) -> str:
