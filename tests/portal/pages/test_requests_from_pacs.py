@@ -62,7 +62,8 @@ def test_answer_a_request_from_our_pacs(world: World, pacs: RemotePacs) -> None:
     answerer.get_by_role("checkbox", name="Pick CT ACC-P1").check()
     answerer.get_by_role("checkbox", name="Pick CT ACC-P2").check()
     answerer.get_by_role("button", name="Answer with the picked studies").click()
-    expect(answerer.locator("#request-facts .status")).to_contain_text("in progress: fetching 2 studies from CLIN_PACS")
+    fetching = "in progress: fetching 2 studies from CLIN_PACS"
+    expect(answerer.locator("#request-facts .status")).to_contain_text(fetching)
 
     worker = build_worker(BridgeContext(world.server.settings.dimse(), world.server.archive),
                           world.server.settings)  # fmt: skip
