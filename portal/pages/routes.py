@@ -71,6 +71,7 @@ EMAIL_LINKS: list[BaseRoute] = [
 SENDING: list[BaseRoute] = [
     Route("/institutions/{code}/send", transfer_new.send_page, methods=["GET"]),
     Route("/institutions/{code}/send", transfer_new.send_studies, methods=["POST"]),
+    Route("/institutions/{code}/send/search", transfer_new.search_studies, methods=["POST"]),
     Route(
         "/institutions/{code}/send/drafts/{transfer_id}",
         transfer_new.draft_summary,

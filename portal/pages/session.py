@@ -78,6 +78,7 @@ FLASH = {
     "registered": "Thank you: your registration was received.",
     "returned": "The transfer was returned to its sender.",
     "sent": "The transfer was sent.",
+    "fetching": "Ferry is fetching the studies from the node; it sends them when they are in.",
     "discarded": "The draft was discarded.",
     "registration-approved": "The registration was approved: the person was emailed.",
     "registration-rejected": "The registration was rejected: the person was emailed.",

@@ -1,10 +1,12 @@
 """Sending studies (`/institutions/{code}/send`): the "create a transfer" workflow for people.
 
-The person picks studies of the institution's archive (a search by patient or accession) or
-uploads them from the desktop or a CD (a folder or files: `portal/static/upload.js` skips what
-is not DICOM, creates a draft transfer through the JSON API and stores the files into it with
-STOW-RS in batches), then chooses a destination among those the rules allow now (the ones left
-out are listed with their reason), the priority and a note, and sends.
+The person picks studies of the institution's archive or of one of its PACS nodes (a search by
+patient or accession, posted so that patient data stays out of URLs; studies on a node are
+fetched into the transfer by a job, which sends it when they are in), or uploads them from the
+desktop or a CD (a folder or files: `portal/static/upload.js` skips what is not DICOM, creates a
+draft transfer through the JSON API and stores the files into it with STOW-RS in batches); then
+chooses a destination among those the rules allow now (the ones left out are listed with their
+reason), the priority and a note, and sends.
 
 Everything runs through the JSON API's own operations (`get_destinations`, `create_transfer`,
 `get_transfer`, `send_transfer`, `cancel_transfer`), so the decisions, the refusals and the audit
@@ -15,13 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from exchange.request_search import Candidate, find_studies
+from exchange.request_search import find_studies
 from foundation.errors import InvalidQuery
+from policy import store
+from portal.node_transfers_api import add_studies_from_node, search_node
 from portal.pages.session import (
     Place,
     Visitor,
@@ -32,8 +37,11 @@ from portal.pages.session import (
     signed_in,
 )
 from portal.pages.transfers import _path as transfer_path
+from portal.request_schemas import SearchOut
 from portal.transfer_schemas import (
     DestinationsQuery,
+    NodeSearchIn,
+    NodeStudiesIn,
     ReasonIn,
     TransferIn,
     TransferOut,
@@ -77,29 +85,62 @@ def _search_keys(params: Mapping[str, str]) -> list[dict[str, str]]:
     return [keys] if keys else []
 
 
-@signed_in
-async def send_page(request: Request, visitor: Visitor) -> Response:
-    place = visitor.place(request.path_params["code"])
+def _queryable_nodes(request: Request, place: Place) -> list[str]:
+    """The institution's nodes Ferry may query (C-FIND, then fetch): the node source's choices."""
+    nodes = store.list_nodes(request.app.state.archive.engine, [place.pk])
+    return sorted(node.ae_title for node in nodes if node.can_query)
+
+
+async def _page(
+    request: Request, visitor: Visitor, place: Place, search: Mapping[str, str] | None = None
+) -> Response:
     # The destinations first: a person who may not send for this institution is refused here.
     query = DestinationsQuery(institution=place.code)
     destinations = await run_operation(request, visitor, get_destinations, query=query)
-    params = {name: request.query_params.get(name, "") for name in SEARCH_FIELDS}
-    keys = _search_keys(params)
-    found: list[Candidate] = []
-    if keys:
-        engine = request.app.state.archive.engine
-        found = await anyio.to_thread.run_sync(find_studies, engine, visitor.actor, place.pk, keys)
+    nodes = await anyio.to_thread.run_sync(_queryable_nodes, request, place)
+    params = {name: (search or {}).get(name, "") for name in (*SEARCH_FIELDS, "source")}
+    found: list[Any] = []
+    searched = search is not None
+    if searched:
+        keys = _search_keys(params)
+        source = params["source"]
+        if source and source not in nodes:
+            raise InvalidQuery("choose one of our nodes, or our archive")
+        if source:
+            body = NodeSearchIn(institution=place.code, node=source, keys=keys[0] if keys else {})
+            answer: SearchOut = await run_operation(request, visitor, search_node, body=body)
+            found = list(answer.matches)
+        elif keys:
+            engine = request.app.state.archive.engine
+            found = await anyio.to_thread.run_sync(
+                find_studies, engine, visitor.actor, place.pk, keys
+            )
     context = {
         "place": place,
         "destinations": destinations,
+        "nodes": nodes,
         "search": params,
-        "searched": bool(keys),
+        "searched": searched,
         "found": found,
     }
     return render(request, "transfers/new.html", context, visitor=visitor, timezone=place.timezone)
 
 
-def _transfer_input(place: Place, form: Mapping[str, str], studies: list[str]) -> TransferIn:
+@signed_in
+async def send_page(request: Request, visitor: Visitor) -> Response:
+    return await _page(request, visitor, visitor.place(request.path_params["code"]))
+
+
+@signed_in
+async def search_studies(request: Request, visitor: Visitor) -> Response:
+    """The search of step 1, posted so that patient data stays out of URLs and logs."""
+    place = visitor.place(request.path_params["code"])
+    return await _page(request, visitor, place, visitor.form)
+
+
+def _transfer_input(
+    place: Place, form: Mapping[str, str], studies: list[str], *, send: bool
+) -> TransferIn:
     institution, _, node = form.get("destination", "").partition(":")
     values = {
         "institution": place.code,
@@ -108,7 +149,7 @@ def _transfer_input(place: Place, form: Mapping[str, str], studies: list[str]) -
         "studies": studies,
         "priority": form.get("priority", "routine"),
         "note": form.get("note", ""),
-        "send": True,
+        "send": send,
     }
     return form_input(TransferIn, values)
 
@@ -117,13 +158,22 @@ def _transfer_input(place: Place, form: Mapping[str, str], studies: list[str]) -
 async def send_studies(request: Request, visitor: Visitor) -> Response:
     place = visitor.place(request.path_params["code"])
     studies = form_list(request, "study")
-    if not studies:
+    on_node = form_list(request, "node_study")
+    node = visitor.form.get("node", "")
+    if not studies and not on_node:
         raise InvalidQuery("choose at least one study to send")
     if not visitor.form.get("destination"):
         raise InvalidQuery("choose a destination")
-    body = _transfer_input(place, visitor.form, studies)
-    sent: TransferOut = await run_operation(request, visitor, create_transfer, body=body)
-    return RedirectResponse(f"/transfers/{sent.id}?done=sent", status_code=303)
+    if on_node and not node:
+        raise InvalidQuery("the studies picked on a node need that node's name")
+    body = _transfer_input(place, visitor.form, studies, send=not on_node)
+    made: TransferOut = await run_operation(request, visitor, create_transfer, body=body)
+    if not on_node:
+        return RedirectResponse(f"/transfers/{made.id}?done=sent", status_code=303)
+    fetch = form_input(NodeStudiesIn, {"node": node, "studies": on_node, "send": True})
+    path = {"transfer_id": made.id}
+    await run_operation(request, visitor, add_studies_from_node, path=path, body=fetch)
+    return RedirectResponse(f"/transfers/{made.id}?done=fetching", status_code=303)
 
 
 def _patients(transfer: TransferOut) -> list[PatientGroup]:

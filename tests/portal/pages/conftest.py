@@ -27,9 +27,11 @@ import httpx
 import pytest
 
 from policy import store
+from policy.models import RetrieveMethod
 from policy.passwords import hash_password
 from tests import factories
 from tests.conftest import CHROMIUM, RunningServer, issue_token_for
+from tests.dimse.test_remote import RemotePacs
 from tests.factories import StudySpec, write_series
 from tests.policy._people import PASSWORD, change_user
 
@@ -177,3 +179,29 @@ def password_hash() -> str:
 
 def _name(who: str) -> str:
     return who.replace("-", " ").title()
+
+
+PACS_PATIENT = "PAT-PACS"
+
+
+@pytest.fixture
+def pacs(world: World) -> Iterator[RemotePacs]:
+    """CLIN's PACS: two studies of the patient asked for, one of someone else."""
+    remote = RemotePacs("CLIN_PACS", {})
+    for accession in ("ACC-P1", "ACC-P2"):
+        spec = StudySpec(
+            patient_id=PACS_PATIENT,
+            patient_name="Pacs^Paula",
+            accession_number=accession,
+            study_description=f"CT {accession}",
+        )
+        remote.add_study(spec, 2)
+    remote.add_study(StudySpec(patient_id="SOMEONE-ELSE", accession_number="ACC-X"), 1)
+    factories.create_node(
+        world.server.archive.engine, world.pks["CLIN"], "CLIN_PACS", "127.0.0.1", remote.port,
+        can_query=True, can_write=True, retrieve_method=RetrieveMethod.GET.value,
+    )  # fmt: skip
+    try:
+        yield remote
+    finally:
+        remote.stop()

@@ -5,39 +5,14 @@ fetches the studies by a job and they arrive on the requester's worklist."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 
-import pytest
 from playwright.sync_api import expect
 
 from dimse.context import BridgeContext
 from ferry.background import build_worker
-from policy.models import RetrieveMethod
-from tests import factories
 from tests.dimse.test_remote import RemotePacs
-from tests.factories import StudySpec
+from tests.portal.pages.conftest import PACS_PATIENT as PATIENT
 from tests.portal.pages.conftest import World, assert_accessible
-
-PATIENT = "PAT-PACS"
-
-
-@pytest.fixture
-def pacs(world: World) -> Iterator[RemotePacs]:
-    """CLIN's PACS: two studies of the patient asked for, one of someone else."""
-    remote = RemotePacs("CLIN_PACS", {})
-    for accession in ("ACC-P1", "ACC-P2"):
-        spec = StudySpec(patient_id=PATIENT, patient_name="Pacs^Paula", accession_number=accession,
-                         study_description=f"CT {accession}")  # fmt: skip
-        remote.add_study(spec, 2)
-    remote.add_study(StudySpec(patient_id="SOMEONE-ELSE", accession_number="ACC-X"), 1)
-    factories.create_node(
-        world.server.archive.engine, world.pks["CLIN"], "CLIN_PACS", "127.0.0.1", remote.port,
-        can_query=True, can_write=True, retrieve_method=RetrieveMethod.GET.value,
-    )  # fmt: skip
-    try:
-        yield remote
-    finally:
-        remote.stop()
 
 
 def test_answer_a_request_from_our_pacs(world: World, pacs: RemotePacs) -> None:

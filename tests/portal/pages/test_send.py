@@ -13,8 +13,11 @@ import httpx
 from playwright.sync_api import expect
 from pydicom.fileset import FileSet
 
+from dimse.context import BridgeContext
+from ferry.background import build_worker
+from tests.dimse.test_remote import RemotePacs
 from tests.factories import StudySpec, ct_slice, write_series
-from tests.portal.pages.conftest import World, assert_accessible, snapshot
+from tests.portal.pages.conftest import PACS_PATIENT, World, assert_accessible, snapshot
 
 UPLOADED = StudySpec(
     patient_id="PAT-UP",
@@ -219,9 +222,37 @@ def test_bad_sends_get_a_reason_and_nothing_is_sent(world: World) -> None:
         {"destination": "HOSP", "study": world.studies["chest"].study_uid, "note": "x" * 5000},
     )
     assert huge_note.status in (400, 413)
+    search = "/institutions/CLIN/send/search"
+    wildcard = _post(world, "clin-sender", search, {"patient_name": "Doe*"})
+    assert wildcard.status == 400
+    not_ours = _post(world, "clin-sender", search, {"source": "HOSP_PACS", "patient_id": "P"})
+    assert not_ours.status == 400  # HOSP's node is not one CLIN may search
     page = world.page("clin-sender")
-    bad_search = page.goto("/institutions/CLIN/send?patient_name=Doe*")
-    assert bad_search is not None and bad_search.status == 400
     assert _worklist(world) == []
     assert page.goto("/institutions/CLIN/send") is not None  # and the page still answers
     expect(page.get_by_role("heading", level=1)).to_have_text("Send studies from Clinic North")
+
+
+def test_pick_studies_on_our_pacs_node_and_ferry_fetches_then_sends(
+    world: World, pacs: RemotePacs
+) -> None:
+    page = world.page("clin-sender")
+    page.goto("/institutions/CLIN/send")
+    page.get_by_label("Search in").select_option(label="Our node CLIN_PACS")
+    page.get_by_label("Patient ID").fill(PACS_PATIENT)
+    page.get_by_role("button", name="Search").click()
+    expect(page.locator("#found caption")).to_contain_text("2 studies found on CLIN_PACS")
+    assert PACS_PATIENT not in page.url  # the search was posted: no patient data in the URL
+    page.get_by_role("checkbox", name=re.compile("Pacs, Paula")).first.check()
+    page.get_by_label(re.compile("^HOSP")).check()
+    assert_accessible(page)
+    page.get_by_role("button", name="Send", exact=True).click()
+    expect(page.get_by_role("status")).to_contain_text("Ferry is fetching the studies")
+    assert _worklist(world) == []  # not sent before the study is in
+    worker = build_worker(
+        BridgeContext(world.server.settings.dimse(), world.server.archive), world.server.settings
+    )
+    assert worker.run_until_idle() >= 1
+    [item] = _worklist(world)
+    assert [s["patient_id"] for s in item["studies"]] == [PACS_PATIENT]
+    assert all(s["in_archive"] for s in item["studies"])
