@@ -30,7 +30,7 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     base = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
     dicom_host = settings.dicom_host or settings.http_host
     print(f"Ferry is starting; data in {settings.data_dir.resolve()}")
-    print(f"  Sign in:  {base}/auth/login")
+    print(f"  Portal:   {base}/          (sign in, register, dashboards, administration)")
     print(f"  DICOMweb: {base}/dicom-web   (QIDO-RS, WADO-RS, STOW-RS)")
     print(f"  Viewer:   {base}/viewer/     (after `ferry viewer install`)")
     if settings.dicom_port:
