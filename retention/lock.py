@@ -1,9 +1,10 @@
 """One sweep at a time across every process and host: a database lock, released on death.
 
-PostgreSQL: a session advisory lock (`pg_try_advisory_lock`) on a connection held for the
-sweep; the server releases it when the connection ends, however the process died. SQLite (one
-host by nature): a lease in the one-row `retention_sweep_lock` table, taken by a conditional
-UPDATE (SQLite serialises writers) and renewed each batch; a lease whose holder is a process
+PostgreSQL: a session advisory lock (`pg_try_advisory_lock`, numbered from the schema Ferry's
+tables are in) on a connection held for the sweep; the server releases it when the connection
+ends, however the process died. SQLite (one host by nature): a lease in the one-row
+`retention_sweep_lock` table, taken by a conditional UPDATE (SQLite serialises writers) and
+renewed each batch; a lease whose holder is a process
 of this host that no longer exists, or whose time has passed, may be taken over.
 """
 
@@ -21,7 +22,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from exchange.retention_models import RetentionSweepLock
 
-ADVISORY_KEY = 0x46455252_52455400  # "FERR" "RET": one number for the retention sweep
+# One advisory lock per Ferry: its number is made from the schema Ferry's tables are in, so that
+# Ferrys sharing a PostgreSQL server in schemas of their own each sweep (advisory locks are
+# server-wide), while every process and host of one Ferry meet on the same number.
+ADVISORY_KEY = "hashtextextended('ferry-retention-sweep:' || current_schema(), 0)"
 LEASE = timedelta(minutes=10)
 _LOCK = RetentionSweepLock.__table__  # type: ignore[attr-defined]
 
@@ -75,9 +79,7 @@ def sweep_lock(engine: Engine) -> Iterator[SweepLock | None]:
 
 
 def _advisory(engine: Engine, connection: Connection) -> Iterator[SweepLock | None]:
-    got = connection.execute(
-        text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_KEY}
-    ).scalar()
+    got = connection.execute(text(f"SELECT pg_try_advisory_lock({ADVISORY_KEY})")).scalar()
     connection.commit()  # the lock belongs to the session, not to this transaction
     if not got:
         yield None
@@ -85,7 +87,7 @@ def _advisory(engine: Engine, connection: Connection) -> Iterator[SweepLock | No
     try:
         yield SweepLock(engine, "advisory")
     finally:
-        connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_KEY})
+        connection.execute(text(f"SELECT pg_advisory_unlock({ADVISORY_KEY})"))
         connection.commit()
 
 
