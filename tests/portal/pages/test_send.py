@@ -89,6 +89,7 @@ def test_upload_a_cd_folder_skipping_what_is_not_dicom_then_send(
         "Sent 3 of 3 files to Ferry (3 stored, 0 refused, 3 not DICOM and skipped)."
     )
     assert _worklist(world) == []  # a draft: nothing has gone yet
+    expect(page.get_by_role("button", name="Resume the upload")).to_be_hidden()  # nothing to resume
     assert_accessible(page)
     snapshot(page, "send-upload")
     summary.get_by_role("button", name="Send").click()
@@ -122,6 +123,7 @@ def test_an_upload_resumes_after_the_connection_drops(world: World, tmp_path: Pa
     expect(page.get_by_role("region", name="3. Check and send")).to_contain_text("PAT-UP")
     assert len(dropped) == 1
     expect(page.locator("#upload-status")).to_contain_text("3 stored, 0 refused")
+    expect(page.get_by_role("button", name="Resume the upload")).to_be_hidden()
 
 
 def test_a_refused_file_is_named_and_the_rest_are_stored(world: World, tmp_path: Path) -> None:
