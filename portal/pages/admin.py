@@ -53,6 +53,8 @@ from portal.api_schemas import (
     MembershipOut,
     NodeIn,
     NodeOut,
+    NodePermissionIn,
+    NodePermissionOut,
     RegistrationOut,
     RegistrationQuery,
     RejectIn,
@@ -65,15 +67,19 @@ from portal.api_schemas import (
 )
 from portal.destinations_api import (
     add_holiday,
+    add_node_permission,
     create_destination_rule,
     create_node,
     delete_destination_rule,
     delete_node,
     get_hours,
+    get_node,
     list_destination_rules,
     list_holidays,
+    list_node_permissions,
     list_nodes,
     remove_holiday,
+    remove_node_permission,
     set_hours,
 )
 from portal.jobs_api import list_jobs, list_transfer_oversight, retry_job
@@ -477,3 +483,60 @@ async def remove_a_holiday(request: Request, visitor: Visitor) -> Response:
         raise InvalidQuery("no such holiday: a day is YYYY-MM-DD") from None
     await run_operation(request, visitor, remove_holiday, path={"code": place.code, "day": day})
     return RedirectResponse(f"/institutions/{place.code}/admin/rules?done=holiday-removed", 303)
+
+
+# --- who may use each node ------------------------------------------------------------------
+
+SUBJECT_KINDS = (("role", "everyone with the role"), ("user", "one person (email)"),
+                 ("institution", "an institution (code)"))  # fmt: skip
+
+
+async def _place_node(request: Request, visitor: Visitor, place: Place) -> NodeOut:
+    """The node named in the path, if it is this institution's; any other is not found."""
+    path = {"node_pk": _pk_of(request.path_params["node_pk"], "node")}
+    node: NodeOut = await run_operation(request, visitor, get_node, path=path)
+    if node.institution_pk != place.pk:
+        raise NotFound("no such node")
+    return node
+
+
+@signed_in
+async def node_page(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    node = await _place_node(request, visitor, place)
+    path = {"node_pk": node.pk}
+    rights: list[NodePermissionOut] = await run_operation(
+        request, visitor, list_node_permissions, path=path
+    )
+    context = _context(place, "nodes", visitor, node=node, rights=rights, kinds=SUBJECT_KINDS)
+    return render(request, "admin/node.html", context, visitor=visitor, timezone=place.timezone)
+
+
+@signed_in
+async def add_node_right(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    node = await _place_node(request, visitor, place)
+    form = visitor.form
+    values = {
+        "subject_kind": form.get("subject_kind", ""),
+        "subject": form.get("subject", ""),
+        "can_query": "can_query" in form,
+        "can_write": "can_write" in form,
+    }
+    body = form_input(NodePermissionIn, values)
+    await run_operation(request, visitor, add_node_permission, path={"node_pk": node.pk}, body=body)
+    return RedirectResponse(
+        f"/institutions/{place.code}/admin/nodes/{node.pk}?done=right-added", status_code=303
+    )
+
+
+@signed_in
+async def remove_node_right(request: Request, visitor: Visitor) -> Response:
+    place = visitor.place(request.path_params["code"])
+    node = await _place_node(request, visitor, place)
+    path = {"node_pk": node.pk,
+            "permission_pk": _pk_of(request.path_params["permission_pk"], "right")}  # fmt: skip
+    await run_operation(request, visitor, remove_node_permission, path=path)
+    return RedirectResponse(
+        f"/institutions/{place.code}/admin/nodes/{node.pk}?done=right-removed", status_code=303
+    )

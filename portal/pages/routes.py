@@ -94,6 +94,15 @@ ADMINISTRATION: list[BaseRoute] = [
     Route("/institutions/{code}/admin/nodes", admin.nodes_page, methods=["GET"]),
     Route("/institutions/{code}/admin/nodes", admin.add_node, methods=["POST"]),
     Route("/institutions/{code}/admin/nodes/{node_pk}/remove", admin.remove_node, methods=["POST"]),
+    Route("/institutions/{code}/admin/nodes/{node_pk}", admin.node_page, methods=["GET"]),
+    Route(
+        "/institutions/{code}/admin/nodes/{node_pk}/rights", admin.add_node_right, methods=["POST"]
+    ),
+    Route(
+        "/institutions/{code}/admin/nodes/{node_pk}/rights/{permission_pk}/remove",
+        admin.remove_node_right,
+        methods=["POST"],
+    ),
     Route("/institutions/{code}/admin/rules", admin.rules_page, methods=["GET"]),
     Route("/institutions/{code}/admin/rules", admin.add_rule, methods=["POST"]),
     Route("/institutions/{code}/admin/rules/{rule_pk}/remove", admin.remove_rule, methods=["POST"]),

@@ -85,6 +85,8 @@ FLASH = {
     "roles-saved": "The roles were saved.",
     "node-added": "The node was added.",
     "node-removed": "The node was removed.",
+    "right-added": "The right was given.",
+    "right-removed": "The right was taken away.",
     "rule-added": "The rule was added.",
     "rule-removed": "The rule was removed.",
     "hours-saved": "The core hours were saved.",

@@ -231,3 +231,38 @@ def test_nodes_and_rules_are_the_administrators_own(world: World) -> None:
     assert bad_node.status == 400
     rules = world.api("hosp-admin", "GET", "/institutions/HOSP/destination-rules").json()
     assert clin_rule in rules
+
+
+def test_an_administrator_gives_and_takes_a_right_on_a_node(world: World) -> None:
+    admin = world.page("hosp-admin")
+    admin.goto("/institutions/HOSP/admin/nodes")
+    admin.get_by_role("link", name="HOSP_PACS").click()
+    expect(admin.get_by_role("heading", level=1)).to_have_text("Node HOSP_PACS")
+    admin.get_by_label("To", exact=True).select_option("role")
+    admin.get_by_label("Role, email or institution code").fill("receiver")
+    admin.get_by_label("deliver studies to it").check()
+    assert_accessible(admin)
+    admin.get_by_role("button", name="Give the right").click()
+    expect(admin.get_by_role("status")).to_have_text("The right was given.")
+    node_pk = admin.url.split("/nodes/")[1].split("?")[0]
+    rights = world.api("hosp-admin", "GET", f"/nodes/{node_pk}/permissions").json()
+    assert [(r["subject_kind"], r["subject"], r["can_write"]) for r in rights] == [
+        ("role", "receiver", True)
+    ]
+    admin.get_by_role("button", name="Take away the right of receiver").click()
+    expect(admin.get_by_role("status")).to_have_text("The right was taken away.")
+    assert world.api("hosp-admin", "GET", f"/nodes/{node_pk}/permissions").json() == []
+    radiologist = world.page("hosp-radiologist")
+    answer = radiologist.goto(f"/institutions/HOSP/admin/nodes/{node_pk}")
+    assert answer is not None and answer.status == 403
+    other = world.page("far-radiologist")
+    answer = other.goto(f"/institutions/FAR/admin/nodes/{node_pk}")
+    assert answer is not None and answer.status in (403, 404)
+    admin.goto(f"/institutions/HOSP/admin/nodes/{node_pk}")
+    bad = admin.request.post(
+        f"/institutions/HOSP/admin/nodes/{node_pk}/rights",
+        form={"csrf_token": _csrf(admin), "subject_kind": "planet", "subject": "x"},
+        max_redirects=0,
+    )
+    assert bad.status == 400
+    assert world.api("hosp-admin", "GET", f"/nodes/{node_pk}/permissions").json() == []
