@@ -14,7 +14,9 @@ NOTE_MAX_CHARS = 4000
 
 def new_public_id() -> str:
     """The opaque id a transfer is known by outside the database (URLs, audit transactions)."""
-    return secrets.token_urlsafe(18)  # 24 characters, 144 bits
+    # Hexadecimal: 32 characters, 128 bits. Never begins with "-" (a URL-safe base64 id did one
+    # time in 64, and a command line then read it as an option) and reads the same in any case.
+    return secrets.token_hex(16)
 
 
 class TransferStatus(StrEnum):

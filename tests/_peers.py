@@ -41,6 +41,13 @@ def _wait(answers: Callable[[], bool], what: str, process: subprocess.Popen[Any]
         time.sleep(0.05)
 
 
+def wait_until(
+    condition: Callable[[], bool], what: str, process: subprocess.Popen[Any] | None = None
+) -> None:
+    """`condition` holds, polled until READY_WAIT (what another process does after it answered)."""
+    _wait(condition, what, process)
+
+
 def dicom_answers(port: int, ae_title: str = "ANY-SCP", tls_args: Any = None) -> bool:
     """True once the peer at `port` answers an A-ASSOCIATE-RQ with any PDU (AC, RJ, abort)."""
     answered = threading.Event()

@@ -233,3 +233,12 @@ def test_refused_without_a_rule_or_the_right_to_write(
     [event] = world.audit()
     assert (event.outcome, event.rule, event.patient_id) == ("denied", rule, "HOSP-42")
     assert event.reason == transfer.reason
+
+
+def test_an_opaque_id_never_reads_as_a_command_line_option() -> None:
+    """`ferry transfer show <id>` and `ferry request show <id>` take the id as typed."""
+    from exchange.models import new_public_id
+
+    ids = [new_public_id() for _ in range(5000)]
+    assert len(set(ids)) == len(ids)
+    assert all(i[0].isalnum() and len(i) <= 32 for i in ids)
