@@ -19,6 +19,7 @@ import exchange.retention_models  # noqa: F401
 import foundation.jobs  # noqa: F401
 import policy.auth_epoch
 import policy.models
+import policy.oidc_sign_ins
 import policy.refresh_tokens
 import policy.sessions  # noqa: F401
 from ferry.settings import Settings

@@ -31,10 +31,10 @@ from policy._principal_cache import CachedPrincipal, PrincipalCache
 from policy.auth_epoch import read_auth_epoch
 from policy.config import AuthConfig
 from policy.models import ApiClient, ApiToken, Institution, Membership, User, UserStatus
-from policy.oidc import OidcProviders, open_providers
+from policy.oidc import ExternalIdentity, OidcProviders, open_providers
 from policy.principal import ANONYMOUS, Principal, PrincipalKind
 from policy.roles import Role, Scope
-from policy.sessions import live_session_expiry, open_session, revoke_session
+from policy.sessions import UserSession, live_session, open_session, revoke_session
 from policy.tokens import KeyRing, TokenType, issue_token, open_key_ring, read_unverified
 from policy.tokens import verify_token as verify_ferry_token
 
@@ -120,6 +120,40 @@ def _user_principal(session: Session, user: User) -> Principal:
     return Principal(PrincipalKind.USER, user.pk, user.email, memberships, user.system_admin)
 
 
+def _mapped(session: Session, by_code: Mapping[str, frozenset[Role]]) -> dict[int, frozenset[Role]]:
+    """A provider's memberships (institution code -> roles) by the institutions' keys; a code
+    that names no institution grants nothing."""
+    found = session.exec(select(Institution).where(col(Institution.code).in_(list(by_code))))
+    return {row.pk: by_code[row.code] for row in found.all() if row.pk is not None}
+
+
+def _external_principal(
+    session: Session, user: User, by_code: Mapping[str, frozenset[Role]]
+) -> Principal:
+    """The user as a provider vouches for them: its memberships only, and never Ferry's own
+    system administration (a provider can grant no more than its configuration names)."""
+    assert user.pk is not None
+    return Principal(PrincipalKind.USER, user.pk, user.email, _mapped(session, by_code))
+
+
+def _session_principal(session: Session, user: User, row: UserSession) -> Principal:
+    if row.issuer is None:
+        return _user_principal(session, user)
+    by_code = {
+        code: _parse_roles(",".join(roles)) for code, roles in row.mapped_memberships().items()
+    }
+    return _external_principal(session, user, by_code)
+
+
+def active_user_by_email(session: Session, email: str) -> User:
+    """The active user with this email (any case); AuthenticationFailed otherwise."""
+    wanted = func.lower(User.email) == email.strip().lower()
+    user = session.exec(select(User).where(wanted)).first()
+    if user is None or user.status != UserStatus.ACTIVE or user.pk is None:
+        raise AuthenticationFailed("no active Ferry user has this token's email")
+    return user
+
+
 @dataclass(frozen=True)
 class TokenGrant:
     """An OAuth 2.0 token response (RFC 6749 §5.1)."""
@@ -203,10 +237,11 @@ class Authenticator:
             raise AuthenticationFailed(REFUSED)
         with Session(self.engine) as session:
             user = _active_user(session, int(claims.subject), claims.version)
-            session_ends = live_session_expiry(session, sid, user.pk or 0, now)
-            if session_ends is None:
+            row = live_session(session, sid, user.pk or 0, now)
+            if row is None:
                 raise AuthenticationFailed(SIGNED_OUT)
-            principal = replace(_user_principal(session, user), session_id=sid)
+            session_ends = row.expires_at
+            principal = replace(_session_principal(session, user, row), session_id=sid)
         if epoch is not None:
             until = min(claims.expires_at, session_ends)
             self.principals.put(key, CachedPrincipal(epoch, principal, until, dict(claims.claims)))
@@ -234,18 +269,13 @@ class Authenticator:
     def _external(self, token: str, now: datetime) -> Principal:
         identity = self.providers.verify(token, now)
         with Session(self.engine) as session:
-            wanted = func.lower(User.email) == identity.email
-            user = session.exec(select(User).where(wanted)).first()
-            if user is None or user.status != UserStatus.ACTIVE or user.pk is None:
-                raise AuthenticationFailed("no active Ferry user has this token's email")
-            codes = list(identity.memberships)
-            found = select(Institution).where(col(Institution.code).in_(codes))
-            institutions = session.exec(found).all()
-            memberships = {
-                row.pk: identity.memberships[row.code] for row in institutions if row.pk is not None
-            }
-        # The provider vouches for the person, not for Ferry's own system administration.
-        return Principal(PrincipalKind.USER, user.pk, user.email, memberships)
+            user = active_user_by_email(session, identity.email)
+            return _external_principal(session, user, identity.memberships)
+
+    def external_user(self, identity: ExternalIdentity) -> User:
+        """The active Ferry user a provider's identity names; AuthenticationFailed otherwise."""
+        with Session(self.engine) as session:
+            return active_user_by_email(session, identity.email)
 
     def _api_token(self, text: str, now: datetime) -> Principal:
         parts = split_opaque_token(API_TOKEN_PREFIX, text)
@@ -378,11 +408,18 @@ class Authenticator:
             claims={STUDIES_CLAIM: sorted(studies), "sid": sid},
         )
 
-    def issue_session(self, user: User, now: datetime) -> SessionGrant:
+    def issue_session(
+        self, user: User, now: datetime, identity: ExternalIdentity | None = None
+    ) -> SessionGrant:
+        """The portal's session; with a provider's `identity`, its memberships are the
+        provider's mapping, as with that provider's bearer tokens."""
         assert user.pk is not None
         csrf = secrets.token_urlsafe(32)
         lifetime = self.config.refresh_token_seconds
-        sid = open_session(self.engine, user.pk, timedelta(seconds=lifetime), now)
+        external: dict[str, Any] = {}
+        if identity is not None:
+            external = {"issuer": identity.issuer, "memberships": identity.memberships}
+        sid = open_session(self.engine, user.pk, timedelta(seconds=lifetime), now, **external)
         token = issue_token(
             self.keys,
             self.config,

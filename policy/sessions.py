@@ -6,14 +6,20 @@ Authentication looks the row up with the user, so a logout (or a revocation) end
 every token of that sign-in at once, in every worker: what authentication keeps between requests
 serves only while the revocation epoch (`policy.auth_epoch`) is unchanged, and revoking a
 session bumps it.
+
+A sign-in through an OpenID Connect provider's button keeps the provider's issuer and the
+memberships its mapping gave (`external_memberships`, institution code -> roles): every token of
+that sign-in has those memberships, and none of the user's own, as a provider's bearer token.
 """
 
 from __future__ import annotations
 
 import secrets
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, update
+import orjson
+from sqlalchemy import Column, Engine, Text, update
 from sqlmodel import Field, Session, SQLModel, col, select
 
 
@@ -32,6 +38,13 @@ class UserSession(SQLModel, table=True):
     created_at: datetime = Field(default_factory=_now)
     expires_at: datetime
     revoked_at: datetime | None = Field(default=None)
+    issuer: str | None = Field(default=None, max_length=512)  # set: an OpenID Connect sign-in
+    external_memberships: str | None = Field(default=None, sa_column=Column(Text, nullable=True))
+
+    def mapped_memberships(self) -> dict[str, list[str]]:
+        """The provider's memberships of this sign-in (code -> role names); {} for none."""
+        found = orjson.loads(self.external_memberships or "{}")
+        return found if isinstance(found, dict) else {}
 
 
 def new_session_id() -> str:
@@ -39,13 +52,33 @@ def new_session_id() -> str:
 
 
 def open_session(
-    engine: Engine, user_pk: int, lifetime: timedelta, now: datetime, sid: str | None = None
+    engine: Engine,
+    user_pk: int,
+    lifetime: timedelta,
+    now: datetime,
+    sid: str | None = None,
+    *,
+    issuer: str | None = None,
+    memberships: Mapping[str, frozenset[str]] | None = None,
 ) -> str:
-    """A new live session for the user; its id goes into every token of this sign-in."""
+    """A new live session for the user; its id goes into every token of this sign-in. With an
+    `issuer`, its memberships are the provider's (`memberships`), not the user's own."""
     sid = sid or new_session_id()
+    external = None
+    if issuer is not None:
+        external = orjson.dumps(
+            {code: sorted(roles) for code, roles in (memberships or {}).items()}
+        )
     with Session(engine) as session:
         session.add(
-            UserSession(sid=sid, user_pk=user_pk, created_at=now, expires_at=now + lifetime)
+            UserSession(
+                sid=sid,
+                user_pk=user_pk,
+                created_at=now,
+                expires_at=now + lifetime,
+                issuer=issuer,
+                external_memberships=external.decode() if external else None,
+            )
         )
         session.commit()
     return sid
@@ -59,11 +92,16 @@ def session_is_live(session: Session, sid: str, user_pk: int, now: datetime) -> 
 def live_session_expiry(session: Session, sid: str, user_pk: int, now: datetime) -> datetime | None:
     """When the live session `sid` of this user expires; None if it is revoked, expired or not
     this user's."""
+    row = live_session(session, sid, user_pk, now)
+    return row.expires_at if row is not None else None
+
+
+def live_session(session: Session, sid: str, user_pk: int, now: datetime) -> UserSession | None:
+    """The live session `sid` of this user; None if it is revoked, expired or not this user's."""
     row = session.exec(select(UserSession).where(UserSession.sid == sid)).first()
     if row is None or row.user_pk != user_pk or row.revoked_at is not None:
         return None
-    expires = row.expires_at
-    return expires if expires > now else None
+    return row if row.expires_at > now else None
 
 
 def extend_session(session: Session, sid: str, until: datetime) -> None:

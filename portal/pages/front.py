@@ -9,6 +9,7 @@ answer alike (the institution's administrators are emailed; an unknown code is n
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 import anyio
@@ -18,7 +19,7 @@ from starlette.responses import RedirectResponse, Response
 
 from foundation.errors import AuthenticationFailed, FerryError
 from policy import store
-from policy.authentication import SESSION_COOKIE, Authenticator, SessionGrant
+from policy.authentication import REFUSED, SESSION_COOKIE, Authenticator, SessionGrant
 from policy.passwords import authenticate_password
 from policy.principal import ANONYMOUS
 from policy.roles import Action
@@ -27,12 +28,19 @@ from portal.admin_api import register
 from portal.api_schemas import RegistrationIn
 from portal.auth_routes import clear_session_cookies, set_session_cookies
 from portal.openapi import Call
+from portal.pages._sign_in_audit import audit_sign_in
 from portal.pages.session import Visitor, optional_visitor, public, render, signed_in
 from portal.sign_in_page import safe_next
 
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def sign_in_choices(request: Request) -> dict[str, object]:
+    """What the sign-in form offers besides the password: a button per provider with a client."""
+    authenticator: Authenticator = request.app.state.authenticator
+    return {"providers": authenticator.providers.for_browsers()}
 
 
 def landing(visitor: Visitor) -> str:
@@ -52,13 +60,15 @@ async def home(request: Request) -> Response:
     visitor = await optional_visitor(request)
     if visitor is not None:
         return RedirectResponse(landing(visitor), status_code=303)
-    return render(request, "front/home.html", {"next": "/", "error": ""})
+    context = {"next": "/", "error": "", **sign_in_choices(request)}
+    return render(request, "front/home.html", context)
 
 
 @public
 async def sign_in_page(request: Request) -> Response:
     target = safe_next(request.query_params.get("next"))
-    return render(request, "front/sign_in.html", {"next": target, "error": "", "email": ""})
+    context = {"next": target, "error": "", "email": "", **sign_in_choices(request)}
+    return render(request, "front/sign_in.html", context)
 
 
 def _sign_in(authenticator: Authenticator, email: str, password: str) -> SessionGrant:
@@ -98,8 +108,14 @@ async def sign_in(request: Request) -> Response:
         error = "Enter your email and password."
         if email and password:
             error = await anyio.to_thread.run_sync(_refusal, authenticator, email, password)
-        context = {"next": target, "error": error, "email": email}
+        refused = functools.partial(
+            audit_sign_in, request, email, False, REFUSED, method="password"
+        )
+        await anyio.to_thread.run_sync(refused)
+        context = {"next": target, "error": error, "email": email, **sign_in_choices(request)}
         return render(request, "front/sign_in.html", context, status=401)
+    allowed = functools.partial(audit_sign_in, request, grant.email, True, "", method="password")
+    await anyio.to_thread.run_sync(allowed)
     response = RedirectResponse(target, status_code=303)
     set_session_cookies(request, response, grant)
     return response

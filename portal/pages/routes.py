@@ -17,6 +17,7 @@ from portal.pages import (
     dashboard,
     email_links,
     front,
+    oidc_sign_in,
     oversight,
     requests,
     transfer_new,
@@ -30,6 +31,8 @@ FRONT: list[BaseRoute] = [
     Route("/auth/login", front.sign_in_page, methods=["GET"]),  # older links, emails
     Route("/sign-in", front.sign_in, methods=["POST"]),
     Route("/sign-out", front.sign_out, methods=["POST"]),
+    Route("/sign-in/oidc/{provider}", oidc_sign_in.start, methods=["GET"]),
+    Route("/sign-in/oidc/{provider}/callback", oidc_sign_in.callback, methods=["GET"]),
     Route("/register", front.register_page, methods=["GET"]),
     Route("/register", front.register_person, methods=["POST"]),
 ]
