@@ -90,7 +90,12 @@ def take(engine: Engine, provider: str, state: str, now: datetime) -> PendingSig
             .values(used_at=now)
         )
         row = session.exec(select(OidcSignIn).where(OidcSignIn.state_hash == digest)).first()
+        found = (
+            None
+            if row is None
+            else PendingSignIn(state, row.nonce, row.code_verifier, row.next_path)
+        )
         session.commit()
-    if not taken.rowcount or row is None:  # type: ignore[attr-defined]
+    if not taken.rowcount or found is None:  # type: ignore[attr-defined]
         raise SignInNotUnderWay("this sign-in is not under way: it was used, or it is too old")
-    return PendingSignIn(state, row.nonce, row.code_verifier, row.next_path)
+    return found
