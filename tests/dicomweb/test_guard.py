@@ -49,12 +49,16 @@ def test_every_route_is_guarded_or_explicitly_public(server: RunningServer) -> N
         for p, e in _walk(server.app.routes)
         if getattr(e, GUARD_ATTRIBUTE, 0) is None
     ]
-    # Besides health and the portal's front door (front page, sign-in, registering), only
+    # Besides health and the portal's front door (front page, sign-in with a password or a
+    # provider, registering), only
     # capabilities (OPTIONS on a resource) are public: no patient data.
     describing = [
         p for p, capability in public if capability and capability.service == "Capabilities"
     ]
-    front_door = ["/", "/auth/login", "/healthz", "/readyz", "/register", "/sign-in"]
+    front_door = [
+        "/", "/auth/login", "/healthz", "/readyz", "/register", "/sign-in",
+        "/sign-in/oidc/{provider}", "/sign-in/oidc/{provider}/callback",
+    ]  # fmt: skip
     assert sorted({p for p, _ in public if p not in describing}) == front_door
     assert {"/dicom-web", "/dicom-web/", "/dicom-web/studies/{study}"} <= set(describing)
 
