@@ -11,6 +11,7 @@ from policy.oidc_client import Endpoints, authorization_url, s256_challenge
 from policy.oidc_config import BrowserClient, OidcConfigError, load_providers
 
 ISSUER = "https://login.hospital.example/realms/staff"
+RFC_7636_VERIFIER = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"  # RFC 7636 Appendix B
 
 
 def _load(tmp_path: Path, text: str) -> list[object]:
@@ -66,9 +67,11 @@ def test_a_public_client_and_named_endpoints(tmp_path: Path) -> None:
         ('client_id="c"\n', "name must be"),
         ('name="h"\nclient_id=""\n', "client_id must be non-empty"),
         ('name="h"\nclient_id="c"\ntoken_endpoint_auth_method="client_secret_post"\n', "secret"),
-        ('name="h"\nclient_id="c"\nclient_secret="s"\ntoken_endpoint_auth_method="none"\n', "secret"),
+        ('name="h"\nclient_id="c"\nclient_secret="s"\ntoken_endpoint_auth_method="none"\n',
+         "secret"),
         ('name="h"\nclient_id="c"\nclient_secret_env="FERRY_TEST_UNSET_SECRET"\n', "is not set"),
-        ('name="h"\nclient_id="c"\nclient_secret_file="/nonexistent/secret"\n', "client_secret_file"),
+        ('name="h"\nclient_id="c"\nclient_secret_file="/nonexistent/secret"\n',
+         "client_secret_file"),
         ('name="h"\nclient_id="c"\ndiscovery_url="http://idp.example/.well-known/x"\n', "https"),
         ('name="h"\nclient_id="c"\nauthorization_endpoint="https://a"\ntoken_endpoint="https://t"\n',
          "jwks_url is needed"),
@@ -86,9 +89,7 @@ def test_two_buttons_may_not_share_a_name(tmp_path: Path) -> None:
 
 
 def test_the_code_challenge_is_rfc_7636s_example() -> None:
-    # RFC 7636 Appendix B
-    verifier = "dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk"
-    assert s256_challenge(verifier) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
+    assert s256_challenge(RFC_7636_VERIFIER) == "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"
 
 
 def test_the_authentication_request_carries_state_nonce_and_challenge() -> None:
@@ -96,7 +97,7 @@ def test_the_authentication_request_carries_state_nonce_and_challenge() -> None:
     endpoints = Endpoints(f"{ISSUER}/auth?kc_idp_hint=staff", f"{ISSUER}/token")
     url = authorization_url(
         client, endpoints, "https://ferry.example/sign-in/oidc/h/callback",
-        state="the-state", nonce="the-nonce", verifier="dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk",
+        state="the-state", nonce="the-nonce", verifier=RFC_7636_VERIFIER,
     )  # fmt: skip
     query = {name: values[0] for name, values in parse_qs(urlsplit(url).query).items()}
     assert query == {

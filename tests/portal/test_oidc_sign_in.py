@@ -272,31 +272,56 @@ def test_the_front_page_offers_a_button_per_provider_with_a_client(setting: Sett
             assert "Sign in with Harbour Health ID" in page
 
 
+def _front_and_start(tmp_path: Path, database_url: str, text: str, start: str) -> tuple[str, Any]:
+    """The front page and the answer to beginning a sign-in, of a Ferry with this file."""
+    path = tmp_path / "providers.toml"
+    path.write_text(text)
+    settings = make_settings(tmp_path, database_url, oidc_providers=str(path))
+    archive: Archive = build_archive(settings)
+    running = run_server(settings, archive)
+    try:
+        server = next(running)
+        front = httpx.get(f"{server.base_url}/").text
+        return front, httpx.get(f"{server.base_url}{start}", follow_redirects=False)
+    finally:
+        running.close()  # the server stops
+        archive.engine.dispose()
+
+
 @sqlite_only
-def test_without_a_client_no_button_and_an_unreachable_provider_is_said(
+def test_a_provider_without_a_client_has_no_button(tmp_path: Path, database_url: str) -> None:
+    front, begun = _front_and_start(
+        tmp_path, database_url,
+        '[[providers]]\nissuer = "https://idp.example/realms/x"\n'
+        'jwks_url = "https://idp.example/realms/x/certs"\naudience = "ferry"\n',
+        "/sign-in/oidc/x",
+    )  # fmt: skip
+    assert "Sign in with" not in front and "/sign-in/oidc/" not in front
+    assert begun.status_code == 404
+
+
+@sqlite_only
+def test_an_unreachable_provider_is_said(tmp_path: Path, database_url: str) -> None:
+    front, begun = _front_and_start(
+        tmp_path, database_url,
+        '[[providers]]\nname = "gone"\ndisplay_name = "Gone ID"\n'
+        'issuer = "http://127.0.0.1:9"\nclient_id = "ferry"\n',
+        "/sign-in/oidc/gone",
+    )  # fmt: skip
+    assert "Sign in with Gone ID" in front
+    assert begun.status_code == 503 and "Gone ID cannot be reached now" in begun.text
+    assert "ferry_oidc_state" not in begun.cookies
+
+
+@sqlite_only
+def test_a_discovery_document_of_another_issuer_is_refused(
     tmp_path: Path, database_url: str, idp: TinyProvider
 ) -> None:
-    bearer_only = tmp_path / "bearer.toml"
-    bearer_only.write_text(
-        '[[providers]]\nissuer = "https://idp.example/realms/x"\n'
-        'jwks_url = "https://idp.example/realms/x/certs"\naudience = "ferry"\n'
-    )
-    unreachable = tmp_path / "gone.toml"
-    unreachable.write_text(
-        '[[providers]]\nname = "gone"\ndisplay_name = "Gone ID"\nissuer = "http://127.0.0.1:9"\n'
-        'client_id = "ferry"\n'
-    )
-    for path in (bearer_only, unreachable):
-        settings = make_settings(tmp_path / path.stem, database_url, oidc_providers=str(path))
-        archive: Archive = build_archive(settings)
-        try:
-            for server in run_server(settings, archive):
-                front = httpx.get(f"{server.base_url}/").text
-                if path is bearer_only:
-                    assert "Sign in with" not in front and "/sign-in/oidc/" not in front
-                    continue
-                assert "Sign in with Gone ID" in front
-                gone = httpx.get(f"{server.base_url}/sign-in/oidc/gone", follow_redirects=False)
-                assert gone.status_code == 503 and "Gone ID cannot be reached now" in gone.text
-        finally:
-            archive.engine.dispose()
+    _, begun = _front_and_start(
+        tmp_path, database_url,
+        '[[providers]]\nname = "liar"\ndisplay_name = "Liar ID"\n'
+        'issuer = "https://idp.elsewhere.example"\nclient_id = "ferry"\n'
+        f'discovery_url = "{idp.issuer}/.well-known/openid-configuration"\n',
+        "/sign-in/oidc/liar",
+    )  # fmt: skip
+    assert begun.status_code == 503 and "names another issuer" in begun.text
