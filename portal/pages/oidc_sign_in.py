@@ -79,6 +79,12 @@ def _secure(request: Request) -> bool:
     return _base_url(request).startswith("https://") or request.url.scheme == "https"
 
 
+def _forget_state(request: Request, response: Response, provider: OidcProvider) -> None:
+    response.delete_cookie(
+        STATE_COOKIE, path=_cookie_path(provider), httponly=True, secure=_secure(request)
+    )
+
+
 def _provider(request: Request) -> OidcProvider:
     provider = _authenticator(request).providers.named(request.path_params["provider"])
     if provider is None:
@@ -92,7 +98,7 @@ def _refusal(request: Request, problem: SignInProblem, provider: OidcProvider | 
     context |= sign_in_choices(request)
     response = render(request, "front/sign_in.html", context, status=problem.status)
     if provider is not None:
-        response.delete_cookie(STATE_COOKIE, path=_cookie_path(provider), httponly=True)
+        _forget_state(request, response, provider)
     return response
 
 
@@ -255,6 +261,6 @@ async def callback(request: Request) -> Response:
         return _refusal(request, problem, provider)
     response = RedirectResponse(pending.next_path, status_code=303)
     assert provider is not None
-    response.delete_cookie(STATE_COOKIE, path=_cookie_path(provider), httponly=True)
+    _forget_state(request, response, provider)
     set_session_cookies(request, response, grant)
     return response
