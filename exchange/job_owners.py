@@ -55,7 +55,11 @@ def owners_of(engine: Engine, job: Job) -> frozenset[int]:
 def _owned(institution_pks: Collection[int]) -> Any:
     """The pks of jobs that serve a transfer or request of these institutions."""
     pks = list(institution_pks)
-    delivery = literal('"transfer_pk":') + cast(col(Transfer.pk), String) + literal(",")
+    number = literal('"transfer_pk":') + cast(col(Transfer.pk), String)
+    delivery = or_(  # payloads are compact JSON: the number ends at "," or "}"
+        col(Job.payload).contains(number + literal(",")),
+        col(Job.payload).contains(number + literal("}")),
+    )
     draft = literal('"transfer":"') + col(Transfer.public_id) + literal('"')
     answer = literal('"request":"') + col(ImagingRequest.public_id) + literal('"')
     party = or_(
@@ -63,7 +67,7 @@ def _owned(institution_pks: Collection[int]) -> Any:
         col(Transfer.destination_institution_pk).in_(pks),
     )
     return union(
-        select(col(Job.pk)).join(Transfer, col(Job.payload).contains(delivery)).where(party),
+        select(col(Job.pk)).join(Transfer, delivery).where(party),
         select(col(Job.pk))
         .join(Transfer, col(Job.payload).contains(draft))
         .where(col(Transfer.sender_institution_pk).in_(pks)),
