@@ -41,9 +41,7 @@ def test_an_administrator_adds_and_removes_a_route(world: World) -> None:
 
     page.get_by_label("Called AE title").fill("HARBOUR_WL")
     page.get_by_role("button", name="Add the route").click()
-    expect(table.get_by_role("row", name=re.compile("HARBOUR_WL"))).to_contain_text(
-        "our worklist"
-    )
+    expect(table.get_by_role("row", name=re.compile("HARBOUR_WL"))).to_contain_text("our worklist")
     assert_accessible(page)
     snapshot(page, "admin-routes")
     stored = _routes(world)
@@ -53,7 +51,8 @@ def test_an_administrator_adds_and_removes_a_route(world: World) -> None:
     assert stored["HARBOUR_WL"]["destination_node_pk"] is None
 
     page.get_by_text("Remove TO_HARBOUR…").click()
-    expect(page.get_by_text("A PACS sending to TO_HARBOUR is refused from then on.")).to_be_visible()
+    warning = page.get_by_text("A PACS sending to TO_HARBOUR is refused from then on.")
+    expect(warning).to_be_visible()
     page.get_by_role("button", name="Remove route TO_HARBOUR").click()
     expect(page.get_by_role("status")).to_have_text("The route was removed.")
     expect(table).not_to_contain_text("TO_HARBOUR")
