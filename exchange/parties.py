@@ -162,8 +162,22 @@ def require(
     raise Forbidden(decision.reason)
 
 
+def allows(actor: Actor, action: Action, sender_pk: int, receiver_pk: int, side: str) -> bool:
+    """What `require` would let through from `side`, without auditing: which buttons to show."""
+    resource = Resource.transfer(sender_pk, receiver_pk)
+    decision = decide(actor.principal, action, resource, actor.context)
+    if decision.allowed and side_of(decision) != side:
+        pk = sender_pk if side == "sender" else receiver_pk
+        decision = _side_decision(actor, action, pk, side)
+    return decision.allowed
+
+
 def _wrong_side(actor: Actor, action: Action, transfer: Transfer, side: str) -> Decision:
     pk = transfer.sender_institution_pk if side == "sender" else transfer.destination_institution_pk
+    return _side_decision(actor, action, pk, side)
+
+
+def _side_decision(actor: Actor, action: Action, pk: int, side: str) -> Decision:
     if pk in actor.principal.memberships and action in actor.principal.actions_in(pk):
         return Decision(True, "transfer-party", f"allowed for the {side}")
     return Decision(False, "transfer-side", f"only the {side}'s institution may do this")

@@ -114,6 +114,7 @@ class ResourceKind(StrEnum):
     ACCOUNT = "account"  # a person's account, or their membership in `institution_pk`
     ACCESS = "institution-access"  # a new way into an institution's studies
     REQUEST = "request"  # a request for imaging, seen by the institution asking or the one asked
+    JOB = "job"  # an outbox job, owned by the institutions of the transfer or request it serves
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,7 @@ class Resource:
     node_pk: int | None = None  # a destination node; None with DESTINATION: the worklist
     sender_institution_pk: int | None = None
     account: AccountFacts | None = None
+    owners: frozenset[int] = frozenset()  # a job's institutions (none: Ferry's own work)
 
     @classmethod
     def study(
@@ -173,6 +175,11 @@ class Resource:
     def account_of(cls, facts: AccountFacts, membership_in: int | None = None) -> Resource:
         """The account itself (None), or its membership in institution `membership_in`."""
         return cls(ResourceKind.ACCOUNT, membership_in, account=facts)
+
+    @classmethod
+    def job(cls, owners: frozenset[int]) -> Resource:
+        """A job serving a transfer or request of `owners` (`exchange.job_owners`)."""
+        return cls(ResourceKind.JOB, owners=owners)
 
     @classmethod
     def access_to(cls, institution_pk: int) -> Resource:
@@ -225,6 +232,8 @@ def decide(
         return _decide_account_or_access(principal, action, resource, snapshot, chain)
     if resource.kind is ResourceKind.REQUEST:
         return _decide_request(principal, action, resource, chain)
+    if resource.kind is ResourceKind.JOB:
+        return _decide_job(principal, action, resource, chain)
     return _decide_destination(principal, action, resource, context, snapshot, chain)
 
 
@@ -382,6 +391,8 @@ def _decide_transfer(
     chain.append("transfer-party")
     if principal.studies is not None:
         return _deny("study-limited", "a viewer token reads its study and nothing else", chain)
+    if action is Action.ADMINISTER:
+        return _decide_sender_administrator(principal, sender, chain[:-1])
     sides = ((receiver, RECEIVER_SIDE, "receiving"), (sender, SENDER_SIDE, "sending"))
     for pk, side, word in sides:
         if pk in principal.memberships and action in principal.actions_in(pk):
@@ -389,6 +400,46 @@ def _decide_transfer(
             return _allow("transfer-party", reason, chain[:-1], side)
     parties = f"institutions {sender} and {receiver}"
     return _deny("transfer-party", f"{principal.label} may not {action} for {parties}", chain)
+
+
+def _decide_sender_administrator(principal: Principal, sender: int, chain: list[str]) -> Decision:
+    """`administer` a transfer: record by hand that a failed or partial delivery arrived
+    ("deliver as sent"). Only an administrator of the sending institution, as its member: the
+    delivery is the sender's to make and to answer for (it resends, cancels, and its failure
+    list and statistics are what the mark closes). The receiving institution's administrators
+    may not: a mark of theirs would close the sender's failure without the sender knowing, and
+    they cannot redo the delivery if they were wrong; they tell the sender, who records it
+    with that as the reason. Nor a system administrator: it is a statement about patients'
+    images, not about running the service."""
+    chain.append("sender-administrator")
+    if _administers_as_member(principal, sender):
+        reason = f"{principal.label} administers the sending institution {sender}"
+        return _allow("sender-administrator", reason, chain[:-1], SENDER_SIDE)
+    reason = f"only an administrator of the sending institution {sender} may do this"
+    return _deny("sender-administrator", reason, chain)
+
+
+# --- jobs ------------------------------------------------------------------------------------
+
+
+def _decide_job(
+    principal: Principal, action: Action, resource: Resource, chain: list[str]
+) -> Decision:
+    """See and retry a parked job: a system administrator any job (payloads carry what any
+    part of Ferry writes); an administrator, as a member, of one of the job's institutions the
+    jobs of its own transfers and requests. Ferry's own jobs (no owner) stay the system's."""
+    if action is not Action.ADMINISTER:
+        return _deny("action-not-for-jobs", f"{action} is not an action on jobs", chain)
+    chain.append("system-admin")
+    if _is_system(principal):
+        return _allow("system-admin", f"{principal.label} is a system administrator", chain[:-1])
+    chain.append("job-institution-administrator")
+    if principal.studies is None:
+        for pk in sorted(resource.owners):
+            if _administers_as_member(principal, pk):
+                reason = f"the job serves institution {pk}, which {principal.label} administers"
+                return _allow("job-institution-administrator", reason, chain[:-1])
+    return _deny("default-deny", f"{principal.label} may not see this job", chain)
 
 
 # --- accounts and access into institutions ---------------------------------------------------

@@ -408,7 +408,14 @@ class _ListQuery(Input):
     model_config = ConfigDict(extra="forbid", strict=False)
 
 
+class RouteQuery(_ListQuery):
+    institution: Code | None = Field(default=None, description="only the routes into it")
+
+
 class JobQuery(_ListQuery):
+    institution: Code | None = Field(
+        default=None, description="only the jobs of this institution's transfers and requests"
+    )
     status: JobStatus | None = None
     kind: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_.:-]{0,63}$")] | None = None
     limit: Limit = 200
@@ -442,6 +449,7 @@ class TransferQuery(_ListQuery):
 
 class TransferOut(Output):
     pk: int
+    public_id: str = Field(description="the id the transfers API knows it by")
     study_instance_uid: str
     sender_institution_pk: int
     sender: str

@@ -30,6 +30,7 @@ from portal.api_schemas import (
     NodePermissionOut,
     RouteIn,
     RouteOut,
+    RouteQuery,
 )
 from portal.openapi import Call, Operation
 
@@ -122,8 +123,12 @@ def _route_out(access: Access, route: Route) -> RouteOut:
 
 
 def list_routes(call: Call) -> list[RouteOut]:
+    """Into one institution (refused with 403/404 like the rest), else all one administers."""
     access = Access(call)
-    rows = routes.list_routes(_engine(call), access.administered())
+    query: RouteQuery | None = call.query
+    code = query.institution if query is not None else None
+    scope = frozenset({access.require_code(code).pk}) if code else access.administered()
+    rows = routes.list_routes(_engine(call), scope)
     return [_route_out(access, route) for route in rows]
 
 
@@ -326,7 +331,7 @@ OPERATIONS: list[Operation] = [
     Operation("DELETE", "/nodes/{node_pk}/permissions/{permission_pk}", remove_node_permission,
               "remove a permission", _N, status=204),
     Operation("GET", "/routes", list_routes, "direct-push routes into institutions you administer",
-              _RT, response=list[RouteOut]),
+              _RT, response=list[RouteOut], query=RouteQuery),
     Operation("POST", "/routes", create_route, "add a route: a called AE title that forwards", _RT,
               RouteIn, RouteOut, 201),
     Operation("GET", "/routes/{route_pk}", get_route, "one route", _RT, response=RouteOut),

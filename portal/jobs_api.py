@@ -1,7 +1,10 @@
 """The admin JSON API, part three: the job queue and transfers, where failed deliveries surface.
 
-Jobs carry payloads any part of Ferry may write, so only system administrators see or retry
-them; transfers are shown to the administrators of their sending or receiving institution.
+Jobs carry payloads any part of Ferry may write: a system administrator sees and retries every
+job; an institution's administrator only the jobs serving its own transfers and requests
+(`exchange.job_owners`, decided by `policy.decide` on `Resource.job`), with the payload cut to
+what names the work. A job one may not see answers like a missing one (404). Transfers are
+shown to the administrators of their sending or receiving institution.
 """
 
 from __future__ import annotations
@@ -13,9 +16,11 @@ from sqlalchemy import Engine
 from starlette.exceptions import HTTPException
 
 from exchange import transfers
+from exchange.job_owners import jobs_of, owners_of
 from exchange.models import Transfer
 from foundation.errors import NotFound
 from foundation.jobs import Job, JobQueue
+from policy.decision import Resource
 from portal.admin_access import Access
 from portal.api_schemas import JobOut, JobQuery, RetryIn, TransferOut, TransferQuery
 from portal.openapi import Call, Operation
@@ -31,32 +36,67 @@ def _engine(call: Call) -> Engine:
 # --- jobs -----------------------------------------------------------------------------------
 
 
-def _job_out(job: Job) -> JobOut:
+# What an institution's administrator sees of a payload: the work, never who asked for it.
+SHOWN_TO_INSTITUTIONS = ("study_uid", "node_pk", "transfer_pk", "transfer", "request", "as_sent")
+
+
+def _job_out(job: Job, whole: bool = True) -> JobOut:
     values: dict[str, Any] = job.model_dump()
-    values["payload"] = orjson.loads(job.payload or "{}")
+    payload: dict[str, Any] = orjson.loads(job.payload or "{}")
+    if not whole:
+        payload = {k: v for k, v in payload.items() if k in SHOWN_TO_INSTITUTIONS}
+    values["payload"] = payload
     return JobOut.model_validate(values)
 
 
+def _job_scope(access: Access, code: str | None) -> frozenset[int] | None:
+    """None: every job (a system administrator's whole queue); else the institutions whose
+    jobs the principal may see: the one named (403/404 like any institution), else all."""
+    if code is None and access.is_system().allowed:
+        return None
+    pks = [access.require_code(code).pk] if code else list(access.snapshot.institutions)
+    mine = frozenset(pk for pk in pks if access.decide_on(Resource.job(frozenset({pk}))).allowed)
+    if not mine:
+        decision = access.decide_on(Resource.job(frozenset(pks)))
+        access.audit(decision, pks[0] if code else None)
+        raise HTTPException(
+            403,
+            "only administrators see jobs: a system administrator all, "
+            "an institution's administrator those of its transfers and requests",
+        )
+    return mine
+
+
 def list_jobs(call: Call) -> list[JobOut]:
-    Access(call).require_system()
+    access = Access(call)
     query: JobQuery = call.query
     status = query.status.value if query.status else None
-    jobs = JobQueue(_engine(call)).list(status, query.kind, query.limit)
-    return [_job_out(job) for job in jobs]
+    scope = _job_scope(access, query.institution)
+    if scope is None:
+        jobs = JobQueue(_engine(call)).list(status, query.kind, query.limit)
+    else:
+        jobs = jobs_of(_engine(call), scope, status, query.kind, query.limit)
+    whole = access.is_system().allowed
+    return [_job_out(job, whole) for job in jobs]
 
 
 def retry_job(call: Call) -> JobOut:
-    Access(call).require_system()
+    access = Access(call)
     pk = call.path["job_pk"]
     queue = JobQueue(_engine(call))
+    job = queue.get(pk)
+    owners = owners_of(_engine(call), job) if job is not None else frozenset()
+    decision = access.decide_on(Resource.job(owners))
+    access.audit(decision, min(owners, default=None), job=pk)
+    if job is None or not decision.allowed:
+        raise NotFound(f"no job {pk}")  # one you may not see is one that is not there
     body: RetryIn = call.body
     retried = queue.retry(pk, {"as_sent": True} if body.as_sent else None)
     job = queue.get(pk)
-    if job is None:
-        raise NotFound(f"no job {pk}")
+    assert job is not None
     if not retried:
         raise HTTPException(409, f"job {pk} is {job.status}; only parked jobs are retried")
-    return _job_out(job)
+    return _job_out(job, access.is_system().allowed)
 
 
 # --- transfers ------------------------------------------------------------------------------
@@ -82,11 +122,12 @@ def list_transfer_oversight(call: Call) -> list[TransferOut]:
 _J = "jobs"
 _T = "transfers"
 OPERATIONS: list[Operation] = [
-    Operation("GET", "/jobs", list_jobs, "the job queue, newest first (system)", _J,
-              response=list[JobOut], query=JobQuery),
+    Operation("GET", "/jobs", list_jobs,
+              "the job queue, newest first (system); an institution's administrator: the jobs "
+              "of its transfers and requests", _J, response=list[JobOut], query=JobQuery),
     Operation("POST", "/jobs/{job_pk}/retry", retry_job,
-              "send a parked job round again, attempts counted afresh (system)", _J, RetryIn,
-              JobOut),
+              "send a parked job round again, attempts counted afresh (system, or an "
+              "administrator of the job's institution)", _J, RetryIn, JobOut),
     Operation("GET", "/oversight/transfers", list_transfer_oversight,
               "transfers from or to institutions you administer, newest first", _T,
               response=list[TransferOut], query=TransferQuery),

@@ -37,6 +37,12 @@ class ReasonIn(Input):
     reason: Reason = ""
 
 
+class MarkDeliveredIn(Input):
+    """How the person knows the studies reached the destination (required: 400 when blank)."""
+
+    reason: Reason = ""
+
+
 class ReturnIn(Input):
     reason: Annotated[str, Field(min_length=1, max_length=1024)]
 

@@ -15,6 +15,7 @@ from sqlmodel import Session, col, select
 
 from archive.store import Archive
 from exchange import sending
+from exchange.delivered_by_hand import mark_delivered
 from exchange.destinations import list_destinations, node_of
 from exchange.history import read_history
 from exchange.holds import held_studies
@@ -33,6 +34,7 @@ from portal.transfer_schemas import (
     DestinationOut,
     DestinationsOut,
     DestinationsQuery,
+    MarkDeliveredIn,
     ReasonIn,
     ReportOut,
     ReturnIn,
@@ -268,6 +270,14 @@ def return_transfer(call: Call) -> TransferOut:
     return transfer_out(call, transfer, _policy(call), detail=True)
 
 
+def mark_transfer_delivered(call: Call) -> TransferOut:
+    """Deliver as sent: an administrator of the sender records, with a reason, that a failed
+    or partial delivery reached the node by other means (`exchange.delivered_by_hand`)."""
+    body: MarkDeliveredIn = call.body
+    transfer = mark_delivered(_engine(call), _actor(call), call.path["transfer_id"], body.reason)
+    return transfer_out(call, transfer, _policy(call), detail=True)
+
+
 def mark_transfer_done(call: Call) -> TransferOut:
     transfer = sending.mark_done(_engine(call), _actor(call), call.path["transfer_id"])
     return transfer_out(call, transfer, _policy(call), detail=True)
@@ -351,6 +361,9 @@ OPERATIONS = [
               TransferOut),
     Operation("POST", "/transfers/{transfer_id}/resend", resend_transfer,
               "send a failed or partial transfer again", _T, ReasonIn, TransferOut),
+    Operation("POST", "/transfers/{transfer_id}/mark-delivered", mark_transfer_delivered,
+              "an administrator of the sender records that a failed or partial delivery "
+              "arrived by other means (a reason is required)", _T, MarkDeliveredIn, TransferOut),
     Operation("POST", "/transfers/{transfer_id}/return", return_transfer,
               "the receiver sends the transfer back, with a reason", _T, ReturnIn, TransferOut),
     Operation("POST", "/transfers/{transfer_id}/done", mark_transfer_done,

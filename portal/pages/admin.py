@@ -2,7 +2,8 @@
 waiting (approve with roles, reject with a reason), the people and their roles, the nodes
 (PACS and RIS), who may send to the institution and when (destination rules, core hours,
 holidays), the API clients and their tokens (a new token shown once, on the answer to its
-form), and the failed transfers and parked jobs (retried by system administrators only).
+form). The direct-push routes are `portal.pages.push_routes`; the failed transfers and parked
+jobs `portal.pages.admin_jobs`.
 
 Each page runs the admin JSON API's own operations (`list_institution_registrations`,
 `approve_registration`, `reject_registration`, `list_members`, `set_member_roles`, the API
@@ -48,8 +49,6 @@ from portal.api_schemas import (
     HolidayOut,
     HoursIn,
     HoursOut,
-    JobOut,
-    JobQuery,
     MembershipOut,
     NodeIn,
     NodeOut,
@@ -58,12 +57,9 @@ from portal.api_schemas import (
     RegistrationOut,
     RegistrationQuery,
     RejectIn,
-    RetryIn,
     RolesIn,
     TokenCreated,
     TokenIn,
-    TransferOut,
-    TransferQuery,
 )
 from portal.destinations_api import (
     add_holiday,
@@ -82,7 +78,6 @@ from portal.destinations_api import (
     remove_node_permission,
     set_hours,
 )
-from portal.jobs_api import list_jobs, list_transfer_oversight, retry_job
 from portal.pages.session import (
     Place,
     Visitor,
@@ -107,6 +102,7 @@ TABS = (
     ("nodes", "Nodes"),
     ("rules", "Who may send to us, and when"),
     ("api-clients", "API clients and tokens"),
+    ("routes", "Direct-push routes"),
     ("jobs", "Failed jobs and transfers"),
 )
 
@@ -124,7 +120,7 @@ def may_oversee(visitor: Visitor, place: Place) -> bool:
     return decide(visitor.principal, Action.AUDIT, resource, visitor.actor.context).allowed
 
 
-def _context(place: Place, tab: str, visitor: Visitor, **values: object) -> dict[str, object]:
+def admin_context(place: Place, tab: str, visitor: Visitor, **values: object) -> dict[str, object]:
     return {
         "place": place,
         "may_oversee": may_oversee(visitor, place),
@@ -143,7 +139,9 @@ async def registrations_page(request: Request, visitor: Visitor) -> Response:
     rows: list[RegistrationOut] = await run_operation(
         request, visitor, list_institution_registrations, path={"code": place.code}, query=query
     )
-    context = _context(place, "registrations", visitor, registrations=rows, status=query.status)
+    context = admin_context(
+        place, "registrations", visitor, registrations=rows, status=query.status
+    )
     return render(request, "admin/registrations.html", context, visitor=visitor,
                   timezone=place.timezone)  # fmt: skip
 
@@ -180,7 +178,7 @@ async def people_page(request: Request, visitor: Visitor) -> Response:
         request, visitor, list_members, path={"code": place.code}
     )
     members.sort(key=lambda m: m.email)
-    context = _context(place, "people", visitor, members=members)
+    context = admin_context(place, "people", visitor, members=members)
     return render(request, "admin/people.html", context, visitor=visitor, timezone=place.timezone)
 
 
@@ -213,11 +211,11 @@ async def nodes_page(request: Request, visitor: Visitor) -> Response:
         request, visitor, list_nodes, path={"code": place.code}
     )
     nodes.sort(key=lambda n: n.ae_title)
-    context = _context(place, "nodes", visitor, nodes=nodes)
+    context = admin_context(place, "nodes", visitor, nodes=nodes)
     return render(request, "admin/nodes.html", context, visitor=visitor, timezone=place.timezone)
 
 
-def _pk_of(text: str, what: str) -> int:
+def pk_of(text: str, what: str) -> int:
     if not text.isdigit() or len(text) > 10:
         raise InvalidQuery(f"no such {what}")
     return int(text)
@@ -243,7 +241,7 @@ async def add_node(request: Request, visitor: Visitor) -> Response:
 @signed_in
 async def remove_node(request: Request, visitor: Visitor) -> Response:
     place = visitor.place(request.path_params["code"])
-    path = {"node_pk": _pk_of(request.path_params["node_pk"], "node")}
+    path = {"node_pk": pk_of(request.path_params["node_pk"], "node")}
     await run_operation(request, visitor, delete_node, path=path)
     return RedirectResponse(f"/institutions/{place.code}/admin/nodes?done=node-removed", 303)
 
@@ -269,7 +267,7 @@ async def rules_page(request: Request, visitor: Visitor) -> Response:
     engine = request.app.state.archive.engine
     institutions = await anyio.to_thread.run_sync(store.list_institutions, engine, None)
     codes = {row.pk: row.code for row in institutions}
-    context = _context(
+    context = admin_context(
         place,
         "rules",
         visitor,
@@ -296,7 +294,7 @@ async def add_rule(request: Request, visitor: Visitor) -> Response:
     target = form.get("node", "")
     values = {
         "sender": form.get("sender") or None,
-        "node_pk": _pk_of(target, "node") if target else None,
+        "node_pk": pk_of(target, "node") if target else None,
         "window": form.get("window", "always"),
     }
     body = form_input(DestinationRuleIn, values)
@@ -308,7 +306,7 @@ async def add_rule(request: Request, visitor: Visitor) -> Response:
 @signed_in
 async def remove_rule(request: Request, visitor: Visitor) -> Response:
     place = visitor.place(request.path_params["code"])
-    path = {"rule_pk": _pk_of(request.path_params["rule_pk"], "rule")}
+    path = {"rule_pk": pk_of(request.path_params["rule_pk"], "rule")}
     await run_operation(request, visitor, delete_destination_rule, path=path)
     return RedirectResponse(f"/institutions/{place.code}/admin/rules?done=rule-removed", 303)
 
@@ -343,7 +341,7 @@ async def api_clients_page(request: Request, visitor: Visitor) -> Response:
         request, visitor, list_api_clients, path={"code": place.code}
     )
     clients.sort(key=lambda c: (c.disabled, c.name.lower()))
-    context = _context(
+    context = admin_context(
         place,
         "api-clients",
         visitor,
@@ -364,7 +362,7 @@ def _shown_once(
     request: Request, visitor: Visitor, place: Place, created: TokenCreated
 ) -> Response:
     """The token's one showing: in the answer to the POST, never in a URL or a later page."""
-    context = _context(place, "api-clients", visitor, created=created)
+    context = admin_context(place, "api-clients", visitor, created=created)
     return render(request, "admin/api_token.html", context, visitor=visitor,
                   timezone=place.timezone, status=201)  # fmt: skip
 
@@ -386,7 +384,7 @@ async def create_client(request: Request, visitor: Visitor) -> Response:
 
 async def _own_client(request: Request, visitor: Visitor, place: Place) -> int:
     """The client of the path, if it belongs to this page's institution (else 404, as missing)."""
-    pk = _pk_of(request.path_params["client_pk"], "API client")
+    pk = pk_of(request.path_params["client_pk"], "API client")
     client: ApiClientOut = await run_operation(
         request, visitor, get_api_client, path={"client_pk": pk}
     )
@@ -428,42 +426,6 @@ async def revoke_client(request: Request, visitor: Visitor) -> Response:
     )
 
 
-# --- failed jobs and transfers --------------------------------------------------------------
-
-FAILED_TRANSFERS = ("failed", "partial")
-SYSTEM = Resource.institution(0)  # a system administrator administers "institution 0"
-
-
-def may_retry_jobs(visitor: Visitor) -> bool:
-    """Jobs carry payloads any part of Ferry writes: the API shows and retries them for system
-    administrators only, so only they get the list and its Retry buttons."""
-    return decide(visitor.principal, Action.ADMINISTER, SYSTEM, visitor.actor.context).allowed
-
-
-@signed_in
-async def jobs_page(request: Request, visitor: Visitor) -> Response:
-    place = visitor.place(request.path_params["code"])
-    failed: list[TransferOut] = []
-    for status in FAILED_TRANSFERS:
-        query = form_input(TransferQuery, {"institution": place.code, "status": status})
-        failed += await run_operation(request, visitor, list_transfer_oversight, query=query)
-    failed.sort(key=lambda t: t.created_at, reverse=True)
-    jobs: list[JobOut] | None = None
-    if may_retry_jobs(visitor):
-        parked = form_input(JobQuery, {"status": "parked"})
-        jobs = await run_operation(request, visitor, list_jobs, query=parked)
-    context = _context(place, "jobs", visitor, transfers=failed, jobs=jobs)
-    return render(request, "admin/jobs.html", context, visitor=visitor, timezone=place.timezone)
-
-
-@signed_in
-async def retry(request: Request, visitor: Visitor) -> Response:
-    place = visitor.place(request.path_params["code"])
-    path = {"job_pk": _pk_of(request.path_params["job_pk"], "job")}
-    await run_operation(request, visitor, retry_job, path=path, body=RetryIn())
-    return RedirectResponse(f"/institutions/{place.code}/admin/jobs?done=job-retried", 303)
-
-
 @signed_in
 async def add_a_holiday(request: Request, visitor: Visitor) -> Response:
     place = visitor.place(request.path_params["code"])
@@ -493,7 +455,7 @@ SUBJECT_KINDS = (("role", "everyone with the role"), ("user", "one person (email
 
 async def _place_node(request: Request, visitor: Visitor, place: Place) -> NodeOut:
     """The node named in the path, if it is this institution's; any other is not found."""
-    path = {"node_pk": _pk_of(request.path_params["node_pk"], "node")}
+    path = {"node_pk": pk_of(request.path_params["node_pk"], "node")}
     node: NodeOut = await run_operation(request, visitor, get_node, path=path)
     if node.institution_pk != place.pk:
         raise NotFound("no such node")
@@ -508,7 +470,7 @@ async def node_page(request: Request, visitor: Visitor) -> Response:
     rights: list[NodePermissionOut] = await run_operation(
         request, visitor, list_node_permissions, path=path
     )
-    context = _context(place, "nodes", visitor, node=node, rights=rights, kinds=SUBJECT_KINDS)
+    context = admin_context(place, "nodes", visitor, node=node, rights=rights, kinds=SUBJECT_KINDS)
     return render(request, "admin/node.html", context, visitor=visitor, timezone=place.timezone)
 
 
@@ -535,7 +497,7 @@ async def remove_node_right(request: Request, visitor: Visitor) -> Response:
     place = visitor.place(request.path_params["code"])
     node = await _place_node(request, visitor, place)
     path = {"node_pk": node.pk,
-            "permission_pk": _pk_of(request.path_params["permission_pk"], "right")}  # fmt: skip
+            "permission_pk": pk_of(request.path_params["permission_pk"], "right")}  # fmt: skip
     await run_operation(request, visitor, remove_node_permission, path=path)
     return RedirectResponse(
         f"/institutions/{place.code}/admin/nodes/{node.pk}?done=right-removed", status_code=303

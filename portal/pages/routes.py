@@ -2,7 +2,8 @@
 
 Areas add their own list here: `front` (sign-in, register), `dashboard`, `transfers`,
 `requests`, `account`; the transfer-creation pages and the administration pages join as
-`portal.pages.transfer_new`, `portal.pages.admin` and `portal.pages.oversight` with templates in
+`portal.pages.transfer_new`, `portal.pages.admin` (with `push_routes` and `admin_jobs`) and
+`portal.pages.oversight` with templates in
 `transfers/`, `admin/` and `oversight/`.
 """
 
@@ -14,11 +15,13 @@ from starlette.staticfiles import StaticFiles
 from portal.pages import (
     account,
     admin,
+    admin_jobs,
     dashboard,
     email_links,
     front,
     oidc_sign_in,
     oversight,
+    push_routes,
     requests,
     transfer_new,
     transfers,
@@ -128,8 +131,25 @@ ADMINISTRATION: list[BaseRoute] = [
         admin.revoke_token,
         methods=["POST"],
     ),
-    Route("/institutions/{code}/admin/jobs", admin.jobs_page, methods=["GET"]),
-    Route("/institutions/{code}/admin/jobs/{job_pk}/retry", admin.retry, methods=["POST"]),
+    Route("/institutions/{code}/admin/routes", push_routes.routes_page, methods=["GET"]),
+    Route("/institutions/{code}/admin/routes", push_routes.add_route, methods=["POST"]),
+    Route(
+        "/institutions/{code}/admin/routes/{route_pk}/remove",
+        push_routes.remove_route,
+        methods=["POST"],
+    ),
+    Route("/institutions/{code}/admin/jobs", admin_jobs.jobs_page, methods=["GET"]),
+    Route("/institutions/{code}/admin/jobs/{job_pk}/retry", admin_jobs.retry, methods=["POST"]),
+    Route(
+        "/institutions/{code}/admin/transfers/{transfer_id}/resend",
+        admin_jobs.resend,
+        methods=["POST"],
+    ),
+    Route(
+        "/institutions/{code}/admin/transfers/{transfer_id}/mark-delivered",
+        admin_jobs.mark_delivered,
+        methods=["POST"],
+    ),
     Route(
         "/institutions/{code}/admin/api-clients/{client_pk}/revoke",
         admin.revoke_client,

@@ -47,7 +47,9 @@ from policy.authentication import (
     Authenticator,
     Credentials,
 )
+from policy.decision import Context, Resource, decide
 from policy.principal import Principal, PrincipalKind
+from policy.roles import Action
 from policy.tokens import read_unverified
 from portal.i18n import choose_locale, translator
 from portal.openapi import Call
@@ -95,6 +97,10 @@ FLASH = {
     "token-revoked": "The token was revoked: it no longer works.",
     "client-revoked": "The API client and all its tokens were revoked.",
     "job-retried": "The job was sent round again.",
+    "route-added": "The route was added.",
+    "route-removed": "The route was removed.",
+    "transfer-resent": "The transfer was sent again.",
+    "transfer-marked-delivered": "The transfer was marked delivered; its history keeps why.",
     "done": "Marked done.",
     "delivering": "The download to the node was started.",
     "requested": "Your request was sent.",
@@ -130,6 +136,9 @@ class Visitor:
     now: datetime
     client_address: str = ""
     form: Mapping[str, str] = field(default_factory=dict)
+    # The path's institution when the person is no member of it but may administer it (a
+    # system administrator): its dashboard, administration and oversight pages open for them.
+    opened: tuple[Place, ...] = ()
 
     @property
     def actor(self) -> Actor:
@@ -140,8 +149,9 @@ class Visitor:
         return self.places[0].timezone if self.places else "UTC"
 
     def place(self, code: str) -> Place:
-        """One of the person's institutions; any other answers like one that does not exist."""
-        for place in self.places:
+        """One of the person's institutions (or the one `opened` for them); any other answers
+        like one that does not exist."""
+        for place in (*self.places, *self.opened):
             if place.code == code:
                 return place
         raise NotFound(f"no institution {code[:32]!r}")
@@ -170,6 +180,24 @@ def _places(request: Request, principal: Principal) -> tuple[Place, ...]:
     )
 
 
+def _opened(
+    request: Request, principal: Principal, places: tuple[Place, ...], now: datetime
+) -> tuple[Place, ...]:
+    """The institution named in the path, if the person belongs to none of that code but the
+    decision lets them administer it: the system-administrator rule (`_decide_institution`)."""
+    code = request.path_params.get("code")
+    if not isinstance(code, str) or any(place.code == code for place in places):
+        return ()
+    try:
+        row = store.find_institution(request.app.state.archive.engine, code[:64])
+    except store.UnknownRecord:
+        return ()
+    resource = Resource.institution(row.pk or 0)
+    if not decide(principal, Action.ADMINISTER, resource, Context(now, _client(request))).allowed:
+        return ()
+    return (Place(row.pk or 0, row.code, row.name, row.timezone, row.parent_pk),)
+
+
 def _visitor(request: Request) -> Visitor | None:
     """The person the session cookie proves (read as a GET: CSRF is checked apart)."""
     session = request.cookies.get(SESSION_COOKIE)
@@ -185,14 +213,16 @@ def _visitor(request: Request) -> Visitor | None:
         return None
     csrf = read_unverified(session)[1].get("csrf")  # verified just now, with its signature
     user = store.get_user(authenticator.engine, principal.id)
+    places = _places(request, principal)
     return Visitor(
         principal,
         user.email,
         user.name,
         csrf if isinstance(csrf, str) else "",
-        _places(request, principal),
+        places,
         now,
         _client(request),
+        opened=_opened(request, principal, places, now),
     )
 
 
