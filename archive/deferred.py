@@ -96,6 +96,7 @@ class DeferredIndex:
         # Accepted and not indexed yet: each study's owner and how many, the SOP Instance UIDs.
         self._studies: dict[str, int | None] = {}
         self._study_refs: Counter[str] = Counter()
+        self._written: Counter[str] = Counter()  # studies with a journalled (checked) instance
         self._sop_uids: set[str] = set()
         self._thread: threading.Thread | None = None
         self._stopping = False
@@ -179,11 +180,12 @@ class DeferredIndex:
         return outcome
 
     def _claim(self, study: str, uid: str, institution_pk: int | None) -> bool | None:
-        """Mark the instance as accepted here: True when its study is pending here for the same
-        institution already, False when not; None when a pending one must be indexed first (the
-        same SOP Instance UID, or the same study for another institution)."""
+        """Mark the instance as accepted here: True when an instance of its study was
+        acknowledged here for the same institution and is not indexed yet (its owner was checked
+        then, and is checked again at commit), False when not; None when a pending one must be
+        indexed first (the same SOP Instance UID, or the same study for another institution)."""
         with self._condition:
-            pending = study in self._studies
+            pending = self._written[study] > 0
             if uid in self._sop_uids or self._studies.get(study, institution_pk) != institution_pk:
                 return None
             self._studies[study] = institution_pk
@@ -211,6 +213,7 @@ class DeferredIndex:
             return _failed(item.parsed, reason, "could not store")
         with self._condition:
             self._queue.append(_Pending(item, institution_pk, replacing, link))
+            self._written[item.parsed.study_instance_uid] += 1
             self._condition.notify_all()
         return _stored(item.parsed)
 
@@ -269,6 +272,10 @@ class DeferredIndex:
 
     def _forget(self, batch: list[_Pending]) -> None:
         for pending in batch:
+            study = pending.item.parsed.study_instance_uid
+            self._written[study] -= 1
+            if self._written[study] <= 0:
+                del self._written[study]
             self._release(
                 pending.item.parsed.study_instance_uid, pending.item.parsed.sop_instance_uid
             )
