@@ -166,8 +166,9 @@ class DeferredIndex:
                 work = archive._owned_elsewhere(work, institution_pk, results)
             work, replacing = archive._settle_duplicates(work, institution_pk, results)
             if work:
-                results[0] = self._write(prepared, institution_pk, bool(replacing))
-                queued = results[0].stored
+                written = self._write(prepared, institution_pk, bool(replacing))
+                results[0] = written
+                queued = written.stored
                 work = []
         finally:
             for _, item in work:

@@ -57,7 +57,8 @@ class IndexEntry:
 @functools.cache
 def _lengths(table: Table) -> dict[str, int]:
     """The string columns' lengths, read once (every store clips four rows)."""
-    return {c.name: c.type.length for c in table.c if getattr(c.type, "length", None)}
+    lengths = {c.name: getattr(c.type, "length", None) for c in table.c}
+    return {name: length for name, length in lengths.items() if length}
 
 
 def _clip_row(table: Table, row: dict[str, Any]) -> dict[str, Any]:
