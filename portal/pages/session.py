@@ -49,7 +49,7 @@ from policy.authentication import (
 )
 from policy.principal import Principal, PrincipalKind
 from policy.tokens import read_unverified
-from portal.i18n import choose_locale, translator
+from portal.i18n import choose_locale, plural_translator, translator
 from portal.openapi import Call
 from portal.pages.errors import TITLES, page_status
 from portal.sign_in_page import safe_next
@@ -251,6 +251,7 @@ def render(
         "csrf_token": visitor.csrf_token if visitor else "",
         "form_token": getattr(request.state, "form_token", ""),
         "_": translator(locale),
+        "ngettext": plural_translator(locale),
         "locale": locale,
         "tz": timezone or (visitor.timezone if visitor else "UTC"),
         "place": None,

@@ -221,3 +221,22 @@ def test_the_audit_trail_and_transactions_page_on(world: World) -> None:
     expect(admin).not_to_have_url(re.compile("offset"))
     expect(admin).to_have_url(re.compile("sort=patient_id"))
     expect(rows.first).to_contain_text("PAT-1")
+
+
+def test_counts_read_one_study_and_two_studies(world: World) -> None:
+    world.send("chest")
+    body = {
+        "institution": "CLIN",
+        "destination": "HOSP",
+        "studies": [world.studies["chest"].study_uid, world.studies["head"].study_uid],
+        "send": True,
+    }
+    both = world.api("clin-sender", "POST", "/transfers", body)
+    assert both.status_code == 201, both.text
+    admin = world.page("hosp-admin")
+    admin.goto("/institutions/HOSP/oversight/transactions?sort=created&order=asc")
+    rows = admin.get_by_role("table", name="Transactions").locator("tbody tr")
+    expect(rows.nth(0).get_by_role("cell").nth(1)).to_have_text("transfer1 study")
+    expect(rows.nth(1).get_by_role("cell").nth(1)).to_have_text("transfer2 studies")
+    expect(admin.get_by_text("2 found")).to_be_visible()
+    expect(admin.get_by_text("1 studies")).to_have_count(0)
