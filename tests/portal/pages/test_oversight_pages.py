@@ -131,6 +131,7 @@ def test_statistics_show_volumes_and_turnaround_with_bars(world: World) -> None:
     expect(downloaded.get_by_role("meter")).to_have_count(2)  # median and 90th percentile
     expect(downloaded).to_contain_text(re.compile(r"\d+ (s|min)"))
     expect(admin.get_by_role("table", name="Failures")).to_contain_text("No failure")
+    expect(admin.get_by_text("days, weeks and months in Europe/London")).to_be_visible()
     assert_accessible(admin)
     snapshot(admin, "oversight-statistics")
     admin.get_by_label("Per", exact=True).select_option("month")
