@@ -126,3 +126,24 @@ def test_who_may_not_oversee_cannot_search_or_download_by_patient(world: World) 
     assert answer.status == 200 and answer.headers["cache-control"] == "no-store"
     rows = list(csv.DictReader(io.StringIO(answer.text())))
     assert [r["patient_id"] for r in rows] == ["PAT-1"]
+
+
+def test_the_patients_story_is_found_after_retention_deleted_the_study(world: World) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from retention.config import RetentionConfig
+    from retention.sweeper import Sweeper
+
+    world.send("chest")
+    later = datetime.now(UTC) + timedelta(days=400)
+    report = Sweeper(world.server.archive, RetentionConfig(pause_seconds=0), lambda: later).run()
+    assert world.studies["chest"].study_uid in report.studies_deleted
+    auditor = world.page("hosp-admin")
+    auditor.goto(f"{BASE}/transactions")
+    auditor.get_by_label("Accession number").fill("ACC-PAT-1")
+    auditor.get_by_role("button", name="Show").click()
+    expect(auditor.get_by_text("1 found")).to_be_visible()
+    row = auditor.get_by_role("table", name="Transactions").locator("tbody tr")
+    expect(row).to_contain_text("PAT-1")
+    expect(row).to_contain_text("ACC-PAT-1")
+    assert "ACC-PAT-1" not in auditor.url
