@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, and_, or_
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
 from archive.models import Patient, Study, StudyGrant
@@ -177,19 +178,21 @@ def frozen_studies(engine: Engine, study_uids: Collection[str], now: datetime) -
     if not study_uids:
         return set()
     query = (
-        select(Study.pk, Study.study_instance_uid, Study.institution_pk, Patient.patient_id,
-               Patient.issuer_of_patient_id)
+        core_select(col(Study.pk), col(Study.study_instance_uid), col(Study.institution_pk),
+                    col(Patient.patient_id), col(Patient.issuer_of_patient_id))
         .join(Patient, col(Patient.pk) == col(Study.patient_pk))
         .where(col(Study.study_instance_uid).in_(list(study_uids)))
     )  # fmt: skip
-    with Session(engine) as session:
-        rows = session.exec(query).all()
-        grants = session.exec(
-            select(StudyGrant.study_pk, StudyGrant.institution_pk, StudyGrant.expires_at,
-                   StudyGrant.revoked_at)
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+        grants = connection.execute(
+            core_select(col(StudyGrant.study_pk), col(StudyGrant.institution_pk),
+                        col(StudyGrant.expires_at), col(StudyGrant.revoked_at))
             .where(col(StudyGrant.study_pk).in_([row[0] for row in rows]))
         ).all()  # fmt: skip
-    holders: dict[int, set[int]] = {pk: {owner} if owner else set() for pk, _, owner, *_ in rows}
+    holders: dict[int | None, set[int]] = {
+        pk: {owner} if owner else set() for pk, _, owner, *_ in rows
+    }
     for study_pk, institution_pk, expires, revoked in grants:
         if grant_is_live(expires, revoked, now):
             holders[study_pk].add(institution_pk)
