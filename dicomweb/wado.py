@@ -28,6 +28,7 @@ from dicomweb.multipart import (
 )
 from dicomweb.streaming import PrimedStreamingResponse
 from dicomweb.urls import path_uid, public_base
+from exchange.transfer_facts import remember_transfer_facts
 from foundation.errors import InvalidQuery, NotAcceptable
 
 log = logging.getLogger(__name__)
@@ -262,5 +263,7 @@ async def retrieve_metadata(request: Request) -> Response:
 async def delete_instances(request: Request) -> Response:
     archive: Archive = request.app.state.archive
     study, series, instance = _scope(request)
+    # Should the study go, its transfers keep its patient's facts (harmless if it stays).
+    await anyio.to_thread.run_sync(remember_transfer_facts, archive.engine, study)
     await anyio.to_thread.run_sync(archive.delete, study, series, instance)
     return Response(status_code=204)

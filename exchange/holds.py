@@ -13,9 +13,10 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import ColumnElement, Engine, and_, or_
+from sqlalchemy import select as core_select
 from sqlmodel import Session, col, select
 
-from archive.models import Patient, Study
+from archive.models import Patient, Study, StudyGrant
 from exchange.retention_models import HOLD_REASON_MAX_CHARS, RetentionHold
 from foundation.clock import as_utc
 from foundation.grants import grant_is_live
@@ -166,5 +167,46 @@ def held_studies(
         or (
             not h.study_instance_uid
             and (h.patient_id, h.issuer_of_patient_id) == (patient_id, issuer)
+        )
+    }
+
+
+def frozen_studies(engine: Engine, study_uids: Collection[str], now: datetime) -> set[str]:
+    """Which of these studies a live hold of any of their holders covers (the owner's, or that
+    of an institution with a live grant): the sweeper's rule (`retention.rules.HoldFacts`), so
+    nothing of such a study goes, the receivers' copies included."""
+    if not study_uids:
+        return set()
+    query = (
+        core_select(col(Study.pk), col(Study.study_instance_uid), col(Study.institution_pk),
+                    col(Patient.patient_id), col(Patient.issuer_of_patient_id))
+        .join(Patient, col(Patient.pk) == col(Study.patient_pk))
+        .where(col(Study.study_instance_uid).in_(list(study_uids)))
+    )  # fmt: skip
+    with engine.connect() as connection:
+        rows = connection.execute(query).all()
+        grants = connection.execute(
+            core_select(col(StudyGrant.study_pk), col(StudyGrant.institution_pk),
+                        col(StudyGrant.expires_at), col(StudyGrant.revoked_at))
+            .where(col(StudyGrant.study_pk).in_([row[0] for row in rows]))
+        ).all()  # fmt: skip
+    holders: dict[int | None, set[int]] = {
+        pk: {owner} if owner else set() for pk, _, owner, *_ in rows
+    }
+    for study_pk, institution_pk, expires, revoked in grants:
+        if grant_is_live(expires, revoked, now):
+            holders[study_pk].add(institution_pk)
+    holds = live_holds(engine, now, study_uids, [(r[3], r[4]) for r in rows])
+    return {
+        uid
+        for pk, uid, _, patient_id, issuer in rows
+        for h in holds
+        if h.institution_pk in holders[pk]
+        and (
+            h.study_instance_uid == uid
+            or (
+                not h.study_instance_uid
+                and (h.patient_id, h.issuer_of_patient_id) == (patient_id, issuer)
+            )
         )
     }

@@ -84,6 +84,10 @@ class Transfer(SQLModel, table=True):
     created_by: str = Field(default="", max_length=256)
     sent_at: datetime | None = Field(default=None)  # arrival on the receiver's side
     done_at: datetime | None = Field(default=None)  # marked done on the receiver's worklist
+    # Its (first) study's Patient ID and accession number, written when the study leaves the
+    # archive (`exchange.transfer_facts`): the oversight still names and finds them after.
+    patient_id: str = Field(default="", max_length=64)
+    accession_number: str = Field(default="", max_length=64)
 
 
 class TransferStudy(SQLModel, table=True):
@@ -96,6 +100,9 @@ class TransferStudy(SQLModel, table=True):
     transfer_pk: int = Field(foreign_key="transfer.pk", index=True)
     study_instance_uid: str = Field(max_length=64, index=True)
     job_pk: int | None = Field(default=None)  # its forwarding job, for a node destination
+    # The study's Patient ID and accession number, kept when it leaves the archive (as above).
+    patient_id: str = Field(default="", max_length=64)
+    accession_number: str = Field(default="", max_length=64)
 
 
 class TransferReport(SQLModel, table=True):

@@ -121,8 +121,9 @@ def _statistics(settings: Settings, args: argparse.Namespace) -> int:
     institution = find_institution(engine, args.institution)
     codes = {pk: facts.code for pk, facts in snapshot(engine).institutions.items()}
     report = statistics.compute(
-        engine, institution.pk or 0, args.since, args.until, args.interval, codes
-    )
+        engine, institution.pk or 0, args.since, args.until, args.interval, codes,
+        timezone=institution.timezone,
+    )  # fmt: skip
     if args.csv:
         code = _write_csv(args.csv, statistics.CSV_HEADER, statistics.csv_rows(report))
     else:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine
 from starlette.responses import StreamingResponse
@@ -33,6 +34,7 @@ from exchange.oversight.transactions import (
 )
 from policy.decision import InstitutionFacts
 from policy.roles import Action
+from policy.store.institutions import get_institution
 from portal.admin_access import Access
 from portal.openapi import Call, Operation
 from portal.oversight_schemas import (
@@ -55,6 +57,14 @@ CSV = "text/csv"
 def _engine(call: Call) -> Engine:
     engine: Engine = call.state.archive.engine
     return engine
+
+
+def local_zone(name: str) -> ZoneInfo:
+    """An institution's time zone (UTC if it names none Ferry knows)."""
+    try:
+        return ZoneInfo(name or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
 
 
 def overseen(access: Access, code: str) -> InstitutionFacts:
@@ -232,7 +242,11 @@ def get_statistics(call: Call) -> StatisticsOut | StreamingResponse:
     assert isinstance(q, StatisticsQuery)
     facts = overseen(access, q.institution)
     codes = {pk: f.code for pk, f in access.snapshot.institutions.items()}
-    report = statistics.compute(_engine(call), facts.pk, q.since, q.until, q.interval, codes)
+    zone = local_zone(get_institution(_engine(call), facts.pk).timezone)
+    since, until = q.bounds_in(zone)  # its days, as its periods
+    report = statistics.compute(
+        _engine(call), facts.pk, since, until, q.interval, codes, timezone=zone.key
+    )
     audit_reading(access, facts, "statistics", **q.model_dump(exclude_none=True, by_alias=True))
     if wants_csv(call):
         rows = statistics.csv_rows(report)
@@ -242,6 +256,7 @@ def get_statistics(call: Call) -> StatisticsOut | StreamingResponse:
     return StatisticsOut(
         institution=facts.code,
         interval=report.interval,
+        timezone=report.timezone,
         since=report.since,
         until=report.until,
         volumes=[

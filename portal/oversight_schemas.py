@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
@@ -23,14 +23,15 @@ Format = Literal["json", "csv"]
 Sort = Literal[SORTS]  # type: ignore[valid-type]
 
 
-def parse_moment(text: str, *, end: bool) -> datetime:
-    """A day means from its start (`end` False) or through its end (`end` True), in UTC."""
+def parse_moment(text: str, *, end: bool, zone: tzinfo = UTC) -> datetime:
+    """A day means from its start (`end` False) or through its end (`end` True), in `zone`."""
     try:
         if len(text) == 10:
             day = date.fromisoformat(text)
             if end and day == date.max:
                 raise ValueError
-            return datetime.combine(day + timedelta(days=1) if end else day, time(), UTC)
+            local = datetime.combine(day + timedelta(days=1) if end else day, time(), zone)
+            return local.astimezone(UTC)
         moment = datetime.fromisoformat(text)
     except (ValueError, OverflowError):
         raise ValueError(f"expected YYYY-MM-DD or an ISO 8601 time, got {text[:40]!r}") from None
@@ -65,6 +66,12 @@ class _RangeQuery(_ListQuery):
     @property
     def until(self) -> datetime | None:
         return parse_moment(self.to, end=True) if self.to else None
+
+    def bounds_in(self, zone: tzinfo) -> tuple[datetime | None, datetime | None]:
+        """(since, until) with a day read as one of `zone` (an institution's statistics)."""
+        since = parse_moment(self.from_, end=False, zone=zone) if self.from_ else None
+        until = parse_moment(self.to, end=True, zone=zone) if self.to else None
+        return since, until
 
 
 Listed = Annotated[str, Field(max_length=200, description="comma-separated")]
@@ -187,6 +194,7 @@ class FailureOut(BaseModel):
 class StatisticsOut(BaseModel):
     institution: str
     interval: str
+    timezone: str = Field(description="the institution's: its days, weeks and months are counted")
     since: datetime | None
     until: datetime | None
     volumes: list[VolumeOut]

@@ -112,7 +112,8 @@ class TransferOut(BaseModel):
     studies: list[StudyOut]
     reports: list[ReportOut] = []
     history: list[ChangeOut] = []
-    # On the worklist: when the receiver's retention period ends (null when a hold keeps it).
+    # To the receiver (worklist, one transfer): when its retention period ends, or held (by a
+    # hold of any institution that holds the studies, the owner's included): then no countdown.
     retention_days_left: int | None = None
     retention_due_at: datetime | None = None
     retention_held: bool = False

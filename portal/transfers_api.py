@@ -18,7 +18,7 @@ from exchange import sending
 from exchange.delivered_by_hand import mark_delivered
 from exchange.destinations import list_destinations, node_of
 from exchange.history import read_history
-from exchange.holds import held_studies
+from exchange.holds import frozen_studies
 from exchange.models import Priority, Transfer, TransferReport, TransferStatus
 from exchange.parties import Actor, decide_on, require, side_of, study_uids
 from exchange.retention_models import HoldingKind
@@ -235,7 +235,11 @@ def _visible(call: Call, action: Action = Action.SEARCH, side: str | None = None
 
 
 def get_transfer(call: Call) -> TransferOut:
-    return transfer_out(call, _visible(call), _policy(call), detail=True)
+    transfer = _visible(call)
+    shown = transfer_out(call, transfer, _policy(call), detail=True)
+    if shown.side == "receiver" and transfer.sent_at is not None:
+        return _with_retention(call, transfer, shown)  # as on the worklist
+    return shown
 
 
 def send_transfer(call: Call) -> TransferOut:
@@ -335,7 +339,7 @@ def _with_retention(call: Call, transfer: Transfer, out: TransferOut) -> Transfe
     kind = HoldingKind.WORKLIST if transfer.destination_node_pk is None else HoldingKind.NODE
     due = terms.due_at(kind, transfer.sent_at or transfer.created_at)
     uids = [study.study_uid for study in out.studies]
-    if uids and held_studies(engine, receiver, uids, now) == set(uids):
+    if uids and frozen_studies(engine, uids, now) == set(uids):  # the owner's hold too
         return out.model_copy(update={"retention_held": True, "retention_due_at": None})
     return out.model_copy(
         update={"retention_days_left": days_left(due, now), "retention_due_at": due}

@@ -27,6 +27,7 @@ from exchange.notifications import Event, EventKind, Subject, notify
 from exchange.report_retention import remove_orphaned_reports
 from exchange.retention_models import RetentionWarning
 from exchange.retention_terms import Terms, read_terms, terms_of
+from exchange.transfer_facts import remember_transfer_facts
 from foundation import metrics
 from foundation.clock import Clock
 from foundation.errors import StudyNotFound
@@ -161,6 +162,7 @@ class Sweeper:
             holders=holders,
             deleted_at=now.isoformat(),
         )
+        remember_transfer_facts(self.engine, study.study_uid)  # the oversight keeps finding it
         try:
             self.archive.delete(study.study_uid)
         except StudyNotFound:  # deleted meanwhile (by a person): nothing left to do

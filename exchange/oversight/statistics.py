@@ -1,9 +1,10 @@
 """Statistics of one institution's exchange, for workflow planning: volumes, turnaround, failures.
 
-Volumes and failures are counted by the database (GROUP BY a UTC day, week starting Monday, or
-month; the same on SQLite and PostgreSQL). Turnaround (request to answer; sent to delivered to
-downloaded) is a median and a 90th percentile, computed here over at most `MAX_SAMPLES` of the
-newest pairs per measure, so a long range costs a bounded query.
+Volumes and failures are counted by the database (GROUP BY a day, week starting Monday, or
+month of the institution's time zone, `_local_day`; the same on SQLite and PostgreSQL).
+Turnaround (request to answer; sent to delivered to downloaded) is a median and a 90th
+percentile, computed here over at most `MAX_SAMPLES` of the newest pairs per measure, so a
+long range costs a bounded query.
 
 Volumes count transfers that moved (not drafts, not still collecting, not refused or failed),
 by when they were sent (a pushed study: when it arrived). Studies, instances and bytes are
@@ -17,12 +18,14 @@ import statistics as stats
 from collections import defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sqlalchemy import Engine, String, case, func, literal, or_, select, union_all
 
 from exchange.models import Origin, TransferStatus
+from exchange.oversight._local_day import EARLIEST, local_moment
 from exchange.oversight._tables import INSTANCE, REQUEST, SERIES, STUDY, TRANSFER, TRANSFER_STUDY
 from exchange.oversight.transactions import ANSWERED, transfer_times
 from exchange.request_models import RequestStatus
@@ -88,6 +91,7 @@ class Report:
     turnaround: tuple[Turnaround, ...]
     failures: tuple[Failure, ...]
     codes: Mapping[int, str]
+    timezone: str = "UTC"  # the zone whose days, weeks and months the periods are
 
 
 def compute(
@@ -97,6 +101,7 @@ def compute(
     until: datetime | None,
     interval: str = "day",
     codes: Mapping[int, str] | None = None,
+    timezone: str = "UTC",
 ) -> Report:
     if interval not in INTERVALS:
         raise InvalidQuery(f"interval is one of {', '.join(INTERVALS)}")
@@ -105,14 +110,23 @@ def compute(
             raise InvalidQuery("times must carry a timezone")
     if since and until and since >= until:
         raise InvalidQuery("the range starts after it ends")
-    window = _Window(engine.dialect.name, institution_pk, since, until, interval)
+    zone = _zone(timezone)
+    window = _Window(engine.dialect.name, institution_pk, since, until, interval, zone)
     with engine.connect() as connection:
         volumes = tuple(Volume(_day(r[0]), *r[1:]) for r in connection.execute(window.volumes()))
         failures = tuple(Failure(_day(r[0]), *r[1:]) for r in connection.execute(window.failures()))
         turnaround = tuple(window.turnaround(connection))
     return Report(
-        institution_pk, interval, since, until, volumes, turnaround, failures, dict(codes or {})
-    )
+        institution_pk, interval, since, until, volumes, turnaround, failures, dict(codes or {}),
+        zone,
+    )  # fmt: skip
+
+
+def _zone(name: str) -> str:
+    try:
+        return ZoneInfo(name or "UTC").key
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidQuery(f"unknown time zone {name[:64]!r}") from None
 
 
 def _day(value: Any) -> date:
@@ -126,18 +140,21 @@ class _Window:
     since: datetime | None
     until: datetime | None
     interval: str
+    zone: str = "UTC"
 
     def period(self, moment: Any) -> Any:
-        """The first day (UTC) of the day, week (Monday) or month `moment` falls in, as text."""
+        """The first day (local) of the day, week (Monday) or month `moment` falls in, as text."""
+        start = self.since or EARLIEST
+        end = self.until or datetime.now(UTC) + timedelta(days=2)  # past it: the last offset
+        local = local_moment(self.dialect, self.zone, moment, start, max(start, end))
         if self.dialect == "postgresql":
-            utc = func.timezone("UTC", moment)
-            start = utc if self.interval == "day" else func.date_trunc(self.interval, utc)
-            return func.to_char(start, "YYYY-MM-DD", type_=String)
+            day = local if self.interval == "day" else func.date_trunc(self.interval, local)
+            return func.to_char(day, "YYYY-MM-DD", type_=String)
         if self.interval == "week":
-            return func.date(moment, "weekday 0", "-6 days", type_=String)
+            return func.date(local, "weekday 0", "-6 days", type_=String)
         if self.interval == "month":
-            return func.strftime("%Y-%m-01", moment, type_=String)
-        return func.date(moment, type_=String)
+            return func.strftime("%Y-%m-01", local, type_=String)
+        return func.date(local, type_=String)
 
     def within(self, moment: Any) -> list[Any]:
         bounds = []
@@ -281,7 +298,7 @@ def describe(report: Report) -> Iterator[str]:
     """Lines for the command line."""
     code = report.codes.get
     yield (
-        f"volumes per {report.interval} (UTC): period direction counterpart modality "
+        f"volumes per {report.interval} ({report.timezone}): period direction counterpart modality "
         "transactions studies instances bytes"
     )
     for v in report.volumes:

@@ -4,9 +4,11 @@ A transaction is a transfer made by people or tools (`transfer`), a study a node
 route (`push`), or a request for imaging (`request`); downloads and views are times and states
 of the transfer they belong to. Each row is seen from the institution asked about: `sent` when
 it sent the transfer or asked the request, `received` otherwise (a draft is its sender's
-alone). Times come from the transfers' own history (`transfer_event`), so nothing is stored
-twice; a request's sent, delivered, viewed and downloaded times are those of the transfer that
-answered it. Everything (filters, the total, the order, the page) is one SQL query.
+alone). A transfer's patient and accession come from the archive's index while its study is
+there, and from the transfer's own copy of them once it is gone (`exchange.transfer_facts`).
+Times come from the transfers' own history (`transfer_event`), so nothing is stored twice; a
+request's sent, delivered, viewed and downloaded times are those of the transfer that answered
+it. Everything (filters, the total, the order, the page) is one SQL query.
 """
 
 from __future__ import annotations
@@ -187,8 +189,8 @@ def _transfer_branch(query: TransactionQuery) -> Select[Any]:
             case((t.sender_institution_pk == me, "sent"), else_="received").label("direction"),
             t.sender_institution_pk.label("sender_pk"),
             t.destination_institution_pk.label("receiver_pk"),
-            func.coalesce(first_patient.c.patient_id, "").label("patient_id"),
-            func.coalesce(first.c.accession_number, "").label("accession_number"),
+            func.coalesce(first_patient.c.patient_id, t.patient_id).label("patient_id"),
+            func.coalesce(first.c.accession_number, t.accession_number).label("accession_number"),
             case((count > 0, count), (t.study_instance_uid != "", 1), else_=0).label("studies"),
             t.status.label("state"),
             t.priority.label("priority"),
@@ -232,12 +234,26 @@ def _transfer_branch(query: TransactionQuery) -> Select[Any]:
             .where(_studies_of(t, study), *on_studies)
             .correlate(TRANSFER)  # the outer query's study and patient are other rows
         )
-        conditions.append(exists(matching))
+        conditions.append(or_(exists(matching), _remembered(query, t)))
     if query.kinds:
         conditions.append(
             case((t.origin == Origin.PUSH.value, "push"), else_="transfer").in_(query.kinds)
         )
     return statement.where(*conditions, *_common(query, t.status, t.created_at))
+
+
+def _remembered(query: TransactionQuery, t: Any) -> ColumnElement[bool]:
+    """The transfer kept the facts of a study that matches, and has left the archive."""
+    kept = TRANSFER_STUDY.c
+    listed = [kept.transfer_pk == t.pk]
+    own = []
+    if query.patient_id:
+        listed.append(kept.patient_id == query.patient_id)
+        own.append(t.patient_id == query.patient_id)
+    if query.accession_number:
+        listed.append(kept.accession_number == query.accession_number)
+        own.append(t.accession_number == query.accession_number)
+    return or_(exists(select(kept.pk).where(*listed).correlate(TRANSFER)), and_(*own))
 
 
 def _request_branch(query: TransactionQuery) -> Select[Any]:

@@ -6,19 +6,26 @@ Each page runs the oversight API's own operation (`list_transactions`, `search_a
 `get_statistics`) for the person, so who may read (the `audit` action: the institution's
 administrators and auditors), the refusals (403 for a member without the right, 404 for an
 institution they cannot see) and the audit of every reading are the API's. The "Oversight"
-tab is shown only to those the same decision allows. Filters live in the URL; the CSV link
-carries the same filters to `/api/oversight/...?format=csv`.
+tab is shown only to those the same decision allows.
+
+No patient identifier ever goes in a URL (the address bar, the history, every proxy's log): the
+searches of the transactions and the audit trail are posted with the session's CSRF token, as the
+dashboard's "find a patient" is. A search with no patient ID or accession number is sent on to
+the same page with its filters in the URL (bookmarkable); one with them is answered in place, and
+its pages and its CSV are posted too, the filters in the body. A patient filter in a URL is
+ignored. Statistics carry no patient data: their filters stay in the URL and the CSV is the API's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from pydantic import BaseModel, ValidationError
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import RedirectResponse, Response
 
 from exchange.models import TransferStatus
 from exchange.oversight.transactions import SORTS
@@ -34,6 +41,7 @@ from portal.oversight_schemas import (
     TransactionsOut,
     TransactionsQuery,
 )
+from portal.pages.admin import may_oversee
 from portal.pages.dashboard import allowed_views
 from portal.pages.session import Place, Visitor, render, run_operation, signed_in
 
@@ -44,6 +52,7 @@ TABS = (
     ("audit", "Audit trail"),
     ("statistics", "Statistics"),
 )
+PATIENT_FILTERS = ("patient_id", "accession")
 TRANSACTION_FILTERS = ("direction", "state", "from", "to", "patient_id", "accession",
                        "counterpart", "sort", "order")  # fmt: skip
 AUDIT_FILTERS = ("patient_id", "transaction", "accession", "user", "from", "to")
@@ -85,15 +94,36 @@ def _query(model: type[Query], values: Mapping[str, Any]) -> Query:
         raise InvalidQuery("; ".join(reasons)) from None
 
 
-def _kept(request: Request, names: Iterable[str]) -> dict[str, str]:
-    """The filters the URL carries (blank ones dropped: a form sends every field)."""
-    params = request.query_params
-    return {name: params[name].strip() for name in names if params.get(name, "").strip()}
+@dataclass(frozen=True)
+class Asked:
+    """What a person asked a list for: from the URL (GET) or the posted form (POST)."""
+
+    filters: dict[str, str]
+    position: str  # the offset or the before_pk, as sent
+    posted: bool  # a patient filter is among them: pages and CSV are posted too
+
+    def page(self, **position: object) -> dict[str, str]:
+        """The fields that show another page of the same search."""
+        moved = {k: str(v) for k, v in position.items() if v not in (None, "", 0)}
+        return {**self.filters, **moved}
 
 
-def _offset(request: Request) -> int:
-    text = request.query_params.get("offset", "0")
+def _asked(request: Request, visitor: Visitor, names: Iterable[str], position: str) -> Asked:
+    """The filters asked for; a patient filter only from a posted form, never from the URL."""
+    source: Mapping[str, str] = visitor.form if request.method == "POST" else request.query_params
+    if request.method != "POST":
+        names = [name for name in names if name not in PATIENT_FILTERS]
+    filters = {name: source[name].strip() for name in names if source.get(name, "").strip()}
+    posted = any(name in filters for name in PATIENT_FILTERS)
+    return Asked(filters, source.get(position, ""), posted)
+
+
+def _offset(text: str) -> int:
     return int(text) if text.isdecimal() and len(text) <= 7 else 0
+
+
+def _before(text: str) -> int | None:
+    return int(text) if text.isdecimal() and len(text) <= 18 else None
 
 
 def _csv_link(view: str, place: Place, filters: dict[str, str]) -> str:
@@ -102,9 +132,18 @@ def _csv_link(view: str, place: Place, filters: dict[str, str]) -> str:
     )
 
 
-def _here(request: Request, **changes: object) -> str:
-    params: dict[str, object] = {**request.query_params, **changes}
-    return "?" + urlencode({k: v for k, v in params.items() if v not in (None, "")})
+def _bookmarkable(
+    request: Request, visitor: Visitor, place: Place, asked: Asked
+) -> Response | None:
+    """A posted search without patient data: sent on to the same page, its filters in the URL
+    (for those who may read it: anyone else is refused by the operation itself)."""
+    if request.method != "POST" or asked.posted or not may_oversee(visitor, place):
+        return None
+    return RedirectResponse(request.url.path + _query_string(asked.filters), status_code=303)
+
+
+def _query_string(fields: Mapping[str, str]) -> str:
+    return "?" + urlencode(fields) if fields else ""
 
 
 def _context(place: Place, tab: str, visitor: Visitor, **values: object) -> dict[str, object]:
@@ -125,27 +164,31 @@ def _transactions(call: Call) -> TransactionsOut:
 
 @signed_in
 async def transactions_page(request: Request, visitor: Visitor) -> Response:
+    """The Transaction Audit Summary; posted when it is searched (see the module's docstring)."""
     place = visitor.place(request.path_params["code"])
-    filters = _kept(request, TRANSACTION_FILTERS)
-    offset = _offset(request)
-    values = {**filters, "institution": place.code, "offset": offset, "limit": PAGE_SIZE}
+    asked = _asked(request, visitor, TRANSACTION_FILTERS, "offset")
+    offset = _offset(asked.position)
+    values = {**asked.filters, "institution": place.code, "offset": offset, "limit": PAGE_SIZE}
     query = _query(TransactionsQuery, {**values, "format": "json"})  # a page, whatever Accept says
+    moved = _bookmarkable(request, visitor, place, asked)
+    if moved is not None:  # after the check: a bad filter is refused, not put in a URL
+        return moved
     found = await run_operation(request, visitor, _transactions, query=query)
     pages = {}
     if offset > 0:
-        pages["previous"] = _here(request, offset=max(offset - PAGE_SIZE, 0) or None)
+        pages["previous"] = asked.page(offset=max(offset - PAGE_SIZE, 0))
     if offset + PAGE_SIZE < found.total:
-        pages["next"] = _here(request, offset=offset + PAGE_SIZE)
+        pages["next"] = asked.page(offset=offset + PAGE_SIZE)
     context = _context(
         place,
         "transactions",
         visitor,
         found=found,
-        filters=filters,
+        filters=asked.filters,
+        posted=asked.posted,
         pages=pages,
         states=STATES,
         sorts=[(key, SORT_WORDS.get(key, key)) for key in SORTS],
-        csv_link=_csv_link("transactions", place, filters),
     )
     return render(request, "oversight/transactions.html", context, visitor=visitor,
                   timezone=place.timezone)  # fmt: skip
@@ -157,35 +200,59 @@ def _audit_trail(call: Call) -> AuditTrailOut:
     return answer
 
 
-def _before(request: Request) -> int | None:
-    text = request.query_params.get("before_pk", "")
-    return int(text) if text.isdecimal() and len(text) <= 18 else None
-
-
 @signed_in
 async def audit_page(request: Request, visitor: Visitor) -> Response:
+    """The System Audit Trail; posted when it is searched (see the module's docstring)."""
     place = visitor.place(request.path_params["code"])
-    filters = _kept(request, AUDIT_FILTERS)
-    before = _before(request)
-    values = {**filters, "institution": place.code, "before_pk": before, "limit": AUDIT_PAGE_SIZE}
+    asked = _asked(request, visitor, AUDIT_FILTERS, "before_pk")
+    before = _before(asked.position)
+    values = {**asked.filters, "institution": place.code, "before_pk": before,
+              "limit": AUDIT_PAGE_SIZE}  # fmt: skip
     query = _query(AuditTrailQuery, {**values, "format": "json"})
+    moved = _bookmarkable(request, visitor, place, asked)
+    if moved is not None:
+        return moved
     found = await run_operation(request, visitor, _audit_trail, query=query)
     pages = {}
     if before is not None:
-        pages["first"] = _here(request, before_pk=None)
+        pages["first"] = asked.page()
     if found.next_before_pk is not None:
-        pages["next"] = _here(request, before_pk=found.next_before_pk)
+        pages["next"] = asked.page(before_pk=found.next_before_pk)
     context = _context(
         place,
         "audit",
         visitor,
         found=found,
-        filters=filters,
+        filters=asked.filters,
+        posted=asked.posted,
         pages=pages,
-        csv_link=_csv_link("audit", place, filters),
     )
     return render(request, "oversight/audit.html", context, visitor=visitor,
                   timezone=place.timezone)  # fmt: skip
+
+
+@signed_in
+async def transactions_csv(request: Request, visitor: Visitor) -> Response:
+    """Every transaction the posted filters match, as CSV: the API's own stream."""
+    place = visitor.place(request.path_params["code"])
+    asked = _asked(request, visitor, TRANSACTION_FILTERS, "offset")
+    query = _query(TransactionsQuery, {**asked.filters, "institution": place.code, "format": "csv"})
+    return _private(await run_operation(request, visitor, list_transactions, query=query))
+
+
+@signed_in
+async def audit_csv(request: Request, visitor: Visitor) -> Response:
+    """Every audit event the posted filters match, as CSV: the API's own stream."""
+    place = visitor.place(request.path_params["code"])
+    asked = _asked(request, visitor, AUDIT_FILTERS, "before_pk")
+    query = _query(AuditTrailQuery, {**asked.filters, "institution": place.code, "format": "csv"})
+    return _private(await run_operation(request, visitor, search_audit_trail, query=query))
+
+
+def _private(answer: Response | BaseModel) -> Response:
+    assert isinstance(answer, Response)  # format=csv: always the stream
+    answer.headers["Cache-Control"] = "no-store"
+    return answer
 
 
 def _statistics(call: Call) -> StatisticsOut:
@@ -224,7 +291,8 @@ def size(count: int) -> str:
 @signed_in
 async def statistics_page(request: Request, visitor: Visitor) -> Response:
     place = visitor.place(request.path_params["code"])
-    filters = _kept(request, STATISTICS_FILTERS)
+    filters = {k: v.strip() for k, v in request.query_params.items()
+               if k in STATISTICS_FILTERS and v.strip()}  # fmt: skip
     values = {**filters, "institution": place.code, "format": "json"}
     query = _query(StatisticsQuery, values)
     found = await run_operation(request, visitor, _statistics, query=query)

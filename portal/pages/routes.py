@@ -164,7 +164,18 @@ OVERSIGHT: list[BaseRoute] = [
         oversight.transactions_page,
         methods=["GET"],
     ),
-    Route("/institutions/{code}/oversight/audit", oversight.audit_page, methods=["GET"]),
+    Route(
+        "/institutions/{code}/oversight/transactions",
+        oversight.transactions_page,
+        methods=["POST"],
+    ),
+    Route(
+        "/institutions/{code}/oversight/transactions/csv",
+        oversight.transactions_csv,
+        methods=["POST"],
+    ),
+    Route("/institutions/{code}/oversight/audit", oversight.audit_page, methods=["GET", "POST"]),
+    Route("/institutions/{code}/oversight/audit/csv", oversight.audit_csv, methods=["POST"]),
     Route("/institutions/{code}/oversight/statistics", oversight.statistics_page, methods=["GET"]),
 ]
 

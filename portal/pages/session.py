@@ -51,7 +51,7 @@ from policy.decision import Context, Resource, decide
 from policy.principal import Principal, PrincipalKind
 from policy.roles import Action
 from policy.tokens import read_unverified
-from portal.i18n import choose_locale, translator
+from portal.i18n import choose_locale, plural_translator, translator
 from portal.openapi import Call
 from portal.pages.errors import TITLES, page_status
 from portal.sign_in_page import safe_next
@@ -281,6 +281,7 @@ def render(
         "csrf_token": visitor.csrf_token if visitor else "",
         "form_token": getattr(request.state, "form_token", ""),
         "_": translator(locale),
+        "ngettext": plural_translator(locale),
         "locale": locale,
         "tz": timezone or (visitor.timezone if visitor else "UTC"),
         "place": None,

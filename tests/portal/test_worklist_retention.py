@@ -106,3 +106,28 @@ def test_a_transfer_s_reports_leave_with_its_last_study(world: World) -> None:
     assert world.studies["one"].study_uid in report.studies_deleted
     seen = world.get("a-sender", f"/transfers/{tid}").json()
     assert seen["reports"] == [] and seen["studies"][0]["in_archive"] is False
+
+
+def test_the_owner_s_hold_keeps_the_receiver_s_copy_and_says_so(world: World) -> None:
+    sent = world.send(send=True)
+    assert sent.status_code == 201, sent.text
+    tid = sent.json()["id"]
+    uid = world.studies["one"].study_uid
+    engine = world.server.archive.engine
+    stranger = NewHold(world.pks["C"], "not theirs", world.clock[0] + timedelta(days=100),
+                       study_uid=uid)  # fmt: skip
+    place_hold(engine, stranger, actor="test", now=world.clock[0])  # C holds nothing of it
+    assert not _item(world)["retention_held"]
+    owner = NewHold(world.pks["A"], "legal claim", world.clock[0] + timedelta(days=100),
+                    study_uid=uid)  # fmt: skip
+    place_hold(engine, owner, actor="test", now=world.clock[0])
+    item = _item(world)
+    assert item["retention_held"] and item["retention_days_left"] is None
+    shown = world.get("b-receiver", f"/transfers/{tid}").json()
+    assert shown["retention_held"] and shown["retention_due_at"] is None
+    world.clock[0] += timedelta(days=40)  # past the receiver's period: the hold keeps its copy
+    Sweeper(world.server.archive, RetentionConfig(pause_seconds=0), lambda: world.clock[0]).run()
+    found = world.http.get(
+        "/dicom-web/studies", params={"StudyInstanceUID": uid}, headers=world.as_("b-receiver")
+    )
+    assert found.status_code == 200 and len(found.json()) == 1

@@ -25,7 +25,8 @@ def test_the_worklist_shows_urgent_first_with_counts_filters_and_the_url(world: 
     expect(rows.nth(0)).to_contain_text("urgent")
     expect(rows.nth(1)).to_contain_text("Doe, Chest")
     expect(rows.nth(0)).to_contain_text("CLIN")
-    expect(rows.nth(0).locator("time")).to_contain_text(re.compile(r"\d{4} \d\d:\d\d (GMT|BST)"))
+    arrived = rows.nth(0).locator("td").last.locator("time")
+    expect(arrived).to_contain_text(re.compile(r"\d{4} \d\d:\d\d (GMT|BST)"))
     assert_accessible(page)
     snapshot(page, "dashboard-worklist")
     page.get_by_label("Priority").select_option("routine")
@@ -148,3 +149,33 @@ def test_find_a_patient_on_the_worklist_without_the_patient_in_the_url(world: Wo
     page.get_by_label("Family name starts with").fill("doe")
     page.get_by_role("button", name="Find").click()
     expect(page.locator("#results tbody tr")).to_have_count(2)
+
+
+def test_the_owner_s_hold_shows_as_held_on_the_receiver_s_worklist(world: World) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from exchange.holds import NewHold, place_hold
+
+    chest = world.send("chest")
+    world.send("head")
+    until = datetime.now(UTC) + timedelta(days=100)
+    hold = NewHold(world.pks["CLIN"], "legal claim", until,
+                   study_uid=world.studies["chest"].study_uid)  # fmt: skip
+    place_hold(world.server.archive.engine, hold, actor="test", now=datetime.now(UTC))
+    page = world.page("hosp-radiologist")
+    page.goto("/institutions/HOSP")
+    rows = page.locator("#results tbody tr")
+    held = rows.filter(has_text="Doe, Chest")
+    state = held.get_by_role("cell").nth(4)
+    expect(state).to_contain_text("held: not deleted while the hold lasts")
+    expect(rows.filter(has_text="Doe, Head")).to_contain_text("deleted in 15 days")
+    expect(rows.filter(has_text="Doe, Head")).not_to_contain_text("held")
+    assert_accessible(page)
+    page.goto(f"/transfers/{chest}")
+    facts = page.locator("#transfer-facts")
+    expect(facts).to_contain_text("Retention")
+    expect(facts).to_contain_text("held: not deleted while the hold lasts")
+    assert_accessible(page)
+    sender = world.page("clin-sender")  # the owner's own page: no receiver's countdown
+    sender.goto(f"/transfers/{chest}")
+    expect(sender.locator("#transfer-facts")).not_to_contain_text("Retention")

@@ -56,7 +56,7 @@ def test_pick_from_our_archive_and_send_to_a_worklist(world: World) -> None:
     expect(page.get_by_role("heading", level=1)).to_have_text("Send studies from Clinic North")
     page.get_by_label("Patient ID").fill("PAT-1")
     page.get_by_role("button", name="Search").click()
-    expect(page.locator("#found caption")).to_have_text("1 studies found")
+    expect(page.locator("#found caption")).to_have_text("1 study found")
     page.get_by_role("checkbox", name=re.compile("Doe, Chest")).check()
     page.get_by_label(re.compile("^HOSP")).check()
     page.get_by_role("radio", name="urgent").check()
@@ -82,7 +82,7 @@ def test_upload_a_cd_folder_skipping_what_is_not_dicom_then_send(
     page.get_by_label(re.compile("^HOSP")).check()
     page.get_by_role("button", name="Send", exact=True).click()
     summary = page.get_by_role("region", name="3. Check and send")
-    expect(summary).to_contain_text("The upload holds 1 studies of 1 patients")
+    expect(summary).to_contain_text("The upload holds 1 study of 1 patient.")
     expect(summary).to_contain_text("Upload, Ursula")
     expect(summary).to_contain_text("PAT-UP")
     expect(page.locator("#upload-status")).to_have_text(
