@@ -12,7 +12,7 @@ import sqlmodel
 from alembic import op
 
 revision: str = "portal_privacy_0001"
-down_revision: str | None = "atna_metrics_0001"
+down_revision: str | None = "portal_oidc_0001"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
