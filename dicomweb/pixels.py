@@ -100,7 +100,7 @@ async def _layout(request: Request, stored: StoredInstance) -> PixelDataLayout:
 async def retrieve_frames(request: Request) -> Response:
     numbers = parse_frame_numbers(request.path_params["frames"])
     ranges = _accept(request)
-    uids = tuple(path_uid(request, n) for n in ("study", "series", "instance"))
+    uids = (path_uid(request, "study"), path_uid(request, "series"), path_uid(request, "instance"))
     config: DicomwebConfig = request.app.state.dicomweb
     # One hop to a worker thread for the lookup, the layout and (when small) the body.
     return await anyio.to_thread.run_sync(
