@@ -8,6 +8,7 @@ them, then commit the index rows. A crash before the commit leaves only orphan b
 from __future__ import annotations
 
 import filecmp
+import functools
 import logging
 import threading
 from collections.abc import Iterable, Sequence
@@ -15,8 +16,9 @@ from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import Engine, bindparam, delete, func, select
+from sqlalchemy import Engine, Select, bindparam, delete, func, select
 
 from archive import dicomjson, index, outcomes
 from archive.blobstore import BlobStore
@@ -53,6 +55,57 @@ _HELD_INSTANCES = (
     .join(index.STUDY, index.STUDY.c.pk == index.SERIES.c.study_pk)
     .where(index.INSTANCE.c.sop_instance_uid.in_(bindparam("uids", expanding=True)))
 )
+
+
+@functools.cache
+def _instance_query(by_series: bool, by_instance: bool, metadata: bool = False) -> Select[Any]:
+    """Built once per shape, with bound parameters: the read paths run it on every request, and
+    building a statement costs more than executing it."""
+    columns: tuple[Any, ...] = (
+        (Instance.metadata_json,)
+        if metadata
+        else (
+            Study.study_instance_uid,
+            Series.series_instance_uid,
+            Instance.sop_instance_uid,
+            Instance.sop_class_uid,
+            Instance.transfer_syntax_uid,
+            Instance.blob_key,
+            Instance.size,
+        )
+    )
+    statement = (
+        select(*columns)
+        .join(Series, Series.pk == Instance.series_pk)
+        .join(Study, Study.pk == Series.study_pk)
+        .where(Study.study_instance_uid == bindparam("study"))
+    )
+    if by_series:
+        statement = statement.where(Series.series_instance_uid == bindparam("series"))
+    if by_instance:
+        statement = statement.where(Instance.sop_instance_uid == bindparam("instance"))
+    return statement.order_by(
+        Series.series_number, Series.pk, Instance.instance_number, Instance.pk
+    )
+
+
+def _instance_params(study: str, series: str | None, instance: str | None) -> dict[str, str]:
+    params = {"study": study}
+    if series is not None:
+        params["series"] = series
+    if instance is not None:
+        params["instance"] = instance
+    return params
+
+
+_STUDY_ACCESS = (
+    select(Study.pk, Study.institution_pk, Patient.patient_id, Study.accession_number)
+    .join(Patient, Patient.pk == Study.patient_pk)
+    .where(Study.study_instance_uid == bindparam("study"))
+)
+_STUDY_GRANTS = select(
+    StudyGrant.institution_pk, StudyGrant.expires_at, StudyGrant.revoked_at, StudyGrant.actions
+).where(StudyGrant.study_pk == bindparam("study_pk"))
 
 
 @dataclass(frozen=True)
@@ -358,34 +411,12 @@ class Archive:
 
     # -- read ----------------------------------------------------------------------------
 
-    def _instance_query(self, study: str, series: str | None, instance: str | None):  # type: ignore[no-untyped-def]
-        statement = (
-            select(
-                Study.study_instance_uid,
-                Series.series_instance_uid,
-                Instance.sop_instance_uid,
-                Instance.sop_class_uid,
-                Instance.transfer_syntax_uid,
-                Instance.blob_key,
-                Instance.size,
-            )
-            .join(Series, Series.pk == Instance.series_pk)
-            .join(Study, Study.pk == Series.study_pk)
-            .where(Study.study_instance_uid == study)
-        )
-        if series is not None:
-            statement = statement.where(Series.series_instance_uid == series)
-        if instance is not None:
-            statement = statement.where(Instance.sop_instance_uid == instance)
-        return statement.order_by(
-            Series.series_number, Series.pk, Instance.instance_number, Instance.pk
-        )
-
     def find_instances(
         self, study: str, series: str | None = None, instance: str | None = None
     ) -> list[StoredInstance]:
+        statement = _instance_query(series is not None, instance is not None)
         with self.engine.connect() as connection:
-            rows = connection.execute(self._instance_query(study, series, instance)).all()
+            rows = connection.execute(statement, _instance_params(study, series, instance)).all()
         if not rows:
             raise _not_found(study, series, instance)
         return [StoredInstance(*row) for row in rows]
@@ -394,11 +425,10 @@ class Archive:
         self, study: str, series: str | None = None, instance: str | None = None
     ) -> list[bytes]:
         """Each instance's stored DICOM JSON, with the `{base}` placeholder still in it."""
-        statement = self._instance_query(study, series, instance).with_only_columns(
-            Instance.metadata_json
-        )
+        statement = _instance_query(series is not None, instance is not None, metadata=True)
         with self.engine.connect() as connection:
-            documents = connection.execute(statement).scalars().all()
+            params = _instance_params(study, series, instance)
+            documents = connection.execute(statement, params).scalars().all()
         if not documents:
             raise _not_found(study, series, instance)
         return list(documents)
@@ -406,21 +436,10 @@ class Archive:
     def read_study_access(self, study: str) -> StudyAccess | None:
         """Owner and grants of a study, for the policy decision; None when there is no study."""
         with self.engine.connect() as connection:
-            row = connection.execute(
-                select(Study.pk, Study.institution_pk, Patient.patient_id, Study.accession_number)
-                .join(Patient, Patient.pk == Study.patient_pk)
-                .where(Study.study_instance_uid == study)
-            ).first()
+            row = connection.execute(_STUDY_ACCESS, {"study": study}).first()
             if row is None:
                 return None
-            grants = connection.execute(
-                select(
-                    StudyGrant.institution_pk,
-                    StudyGrant.expires_at,
-                    StudyGrant.revoked_at,
-                    StudyGrant.actions,
-                ).where(StudyGrant.study_pk == row.pk)
-            ).all()
+            grants = connection.execute(_STUDY_GRANTS, {"study_pk": row.pk}).all()
         return StudyAccess(
             study,
             row.institution_pk,

@@ -50,6 +50,7 @@ ENCAPSULATED_DOCUMENT = 0x00420011
 MIME_TYPE_OF_ENCAPSULATED_DOCUMENT = 0x00420012
 _FRAME_LIST = re.compile(r"^[0-9]{1,18}(,[0-9]{1,18})*$")
 _COALESCE_BYTES = 256 * 1024  # small frames are sent in chunks of about this size
+_IN_MEMORY_BYTES = 4 * 1024 * 1024  # a multipart answer up to this size is made whole, then sent
 _FRAME_TYPES = (f'multipart/related; type="{OCTET_STREAM}"', 'multipart/related; type="image/*"')
 _Range = tuple[str | None, str | None]  # the Range and If-Range headers
 
@@ -99,8 +100,31 @@ async def _layout(request: Request, stored: StoredInstance) -> PixelDataLayout:
 async def retrieve_frames(request: Request) -> Response:
     numbers = parse_frame_numbers(request.path_params["frames"])
     ranges = _accept(request)
-    stored = await _find_instance(request)
-    layout = await _layout(request, stored)
+    uids = (path_uid(request, "study"), path_uid(request, "series"), path_uid(request, "instance"))
+    config: DicomwebConfig = request.app.state.dicomweb
+    # One hop to a worker thread for the lookup, the layout and (when small) the body.
+    return await anyio.to_thread.run_sync(
+        _frames_answer,
+        request.app.state.archive,
+        config.data_dir / "cache" / "frames",
+        uids,
+        numbers,
+        ranges,
+        _range(request),
+    )
+
+
+def _frames_answer(
+    archive: Archive,
+    cache_dir: Path,
+    uids: tuple[str, str, str],
+    numbers: list[int],
+    ranges: list[MediaRange],
+    wanted: _Range,
+) -> Response:
+    """Runs in a worker thread: find the instance, its frames, and answer."""
+    (stored,) = archive.find_instances(*uids)
+    layout = read_layout(archive.blobs, stored.blob_key, cache_dir)
     if layout.video:
         raise NotAcceptable("a video's frames are one stream: retrieve its bulk data")
     count = len(layout.frames)
@@ -111,9 +135,8 @@ async def retrieve_frames(request: Request) -> Response:
         ranges, layout.transfer_syntax_uid, single_part=len(numbers) == 1
     )
     locations = [layout.frames[n - 1] for n in numbers]
-    blobs: BlobStore = request.app.state.archive.blobs
-    response = await anyio.to_thread.run_sync(
-        _frames_response, blobs, stored.blob_key, layout, locations, representation, _range(request)
+    response = _frames_response(
+        archive.blobs, stored.blob_key, layout, locations, representation, wanted
     )
     if layout.pixel.notes:  # values read leniently, e.g. a Number of Frames that is no number
         response.headers["Warning"] = warning_header(layout.pixel.notes)
@@ -138,14 +161,19 @@ def _frames_response(
         )
     boundary = new_boundary()
     parts = _iter_frame_parts(blobs, key, layout, locations, representation)
+    media_type = f'multipart/related; type="{representation.media_type}"; boundary={boundary}'
     headers = {}
     if not representation.decode:
         sizes = [(representation.content_type, location.length) for location in locations]
-        headers["Content-Length"] = str(multipart_length(sizes, boundary))
+        length = multipart_length(sizes, boundary)
+        if length <= _IN_MEMORY_BYTES:
+            # A frame or a few: read here, in this thread, and sent whole; streaming them
+            # would cost a hop to a worker thread for every chunk.
+            body = b"".join(iter_multipart_related(parts, boundary))
+            return Response(body, media_type=media_type)
+        headers["Content-Length"] = str(length)
     return PrimedStreamingResponse(
-        _coalesce(iter_multipart_related(parts, boundary)),
-        media_type=f'multipart/related; type="{representation.media_type}"; boundary={boundary}',
-        headers=headers,
+        _coalesce(iter_multipart_related(parts, boundary)), media_type=media_type, headers=headers
     )
 
 

@@ -212,14 +212,25 @@ def _scope(request: Request) -> tuple[str, str | None, str | None]:
     )
 
 
+def _find_and_negotiate(
+    archive: Archive,
+    ranges: list[MediaRange],
+    study: str,
+    series: str | None,
+    instance: str | None,
+) -> tuple[list[StoredInstance], Targets]:
+    """Runs in a worker thread: the instances and what each is sent in, in one hop."""
+    instances = archive.find_instances(study, series, instance)
+    read_pixels = partial(_read_pixels, archive.blobs)
+    return instances, negotiate_transfer_syntax(ranges, instances, read_pixels)
+
+
 async def retrieve_instances(request: Request) -> Response:
     archive: Archive = request.app.state.archive
     ranges = _accept(request)
     study, series, instance = _scope(request)
-    instances = await anyio.to_thread.run_sync(archive.find_instances, study, series, instance)
-    read_pixels = partial(_read_pixels, archive.blobs)
-    targets = await anyio.to_thread.run_sync(
-        negotiate_transfer_syntax, ranges, instances, read_pixels
+    instances, targets = await anyio.to_thread.run_sync(
+        _find_and_negotiate, archive, ranges, study, series, instance
     )
     boundary = new_boundary()
     headers: dict[str, str] = {}
