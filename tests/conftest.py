@@ -373,6 +373,42 @@ def server(settings: Settings, archive: Archive) -> Iterator[RunningServer]:
 
 
 @pytest.fixture
+def own_server(settings: Settings, archive: Archive) -> Iterator[RunningServer]:
+    """A server of the test's own, where a module's `server` is the shared `module_server`."""
+    yield from run_server(settings, archive)
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def module_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """One server (and database) for a whole module, on each database in turn.
+
+    For modules whose tests each store data of their own (fresh UIDs from the factories) and
+    read back only that: starting a server and making a database costs more than most of
+    those tests. A module opts in by defining `server` as this one (see
+    tests/dicomweb/test_frames.py); a test that needs a server to itself keeps `server`'s
+    own fixtures (settings, archive) or runs `run_server` itself."""
+    tmp_path = tmp_path_factory.mktemp("module-server")
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            path = tmp_path / "index.db"
+            shutil.copyfile(request.getfixturevalue("_migrated_sqlite"), path)
+            url = f"sqlite:///{path}"
+        else:
+            migrated = request.getfixturevalue("_migrated_postgres")
+            url = stack.enter_context(
+                postgres_schema(request.getfixturevalue("postgres_url"), migrated)
+            )
+        settings = make_settings(tmp_path, url)
+        archive = build_archive(settings)
+        stack.callback(archive.engine.dispose)
+        yield from run_server(settings, archive)
+
+
+@pytest.fixture
 def client(server: RunningServer):  # type: ignore[no-untyped-def]
     from dicomweb_client.api import DICOMwebClient
 
