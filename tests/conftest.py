@@ -185,31 +185,127 @@ def _migrated_postgres(postgres_url: str) -> str | None:
     return "\n".join(lines).replace(schema, _SCHEMA_PLACEHOLDER)
 
 
-@contextlib.contextmanager
-def postgres_schema(base: str, migrated: str | None) -> Iterator[str]:
-    """A schema of its own on the PostgreSQL server at `base`, dropped afterwards; made from
-    `migrated` (see `_migrated_postgres`) if given, else empty. Its URL sets the search path to
-    it, and commits do not wait for the server's disk: what a client sees is the same, only a
-    crash of the database server itself could lose the last commits."""
+# Migrated schemas whose test is over, emptied and still as the migrations left them, for the
+# next tests of this process: {(server, dump): [(schema, fingerprint), ...]}.
+_SPARE_SCHEMAS: dict[tuple[str, str], list[tuple[str, str]]] = {}
+
+# What a test could change in a schema besides its rows: relations, columns, defaults,
+# constraints, triggers (and whether they are enabled), functions, enum values.
+_FINGERPRINT = """
+WITH n AS (SELECT oid FROM pg_namespace WHERE nspname = %s),
+rels AS MATERIALIZED (
+  SELECT c.oid, c.oid::text || c.relkind::text || c.relnatts::text || c.relfilenode::text
+                || c.relrowsecurity::text AS shape
+    FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM n))
+SELECT md5(concat_ws('|',
+  (SELECT string_agg(shape, ',' ORDER BY oid) FROM rels),
+  (SELECT md5(string_agg(a.attrelid::text || a.attname || a.atttypid::text || a.attnotnull::text
+                         || a.attisdropped::text, ',' ORDER BY a.attrelid, a.attnum))
+     FROM pg_attribute a WHERE a.attnum > 0 AND a.attrelid IN (SELECT oid FROM rels)),
+  (SELECT string_agg(d.oid::text, ',' ORDER BY d.oid)
+     FROM pg_attrdef d WHERE d.adrelid IN (SELECT oid FROM rels)),
+  (SELECT string_agg(k.oid::text || k.convalidated::text, ',' ORDER BY k.oid)
+     FROM pg_constraint k WHERE k.conrelid IN (SELECT oid FROM rels)),
+  (SELECT string_agg(t.oid::text || t.tgenabled::text, ',' ORDER BY t.oid)
+     FROM pg_trigger t WHERE t.tgrelid IN (SELECT oid FROM rels)),
+  (SELECT string_agg(p.oid::text || md5(p.prosrc), ',' ORDER BY p.oid)
+     FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM n)),
+  (SELECT string_agg(e.oid::text, ',' ORDER BY e.oid)
+     FROM pg_enum e JOIN pg_type y ON y.oid = e.enumtypid
+     WHERE y.typnamespace = (SELECT oid FROM n))
+))
+"""
+
+
+def _fingerprint(connection: Any, schema: str) -> str:
+    return str(connection.execute(_FINGERPRINT, (schema,)).fetchone()[0])
+
+
+def _emptied(connection: Any, schema: str, fingerprint: str, migrated: str) -> bool:
+    """Empties a test's schema for the next test, as the dump made it (its seed rows, its
+    sequences' values), if no one is connected to it any more and it is still as the migrations
+    left it (some tests drop a table or a trigger); False, the schema untouched, otherwise."""
     import psycopg
 
-    schema = f"ferry_test_{secrets.token_hex(6)}"
+    try:
+        deadline = time.monotonic() + 1
+        others = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        while connection.execute(others, (schema,)).fetchone()[0]:  # a closed one ends soon
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        if _fingerprint(connection, schema) != fingerprint:
+            return False
+        tables = connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
+        ).fetchall()
+        seeds = (
+            line.replace(_SCHEMA_PLACEHOLDER, schema)
+            for line in migrated.splitlines()
+            if line.startswith(("INSERT INTO ", "SELECT pg_catalog.setval("))
+        )
+        statements = [
+            "SET LOCAL lock_timeout = '5s'",
+            "SET LOCAL session_replication_role = replica",  # no trigger: audit is append-only
+            *(f"DELETE FROM {schema}.{table}" for (table,) in tables),
+            *seeds,
+        ]
+        with connection.transaction():
+            connection.execute(";\n".join(statements).encode())
+    except psycopg.Error:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _spare_schemas_dropped() -> Iterator[None]:
+    yield
+    import psycopg
+
+    for (plain, _), spare in _SPARE_SCHEMAS.items():
+        with psycopg.connect(plain, autocommit=True) as connection:
+            for schema, _ in spare:
+                connection.execute(f"DROP SCHEMA {schema} CASCADE")
+    _SPARE_SCHEMAS.clear()
+
+
+@contextlib.contextmanager
+def postgres_schema(base: str, migrated: str | None) -> Iterator[str]:
+    """A schema of its own on the PostgreSQL server at `base`, made from `migrated` (see
+    `_migrated_postgres`) if given, else empty; dropped afterwards. A migrated one is emptied
+    instead, if it can be (see `_emptied`), and serves the process's next test (emptying
+    takes a few hundredths of a second; making one and dropping it, a second or two).
+
+    Its URL sets the search path to it and names it as the application, so that a connection
+    still open on it is seen; commits do not wait for the server's disk: what a client sees is
+    the same, only a crash of the database server itself could lose the last commits."""
+    import psycopg
+
     plain = make_url(base).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(plain, autocommit=True) as connection:
-        connection.execute("SET synchronous_commit = off")
-        if migrated is None:
-            connection.execute(f"CREATE SCHEMA {schema}")
-        else:
-            connection.execute(migrated.replace(_SCHEMA_PLACEHOLDER, schema).encode())
+    spare = _SPARE_SCHEMAS.setdefault((plain, migrated), []) if migrated is not None else []
+    if spare:
+        schema, fingerprint = spare.pop()
+    else:
+        schema, fingerprint = f"ferry_test_{secrets.token_hex(6)}", ""
+        with psycopg.connect(plain, autocommit=True) as connection:
+            connection.execute("SET synchronous_commit = off")
+            if migrated is None:
+                connection.execute(f"CREATE SCHEMA {schema}")
+            else:
+                connection.execute(migrated.replace(_SCHEMA_PLACEHOLDER, schema).encode())
+                fingerprint = _fingerprint(connection, schema)
     url = make_url(base).set(drivername="postgresql+psycopg")
     options = f"-csearch_path={schema} -csynchronous_commit=off"
-    url = url.update_query_dict({"options": options})
+    url = url.update_query_dict({"options": options, "application_name": schema})
     try:
         yield url.render_as_string(hide_password=False)
     finally:
         with psycopg.connect(plain, autocommit=True) as connection:
             connection.execute("SET synchronous_commit = off")
-            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+            if migrated is not None and _emptied(connection, schema, fingerprint, migrated):
+                _SPARE_SCHEMAS[(plain, migrated)].append((schema, fingerprint))
+            else:
+                connection.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settings:
@@ -341,6 +437,21 @@ class _ThreadServer(uvicorn.Server):
                 if self.should_exit:
                     break
             should_exit = await self.on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown; with no connection open and no request running, without the
+        tenth of a second it gives open connections to finish."""
+        if self.server_state.connections or self.server_state.tasks:
+            await super().shutdown(sockets)
+            return
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for server in self.servers:
+            await server.wait_closed()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
 
 
 def run_server(settings: Settings, archive: Archive) -> Iterator[RunningServer]:
