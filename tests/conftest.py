@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import io
 import os
 import random
@@ -27,8 +29,10 @@ from starlette.applications import Starlette
 
 from archive.store import Archive
 from ferry.app import build_archive, create_app
+from ferry.database import migrate
 from ferry.http_server import server_config
 from ferry.settings import Settings
+from foundation.database import create_database_engine
 from policy.models import Institution, User
 from tests import factories
 from tests.policy._people import add_institution, add_user
@@ -111,27 +115,197 @@ def postgres_url() -> str:
 # A test that needs one database only (it exercises a protocol, not storage) says so.
 sqlite_only = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
+# A test of the migrations themselves asks for a database they have never run on.
+fresh_database = pytest.mark.fresh_database
+
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """Each test gets its own database: a SQLite file, or a PostgreSQL schema dropped after."""
+    """Each test gets its own database: a SQLite file, or a PostgreSQL schema dropped after.
+
+    It is already migrated (a copy of one the test process migrated once; see
+    `_migrated_sqlite` and `_migrated_postgres`), so `build_archive`'s migration finds nothing
+    to do; a test marked `fresh_database` gets an empty one instead."""
+    fresh = request.node.get_closest_marker("fresh_database") is not None
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'index.db'}"
+        path = tmp_path / "index.db"
+        if not fresh:
+            shutil.copyfile(request.getfixturevalue("_migrated_sqlite"), path)
+        yield f"sqlite:///{path}"
         return
     base = request.getfixturevalue("postgres_url")
+    migrated = None if fresh else request.getfixturevalue("_migrated_postgres")
+    with postgres_schema(base, migrated) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def _migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file migrated once a test process, copied for each test (a file copy takes
+    milliseconds; running every migration takes most of a second)."""
+    path = tmp_path_factory.mktemp("migrated") / "index.db"
+    engine = create_database_engine(f"sqlite:///{path}")
+    migrate(engine)
+    with engine.connect() as connection:  # everything into the file itself, none left in -wal
+        connection.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+    engine.dispose()
+    return path
+
+
+_SCHEMA_PLACEHOLDER = "ferry_migrated_schema_placeholder"
+
+
+@pytest.fixture(scope="session")
+def _migrated_postgres(postgres_url: str) -> str | None:
+    """The SQL that recreates a migrated schema, with a placeholder for its name: a schema is
+    migrated once a test process and dumped (pg_dump), and each test's schema is made by running
+    the dump in one round trip, in about half the time the migrations take. None (each test
+    migrates its own schema) if pg_dump is missing or cannot read this server."""
+    import subprocess
+
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        return None
+    plain = make_url(postgres_url).set(drivername="postgresql")
+    with postgres_schema(postgres_url, None) as url:
+        schema = str(make_url(url).query["options"]).split("search_path=")[1].split()[0]
+        engine = create_database_engine(url)
+        migrate(engine)
+        engine.dispose()
+        dbname = plain.render_as_string(hide_password=False)
+        dumped = subprocess.run(
+            [pg_dump, "--no-owner", "--no-privileges", "--inserts", "--schema", schema, dbname],
+            capture_output=True,
+            text=True,
+        )
+    if dumped.returncode != 0:
+        return None
+    # psql's own commands (\restrict ...) are for psql, not for the server.
+    lines = [line for line in dumped.stdout.splitlines() if not line.startswith("\\")]
+    return "\n".join(lines).replace(schema, _SCHEMA_PLACEHOLDER)
+
+
+# Migrated schemas whose test is over, emptied and still as the migrations left them, for the
+# next tests of this process: {(server, dump): [(schema, fingerprint), ...]}.
+_SPARE_SCHEMAS: dict[tuple[str, str], list[tuple[str, str]]] = {}
+
+# What a test could change in a schema besides its rows: relations, columns, defaults,
+# constraints, triggers (and whether they are enabled), functions, enum values.
+_FINGERPRINT = """
+WITH n AS (SELECT oid FROM pg_namespace WHERE nspname = %s),
+rels AS MATERIALIZED (
+  SELECT c.oid, c.oid::text || c.relkind::text || c.relnatts::text || c.relfilenode::text
+                || c.relrowsecurity::text AS shape
+    FROM pg_class c WHERE c.relnamespace = (SELECT oid FROM n))
+SELECT md5(concat_ws('|',
+  (SELECT string_agg(shape, ',' ORDER BY oid) FROM rels),
+  (SELECT md5(string_agg(a.attrelid::text || a.attname || a.atttypid::text || a.attnotnull::text
+                         || a.attisdropped::text, ',' ORDER BY a.attrelid, a.attnum))
+     FROM pg_attribute a WHERE a.attnum > 0 AND a.attrelid IN (SELECT oid FROM rels)),
+  (SELECT string_agg(d.oid::text, ',' ORDER BY d.oid)
+     FROM pg_attrdef d WHERE d.adrelid IN (SELECT oid FROM rels)),
+  (SELECT string_agg(k.oid::text || k.convalidated::text, ',' ORDER BY k.oid)
+     FROM pg_constraint k WHERE k.conrelid IN (SELECT oid FROM rels)),
+  (SELECT string_agg(t.oid::text || t.tgenabled::text, ',' ORDER BY t.oid)
+     FROM pg_trigger t WHERE t.tgrelid IN (SELECT oid FROM rels)),
+  (SELECT string_agg(p.oid::text || md5(p.prosrc), ',' ORDER BY p.oid)
+     FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM n)),
+  (SELECT string_agg(e.oid::text, ',' ORDER BY e.oid)
+     FROM pg_enum e JOIN pg_type y ON y.oid = e.enumtypid
+     WHERE y.typnamespace = (SELECT oid FROM n))
+))
+"""
+
+
+def _fingerprint(connection: Any, schema: str) -> str:
+    return str(connection.execute(_FINGERPRINT, (schema,)).fetchone()[0])
+
+
+def _emptied(connection: Any, schema: str, fingerprint: str, migrated: str) -> bool:
+    """Empties a test's schema for the next test, as the dump made it (its seed rows, its
+    sequences' values), if no one is connected to it any more and it is still as the migrations
+    left it (some tests drop a table or a trigger); False, the schema untouched, otherwise."""
     import psycopg
 
-    schema = f"ferry_test_{secrets.token_hex(6)}"
+    try:
+        deadline = time.monotonic() + 1
+        others = "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
+        while connection.execute(others, (schema,)).fetchone()[0]:  # a closed one ends soon
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        if _fingerprint(connection, schema) != fingerprint:
+            return False
+        tables = connection.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = %s", (schema,)
+        ).fetchall()
+        seeds = (
+            line.replace(_SCHEMA_PLACEHOLDER, schema)
+            for line in migrated.splitlines()
+            if line.startswith(("INSERT INTO ", "SELECT pg_catalog.setval("))
+        )
+        statements = [
+            "SET LOCAL lock_timeout = '5s'",
+            "SET LOCAL session_replication_role = replica",  # no trigger: audit is append-only
+            *(f"DELETE FROM {schema}.{table}" for (table,) in tables),
+            *seeds,
+        ]
+        with connection.transaction():
+            connection.execute(";\n".join(statements).encode())
+    except psycopg.Error:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _spare_schemas_dropped() -> Iterator[None]:
+    yield
+    import psycopg
+
+    for (plain, _), spare in _SPARE_SCHEMAS.items():
+        with psycopg.connect(plain, autocommit=True) as connection:
+            for schema, _ in spare:
+                connection.execute(f"DROP SCHEMA {schema} CASCADE")
+    _SPARE_SCHEMAS.clear()
+
+
+@contextlib.contextmanager
+def postgres_schema(base: str, migrated: str | None) -> Iterator[str]:
+    """A schema of its own on the PostgreSQL server at `base`, made from `migrated` (see
+    `_migrated_postgres`) if given, else empty; dropped afterwards. A migrated one is emptied
+    instead, if it can be (see `_emptied`), and serves the process's next test (emptying
+    takes a few hundredths of a second; making one and dropping it, a second or two).
+
+    Its URL sets the search path to it and names it as the application, so that a connection
+    still open on it is seen; commits do not wait for the server's disk: what a client sees is
+    the same, only a crash of the database server itself could lose the last commits."""
+    import psycopg
+
     plain = make_url(base).set(drivername="postgresql").render_as_string(hide_password=False)
-    with psycopg.connect(plain, autocommit=True) as connection:
-        connection.execute(f"CREATE SCHEMA {schema}")
+    spare = _SPARE_SCHEMAS.setdefault((plain, migrated), []) if migrated is not None else []
+    if spare:
+        schema, fingerprint = spare.pop()
+    else:
+        schema, fingerprint = f"ferry_test_{secrets.token_hex(6)}", ""
+        with psycopg.connect(plain, autocommit=True) as connection:
+            connection.execute("SET synchronous_commit = off")
+            if migrated is None:
+                connection.execute(f"CREATE SCHEMA {schema}")
+            else:
+                connection.execute(migrated.replace(_SCHEMA_PLACEHOLDER, schema).encode())
+                fingerprint = _fingerprint(connection, schema)
     url = make_url(base).set(drivername="postgresql+psycopg")
-    url = url.update_query_dict({"options": f"-csearch_path={schema}"})
+    options = f"-csearch_path={schema} -csynchronous_commit=off"
+    url = url.update_query_dict({"options": options, "application_name": schema})
     try:
         yield url.render_as_string(hide_password=False)
     finally:
         with psycopg.connect(plain, autocommit=True) as connection:
-            connection.execute(f"DROP SCHEMA {schema} CASCADE")
+            connection.execute("SET synchronous_commit = off")
+            if migrated is not None and _emptied(connection, schema, fingerprint, migrated):
+                _SPARE_SCHEMAS[(plain, migrated)].append((schema, fingerprint))
+            else:
+                connection.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 def make_settings(tmp_path: Path, database_url: str, **overrides: Any) -> Settings:
@@ -251,6 +425,34 @@ class _ThreadServer(uvicorn.Server):
     def install_signal_handlers(self) -> None:  # the test runner owns signals
         pass
 
+    async def main_loop(self) -> None:
+        """uvicorn's loop, looking at `should_exit` every 10 ms rather than every 100 ms, so a
+        test's server stops as soon as the test is done (on_tick still runs every 100 ms)."""
+        counter = 0
+        should_exit = await self.on_tick(counter)
+        while not should_exit:
+            counter = (counter + 1) % 864000
+            for _ in range(10):
+                await asyncio.sleep(0.01)
+                if self.should_exit:
+                    break
+            should_exit = await self.on_tick(counter)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown; with no connection open and no request running, without the
+        tenth of a second it gives open connections to finish."""
+        if self.server_state.connections or self.server_state.tasks:
+            await super().shutdown(sockets)
+            return
+        for server in self.servers:
+            server.close()
+        for sock in sockets or []:
+            sock.close()
+        for server in self.servers:
+            await server.wait_closed()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
 
 def run_server(settings: Settings, archive: Archive) -> Iterator[RunningServer]:
     app = create_app(settings, archive)
@@ -279,6 +481,42 @@ def run_server(settings: Settings, archive: Archive) -> Iterator[RunningServer]:
 @pytest.fixture
 def server(settings: Settings, archive: Archive) -> Iterator[RunningServer]:
     yield from run_server(settings, archive)
+
+
+@pytest.fixture
+def own_server(settings: Settings, archive: Archive) -> Iterator[RunningServer]:
+    """A server of the test's own, where a module's `server` is the shared `module_server`."""
+    yield from run_server(settings, archive)
+
+
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+)
+def module_server(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RunningServer]:
+    """One server (and database) for a whole module, on each database in turn.
+
+    For modules whose tests each store data of their own (fresh UIDs from the factories) and
+    read back only that: starting a server and making a database costs more than most of
+    those tests. A module opts in by defining `server` as this one (see
+    tests/dicomweb/test_frames.py); a test that needs a server to itself keeps `server`'s
+    own fixtures (settings, archive) or runs `run_server` itself."""
+    tmp_path = tmp_path_factory.mktemp("module-server")
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            path = tmp_path / "index.db"
+            shutil.copyfile(request.getfixturevalue("_migrated_sqlite"), path)
+            url = f"sqlite:///{path}"
+        else:
+            migrated = request.getfixturevalue("_migrated_postgres")
+            url = stack.enter_context(
+                postgres_schema(request.getfixturevalue("postgres_url"), migrated)
+            )
+        settings = make_settings(tmp_path, url)
+        archive = build_archive(settings)
+        stack.callback(archive.engine.dispose)
+        yield from run_server(settings, archive)
 
 
 @pytest.fixture

@@ -21,6 +21,13 @@ from ferry.app import create_app
 from ferry.settings import Settings
 from tests.conftest import RunningServer, run_server
 
+
+@pytest.fixture
+def server(module_server: RunningServer) -> RunningServer:
+    """The module's one server: what it declares is the same for every test."""
+    return module_server
+
+
 WADL = "application/vnd.sun.wadl+xml"
 NS = {"w": "http://wadl.dev.java.net/2009/02"}
 

@@ -13,7 +13,14 @@ from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
 from tests import factories
-from tests.conftest import store
+from tests.conftest import RunningServer, store
+
+
+@pytest.fixture
+def server(module_server: RunningServer) -> RunningServer:
+    """The module's one server: every test stores instances of its own and reads back those."""
+    return module_server
+
 
 OHIF_FRAMES = "multipart/related; type=application/octet-stream; transfer-syntax=*"
 OCTETS = 'multipart/related; type="application/octet-stream"'

@@ -20,7 +20,15 @@ from pydicom.dataset import Dataset
 from dicomweb.rendering import Rendered
 from dicomweb.thumbnails import ThumbnailCache
 from tests import factories
-from tests.conftest import store
+from tests.conftest import RunningServer, store
+
+
+@pytest.fixture
+def server(module_server: RunningServer) -> RunningServer:
+    """The module's one server: every test stores instances of its own and renders those (the
+    thumbnail cache's tests, which look at the whole cache folder, have servers of their own)."""
+    return module_server
+
 
 PNG = {"Accept": "image/png"}
 
@@ -339,7 +347,8 @@ def thumbnail_files(server) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file())
 
 
-def test_series_thumbnail_as_ohif_asks_is_cached(server) -> None:
+def test_series_thumbnail_as_ohif_asks_is_cached(own_server) -> None:
+    server = own_server  # the cache folder holds only this test's pictures
     instances = factories.study(n_series=1, per_series=3)
     store(server, *instances)
     address = url(server, instances[0], "series", "thumbnail")
@@ -367,7 +376,8 @@ def test_series_thumbnail_as_ohif_asks_is_cached(server) -> None:
     assert revalidated.status_code == 304
 
 
-def test_thumbnail_default_size_and_levels(server) -> None:
+def test_thumbnail_default_size_and_levels(own_server) -> None:
+    server = own_server  # the cache folder holds only this test's pictures
     mf = factories.mr_multiframe(frames=4, rows=32, columns=64)
     store(server, mf)
     for level in ("study", "series", "instance"):
@@ -386,7 +396,8 @@ def test_thumbnail_ignores_rendering_parameters_with_a_warning(server) -> None:
     assert "window" in response.headers["warning"]
 
 
-def test_thumbnail_of_a_document_is_not_acceptable(server) -> None:
+def test_thumbnail_of_a_document_is_not_acceptable(own_server) -> None:
+    server = own_server  # the cache folder holds only this test's pictures
     pdf = factories.encapsulated_pdf()
     store(server, pdf)
     response = get(server, url(server, pdf, resource="thumbnail"), headers={"Accept": "*/*"})
@@ -408,7 +419,8 @@ def test_thumbnail_cache_evicts_the_least_recently_used(tmp_path) -> None:
     assert cache.read("blob-f", "ff" * 32) == Rendered(b"y" * 1000, "image/png")
 
 
-def test_a_deleted_studys_thumbnails_leave_the_cache(server) -> None:
+def test_a_deleted_studys_thumbnails_leave_the_cache(own_server) -> None:
+    server = own_server  # the cache folder holds only this test's pictures
     kept, gone = (
         factories.study(n_series=1, per_series=2),
         factories.study(n_series=1, per_series=2),

@@ -31,7 +31,14 @@ from pydicom.uid import (
 
 from archive.transcoding import transcoding_table
 from tests import factories
-from tests.conftest import store
+from tests.conftest import RunningServer, store
+
+
+@pytest.fixture
+def server(module_server: RunningServer) -> RunningServer:
+    """The module's one server: every test stores instances of its own and reads back those."""
+    return module_server
+
 
 DICOM = 'multipart/related; type="application/dicom"'
 PRODUCIBLE = transcoding_table()[ExplicitVRLittleEndian]

@@ -15,7 +15,7 @@ from archive.store import Archive
 from ferry.app import build_archive
 from ferry.settings import Settings
 from tests import factories
-from tests.conftest import RunningServer, run_server
+from tests.conftest import RunningServer, fresh_database, run_server
 
 
 def test_health_and_readiness(server: RunningServer) -> None:
@@ -39,12 +39,14 @@ def test_readiness_fails_when_the_blob_store_is_gone(server: RunningServer) -> N
         spool.with_name("moved").rename(spool)
 
 
+@fresh_database
 def test_migrations_match_the_models(archive: Archive) -> None:
     with archive.engine.connect() as connection:
         context = MigrationContext.configure(connection, opts={"compare_type": False})
         assert compare_metadata(context, SQLModel.metadata) == []
 
 
+@fresh_database
 def test_migrating_twice_is_harmless(settings: Settings) -> None:
     build_archive(settings).engine.dispose()
     build_archive(settings).engine.dispose()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from datetime import datetime
@@ -39,7 +40,7 @@ def add_user(
             email=email,
             status=status,
             system_admin=system_admin,
-            password_hash=hash_password(password) if password else "",
+            password_hash=_hashed(password) if password else "",
         )
         session.add(user)
         session.flush()
@@ -48,6 +49,15 @@ def add_user(
             session.add(Membership(user_pk=user.pk, institution_pk=institution_pk, roles=roles))
         session.commit()
         return user.pk
+
+
+@functools.cache
+def _hashed(password: str) -> str:
+    """One argon2id hash per password a test process: it is slow on purpose (tenths of a second
+    with the production parameters), and a user row needs a valid hash, not a salt of its own.
+    Signing in still verifies it with those parameters; tests/policy/test_passwords.py and
+    test_store.py hash afresh."""
+    return hash_password(password)
 
 
 def change_user(engine: Engine, pk: int, **values: Any) -> None:

@@ -18,6 +18,7 @@ from policy.models import Membership, UserStatus
 from policy.sessions import revoke_session
 from policy.store.clients import revoke_api_token
 from policy.tokens import TokenType
+from tests.conftest import fresh_database
 from tests.policy._people import add_api_token, add_institution, add_user, change_user, get_user
 
 NOW = datetime.now(UTC)
@@ -28,6 +29,7 @@ def _bearer(token: str) -> Credentials:
     return Credentials("GET", authorization=f"Bearer {token}")
 
 
+@fresh_database
 def test_every_trigger_survives_the_migrations(archive: Archive) -> None:
     """A later migration that rebuilds one of these tables must put its triggers back."""
     if archive.engine.dialect.name == "sqlite":
