@@ -9,7 +9,7 @@ import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
@@ -24,9 +24,7 @@ class BlobStore(Protocol):
     spool_dir: Path
 
     def new_key(self, study_uid: str, sop_uid: str) -> str: ...
-    def store(
-        self, moves: Iterable[tuple[Path, str]], journal: Mapping[str, Path] | None = None
-    ) -> None: ...
+    def store(self, moves: Iterable[tuple[Path, str]]) -> None: ...
     def open(self, key: str) -> BinaryIO: ...
     def size(self, key: str) -> int: ...
     def iter_chunks(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]: ...
@@ -92,18 +90,13 @@ class FilesystemBlobStore:
             finally:
                 os.close(fd)
 
-    def store(
-        self, moves: Iterable[tuple[Path, str]], journal: Mapping[str, Path] | None = None
-    ) -> None:
+    def store(self, moves: Iterable[tuple[Path, str]]) -> None:
         """Rename each spooled file to its key, then flush the files and the folders that changed.
 
         Renamed first, flushed after: on a journalling filesystem (ext4) the files' flush then
         commits the renames with them, and the folders' flush finds nothing left to write: one
         journal commit per store instead of two. Until the index row is committed, a blob that a
         crash leaves unflushed is an orphan (`ferry archive check`), never a row's target.
-
-        `journal` maps a key to a second name for its blob (a hard link, `archive.deferred`),
-        made before the flush and so durable with it.
         """
         folders: set[Path] = set()
         targets = []
@@ -115,9 +108,6 @@ class FilesystemBlobStore:
             os.replace(source, target)
             folders.add(target.parent)
             targets.append(target)
-            if journal is not None and key in journal:
-                os.link(target, journal[key])
-                folders.add(journal[key].parent)
         self._make_durable(targets)
         self._sync_dirs(folders)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from archive.blobstore import FilesystemBlobStore
-from archive.deferred import journalled_keys
 from archive.store import Archive
 
 
@@ -26,12 +25,10 @@ def check_archive(archive: Archive, *, repair: bool = False) -> CheckReport:
 
     Index rows without a blob must never happen; they are reported, not touched.
     Run it while no store is in progress, or a store's fresh blob may count as an orphan.
-    Blobs named in a journal (`archive.deferred`: acknowledged, indexed at the next start of
-    the bridge) are not orphans.
     """
     blobs = archive.blobs
     assert isinstance(blobs, FilesystemBlobStore)
-    indexed = set(archive.iter_blob_keys()) | journalled_keys(blobs)
+    indexed = set(archive.iter_blob_keys())
     present = set(blobs.iter_keys())
     report = CheckReport(
         orphan_blobs=sorted(present - indexed),

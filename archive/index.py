@@ -54,18 +54,11 @@ class IndexEntry:
     instance: dict[str, Any]
 
 
-@functools.cache
-def _lengths(table: Table) -> dict[str, int]:
-    """The string columns' lengths, read once (every store clips four rows)."""
-    lengths = {c.name: getattr(c.type, "length", None) for c in table.c}
-    return {name: length for name, length in lengths.items() if length}
-
-
 def _clip_row(table: Table, row: dict[str, Any]) -> dict[str, Any]:
     """Hostile or sloppy senders send 10 MB names; the search form keeps what fits."""
-    for name, length in _lengths(table).items():
-        value = row.get(name)
-        if isinstance(value, str) and len(value) > length:
+    for name, value in row.items():
+        length = getattr(table.c[name].type, "length", None)
+        if length and isinstance(value, str) and len(value) > length:
             row[name] = value[:length]
     return row
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from archive.deferred import DeferredIndex
 from archive.store import Archive, StudyAccess
 from audit.trail import AuditRecord, record
 from dimse.callers import Caller
@@ -23,16 +22,9 @@ class BridgeContext:
     archive: Archive
     clock: Clock = utc_now
     jobs: JobQueue = field(init=False)
-    # The SCP's C-STOREs: acknowledged once durable, indexed in batches (`archive.deferred`).
-    deferred: DeferredIndex | None = None
 
     def __post_init__(self) -> None:
         self.jobs = JobQueue(self.archive.engine, self.clock)
-
-    def flush(self) -> None:
-        """What this process acknowledged is in the index (before reading it back)."""
-        if self.deferred is not None:
-            self.deferred.flush()
 
     @property
     def engine(self) -> Any:

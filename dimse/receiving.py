@@ -45,13 +45,10 @@ def store_received(
     *,
     institution_pk: int,
     expected_study_uid: str | None = None,
-    deferred: bool = False,
 ) -> StoreOutcome:
     """The archive's outcome; disk or database trouble is a refusal, nothing half-stored.
 
-    A full disk answers Out of Resources (0xA700), which senders retry later. `deferred`: the
-    outcome comes once the blob is durable and journalled, the index row moments later
-    (`context.deferred`, `archive.deferred`).
+    A full disk answers Out of Resources (0xA700), which senders retry later.
     """
     spooled = context.config.spool_dir / f"dimse-{uuid.uuid4().hex}.dcm"
     received = getattr(event, "dataset_path", None)
@@ -69,12 +66,9 @@ def store_received(
     try:
         _spool(event, spooled)
         size = spooled.stat().st_size
-        if deferred and context.deferred is not None:
-            outcome = context.deferred.store(spooled, institution_pk, expected_study_uid)
-        else:
-            outcome = context.archive.store_files(
-                [spooled], expected_study_uid, institution_pk=institution_pk
-            )[0]
+        outcome = context.archive.store_files(
+            [spooled], expected_study_uid, institution_pk=institution_pk
+        )[0]
     except Exception as error:
         if is_disk_full(error):
             log.error("C-STORE refused, no space left: %s", error)

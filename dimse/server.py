@@ -15,13 +15,11 @@ import socket
 import socketserver
 import threading
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
-from pynetdicom.pdu_primitives import A_RELEASE
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -34,7 +32,6 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from archive.deferred import DeferredIndex
 from archive.outcomes import StoreOutcome
 from archive.store import Archive
 from audit.trail import record_many
@@ -76,7 +73,7 @@ class Bridge:
 
     def __init__(self, config: DimseConfig, archive: Archive, *, clock: Clock = utc_now) -> None:
         self.config = config
-        self.context = BridgeContext(config, archive, clock, deferred=DeferredIndex(archive))
+        self.context = BridgeContext(config, archive, clock)
         self.servers: list[ThreadedAssociationServer] = []
         self._lock = threading.Lock()
 
@@ -124,11 +121,13 @@ class Bridge:
             (evt.EVT_REQUESTED, self._on_requested),
             (evt.EVT_C_ECHO, self._on_echo),
             (evt.EVT_C_STORE, self._on_store),
-            (evt.EVT_ACSE_RECV, self._on_acse),
-            (evt.EVT_C_FIND, _flushed(context, query.handle_find)),
-            (evt.EVT_C_MOVE, _flushed(context, retrieve.handle_move)),
-            (evt.EVT_C_GET, _flushed(context, retrieve.handle_get)),
-            (evt.EVT_N_ACTION, _flushed(context, commitment.handle_n_action)),
+            (evt.EVT_C_FIND, lambda event: query.handle_find(context, caller_of(event), event)),
+            (evt.EVT_C_MOVE, lambda event: retrieve.handle_move(context, caller_of(event), event)),
+            (evt.EVT_C_GET, lambda event: retrieve.handle_get(context, caller_of(event), event)),
+            (
+                evt.EVT_N_ACTION,
+                lambda event: commitment.handle_n_action(context, caller_of(event), event),
+            ),
             (evt.EVT_RELEASED, self._on_ended),
             (evt.EVT_ABORTED, self._on_ended),
             (evt.EVT_CONN_CLOSE, self._on_ended),
@@ -138,8 +137,6 @@ class Bridge:
         config = self.config
         host = config.dicom_host
         self.config.spool_dir.mkdir(parents=True, exist_ok=True)
-        if self.context.deferred is not None:  # what a killed bridge acknowledged, indexed
-            self.context.deferred.start()
         ae = self.build_ae()
         if config.dicom_port:
             self._listen(ae, (host, config.dicom_port), None)
@@ -170,8 +167,6 @@ class Bridge:
             server.shutdown()
             server.server_close()
         self.servers.clear()
-        if self.context.deferred is not None:
-            self.context.deferred.stop()
 
     # -- association -------------------------------------------------------------------------
 
@@ -243,13 +238,6 @@ class Bridge:
             event.assoc.kill()
         log.info("association from %s (%s) to %s rejected: %s", calling, address, called, reason)
 
-    def _on_acse(self, event: evt.Event) -> None:
-        """A release request: what the association stored is indexed before the peer hears
-        A-RELEASE-RP (pynetdicom triggers this on the reactor thread, before answering)."""
-        primitive = event.primitive
-        if isinstance(primitive, A_RELEASE) and primitive.result is None:
-            self.context.flush()
-
     def _on_echo(self, _event: evt.Event) -> int:
         return statuses.SUCCESS
 
@@ -261,7 +249,6 @@ class Bridge:
                 return
             setattr(event.assoc, _STORED, {})
         caller = caller_of(event)
-        self.context.flush()  # an aborted association's instances too, before routes count them
         try:
             self._settle_stored(caller, stored)
         except Exception:
@@ -354,9 +341,7 @@ class Bridge:
         if not decision.allowed or caller.node is None:
             received.unlink(missing_ok=True)
             return statuses.status_dataset(statuses.NOT_AUTHORIZED, decision.reason)
-        outcome = store_received(
-            self.context, event, institution_pk=caller.node.institution_pk, deferred=True
-        )
+        outcome = store_received(self.context, event, institution_pk=caller.node.institution_pk)
         self._tally(event, outcome)
         code = status_code(outcome)
         if code == statuses.SUCCESS:
@@ -376,18 +361,6 @@ class Bridge:
                 tally.failed += 1
                 tally.statuses[f"{outcome.failure_reason:04X}"] += 1
                 tally.conflicts += outcome.conflict
-
-
-def _flushed(
-    context: BridgeContext, handler: Callable[[BridgeContext, Caller, evt.Event], Any]
-) -> Callable[[evt.Event], Any]:
-    """A handler that reads the index: what this process acknowledged is indexed first."""
-
-    def handle(event: evt.Event) -> Any:
-        context.flush()
-        return handler(context, caller_of(event), event)
-
-    return handle
 
 
 class SharedPortServer(ThreadedAssociationServer):
