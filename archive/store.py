@@ -373,7 +373,7 @@ class Archive:
         moves = [(item.parsed.path, item.blob_key) for _, item in work]
         try:
             self.blobs.store(moves)
-            old_keys, inserted = self._commit(work, replacing)
+            old_keys, inserted = self._commit_owned(work, replacing, results)
         except Exception as error:  # disk full, database gone: nothing is indexed
             self.blobs.delete(key for _, key in moves)
             if is_disk_full(error):
@@ -387,17 +387,43 @@ class Archive:
             return
         self.blobs.delete(old_keys)
         for position, item in work:
-            if item.parsed.sop_instance_uid in inserted:
+            if results[position] is not None:  # refused inside the commit: owned elsewhere
+                self.blobs.delete([item.blob_key])
+            elif item.parsed.sop_instance_uid in inserted:
                 results[position] = _stored(item.parsed)
             else:
                 self.blobs.delete([item.blob_key])
                 message = "stored concurrently by another request"
                 results[position] = _failed(item.parsed, outcomes.DUPLICATE_SOP_INSTANCE, message)
 
+    def _commit_owned(
+        self,
+        work: list[tuple[int, Prepared]],
+        replacing: set[int],
+        results: list[StoreOutcome | None],
+    ) -> tuple[list[str], set[str]]:
+        """Commit; instances whose study another institution created meanwhile are refused.
+
+        The owner was checked before (`_owned_elsewhere`), outside this transaction: another
+        process may have created the same new study for another institution since, and the
+        index's upsert would then quietly add to it. The commit reads the owners again and,
+        if one changed, is rolled back and made again without those instances.
+        """
+        while True:
+            try:
+                return self._commit(work, replacing)
+            except _OwnedMeanwhile as taken:
+                for position, item in work:
+                    if item.parsed.study_instance_uid in taken.studies:
+                        results[position] = _uid_in_use(item.parsed)
+                work = [(n, item) for n, item in work if results[n] is None]
+
     def _commit(
         self, work: list[tuple[int, Prepared]], replacing: set[int]
     ) -> tuple[list[str], set[str]]:
         old_keys: list[str] = []
+        if not work:
+            return old_keys, set()
         with self._write_lock, self.engine.begin() as connection:
             fresh = [item.entry for position, item in work if position not in replacing]
             inserted = index.insert_entries(connection, fresh)
@@ -407,6 +433,12 @@ class Archive:
                     inserted.add(item.parsed.sop_instance_uid)
                     if old:
                         old_keys.append(old)
+            wanted = {item.parsed.study_instance_uid: item.entry.study["institution_pk"]
+                      for _, item in work}  # fmt: skip
+            owners = connection.execute(_STUDY_OWNERS, {"uids": list(wanted)}).all()
+            taken = {uid for uid, owner in owners if owner != wanted[uid]}
+            if taken:
+                raise _OwnedMeanwhile(taken)  # rolls the whole batch back
         return old_keys, inserted
 
     # -- read ----------------------------------------------------------------------------
@@ -525,6 +557,14 @@ def _failed(item: ParsedInstance, reason: int, message: str) -> StoreOutcome:
         failure_reason=reason,
         message=message,
     )
+
+
+class _OwnedMeanwhile(Exception):
+    """Studies another institution created between the owner check and the commit."""
+
+    def __init__(self, studies: set[str]) -> None:
+        super().__init__(f"{len(studies)} studies owned elsewhere meanwhile")
+        self.studies = studies
 
 
 def _uid_in_use(item: ParsedInstance) -> StoreOutcome:
