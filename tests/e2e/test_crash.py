@@ -27,6 +27,7 @@ import pytest
 from pydicom.dataset import Dataset
 
 from tests import factories
+from tests._peers import READY_WAIT
 from tests.conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -82,7 +83,7 @@ def ferry_serve(data_dir: Path, log: Path) -> Iterator[tuple[subprocess.Popen[by
 
 
 def _wait_until_up(process: subprocess.Popen[bytes], base: str, log: Path) -> None:
-    deadline = time.monotonic() + WAIT
+    deadline = time.monotonic() + READY_WAIT  # start-up of every process on a busy machine
     while time.monotonic() < deadline:
         if process.poll() is not None:
             pytest.fail(f"ferry serve exited with {process.returncode}:\n{log.read_text()}")

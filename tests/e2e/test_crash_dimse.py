@@ -148,7 +148,8 @@ def test_acknowledged_c_stores_survive_sigkill(tmp_path: Path) -> None:
             process.wait(timeout=WAIT)
         finally:
             stop.set()
-            sender.join(timeout=WAIT)
+            # Longer than the modality's own DIMSE timeout (WAIT), which may be what ends it.
+            sender.join(timeout=3 * WAIT)
     assert not sender.is_alive()
     assert len(sent.acknowledged) >= ACKNOWLEDGED_BEFORE_KILL, sent.errors
 
