@@ -176,7 +176,7 @@ def _worklist(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _download(settings: Settings, args: argparse.Namespace) -> int:
-    from exchange.downloads import iter_zip, plan_zip
+    from exchange.downloads import iter_zip, plan_zip, prepare_zip
     from exchange.parties import load_transfer
     from exchange.receiving import check_study_action, deliver_to_node
     from policy.roles import Action
@@ -197,7 +197,7 @@ def _download(settings: Settings, args: argparse.Namespace) -> int:
     plan = plan_zip(archive, studies)
     audit_step(archive.engine, actor, transfer, "download", decision, studies=studies, format="zip")
     with Path(args.zip).open("wb") as out:
-        for chunk in iter_zip(archive, plan):
+        for chunk in iter_zip(archive, prepare_zip(archive, plan, transfer.created_at)):
             out.write(chunk)
     print(f"wrote {args.zip}")
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import subprocess
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,9 +13,11 @@ from pydicom import dcmread
 from pydicom.fileset import FileSet
 
 from archive.store import Archive
-from exchange.downloads import DICOMDIR, iter_zip, plan_zip
+from exchange.downloads import DICOMDIR, iter_zip, plan_zip, prepare_zip
 from foundation.errors import StudyNotFound
 from tests.factories import StudySpec, basic_text_sr, ct_slice, with_charset
+
+SENT = datetime(2026, 12, 6, 9, 30, 12, tzinfo=UTC)
 
 
 def _store(archive: Archive, folder: Path, datasets: list) -> dict[str, bytes]:  # type: ignore[type-arg]
@@ -40,7 +43,7 @@ def test_zip_holds_every_file_and_a_dicomdir_of_the_records_it_can_make(
     other = ct_slice(spec=StudySpec(patient_id="OTHER-1").new_study())
     originals = _store(archive, tmp_path / "in", [*ct, unnumbered, accented, report, other])
     plan = plan_zip(archive, [spec.study_uid, other.StudyInstanceUID])
-    data = b"".join(iter_zip(archive, plan))
+    data = b"".join(iter_zip(archive, prepare_zip(archive, plan, SENT)))
     out = tmp_path / "out"
     with zipfile.ZipFile(io.BytesIO(data)) as archive_file:
         names = archive_file.namelist()
