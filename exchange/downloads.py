@@ -222,8 +222,9 @@ def prepare_zip(archive: Archive, plan: ZipPlan, modified: datetime) -> ZipDownl
 def iter_zip(
     archive: Archive, download: ZipDownload, start: int = 0, end: int | None = None
 ) -> Iterator[bytes]:
-    """The ZIP's bytes from `start` to `end` (exclusive; default: to the last), in pieces of
-    about a MiB, and at least one per member: what is out leaves before the next blob opens."""
+    """The ZIP's bytes from `start` to `end` (exclusive; default: to the last), in pieces of at
+    most about a MiB (a blob's chunk), and at least one per member: what is out leaves before
+    the next blob opens."""
     opened: list[int] = []
 
     def read(index: int) -> Iterator[bytes]:
@@ -236,10 +237,13 @@ def iter_zip(
     pending: list[bytes] = []
     size = 0
     for part in iter_zip_range(download.layout, read, start, stop):
-        if size and (size >= FLUSH_BYTES or opened):
+        if size and (opened or size + len(part) > FLUSH_BYTES):
             yield b"".join(pending)
             pending, size = [], 0
         opened.clear()
+        if len(part) >= FLUSH_BYTES:  # a blob's chunk goes as it is, never copied
+            yield part
+            continue
         pending.append(part)
         size += len(part)
     if size:
