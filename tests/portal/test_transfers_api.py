@@ -309,20 +309,26 @@ def test_worklist_filters_sorts_pages_urgent_first(world: World) -> None:
 def test_node_transfers_and_downloads_to_a_node_queue_forwarding_jobs(world: World) -> None:
     sent = world.send(node="PACS_B", send=True).json()
     assert sent["status"] == "delivering" and sent["node"] == "PACS_B"
-    delivered = world.send(send=True).json()["id"]
+    two = world.studies["two"]
+    both = [world.studies["one"].study_uid, two.study_uid]
+    delivered = world.send(studies=both, send=True).json()["id"]
     deliver = world.post("b-receiver", f"/transfers/{delivered}/deliver", {"node": "PACS_B"})
     assert deliver.json()["status"] == "delivering", deliver.text
     with Session(world.server.archive.engine) as session:
         jobs = list(session.exec(select(Job).where(Job.kind == "forward-study")))
     payloads = [orjson.loads(job.payload) for job in jobs]
     assert {p["node_pk"] for p in payloads} == {world.pks["PACS_B"]}
-    assert len(payloads) == 2
+    assert len(payloads) == 3
     from exchange.transfers import mark_delivery
 
-    transfer_pk = payloads[1]["transfer_pk"]
-    mark_delivery(world.server.archive.engine, transfer_pk, "failed", "parked", WEDNESDAY_10)
+    last = payloads[2]
+    assert last["study_uid"] == two.study_uid
+    mark_delivery(world.server.archive.engine, last["transfer_pk"], "failed", "parked",
+                  WEDNESDAY_10, last["study_uid"])  # fmt: skip
     failed = world.get("b-receiver", f"/transfers/{delivered}").json()
     assert failed["status"] == "failed" and failed["history"][-1]["actor"] == "ferry"
+    [event] = world.audit(transaction=delivered, action="transfer", outcome="failed")
+    assert (event.study_uid, event.patient_id) == (two.study_uid, "PAT-2")  # the job's study
     refused = world.post("b-receiver", f"/transfers/{delivered}/deliver", {"node": "VIEWER_B"})
     assert refused.status_code == 400
 
