@@ -132,7 +132,7 @@ def deliver_transfer(call: Call) -> TransferOut:
     body: DeliverIn = call.body
     transfer = deliver_to_node(
         _archive(call), _actor(call), call.path["transfer_id"], body.node,
-        call.state.enqueue_forward,
+        call.state.enqueue_forward, body.studies,
     )  # fmt: skip
     return transfer_out(call, transfer, _policy(call), detail=True)
 
@@ -147,7 +147,8 @@ OPERATIONS = [
               "the transfer's studies (or ?study=UID...) as DICOM files with a DICOMDIR, "
               "streamed; Range and If-Range resume it (206)", _T, streams="application/zip"),
     Operation("POST", "/transfers/{transfer_id}/deliver", deliver_transfer,
-              "download to a node of the receiving institution (a forwarding job)", _T,
+              "download to a node of the receiving institution (a forwarding job per study; "
+              "all of them, or those named)", _T,
               DeliverIn, TransferOut),
 ]  # fmt: skip
 __all__ = ["OPERATIONS", "PARAMETERS", "_engine"]

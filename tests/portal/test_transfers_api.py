@@ -339,6 +339,15 @@ def test_node_transfers_and_downloads_to_a_node_queue_forwarding_jobs(world: Wor
     assert (event.study_uid, event.patient_id) == (two.study_uid, "PAT-2")  # the job's study
     refused = world.post("b-receiver", f"/transfers/{delivered}/deliver", {"node": "VIEWER_B"})
     assert refused.status_code == 400
+    again = world.post("b-receiver", f"/transfers/{delivered}/deliver",
+                       {"node": "PACS_B", "studies": [two.study_uid]})  # fmt: skip
+    assert again.status_code == 200, again.text
+    with Session(world.server.archive.engine) as session:
+        jobs = list(session.exec(select(Job).where(Job.kind == "forward-study")))
+    assert [orjson.loads(job.payload)["study_uid"] for job in jobs[3:]] == [two.study_uid]
+    stranger = world.post("b-receiver", f"/transfers/{delivered}/deliver",
+                          {"node": "PACS_B", "studies": ["1.2.3.4"]})  # fmt: skip
+    assert stranger.status_code == 404 and "holds no study" in stranger.json()["error"]
 
 
 def test_upload_and_send_through_stow(world: World, tmp_path: Path) -> None:
