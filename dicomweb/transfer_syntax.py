@@ -21,7 +21,7 @@ from archive.blobstore import BlobStore
 from archive.pixel_module import PixelModule
 from archive.store import StoredInstance
 from dicomweb.media import MediaRange
-from foundation.errors import NotAcceptable
+from foundation.errors import NotAcceptable, StoredDataUnreadable
 
 log = logging.getLogger(__name__)
 
@@ -160,7 +160,12 @@ def read_stored_pixels(blobs: BlobStore, instance: StoredInstance) -> PixelModul
 
 def spool_transcoded(blobs: BlobStore, instance: StoredInstance, target: str) -> IO[bytes]:
     """The instance made in `target`, in a spooled file (on disk past SPOOL_BYTES) at its
-    start; the caller closes it. A codec failing (corrupt data) raises what the codec raised."""
+    start; the caller closes it.
+
+    A codec failing on stored pixels (damaged data) when only decoding was asked (a native
+    target) is StoredDataUnreadable: a 422 before a response starts, never a 500. Otherwise
+    (an encoder may be at fault) the codec's own error is raised.
+    """
     # Outlives this function: the caller streams it, then closes it.
     spool: IO[bytes] = SpooledTemporaryFile(  # noqa: SIM115
         max_size=transcoding.SPOOL_BYTES, dir=str(blobs.spool_dir)
@@ -168,6 +173,13 @@ def spool_transcoded(blobs: BlobStore, instance: StoredInstance, target: str) ->
     try:
         with blobs.open(instance.blob_key) as source:
             transcoding.transcode(source, target, spool)
+    except (ValueError, RuntimeError, NotImplementedError) as error:
+        spool.close()
+        if target in transcoding.NATIVE:
+            raise StoredDataUnreadable(
+                f"instance {instance.sop_instance_uid} cannot be decoded: {error}"
+            ) from error
+        raise
     except BaseException:
         spool.close()
         raise

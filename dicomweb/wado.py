@@ -35,7 +35,7 @@ from dicomweb.transfer_syntax import (
 )
 from dicomweb.urls import path_uid, public_base
 from exchange.transfer_facts import remember_transfer_facts
-from foundation.errors import InvalidQuery, NotAcceptable
+from foundation.errors import InvalidQuery, NotAcceptable, StoredDataUnreadable
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,11 @@ def _iter_transcoded(blobs: BlobStore, instance: StoredInstance, target: str) ->
     """One instance at a time, spooled (to disk past SPOOL_BYTES), then streamed."""
     try:
         spool = spool_transcoded(blobs, instance, target)
-    except Exception:  # the response has started: all that is left is to cut it short
+    except StoredDataUnreadable as error:
+        # A 422 if this is the first part; once the response has started, a cut.
+        log.warning("transcoding %s to %s failed: %s", instance.sop_instance_uid, target, error)
+        raise
+    except Exception:  # the response may have started: all that is left is to cut it short
         log.exception("transcoding %s to %s failed", instance.sop_instance_uid, target)
         raise
     with spool:

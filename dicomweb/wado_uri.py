@@ -20,7 +20,6 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
-from archive import transcoding
 from archive.blobstore import CHUNK_SIZE
 from archive.store import Archive, StoredInstance
 from dicomweb.guard import authorize_study
@@ -45,7 +44,7 @@ from dicomweb.transfer_syntax import (
     spool_transcoded,
 )
 from dicomweb.warning import warning_header
-from foundation.errors import InvalidQuery, NotAcceptable, StoredDataUnreadable
+from foundation.errors import InvalidQuery, NotAcceptable
 from policy.roles import Action
 
 DICOM = "application/dicom"
@@ -267,10 +266,8 @@ def _make(
     if target == stored.transfer_syntax_uid:
         return None, left_default
     try:
-        return spool_transcoded(archive.blobs, stored, target), None
+        return spool_transcoded(archive.blobs, stored, target), None  # 422 if it won't decode
     except (ValueError, RuntimeError, NotImplementedError) as error:
-        if target in transcoding.NATIVE:  # only decoding was asked of the codec
-            raise StoredDataUnreadable(f"the stored object cannot be decoded: {error}") from None
         raise NotAcceptable(f"transcoding to {target} failed: {error}") from None
 
 

@@ -22,6 +22,7 @@ from pydicom.uid import (
 )
 
 from tests import factories
+from tests.conftest import RunningServer
 from tests.dicomweb.test_rendered import hounsfield, linear, pixels, store
 
 
@@ -139,8 +140,9 @@ def test_what_cannot_be_decoded_comes_as_stored_and_says_so(server) -> None:
     assert video.file_meta.TransferSyntaxUID in response.headers["warning"]
 
 
-def test_stored_pixels_that_do_not_decode_are_unprocessable_by_default(server) -> None:
-    """As if stored damaged: an RLE header whose second segment starts past the fragment."""
+def stored_with_a_damaged_rle_header(server: RunningServer) -> tuple[Dataset, bytes]:
+    """An RLE CT stored, then damaged in its blob: the second segment starts past the
+    fragment (as if stored before any check). Returns the instance and the blob's bytes."""
     ds = factories.rle()
     store(server, ds)
     [stored] = server.archive.find_instances(ds.StudyInstanceUID)
@@ -150,11 +152,16 @@ def test_stored_pixels_that_do_not_decode_are_unprocessable_by_default(server) -
     at = data.index(fragment[:64])
     data[at + 8 : at + 12] = struct.pack("<I", 100_000)
     path.write_bytes(bytes(data))
+    return ds, bytes(data)
+
+
+def test_stored_pixels_that_do_not_decode_are_unprocessable_by_default(server) -> None:
+    ds, damaged = stored_with_a_damaged_rle_header(server)
     response = wado(server, ds, contentType="application/dicom")
     assert response.status_code == 422, response.text
     assert "cannot be decoded" in response.json()["error"]
     as_stored = wado(server, ds, contentType="application/dicom", transferSyntax="*")
-    assert as_stored.content == bytes(data)
+    assert as_stored.content == damaged
 
 
 def test_an_image_is_a_jpeg_by_default(server) -> None:
