@@ -239,7 +239,7 @@ async def _dicom_response(
     """The Part 10 file in the transfer syntax chosen (`_transfer_syntax`): as stored when
     it is that syntax, else transcoded whole before the response starts, so that a refusal
     is still a status, not a cut."""
-    spool, left_default = await anyio.to_thread.run_sync(_make, archive, stored, choice)
+    spool, left_default = await anyio.to_thread.run_sync(_prepare_object, archive, stored, choice)
     if left_default is not None:
         warnings = [headers["Warning"]] if "Warning" in headers else []
         headers = {**headers, "Warning": ", ".join([*warnings, warning_header([left_default])])}
@@ -254,7 +254,7 @@ async def _dicom_response(
     return PrimedStreamingResponse(chunks, media_type=DICOM, headers=headers)
 
 
-def _make(
+def _prepare_object(
     archive: Archive, stored: StoredInstance, choice: str | None
 ) -> tuple[IO[bytes] | None, str | None]:
     """(the transcoded file, or None to send the stored one; why the default was left)."""
