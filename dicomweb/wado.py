@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from functools import partial
 
 import anyio
@@ -34,6 +35,7 @@ from dicomweb.transfer_syntax import (
     spool_transcoded,
 )
 from dicomweb.urls import path_uid, public_base
+from exchange.transfer_endings import note_study_deleted
 from exchange.transfer_facts import remember_transfer_facts
 from foundation.errors import InvalidQuery, NotAcceptable, StoredDataUnreadable
 
@@ -158,4 +160,9 @@ async def delete_instances(request: Request) -> Response:
     # Should the study go, its transfers keep its patient's facts (harmless if it stays).
     await anyio.to_thread.run_sync(remember_transfer_facts, archive.engine, study)
     await anyio.to_thread.run_sync(archive.delete, study, series, instance)
+    # Its transfers with no study left say so ("deleted", by whoever deleted it).
+    actor = request.state.principal.label
+    await anyio.to_thread.run_sync(
+        note_study_deleted, archive.engine, study, actor, datetime.now(UTC)
+    )
     return Response(status_code=204)
