@@ -68,13 +68,16 @@ class StoredPartsResponse(PrimedStreamingResponse):
             headers={"Content-Length": str(length)},
         )
         self._batches = list(_batches(self.parts))
-        self._first: list[BinaryIO] | None = None
+        self._first: list[BinaryIO | OSError] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if ZERO_COPY_SEND not in scope.get("extensions", {}) or not self._batches:
             await super().__call__(scope, receive, send)
             return
         self._first = await anyio.to_thread.run_sync(self._open, self._batches[0])
+        if isinstance(self._first[0], OSError):  # before the status line: an error response
+            _close_all(self._first)
+            raise self._first[0]
         try:
             await StreamingResponse.__call__(self, scope, receive, send)
         finally:
@@ -88,12 +91,19 @@ class StoredPartsResponse(PrimedStreamingResponse):
             await super().stream_response(send)
             return
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+        heads: dict[str, bytes] = {}  # a series' parts mostly share one Content-Type
         separator = b""
         for number, batch in enumerate(self._batches):
             files = first if number == 0 else await anyio.to_thread.run_sync(self._open, batch)
             with _closing(files):
                 for part, file in zip(batch, files, strict=True):
-                    head = separator + multipart_part_header(self.boundary, part.content_type)
+                    if isinstance(file, OSError):
+                        raise file  # the response has begun: it is cut short
+                    head = heads.get(part.content_type)
+                    if head is None:
+                        head = multipart_part_header(self.boundary, part.content_type)
+                        heads[part.content_type] = head
+                    head = separator + head
                     await send({"type": "http.response.body", "body": head, "more_body": True})
                     await send(
                         {
@@ -108,12 +118,19 @@ class StoredPartsResponse(PrimedStreamingResponse):
         closing = multipart_closing(self.boundary)
         await send({"type": "http.response.body", "body": closing, "more_body": False})
 
-    def _open(self, batch: Sequence[StoredPart]) -> list[BinaryIO]:
-        """Runs in a worker thread: the batch's files, the kernel asked to read them ahead."""
-        files: list[BinaryIO] = []
+    def _open(self, batch: Sequence[StoredPart]) -> list[BinaryIO | OSError]:
+        """Runs in a worker thread: the batch's files, the kernel asked to read them ahead.
+
+        A blob that cannot be opened is its error, raised when its part's turn comes.
+        """
+        files: list[BinaryIO | OSError] = []
         try:
             for part in batch:
-                file = self.blobs.open(part.key)
+                try:
+                    file = self.blobs.open(part.key)
+                except OSError as error:
+                    files.append(error)
+                    continue
                 files.append(file)
                 with contextlib.suppress(OSError, ValueError):
                     os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
@@ -137,13 +154,14 @@ def _batches(parts: Sequence[StoredPart]) -> Iterator[list[StoredPart]]:
 
 
 @contextlib.contextmanager
-def _closing(files: list[BinaryIO]) -> Iterator[None]:
+def _closing(files: list[BinaryIO | OSError]) -> Iterator[None]:
     try:
         yield
     finally:
         _close_all(files)
 
 
-def _close_all(files: list[BinaryIO]) -> None:
+def _close_all(files: list[BinaryIO | OSError]) -> None:
     for file in files:
-        file.close()
+        if not isinstance(file, OSError):
+            file.close()
