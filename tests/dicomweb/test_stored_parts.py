@@ -55,14 +55,17 @@ def _app(blobs: FilesystemBlobStore, parts: list[StoredPart]) -> Starlette:
     return Starlette(routes=[Route("/parts", retrieve)])
 
 
-@pytest.fixture
+@pytest.fixture(params=["auto", "asyncio"])  # uvloop where installed, and asyncio's own
 def served(
-    tmp_path: Path, stored: tuple[FilesystemBlobStore, list[StoredPart], bytes]
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    stored: tuple[FilesystemBlobStore, list[StoredPart], bytes],
 ) -> Iterator[str]:
     """The app under `ferry serve`'s uvicorn configuration (zero-copy send offered)."""
     blobs, parts, _ = stored
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'unused.db'}")
-    server = uvicorn.Server(server_config(_app(blobs, parts), settings, log_level="warning"))
+    config = server_config(_app(blobs, parts), settings, log_level="warning", loop=request.param)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -80,13 +83,17 @@ def test_sent_from_the_files_by_the_server(
     served: str, stored: tuple[FilesystemBlobStore, list[StoredPart], bytes]
 ) -> None:
     *_, expected = stored
-    response = httpx.get(served, timeout=30)
+    with httpx.stream("GET", served, timeout=30) as response:
+        pieces = []
+        for piece in response.iter_bytes(256 * 1024):
+            pieces.append(piece)
+            time.sleep(0.01)  # slower than the server: it waits for room in the socket
     assert response.status_code == 200
     assert response.headers["content-length"] == str(len(expected))
     assert response.headers["content-type"] == (
         f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
     )
-    assert response.content == expected
+    assert b"".join(pieces) == expected
 
 
 async def _get(app: Starlette) -> httpx.Response:
