@@ -20,12 +20,8 @@ from archive.dicomjson import with_base
 from archive.store import Archive, StoredInstance
 from dicomweb.config import DicomwebConfig
 from dicomweb.media import InvalidMediaType, MediaRange, accept_header, parse_accept
-from dicomweb.multipart import (
-    iter_coalesced,
-    iter_multipart_related,
-    multipart_length,
-    new_boundary,
-)
+from dicomweb.multipart import iter_coalesced, iter_multipart_related, new_boundary
+from dicomweb.stored_parts import StoredPart, StoredPartsResponse
 from dicomweb.streaming import PrimedStreamingResponse
 from dicomweb.transfer_syntax import (
     DICOM,
@@ -116,17 +112,17 @@ async def retrieve_instances(request: Request) -> Response:
         _find_and_negotiate, archive, ranges, study, series, instance
     )
     boundary = new_boundary()
-    headers: dict[str, str] = {}
     if all(_sent_syntax(i, targets) == i.transfer_syntax_uid for i in instances):
-        parts = [(_part_type(i.transfer_syntax_uid), i.size) for i in instances]
-        headers["Content-Length"] = str(multipart_length(parts, boundary))
-    # Otherwise transcoded sizes are unknown until made: the body goes out chunked.
+        parts = [
+            StoredPart(_part_type(i.transfer_syntax_uid), i.blob_key, i.size) for i in instances
+        ]
+        return StoredPartsResponse(archive.blobs, parts, boundary)
+    # Transcoded sizes are unknown until made: the body goes out chunked.
     return PrimedStreamingResponse(
         iter_coalesced(
             iter_multipart_related(_iter_parts(archive.blobs, instances, targets), boundary)
         ),
         media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}',
-        headers=headers,
     )
 
 
