@@ -1,9 +1,10 @@
 """Every sign-in, allowed or refused, as a `login` audit event (PS3.15 A.5.3, 110114).
 
 One shape for every way in: the portal's sign-in form, a provider's button, and the API's
-`POST /auth/login` and `POST /auth/token` (password grant). The actor is the email offered or
-proved (never the password); `detail` says how (`protocol`, `path`, `method`, a provider or a
-grant) and a refusal's `reason` says why, for the trail only: the answer stays the same for all.
+`POST /auth/login` and `POST /auth/token` (password grant). The actor is `user:EMAIL`, the email
+offered or proved, as the trail names a person everywhere else (never the password); `detail`
+says how (`protocol`, `path`, `method`, a provider or a grant) and a refusal's `reason` says
+why, for the trail only: the answer stays the same for all.
 
 The event names the institutions the person belonged to at that moment (`institutions`): the
 account's memberships, or for a provider's sign-in the memberships its mapping gave. Each of
@@ -63,7 +64,7 @@ def audit_sign_in(
         AuditRecord(
             action=SIGN_IN,
             outcome="allowed" if allowed else "denied",
-            actor=email or "anonymous",
+            actor=f"user:{email}" if email else "anonymous",
             actor_kind="user" if email else "anonymous",
             reason=reason,
             client_address=request.client.host if request.client else "",
