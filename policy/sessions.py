@@ -148,10 +148,13 @@ def remove_ended_sessions(engine: Engine, now: datetime, batch: int = SWEEP_BATC
 
 
 def session_sweeper(
-    engine: Engine, clock: Callable[[], datetime], interval: timedelta = SWEEP_INTERVAL
+    engine: Engine,
+    clock: Callable[[], datetime],
+    interval: timedelta = SWEEP_INTERVAL,
+    batch: int = SWEEP_BATCH,
 ) -> Callable[[], int | None]:
     """A periodic tick for `foundation.jobs.Worker(ticks=[...])`: at most once per `interval`
-    of `clock`'s time, every ended session goes (in batches); None when it was not yet due."""
+    of `clock`'s time, every ended session goes (`batch` a statement); None when not yet due."""
     last: list[datetime | None] = [None]
 
     def sweep() -> int | None:
@@ -159,9 +162,9 @@ def session_sweeper(
         if last[0] is not None and now - last[0] < interval:
             return None
         last[0] = now
-        removed = done = remove_ended_sessions(engine, now)
-        while done == SWEEP_BATCH:
-            done = remove_ended_sessions(engine, now)
+        removed = done = remove_ended_sessions(engine, now, batch)
+        while done == batch:
+            done = remove_ended_sessions(engine, now, batch)
             removed += done
         return removed
 
