@@ -18,6 +18,10 @@ PAGES_AND_API = [
     ("/institutions/P-SEC/admin/people", "/api/institutions/P-SEC/memberships"),
     ("/institutions/P-SEC/admin/nodes", "/api/institutions/P-SEC/nodes"),
     ("/institutions/P-SEC/admin/rules", "/api/institutions/P-SEC/destination-rules"),
+    ("/institutions/P-SEC/admin/api-clients", "/api/institutions/P-SEC/api-clients"),
+    # Its failed transfers (its parked jobs stay its own administrators': rule
+    # `job-institution-administrator`; the page then leaves them out, the API answers 403)
+    ("/institutions/P-SEC/admin/jobs", "/api/oversight/transfers?institution=P-SEC"),
 ]
 
 
@@ -84,4 +88,5 @@ def test_the_parents_administrator_is_sent_on_to_administration_not_to_patients(
     page = client.get("/institutions/P-SEC/admin").text
     assert 'href="/institutions/P-SEC/oversight' not in page  # no Oversight tab for them
     assert client.get("/institutions/P-SEC/send").status_code == 404
+    assert client.get("/api/jobs", params={"institution": "P-SEC"}).status_code == 403
     assert signed_in["u-admin"].get("/institutions/P-SEC").status_code == 404
