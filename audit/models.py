@@ -57,6 +57,17 @@ class AuditEvent(SQLModel, table=True):
     hash: str = Field(max_length=64)
 
 
+class AuditEventInstitution(SQLModel, table=True):
+    """The institutions an event concerns beyond its own `institution_pk`: the person's
+    institutions when they signed in. Written with the event, in the same transaction; the
+    event's hashed `detail` names them too (`institutions`), so the chain covers them."""
+
+    __tablename__ = "audit_event_institution"
+
+    institution_pk: int = Field(primary_key=True)
+    event_pk: int = Field(sa_column=Column(BigInteger, primary_key=True, autoincrement=False))
+
+
 class AuditChainHead(SQLModel, table=True):
     """The last event of the chain; locked by every append, read by `chain_head()`."""
 

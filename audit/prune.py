@@ -18,11 +18,12 @@ from datetime import datetime
 
 from sqlalchemy import Connection, Engine, delete, func, select, text, update
 
-from audit.models import HEAD_PK, AuditChainHead, AuditEvent
+from audit.models import HEAD_PK, AuditChainHead, AuditEvent, AuditEventInstitution
 from audit.trail import AuditRecord, ChainHead, _appending, _lock_head, record
 
 _EVENTS = AuditEvent.__table__  # type: ignore[attr-defined]
 _HEAD = AuditChainHead.__table__  # type: ignore[attr-defined]
+_LINKS = AuditEventInstitution.__table__  # type: ignore[attr-defined]
 BATCH = 5000
 
 
@@ -76,6 +77,7 @@ def prune_before(engine: Engine, cutoff: datetime, *, actor: str) -> Pruned:
                 removed = connection.execute(
                     delete(_EVENTS).where(_EVENTS.c.pk <= through)
                 ).rowcount
+            connection.execute(delete(_LINKS).where(_LINKS.c.event_pk <= through))
             connection.execute(
                 update(_HEAD)
                 .where(_HEAD.c.pk == HEAD_PK)

@@ -12,15 +12,16 @@ from dataclasses import asdict, dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, String, func, select
+from sqlalchemy import ColumnElement, Engine, String, func, or_, select
 
-from audit.models import AuditEvent
+from audit.models import AuditEvent, AuditEventInstitution
 from audit.trail import format_time
 from foundation.database import table_of
 from foundation.errors import InvalidQuery
 
 MAX_LIMIT = 1000
 _TABLE = table_of(AuditEvent)
+_LINKS = table_of(AuditEventInstitution)
 _EXACT = (
     "patient_id",
     "study_uid",
@@ -43,7 +44,8 @@ class AuditQuery:
     actor: str | None = None
     action: str | None = None
     outcome: str | None = None
-    institution_pks: tuple[int, ...] | None = None  # an institution's auditors see only theirs
+    # An institution's events: its own, and those that concern it (its people's sign-ins).
+    institution_pks: tuple[int, ...] | None = None
     since: datetime | None = None
     until: datetime | None = None
     # What the asker may see, as a condition on audit_event's columns: the caller (who knows
@@ -159,7 +161,12 @@ def _criteria(query: AuditQuery) -> list[ColumnElement[bool]]:
         if value is not None:
             criteria.append(columns[name] == value)
     if query.institution_pks is not None:
-        criteria.append(columns.institution_pk.in_(query.institution_pks))
+        concerned = select(_LINKS.c.event_pk).where(
+            _LINKS.c.institution_pk.in_(query.institution_pks)
+        )
+        criteria.append(
+            or_(columns.institution_pk.in_(query.institution_pks), columns.pk.in_(concerned))
+        )
     if query.within is not None:
         criteria.append(query.within)
     for moment in (query.since, query.until):

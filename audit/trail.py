@@ -22,7 +22,14 @@ from typing import Any
 from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
-from audit.models import GENESIS_HASH, HEAD_PK, AuditChainHead, AuditEvent, Outcome
+from audit.models import (
+    GENESIS_HASH,
+    HEAD_PK,
+    AuditChainHead,
+    AuditEvent,
+    AuditEventInstitution,
+    Outcome,
+)
 from foundation import metrics
 from foundation.errors import AuditUnavailable
 
@@ -84,6 +91,9 @@ class AuditRecord:
     client_address: str = ""
     detail: Mapping[str, Any] = field(default_factory=dict)
     at: datetime | None = None  # None: the moment it is recorded
+    # Further institutions the event concerns (a sign-in: the person's), beyond `institution_pk`:
+    # named in the hashed detail (`institutions`) and indexed in `audit_event_institution`.
+    institutions: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -118,8 +128,9 @@ def record_many(engine: Engine, events: Sequence[AuditRecord]) -> None:
     rows = [_row_values(event) for event in events]
     if not rows:
         return
+    concerns = [sorted(set(event.institutions)) for event in events]
     try:
-        _append(engine, rows)
+        _append(engine, rows, concerns)
     except (SQLAlchemyError, OSError) as error:
         cause = getattr(error, "orig", None) or error
         log.error("audit trail not writable, refusing %s: %s", events[0].action, cause)
@@ -127,7 +138,7 @@ def record_many(engine: Engine, events: Sequence[AuditRecord]) -> None:
         raise AuditUnavailable("the audit trail cannot be written; try again later") from error
 
 
-def _append(engine: Engine, rows: list[dict[str, Any]]) -> None:
+def _append(engine: Engine, rows: list[dict[str, Any]], concerns: list[list[int]]) -> None:
     with _appending(engine) as connection:
         head = _lock_head(connection)
         last_hash = head.hash
@@ -136,6 +147,13 @@ def _append(engine: Engine, rows: list[dict[str, Any]]) -> None:
             row["prev_hash"] = last_hash
             row["hash"] = last_hash = event_hash(row)
         connection.execute(_INSERT_EVENTS, rows)
+        links = [
+            {"event_pk": row["pk"], "institution_pk": pk}
+            for row, pks in zip(rows, concerns, strict=True)
+            for pk in pks
+        ]
+        if links:
+            connection.execute(_INSERT_LINKS, links)
         connection.execute(_MOVE_HEAD, {"new_pk": rows[-1]["pk"], "new_hash": last_hash})
 
 
@@ -173,11 +191,17 @@ def _row_values(event: AuditRecord) -> dict[str, Any]:
         "at": at.astimezone(UTC),
         "institution_pk": event.institution_pk,
         "outcome": Outcome(event.outcome).value,
-        "detail": _detail_text(event.detail),
+        "detail": _detail_text(_with_institutions(event)),
     }
     for name in _TEXT_FIELDS:
         values[name] = _clean(name, getattr(event, name))
     return values
+
+
+def _with_institutions(event: AuditRecord) -> Mapping[str, Any]:
+    if not event.institutions:
+        return event.detail
+    return {**event.detail, "institutions": sorted(set(event.institutions))}
 
 
 def _clean(name: str, text: str) -> str:
@@ -232,6 +256,7 @@ _READ_HEAD = select(AuditChainHead.last_pk, AuditChainHead.last_hash).where(
 )
 _LOCK_HEAD = _READ_HEAD.with_for_update()
 _INSERT_EVENTS = insert(AuditEvent)
+_INSERT_LINKS = insert(AuditEventInstitution)
 _MOVE_HEAD = (
     update(AuditChainHead)
     .where(AuditChainHead.pk == HEAD_PK)  # type: ignore[arg-type]

@@ -40,6 +40,7 @@ from exchange.routing import transfer_sweeper
 from ferry.settings import Settings, SettingsError
 from foundation.clock import Clock, utc_now
 from foundation.jobs import Worker
+from policy.sessions import session_sweeper
 from policy.store.snapshot import snapshot
 from retention.sweeper import Sweeper, retention_sweeper
 
@@ -72,6 +73,7 @@ def build_worker(
                 Sweeper(context.archive, settings.retention(), context.clock),
                 settings.retention_interval_seconds,
             ),
+            session_sweeper(context.engine, context.clock),
         ],
     )
 

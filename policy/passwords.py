@@ -26,6 +26,16 @@ MAX_PASSWORD_LENGTH = 1024  # hashing megabytes of "password" is a denial of ser
 MIN_PASSWORD_LENGTH = 12
 
 
+class SignInRefused(AuthenticationFailed):
+    """A refused password sign-in. Its message is the one every refusal shows; `why` (for the
+    audit trail only, never the answer) and `user_pk` (the account tried, None if unknown)."""
+
+    def __init__(self, why: str, user_pk: int | None = None) -> None:
+        super().__init__(SIGN_IN_REFUSED)
+        self.why = why
+        self.user_pk = user_pk
+
+
 @functools.cache
 def _hasher() -> PasswordHasher:
     """argon2-cffi's defaults are RFC 9106's second recommended option (argon2id, 64 MiB)."""
@@ -66,7 +76,7 @@ def _verify_decoy(password: str) -> None:
 def authenticate_password(
     engine: Engine, config: AuthConfig, email: str, password: str, now: datetime
 ) -> User:
-    """The active user with this email and password, or AuthenticationFailed.
+    """The active user with this email and password, or SignInRefused (AuthenticationFailed).
 
     `now` is passed in (never read here) so lockout expiry can be tested without sleeping.
     """
@@ -75,16 +85,17 @@ def authenticate_password(
         user = session.exec(select(User).where(func.lower(User.email) == wanted)).first()
         if user is None:
             _verify_decoy(password[:MAX_PASSWORD_LENGTH])
-            raise AuthenticationFailed(SIGN_IN_REFUSED)
+            raise SignInRefused("no account has this email")
         matches = verify_password(user.password_hash, password)
         locked_until = user.locked_until
         if locked_until is not None and locked_until > now:
-            raise AuthenticationFailed(SIGN_IN_REFUSED)  # not counted: a lock is not extended
+            # not counted: a lock is not extended
+            raise SignInRefused("the account is locked after repeated failures", user.pk)
         if not matches:
             _record_failure(session, user, config, now)
-            raise AuthenticationFailed(SIGN_IN_REFUSED)
+            raise SignInRefused("wrong password", user.pk)
         if user.status != UserStatus.ACTIVE:
-            raise AuthenticationFailed(SIGN_IN_REFUSED)
+            raise SignInRefused(f"the account is {user.status}", user.pk)
         _record_success(session, user, password)
         session.refresh(user)
         session.expunge(user)

@@ -10,16 +10,20 @@ session bumps it.
 A sign-in through an OpenID Connect provider's button keeps the provider's issuer and the
 memberships its mapping gave (`external_memberships`, institution code -> roles): every token of
 that sign-in has those memberships, and none of the user's own, as a provider's bearer token.
+
+Ended sessions (revoked, or expired) are removed by the job worker's periodic sweep
+(`session_sweeper`, at most once an hour): a missing row is an ended session to everything that
+reads one, so removing it changes no answer.
 """
 
 from __future__ import annotations
 
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 
 import orjson
-from sqlalchemy import Column, Engine, Text, update
+from sqlalchemy import Column, Engine, Text, delete, or_, update
 from sqlmodel import Field, Session, SQLModel, col, select
 
 
@@ -123,3 +127,45 @@ def revoke_session(engine: Engine, sid: str, now: datetime) -> bool:
         )
         session.commit()
     return bool(done.rowcount)  # type: ignore[attr-defined]
+
+
+SWEEP_BATCH = 1000
+SWEEP_INTERVAL = timedelta(hours=1)
+
+
+def remove_ended_sessions(engine: Engine, now: datetime, batch: int = SWEEP_BATCH) -> int:
+    """Delete up to `batch` sessions revoked or expired by `now`; how many went."""
+    ended = or_(col(UserSession.expires_at) <= now, col(UserSession.revoked_at).is_not(None))
+    with Session(engine) as session:
+        pks = list(session.exec(select(UserSession.pk).where(ended).limit(batch)))
+        if not pks:
+            # No DELETE at all: on PostgreSQL the revocation epoch's statement trigger would
+            # fire even for no row, and every process would rebuild its kept principals.
+            return 0
+        session.execute(delete(UserSession).where(col(UserSession.pk).in_(pks)))
+        session.commit()
+    return len(pks)
+
+
+def session_sweeper(
+    engine: Engine,
+    clock: Callable[[], datetime],
+    interval: timedelta = SWEEP_INTERVAL,
+    batch: int = SWEEP_BATCH,
+) -> Callable[[], int | None]:
+    """A periodic tick for `foundation.jobs.Worker(ticks=[...])`: at most once per `interval`
+    of `clock`'s time, every ended session goes (`batch` a statement); None when not yet due."""
+    last: list[datetime | None] = [None]
+
+    def sweep() -> int | None:
+        now = clock()
+        if last[0] is not None and now - last[0] < interval:
+            return None
+        last[0] = now
+        removed = done = remove_ended_sessions(engine, now, batch)
+        while done == batch:
+            done = remove_ended_sessions(engine, now, batch)
+            removed += done
+        return removed
+
+    return sweep

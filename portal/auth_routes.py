@@ -4,6 +4,8 @@
   tokens, as JSON or an HTML form would send them;
 - `POST /auth/refresh`: a refresh token -> a new pair; the old refresh token is spent;
 - `POST /auth/login`, `POST /auth/logout`: the portal's session and CSRF cookies;
+- every password sign-in (`/auth/login`, the password grant) is a `login` audit event, allowed
+  or refused (`portal.sign_in_audit`); a refresh continues an audited sign-in and is not one;
 - `GET /auth/me`: who the request's credentials say it is;
 - `GET /.well-known/jwks.json`: Ferry's public signing keys (RFC 7517 §5).
 """
@@ -11,8 +13,9 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TypeVar
 from urllib.parse import parse_qsl
 
 import anyio
@@ -36,16 +39,18 @@ from policy.authentication import (
     TokenGrant,
 )
 from policy.models import User
-from policy.passwords import authenticate_password
+from policy.passwords import SignInRefused, authenticate_password
 from policy.principal import PrincipalKind
 from policy.refresh_tokens import issue_refresh_token as store_refresh_token
 from policy.refresh_tokens import revoke_refresh_token, rotate_refresh_token
 from policy.sessions import open_session
 from policy.tokens import TokenType
+from portal.sign_in_audit import audit_sign_in
 
 MAX_BODY_BYTES = 64 * 1024  # a sign-in form is tiny; anything bigger is a mistake or an attack
 MAX_FIELD_LENGTH = 4096
 NO_STORE = {"cache-control": "no-store", "pragma": "no-cache"}  # RFC 6749 §5.1
+Signed = TypeVar("Signed")
 
 
 def _now() -> datetime:
@@ -134,14 +139,46 @@ async def issue_token(request: Request) -> Response:
     grant_type = fields.get("grant_type", "password")
     authenticator = _authenticator(request)
     if grant_type == "password":
-        email, password = _require(fields, "username", "email"), _require(fields, "password")
-        call = functools.partial(password_grant, authenticator, email, password)
+        email = fields.get("username") or fields.get("email") or ""
+        grant = await _audited_sign_in(
+            request, email, lambda: password_grant(authenticator, *_credentials(fields)),
+            grant="password",
+        )  # fmt: skip
     elif grant_type == "refresh_token":
-        call = functools.partial(refresh_grant, authenticator, _require(fields, "refresh_token"))
+        presented = _require(fields, "refresh_token")
+        grant = await anyio.to_thread.run_sync(refresh_grant, authenticator, presented)
     else:
         raise BadRequestBody("grant_type must be password or refresh_token")
-    grant = await anyio.to_thread.run_sync(call)
     return JSONResponse(grant.to_json(), headers=NO_STORE)
+
+
+def _audit(request: Request, email: str, allowed: bool, why: str, grant: str) -> None:
+    if grant:
+        audit_sign_in(request, email, allowed, why, protocol="api", method="password", grant=grant)
+    else:
+        audit_sign_in(request, email, allowed, why, protocol="api", method="password")
+
+
+def _credentials(fields: dict[str, str]) -> tuple[str, str]:
+    return _require(fields, "username", "email"), _require(fields, "password")
+
+
+async def _audited_sign_in(
+    request: Request, email: str, sign_in: Callable[[], Signed], grant: str = ""
+) -> Signed:
+    """`sign_in()` on a worker thread, and its `login` event, allowed or refused (with why),
+    written before anything is answered: if the event cannot be written, nothing is issued."""
+    try:
+        signed = await anyio.to_thread.run_sync(sign_in)
+    except (AuthenticationFailed, BadRequestBody) as failure:
+        why = failure.why if isinstance(failure, SignInRefused) else str(failure)
+        refused = functools.partial(_audit, request, email, False, why, grant)
+        await anyio.to_thread.run_sync(refused)
+        raise
+    # the account's own spelling, as the portal's sign-in names it
+    allowed = functools.partial(_audit, request, email.strip().lower(), True, "", grant)
+    await anyio.to_thread.run_sync(allowed)
+    return signed
 
 
 async def refresh_token(request: Request) -> Response:
@@ -158,16 +195,17 @@ def _secure(request: Request) -> bool:
 
 async def login(request: Request) -> Response:
     fields = await read_fields(request)
-    email, password = _require(fields, "email", "username"), _require(fields, "password")
     authenticator = _authenticator(request)
     engine, config = authenticator.engine, authenticator.config
 
-    def sign_in() -> Any:
+    def sign_in() -> SessionGrant:
+        email, password = _require(fields, "email", "username"), _require(fields, "password")
         now = _now()
         user = authenticate_password(engine, config, email, password, now)
         return authenticator.issue_session(user, now)
 
-    grant = await anyio.to_thread.run_sync(sign_in)
+    email = fields.get("email") or fields.get("username") or ""
+    grant = await _audited_sign_in(request, email, sign_in)
     body = {"user": {"id": grant.user_pk, "email": grant.email}, "csrf_token": grant.csrf_token}
     response = JSONResponse(body, headers=NO_STORE)
     set_session_cookies(request, response, grant)

@@ -6,8 +6,11 @@ An institution's administrators and auditors see the events
 - of its transactions: the transfers it sent or received and the requests it made or was asked,
   whoever acted (so the sender sees the receiver's downloads and views),
 - about its studies (those it owns), whoever acted,
+- of its people's sign-ins: a `login` event names the institutions the person belonged to at
+  that moment (`audit_event_institution`), and each of those sees it; nobody else does, and a
+  person who joins later brings no earlier sign-ins along,
 - of its people (users who are its members) and its nodes, when the event is tied to no
-  institution (signing in) or is about a study granted to it.
+  institution and is no sign-in, or is about a study granted to it.
 
 Everything else (another institution's studies, people and transfers) stays out, as a condition
 on the audit table that the database applies (`audit.search.AuditQuery.within`): counts and pages
@@ -25,6 +28,7 @@ from audit.search import AuditEntry
 from exchange.models import TransferStatus
 from exchange.oversight._tables import (
     AUDIT_EVENT,
+    AUDIT_EVENT_INSTITUTION,
     MEMBERSHIP,
     NODE,
     REQUEST,
@@ -33,6 +37,9 @@ from exchange.oversight._tables import (
     TRANSFER,
     USER,
 )
+
+SIGN_IN = "login"  # seen by the institutions it names, never by current membership
+
 
 CSV_HEADER = (
     "pk", "at", "actor", "actor_kind", "institution", "action", "outcome", "rule", "reason",
@@ -80,10 +87,13 @@ def visible_to(institution_pk: int) -> ColumnElement[bool]:
         select(literal("node:") + NODE.c.ae_title).where(NODE.c.institution_pk == me),
     )
     ours = event.actor.in_(people)
+    links = AUDIT_EVENT_INSTITUTION.c
+    concerning = select(links.event_pk).where(links.institution_pk == me)
     return or_(
         event.institution_pk == me,
+        event.pk.in_(concerning),
         and_(event.transaction != "", event.transaction.in_(transactions)),
         and_(event.study_uid != "", event.study_uid.in_(owned)),
-        and_(ours, event.institution_pk.is_(None)),
+        and_(ours, event.institution_pk.is_(None), event.action != SIGN_IN),
         and_(ours, event.study_uid != "", event.study_uid.in_(granted)),
     )

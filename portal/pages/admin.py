@@ -25,7 +25,6 @@ from starlette.responses import RedirectResponse, Response
 
 from foundation.errors import InvalidQuery, NotFound
 from policy import store
-from policy.decision import Resource, decide
 from policy.roles import Action, Role, Scope
 from portal.admin_api import (
     approve_registration,
@@ -81,6 +80,7 @@ from portal.destinations_api import (
 from portal.pages.session import (
     Place,
     Visitor,
+    decide_on_place,
     form_input,
     form_list,
     render,
@@ -109,15 +109,15 @@ TABS = (
 
 def may_administer(visitor: Visitor, place: Place) -> bool:
     """Whether the Administration tab is shown: the decision every admin operation makes."""
-    resource = Resource.institution(place.pk)
-    return decide(visitor.principal, Action.ADMINISTER, resource, visitor.actor.context).allowed
+    return decide_on_place(
+        visitor.principal, Action.ADMINISTER, place, visitor.actor.context
+    ).allowed
 
 
 def may_oversee(visitor: Visitor, place: Place) -> bool:
     """Whether the Oversight tab is shown: the decision every oversight operation makes
     (`portal.pages.oversight`)."""
-    resource = Resource.institution(place.pk)
-    return decide(visitor.principal, Action.AUDIT, resource, visitor.actor.context).allowed
+    return decide_on_place(visitor.principal, Action.AUDIT, place, visitor.actor.context).allowed
 
 
 def admin_context(place: Place, tab: str, visitor: Visitor, **values: object) -> dict[str, object]:

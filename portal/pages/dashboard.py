@@ -28,7 +28,15 @@ from policy.roles import Action
 from policy.store import snapshot
 from portal.openapi import Call
 from portal.pages.admin import may_administer, may_oversee
-from portal.pages.session import Place, Visitor, form_input, render, run_operation, signed_in
+from portal.pages.session import (
+    Place,
+    Visitor,
+    decide_on_place,
+    form_input,
+    render,
+    run_operation,
+    signed_in,
+)
 from portal.request_schemas import RequestQuery
 from portal.requests_api import list_requests
 from portal.transfer_schemas import WorklistQueryIn
@@ -66,8 +74,7 @@ def allowed_views(visitor: Visitor, place: Place) -> list[str]:
 
 def may_send(visitor: Visitor, place: Place) -> bool:
     """Whether the "Send studies" page is offered: the decision `create_transfer` makes."""
-    resource = Resource.institution(place.pk)
-    return decide(visitor.principal, Action.TRANSFER, resource, visitor.actor.context).allowed
+    return decide_on_place(visitor.principal, Action.TRANSFER, place, visitor.actor.context).allowed
 
 
 Params = dict[str, str]

@@ -20,7 +20,7 @@ from starlette.responses import RedirectResponse, Response
 from foundation.errors import AuthenticationFailed, FerryError
 from policy import store
 from policy.authentication import REFUSED, SESSION_COOKIE, Authenticator, SessionGrant
-from policy.passwords import authenticate_password
+from policy.passwords import SignInRefused, authenticate_password
 from policy.principal import ANONYMOUS
 from policy.roles import Action
 from policy.tokens import TokenType
@@ -28,8 +28,8 @@ from portal.admin_api import register
 from portal.api_schemas import RegistrationIn
 from portal.auth_routes import clear_session_cookies, set_session_cookies
 from portal.openapi import Call
-from portal.pages._sign_in_audit import audit_sign_in
 from portal.pages.session import Visitor, optional_visitor, public, render, signed_in
+from portal.sign_in_audit import audit_sign_in
 from portal.sign_in_page import safe_next
 
 
@@ -102,15 +102,14 @@ async def sign_in(request: Request) -> Response:
     authenticator: Authenticator = request.app.state.authenticator
     try:
         if not email or not password:
-            raise AuthenticationFailed("")
+            raise AuthenticationFailed("the email or the password is missing")
         grant = await anyio.to_thread.run_sync(_sign_in, authenticator, email, password)
-    except AuthenticationFailed:
+    except AuthenticationFailed as failure:
         error = "Enter your email and password."
         if email and password:
             error = await anyio.to_thread.run_sync(_refusal, authenticator, email, password)
-        refused = functools.partial(
-            audit_sign_in, request, email, False, REFUSED, method="password"
-        )
+        why = failure.why if isinstance(failure, SignInRefused) else str(failure) or REFUSED
+        refused = functools.partial(audit_sign_in, request, email, False, why, method="password")
         await anyio.to_thread.run_sync(refused)
         context = {"next": target, "error": error, "email": email, **sign_in_choices(request)}
         return render(request, "front/sign_in.html", context, status=401)

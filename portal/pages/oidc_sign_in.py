@@ -34,9 +34,9 @@ from policy.oidc import ExternalIdentity, OidcProvider
 from policy.oidc_client import authorization_url, redeem_code
 from policy.oidc_sign_ins import LIFETIME, PendingSignIn, SignInNotUnderWay, begin, take
 from portal.auth_routes import set_session_cookies
-from portal.pages._sign_in_audit import audit_sign_in
 from portal.pages.front import sign_in_choices
 from portal.pages.session import public, render
+from portal.sign_in_audit import audit_sign_in, institutions_by_code
 from portal.sign_in_page import safe_next
 
 STATE_COOKIE = "ferry_oidc_state"
@@ -223,7 +223,9 @@ def _complete(
             401,
             identity.email,
         ) from None
-    audit_sign_in(request, user.email, True, "", method="oidc", provider=provider.browser.name)
+    mapped = institutions_by_code(authenticator.engine, identity.memberships)
+    audit_sign_in(request, user.email, True, "", institutions=mapped, method="oidc",
+                  provider=provider.browser.name)  # fmt: skip
     return authenticator.issue_session(user, now, identity), pending
 
 

@@ -47,7 +47,14 @@ from policy.authentication import (
     Authenticator,
     Credentials,
 )
-from policy.decision import Context, Resource, decide
+from policy.decision import (
+    Context,
+    Decision,
+    InstitutionFacts,
+    PolicySnapshot,
+    Resource,
+    decide,
+)
 from policy.principal import Principal, PrincipalKind
 from policy.roles import Action
 from policy.tokens import read_unverified
@@ -180,11 +187,22 @@ def _places(request: Request, principal: Principal) -> tuple[Place, ...]:
     )
 
 
+def decide_on_place(
+    principal: Principal, action: Action, place: Place, context: Context
+) -> Decision:
+    """`decide()` on an institution of a page, given what its rules read of it (its parent: the
+    `parent-administrator` rule), exactly as the API's `Access.decide` decides it."""
+    facts = InstitutionFacts(place.pk, place.code, place.parent_pk)
+    snapshot = PolicySnapshot(institutions={place.pk: facts})
+    return decide(principal, action, Resource.institution(place.pk), context, snapshot)
+
+
 def _opened(
     request: Request, principal: Principal, places: tuple[Place, ...], now: datetime
 ) -> tuple[Place, ...]:
     """The institution named in the path, if the person belongs to none of that code but the
-    decision lets them administer it: the system-administrator rule (`_decide_institution`)."""
+    decision lets them administer it (`_decide_institution`): a system administrator, or an
+    administrator of its parent when it is a security institution."""
     code = request.path_params.get("code")
     if not isinstance(code, str) or any(place.code == code for place in places):
         return ()
@@ -192,10 +210,11 @@ def _opened(
         row = store.find_institution(request.app.state.archive.engine, code[:64])
     except store.UnknownRecord:
         return ()
-    resource = Resource.institution(row.pk or 0)
-    if not decide(principal, Action.ADMINISTER, resource, Context(now, _client(request))).allowed:
+    place = Place(row.pk or 0, row.code, row.name, row.timezone, row.parent_pk)
+    context = Context(now, _client(request))
+    if not decide_on_place(principal, Action.ADMINISTER, place, context).allowed:
         return ()
-    return (Place(row.pk or 0, row.code, row.name, row.timezone, row.parent_pk),)
+    return (place,)
 
 
 def _visitor(request: Request) -> Visitor | None:

@@ -107,7 +107,7 @@ def test_signing_in_gives_a_session_with_the_mappings_memberships_only(setting: 
     assert base64.urlsafe_b64encode(digest).rstrip(b"=").decode() == asked["code_challenge"]
     assert "client_secret" not in redeemed  # it went in the Basic header
     [event] = _login_events(server)
-    assert (event.actor, event.outcome) == (EMAIL, "allowed")
+    assert (event.actor, event.outcome) == (f"user:{EMAIL}", "allowed")
     assert json.loads(event.detail) | {"method": "oidc", "provider": "harbour"} == json.loads(
         event.detail
     )
@@ -253,7 +253,7 @@ def test_the_person_must_be_an_active_ferry_user(
     with setting.browser() as browser:
         _refused(_sign_in(browser), 401, "has no active Ferry account", browser)
     [event] = _login_events(setting.server)
-    assert (event.actor, event.outcome) == (email, "denied")
+    assert (event.actor, event.outcome) == (f"user:{email}", "denied")
 
 
 @sqlite_only

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import delete
+from sqlalchemy import delete, text
 from sqlalchemy.exc import DBAPIError
 
 from archive.store import Archive
@@ -68,3 +68,22 @@ def test_the_command_reports_then_prunes(ferry_cli: Any, archive: Archive) -> No
     pruned = ferry_cli("retention", "audit", "--prune")
     assert pruned.code == 0 and "pruned 5 events" in pruned.out, pruned.err
     assert ferry_cli("audit", "verify").code == 0
+
+
+def test_a_pruned_sign_in_takes_its_institutions_along(archive: Archive) -> None:
+    """A sign-in's institutions (`audit_event_institution`) go with the event, and a search by
+    institution finds the kept events through them."""
+    engine = archive.engine
+    old, recent = NOW - timedelta(days=365 * 8), NOW - timedelta(days=1)
+    for at in (old, recent):
+        record(engine, AuditRecord(action="login", outcome="allowed", actor="user:a@ferry.test",
+                                   actor_kind="user", institutions=(7, 3), at=at))  # fmt: skip
+    by_institution = AuditQuery(institution_pks=(3,))
+    assert len(list(iter_events(engine, by_institution))) == 2
+    assert prune_before(engine, NOW - timedelta(days=2557), actor="cli").removed == 1
+    [kept] = list(iter_events(engine, by_institution))
+    assert kept.at == recent and '"institutions":[3,7]' in kept.detail
+    with engine.connect() as connection:
+        links = connection.execute(text("SELECT event_pk FROM audit_event_institution")).all()
+    assert sorted(row[0] for row in links) == [kept.pk, kept.pk]
+    assert verify_chain(engine).intact
