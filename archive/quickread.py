@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydicom.datadict import tag_for_keyword
 from pydicom.uid import UID, ExplicitVRLittleEndian
 from pydicom.valuerep import VALIDATORS
 
@@ -65,6 +66,9 @@ _BULK_BYTES = (dicomjson.BULK_DATA_THRESHOLD // 4) * 3  # pydicom's rule for Inl
 _INT_MAX = 2**31 - 1
 _SOP_CLASS, _SOP_INSTANCE, _STUDY, _SERIES = 0x00080016, 0x00080018, 0x0020000D, 0x0020000E
 _CHARSET_TAG = 0x00080005
+_REQUEST_ATTRIBUTES = 0x00400275
+_ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
+_MAX_DEPTH = 64  # as archive.structure: deeper is refused there
 
 
 class _GiveUp(Exception):
@@ -127,6 +131,115 @@ def _header(buffer: _Buffer, position: int) -> tuple[int, str, int, int]:
     return group << 16 | element, vr, struct.unpack("<H", head[6:8])[0], position + 8
 
 
+_Values = dict[int, tuple[str, Any]]  # tag -> (VR, converted value; for SQ, each item's)
+
+
+class _DataSet:
+    """The walk: elements to DICOM JSON and values, sequences at any depth, checked as walked."""
+
+    def __init__(self, buffer: _Buffer) -> None:
+        self.buffer = buffer
+        self.charset = "latin_1"
+        self.bulk: list[tuple[dict[str, Any], str]] = []  # (JSON entry, its path) for a URI
+        self.pixel: tuple[int, str, int, int] | None = None
+
+    def elements(
+        self, position: int, end: int | None, depth: int, path: str
+    ) -> tuple[dict[str, Any], _Values, int]:
+        """The top level (`depth` 0, to the pixel data or the end), or one item's elements
+        (to `end`, or to its delimiter when `end` is None); where they stop."""
+        if depth > _MAX_DEPTH:
+            raise _GiveUp
+        buffer, top = self.buffer, depth == 0
+        document: dict[str, Any] = {}
+        values: _Values = {}
+        previous = 0x0002FFFF if top else -1
+        while True:
+            if end is not None and position >= end:
+                if position > end:
+                    raise _GiveUp
+                return document, values, position
+            if top and position >= buffer.size:
+                return document, values, position
+            group = struct.unpack("<H", buffer.take(position, 2))[0]
+            if group == 0xFFFE:
+                head = buffer.take(position, 8)
+                if head[2:4] == b"\x0d\xe0" and end is None and not top:  # item delimiter
+                    return document, values, position + 8
+                raise _GiveUp
+            tag, vr, length, offset = _header(buffer, position)
+            if tag <= previous:
+                raise _GiveUp  # out of order or repeated: as pydicom reads it
+            previous = tag
+            if top and tag in PIXEL_DATA_TAGS:
+                self.pixel = (tag, vr, length, offset)
+                return document, values, offset
+            if length != UNDEFINED_LENGTH and end is not None and offset + length > end:
+                raise _GiveUp
+            key = f"{tag:08X}"
+            if vr == "SQ":
+                if tag < _CHARSET_TAG or (tag == _REQUEST_ATTRIBUTES and not top):
+                    raise _GiveUp
+                items, position = self.items(offset, length, depth + 1, f"{path}{key}/")
+                entries = [item for item, _ in items]
+                document[key] = {"vr": "SQ", "Value": entries} if entries else {"vr": "SQ"}
+                values[tag] = ("SQ", [item for _, item in items])
+                continue
+            if length == UNDEFINED_LENGTH or vr not in _CONVERTED or tag in _LUT_DESCRIPTORS:
+                raise _GiveUp
+            if tag == _REQUEST_ATTRIBUTES:
+                raise _GiveUp
+            if vr in _BINARY:
+                entry: dict[str, Any] = {"vr": vr}
+                if length > _BULK_BYTES:
+                    if offset + length > buffer.size:
+                        raise _GiveUp
+                    self.bulk.append((entry, f"{path}{key}"))
+                else:
+                    raw = buffer.take(offset, length)
+                    if raw:
+                        entry["InlineBinary"] = base64.b64encode(raw).decode("ascii")
+                document[key] = entry
+            else:
+                raw = buffer.take(offset, length)
+                if tag < _CHARSET_TAG and vr in _CHARSET_VRS:
+                    raise _GiveUp  # decoded with a character set not read yet
+                if tag == _CHARSET_TAG:
+                    if not top:
+                        raise _GiveUp  # an item's own character set
+                    self.charset = _charset(raw)
+                value = _convert(vr, raw, self.charset) if raw else None
+                values[tag] = (vr, value)
+                document[key] = _json(vr, value)
+            position = offset + length
+
+    def items(
+        self, position: int, length: int, depth: int, path: str
+    ) -> tuple[list[tuple[dict[str, Any], _Values]], int]:
+        """A sequence's items, of defined or undefined length; where the sequence ends."""
+        buffer = self.buffer
+        end = None if length == UNDEFINED_LENGTH else position + length
+        if end is not None and end > buffer.size:
+            raise _GiveUp
+        items: list[tuple[dict[str, Any], _Values]] = []
+        while end is None or position < end:
+            tag, item_length = struct.unpack("<II", buffer.take(position, 8))
+            tag = (tag & 0xFFFF) << 16 | tag >> 16  # group first, as read: (FFFE,E000)
+            if tag == _SEQUENCE_DELIMITER and end is None:
+                return items, position + 8
+            if tag != _ITEM:
+                raise _GiveUp
+            item_end = None if item_length == UNDEFINED_LENGTH else position + 8 + item_length
+            if item_end is not None and end is not None and item_end > end:
+                raise _GiveUp
+            path_of_item = f"{path}{len(items)}/"
+            document, values, position = self.elements(position + 8, item_end, depth, path_of_item)
+            items.append((document, values))
+        if end is not None and position > end:
+            raise _GiveUp
+        return items, position
+
+
 def _read(path: Path, handle: Any, size: int) -> QuickRead:
     buffer = _Buffer(handle, size)
     if buffer.take(128, 4) != b"DICM":
@@ -134,53 +247,19 @@ def _read(path: Path, handle: Any, size: int) -> QuickRead:
     position, syntax = _meta(buffer, 132)
     if syntax != ExplicitVRLittleEndian and not _encapsulated_explicit_little(syntax):
         raise _GiveUp
-    values: dict[int, tuple[str, Any]] = {}  # tag -> (vr, converted value)
-    document: dict[str, Any] = {}
-    bulk: list[str] = []
-    charset = "latin_1"
-    previous = 0x0002FFFF
-    pixel: tuple[int, str, int, int] | None = None
-    while position < size:
-        tag, vr, length, offset = _header(buffer, position)
-        if tag <= previous or tag >> 16 == 0xFFFE:
-            raise _GiveUp  # out of order, repeated, or a delimiter: as pydicom reads it
-        previous = tag
-        if tag in PIXEL_DATA_TAGS:
-            pixel = (tag, vr, length, offset)
-            break
-        if length == UNDEFINED_LENGTH or vr not in _CONVERTED or tag in _LUT_DESCRIPTORS:
-            raise _GiveUp
-        key = f"{tag:08X}"
-        if vr in _BINARY:
-            if length > _BULK_BYTES:
-                if offset + length > size:
-                    raise _GiveUp
-                bulk.append(key)
-                document[key] = {"vr": vr}
-            else:
-                raw = buffer.take(offset, length)
-                entry: dict[str, Any] = {"vr": vr}
-                if raw:
-                    entry["InlineBinary"] = base64.b64encode(raw).decode("ascii")
-                document[key] = entry
-        else:
-            raw = buffer.take(offset, length)
-            if tag < _CHARSET_TAG and vr in _CHARSET_VRS:
-                raise _GiveUp  # decoded with a character set not read yet
-            if tag == _CHARSET_TAG:
-                charset = _charset(raw)
-            value = _convert(vr, raw, charset) if raw else None
-            values[tag] = (vr, value)
-            document[key] = _json(vr, value)
-        position = offset + length
-    pixel_vr = _check_pixels(path, handle, size, values, pixel)
+    walk = _DataSet(buffer)
+    document, values, _ = walk.elements(position, None, 0, "")
+    pixel_vr = _check_pixels(path, handle, size, values, walk.pixel)
     identity = [_uid(values, tag) for tag in (_SOP_CLASS, _SOP_INSTANCE, _STUDY, _SERIES)]
     sop_class, sop_instance, study, series = identity
     prefix = dicomjson.BASE_PLACEHOLDER + dicomjson.instance_path(study, series, sop_instance)
-    for key in bulk:
-        document[key]["BulkDataURI"] = f"{prefix}/bulk/{key}"
+    for entry, key in walk.bulk:
+        entry["BulkDataURI"] = f"{prefix}/bulk/{key}"
     facts = {keyword: _fact(values.get(tag)) for tag, keyword in FACT_TAGS.items()}
-    facts.update(dict.fromkeys(SEQUENCE_FACTS, ""))  # no sequence is read here
+    requested = values.get(_REQUEST_ATTRIBUTES)
+    first: _Values = requested[1][0] if requested and requested[1] else {}
+    for name, (_, keyword) in SEQUENCE_FACTS.items():
+        facts[name] = _fact(first.get(int(tag_for_keyword(keyword) or 0)))
     parsed = ParsedInstance(
         path=path,
         dataset=None,
