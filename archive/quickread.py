@@ -6,31 +6,35 @@ DICOM JSON. For the instance most senders send, all of that can be read from the
 and raw values in one walk: this module does so, and gives up (`None`) on anything it does not
 read exactly as that path does, which then runs instead. What it reads:
 
-- a Part 10 file: preamble, ``DICM``, a File Meta group in Explicit VR Little Endian naming an
-  Explicit VR Little Endian transfer syntax (native, or encapsulated pixel data); not deflated;
-- top-level elements of defined length, in ascending tag order, each of a VR it converts (text,
-  numbers, binary; not SQ, UN, AT, SV, UV), up to the pixel data, whose tail (fragments,
-  trailing elements) is walked by `archive.structure` as before;
-- Specific Character Set absent, ISO_IR 6, ISO_IR 100 or ISO_IR 192, and no escape sequences;
+- a Part 10 file: preamble, ``DICM``, a File Meta group in Explicit VR Little Endian naming
+  Implicit VR Little Endian or Explicit VR Little Endian (native, or encapsulated pixel data);
+  not deflated, not big endian;
+- elements of defined length, in ascending tag order, each of a VR it converts (text, numbers,
+  binary; not UN, AT, SV, UV; in Implicit VR, the dictionary's VR, so no private element and
+  none of several VRs), and sequences of defined or undefined length at any depth, up to the
+  pixel data, whose tail (fragments, trailing elements) `archive.structure` walks as before;
+- Specific Character Set absent, ISO_IR 6, ISO_IR 100 or ISO_IR 192, at the top level only,
+  and no escape sequences;
 - every string value one pydicom's validators accept (so pydicom would read it without a
   warning), every UID of the identity valid, and native pixel data at least as long as the
   Image Pixel module says.
 
-Anything else (sequences, other syntaxes and character sets, a refusal to make) is left to the
-pydicom path, so that what is stored, indexed and refused stays exactly what it was.
+Anything else (other syntaxes and character sets, a refusal to make) is left to the pydicom
+path, so that what is stored, indexed and refused stays exactly what it was.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydicom.datadict import tag_for_keyword
-from pydicom.uid import UID, ExplicitVRLittleEndian
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pydicom.valuerep import VALIDATORS
 
 from archive import dicomjson
@@ -116,9 +120,27 @@ def quick_read(path: Path) -> QuickRead | None:
         return None
 
 
-def _header(buffer: _Buffer, position: int) -> tuple[int, str, int, int]:
-    """Tag, explicit VR, value length and value offset of the element at `position`."""
+@functools.cache
+def _implicit_vr(tag: int) -> str:
+    """The VR pydicom gives an Implicit VR element: the dictionary's, if it names one VR."""
+    try:
+        vr = str(dictionary_VR(tag))
+    except KeyError:
+        return "UL" if tag & 0xFFFF == 0 else ""  # a group length; else UN, with a warning
+    return "" if " " in vr else vr  # "US or SS" and the like are pydicom's guess: given up
+
+
+def _header(buffer: _Buffer, position: int, implicit: bool) -> tuple[int, str, int, int]:
+    """Tag, VR, value length and value offset of the element at `position`.
+
+    In Implicit VR the VR is the dictionary's; "" for a private tag, an unknown one or one
+    of several VRs (the pixel data's among them), which only the pixel data may be.
+    """
     head = buffer.take(position, 8)
+    if implicit:
+        group, element, length = struct.unpack("<HHI", head)
+        tag = group << 16 | element
+        return tag, "" if group & 1 else _implicit_vr(tag), length, position + 8
     group, element = struct.unpack("<HH", head[:4])
     vr = head[4:6].decode("latin_1")
     if not ("AA" <= vr <= "ZZ" and vr.isalpha() and vr.isupper()):
@@ -137,8 +159,9 @@ _Values = dict[int, tuple[str, Any]]  # tag -> (VR, converted value; for SQ, eac
 class _DataSet:
     """The walk: elements to DICOM JSON and values, sequences at any depth, checked as walked."""
 
-    def __init__(self, buffer: _Buffer) -> None:
+    def __init__(self, buffer: _Buffer, implicit: bool) -> None:
         self.buffer = buffer
+        self.implicit = implicit
         self.charset = "latin_1"
         self.bulk: list[tuple[dict[str, Any], str]] = []  # (JSON entry, its path) for a URI
         self.pixel: tuple[int, str, int, int] | None = None
@@ -167,7 +190,7 @@ class _DataSet:
                 if head[2:4] == b"\x0d\xe0" and end is None and not top:  # item delimiter
                     return document, values, position + 8
                 raise _GiveUp
-            tag, vr, length, offset = _header(buffer, position)
+            tag, vr, length, offset = _header(buffer, position, self.implicit)
             if tag <= previous:
                 raise _GiveUp  # out of order or repeated: as pydicom reads it
             previous = tag
@@ -245,11 +268,16 @@ def _read(path: Path, handle: Any, size: int) -> QuickRead:
     if buffer.take(128, 4) != b"DICM":
         raise _GiveUp
     position, syntax = _meta(buffer, 132)
-    if syntax != ExplicitVRLittleEndian and not _encapsulated_explicit_little(syntax):
+    implicit = syntax == ImplicitVRLittleEndian
+    if not (implicit or syntax == ExplicitVRLittleEndian or _encapsulated_explicit_little(syntax)):
         raise _GiveUp
-    walk = _DataSet(buffer)
+    if implicit and position + 6 <= size:
+        head = buffer.take(position, 6)
+        if all(0x40 < byte < 0x5B for byte in head[4:6]):
+            raise _GiveUp  # pydicom (and archive.structure) would read it as Explicit VR
+    walk = _DataSet(buffer, implicit)
     document, values, _ = walk.elements(position, None, 0, "")
-    pixel_vr = _check_pixels(path, handle, size, values, walk.pixel)
+    pixel_vr = _check_pixels(path, handle, size, values, walk.pixel, implicit)
     identity = [_uid(values, tag) for tag in (_SOP_CLASS, _SOP_INSTANCE, _STUDY, _SERIES)]
     sop_class, sop_instance, study, series = identity
     prefix = dicomjson.BASE_PLACEHOLDER + dicomjson.instance_path(study, series, sop_instance)
@@ -282,7 +310,7 @@ def _meta(buffer: _Buffer, position: int) -> tuple[int, str]:
         head = buffer.take(position, 8)
         if struct.unpack("<H", head[:2])[0] != 0x0002:
             break
-        tag, vr, length, offset = _header(buffer, position)
+        tag, vr, length, offset = _header(buffer, position, False)
         if length == UNDEFINED_LENGTH:
             raise _GiveUp
         if tag == 0x00020010:
@@ -440,6 +468,7 @@ def _check_pixels(
     size: int,
     values: dict[int, tuple[str, Any]],
     pixel: tuple[int, str, int, int] | None,
+    implicit: bool,
 ) -> str | None:
     """The pixel data's VR, once it is known whole and long enough; else give up."""
     if pixel is None:
@@ -450,13 +479,15 @@ def _check_pixels(
             raise _GiveUp  # a refusal (or a Pixel Data Provider URL): the pydicom path
         return None
     tag, vr, length, offset = pixel
-    if vr not in ("OB", "OW", "OF", "OD"):
+    if implicit:
+        vr = ""  # archive.parse tells it from Bits Allocated, below
+    elif vr not in ("OB", "OW", "OF", "OD"):
         raise _GiveUp
     walker = _Walker(_Source(handle, size))
-    encoding = _Encoding(False, "<")
+    encoding = _Encoding(implicit, "<")
     handle.seek(offset)
     if length == UNDEFINED_LENGTH:
-        if tag != 0x7FE00010 or vr not in ("OB", "OW"):
+        if implicit or tag != 0x7FE00010 or vr not in ("OB", "OW"):
             raise _GiveUp
         walker.fragments(encoding, "PixelData")
     else:
@@ -472,6 +503,8 @@ def _check_pixels(
         # YBR_FULL_422 needs less (archive.pixel_module): counting it in full only gives up more
         if length < (rows * columns * samples * bits * frames + 7) // 8:
             raise _GiveUp
+        if implicit:
+            vr = "OW" if bits > 8 else "OB"
         handle.seek(offset + length)
     walker.elements(encoding, end=None, depth=0)  # whatever follows, walked as before
     return vr

@@ -9,11 +9,13 @@ path's, and it must give up on every file the pydicom path refuses.
 from __future__ import annotations
 
 import codecs
+import io
 import shutil
 import struct
 from pathlib import Path
 
 import pytest
+from pydicom import dcmread
 from pydicom.data import get_testdata_files
 from pydicom.dataset import FileMetaDataset
 from pydicom.filebase import DicomBytesIO
@@ -121,6 +123,8 @@ def test_factory_instances_read_the_same(tmp_path: Path, name: str) -> None:
     assert_same(tmp_path, factories.part10_bytes(ds), name)
     if not ds.file_meta.TransferSyntaxUID.is_compressed:  # a bare data set: the pydicom path
         assert_same(tmp_path, factories.without_file_meta_bytes(ds), name)
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        assert_same(tmp_path, factories.part10_bytes(ds), f"{name}, Implicit VR")
 
 
 def test_the_benchmark_ct_is_read_in_one_pass(tmp_path: Path) -> None:
@@ -402,6 +406,29 @@ AWKWARD: dict[str, dict[int, tuple[str, bytes]]] = {
 def test_awkward_values_read_the_same_or_are_left_to_pydicom(tmp_path: Path, name: str) -> None:
     assert_same(tmp_path, hand_made(AWKWARD[name]), name)
     assert_same(tmp_path, hand_made(AWKWARD[name], pad=False), name)
+    implicit = as_implicit(hand_made(AWKWARD[name]))
+    if implicit is not None:
+        assert_same(tmp_path, implicit, f"{name}, Implicit VR")
+
+
+def as_implicit(data: bytes) -> bytes | None:
+    """The same data set written by pydicom in Implicit VR Little Endian (None if it cannot)."""
+    try:
+        ds = dcmread(io.BytesIO(data), force=True)
+        ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+        return factories.part10_bytes(ds)
+    except Exception:
+        return None
+
+
+def test_implicit_vr_is_read_in_one_pass(tmp_path: Path) -> None:
+    for name in ("plain", "nested sequences", "utf-8 name", "DS exponent"):
+        implicit = as_implicit(hand_made(AWKWARD[name]))
+        assert implicit is not None
+        assert assert_same(tmp_path, implicit, name), name
+    ds = factories.ct_slice()
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    assert assert_same(tmp_path, factories.part10_bytes(ds), "ct_slice, Implicit VR")
 
 
 def test_plain_values_are_read_in_one_pass(tmp_path: Path) -> None:
