@@ -63,6 +63,7 @@ _CHARSET_VRS = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})
 _SINGLE_VRS = frozenset({"ST", "LT", "UT"})  # one value, backslashes and all
 _SPLIT_RSTRIP = frozenset({"CS", "AS", "DA", "DT", "TM", "UI", "IS"})  # pydicom's multi_string
 _CONVERTED = _CHARSET_VRS | _SPLIT_RSTRIP | {"AE", "DS", "UR"} | set(_NUMBERS) | _BINARY
+_TEXT_VRS = (_CHARSET_VRS | _SPLIT_RSTRIP | {"AE", "UR"} | set(_NUMBERS)) - {"FL", "FD"}
 # pydicom's read path has the LUT descriptors' first value fixed up: left to it
 _LUT_DESCRIPTORS = frozenset({0x00281101, 0x00281102, 0x00281103, 0x00283002})
 _CHARSETS = {"": "latin_1", "ISO_IR 6": "latin_1", "ISO_IR 100": "latin_1", "ISO_IR 192": "utf_8"}
@@ -73,6 +74,17 @@ _CHARSET_TAG = 0x00080005
 _REQUEST_ATTRIBUTES = 0x00400275
 _ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
 _MAX_DEPTH = 64  # as archive.structure: deeper is refused there
+# Values read as text or numbers later (index facts, identity, the Image Pixel module): in any
+# other VR (bytes, a sequence, DS's own number type) they would read otherwise there.
+_TEXT_READ = frozenset(FACT_TAGS) | {
+    int(tag_for_keyword(keyword) or 0)
+    for keyword in (
+        *(attribute for _, attribute in SEQUENCE_FACTS.values()),
+        "SOPClassUID", "SOPInstanceUID", "StudyInstanceUID", "SeriesInstanceUID",
+        "SamplesPerPixel", "BitsStored", "PixelRepresentation", "PlanarConfiguration",
+        "PhotometricInterpretation",
+    )
+}  # fmt: skip
 
 
 class _GiveUp(Exception):
@@ -201,7 +213,11 @@ class _DataSet:
                 raise _GiveUp
             key = f"{tag:08X}"
             if vr == "SQ":
-                if tag < _CHARSET_TAG or (tag == _REQUEST_ATTRIBUTES and not top):
+                if (
+                    tag < _CHARSET_TAG
+                    or tag in _TEXT_READ
+                    or (tag == _REQUEST_ATTRIBUTES and not top)
+                ):
                     raise _GiveUp
                 items, position = self.items(offset, length, depth + 1, f"{path}{key}/")
                 entries = [item for item, _ in items]
@@ -210,8 +226,8 @@ class _DataSet:
                 continue
             if length == UNDEFINED_LENGTH or vr not in _CONVERTED or tag in _LUT_DESCRIPTORS:
                 raise _GiveUp
-            if tag == _REQUEST_ATTRIBUTES:
-                raise _GiveUp
+            if tag == _REQUEST_ATTRIBUTES or (tag in _TEXT_READ and vr not in _TEXT_VRS):
+                raise _GiveUp  # read as text by archive.facts or archive.pixel_module
             if vr in _BINARY:
                 entry: dict[str, Any] = {"vr": vr}
                 if length > _BULK_BYTES:

@@ -305,6 +305,11 @@ AWKWARD: dict[str, dict[int, tuple[str, bytes]]] = {
     "rows as IS": {0x00280010: ("IS", b"4")},
     "samples zero": {0x00280002: ("US", struct.pack("<H", 0))},
     "odd VR bytes": {0x00100010: ("pn", b"DOE^")},
+    "an indexed attribute in bytes": {0x00100010: ("OB", b"DOE^JOHN")},
+    "an indexed attribute as a number": {0x00200011: ("DS", b"1.5"), 0x00200013: ("US", b"\1\0")},
+    "an indexed attribute as a sequence": {0x00100020: ("SQ", b"")},
+    "rows in bytes": {0x00280010: ("OW", struct.pack("<H", 4))},
+    "samples in bytes": {0x00280002: ("OB", struct.pack("<H", 1))},
     "sequence, empty": {0x00081140: ("SQ", b"")},
     "sequence, empty, undefined length": {0x00081140: ("SQ*", b"")},
     "sequence of references": {
