@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import logging
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,6 +52,8 @@ from archive.structure import (
 )
 
 __all__ = ["QuickRead", "quick_read"]
+
+log = logging.getLogger(__name__)
 
 _HEAD = 64 * 1024  # first read: the whole header of a usual image, and more
 _LONG_VRS = frozenset(
@@ -129,6 +132,9 @@ def quick_read(path: Path) -> QuickRead | None:
             handle.seek(0)
             return _read(path, handle, size)
     except (_GiveUp, MalformedDataSet, OSError, ValueError, UnicodeDecodeError, struct.error):
+        return None
+    except Exception as error:  # a case not foreseen here: the pydicom path still reads it
+        log.warning("one-pass read of %s failed, read with pydicom: %r", path.name, error)
         return None
 
 
