@@ -295,8 +295,12 @@ def _iter_framed(parts: Iterable[tuple[str, Iterable[bytes]]], boundary: str) ->
 def multipart_length(part_sizes_and_types: Iterable[tuple[str, int]], boundary: str) -> int:
     """The exact length of what iter_multipart_related yields for (content type, size) pairs."""
     total = len(multipart_closing(boundary))
+    heads: dict[str, int] = {}  # a series' parts mostly share one Content-Type
     for index, (content_type, size) in enumerate(part_sizes_and_types):
-        total += (2 if index else 0) + len(multipart_part_header(boundary, content_type)) + size
+        head = heads.get(content_type)
+        if head is None:
+            head = heads[content_type] = len(multipart_part_header(boundary, content_type))
+        total += (2 if index else 0) + head + size
     return total
 
 

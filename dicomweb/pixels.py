@@ -39,10 +39,10 @@ from dicomweb.errors import error_response
 from dicomweb.media import InvalidMediaType, MediaRange, accept_header, parse_accept
 from dicomweb.multipart import iter_multipart_related, multipart_length, new_boundary
 from dicomweb.pixelmedia import OCTET_STREAM, FrameRepresentation, negotiate_frames
-from dicomweb.ranges import RangeNotSatisfiable, parse_range
 from dicomweb.streaming import PrimedStreamingResponse
 from dicomweb.urls import path_uid
 from dicomweb.warning import warning_header
+from foundation.byte_ranges import RangeNotSatisfiable, parse_range
 from foundation.errors import InvalidQuery, NotAcceptable, NotFound
 
 MAX_FRAMES_PER_REQUEST = 10_000

@@ -2,8 +2,9 @@
 
 `GET /wado?requestType=WADO&studyUID=..&seriesUID=..&objectUID=..`. Without `contentType`
 an image comes as image/jpeg, an encapsulated document as its own type, a video as its
-stream, and anything else as application/dicom. The rendering is that of /rendered;
-`transferSyntax` with application/dicom transcodes as WADO-RS does (`dicomweb.transcoding`).
+stream, and anything else as application/dicom. The rendering is that of /rendered.
+The DICOM object is sent in Explicit VR Little Endian unless `transferSyntax` names another
+syntax or `*` (as stored): PS3.18 9.4.2.4, by the rule WADO-RS follows (`dicomweb.transfer_syntax`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 import functools
 import os
 from collections.abc import Iterator
-from tempfile import SpooledTemporaryFile
 from typing import IO
 
 import anyio
@@ -20,8 +20,7 @@ from starlette.datastructures import QueryParams
 from starlette.requests import Request
 from starlette.responses import Response
 
-from archive import transcoding
-from archive.blobstore import CHUNK_SIZE, BlobStore
+from archive.blobstore import CHUNK_SIZE
 from archive.store import Archive, StoredInstance
 from dicomweb.guard import authorize_study
 from dicomweb.media import InvalidMediaType, parse_accept
@@ -37,6 +36,13 @@ from dicomweb.rendering import (
     render_stored,
 )
 from dicomweb.streaming import PrimedStreamingResponse
+from dicomweb.transfer_syntax import (
+    ANY_TRANSFER_SYNTAX,
+    DEFAULT_SYNTAX,
+    choose_transfer_syntax,
+    read_stored_pixels,
+    spool_transcoded,
+)
 from dicomweb.warning import warning_header
 from foundation.errors import InvalidQuery, NotAcceptable
 from policy.roles import Action
@@ -75,6 +81,19 @@ def _required_uid(params: QueryParams, name: str) -> str:
     value = _uid(params, name)
     if value is None:
         raise InvalidQuery(f"{name} is required")
+    return value
+
+
+def _transfer_syntax(params: QueryParams) -> str | None:
+    """The client's choice: None for "as stored" (`*`, Ferry's addition as in WADO-RS's
+    media type parameter), DEFAULT_SYNTAX when absent, else a valid UID (PS3.18 9.4.2.4)."""
+    value = single(params, "transferSyntax")
+    if value is None:
+        return DEFAULT_SYNTAX
+    if value.strip() == ANY_TRANSFER_SYNTAX:
+        return None
+    if not UID(value).is_valid:
+        raise InvalidQuery(f"transferSyntax {value[:80]!r} is not a valid UID")
     return value
 
 
@@ -153,7 +172,7 @@ async def retrieve_wado_uri(request: Request) -> Response:
             raise InvalidQuery(f"anonymize {anonymize[:20]!r} must be yes")
         raise InvalidQuery("anonymize: pseudonymisation comes with the pseudonymisation work")
     wanted = _content_types(params)
-    transfer_syntax = _uid(params, "transferSyntax")
+    transfer_syntax = _transfer_syntax(params)
     options, frames = _options(params), _frames(params)
     (stored,) = await anyio.to_thread.run_sync(archive.find_instances, study, series, instance)
     headers = {"Cache-Control": "private, max-age=3600"}
@@ -215,14 +234,19 @@ async def _download(
 
 
 async def _dicom_response(
-    archive: Archive, stored: StoredInstance, transfer_syntax: str | None, headers: dict[str, str]
+    archive: Archive, stored: StoredInstance, choice: str | None, headers: dict[str, str]
 ) -> Response:
-    """The Part 10 file as stored, or transcoded when `transferSyntax` names another syntax."""
-    if transfer_syntax is None or transfer_syntax == stored.transfer_syntax_uid:
+    """The Part 10 file in the transfer syntax chosen (`_transfer_syntax`): as stored when
+    it is that syntax, else transcoded whole before the response starts, so that a refusal
+    is still a status, not a cut."""
+    spool, left_default = await anyio.to_thread.run_sync(_prepare_object, archive, stored, choice)
+    if left_default is not None:
+        warnings = [headers["Warning"]] if "Warning" in headers else []
+        headers = {**headers, "Warning": ", ".join([*warnings, warning_header([left_default])])}
+    if spool is None:
         chunks = archive.blobs.iter_chunks(stored.blob_key)
         size = stored.size
     else:
-        spool = await anyio.to_thread.run_sync(_transcode, archive.blobs, stored, transfer_syntax)
         size = spool.seek(0, os.SEEK_END)
         spool.seek(0)
         chunks = _iter_spool(spool)
@@ -230,26 +254,21 @@ async def _dicom_response(
     return PrimedStreamingResponse(chunks, media_type=DICOM, headers=headers)
 
 
-def _transcode(blobs: BlobStore, stored: StoredInstance, target: str) -> IO[bytes]:
-    """Transcoded whole before the response starts, so a refusal is still a 406, not a cut."""
-    with blobs.open(stored.blob_key) as source:
-        pixels = transcoding.read_pixels(source)  # bad values tolerated: refused below
-        syntax = stored.transfer_syntax_uid
-        reason = transcoding.reason_not_producible(syntax, target, pixels)
-        if reason is not None:
-            raise NotAcceptable(f"the object is stored as {UID(syntax).name} ({syntax}); {reason}")
-        source.seek(0)
-        # Outlives this function: the response streams it, then `_iter_spool` closes it.
-        spool: IO[bytes] = SpooledTemporaryFile(  # noqa: SIM115
-            max_size=transcoding.SPOOL_BYTES, dir=str(blobs.spool_dir)
-        )
-        try:
-            transcoding.transcode(source, target, spool)
-        except (ValueError, RuntimeError, NotImplementedError) as error:
-            spool.close()
-            raise NotAcceptable(f"transcoding to {target} failed: {error}") from None
-    spool.seek(0)
-    return spool
+def _prepare_object(
+    archive: Archive, stored: StoredInstance, choice: str | None
+) -> tuple[IO[bytes] | None, str | None]:
+    """(the transcoded file, or None to send the stored one; why the default was left)."""
+    read_pixels = functools.partial(read_stored_pixels, archive.blobs)
+    try:
+        target, left_default = choose_transfer_syntax(choice, stored, read_pixels)
+    except NotAcceptable as refusal:
+        raise NotAcceptable(f"transferSyntax {choice}: {refusal}") from None
+    if target == stored.transfer_syntax_uid:
+        return None, left_default
+    try:
+        return spool_transcoded(archive.blobs, stored, target), None  # 422 if it won't decode
+    except (ValueError, RuntimeError, NotImplementedError) as error:
+        raise NotAcceptable(f"transcoding to {target} failed: {error}") from None
 
 
 def _iter_spool(spool: IO[bytes]) -> Iterator[bytes]:

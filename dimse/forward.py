@@ -302,10 +302,16 @@ class _Run:
             return
         try:
             transfers.mark_delivery(
-                self.engine, self.request.transfer_pk, status.value, reason, self.context.clock()
-            )
+                self.engine, self.request.transfer_pk, status.value, reason, self.context.clock(),
+                self.request.study_uid,
+            )  # fmt: skip
         except NotFound:  # the transfer was deleted; the delivery itself still stands
             log.warning("transfer %s is gone; not marked %s", self.request.transfer_pk, status)
+
+    def _transaction(self) -> str:
+        """The transfer's opaque id: `ferry audit search --transaction` then finds the delivery."""
+        transfer_pk = self.request.transfer_pk
+        return transfers.public_id_of(self.engine, transfer_pk) if transfer_pk else ""
 
     def _audit(self, outcome: Outcome, reason: str, **detail: Any) -> None:
         access = self.access
@@ -321,6 +327,7 @@ class _Run:
                 study_uid=self.request.study_uid,
                 patient_id=access.patient_id if access else "",
                 accession_number=access.accession_number if access else "",
+                transaction=self._transaction(),
                 detail={
                     "protocol": "dimse",
                     "node": self.node_label,

@@ -21,7 +21,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.fileset import DIRECTORY_RECORDERS
 from pydicom.filewriter import write_dataset, write_file_meta_info
-from pydicom.uid import ExplicitVRLittleEndian, MediaStorageDirectoryStorage, generate_uid
+from pydicom.uid import UID, ExplicitVRLittleEndian, MediaStorageDirectoryStorage, generate_uid
 
 _ITEM_HEADER = 8  # (FFFE,E000) and its length
 _SEQUENCE_HEADER = 12  # explicit VR: tag, "SQ", two reserved bytes, length
@@ -167,11 +167,14 @@ class Directory:
         write_dataset(out, dicomdir)
         return bytes(out.getvalue())
 
-    def encode(self) -> bytes:
-        """The DICOMDIR file (Explicit VR Little Endian, as PS3.10 requires)."""
+    def encode(self, instance_uid: str | None = None) -> bytes:
+        """The DICOMDIR file (Explicit VR Little Endian, as PS3.10 requires); the same records
+        and `instance_uid` give the same bytes."""
         self._meta = FileMetaDataset()
         self._meta.MediaStorageSOPClassUID = MediaStorageDirectoryStorage
-        self._meta.MediaStorageSOPInstanceUID = generate_uid()
+        self._meta.MediaStorageSOPInstanceUID = (
+            UID(instance_uid) if instance_uid else generate_uid()
+        )
         self._meta.TransferSyntaxUID = ExplicitVRLittleEndian
         self._link(len(self._head(0, 0)) + _SEQUENCE_HEADER)
         roots = list(self._patients.values())

@@ -1,25 +1,31 @@
-"""Downloading studies to the desktop: a streamed ZIP of DICOM files with a DICOMDIR (PS3.10).
+"""Downloading studies to the desktop: a ZIP of DICOM files with a DICOMDIR (PS3.10), streamed
+and resumable.
 
-The ZIP is written by `zipfile` into a small buffer that is emptied after every write, with its
-members stored (ZIP_STORED: DICOM pixel data rarely compresses and the files stay byte for byte
-what was received) and data descriptors, since the stream cannot seek back. Blobs are read in
-chunks, so memory stays flat whatever the study's size; the first byte leaves at once.
+The ZIP is planned to its last byte before anything is sent: its members are stored (DICOM pixel
+data rarely compresses, and the files stay byte for byte what was received), in the index's
+order, with one time stamp, and each instance's size is in the index; so the archive's length,
+every member's place and its bytes are the same whenever the same selection is asked for. The
+ETag names exactly that: the members' names, sizes and blobs and the DICOMDIR's bytes. A range
+of the ZIP (`_stored_zip`) skips the members before it, starts inside the one it begins in, and
+reads from disk, without sending them, the members whose CRC-32 the central directory needs.
+Blobs are read in chunks: memory holds the plan (a few hundred bytes per instance), never a
+study.
 
 The DICOMDIR is the last member. Its records need only each instance's header, which the index
-already holds (its DICOM JSON): before a series streams, its instances' record attributes are
-taken from the index (no blob is opened for them), and `_dicomdir.Directory` writes the
-directory once every file is out. An instance whose header lacks a record's Type 1 attribute
+already holds (its DICOM JSON): no blob is opened for them, and `_dicomdir.Directory` writes the
+directory while the ZIP is planned. An instance whose header lacks a record's Type 1 attribute
 (PS3.3 F.5), or whose SOP class has no four-level record type, is still in the ZIP, under
 `OTHER/`, and left out of the DICOMDIR.
 
-If a blob or a series disappears while streaming (the study was deleted halfway), the generator
+If a blob disappears or changes while streaming (the study was deleted halfway), the generator
 raises: the HTTP edge then drops the connection before the ZIP's central directory, so the
 client sees a truncated download, never a "complete" but corrupt archive.
 """
 
 from __future__ import annotations
 
-import zipfile
+import hashlib
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,10 +38,11 @@ from pydicom.fileset import _four_level_record_type  # the leaf record type pydi
 
 from archive.store import Archive, StoredInstance
 from exchange._dicomdir import Directory, ImageRecord, Reference, leaf_record
+from exchange._stored_zip import ZipLayout, iter_zip_range
 
 DICOMDIR = "DICOMDIR"
 FLUSH_BYTES = 1024 * 1024
-_ZIP64_LIMIT = (1 << 31) - 1
+FORMAT = b"ferry-zip-1"  # changes whenever the same selection would give other bytes
 _PREFIXES = {"IMAGE": "IM", "RT DOSE": "RD", "RT STRUCTURE SET": "RS", "RT PLAN": "RP",
              "RT TREAT RECORD": "RX", "PRESENTATION": "PR", "WAVEFORM": "WV",
              "SR DOCUMENT": "SR", "KEY OBJECT DOC": "KY", "SPECTROSCOPY": "SP",
@@ -57,31 +64,6 @@ class ZipPlan:
     """What goes into the ZIP: each series' instances, in the index's order."""
 
     series: tuple[tuple[StoredInstance, ...], ...]
-
-
-class _Sink:
-    """An append-only, non-seekable file for zipfile; `take` hands out what was written."""
-
-    def __init__(self) -> None:
-        self.parts: list[bytes] = []
-        self.size = 0
-
-    def write(self, data: bytes, /) -> int:
-        self.parts.append(bytes(data))
-        self.size += len(data)
-        return len(data)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
-
-    def take(self) -> bytes:
-        data = b"".join(self.parts)
-        self.parts.clear()
-        self.size = 0
-        return data
 
 
 def plan_zip(archive: Archive, study_uids: Sequence[str]) -> ZipPlan:
@@ -202,25 +184,67 @@ class _Layout:
         return where.file_id if where is not None else self.names.other()
 
 
-def iter_zip(archive: Archive, plan: ZipPlan, now: datetime | None = None) -> Iterator[bytes]:
-    """The ZIP, in pieces of about a MiB: the instances, then the DICOMDIR."""
-    stamp = (now or datetime.now(UTC)).timetuple()[:6]
-    sink = _Sink()
-    zip_file = zipfile.ZipFile(sink, "w", zipfile.ZIP_STORED, allowZip64=True)
-    layout = _Layout()
+@dataclass(frozen=True)
+class ZipDownload:
+    """A ZIP planned to its last byte: where everything lies, what each member holds, its ETag."""
+
+    layout: ZipLayout
+    blob_keys: tuple[str, ...]  # the instances, in order; the DICOMDIR is the last member
+    dicomdir: bytes
+    etag: str  # a strong validator (RFC 9110 8.8.3): the same tag, the same bytes
+
+    @property
+    def length(self) -> int:
+        return self.layout.length
+
+
+def prepare_zip(archive: Archive, plan: ZipPlan, modified: datetime) -> ZipDownload:
+    """Names every member and writes the DICOMDIR from the index; no blob is opened.
+    `modified` is every member's time stamp (a transfer's gives the same ZIP each time)."""
+    stamp = modified.astimezone(UTC).timetuple()[:6]
+    layout, entries, keys = _Layout(), list[tuple[str, int]](), list[str]()
     for series in plan.series:
         documents = _read_instances(archive, series)
         for instance in series:
-            info = zipfile.ZipInfo(
-                layout.place(instance, documents.get(instance.sop_instance_uid)), stamp
-            )
-            info.file_size = instance.size
-            with zip_file.open(info, "w", force_zip64=instance.size > _ZIP64_LIMIT) as member:
-                for chunk in archive.blobs.iter_chunks(instance.blob_key):
-                    member.write(chunk)
-                    if sink.size >= FLUSH_BYTES:
-                        yield sink.take()
-        yield sink.take()
-    zip_file.writestr(zipfile.ZipInfo(DICOMDIR, stamp), layout.directory.encode())
-    zip_file.close()
-    yield sink.take()
+            name = layout.place(instance, documents.get(instance.sop_instance_uid))
+            entries.append((name, instance.size))
+            keys.append(instance.blob_key)
+    identity = hashlib.sha256(FORMAT + repr(stamp).encode())
+    for (name, size), key in zip(entries, keys, strict=True):
+        identity.update(f"\0{name}\0{size}\0{key}".encode())
+    uid = f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, identity.hexdigest()).int}"  # PS3.5 B.2
+    dicomdir = layout.directory.encode(uid)
+    identity.update(dicomdir)
+    zip_layout = ZipLayout([*entries, (DICOMDIR, len(dicomdir))], stamp)
+    return ZipDownload(zip_layout, tuple(keys), dicomdir, f'"{identity.hexdigest()[:40]}"')
+
+
+def iter_zip(
+    archive: Archive, download: ZipDownload, start: int = 0, end: int | None = None
+) -> Iterator[bytes]:
+    """The ZIP's bytes from `start` to `end` (exclusive; default: to the last), in pieces of at
+    most about a MiB (a blob's chunk), and at least one per member: what is out leaves before
+    the next blob opens."""
+    opened: list[int] = []
+
+    def read(index: int) -> Iterator[bytes]:
+        opened.append(index)
+        if index == len(download.blob_keys):
+            return iter((download.dicomdir,))
+        return archive.blobs.iter_chunks(download.blob_keys[index])
+
+    stop = download.length if end is None else end
+    pending: list[bytes] = []
+    size = 0
+    for part in iter_zip_range(download.layout, read, start, stop):
+        if size and (opened or size + len(part) > FLUSH_BYTES):
+            yield b"".join(pending)
+            pending, size = [], 0
+        opened.clear()
+        if len(part) >= FLUSH_BYTES:  # a blob's chunk goes as it is, never copied
+            yield part
+            continue
+        pending.append(part)
+        size += len(part)
+    if size:
+        yield b"".join(pending)

@@ -35,6 +35,8 @@ class TransferStatus(StrEnum):
     DOWNLOADED = "downloaded"  # the receiver downloaded it (a ZIP, or to one of its nodes)
     CANCELLED = "cancelled"  # withdrawn by the sender before anyone downloaded it
     RETURNED = "returned"  # sent back by the receiver, with a reason
+    EXPIRED = "expired"  # the receiver's retention period ended: the grants it gave are gone
+    DELETED = "deleted"  # none of its studies is left in the archive
 
 
 class Priority(StrEnum):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from sqlmodel import Session, select
+from sqlalchemy import Engine, exists, or_
+from sqlmodel import Session, col, select
 
 from archive.store import Archive
 from exchange.history import change_status
@@ -41,6 +42,28 @@ def selected_studies(archive: Archive, transfer: Transfer, wanted: Sequence[str]
     return list(dict.fromkeys(wanted))
 
 
+def received_transfer_of(engine: Engine, actor: Actor, study_uid: str) -> Transfer:
+    """The newest transfer holding the study that the actor's institutions received and may
+    download from now; NotFound, as for any transfer one may not see, when there is none."""
+    received = list(actor.principal.institutions_for(Action.DOWNLOAD))
+    listed = exists().where(
+        col(TransferStudy.transfer_pk) == Transfer.pk,
+        col(TransferStudy.study_instance_uid) == study_uid,
+    )
+    query = (
+        select(Transfer)
+        .where(col(Transfer.destination_institution_pk).in_(received))
+        .where(col(Transfer.status).in_([s.value for s in DELIVERABLE]))
+        .where(or_(listed, col(Transfer.study_instance_uid) == study_uid))
+        .order_by(col(Transfer.pk).desc())
+    )
+    with Session(engine) as session:
+        found = session.exec(query).first()
+    if found is None or actor.principal.studies is not None:
+        raise NotFound(f"no transfer to your institutions holds study {study_uid[:64]!r}")
+    return require(engine, actor, Action.DOWNLOAD, found.public_id, side="receiver")
+
+
 def check_study_action(
     archive: Archive, actor: Actor, transfer: Transfer, action: Action, studies: Sequence[str]
 ) -> Decision:
@@ -66,11 +89,13 @@ def deliver_to_node(
     public_id: str,
     ae_title: str,
     enqueue_forward: EnqueueForward,
+    wanted: Sequence[str] = (),
 ) -> Transfer:
-    """The receiver downloads the transfer to one of its own nodes."""
+    """The receiver downloads the transfer (or the `wanted` studies of it) to one of its own
+    nodes."""
     engine = archive.engine
     transfer = require(engine, actor, Action.DOWNLOAD, public_id, side="receiver")
-    studies = selected_studies(archive, transfer, ())
+    studies = selected_studies(archive, transfer, wanted)
     decision = check_study_action(archive, actor, transfer, Action.DOWNLOAD, studies)
     with Session(engine, expire_on_commit=False) as session:
         node = session.exec(select(Node).where(Node.ae_title == ae_title)).first()
@@ -113,5 +138,6 @@ def deliver_to_node(
             now=actor.now,
         )  # fmt: skip
         session.commit()
-    audit_step(engine, actor, stored, "download", decision, destination=f"node:{node.pk}")
+    audit_step(engine, actor, stored, "download", decision, studies=studies,
+               destination=f"node:{node.pk}")  # fmt: skip
     return stored

@@ -107,9 +107,15 @@ def _collect(dialect: str, values: dict[str, Any]) -> Any:
 
 
 def mark_delivery(
-    engine: Engine, transfer_pk: int, status: str, reason: str, now: datetime
+    engine: Engine,
+    transfer_pk: int,
+    status: str,
+    reason: str,
+    now: datetime,
+    study_uid: str = "",
 ) -> None:
-    """A forwarding job reports how the delivery of a transfer went (a TransferStatus value)."""
+    """A forwarding job reports how the delivery of a transfer went (a TransferStatus value);
+    the audit event names the job's study (`study_uid`), else the transfer's first."""
     new = TransferStatus(status)
     with Session(engine, expire_on_commit=False) as session:
         transfer = session.get(Transfer, transfer_pk)
@@ -126,7 +132,7 @@ def mark_delivery(
         facts = session.exec(
             select(Patient.patient_id, Study.accession_number)
             .join(Study, col(Study.patient_pk) == col(Patient.pk))
-            .where(Study.study_instance_uid == transfer.study_instance_uid)
+            .where(Study.study_instance_uid == (study_uid or transfer.study_instance_uid))
         ).first()
     node = transfer.destination_node_pk
     audit_transfer(
@@ -136,6 +142,7 @@ def mark_delivery(
         Decision(True, "delivery", reason),
         actor=SYSTEM_ACTOR,
         patient=(facts[0], facts[1]) if facts else ("", ""),
+        study_uid=study_uid,
         destination="worklist" if node is None else f"node:{node}",
         job=transfer.job_pk,
     )
@@ -186,6 +193,7 @@ def audit_transfer(
     *,
     actor: str,
     patient: tuple[str, str],
+    study_uid: str = "",
     **detail: Any,
 ) -> None:
     """One step of a transfer: decided (as the sending node) or delivered (as Ferry)."""
@@ -199,7 +207,7 @@ def audit_transfer(
             institution_pk=transfer.sender_institution_pk,
             rule=decision.rule,
             reason=decision.reason,
-            study_uid=transfer.study_instance_uid,
+            study_uid=study_uid or transfer.study_instance_uid,
             patient_id=patient[0],
             accession_number=patient[1],
             transaction=transfer.public_id or "",
@@ -214,6 +222,13 @@ def audit_transfer(
             },
         ),
     )
+
+
+def public_id_of(engine: Engine, transfer_pk: int) -> str:
+    """A transfer's opaque id, the audit trail's transaction; "" once the transfer is gone."""
+    with Session(engine) as session:
+        transfer = session.get(Transfer, transfer_pk)
+    return transfer.public_id if transfer is not None else ""
 
 
 # -- listing --------------------------------------------------------------------------------

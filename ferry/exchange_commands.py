@@ -176,30 +176,41 @@ def _worklist(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _download(settings: Settings, args: argparse.Namespace) -> int:
-    from exchange.downloads import iter_zip, plan_zip
-    from exchange.parties import load_transfer
-    from exchange.receiving import check_study_action, deliver_to_node
+    from exchange import sending
+    from exchange.downloads import iter_zip, plan_zip, prepare_zip
+    from exchange.models import TransferStatus
+    from exchange.parties import audit_step, decide_on, require, side_of
+    from exchange.receiving import (
+        check_study_action,
+        deliver_to_node,
+        received_transfer_of,
+        selected_studies,
+    )
     from policy.roles import Action
 
     archive, actor, _ = _setup(settings, args)
-    transfer = load_transfer(archive.engine, args.transfer)
+    if args.transfer:
+        transfer = require(archive.engine, actor, Action.DOWNLOAD, args.transfer)
+    elif args.study:
+        transfer = received_transfer_of(archive.engine, actor, args.study[0])
+        print(f"from transfer {transfer.public_id}")
+    else:
+        raise InvalidQuery("name the transfer (--transfer ID) or a study (--study UID)")
     if args.to_node:
-        delivered = deliver_to_node(archive, actor, args.transfer, args.to_node, _enqueue(settings))
+        delivered = deliver_to_node(archive, actor, transfer.public_id, args.to_node,
+                                    _enqueue(settings), args.study)  # fmt: skip
         print(_line(delivered))
         return 0
-    studies = [args.study] if args.study else []
-    from exchange.receiving import selected_studies
-
-    studies = selected_studies(archive, transfer, studies)
-    from exchange.parties import audit_step
-
+    studies = selected_studies(archive, transfer, args.study)
     decision = check_study_action(archive, actor, transfer, Action.DOWNLOAD, studies)
-    plan = plan_zip(archive, studies)
+    download = prepare_zip(archive, plan_zip(archive, studies), transfer.created_at)
     audit_step(archive.engine, actor, transfer, "download", decision, studies=studies, format="zip")
     with Path(args.zip).open("wb") as out:
-        for chunk in iter_zip(archive, plan):
+        for chunk in iter_zip(archive, download):
             out.write(chunk)
-    print(f"wrote {args.zip}")
+    if side_of(decide_on(actor, Action.DOWNLOAD, transfer)) == "receiver":
+        sending.note_received(archive.engine, actor, transfer, TransferStatus.DOWNLOADED)
+    print(f"wrote {args.zip} ({download.length} bytes)")
     return 0
 
 
@@ -245,8 +256,10 @@ def add_exchange_commands(commands: Any) -> None:
     worklist.add_argument("--institution")
     worklist.set_defaults(run=_worklist)
     download = with_user(commands.add_parser("download", help="a transfer's studies"))
-    download.add_argument("--transfer", required=True, help="the transfer's id")
-    download.add_argument("--study", help="one of its studies (default: all)")
+    download.add_argument("--transfer", help="the transfer's id (default: the newest received "
+                          "transfer holding the first --study)")  # fmt: skip
+    download.add_argument("--study", action="append", default=[],
+                          help="a study of it, repeatable (default: all its studies)")  # fmt: skip
     target = download.add_mutually_exclusive_group(required=True)
     target.add_argument("--to-node", help="AE title of a node of the receiving institution")
     target.add_argument("--zip", help="write a ZIP with a DICOMDIR to this file")

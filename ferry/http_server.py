@@ -11,6 +11,9 @@ header would be parsed and kept. `LimitedHttpToolsProtocol` adds both limits:
 
 Both refusals half-close and read what the client still sends for a moment before closing
 (a lingering close), so the client reads the answer instead of a reset.
+
+On clear-text connections the protocol also offers the ASGI zero-copy send extension
+(`ferry.zero_copy`): WADO-RS sends stored instances from their files with `os.sendfile`.
 """
 
 from __future__ import annotations
@@ -21,10 +24,13 @@ from typing import Any
 
 import uvicorn
 from starlette.types import ASGIApp
+from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.config import LOGGING_CONFIG
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.protocols.utils import is_ssl
 
 from ferry.settings import Settings
+from ferry.zero_copy import ZERO_COPY_SEND, ZeroCopySender
 
 _LINGER_SECONDS = 2.0
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
@@ -43,14 +49,19 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._message_started = False
         self._header_bytes = 0
         self._refused = False
+        self._zero_copy: ZeroCopySender | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        if not is_ssl(transport) and transport.get_extra_info("socket") is not None:
+            self._zero_copy = ZeroCopySender(transport)
         self._start_header_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_header_timer()
         super().connection_lost(exc)
+        if self._zero_copy is not None:
+            self._zero_copy.connection_lost()
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
@@ -66,6 +77,8 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
+        if self._zero_copy is not None:
+            self.scope["extensions"] = {ZERO_COPY_SEND: {}}
         self._awaiting_headers = True
         self._message_started = True
         self._header_bytes = 0
@@ -88,6 +101,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if not self._refused:
             super().on_message_complete()
+
+    def _start_asgi_task(self, cycle: RequestResponseCycle, app: ASGI3Application) -> None:
+        if self._zero_copy is not None:
+            app = _sending_with(app, self._zero_copy.sending(cycle))
+        super()._start_asgi_task(cycle, app)
 
     def _start_header_timer(self) -> None:
         if self._header_timer is None and self.header_timeout > 0:
@@ -126,6 +144,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def _peer(self) -> str:
         return f"{self.client[0]}:{self.client[1]}" if self.client else "unknown client"
+
+
+def _sending_with(app: ASGI3Application, send: ASGISendCallable) -> ASGI3Application:
+    """`app`, its messages going to `send` (the cycle's own send, with zero-copy messages)."""
+
+    async def run(scope: Scope, receive: ASGIReceiveCallable, _send: ASGISendCallable) -> None:
+        await app(scope, receive, send)
+
+    return run
 
 
 def protocol_for(settings: Settings) -> type[LimitedHttpToolsProtocol]:

@@ -1,8 +1,9 @@
-"""`ferry oversight transactions|statistics`: one institution's oversight, for the operator.
+"""`ferry oversight transactions|audit|statistics`: one institution's oversight, for the operator.
 
 The same queries as `/api/oversight/...`, run by whoever operates the server (like `ferry
 audit`); each run is audited as an `audit` event of the institution, naming the
-operating-system user. `--csv FILE` (or `-` for standard output) writes every row.
+operating-system user. `--csv FILE` (or `-` for standard output) writes every row. `--from` and
+`--to` read a day (`YYYY-MM-DD`) as one of the institution's time zone, as the API does.
 """
 
 from __future__ import annotations
@@ -18,9 +19,11 @@ from typing import IO, Any
 from sqlalchemy import Engine
 
 from audit.models import Outcome
+from audit.search import AuditQuery, iter_events, search_events
 from audit.trail import AuditRecord, record
-from exchange.oversight import statistics
+from exchange.oversight import statistics, trail
 from exchange.oversight._csv import iter_csv
+from exchange.oversight.days import local_zone, parse_moment, read_range
 from exchange.oversight.transactions import (
     CSV_HEADER,
     DIRECTIONS,
@@ -31,8 +34,11 @@ from exchange.oversight.transactions import (
     iter_transactions,
     search_transactions,
 )
-from ferry.audit_commands import _engine, _os_user, _since, _until
+from ferry.audit_commands import _engine, _limit, _os_user
+from ferry.audit_commands import _line as event_line
 from ferry.settings import Settings
+from foundation.errors import InvalidQuery
+from policy.models import Institution
 from policy.store import snapshot
 from policy.store.institutions import find_institution
 
@@ -53,6 +59,18 @@ def add_oversight_commands(commands: Any) -> None:  # argparse's private _SubPar
     transactions.add_argument("--limit", type=_count, default=50, help="rows shown (not CSV)")
     transactions.add_argument("--offset", type=int, default=0)
     transactions.set_defaults(run=_transactions)
+    events = sub.add_parser("audit", help="the System Audit Trail, scoped to the institution")
+    _add_common(events)
+    events.add_argument("--patient-id")
+    events.add_argument("--study", help="Study Instance UID")
+    events.add_argument("--accession")
+    events.add_argument("--transaction", help="a transfer's or request's id")
+    events.add_argument("--user", help="who acted: user:EMAIL, node:AE_TITLE, ...")
+    events.add_argument("--action")
+    events.add_argument("--outcome", choices=[outcome.value for outcome in Outcome])
+    events.add_argument("--limit", type=_limit, default=100, help="events shown (not CSV)")
+    events.add_argument("--before-pk", type=int, help="the next page: events older than this pk")
+    events.set_defaults(run=_audit_trail)
     stats = sub.add_parser("statistics", help="volumes, turnaround and failures")
     _add_common(stats)
     stats.add_argument("--interval", choices=statistics.INTERVALS, default="day")
@@ -61,9 +79,29 @@ def add_oversight_commands(commands: Any) -> None:  # argparse's private _SubPar
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--institution", required=True, help="the institution's code")
-    parser.add_argument("--from", dest="since", type=_since, help="DATE or ISO time, inclusive")
-    parser.add_argument("--to", dest="until", type=_until, help="DATE (whole day) or ISO time")
+    since = "DATE (a day of the institution's time zone) or ISO time, inclusive"
+    until = "DATE (a whole day of the institution's time zone) or ISO time"
+    parser.add_argument("--from", dest="since", type=_moment, help=since)
+    parser.add_argument("--to", dest="until", type=_moment, help=until)
     parser.add_argument("--csv", metavar="FILE", help="write CSV to FILE (- for standard output)")
+
+
+def _moment(text: str) -> str:
+    """Checked here (exit 2 when unreadable); read in the institution's zone once it is known."""
+    for end in (False, True):
+        try:
+            parse_moment(text, end=end)
+        except ValueError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+    return text
+
+
+def _range(institution: Institution, args: argparse.Namespace) -> tuple[Any, Any]:
+    """`--from` and `--to` as UTC times, their days the institution's own."""
+    try:
+        return read_range(args.since, args.until, local_zone(institution.timezone))
+    except ValueError as error:
+        raise InvalidQuery(str(error)) from None
 
 
 def _count(text: str) -> int:
@@ -79,6 +117,7 @@ def _transactions(settings: Settings, args: argparse.Namespace) -> int:
     counterpart = None
     if args.counterpart:
         counterpart = next((pk for pk, code in codes.items() if code == args.counterpart), -1)
+    since, until = _range(institution, args)
     query = TransactionQuery(
         institution_pk=institution.pk or 0,
         direction=args.direction,
@@ -87,8 +126,8 @@ def _transactions(settings: Settings, args: argparse.Namespace) -> int:
         counterpart_pk=counterpart,
         patient_id=args.patient_id,
         accession_number=args.accession,
-        since=args.since,
-        until=args.until,
+        since=since,
+        until=until,
         sort=args.sort,
         descending=not args.asc,
     )
@@ -120,8 +159,9 @@ def _statistics(settings: Settings, args: argparse.Namespace) -> int:
     engine = _engine(settings)
     institution = find_institution(engine, args.institution)
     codes = {pk: facts.code for pk, facts in snapshot(engine).institutions.items()}
+    since, until = _range(institution, args)
     report = statistics.compute(
-        engine, institution.pk or 0, args.since, args.until, args.interval, codes,
+        engine, institution.pk or 0, since, until, args.interval, codes,
         timezone=institution.timezone,
     )  # fmt: skip
     if args.csv:
@@ -131,6 +171,37 @@ def _statistics(settings: Settings, args: argparse.Namespace) -> int:
             print(line)
         code = 0
     _record_use(engine, institution.pk or 0, "statistics", args)
+    return code
+
+
+def _audit_trail(settings: Settings, args: argparse.Namespace) -> int:
+    engine = _engine(settings)
+    institution = find_institution(engine, args.institution)
+    since, until = _range(institution, args)
+    query = AuditQuery(
+        patient_id=args.patient_id,
+        study_uid=args.study,
+        accession_number=args.accession,
+        transaction=args.transaction,
+        actor=args.user,
+        action=args.action,
+        outcome=args.outcome,
+        since=since,
+        until=until,
+        within=trail.visible_to(institution.pk or 0),
+    )
+    if args.csv:
+        codes = {pk: facts.code for pk, facts in snapshot(engine).institutions.items()}
+        rows = (trail.as_row(entry, codes) for entry in iter_events(engine, query))
+        code = _write_csv(args.csv, trail.CSV_HEADER, rows)
+    else:
+        page = search_events(engine, query, limit=args.limit, before_pk=args.before_pk)
+        for entry in page.entries:
+            print(event_line(entry))
+        if page.next_before_pk is not None:
+            print(f"(more: --before-pk {page.next_before_pk}; --csv FILE writes all)")
+        code = 0
+    _record_use(engine, institution.pk or 0, "audit trail", args)
     return code
 
 
@@ -180,6 +251,7 @@ def _record_use(engine: Engine, institution_pk: int, view: str, args: argparse.N
             reason=f"{view} of {args.institution}",
             patient_id=getattr(args, "patient_id", None) or "",
             accession_number=getattr(args, "accession", None) or "",
+            transaction=getattr(args, "transaction", None) or "",
             detail={"command": f"oversight {view}", "criteria": criteria},
         ),
     )

@@ -5,7 +5,7 @@ its actions say so); it never lets the holder delete, store into or change the s
 rule is written here twice, side by side, because two kinds of code need it: the Python
 predicate (`grant_is_live`, `grant_allows`) for the decision on one study, and the SQL
 expressions (`live_grant_clause`, `grant_allows_clause`) for searches that join on grants.
-`tests/archive/test_grants.py` runs both over one table of cases and checks they agree.
+`tests/foundation/test_grants.py` runs both over one table of cases and checks they agree.
 
 Imports nothing of Ferry's, so the archive's searches and the policy's `decide()` can share it.
 """

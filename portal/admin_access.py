@@ -105,9 +105,11 @@ class Access:
         action: str = Action.ADMINISTER.value,
         **detail: object,
     ) -> None:
-        """Refusals always; allowed administration when it changes something."""
+        """Refusals always; allowed administration when it changes something. Reading
+        oversight (`audit`), by GET or by a posted search, is recorded by the reading itself,
+        once its criteria are found good (`portal.oversight_api.audit_reading`)."""
         request = self.call.request
-        if decision.allowed and request.method in {"GET", "HEAD"}:
+        if decision.allowed and (request.method in {"GET", "HEAD"} or action == Action.AUDIT):
             return
         record(
             self.call.state.archive.engine,

@@ -6,6 +6,11 @@ the caller has no tie to answers like one that does not exist (404); a member wi
 right is told why (403); both are audited. Reading is audited too (DCM 110101 "Audit Log
 Used"), with the criteria. JSON by default; CSV, streamed, with `format=csv` or
 `Accept: text/csv`.
+
+A Patient ID or accession number is never read from a URL (the address would carry it into
+access logs and proxies): the transactions and the trail are searched by them with a `POST` to
+`.../search`, the criteria in a JSON body; the `GET` forms take every other filter. A day
+(`YYYY-MM-DD`) in `from` and `to` is one of the institution's own time zone.
 """
 
 from __future__ import annotations
@@ -13,16 +18,16 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import Engine
 from starlette.responses import StreamingResponse
 
 from audit.search import AuditEntry, AuditQuery, iter_events, search_events
 from audit.trail import AuditRecord, record
-from exchange.oversight import statistics
+from exchange.oversight import statistics, trail
 from exchange.oversight._csv import iter_csv
-from exchange.oversight.trail import visible_to
+from exchange.oversight.days import local_zone
 from exchange.oversight.transactions import (
     CSV_HEADER,
     Transaction,
@@ -32,6 +37,7 @@ from exchange.oversight.transactions import (
     iter_transactions,
     search_transactions,
 )
+from foundation.errors import InvalidQuery
 from policy.decision import InstitutionFacts
 from policy.roles import Action
 from policy.store.institutions import get_institution
@@ -39,14 +45,19 @@ from portal.admin_access import Access
 from portal.openapi import Call, Operation
 from portal.oversight_schemas import (
     AuditEventOut,
+    AuditTrailFilters,
     AuditTrailOut,
     AuditTrailQuery,
+    AuditTrailSearch,
     FailureOut,
+    RangeQuery,
     StatisticsOut,
     StatisticsQuery,
+    TransactionFilters,
     TransactionOut,
     TransactionsOut,
     TransactionsQuery,
+    TransactionsSearch,
     TurnaroundOut,
     VolumeOut,
 )
@@ -59,21 +70,30 @@ def _engine(call: Call) -> Engine:
     return engine
 
 
-def local_zone(name: str) -> ZoneInfo:
-    """An institution's time zone (UTC if it names none Ferry knows)."""
-    try:
-        return ZoneInfo(name or "UTC")
-    except (ZoneInfoNotFoundError, ValueError):
-        return ZoneInfo("UTC")
-
-
 def overseen(access: Access, code: str) -> InstitutionFacts:
     """The institution if the caller may audit it; 404 (no tie) or 403 (a member), audited."""
     return access.require_code(code, Action.AUDIT)
 
 
+def criteria(call: Call) -> Any:
+    """What was asked: the search's body (POST), else the query string (GET)."""
+    return call.body if call.body is not None else call.query
+
+
+def zone_of(call: Call, facts: InstitutionFacts) -> ZoneInfo:
+    return local_zone(get_institution(_engine(call), facts.pk).timezone)
+
+
+def bounds(q: RangeQuery, zone: ZoneInfo) -> tuple[datetime | None, datetime | None]:
+    """`from` and `to` as times, a day being one of the institution's own (as its pages show)."""
+    try:
+        return q.bounds_in(zone)
+    except ValueError as error:  # a day and a time, in order only before the zone is applied
+        raise InvalidQuery(str(error)) from None
+
+
 def wants_csv(call: Call) -> bool:
-    fmt = getattr(call.query, "format", None)
+    fmt = getattr(criteria(call), "format", None)
     if fmt is not None:
         return bool(fmt == "csv")
     accept = call.request.headers.get("accept", "")
@@ -126,20 +146,24 @@ def _split(text: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (text or "").split(",") if part.strip())
 
 
-def transaction_query(access: Access, facts: InstitutionFacts, q: TransactionsQuery) -> Any:
+def transaction_query(
+    call: Call, access: Access, facts: InstitutionFacts, q: TransactionFilters
+) -> Any:
     counterpart = None
     if q.counterpart is not None:
         counterpart = access.pk_of(q.counterpart) or -1  # unknown: simply no rows
+    patient_id, accession = q.patient_filters
+    since, until = bounds(q, zone_of(call, facts))
     query = TransactionQuery(
         institution_pk=facts.pk,
         direction=q.direction,
         kinds=_split(q.kind),
         states=_split(q.state),
         counterpart_pk=counterpart,
-        patient_id=q.patient_id,
-        accession_number=q.accession,
-        since=q.since,
-        until=q.until,
+        patient_id=patient_id,
+        accession_number=accession,
+        since=since,
+        until=until,
         sort=q.sort,
         descending=q.order == "desc",
     )
@@ -155,10 +179,10 @@ def _transaction_out(access: Access, item: Transaction) -> TransactionOut:
 
 
 def list_transactions(call: Call) -> TransactionsOut | StreamingResponse:
-    access, q = Access(call), call.query
-    assert isinstance(q, TransactionsQuery)
+    access, q = Access(call), criteria(call)
+    assert isinstance(q, TransactionFilters)
     facts = overseen(access, q.institution)
-    query = transaction_query(access, facts, q)
+    query = transaction_query(call, access, facts, q)
     csv = wants_csv(call)
     audit_reading(access, facts, "transactions", **q.model_dump(exclude_none=True, by_alias=True))
     if csv:
@@ -179,25 +203,21 @@ def list_transactions(call: Call) -> TransactionsOut | StreamingResponse:
 
 # --- the System Audit Trail, scoped -----------------------------------------------------------
 
-AUDIT_CSV_HEADER = (
-    "pk", "at", "actor", "actor_kind", "institution", "action", "outcome", "rule", "reason",
-    "study_uid", "patient_id", "accession_number", "transaction", "client_address", "detail",
-    "hash",
-)  # fmt: skip
 
-
-def _audit_query(facts: InstitutionFacts, q: AuditTrailQuery) -> AuditQuery:
+def _audit_query(call: Call, facts: InstitutionFacts, q: AuditTrailFilters) -> AuditQuery:
+    patient_id, accession = q.patient_filters
+    since, until = bounds(q, zone_of(call, facts))
     return AuditQuery(
-        patient_id=q.patient_id,
+        patient_id=patient_id,
         study_uid=q.study,
-        accession_number=q.accession,
+        accession_number=accession,
         transaction=q.transaction,
         actor=q.user,
         action=q.action,
         outcome=q.outcome,
-        since=q.since,
-        until=q.until,
-        within=visible_to(facts.pk),
+        since=since,
+        until=until,
+        within=trail.visible_to(facts.pk),
     )
 
 
@@ -208,24 +228,16 @@ def _event_out(access: Access, entry: AuditEntry) -> AuditEventOut:
     return AuditEventOut.model_validate(values)
 
 
-def _audit_row(access: Access, entry: AuditEntry) -> Sequence[object]:
-    institution = access.code_of(entry.institution_pk or 0)
-    return (
-        entry.pk, entry.at, entry.actor, entry.actor_kind, institution, entry.action,
-        entry.outcome, entry.rule, entry.reason, entry.study_uid, entry.patient_id,
-        entry.accession_number, entry.transaction, entry.client_address, entry.detail, entry.hash,
-    )  # fmt: skip
-
-
 def search_audit_trail(call: Call) -> AuditTrailOut | StreamingResponse:
-    access, q = Access(call), call.query
-    assert isinstance(q, AuditTrailQuery)
+    access, q = Access(call), criteria(call)
+    assert isinstance(q, AuditTrailFilters)
     facts = overseen(access, q.institution)
-    query = _audit_query(facts, q)
+    query = _audit_query(call, facts, q)
     audit_reading(access, facts, "audit trail", **q.model_dump(exclude_none=True, by_alias=True))
     if wants_csv(call):
-        rows = (_audit_row(access, entry) for entry in iter_events(_engine(call), query))
-        return csv_response(AUDIT_CSV_HEADER, rows, _file_name("audit", facts.code, call.now))
+        codes = {pk: f.code for pk, f in access.snapshot.institutions.items()}
+        rows = (trail.as_row(entry, codes) for entry in iter_events(_engine(call), query))
+        return csv_response(trail.CSV_HEADER, rows, _file_name("audit", facts.code, call.now))
     page = search_events(_engine(call), query, q.limit, q.before_pk)
     return AuditTrailOut(
         institution=facts.code,
@@ -242,8 +254,8 @@ def get_statistics(call: Call) -> StatisticsOut | StreamingResponse:
     assert isinstance(q, StatisticsQuery)
     facts = overseen(access, q.institution)
     codes = {pk: f.code for pk, f in access.snapshot.institutions.items()}
-    zone = local_zone(get_institution(_engine(call), facts.pk).timezone)
-    since, until = q.bounds_in(zone)  # its days, as its periods
+    zone = zone_of(call, facts)
+    since, until = bounds(q, zone)  # its days, as its periods
     report = statistics.compute(
         _engine(call), facts.pk, since, until, q.interval, codes, timezone=zone.key
     )
@@ -271,18 +283,39 @@ def get_statistics(call: Call) -> StatisticsOut | StreamingResponse:
     )
 
 
+def search_transactions_posted(call: Call) -> TransactionsOut | StreamingResponse:
+    """The Transaction Audit Summary searched with a body: patient filters stay out of URLs."""
+    return list_transactions(call)
+
+
+def search_audit_trail_posted(call: Call) -> AuditTrailOut | StreamingResponse:
+    """The scoped audit trail searched with a body: patient filters stay out of URLs."""
+    return search_audit_trail(call)
+
+
 _O = "oversight"
 OPERATIONS: list[Operation] = [
     Operation("GET", "/oversight/transactions", list_transactions,
               "the Transaction Audit Summary: what an institution sent and received "
               "(transfers, direct pushes, requests) with their times and states; filtered, "
-              "sorted, paged; CSV with format=csv or Accept: text/csv", _O,
+              "sorted, paged; CSV with format=csv or Accept: text/csv. Patient ID and "
+              "accession: POST /oversight/transactions/search", _O,
               response=TransactionsOut, query=TransactionsQuery, streams=CSV),
+    Operation("POST", "/oversight/transactions/search", search_transactions_posted,
+              "the Transaction Audit Summary searched with the criteria in the body, patient "
+              "ID and accession among them (never in a URL); the same answer as the GET", _O,
+              body=TransactionsSearch, response=TransactionsOut, streams=CSV),
     Operation("GET", "/oversight/audit", search_audit_trail,
               "the System Audit Trail of an institution: events about its studies, "
               "transactions, people and nodes; newest first, paged by before_pk; CSV (every "
-              "match, oldest first) with format=csv or Accept: text/csv", _O,
+              "match, oldest first) with format=csv or Accept: text/csv. Patient ID and "
+              "accession: POST /oversight/audit/search", _O,
               response=AuditTrailOut, query=AuditTrailQuery, streams=CSV),
+    Operation("POST", "/oversight/audit/search", search_audit_trail_posted,
+              "the System Audit Trail of an institution searched with the criteria in the "
+              "body, patient ID and accession among them (never in a URL); the same answer "
+              "as the GET", _O,
+              body=AuditTrailSearch, response=AuditTrailOut, streams=CSV),
     Operation("GET", "/oversight/statistics", get_statistics,
               "an institution's volumes (per day, week or month, direction, counterpart, "
               "modality), turnaround (median, 90th percentile) and failures; CSV with "

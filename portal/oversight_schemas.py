@@ -2,43 +2,40 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import date, datetime, tzinfo
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
+from exchange.oversight.days import parse_moment, read_range
 from exchange.oversight.transactions import SORTS
-from foundation.clock import as_utc
 from portal.api_schemas import Code, Uid, _ListQuery
 
 Moment = Annotated[
     str,
     Field(
         max_length=40,
-        description="YYYY-MM-DD (a whole UTC day) or an ISO 8601 time (UTC if no offset)",
+        description="YYYY-MM-DD (a whole day of the institution's time zone) or an ISO 8601 "
+        "time (UTC if no offset)",
         examples=["2026-12-01"],
     ),
 ]
 Format = Literal["json", "csv"]
 Sort = Literal[SORTS]  # type: ignore[valid-type]
+PatientText = Annotated[str, Field(min_length=1, max_length=64)]
+PATIENT_FILTERS = ("patient_id", "accession")
+# A body is JSON: its numbers are numbers (a URL's are text, parsed by `_ListQuery`).
+STRICT_BODY = ConfigDict(extra="forbid", strict=True)
 
 
-def parse_moment(text: str, *, end: bool, zone: tzinfo = UTC) -> datetime:
-    """A day means from its start (`end` False) or through its end (`end` True), in `zone`."""
-    try:
-        if len(text) == 10:
-            day = date.fromisoformat(text)
-            if end and day == date.max:
-                raise ValueError
-            local = datetime.combine(day + timedelta(days=1) if end else day, time(), zone)
-            return local.astimezone(UTC)
-        moment = datetime.fromisoformat(text)
-    except (ValueError, OverflowError):
-        raise ValueError(f"expected YYYY-MM-DD or an ISO 8601 time, got {text[:40]!r}") from None
-    return as_utc(moment)
-
-
-class _RangeQuery(_ListQuery):
+class RangeQuery(_ListQuery):
     """One institution's oversight, over a time range; `format=csv` (or Accept: text/csv)."""
 
     institution: Code
@@ -67,27 +64,53 @@ class _RangeQuery(_ListQuery):
     def until(self) -> datetime | None:
         return parse_moment(self.to, end=True) if self.to else None
 
+    @property
+    def patient_filters(self) -> tuple[str | None, str | None]:
+        """(patient_id, accession): none in a query string, any in a search's body."""
+        return getattr(self, "patient_id", None), getattr(self, "accession", None)
+
     def bounds_in(self, zone: tzinfo) -> tuple[datetime | None, datetime | None]:
-        """(since, until) with a day read as one of `zone` (an institution's statistics)."""
-        since = parse_moment(self.from_, end=False, zone=zone) if self.from_ else None
-        until = parse_moment(self.to, end=True, zone=zone) if self.to else None
-        return since, until
+        """(since, until) with a day read as one of `zone`, the institution's own; ValueError
+        when, so read, the range starts after it ends."""
+        return read_range(self.from_, self.to, zone)
+
+
+def refuse_patient_filters(values: Any, search: str) -> Any:
+    """A query string never carries a patient identifier: it would be in every access log."""
+    if isinstance(values, dict) and any(name in values for name in PATIENT_FILTERS):
+        raise ValueError(f"patient_id and accession are never sent in a URL: POST them to {search}")
+    return values
 
 
 Listed = Annotated[str, Field(max_length=200, description="comma-separated")]
 
 
-class TransactionsQuery(_RangeQuery):
+class TransactionFilters(RangeQuery):
     direction: Literal["sent", "received"] | None = None
     kind: Listed | None = Field(default=None, description="transfer, push, request (commas)")
     state: Listed | None = Field(default=None, description="states, comma-separated")
     counterpart: Code | None = Field(default=None, description="the other institution's code")
-    patient_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
-    accession: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     sort: Sort = "created"
     order: Literal["asc", "desc"] = "desc"
     offset: Annotated[int, Field(ge=0, le=1_000_000)] = 0
     limit: Annotated[int, Field(ge=1, le=500)] = 50
+
+
+class TransactionsQuery(TransactionFilters):
+    """`GET /oversight/transactions`: every filter but a patient's (see the search)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_patient_data(cls, values: Any) -> Any:
+        return refuse_patient_filters(values, "/api/oversight/transactions/search")
+
+
+class TransactionsSearch(TransactionFilters):
+    """`POST /oversight/transactions/search`: the same, with Patient ID and accession number."""
+
+    model_config = STRICT_BODY
+    patient_id: PatientText | None = None
+    accession: PatientText | None = Field(default=None, description="an accession number")
 
 
 class TransactionOut(BaseModel):
@@ -118,10 +141,8 @@ class TransactionsOut(BaseModel):
     items: list[TransactionOut]
 
 
-class AuditTrailQuery(_RangeQuery):
-    patient_id: Annotated[str, Field(min_length=1, max_length=64)] | None = None
+class AuditTrailFilters(RangeQuery):
     study: Uid | None = None
-    accession: Annotated[str, Field(min_length=1, max_length=64)] | None = None
     transaction: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     user: Annotated[str, Field(min_length=1, max_length=320)] | None = Field(
         default=None, description="who acted, as the trail names them: user:EMAIL, node:AE, ..."
@@ -132,6 +153,23 @@ class AuditTrailQuery(_RangeQuery):
         default=None, description="the next (older) page: next_before_pk of the last answer"
     )
     limit: Annotated[int, Field(ge=1, le=1000)] = 100
+
+
+class AuditTrailQuery(AuditTrailFilters):
+    """`GET /oversight/audit`: every filter but a patient's (see the search)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_patient_data(cls, values: Any) -> Any:
+        return refuse_patient_filters(values, "/api/oversight/audit/search")
+
+
+class AuditTrailSearch(AuditTrailFilters):
+    """`POST /oversight/audit/search`: the same, with Patient ID and accession number."""
+
+    model_config = STRICT_BODY
+    patient_id: PatientText | None = None
+    accession: PatientText | None = Field(default=None, description="an accession number")
 
 
 class AuditEventOut(BaseModel):
@@ -158,7 +196,7 @@ class AuditTrailOut(BaseModel):
     next_before_pk: int | None
 
 
-class StatisticsQuery(_RangeQuery):
+class StatisticsQuery(RangeQuery):
     interval: Literal["day", "week", "month"] = "day"
 
 

@@ -49,6 +49,7 @@ class ReturnIn(Input):
 
 class DeliverIn(Input):
     node: AeTitle
+    studies: list[Uid] = Field(default_factory=list, max_length=500)  # default: all of them
 
 
 class ViewerLinkIn(Input):

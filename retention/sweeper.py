@@ -27,6 +27,7 @@ from exchange.notifications import Event, EventKind, Subject, notify
 from exchange.report_retention import remove_orphaned_reports
 from exchange.retention_models import RetentionWarning
 from exchange.retention_terms import Terms, read_terms, terms_of
+from exchange.transfer_endings import note_grant_removed, note_study_deleted
 from exchange.transfer_facts import remember_transfer_facts
 from foundation import metrics
 from foundation.clock import Clock
@@ -168,6 +169,7 @@ class Sweeper:
         except StudyNotFound:  # deleted meanwhile (by a person): nothing left to do
             return False
         remove_orphaned_reports(self.engine, study.study_uid)  # derived: they go with it
+        note_study_deleted(self.engine, study.study_uid, ACTOR, now)
         return True
 
     def _remove_grant(self, study: StudyHoldings, due: Due, now: datetime) -> None:
@@ -184,6 +186,8 @@ class Sweeper:
         )
         with self.engine.begin() as connection:
             connection.execute(delete(StudyGrant).where(StudyGrant.pk == holding.grant_pk))  # type: ignore[arg-type]
+        if holding.institution_pk is not None:  # its transfers there may expire
+            note_grant_removed(self.engine, study.study_uid, holding.institution_pk, ACTOR, now)
 
     def _warn(self, study: StudyHoldings, due: Due, now: datetime) -> int:
         """Queues the holder's email once per deadline, in the transaction that records it."""

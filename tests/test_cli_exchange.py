@@ -6,10 +6,15 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import orjson
+from sqlmodel import Session, select
+
 from archive.store import Archive
 from dimse.context import BridgeContext
+from dimse.forward import FORWARD_STUDY
 from ferry.background import build_worker
 from ferry.settings import Settings
+from foundation.jobs import Job
 from policy import store
 from policy.models import RetrieveMethod
 from tests import factories
@@ -46,8 +51,56 @@ def test_create_send_list_show_worklist_download_and_refuse_cancel(
     done = ferry_cli("download", "--as", "r@b.test", "--transfer", tid, "--zip", str(out))
     assert done.code == 0, done.err
     assert len(zipfile.ZipFile(out).namelist()) == 3
+    assert "downloaded" in ferry_cli("transfer", "show", "--as", "s@a.test", tid).out
     stranger = ferry_cli("transfer", "show", "--as", "s@a.test", "AAAAAAAAAAAAAAAA")
     assert stranger.code == 1 and "no transfer" in stranger.err
+
+
+def test_download_names_a_study_and_finds_the_transfer_that_brought_it(
+    ferry_cli: Any, archive: Archive, tmp_path: Path
+) -> None:
+    engine = archive.engine
+    a = store.create_institution(engine, "A", "A").pk
+    b = store.create_institution(engine, "B", "B").pk
+    c = store.create_institution(engine, "C", "C").pk
+    assert a and b and c
+    store.create_destination_rule(engine, b, sender_institution_pk=a)
+    people = (("s@a.test", a, "sender"), ("r@b.test", b, "receiver"), ("q@b.test", b, "requester"),
+              ("x@c.test", c, "receiver,sender"))  # fmt: skip
+    for email, pk, roles in people:
+        user = store.create_user(engine, email)
+        store.set_membership(engine, user.pk, pk, roles)
+    node = factories.create_node(engine, b, "PACS_B", "127.0.0.1", 11112, can_write=True).pk
+    one, two = StudySpec(patient_id="CLI-1"), StudySpec(patient_id="CLI-2")
+    for spec in (one, two):
+        archive.store_files(write_series(tmp_path / spec.patient_id, 2, spec=spec), None, a)
+    made = ferry_cli("transfer", "create", "--as", "s@a.test", "--institution", "A", "--to", "B",
+                     "--study", one.study_uid, "--study", two.study_uid, "--send")  # fmt: skip
+    tid = made.out.split()[0]
+    by_study, by_transfer = tmp_path / "study.zip", tmp_path / "transfer.zip"
+    done = ferry_cli("download", "--as", "r@b.test", "--study", two.study_uid, "--zip",
+                     str(by_study))  # fmt: skip
+    assert done.code == 0, done.err
+    assert f"from transfer {tid}" in done.out
+    ferry_cli("download", "--as", "r@b.test", "--transfer", tid, "--study", two.study_uid,
+              "--zip", str(by_transfer))  # fmt: skip
+    assert by_study.read_bytes() == by_transfer.read_bytes()  # the same selection, the same ZIP
+    assert len(zipfile.ZipFile(by_study).namelist()) == 3  # two files and the DICOMDIR
+    delivered = ferry_cli("download", "--as", "r@b.test", "--study", one.study_uid,
+                          "--to-node", "PACS_B")  # fmt: skip
+    assert delivered.code == 0 and "delivering" in delivered.out, delivered.err
+    with Session(engine) as session:
+        jobs = session.exec(select(Job).where(Job.kind == FORWARD_STUDY)).all()
+    assert [orjson.loads(job.payload)["study_uid"] for job in jobs] == [one.study_uid]
+    assert all(orjson.loads(job.payload)["node_pk"] == node for job in jobs)
+    for who in ("x@c.test", "s@a.test"):  # another institution; the sender received nothing
+        refused = ferry_cli("download", "--as", who, "--study", one.study_uid, "--zip",
+                            str(tmp_path / "no.zip"))  # fmt: skip
+        assert refused.code == 1 and "no transfer" in refused.err
+    requester = ferry_cli("download", "--as", "q@b.test", "--study", one.study_uid, "--zip",
+                          str(tmp_path / "no.zip"))  # fmt: skip
+    assert requester.code == 1 and "no transfer" in requester.err
+    assert not (tmp_path / "no.zip").exists()
 
 
 def test_transfer_from_a_node_searches_by_c_find_then_fetches_and_sends_by_a_job(

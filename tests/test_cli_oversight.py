@@ -1,4 +1,5 @@
-"""`ferry oversight transactions|statistics` against a world with a history (real database)."""
+"""`ferry oversight transactions|audit|statistics` against a world with a history (a real
+database)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import io
 from pathlib import Path
 from typing import Any
 
+from audit.trail import AuditRecord, record
 from tests.conftest import RunningServer
 from tests.portal._oversight_world import build_world
 
@@ -58,3 +60,36 @@ def test_the_command_line_refuses_bad_input(
     unwritable = ferry_cli("oversight", "statistics", "--institution", "HOSP", "--csv",
                            str(tmp_path / "missing" / "x.csv"))  # fmt: skip
     assert unwritable.code == 1 and "cannot write" in unwritable.err
+
+
+def test_the_scoped_audit_trail_from_the_command_line(
+    server: RunningServer, tmp_path: Path, ferry_cli: Any
+) -> None:
+    world = build_world(server, tmp_path)
+    world.http.close()
+    record(server.archive.engine, AuditRecord("administer", "allowed", "user:c-admin@ferry.test",
+                                              "user", institution_pk=world.pks["C"],
+                                              patient_id="PAT-C"))  # fmt: skip
+    shown = ferry_cli("oversight", "audit", "--institution", "A", "--patient-id", "PAT-1",
+                      "--limit", "2")  # fmt: skip
+    assert shown.code == 0, shown.err
+    assert len([line for line in shown.out.splitlines() if "PAT-1" in line]) == 2
+    assert "(more: --before-pk" in shown.out
+    exported = tmp_path / "trail.csv"
+    written = ferry_cli("oversight", "audit", "--institution", "A", "--transaction",
+                        world.ids["t1"], "--csv", str(exported))  # fmt: skip
+    assert written.code == 0, written.err
+    rows = list(csv.DictReader(exported.open()))
+    assert rows and {row["transaction"] for row in rows} == {world.ids["t1"]}
+    assert [int(r["pk"]) for r in rows] == sorted(int(r["pk"]) for r in rows)  # chain order
+    everything = ferry_cli("oversight", "audit", "--institution", "A", "--csv", "-")
+    assert "PAT-C" not in everything.out  # C's business stays C's
+    assert "PAT-C" in ferry_cli("oversight", "audit", "--institution", "C", "--csv", "-").out
+    used = [e for e in world.audit(action="audit") if e.actor_kind == "cli"]
+    assert [e.reason for e in used[:3]] == ["audit trail of A"] * 3
+    assert used[0].patient_id == "PAT-1" and used[1].transaction == world.ids["t1"]
+    bad = ferry_cli("oversight", "audit", "--institution", "A", "--outcome", "maybe")
+    assert bad.code == 2
+    backwards = ferry_cli("oversight", "audit", "--institution", "A",
+                          "--from", "2026-06-12", "--to", "2026-06-01")  # fmt: skip
+    assert backwards.code == 1 and "starts after it ends" in backwards.err

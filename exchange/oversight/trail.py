@@ -17,8 +17,11 @@ across institutions. A study deleted since (retention) keeps its events under th
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from sqlalchemy import ColumnElement, and_, literal, or_, select, union
 
+from audit.search import AuditEntry
 from exchange.models import TransferStatus
 from exchange.oversight._tables import (
     AUDIT_EVENT,
@@ -30,6 +33,21 @@ from exchange.oversight._tables import (
     TRANSFER,
     USER,
 )
+
+CSV_HEADER = (
+    "pk", "at", "actor", "actor_kind", "institution", "action", "outcome", "rule", "reason",
+    "study_uid", "patient_id", "accession_number", "transaction", "client_address", "detail",
+    "hash",
+)  # fmt: skip
+
+
+def as_row(entry: AuditEntry, codes: Mapping[int, str]) -> Sequence[object]:
+    """One event as a CSV row, its institution by code (`codes`: pk to code)."""
+    return (
+        entry.pk, entry.at, entry.actor, entry.actor_kind, codes.get(entry.institution_pk or 0, ""),
+        entry.action, entry.outcome, entry.rule, entry.reason, entry.study_uid, entry.patient_id,
+        entry.accession_number, entry.transaction, entry.client_address, entry.detail, entry.hash,
+    )  # fmt: skip
 
 
 def visible_to(institution_pk: int) -> ColumnElement[bool]:

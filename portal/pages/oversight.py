@@ -35,11 +35,11 @@ from portal.openapi import Call
 from portal.oversight_api import get_statistics, list_transactions, search_audit_trail
 from portal.oversight_schemas import (
     AuditTrailOut,
-    AuditTrailQuery,
+    AuditTrailSearch,
     StatisticsOut,
     StatisticsQuery,
     TransactionsOut,
-    TransactionsQuery,
+    TransactionsSearch,
 )
 from portal.pages.admin import may_oversee
 from portal.pages.dashboard import allowed_views
@@ -169,11 +169,11 @@ async def transactions_page(request: Request, visitor: Visitor) -> Response:
     asked = _asked(request, visitor, TRANSACTION_FILTERS, "offset")
     offset = _offset(asked.position)
     values = {**asked.filters, "institution": place.code, "offset": offset, "limit": PAGE_SIZE}
-    query = _query(TransactionsQuery, {**values, "format": "json"})  # a page, whatever Accept says
+    search = _query(TransactionsSearch, {**values, "format": "json"})  # a page, whatever Accept
     moved = _bookmarkable(request, visitor, place, asked)
     if moved is not None:  # after the check: a bad filter is refused, not put in a URL
         return moved
-    found = await run_operation(request, visitor, _transactions, query=query)
+    found = await run_operation(request, visitor, _transactions, body=search)
     pages = {}
     if offset > 0:
         pages["previous"] = asked.page(offset=max(offset - PAGE_SIZE, 0))
@@ -208,11 +208,11 @@ async def audit_page(request: Request, visitor: Visitor) -> Response:
     before = _before(asked.position)
     values = {**asked.filters, "institution": place.code, "before_pk": before,
               "limit": AUDIT_PAGE_SIZE}  # fmt: skip
-    query = _query(AuditTrailQuery, {**values, "format": "json"})
+    search = _query(AuditTrailSearch, {**values, "format": "json"})
     moved = _bookmarkable(request, visitor, place, asked)
     if moved is not None:
         return moved
-    found = await run_operation(request, visitor, _audit_trail, query=query)
+    found = await run_operation(request, visitor, _audit_trail, body=search)
     pages = {}
     if before is not None:
         pages["first"] = asked.page()
@@ -236,8 +236,9 @@ async def transactions_csv(request: Request, visitor: Visitor) -> Response:
     """Every transaction the posted filters match, as CSV: the API's own stream."""
     place = visitor.place(request.path_params["code"])
     asked = _asked(request, visitor, TRANSACTION_FILTERS, "offset")
-    query = _query(TransactionsQuery, {**asked.filters, "institution": place.code, "format": "csv"})
-    return _private(await run_operation(request, visitor, list_transactions, query=query))
+    search = _query(TransactionsSearch, {**asked.filters, "institution": place.code,
+                                         "format": "csv"})  # fmt: skip
+    return _private(await run_operation(request, visitor, list_transactions, body=search))
 
 
 @signed_in
@@ -245,8 +246,9 @@ async def audit_csv(request: Request, visitor: Visitor) -> Response:
     """Every audit event the posted filters match, as CSV: the API's own stream."""
     place = visitor.place(request.path_params["code"])
     asked = _asked(request, visitor, AUDIT_FILTERS, "before_pk")
-    query = _query(AuditTrailQuery, {**asked.filters, "institution": place.code, "format": "csv"})
-    return _private(await run_operation(request, visitor, search_audit_trail, query=query))
+    search = _query(AuditTrailSearch, {**asked.filters, "institution": place.code,
+                                       "format": "csv"})  # fmt: skip
+    return _private(await run_operation(request, visitor, search_audit_trail, body=search))
 
 
 def _private(answer: Response | BaseModel) -> Response:

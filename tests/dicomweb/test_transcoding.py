@@ -32,6 +32,7 @@ from pydicom.uid import (
 from archive.transcoding import transcoding_table
 from tests import factories
 from tests.conftest import RunningServer, store
+from tests.dicomweb.test_wado_uri import stored_with_a_damaged_rle_header
 
 
 @pytest.fixture
@@ -338,6 +339,18 @@ def test_what_cannot_be_decoded_goes_as_stored_by_default(server) -> None:
         video.SOPInstanceUID: video.file_meta.TransferSyntaxUID,
         ct.SOPInstanceUID: ExplicitVRLittleEndian,
     }
+
+
+def test_pixels_that_do_not_decode_are_unprocessable_by_default(server) -> None:
+    """The default asks for decoding: damaged stored pixels are a 422 before the answer
+    starts, not a 500; asked as stored, the bytes go out."""
+    ds, damaged = stored_with_a_damaged_rle_header(server)
+    path = f"/studies/{ds.StudyInstanceUID}"
+    refused = get(server, path, DICOM)
+    assert refused.status_code == 422, refused.text
+    assert "cannot be decoded" in refused.json()["error"]
+    ((_, body),) = parts(get(server, path, f"{DICOM}; transfer-syntax=*"))
+    assert body == damaged
 
 
 def _implicit(ds: Dataset) -> Dataset:

@@ -3,15 +3,26 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import httpx
 import numpy as np
 import pytest
 from pydicom import dcmread
 from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, generate_uid
+from pydicom.encaps import generate_fragments
+from pydicom.uid import (
+    MPEG2MPML,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+    JPEG2000Lossless,
+    JPEGBaseline8Bit,
+    RLELossless,
+    generate_uid,
+)
 
 from tests import factories
+from tests.conftest import RunningServer
 from tests.dicomweb.test_rendered import hounsfield, linear, pixels, store
 
 
@@ -62,6 +73,95 @@ def test_a_transfer_syntax_that_cannot_hold_the_pixels_is_not_acceptable(server,
     response = wado(server, ct, contentType="application/dicom", transferSyntax=syntax)
     assert response.status_code == 406
     assert ExplicitVRLittleEndian in response.json()["error"]
+
+
+def _implicit(ds: Dataset) -> Dataset:
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    return ds
+
+
+@pytest.mark.parametrize(
+    "make",
+    [factories.rle, factories.jpeg2000, lambda: _implicit(factories.ct_slice())],
+    ids=["RLE", "JPEG 2000", "implicit VR"],
+)
+def test_without_transfer_syntax_the_object_comes_as_explicit_vr_little_endian(
+    server, make
+) -> None:
+    """PS3.18 9.4.2.4: no transferSyntax means Explicit VR Little Endian, decoded if need be."""
+    ds = make()
+    store(server, ds)
+    response = wado(server, ds, contentType="application/dicom")
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "application/dicom"
+    assert int(response.headers["content-length"]) == len(response.content)
+    received = dcmread(io.BytesIO(response.content))
+    assert received.file_meta.TransferSyntaxUID == ExplicitVRLittleEndian
+    assert received.SOPInstanceUID == ds.SOPInstanceUID
+    np.testing.assert_array_equal(received.pixel_array, ds.pixel_array)
+
+
+def test_star_or_the_stored_syntax_sends_the_stored_bytes(server) -> None:
+    ds = factories.rle()
+    store(server, ds)
+    for syntax in ("*", RLELossless):
+        response = wado(server, ds, contentType="application/dicom", transferSyntax=syntax)
+        assert response.status_code == 200, (syntax, response.text)
+        assert response.content == factories.part10_bytes(ds), syntax
+        assert int(response.headers["content-length"]) == len(response.content)
+
+
+@pytest.mark.parametrize(
+    ("syntax", "status", "says"),
+    [
+        (MPEG2MPML, 406, "Ferry cannot produce MPEG2"),
+        ("1.2.840.10008.1.2.4.999", 406, "Ferry cannot produce"),
+        ("JPEG", 400, "transferSyntax 'JPEG' is not a valid UID"),
+        ("**", 400, "not a valid UID"),
+    ],
+)
+def test_a_transfer_syntax_that_cannot_be_made_is_refused_with_the_reason(
+    server, syntax, status, says
+) -> None:
+    ds = factories.rle()
+    store(server, ds)
+    response = wado(server, ds, contentType="application/dicom", transferSyntax=syntax)
+    assert response.status_code == status, response.text
+    assert says in response.json()["error"]
+
+
+def test_what_cannot_be_decoded_comes_as_stored_and_says_so(server) -> None:
+    video = factories.mpeg4_video()
+    store(server, video)
+    response = wado(server, video, contentType="application/dicom")
+    assert response.status_code == 200, response.text
+    assert response.content == factories.part10_bytes(video)
+    assert "sent as stored" in response.headers["warning"]
+    assert video.file_meta.TransferSyntaxUID in response.headers["warning"]
+
+
+def stored_with_a_damaged_rle_header(server: RunningServer) -> tuple[Dataset, bytes]:
+    """An RLE CT stored, then damaged in its blob: the second segment starts past the
+    fragment (as if stored before any check). Returns the instance and the blob's bytes."""
+    ds = factories.rle()
+    store(server, ds)
+    [stored] = server.archive.find_instances(ds.StudyInstanceUID)
+    path = server.archive.blobs.root / stored.blob_key
+    data = bytearray(path.read_bytes())
+    *_, fragment = generate_fragments(ds.PixelData)  # after the Basic Offset Table
+    at = data.index(fragment[:64])
+    data[at + 8 : at + 12] = struct.pack("<I", 100_000)
+    path.write_bytes(bytes(data))
+    return ds, bytes(data)
+
+
+def test_stored_pixels_that_do_not_decode_are_unprocessable_by_default(server) -> None:
+    ds, damaged = stored_with_a_damaged_rle_header(server)
+    response = wado(server, ds, contentType="application/dicom")
+    assert response.status_code == 422, response.text
+    assert "cannot be decoded" in response.json()["error"]
+    as_stored = wado(server, ds, contentType="application/dicom", transferSyntax="*")
+    assert as_stored.content == damaged
 
 
 def test_an_image_is_a_jpeg_by_default(server) -> None:

@@ -7,7 +7,6 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import Any
 
 import pytest
 from pydicom.dataset import Dataset
@@ -18,25 +17,16 @@ from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 from sqlalchemy import func, select
 
 from archive.models import Instance
-from audit.models import AuditEvent
 from dimse.commitment import STORAGE_COMMITMENT_INSTANCE
 from dimse.server import Bridge
 from tests.conftest import free_port, sqlite_only
-from tests.dimse.conftest import Dimse, run_dcmtk
+from tests.dimse.conftest import Dimse, audit_events, run_dcmtk
 from tests.factories import StudySpec, ct_slice
 
 NOT_AUTHORIZED = 0x0124  # PS3.7 C.5.x "Refused: Not Authorized"
 REJECTED_PERMANENT, REJECTED_TRANSIENT = 0x01, 0x02  # PS3.8 Table 9-21
 SOURCE_SERVICE_USER, SOURCE_PRESENTATION = 0x01, 0x03
 CALLING_AE_NOT_RECOGNISED, CALLED_AE_NOT_RECOGNISED, LOCAL_LIMIT_EXCEEDED = 0x03, 0x07, 0x02
-
-
-def audit_events(dimse: Dimse, action: str) -> list[dict[str, Any]]:
-    with dimse.archive.engine.connect() as connection:
-        rows = connection.execute(
-            select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.pk)
-        ).all()
-    return [dict(row._mapping) | {"detail": json.loads(row.detail)} for row in rows]
 
 
 def stored_count(dimse: Dimse) -> int:
@@ -93,8 +83,8 @@ def test_an_unknown_calling_ae_is_rejected_and_audited(dimse: Dimse) -> None:
     assert "Calling AE Title Not Recognized" in echo(dimse.port, calling="STRANGER")
     events = audit_events(dimse, "associate")
     assert len(events) == 2
-    assert {event["outcome"] for event in events} == {"denied"}
-    assert {event["detail"]["calling_ae"] for event in events} == {"STRANGER"}
+    assert {event.outcome for event in events} == {"denied"}
+    assert {json.loads(event.detail)["calling_ae"] for event in events} == {"STRANGER"}
     assert echo(dimse.port) == ""
 
 
@@ -104,8 +94,8 @@ def test_an_unknown_called_ae_is_rejected_and_audited(dimse: Dimse) -> None:
     assert assoc.is_rejected
     assert rejection(assoc) == (REJECTED_PERMANENT, SOURCE_SERVICE_USER, CALLED_AE_NOT_RECOGNISED)
     [event] = audit_events(dimse, "associate")
-    assert event["outcome"] == "denied"
-    assert event["detail"]["called_ae"] == "NOT_FERRY"
+    assert event.outcome == "denied"
+    assert json.loads(event.detail)["called_ae"] == "NOT_FERRY"
     assert echo(dimse.port) == ""
 
 
@@ -139,10 +129,10 @@ def test_an_accepted_unknown_caller_may_echo_but_not_store(dimse: Dimse, open_do
     assert all(status.ErrorComment for status in statuses)
     assert commitment.Status == NOT_AUTHORIZED
     [commit] = audit_events(dimse, "commit")
-    assert commit["outcome"] == "denied"
+    assert commit.outcome == "denied"
     [event] = audit_events(dimse, "store")
-    assert event["outcome"] == "denied"
-    assert event["actor"] == "ae:WALKIN"
+    assert event.outcome == "denied"
+    assert event.actor == "ae:WALKIN"
     assert stored_count(dimse) == 0
     assert echo(open_door.port) == ""
 
@@ -159,8 +149,8 @@ def test_a_node_without_write_rights_cannot_store(dimse: Dimse) -> None:
     assert [status.Status for status in statuses] == [NOT_AUTHORIZED] * 3
     assert echoed.Status == 0x0000
     [event] = audit_events(dimse, "store")  # one refusal per association, not per instance
-    assert event["outcome"] == "denied"
-    assert event["actor"] == "node:VIEWER"
+    assert event.outcome == "denied"
+    assert event.actor == "node:VIEWER"
     assert stored_count(dimse) == 0
     assert echo(dimse.port) == ""
 

@@ -14,11 +14,9 @@ from pynetdicom import AE, evt
 from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
 )
-from sqlalchemy import select
 
-from audit.models import AuditEvent
 from tests.conftest import sqlite_only
-from tests.dimse.conftest import Dimse, run_dcmtk
+from tests.dimse.conftest import Dimse, audit_events, run_dcmtk
 from tests.factories import StudySpec, ct_slice, part10_bytes, write_series
 from tests.policy._people import add_institution
 
@@ -70,16 +68,6 @@ def value(document: dict[str, Any], tag: str) -> Any:
 
 def keywords(identifier: Dataset) -> set[str]:
     return {element.keyword for element in identifier}
-
-
-def audit_events(dimse: Dimse, action: str) -> list[dict[str, Any]]:
-    """The DIMSE bridge's audit events for an action (QIDO-RS searches leave their own)."""
-    with dimse.archive.engine.connect() as connection:
-        rows = connection.execute(
-            select(AuditEvent).where(AuditEvent.action == action).order_by(AuditEvent.pk)
-        ).all()
-    events = [dict(row._mapping) | {"detail": json.loads(row.detail)} for row in rows]
-    return [event for event in events if event["detail"].get("protocol") == "dimse"]
 
 
 def populate(dimse: Dimse, tmp_path: Path) -> dict[str, StudySpec]:
@@ -184,14 +172,14 @@ def test_findscu_answers_as_qido_shows(dimse: Dimse, tmp_path: Path) -> None:
     )  # fmt: skip
     assert [str(a.StudyInstanceUID) for a in answers] == [roe.study_uid]
 
-    searches = audit_events(dimse, "search")
-    assert [e["detail"]["matches"] for e in searches] == [2, 2, 2, 1, 1]
-    assert searches[0]["detail"]["level"] == "STUDY"
-    assert searches[0]["detail"]["keys"] == {
+    searches = audit_events(dimse, "search", protocol="dimse")
+    assert [json.loads(e.detail)["matches"] for e in searches] == [2, 2, 2, 1, 1]
+    assert json.loads(searches[0].detail)["level"] == "STUDY"
+    assert json.loads(searches[0].detail)["keys"] == {
         "PatientName": "DOE*",
         "StudyDate": "20240101-20241231",
     }
-    assert {e["actor"] for e in searches} == {"node:MODALITY"}
+    assert {e.actor for e in searches} == {"node:MODALITY"}
 
 
 # -- refusals and bad identifiers, with pynetdicom as the requestor -------------------------------
@@ -226,9 +214,9 @@ def test_node_without_query_rights_is_refused(dimse: Dimse) -> None:
     )
     assert [(status.Status, answer) for status, answer in responses] == [(NOT_AUTHORIZED, None)]
     assert responses[0][0].ErrorComment
-    denied = audit_events(dimse, "search")
-    assert [(e["actor"], e["outcome"]) for e in denied] == [("node:WRITER", "denied")]
-    assert denied[0]["institution_pk"] == dimse.institution_pk
+    denied = audit_events(dimse, "search", protocol="dimse")
+    assert [(e.actor, e.outcome) for e in denied] == [("node:WRITER", "denied")]
+    assert denied[0].institution_pk == dimse.institution_pk
 
 
 @sqlite_only
@@ -267,7 +255,7 @@ def test_malformed_identifiers_fail_with_a_reason(dimse: Dimse, tmp_path: Path) 
     assert keywords(answer) == ALWAYS_ANSWERED | {
         "StudyInstanceUID", "PatientName", "StudyDescription",
     }  # fmt: skip
-    failed = [e for e in audit_events(dimse, "search") if e["outcome"] == "failed"]
+    failed = [e for e in audit_events(dimse, "search", protocol="dimse") if e.outcome == "failed"]
     assert len(failed) == len(cases)
 
 
@@ -321,7 +309,9 @@ def test_cancelled_find_stops_answering(dimse: Dimse, tmp_path: Path) -> None:
     assert statuses[0] == PENDING and statuses[-1] == CANCEL
     assert len(statuses) - 1 < MANY
     assert len(again) == MANY + 1
-    assert audit_events(dimse, "search")[0]["detail"]["cancelled"] is True
+    assert (
+        json.loads(audit_events(dimse, "search", protocol="dimse")[0].detail)["cancelled"] is True
+    )
 
 
 def no_delay(event: evt.Event) -> None:

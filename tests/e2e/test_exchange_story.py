@@ -13,8 +13,10 @@ import zipfile
 from pathlib import Path
 
 import httpx
+import orjson
 from pydicom import dcmread
 
+from audit.search import AuditQuery, iter_events
 from dimse.context import BridgeContext
 from ferry.background import build_worker
 from ferry.settings import replace_settings
@@ -105,3 +107,15 @@ def test_a_sends_b_views_downloads_and_delivers_to_its_reconciled_pacs(
         steps = {change["status"]: change["at"] for change in seen["history"]}
         assert {"on-worklist", "viewed", "downloaded", "delivering", "delivered"} <= set(steps)
         assert all(steps.values())
+
+    # Every step, by people and by Ferry, is found by the transfer's id and names the patient.
+    story = list(iter_events(engine, AuditQuery(transaction=tid)))
+    kinds = {(e.action, e.outcome, orjson.loads(e.detail).get("status")) for e in story}
+    assert {("view", "allowed"), ("download", "allowed"), ("forward", "allowed")} <= {
+        (action, outcome) for action, outcome, _ in kinds
+    }
+    assert {"draft", "on-worklist", "delivered"} <= {status for _, _, status in kinds}
+    for event in story:
+        facts = (event.patient_id, event.accession_number, event.study_uid)
+        assert facts == ("A-PAT-1", "ORDER-7", sent_spec.study_uid), (event.action, facts)
+    assert story == list(iter_events(engine, AuditQuery(patient_id="A-PAT-1", transaction=tid)))

@@ -90,6 +90,8 @@ def test_two_processes_answer_and_die_with_ferry_serve(tmp_path: Path) -> None:
     try:
         _wait_until_up(process, base, log)
         _wait_for(lambda: len(_started(log)) == 2, "both HTTP processes to start")
+        # Said once at start, not by each process: without an SMTP host, emails are not sent.
+        assert log.read_text(errors="replace").count("Emails:   recorded, not sent") == 1
         for _ in range(MOST_REQUESTS):
             # A new connection each time: the kernel gives it to whichever process accepts.
             assert httpx.get(f"{base}/auth/me", headers=auth).status_code == 200

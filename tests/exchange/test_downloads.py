@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import subprocess
+import tracemalloc
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,11 @@ from pydicom import dcmread
 from pydicom.fileset import FileSet
 
 from archive.store import Archive
-from exchange.downloads import DICOMDIR, iter_zip, plan_zip
+from exchange.downloads import DICOMDIR, iter_zip, plan_zip, prepare_zip
 from foundation.errors import StudyNotFound
 from tests.factories import StudySpec, basic_text_sr, ct_slice, with_charset
+
+SENT = datetime(2026, 12, 6, 9, 30, 12, tzinfo=UTC)
 
 
 def _store(archive: Archive, folder: Path, datasets: list) -> dict[str, bytes]:  # type: ignore[type-arg]
@@ -40,7 +44,7 @@ def test_zip_holds_every_file_and_a_dicomdir_of_the_records_it_can_make(
     other = ct_slice(spec=StudySpec(patient_id="OTHER-1").new_study())
     originals = _store(archive, tmp_path / "in", [*ct, unnumbered, accented, report, other])
     plan = plan_zip(archive, [spec.study_uid, other.StudyInstanceUID])
-    data = b"".join(iter_zip(archive, plan))
+    data = b"".join(iter_zip(archive, prepare_zip(archive, plan, SENT)))
     out = tmp_path / "out"
     with zipfile.ZipFile(io.BytesIO(data)) as archive_file:
         names = archive_file.namelist()
@@ -66,3 +70,36 @@ def test_zip_holds_every_file_and_a_dicomdir_of_the_records_it_can_make(
 def test_an_unknown_study_is_refused_before_anything_is_sent(archive: Archive) -> None:
     with pytest.raises(StudyNotFound):
         plan_zip(archive, ["1.2.3.4.5.6.7.8"])
+
+
+def test_the_same_selection_is_the_same_zip_and_any_range_of_it_streams_in_little_memory(
+    archive: Archive, tmp_path: Path
+) -> None:
+    spec = StudySpec()
+    slices = [ct_slice(1024, 1024, spec=StudySpec(**{**spec.__dict__, "instance_number": n}))
+              for n in (1, 2, 3)]  # fmt: skip
+    originals = _store(archive, tmp_path / "in", slices)
+    plan = plan_zip(archive, [spec.study_uid])
+    first, second = prepare_zip(archive, plan, SENT), prepare_zip(archive, plan, SENT)
+    assert first.etag == second.etag and first.length == second.length
+    later = prepare_zip(archive, plan, datetime(2026, 12, 7, tzinfo=UTC))
+    assert later.etag != first.etag  # another time stamp, other bytes
+    whole = b"".join(iter_zip(archive, first))
+    assert len(whole) == first.length > 3 * 2 * 1024 * 1024
+    middle = first.layout.members[1].data_start + 12345  # inside the second file
+    view = memoryview(whole)
+    tracemalloc.start()
+    try:
+        size = 0
+        for piece in iter_zip(archive, second, middle):
+            assert view[middle + size : middle + size + len(piece)] == piece
+            size += len(piece)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert size == first.length - middle
+    assert peak < 3 * 1024 * 1024  # a file is 2 MiB, a chunk 1 MiB
+    with zipfile.ZipFile(io.BytesIO(whole)) as zipped:
+        read = {dcmread(io.BytesIO(zipped.read(n))).SOPInstanceUID: zipped.read(n)
+                for n in zipped.namelist()[:-1]}  # fmt: skip
+    assert read == originals

@@ -134,6 +134,48 @@ def test_the_job_queue_is_read_at_scrape_time(observed: Observed):
     assert value(samples, "ferry_jobs_oldest_age_seconds", kind=FORWARD_STUDY, status="queued") >= 0
 
 
+@pytest.mark.dcmtk
+def test_forwarding_results_and_retention_deletions_are_counted(observed: Observed, tmp_path: Path):
+    """A study forwarded to a PACS (delivered) and to a node nobody answers (retry), then
+    deleted by the retention sweeper: each outcome moves its counter."""
+    from datetime import UTC, datetime, timedelta
+
+    from dimse.forward import enqueue_forward, forward_handler
+    from foundation.jobs import Worker
+    from retention.config import RetentionConfig
+    from retention.sweeper import Sweeper
+    from tests.dimse.test_forward import storescp
+    from tests.factories import create_node
+
+    web, engine = observed.web, observed.web.archive.engine
+    stowed = study(1, 2, spec=StudySpec(patient_id="METRICS-FORWARD"))
+    DICOMwebClient(web.dicomweb_url, headers=web.headers).store_instances(stowed)
+    study_uid = str(stowed[0].StudyInstanceUID)
+    before = observed.scrape()
+    port, closed = free_port(), free_port()
+    with storescp(tmp_path / "pacs", port):
+        for ae_title, node_port in (("PACS1", port), ("GONE", closed)):
+            node = create_node(engine, web.institution_pk, ae_title, "127.0.0.1", node_port,
+                               can_write=True)  # fmt: skip
+            with engine.begin() as connection:
+                enqueue_forward(connection, study_uid=study_uid, node_pk=node.pk or 0,
+                                now=datetime.now(UTC), requested_by="metrics")  # fmt: skip
+        context = observed.bridge.context
+        worker = Worker(context.jobs, {FORWARD_STUDY: forward_handler(context)})
+        assert worker.run_until_idle() == 2
+    later = datetime.now(UTC) + timedelta(days=400)
+    swept = Sweeper(web.archive, RetentionConfig(pause_seconds=0), lambda: later).run()
+    assert study_uid in swept.studies_deleted
+    after = observed.scrape()
+
+    def moved(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert moved("ferry_forward_results_total", result="delivered") == 1
+    assert moved("ferry_forward_results_total", result="retry") == 1
+    assert moved("ferry_retention_deletions_total", kind="study") == len(swept.studies_deleted)
+
+
 def test_audit_write_failures_are_counted(observed: Observed, tmp_path: Path):
     before = value(observed.scrape(), "ferry_audit_write_failures_total", action="download")
     unwritable = create_engine(f"sqlite:///{tmp_path / 'no-such-folder' / 'audit.db'}")

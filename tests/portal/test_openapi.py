@@ -141,10 +141,22 @@ def test_schemathesis_finds_no_server_error(server: RunningServer, tmp_path: Pat
 @pytest.mark.slow
 def test_schemathesis_over_an_institutions_oversight(server: RunningServer, tmp_path: Path):
     """The oversight operations with an institution that exists (DEMO, whose administrator
-    the token's user is), so the generated filters reach the queries, JSON and CSV alike."""
+    the token's user is), so the generated filters reach the queries, JSON and CSV alike, in a
+    query string and in a search's body."""
     token = system_admin_token(server)
-    (tmp_path / "schemathesis.toml").write_text('[parameters]\n"query.institution" = "DEMO"\n')
+    (tmp_path / "schemathesis.toml").write_text(
+        '[parameters]\n"query.institution" = "DEMO"\n'
+        '"body.institution" = { dictionary = "codes", probability = 0.9 }\n'
+        '[dictionaries.codes]\nvalues = ["DEMO"]\n'
+    )
     schemathesis(server, token, tmp_path, "--include-path-regex", "^/api/oversight/")
     readings = AuditQuery(action="audit", outcome="allowed")
-    views = {json.loads(e.detail).get("view") for e in iter_events(server.archive.engine, readings)}
-    assert {"transactions", "audit trail", "statistics"} <= views  # answered, not only refused
+    read = [json.loads(e.detail) for e in iter_events(server.archive.engine, readings)]
+    views = {(e.get("view"), e.get("path", "").endswith("/search")) for e in read}
+    assert {
+        ("transactions", False),
+        ("audit trail", False),
+        ("statistics", False),
+        ("transactions", True),
+        ("audit trail", True),
+    } <= views  # answered, not only refused

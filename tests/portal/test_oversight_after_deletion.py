@@ -28,8 +28,8 @@ def world(server: RunningServer, tmp_path: Path) -> Iterator[World]:
         built.http.close()
 
 
-def _rows(world: World, **params: Any) -> list[tuple[str, str, str]]:
-    answer = world.get("a-auditor", TRANSACTIONS, params={"institution": "A", **params})
+def _rows(world: World, **criteria: Any) -> list[tuple[str, str, str]]:
+    answer = world.search("a-auditor", TRANSACTIONS, {"institution": "A", **criteria})
     assert answer.status_code == 200, answer.text
     return [(i["id"], i["patient_id"], i["accession_number"]) for i in answer.json()["items"]
             if i["kind"] == "transfer"]  # fmt: skip
@@ -49,7 +49,7 @@ def test_the_patients_story_is_found_after_retention_deleted_the_study(world: Wo
     assert _rows(world, patient_id="PAT-1", accession="ACC-PAT-2") == []
     assert (t1, "PAT-1", "ACC-PAT-1") in _rows(world)  # the list names the patient still
     asked = {"institution": "A", "patient_id": "PAT-1", "format": "csv"}
-    csv = world.get("a-auditor", TRANSACTIONS, params=asked)
+    csv = world.search("a-auditor", TRANSACTIONS, asked)
     assert csv.status_code == 200 and "ACC-PAT-1" in csv.text
 
 

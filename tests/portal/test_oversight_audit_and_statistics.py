@@ -46,6 +46,12 @@ def trail(world: World, who: str = "a-auditor", **params: Any) -> dict[str, Any]
     return response.json()
 
 
+def searched(world: World, who: str = "a-auditor", **criteria: Any) -> dict[str, Any]:
+    response = world.search(who, AUDIT, {"institution": "A", **criteria})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
 def test_the_trail_holds_the_institutions_events_and_nothing_else(world: World) -> None:
     events = trail(world, limit=1000)["events"]
     assert events[0]["action"] == "audit"  # this very reading comes first
@@ -65,14 +71,14 @@ def test_filters_paging_and_csv(world: World) -> None:
     w = world.ids
     by_transaction = trail(world, transaction=w["t1"])["events"]
     assert by_transaction and {e["transaction"] for e in by_transaction} == {w["t1"]}
-    by_patient = trail(world, patient_id="PAT-2")["events"]
+    by_patient = searched(world, patient_id="PAT-2")["events"]
     assert by_patient and {e["patient_id"] for e in by_patient} == {"PAT-2"}
-    assert {e["accession_number"] for e in trail(world, accession="ACC-PAT-1")["events"]} == {
+    assert {e["accession_number"] for e in searched(world, accession="ACC-PAT-1")["events"]} == {
         "ACC-PAT-1"
     }
     by_user = trail(world, user="user:b-user@ferry.test")["events"]
     assert by_user and {e["actor"] for e in by_user} == {"user:b-user@ferry.test"}
-    b_patient = trail(world, patient_id="PAT-B")["events"]
+    b_patient = searched(world, patient_id="PAT-B")["events"]
     assert [e["action"] for e in b_patient] == ["audit"]  # only this search: B's stay B's
     day = world.audit(action="transfer")[-1].at.date().isoformat()  # the trail's own clock
     recent = trail(world, **{"from": day, "to": day}, action="transfer")["events"]
@@ -82,8 +88,8 @@ def test_filters_paging_and_csv(world: World) -> None:
     assert len(first["events"]) == 2 and first["next_before_pk"]
     second = trail(world, limit=2, before_pk=first["next_before_pk"])
     assert second["events"][0]["pk"] < first["events"][-1]["pk"]
-    exported = world.get("a-auditor", AUDIT, params={"institution": "A", "format": "csv",
-                                                     "patient_id": "PAT-1"})  # fmt: skip
+    exported = world.search("a-auditor", AUDIT, {"institution": "A", "format": "csv",
+                                                 "patient_id": "PAT-1"})  # fmt: skip
     assert exported.headers["content-type"].startswith("text/csv")
     rows = list(csv.DictReader(io.StringIO(exported.text)))
     assert rows and {row["patient_id"] for row in rows} == {"PAT-1"}
@@ -91,7 +97,7 @@ def test_filters_paging_and_csv(world: World) -> None:
 
 
 def test_reading_the_trail_is_audited(world: World) -> None:
-    trail(world, patient_id="PAT-1")
+    searched(world, patient_id="PAT-1")
     readings = [e for e in world.audit(action="audit", patient_id="PAT-1")
                 if e.actor == "user:a-auditor@ferry.test"]  # fmt: skip
     assert len(readings) == 1 and readings[0].institution_pk == world.pks["A"]
@@ -186,6 +192,8 @@ def test_who_may_read_them(world: World, path: str) -> None:
         (AUDIT, {"outcome": "maybe"}),
         (AUDIT, {"format": "pdf"}),
         (AUDIT, {"study": "not-a-uid"}),
+        (AUDIT, {"patient_id": "PAT-1"}),  # never in a URL: POST .../search
+        (AUDIT, {"accession": "ACC-PAT-1"}),
         (STATISTICS, {"interval": "year"}),
         (STATISTICS, {"to": "tomorrow"}),
         (STATISTICS, {"from": "2026-06-12T10:00:00+00:00", "to": "2026-06-12T09:00:00+00:00"}),

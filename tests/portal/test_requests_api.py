@@ -6,7 +6,7 @@ Hospital A's PACS is a pynetdicom Q/R SCP (C-FIND, C-GET); emails go to a real S
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,7 @@ from audit.search import AuditQuery, iter_events
 from dimse.context import BridgeContext
 from exchange.request_expiry import request_sweeper
 from ferry.background import build_worker
-from ferry.settings import replace_settings
+from ferry.settings import SettingsError, load_settings, replace_settings
 from foundation.jobs import JobQueue, Worker
 from policy import store
 from policy.models import RetrieveMethod
@@ -276,6 +276,24 @@ def test_nothing_found_cancel_and_expiry(world: World) -> None:
     expired = world.get("gp", f"/requests/{third}").json()
     assert expired["status"] == "expired" and expired["history"][-1]["actor"] == "ferry"
     assert world.audit(transaction=third, actor="ferry")
+
+
+def test_the_expiry_is_the_configured_number_of_days(world: World) -> None:
+    app = world.server.app
+    # What `ferry serve` hands the app with FERRY_REQUEST_EXPIRY_DAYS=2 (checked below).
+    app.state.portal = replace(app.state.portal, request_expiry_days=2)
+    asked = world.ask().json()
+    made = datetime.fromisoformat(asked["created_at"])
+    assert datetime.fromisoformat(asked["expires_at"]) - made == timedelta(days=2)
+    sweep = request_sweeper(world.server.archive.engine, lambda: made + timedelta(days=1))
+    assert sweep() == 0 and world.get("gp", f"/requests/{asked['id']}").json()["status"] == "open"
+    later = request_sweeper(world.server.archive.engine, lambda: made + timedelta(days=2, hours=1))
+    assert later() == 1
+    assert world.get("gp", f"/requests/{asked['id']}").json()["status"] == "expired"
+    assert load_settings({"FERRY_REQUEST_EXPIRY_DAYS": "2"}).portal().request_expiry_days == 2
+    assert load_settings({}).portal().request_expiry_days == 30
+    with pytest.raises(SettingsError, match="FERRY_REQUEST_EXPIRY_DAYS"):
+        load_settings({"FERRY_REQUEST_EXPIRY_DAYS": "0"})
 
 
 def test_a_study_the_pacs_does_not_have_makes_a_partial_answer(world: World) -> None:

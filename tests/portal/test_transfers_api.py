@@ -6,7 +6,7 @@ import io
 import subprocess
 import zipfile
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -281,6 +281,7 @@ def test_viewer_link_token_reads_only_its_study(world: World) -> None:
 def test_worklist_filters_sorts_pages_urgent_first(world: World) -> None:
     one, two = world.studies["one"].study_uid, world.studies["two"].study_uid
     routine = world.send(studies=[one], send=True).json()["id"]
+    world.clock[0] = WEDNESDAY_10 + timedelta(hours=1)
     urgent = world.send(studies=[two], priority="urgent", send=True).json()["id"]
     to_card = world.send(destination="B-CARD", studies=[one], send=True).json()["id"]
     page = world.get("b-receiver", "/worklist", params={"institution": "B"}).json()
@@ -294,6 +295,13 @@ def test_worklist_filters_sorts_pages_urgent_first(world: World) -> None:
         ({"priority": "routine"}, [routine]),
         ({"sender": "A", "limit": 1, "offset": 1}, [routine]),
         ({"status": "returned"}, []),
+        ({"patient_name": "ferry^t"}, [urgent, routine]),  # a prefix, any case
+        ({"patient_name": "Nobody"}, []),
+        ({"study_date_from": "20240101", "study_date_to": "20241231"}, [urgent, routine]),
+        ({"study_date_to": "20231231"}, []),
+        ({"arrived_from": (WEDNESDAY_10 + timedelta(minutes=30)).isoformat()}, [urgent]),
+        ({"arrived_to": (WEDNESDAY_10 + timedelta(minutes=30)).isoformat()}, [routine]),
+        ({"sort": "created", "order": "asc", "priority": "routine"}, [routine]),
     ):
         found = world.get("b-receiver", "/worklist", params={"institution": "B", **params})
         assert [i["id"] for i in found.json()["items"]] == expected, params
@@ -309,22 +317,37 @@ def test_worklist_filters_sorts_pages_urgent_first(world: World) -> None:
 def test_node_transfers_and_downloads_to_a_node_queue_forwarding_jobs(world: World) -> None:
     sent = world.send(node="PACS_B", send=True).json()
     assert sent["status"] == "delivering" and sent["node"] == "PACS_B"
-    delivered = world.send(send=True).json()["id"]
+    two = world.studies["two"]
+    both = [world.studies["one"].study_uid, two.study_uid]
+    delivered = world.send(studies=both, send=True).json()["id"]
     deliver = world.post("b-receiver", f"/transfers/{delivered}/deliver", {"node": "PACS_B"})
     assert deliver.json()["status"] == "delivering", deliver.text
     with Session(world.server.archive.engine) as session:
         jobs = list(session.exec(select(Job).where(Job.kind == "forward-study")))
     payloads = [orjson.loads(job.payload) for job in jobs]
     assert {p["node_pk"] for p in payloads} == {world.pks["PACS_B"]}
-    assert len(payloads) == 2
+    assert len(payloads) == 3
     from exchange.transfers import mark_delivery
 
-    transfer_pk = payloads[1]["transfer_pk"]
-    mark_delivery(world.server.archive.engine, transfer_pk, "failed", "parked", WEDNESDAY_10)
+    last = payloads[2]
+    assert last["study_uid"] == two.study_uid
+    mark_delivery(world.server.archive.engine, last["transfer_pk"], "failed", "parked",
+                  WEDNESDAY_10, last["study_uid"])  # fmt: skip
     failed = world.get("b-receiver", f"/transfers/{delivered}").json()
     assert failed["status"] == "failed" and failed["history"][-1]["actor"] == "ferry"
+    [event] = world.audit(transaction=delivered, action="transfer", outcome="failed")
+    assert (event.study_uid, event.patient_id) == (two.study_uid, "PAT-2")  # the job's study
     refused = world.post("b-receiver", f"/transfers/{delivered}/deliver", {"node": "VIEWER_B"})
     assert refused.status_code == 400
+    again = world.post("b-receiver", f"/transfers/{delivered}/deliver",
+                       {"node": "PACS_B", "studies": [two.study_uid]})  # fmt: skip
+    assert again.status_code == 200, again.text
+    with Session(world.server.archive.engine) as session:
+        jobs = list(session.exec(select(Job).where(Job.kind == "forward-study")))
+    assert [orjson.loads(job.payload)["study_uid"] for job in jobs[3:]] == [two.study_uid]
+    stranger = world.post("b-receiver", f"/transfers/{delivered}/deliver",
+                          {"node": "PACS_B", "studies": ["1.2.3.4"]})  # fmt: skip
+    assert stranger.status_code == 404 and "holds no study" in stranger.json()["error"]
 
 
 def test_upload_and_send_through_stow(world: World, tmp_path: Path) -> None:
@@ -358,3 +381,22 @@ def test_upload_and_send_through_stow(world: World, tmp_path: Path) -> None:
         headers={**headers, **world.as_("c-user")},
     )  # fmt: skip
     assert stranger.status_code == 404
+
+
+def test_a_study_received_earlier_is_sent_on(world: World) -> None:
+    engine, uid = world.server.archive.engine, world.studies["one"].study_uid
+    store.create_destination_rule(engine, world.pks["C"], sender_institution_pk=world.pks["B"])
+    user = store.create_user(engine, "b-sender@ferry.test")
+    store.set_membership(engine, user.pk, world.pks["B"], "sender")
+    world.tokens["b-sender"] = issue_token_for(world.server.app, world.server.archive, user.pk)
+    onward = {"institution": "B", "destination": "C", "studies": [uid], "send": True}
+    before = world.post("b-sender", "/transfers", onward)
+    assert before.status_code == 400 and "that you may see" in before.json()["error"]
+    assert world.send(send=True).status_code == 201  # A sends it to B
+    sent = world.post("b-sender", "/transfers", onward)
+    assert sent.status_code == 201 and sent.json()["status"] == "on-worklist", sent.text
+    [item] = world.get("c-user", "/worklist", params={"institution": "C"}).json()["items"]
+    assert item["id"] == sent.json()["id"] and item["studies"][0]["study_uid"] == uid
+    zipped = world.http.get(f"/api/transfers/{item['id']}/download.zip",
+                            headers=world.as_("c-user"))  # fmt: skip
+    assert zipped.status_code == 200

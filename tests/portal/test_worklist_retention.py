@@ -4,13 +4,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from exchange.holds import NewHold, place_hold
 from exchange.retention_terms import RetentionDefaults, set_policy
+from policy import store
 from retention.config import RetentionConfig
 from retention.sweeper import Sweeper
+from tests.conftest import issue_token_for
 from tests.portal.test_transfers_api import World, world  # noqa: F401  (the fixture)
 
 
@@ -131,3 +133,51 @@ def test_the_owner_s_hold_keeps_the_receiver_s_copy_and_says_so(world: World) ->
         "/dicom-web/studies", params={"StudyInstanceUID": uid}, headers=world.as_("b-receiver")
     )
     assert found.status_code == 200 and len(found.json()) == 1
+
+
+def test_a_transfer_expires_with_the_receiver_s_copy_and_is_deleted_with_its_studies(
+    world: World,
+) -> None:
+    one, two = world.studies["one"].study_uid, world.studies["two"].study_uid
+    tid = world.send(studies=[one, two], send=True).json()["id"]
+    other = world.send(studies=[one], send=True).json()["id"]
+    cancelled = world.send(studies=[two], send=True).json()["id"]
+    assert world.post("a-sender", f"/transfers/{cancelled}/cancel").status_code == 200
+    arrived, engine = world.clock[0], world.server.archive.engine
+    set_policy(engine, world.pks["B"], {"worklist_days": 5}, RetentionDefaults(),
+               actor="test", now=arrived)  # fmt: skip
+    set_policy(engine, world.pks["A"], {"upload_days": 20}, RetentionDefaults(),
+               actor="test", now=arrived)  # fmt: skip
+    sweeper = Sweeper(
+        world.server.archive, RetentionConfig(pause_seconds=0), lambda: world.clock[0]
+    )
+    world.clock[0] = arrived + timedelta(days=5, minutes=1)
+    assert sweeper.run().grants_removed == 2  # B's grants (the second transfer shares one)
+    for who in ("a-sender", "b-receiver"):
+        seen = world.get(who, f"/transfers/{tid}").json()
+        assert seen["status"] == "expired", who
+        assert seen["history"][-1]["actor"] == "ferry:retention"
+    assert world.get("a-sender", f"/transfers/{other}").json()["status"] == "expired"
+    assert world.get("a-sender", f"/transfers/{cancelled}").json()["status"] == "cancelled"
+    zipped = world.http.get(f"/api/transfers/{tid}/download.zip", headers=world.as_("b-receiver"))
+    assert zipped.status_code == 403  # nothing of it is B's any more
+    world.clock[0] = datetime.now(UTC) + timedelta(days=20, minutes=1)  # A's own clock: stored now
+    assert sorted(sweeper.run().studies_deleted) == sorted([one, two])
+    history = world.get("a-sender", f"/transfers/{tid}").json()["history"]
+    assert [h["status"] for h in history[-2:]] == ["expired", "deleted"]
+    assert world.get("a-sender", f"/transfers/{cancelled}").json()["status"] == "cancelled"
+
+
+def test_a_study_deleted_over_dicomweb_ends_its_transfers(world: World) -> None:
+    engine, uid = world.server.archive.engine, world.studies["one"].study_uid
+    tid = world.send(studies=[uid], send=True).json()["id"]
+    both = world.send(studies=[uid, world.studies["two"].study_uid], send=True).json()["id"]
+    admin = store.create_user(engine, "a-admin@ferry.test")
+    store.set_membership(engine, admin.pk, world.pks["A"], "admin")
+    world.tokens["a-admin"] = issue_token_for(world.server.app, world.server.archive, admin.pk)
+    deleted = world.http.delete(f"/dicom-web/studies/{uid}", headers=world.as_("a-admin"))
+    assert deleted.status_code == 204, deleted.text
+    seen = world.get("b-receiver", f"/transfers/{tid}").json()
+    assert seen["status"] == "deleted"
+    assert seen["history"][-1]["actor"] == "user:a-admin@ferry.test"
+    assert world.get("b-receiver", f"/transfers/{both}").json()["status"] == "on-worklist"

@@ -1,0 +1,112 @@
+"""StoredPartsResponse: the same multipart/related bytes whether the server sends the files
+itself (`ferry serve`'s zero-copy send) or the response reads and streams them (any other
+ASGI server)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from archive.blobstore import FilesystemBlobStore
+from dicomweb.multipart import iter_multipart_related
+from dicomweb.stored_parts import StoredPart, StoredPartsResponse
+from ferry.http_server import server_config
+from tests.conftest import make_settings
+
+BOUNDARY = "stored-parts-test"
+PART_TYPE = "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
+SIZES = (3 * 1024 * 1024 + 7, 1, 40_000, 2 * 1024 * 1024)  # larger than a piece, and tiny
+
+
+@pytest.fixture
+def stored(tmp_path: Path) -> tuple[FilesystemBlobStore, list[StoredPart], bytes]:
+    """Blobs of SIZES in a real store; the parts naming them; the body they must make."""
+    blobs = FilesystemBlobStore(tmp_path / "blobs", fsync=False)
+    parts, contents, moves = [], [], []
+    for number, size in enumerate(SIZES):
+        data = os.urandom(size)
+        spooled = blobs.spool_dir / f"part-{number}"
+        spooled.write_bytes(data)
+        key = blobs.new_key("1.2.3", f"1.2.3.{number}")
+        moves.append((spooled, key))
+        parts.append(StoredPart(PART_TYPE, key, size))
+        contents.append(data)
+    blobs.store(moves)
+    expected = b"".join(iter_multipart_related([(PART_TYPE, [c]) for c in contents], BOUNDARY))
+    return blobs, parts, expected
+
+
+def _app(blobs: FilesystemBlobStore, parts: list[StoredPart]) -> Starlette:
+    async def retrieve(_request: Request) -> Response:
+        return StoredPartsResponse(blobs, parts, BOUNDARY)
+
+    return Starlette(routes=[Route("/parts", retrieve)])
+
+
+@pytest.fixture(params=["auto", "asyncio"])  # uvloop where installed, and asyncio's own
+def served(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    stored: tuple[FilesystemBlobStore, list[StoredPart], bytes],
+) -> Iterator[str]:
+    """The app under `ferry serve`'s uvicorn configuration (zero-copy send offered)."""
+    blobs, parts, _ = stored
+    settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'unused.db'}")
+    config = server_config(_app(blobs, parts), settings, log_level="warning", loop=request.param)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{settings.http_port}/parts"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def test_sent_from_the_files_by_the_server(
+    served: str, stored: tuple[FilesystemBlobStore, list[StoredPart], bytes]
+) -> None:
+    *_, expected = stored
+    with httpx.stream("GET", served, timeout=30) as response:
+        pieces = []
+        for piece in response.iter_bytes(256 * 1024):
+            pieces.append(piece)
+            time.sleep(0.01)  # slower than the server: it waits for room in the socket
+    assert response.status_code == 200
+    assert response.headers["content-length"] == str(len(expected))
+    assert response.headers["content-type"] == (
+        f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
+    )
+    assert b"".join(pieces) == expected
+
+
+async def _get(app: Starlette) -> httpx.Response:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://ferry.test") as client:
+        return await client.get("/parts")
+
+
+def test_read_and_streamed_where_the_server_offers_no_zero_copy(
+    stored: tuple[FilesystemBlobStore, list[StoredPart], bytes],
+) -> None:
+    blobs, parts, expected = stored
+    response = asyncio.run(_get(_app(blobs, parts)))
+    assert response.status_code == 200
+    assert response.headers["content-length"] == str(len(expected))
+    assert response.content == expected
