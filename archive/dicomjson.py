@@ -71,7 +71,13 @@ def instance_json(
 ) -> dict[str, Any]:
     """The instance's metadata; `pixel_vr` is set when pixel data followed the parsed part."""
     prefix = BASE_PLACEHOLDER + instance_path(study_uid, series_uid, sop_uid)
-    result = dataset_json(dataset, prefix)
+    return finish_instance_json(dataset_json(dataset, prefix), prefix, pixel_vr)
+
+
+def finish_instance_json(
+    result: dict[str, Any], prefix: str, pixel_vr: str | None
+) -> dict[str, Any]:
+    """The top-level attributes (keyed by tag) with the pixel data's BulkDataURI, in tag order."""
     if pixel_vr is not None:
         result[_tag_key(0x7FE00010)] = {"vr": pixel_vr, "BulkDataURI": f"{prefix}/bulk/7FE00010"}
     return dict(sorted(result.items()))

@@ -7,7 +7,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from pydicom.dataset import Dataset
 from sqlalchemy import Connection, Select, Table, bindparam, select, tuple_
 from sqlalchemy.dialects import postgresql, sqlite
 
@@ -21,27 +20,6 @@ PATIENT = table_of(Patient)
 STUDY = table_of(Study)
 SERIES = table_of(Series)
 INSTANCE = table_of(Instance)
-
-
-def _text(dataset: Dataset, keyword: str) -> str:
-    """Read leniently: a value pydicom cannot decode indexes as empty, never fails the store."""
-    try:
-        value = dataset.get(keyword, "")
-    except Exception:
-        return ""
-    if value is None:
-        return ""
-    if isinstance(value, list | tuple) or type(value).__name__ == "MultiValue":
-        return "\\".join(str(item) for item in value)
-    return str(value).strip()
-
-
-def _sequence_text(dataset: Dataset, sequence: str, keyword: str) -> str:
-    try:
-        items = dataset.get(sequence) or []
-        return _text(items[0], keyword) if items else ""
-    except Exception:
-        return ""
 
 
 @dataclass
@@ -64,60 +42,56 @@ def _clip_row(table: Table, row: dict[str, Any]) -> dict[str, Any]:
 
 
 def index_entry(parsed: ParsedInstance, document: dict[str, Any], blob_key: str) -> IndexEntry:
-    ds = parsed.dataset
-    name = _text(ds, "PatientName")
+    facts = parsed.facts
+    name = facts["PatientName"]
     alphabetic, ideographic, phonetic = normalise.person_name_groups(name)
     patient = {
-        "patient_id": _text(ds, "PatientID"),
-        "issuer_of_patient_id": _text(ds, "IssuerOfPatientID"),
+        "patient_id": facts["PatientID"],
+        "issuer_of_patient_id": facts["IssuerOfPatientID"],
     }
     study = {
         "study_instance_uid": parsed.study_instance_uid,
         "patient_name_search": alphabetic,
         "patient_name_ideographic": ideographic,
         "patient_name_phonetic": phonetic,
-        "patient_birth_date": normalise.date(_text(ds, "PatientBirthDate")),
-        "patient_sex": _text(ds, "PatientSex"),
-        "study_date": normalise.date(_text(ds, "StudyDate")),
-        "study_time": normalise.time(_text(ds, "StudyTime")),
-        "accession_number": _text(ds, "AccessionNumber"),
-        "study_id": _text(ds, "StudyID"),
-        "study_description": _text(ds, "StudyDescription"),
+        "patient_birth_date": normalise.date(facts["PatientBirthDate"]),
+        "patient_sex": facts["PatientSex"],
+        "study_date": normalise.date(facts["StudyDate"]),
+        "study_time": normalise.time(facts["StudyTime"]),
+        "accession_number": facts["AccessionNumber"],
+        "study_id": facts["StudyID"],
+        "study_description": facts["StudyDescription"],
         "referring_physician_name_search": normalise.person_name_groups(
-            _text(ds, "ReferringPhysicianName")
+            facts["ReferringPhysicianName"]
         )[0],
         "attrs_json": dicomjson.encode(level_json(document, STUDY_TAGS)),
     }
     series = {
         "series_instance_uid": parsed.series_instance_uid,
-        "modality": _text(ds, "Modality"),
-        "series_number": normalise.integer(_text(ds, "SeriesNumber")),
-        "series_description": _text(ds, "SeriesDescription"),
-        "series_date": normalise.date(_text(ds, "SeriesDate")),
-        "body_part_examined": _text(ds, "BodyPartExamined"),
-        "institution_name": _text(ds, "InstitutionName"),
+        "modality": facts["Modality"],
+        "series_number": normalise.integer(facts["SeriesNumber"]),
+        "series_description": facts["SeriesDescription"],
+        "series_date": normalise.date(facts["SeriesDate"]),
+        "body_part_examined": facts["BodyPartExamined"],
+        "institution_name": facts["InstitutionName"],
         "performed_procedure_step_start_date": normalise.date(
-            _text(ds, "PerformedProcedureStepStartDate")
+            facts["PerformedProcedureStepStartDate"]
         ),
         "performed_procedure_step_start_time": normalise.time(
-            _text(ds, "PerformedProcedureStepStartTime")
+            facts["PerformedProcedureStepStartTime"]
         ),
-        "scheduled_procedure_step_id": _sequence_text(
-            ds, "RequestAttributesSequence", "ScheduledProcedureStepID"
-        ),
-        "requested_procedure_id": _sequence_text(
-            ds, "RequestAttributesSequence", "RequestedProcedureID"
-        ),
+        "scheduled_procedure_step_id": facts["ScheduledProcedureStepID"],
+        "requested_procedure_id": facts["RequestedProcedureID"],
         "attrs_json": dicomjson.encode(level_json(document, SERIES_TAGS)),
     }
     instance = {
         "sop_instance_uid": parsed.sop_instance_uid,
         "sop_class_uid": parsed.sop_class_uid,
-        "instance_number": normalise.integer(_text(ds, "InstanceNumber")),
-        "rows": normalise.integer(_text(ds, "Rows")),
-        "columns": normalise.integer(_text(ds, "Columns")),
-        "bits_allocated": normalise.integer(_text(ds, "BitsAllocated")),
-        "number_of_frames": normalise.integer(_text(ds, "NumberOfFrames")),
+        "instance_number": normalise.integer(facts["InstanceNumber"]),
+        "rows": normalise.integer(facts["Rows"]),
+        "columns": normalise.integer(facts["Columns"]),
+        "bits_allocated": normalise.integer(facts["BitsAllocated"]),
+        "number_of_frames": normalise.integer(facts["NumberOfFrames"]),
         "transfer_syntax_uid": parsed.transfer_syntax_uid,
         "blob_key": blob_key,
         "size": parsed.size,

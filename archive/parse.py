@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydicom import dcmread
@@ -21,6 +21,7 @@ from pydicom.uid import (
 
 from archive import outcomes
 from archive.completeness import Incomplete, check_complete
+from archive.facts import facts_of
 
 IMPLEMENTATION_CLASS_UID = generate_uid(prefix=None, entropy_srcs=["Ferry DICOM exchange"])
 IMPLEMENTATION_VERSION_NAME = "FERRY_0_1"
@@ -39,7 +40,7 @@ class InvalidInstance(Exception):
 @dataclass
 class ParsedInstance:
     path: Path
-    dataset: Dataset
+    dataset: Dataset | None  # None when read without pydicom (archive.quickread)
     sop_class_uid: str
     sop_instance_uid: str
     study_instance_uid: str
@@ -47,6 +48,7 @@ class ParsedInstance:
     transfer_syntax_uid: str
     pixel_vr: str | None
     size: int
+    facts: dict[str, str] = field(default_factory=dict)  # archive.facts: the index's text
 
 
 def _read_dataset(path: Path) -> Dataset:
@@ -133,6 +135,7 @@ def read_received(path: Path) -> ParsedInstance:
     pixel_vr = _check_complete(path, dataset, size)
     has_preamble = getattr(dataset, "preamble", None) is not None
     meta = getattr(dataset, "file_meta", None)
+    facts = facts_of(dataset)
     if meta is None or "TransferSyntaxUID" not in meta:
         path = _add_file_meta(path, dataset, identity)
         size = path.stat().st_size
@@ -149,4 +152,5 @@ def read_received(path: Path) -> ParsedInstance:
         transfer_syntax_uid=str(dataset.file_meta.TransferSyntaxUID),
         pixel_vr=pixel_vr,
         size=size,
+        facts=facts,
     )

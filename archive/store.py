@@ -27,6 +27,7 @@ from archive.framecache import forget_layouts
 from archive.models import Instance, Patient, Series, Study, StudyGrant
 from archive.outcomes import StoreOutcome
 from archive.parse import InvalidInstance, ParsedInstance, read_received
+from archive.quickread import quick_read
 from foundation.errors import (
     InstanceNotFound,
     InsufficientStorage,
@@ -197,20 +198,28 @@ class Archive:
 
         Safe to run for many parts at once (threads); a failure consumes the file.
         """
-        try:
-            item = read_received(path)
-        except InvalidInstance as error:
-            path.unlink(missing_ok=True)
-            return StoreOutcome("", "", failure_reason=error.reason, message=error.message)
+        quick = quick_read(path)  # the common case in one pass; None: pydicom reads it
+        if quick is None:
+            try:
+                item = read_received(path)
+            except InvalidInstance as error:
+                path.unlink(missing_ok=True)
+                return StoreOutcome("", "", failure_reason=error.reason, message=error.message)
+        else:
+            item = quick.parsed
         try:
             key = self.blobs.new_key(item.study_instance_uid, item.sop_instance_uid)
-            document = dicomjson.instance_json(
-                item.dataset,
-                item.study_instance_uid,
-                item.series_instance_uid,
-                item.sop_instance_uid,
-                item.pixel_vr,
-            )
+            if quick is not None:
+                document = quick.document
+            else:
+                assert item.dataset is not None
+                document = dicomjson.instance_json(
+                    item.dataset,
+                    item.study_instance_uid,
+                    item.series_instance_uid,
+                    item.sop_instance_uid,
+                    item.pixel_vr,
+                )
             entry = index.index_entry(item, document, key)
         except Exception as error:  # hostile attribute values pydicom cannot convert
             log.warning("cannot index %s: %s", item.sop_instance_uid, error)
