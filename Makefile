@@ -18,9 +18,11 @@ run: $(STAMP)
 	$(BIN)/ferry admin bootstrap-demo
 	$(BIN)/ferry serve
 
+# worksteal: a process with nothing left takes tests queued for the other (the slow ones are
+# collected first, see tests/conftest.py), so neither idles at the end.
 test: $(STAMP)
 	$(BIN)/ruff check .
-	$(BIN)/pytest -n 2 $(PYTEST_ARGS)
+	$(BIN)/pytest -n 2 --dist worksteal $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import io
 import os
 import random
 import secrets
 import shutil
 import socket
+import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -75,6 +77,15 @@ def free_port() -> int:
                 continue
             return port
     raise RuntimeError("no free port for a test server")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own ordering (fewest fixture set-ups)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tests marked `slow` (tens of seconds each: the crash, corpus, bridge, load and
+    viewer walks) run first, in their order, then the rest in theirs: in a parallel run
+    (`-n 2`) a long test that started last would keep one process busy while the others have
+    nothing left to do."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -339,28 +350,52 @@ class Ran(NamedTuple):
     def rows(self) -> list[list[str]]:
         return [line.split() for line in self.out.splitlines()]
 
+    def completed(self, args: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+        """As `subprocess.run(..., capture_output=True, text=True)` would have returned it."""
+        return subprocess.CompletedProcess(["ferry", *args], self.code, self.out, self.err)
+
 
 @pytest.fixture
-def ferry_cli(settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: Any) -> Any:
-    """Runs `ferry ARGS...` in this process against the test's database, as a user would."""
+def ferry_cli(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, capsys: Any
+) -> Iterator[Callable[..., Ran]]:
+    """Runs `ferry ARGS...` in this process against the test's database, as a user would.
+
+    The command's entry point (`ferry.cli.main`) gets what `ferry` started from a shell would:
+    the environment without the test process's FERRY_* variables but with the test's data
+    folder and database, the test's folder as working directory, no input. What a command
+    leaves in the process is put back: the environment (the metrics folder it names for child
+    processes) when the test ends, and the database connections it left open (a command's
+    process would have ended) are closed before the test's database is emptied. Tests of the
+    entry point itself (the installed script, exit statuses, the environment) run `ferry` in a
+    subprocess (tests/test_cli_admin.py, tests/audit/test_cli.py, tests/ferry/test_settings.py).
+    """
     from ferry.cli import main
+    from foundation.metrics import MULTIPROC_VARIABLE
 
     for name in os.environ:
         if name.startswith("FERRY_"):
             monkeypatch.delenv(name)
     monkeypatch.setenv("FERRY_DATA_DIR", str(settings.data_dir))
     monkeypatch.setenv("FERRY_DATABASE_URL", settings.database_url)
+    if MULTIPROC_VARIABLE in os.environ:  # so that monkeypatch puts it back as it was
+        monkeypatch.setenv(MULTIPROC_VARIABLE, os.environ[MULTIPROC_VARIABLE])
+    else:
+        monkeypatch.delenv(MULTIPROC_VARIABLE, raising=False)
+    settings.data_dir.parent.mkdir(parents=True, exist_ok=True)
+    monkeypatch.chdir(settings.data_dir.parent)
 
     def run(*args: str) -> Ran:
         capsys.readouterr()
         try:
             code = main(list(args))
         except SystemExit as exit:  # argparse's usage errors
-            code = int(exit.code or 0)
+            code = exit.code if isinstance(exit.code, int) else 1 if exit.code else 0
         out, err = capsys.readouterr()
         return Ran(code, out, err)
 
-    return run
+    yield run
+    gc.collect()  # engines a command did not dispose of: their pooled connections close
 
 
 @pytest.fixture

@@ -1,4 +1,10 @@
-"""`ferry admin ...` run as a user would: subprocesses against a real database and server."""
+"""`ferry admin ...` run as a user would, against a real database and server.
+
+The commands run through `ferry`'s entry point in this process (`ferry_cli`, tests/conftest.py),
+without a second of interpreter start-up a call; the installed script runs in a subprocess where
+the entry point itself is the subject (a usage error's exit status, a password printed once and
+then used to sign in).
+"""
 
 from __future__ import annotations
 
@@ -24,8 +30,19 @@ PASSWORD = "a long enough password"
 
 
 @pytest.fixture
-def ferry(settings: Settings, archive: Archive):
-    """Runs `ferry admin ARGS...` with the test's database; returns the finished process."""
+def ferry(ferry_cli, archive: Archive):
+    """Runs `ferry admin ARGS...` with the test's database; returns what it printed and its
+    exit status as a finished process would."""
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return ferry_cli("admin", *args).completed(("admin", *args))
+
+    return run
+
+
+@pytest.fixture
+def ferry_process(settings: Settings, archive: Archive):
+    """Runs the installed `ferry admin ARGS...` script with the test's database."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FERRY_")}
     env |= {"FERRY_DATA_DIR": str(settings.data_dir), "FERRY_DATABASE_URL": settings.database_url}
 
@@ -106,9 +123,19 @@ def test_usage_errors(ferry, args):
     assert result.returncode == 2 and "usage:" in result.stderr
 
 
-def test_users_sign_in_with_the_password_printed_once(ferry, settings, archive):
+def test_the_installed_script_exits_with_the_usage_or_the_refusal(ferry_process):
+    usage = ferry_process("create-user", "a@b.test")  # neither --system-admin nor --institution
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    refused = ferry_process("create-institution", "has space", "x")
+    assert refused.returncode == 1 and refused.stderr.startswith("ferry admin: ")
+    assert "Traceback" not in refused.stderr
+
+
+def test_users_sign_in_with_the_password_printed_once(ferry, ferry_process, settings, archive):
     ok(ferry("create-institution", "NORTH", "North"))
-    created = ok(ferry("create-user", "root@ferry.test", "--name", "Root", "--system-admin"))
+    created = ok(
+        ferry_process("create-user", "root@ferry.test", "--name", "Root", "--system-admin")
+    )
     [password] = created.stdout.splitlines()
     assert "shown once" in created.stderr
     member = ferry(

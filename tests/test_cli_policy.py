@@ -1,27 +1,13 @@
-"""`ferry policy explain` and `what-if` as an administrator runs them."""
+"""`ferry policy explain` and `what-if` as an administrator runs them (through the entry point,
+in this process: `ferry_cli`, tests/conftest.py)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
+from typing import Any
 
 from archive.store import Archive
-from ferry.settings import Settings
 from tests import factories
 from tests.policy._people import add_institution, add_user
-
-
-def _ferry(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FERRY_DATA_DIR": str(settings.data_dir)}
-    env["FERRY_DATABASE_URL"] = settings.database_url
-    return subprocess.run(
-        [sys.executable, "-m", "ferry.cli", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
 
 
 def _stored_study(archive: Archive, institution_pk: int) -> str:
@@ -33,13 +19,14 @@ def _stored_study(archive: Archive, institution_pk: int) -> str:
     return str(ds.StudyInstanceUID)
 
 
-def test_explain_names_the_rule_and_what_if_lists_the_changes(settings, archive) -> None:
+def test_explain_names_the_rule_and_what_if_lists_the_changes(
+    ferry_cli: Any, archive: Archive
+) -> None:
     a = add_institution(archive.engine, "EXA")
     b = add_institution(archive.engine, "EXB")
     add_user(archive.engine, "viewer@exa.test", memberships={a: "viewer"})
     study = _stored_study(archive, b)
-    refused = _ferry(
-        settings,
+    refused = ferry_cli(
         "policy",
         "explain",
         "--user",
@@ -49,11 +36,10 @@ def test_explain_names_the_rule_and_what_if_lists_the_changes(settings, archive)
         "--action",
         "search",
     )
-    assert refused.returncode == 1, refused.stderr
-    assert "DENIED by rule default-deny" in refused.stdout
-    assert "principal-active -> owner-membership -> active-grant -> default-deny" in refused.stdout
-    change = _ferry(
-        settings,
+    assert refused.code == 1, refused.err
+    assert "DENIED by rule default-deny" in refused.out
+    assert "principal-active -> owner-membership -> active-grant -> default-deny" in refused.out
+    change = ferry_cli(
         "policy",
         "what-if",
         "--user",
@@ -63,11 +49,10 @@ def test_explain_names_the_rule_and_what_if_lists_the_changes(settings, archive)
         "--roles",
         "receiver",
     )
-    assert change.returncode == 0, change.stderr
-    assert f"user:viewer@exa.test gains download on study {study}" in change.stdout
-    assert "3 change(s)" in change.stdout  # search, read-pixels, download; not delete
-    allowed = _ferry(
-        settings,
+    assert change.code == 0, change.err
+    assert f"user:viewer@exa.test gains download on study {study}" in change.out
+    assert "3 change(s)" in change.out  # search, read-pixels, download; not delete
+    allowed = ferry_cli(
         "policy",
         "explain",
         "--user",
@@ -77,12 +62,11 @@ def test_explain_names_the_rule_and_what_if_lists_the_changes(settings, archive)
         "--action",
         "download",
     )
-    assert allowed.returncode == 1  # what-if changed nothing
+    assert allowed.code == 1  # what-if changed nothing
 
 
-def test_explain_of_an_unknown_user_is_a_clear_error(settings, archive) -> None:
-    result = _ferry(
-        settings,
+def test_explain_of_an_unknown_user_is_a_clear_error(ferry_cli: Any, archive: Archive) -> None:
+    result = ferry_cli(
         "policy",
         "explain",
         "--user",
@@ -92,5 +76,5 @@ def test_explain_of_an_unknown_user_is_a_clear_error(settings, archive) -> None:
         "--action",
         "search",
     )
-    assert result.returncode != 0
-    assert "Traceback" not in result.stderr
+    assert result.code != 0
+    assert "Traceback" not in result.err

@@ -10,6 +10,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import RunningServer
 from tests.e2e._corpus import (
     AS_STORED,
@@ -26,7 +28,7 @@ from tests.e2e._corpus import (
     relative,
 )
 
-pytestmark = LENIENT_READING
+pytestmark = [LENIENT_READING, pytest.mark.slow]
 _KINDS = ("rejected", "refused duplicate", "skipped")
 
 

@@ -32,7 +32,7 @@ from tests.e2e._corpus import (
     relative,
 )
 
-pytestmark = LENIENT_READING
+pytestmark = [LENIENT_READING, pytest.mark.slow]
 SUCCESS = 0x0000
 _STATUS = re.compile(r"DIMSE Status\s*:\s*0x([0-9A-Fa-f]{4})")
 _COMMENT = re.compile(r"\(0000,0902\) LO \[([^]]*)\]")

@@ -6,6 +6,8 @@ SOP Instance UID (MR_small.dcm in every transfer syntax, say) are each stored an
 
 from __future__ import annotations
 
+import pytest
+
 from archive.outcomes import DATA_SET_DOES_NOT_MATCH_SOP_CLASS
 from tests.conftest import RunningServer
 from tests.e2e._corpus import (
@@ -22,7 +24,7 @@ from tests.e2e._corpus import (
     relative,
 )
 
-pytestmark = LENIENT_READING
+pytestmark = [LENIENT_READING, pytest.mark.slow]
 SETTINGS = {"replace_duplicates": True}
 BOUNDARY = "corpus-walk"
 CONTENT_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
