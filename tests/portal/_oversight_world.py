@@ -11,6 +11,7 @@ Times (UTC), on a clock the app reads:
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -123,6 +124,15 @@ def build_world(server: RunningServer, tmp_path: Path) -> World:
     world = World(server, http, tokens, pks, {}, clock)
     _history(world, specs)
     return world
+
+
+def opened_world(server: RunningServer, tmp_path: Path) -> Iterator[World]:
+    """The world as a fixture's body: built, yielded, its HTTP client closed after the test."""
+    world = build_world(server, tmp_path)
+    try:
+        yield world
+    finally:
+        world.http.close()
 
 
 def _history(world: World, specs: dict[str, StudySpec]) -> None:

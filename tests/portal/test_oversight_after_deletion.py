@@ -14,18 +14,14 @@ import pytest
 from retention.config import RetentionConfig
 from retention.sweeper import Sweeper
 from tests.conftest import RunningServer
-from tests.portal._oversight_world import World, build_world
+from tests.portal._oversight_world import World, opened_world
 
 TRANSACTIONS = "/oversight/transactions"
 
 
 @pytest.fixture
 def world(server: RunningServer, tmp_path: Path) -> Iterator[World]:
-    built = build_world(server, tmp_path)
-    try:
-        yield built
-    finally:
-        built.http.close()
+    yield from opened_world(server, tmp_path)
 
 
 def _rows(world: World, **criteria: Any) -> list[tuple[str, str, str]]:

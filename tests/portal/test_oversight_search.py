@@ -15,7 +15,7 @@ import pytest
 
 from tests.conftest import RunningServer
 from tests.policy._people import PASSWORD, add_user
-from tests.portal._oversight_world import World, build_world
+from tests.portal._oversight_world import World, opened_world
 
 TRANSACTIONS, AUDIT = "/oversight/transactions", "/oversight/audit"
 BOTH = pytest.mark.parametrize("path", [TRANSACTIONS, AUDIT])
@@ -23,11 +23,7 @@ BOTH = pytest.mark.parametrize("path", [TRANSACTIONS, AUDIT])
 
 @pytest.fixture
 def world(server: RunningServer, tmp_path: Path) -> Iterator[World]:
-    built = build_world(server, tmp_path)
-    try:
-        yield built
-    finally:
-        built.http.close()
+    yield from opened_world(server, tmp_path)
 
 
 def _readings(world: World) -> list[Any]:

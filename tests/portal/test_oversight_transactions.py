@@ -12,18 +12,14 @@ import pytest
 
 from exchange.oversight._csv import cell
 from tests.conftest import RunningServer
-from tests.portal._oversight_world import World, build_world
+from tests.portal._oversight_world import World, opened_world
 
 PATH = "/oversight/transactions"
 
 
 @pytest.fixture
 def world(server: RunningServer, tmp_path: Path) -> Iterator[World]:
-    built = build_world(server, tmp_path)
-    try:
-        yield built
-    finally:
-        built.http.close()
+    yield from opened_world(server, tmp_path)
 
 
 def listed(world: World, who: str = "a-admin", **params: Any) -> dict[str, Any]:
