@@ -18,12 +18,11 @@ from archive.search import (
     Filter,
     SearchQuery,
     StudyScope,
-    iter_json_array,
+    encode_json_array,
     search,
 )
 from dicomweb.config import DicomwebConfig
 from dicomweb.media import InvalidMediaType, accept_header, parse_accept
-from dicomweb.streaming import PrimedStreamingResponse
 from dicomweb.urls import path_uid, public_base
 from dicomweb.warning import warning_header
 from foundation import metrics
@@ -173,9 +172,8 @@ async def _search(request: Request, level: Level) -> Response:
             "Additional results can be requested."
         )
     headers = {"Warning": warning_header(warnings)} if warnings else {}
-    return PrimedStreamingResponse(
-        iter_json_array(result.documents), media_type="application/dicom+json", headers=headers
-    )
+    body = encode_json_array(result.documents)
+    return Response(body, media_type="application/dicom+json", headers=headers)
 
 
 async def search_for_studies(request: Request) -> Response:
