@@ -322,7 +322,7 @@ def _study_documents(
                 "UI", sorted(sop_classes.get(pk, ()))
             )
         _add_common(document, f"{base_url}/studies/{study_uid}")
-        _add_included(connection, document, query, Study.pk == pk, levels.STUDY_TAGS)
+        _add_included(connection, document, query, Study.pk, pk, levels.STUDY_TAGS)
         documents.append(_encode(document, base_url))
     return documents
 
@@ -347,9 +347,7 @@ def _series_documents(
             "IS", [counts.get(pk, 0)]
         )
         _add_common(document, f"{base_url}/studies/{study_uid}/series/{series_uid}")
-        _add_included(
-            connection, document, query, Series.pk == pk, levels.STUDY_TAGS | levels.SERIES_TAGS
-        )
+        _add_included(connection, document, query, Series.pk, pk, _SERIES_LEVEL_TAGS)
         documents.append(_encode(document, base_url))
     return documents
 
@@ -378,14 +376,19 @@ def _add_common(document: dict[str, Any], retrieve_url: str) -> None:
     document[_key(levels.INSTANCE_AVAILABILITY)] = _element("CS", ["ONLINE"])
 
 
+_SERIES_LEVEL_TAGS = levels.STUDY_TAGS | levels.SERIES_TAGS
+
+
 def _add_included(
     connection: Connection,
     document: dict[str, Any],
     query: SearchQuery,
-    scope: Any,
+    entity: Any,
+    pk: int,
     level_tags: frozenset[int],
 ) -> None:
-    """Attributes asked for by includefield that the level does not keep: from one instance."""
+    """Attributes asked for by includefield that the level does not keep: from one instance
+    of the entity (`Study.pk` or `Series.pk`) whose key is `pk`."""
     missing = {
         _key(tag)
         for tag in query.include_tags
@@ -397,7 +400,7 @@ def _add_included(
         select(Instance.metadata_json)
         .join(Series, Series.pk == Instance.series_pk)
         .join(Study, Study.pk == Series.study_pk)
-        .where(and_(scope))
+        .where(entity == pk)
         .order_by(Instance.pk)
         .limit(1)
     )
