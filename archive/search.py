@@ -7,14 +7,25 @@ plus the values the index computes (counts, ModalitiesInStudy, RetrieveURL).
 
 from __future__ import annotations
 
+import functools
 from collections import defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, Engine, Select, and_, exists, false, func, or_, select
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    false,
+    func,
+    or_,
+    select,
+)
 
 from archive import levels
 from archive.dicomjson import BASE_PLACEHOLDER, with_base
@@ -96,23 +107,38 @@ class StudyScope:
     action: str = "search"
 
     def condition(self) -> Any:
+        """The clause, with its values as bound parameters: pass `parameters()` to execute it."""
         if not self.institution_pks:
             return false()
-        if self.study_uids is not None:
-            return and_(Study.study_instance_uid.in_(list(self.study_uids)), self._visible())
-        return self._visible()
+        return _scope_clause(self.action, limited=self.study_uids is not None)
 
-    def _visible(self) -> Any:
-        pks = list(self.institution_pks)
-        active_grant = exists(
-            select(StudyGrant.pk).where(
-                StudyGrant.study_pk == Study.pk,
-                StudyGrant.institution_pk.in_(pks),
-                live_grant_clause(StudyGrant.expires_at, StudyGrant.revoked_at, self.now),
-                grant_allows_clause(StudyGrant.actions, self.action),
-            )
+    def parameters(self) -> dict[str, Any]:
+        if not self.institution_pks:
+            return {}
+        values: dict[str, Any] = {"scope_institutions": sorted(self.institution_pks)}
+        values["scope_now"] = self.now
+        if self.study_uids is not None:
+            values["scope_studies"] = sorted(self.study_uids)
+        return values
+
+
+@functools.cache
+def _scope_clause(action: str, *, limited: bool) -> Any:
+    """Built once per action: building the clause costs more than running the search."""
+    pks = bindparam("scope_institutions", expanding=True)
+    active_grant = exists(
+        select(StudyGrant.pk).where(
+            StudyGrant.study_pk == Study.pk,
+            StudyGrant.institution_pk.in_(pks),
+            live_grant_clause(StudyGrant.expires_at, StudyGrant.revoked_at, bindparam("scope_now")),
+            grant_allows_clause(StudyGrant.actions, action),
         )
-        return or_(Study.institution_pk.in_(pks), active_grant)
+    )
+    visible = or_(Study.institution_pk.in_(pks), active_grant)
+    if not limited:
+        return visible
+    studies = bindparam("scope_studies", expanding=True)
+    return and_(Study.study_instance_uid.in_(studies), visible)
 
 
 @dataclass(frozen=True)
@@ -182,8 +208,12 @@ def _deeper_exists(query_level: Level, filter_level: Level, condition: Any) -> A
     return exists(select(Instance.pk).where(Instance.series_pk == Series.pk, condition))
 
 
+_BASE = {level: _base_statement(level) for level in Level}
+
+
 def build_statement(query: SearchQuery) -> Select[Any]:
-    statement = _base_statement(query.level)
+    """The search as one statement; execute it with `query_parameters(query)`."""
+    statement = _BASE[query.level]
     if query.scope is not None:
         statement = statement.where(query.scope.condition())
     if query.study_uid is not None:
@@ -201,18 +231,26 @@ def build_statement(query: SearchQuery) -> Select[Any]:
     return _ordered(statement, query.level)
 
 
+_ORDER_BY = {
+    Level.STUDY: (Study.study_date.desc(), Study.study_time.desc(), Study.pk.desc()),
+    Level.SERIES: (Study.pk, Series.series_number, Series.pk),
+    Level.INSTANCE: (Series.pk, Instance.instance_number, Instance.pk),
+}
+
+
 def _ordered(statement: Select[Any], level: Level) -> Select[Any]:
-    if level is Level.STUDY:
-        return statement.order_by(Study.study_date.desc(), Study.study_time.desc(), Study.pk.desc())
-    if level is Level.SERIES:
-        return statement.order_by(Study.pk, Series.series_number, Series.pk)
-    return statement.order_by(Series.pk, Instance.instance_number, Instance.pk)
+    return statement.order_by(*_ORDER_BY[level])
+
+
+def query_parameters(query: SearchQuery) -> dict[str, Any]:
+    """The values `build_statement` leaves as bound parameters (the scope's)."""
+    return query.scope.parameters() if query.scope is not None else {}
 
 
 def search(engine: Engine, query: SearchQuery, base_url: str) -> SearchResult:
     statement = build_statement(query).limit(query.limit + 1).offset(query.offset)
     with engine.connect() as connection:
-        rows = connection.execute(statement).all()
+        rows = connection.execute(statement, query_parameters(query)).all()
         truncated = len(rows) > query.limit
         rows = rows[: query.limit]
         if query.level is Level.STUDY:
@@ -222,6 +260,32 @@ def search(engine: Engine, query: SearchQuery, base_url: str) -> SearchResult:
         else:
             documents = _instance_documents(connection, rows, query, base_url)
     return SearchResult(documents=documents, truncated=truncated)
+
+
+# The counts beside the answers, built once (building costs more than running them here).
+_PKS = bindparam("pks", expanding=True)
+_STUDY_MODALITIES = (
+    select(Series.study_pk, Series.modality, func.count())
+    .where(Series.study_pk.in_(_PKS))
+    .group_by(Series.study_pk, Series.modality)
+)
+_STUDY_INSTANCES = (
+    select(Series.study_pk, func.count(Instance.pk))
+    .join(Instance, Instance.series_pk == Series.pk)
+    .where(Series.study_pk.in_(_PKS))
+    .group_by(Series.study_pk)
+)
+_STUDY_SOP_CLASSES = (
+    select(Series.study_pk, Instance.sop_class_uid)
+    .join(Instance, Instance.series_pk == Series.pk)
+    .where(Series.study_pk.in_(_PKS))
+    .distinct()
+)
+_SERIES_INSTANCES = (
+    select(Instance.series_pk, func.count(Instance.pk))
+    .where(Instance.series_pk.in_(_PKS))
+    .group_by(Instance.series_pk)
+)
 
 
 def _element(vr: str, values: list[Any]) -> dict[str, Any]:
@@ -238,22 +302,11 @@ def _study_documents(
     pks = [row[0] for row in rows]
     modalities: dict[int, set[str]] = defaultdict(set)
     series_counts: dict[int, int] = defaultdict(int)
-    for study_pk, modality, count in connection.execute(
-        select(Series.study_pk, Series.modality, func.count())
-        .where(Series.study_pk.in_(pks))
-        .group_by(Series.study_pk, Series.modality)
-    ):
+    for study_pk, modality, count in connection.execute(_STUDY_MODALITIES, {"pks": pks}):
         series_counts[study_pk] += count
         if modality:
             modalities[study_pk].add(modality)
-    instance_counts = dict(
-        connection.execute(
-            select(Series.study_pk, func.count(Instance.pk))
-            .join(Instance, Instance.series_pk == Series.pk)
-            .where(Series.study_pk.in_(pks))
-            .group_by(Series.study_pk)
-        ).all()
-    )
+    instance_counts = dict(connection.execute(_STUDY_INSTANCES, {"pks": pks}).all())
     want_sop_classes = query.include_all or levels.SOP_CLASSES_IN_STUDY in query.include_tags
     sop_classes = _sop_classes(connection, pks) if want_sop_classes and pks else {}
     documents = []
@@ -269,19 +322,14 @@ def _study_documents(
                 "UI", sorted(sop_classes.get(pk, ()))
             )
         _add_common(document, f"{base_url}/studies/{study_uid}")
-        _add_included(connection, document, query, Study.pk == pk, levels.STUDY_TAGS)
+        _add_included(connection, document, query, Study.pk, pk, levels.STUDY_TAGS)
         documents.append(_encode(document, base_url))
     return documents
 
 
 def _sop_classes(connection: Connection, pks: list[int]) -> dict[int, set[str]]:
     result: dict[int, set[str]] = defaultdict(set)
-    for study_pk, sop_class in connection.execute(
-        select(Series.study_pk, Instance.sop_class_uid)
-        .join(Instance, Instance.series_pk == Series.pk)
-        .where(Series.study_pk.in_(pks))
-        .distinct()
-    ):
+    for study_pk, sop_class in connection.execute(_STUDY_SOP_CLASSES, {"pks": pks}):
         result[study_pk].add(sop_class)
     return result
 
@@ -290,13 +338,7 @@ def _series_documents(
     connection: Connection, rows: list[Any], query: SearchQuery, base_url: str
 ) -> list[bytes]:
     pks = [row[0] for row in rows]
-    counts = dict(
-        connection.execute(
-            select(Instance.series_pk, func.count(Instance.pk))
-            .where(Instance.series_pk.in_(pks))
-            .group_by(Instance.series_pk)
-        ).all()
-    )
+    counts = dict(connection.execute(_SERIES_INSTANCES, {"pks": pks}).all())
     documents = []
     for pk, study_uid, study_attrs, series_uid, series_attrs in rows:
         document = orjson.loads(study_attrs)
@@ -305,9 +347,7 @@ def _series_documents(
             "IS", [counts.get(pk, 0)]
         )
         _add_common(document, f"{base_url}/studies/{study_uid}/series/{series_uid}")
-        _add_included(
-            connection, document, query, Series.pk == pk, levels.STUDY_TAGS | levels.SERIES_TAGS
-        )
+        _add_included(connection, document, query, Series.pk, pk, _SERIES_LEVEL_TAGS)
         documents.append(_encode(document, base_url))
     return documents
 
@@ -336,14 +376,19 @@ def _add_common(document: dict[str, Any], retrieve_url: str) -> None:
     document[_key(levels.INSTANCE_AVAILABILITY)] = _element("CS", ["ONLINE"])
 
 
+_SERIES_LEVEL_TAGS = levels.STUDY_TAGS | levels.SERIES_TAGS
+
+
 def _add_included(
     connection: Connection,
     document: dict[str, Any],
     query: SearchQuery,
-    scope: Any,
+    entity: Any,
+    pk: int,
     level_tags: frozenset[int],
 ) -> None:
-    """Attributes asked for by includefield that the level does not keep: from one instance."""
+    """Attributes asked for by includefield that the level does not keep: from one instance
+    of the entity (`Study.pk` or `Series.pk`) whose key is `pk`."""
     missing = {
         _key(tag)
         for tag in query.include_tags
@@ -355,7 +400,7 @@ def _add_included(
         select(Instance.metadata_json)
         .join(Series, Series.pk == Instance.series_pk)
         .join(Study, Study.pk == Series.study_pk)
-        .where(and_(scope))
+        .where(entity == pk)
         .order_by(Instance.pk)
         .limit(1)
     )
@@ -371,8 +416,7 @@ def _encode(document: dict[str, Any], base_url: str) -> bytes:
     return with_base(encoded, base_url) if BASE_PLACEHOLDER.encode() in encoded else encoded
 
 
-def iter_json_array(documents: list[bytes]) -> Iterator[bytes]:
-    yield b"["
-    for position, document in enumerate(documents):
-        yield document if position == 0 else b"," + document
-    yield b"]"
+def encode_json_array(documents: list[bytes]) -> bytes:
+    """The answer's body: the documents are in memory already, so one piece, sent at once
+    (streamed piece by piece, each piece cost a hop to a worker thread and back)."""
+    return b"[" + b",".join(documents) + b"]"

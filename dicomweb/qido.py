@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime
 
 import anyio
@@ -18,12 +19,11 @@ from archive.search import (
     Filter,
     SearchQuery,
     StudyScope,
-    iter_json_array,
+    encode_json_array,
     search,
 )
 from dicomweb.config import DicomwebConfig
 from dicomweb.media import InvalidMediaType, accept_header, parse_accept
-from dicomweb.streaming import PrimedStreamingResponse
 from dicomweb.urls import path_uid, public_base
 from dicomweb.warning import warning_header
 from foundation import metrics
@@ -33,6 +33,7 @@ _JSON_TYPES = {"application/dicom+json", "application/json", "*/*", "application
 _MAX_OFFSET = 2**31
 
 
+@functools.lru_cache(maxsize=1024)  # a handful of keys, asked on every search
 def _attribute(key: str) -> tuple[int, bool] | None:
     """The tag a key names (`PatientName`, `00100010`, `Sequence.Keyword`) and if we match it."""
     try:
@@ -152,12 +153,17 @@ def _check_vr(tag: int, name: str, value: str) -> None:
 
 
 def _check_accept(request: Request) -> None:
+    if not _accepts_json(accept_header(request.headers.getlist("accept"))):
+        raise NotAcceptable("search results are available as application/dicom+json only")
+
+
+@functools.lru_cache(maxsize=256)  # clients send the same few Accept headers on every search
+def _accepts_json(header: str | None) -> bool:
     try:
-        ranges = parse_accept(accept_header(request.headers.getlist("accept")))
+        ranges = parse_accept(header)
     except InvalidMediaType as error:
         raise InvalidQuery(f"Accept: {error}") from None
-    if not any(r.essence in _JSON_TYPES for r in ranges):
-        raise NotAcceptable("search results are available as application/dicom+json only")
+    return any(r.essence in _JSON_TYPES for r in ranges)
 
 
 async def _search(request: Request, level: Level) -> Response:
@@ -173,9 +179,8 @@ async def _search(request: Request, level: Level) -> Response:
             "Additional results can be requested."
         )
     headers = {"Warning": warning_header(warnings)} if warnings else {}
-    return PrimedStreamingResponse(
-        iter_json_array(result.documents), media_type="application/dicom+json", headers=headers
-    )
+    body = encode_json_array(result.documents)
+    return Response(body, media_type="application/dicom+json", headers=headers)
 
 
 async def search_for_studies(request: Request) -> Response:

@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from sqlalchemy import Connection, Engine, func, select
 
 from archive.models import Instance, Series, Study
-from archive.search import SearchQuery, StudyScope, build_statement, search
+from archive.search import SearchQuery, StudyScope, build_statement, query_parameters, search
 from dimse import statuses
 from dimse.callers import Caller
 from dimse.context import BridgeContext
@@ -181,11 +181,13 @@ def iter_patients(
         .group_by(Study.patient_pk)
         .order_by(Study.patient_pk)
     )
+    parameters = query_parameters(query)
     offset = 0
     while True:
         with engine.connect() as connection:
-            rows = connection.execute(patients.limit(PAGE).offset(offset)).all()
-            documents = _patient_documents(connection, rows, matching, wanted)
+            page = patients.limit(PAGE).offset(offset)
+            rows = connection.execute(page, parameters).all()
+            documents = _patient_documents(connection, rows, matching, wanted, parameters)
         yield from documents
         if len(rows) < PAGE:
             return
@@ -193,7 +195,11 @@ def iter_patients(
 
 
 def _patient_documents(
-    connection: Connection, rows: list[Any], matching: Any, wanted: frozenset[int]
+    connection: Connection,
+    rows: list[Any],
+    matching: Any,
+    wanted: frozenset[int],
+    parameters: dict[str, Any],
 ) -> list[dict[str, Any]]:
     latest = dict(
         connection.execute(
@@ -204,9 +210,9 @@ def _patient_documents(
     series: dict[int, int] = {}
     instances: dict[int, int] = {}
     if NUMBER_OF_PATIENT_RELATED_SERIES in wanted:
-        series = _count_per_patient(connection, Series.pk, matching, pks)
+        series = _count_per_patient(connection, Series.pk, matching, pks, parameters)
     if NUMBER_OF_PATIENT_RELATED_INSTANCES in wanted:
-        instances = _count_per_patient(connection, Instance.pk, matching, pks)
+        instances = _count_per_patient(connection, Instance.pk, matching, pks, parameters)
     documents = []
     for patient_pk, study_pk, studies in rows:
         attrs = orjson.loads(latest[study_pk])
@@ -225,7 +231,11 @@ def _patient_documents(
 
 
 def _count_per_patient(
-    connection: Connection, counted: Any, matching: Any, pks: list[int]
+    connection: Connection,
+    counted: Any,
+    matching: Any,
+    pks: list[int],
+    parameters: dict[str, Any],
 ) -> dict[int, int]:
     statement = select(Study.patient_pk, func.count(counted)).join(
         Series, Series.study_pk == Study.pk
@@ -233,7 +243,7 @@ def _count_per_patient(
     if counted is Instance.pk:
         statement = statement.join(Instance, Instance.series_pk == Series.pk)
     statement = statement.where(matching, Study.patient_pk.in_(pks)).group_by(Study.patient_pk)
-    return {pk: count for pk, count in connection.execute(statement).all()}
+    return {pk: count for pk, count in connection.execute(statement, parameters).all()}
 
 
 def _key(tag: int) -> str:

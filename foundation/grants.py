@@ -37,8 +37,8 @@ def grant_is_live(expires_at: datetime | None, revoked_at: datetime | None, now:
     return expires_at is None or expires_at > now
 
 
-def live_grant_clause(expires_at: Any, revoked_at: Any, now: datetime) -> Any:
-    """`grant_is_live` as SQL over a grant's two columns."""
+def live_grant_clause(expires_at: Any, revoked_at: Any, now: datetime | Any) -> Any:
+    """`grant_is_live` as SQL over a grant's two columns (`now` a time or a bound parameter)."""
     return and_(
         or_(revoked_at.is_(None), revoked_at > now),
         or_(expires_at.is_(None), expires_at > now),
