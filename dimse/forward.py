@@ -183,7 +183,11 @@ class _Run:
         if not done.complete:
             self._give_up(done.problem(), retry_status=TransferStatus.PARTIAL, **done.detail())
         summary = done.summary()
-        self._mark(TransferStatus.DELIVERED, summary)
+        waiting = self._studies_waiting()
+        if waiting:  # a transfer of several studies is delivered when the last one is
+            self._note(f"{summary}; waiting for {len(waiting)} more of the transfer's studies")
+        else:
+            self._mark(TransferStatus.DELIVERED, summary)
         metrics.FORWARD_RESULTS.labels("delivered").inc()
         self._audit(Outcome.ALLOWED, summary, **done.detail())
         return summary
@@ -307,6 +311,33 @@ class _Run:
             )  # fmt: skip
         except NotFound:  # the transfer was deleted; the delivery itself still stands
             log.warning("transfer %s is gone; not marked %s", self.request.transfer_pk, status)
+
+    def _studies_waiting(self) -> list[str]:
+        """The transfer's other studies queued for the node that it has not taken in full."""
+        if self.request.transfer_pk is None:
+            return []
+        jobs = transfers.delivery_jobs(self.engine, self.request.transfer_pk)
+        waiting = []
+        for uid, job_pk in jobs.items():
+            if uid == self.request.study_uid:
+                continue
+            try:
+                total = len(self.context.archive.find_instances(uid))
+            except StudyNotFound:
+                total = -1  # gone from the archive: its job fails, the transfer with it
+            if len(accepted_instances(self.engine, job_pk)) != total:
+                waiting.append(uid)
+        return waiting
+
+    def _note(self, reason: str) -> None:
+        if self.request.transfer_pk is None:
+            return
+        try:
+            transfers.note_delivery(
+                self.engine, self.request.transfer_pk, reason, self.context.clock()
+            )
+        except NotFound:
+            log.warning("transfer %s is gone; not noted", self.request.transfer_pk)
 
     def _transaction(self) -> str:
         """The transfer's opaque id: `ferry audit search --transaction` then finds the delivery."""
