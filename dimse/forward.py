@@ -6,7 +6,9 @@ committed as soon as it arrives, so a worker that dies mid-study loses at most t
 flight and the run that resumes it (after the lease runs out) sends only the rest. Refusals and
 unreachable nodes fail the run (`JobFailed`): the queue retries with backoff and parks the job
 after `max_attempts`, where administrators see it. Each run is audited as Ferry's own action, and
-a delivery that belongs to a transfer reports its outcome to `exchange.transfers`.
+a delivery that belongs to a transfer reports its outcome to `exchange.transfers` (a transfer of
+several studies is delivered when the node has taken in the last of them; before, each study
+delivered is a note in its history).
 """
 
 from __future__ import annotations

@@ -42,6 +42,7 @@ def _people(server: RunningServer, people: dict[str, dict[int, str]]) -> dict[st
     engine, headers = server.archive.engine, {}
     for who, memberships in people.items():
         user = store.create_user(engine, f"{who}@ferry.test")
+        assert user.pk
         for institution_pk, roles in memberships.items():
             store.set_membership(engine, user.pk, institution_pk, roles)
         token = issue_token_for(server.app, server.archive, user.pk)
@@ -86,9 +87,7 @@ def test_a_gp_asks_for_studies_on_its_own_node_and_they_arrive_there_unchanged(
                                          node_port, can_write=True).pk  # fmt: skip
             store.create_destination_rule(engine, practice, node_pk=node,
                                           sender_institution_pk=hospa)  # fmt: skip
-            worker = build_worker(
-                BridgeContext(server.settings.dimse(), archive), server.settings
-            )
+            worker = build_worker(BridgeContext(server.settings.dimse(), archive), server.settings)
 
             body = {
                 "institution": "PRACTICE", "asked": "HOSPA", "node": "PRACTICE_PACS",
@@ -129,8 +128,10 @@ def test_a_gp_asks_for_studies_on_its_own_node_and_they_arrive_there_unchanged(
             assert [status for status, _ in steps] == [
                 "draft", "sent", "delivering", "delivering", "delivered"
             ], steps  # fmt: skip
-            assert steps[3][1] == "sent 2 of 2 to PRACTICE_PACS; waiting for 1 more of the " \
+            assert (
+                steps[3][1] == "sent 2 of 2 to PRACTICE_PACS; waiting for 1 more of the "
                 "transfer's studies"
+            )
             assert steps[4][1] == "sent 2 of 2 to PRACTICE_PACS"
             receiving = http.get(f"/api/transfers/{tid}", headers=tokens["practice-receiver"])
             assert receiving.status_code == 200, receiving.text
@@ -143,13 +144,16 @@ def test_a_gp_asks_for_studies_on_its_own_node_and_they_arrive_there_unchanged(
         pacs.stop()
 
     story = list(iter_events(engine, AuditQuery(transaction=rid)))
-    steps = {(e.action, e.outcome, orjson.loads(e.detail).get("step")) for e in story}
+    taken = {(e.action, e.outcome, orjson.loads(e.detail).get("step")) for e in story}
     assert {("request", "allowed", "created"), ("answer", "allowed", "fetching"),
-            ("answer", "allowed", "answered")} <= steps  # fmt: skip
+            ("answer", "allowed", "answered")} <= taken  # fmt: skip
     assert all(e.patient_id == PATIENT for e in story)
     delivered = list(iter_events(engine, AuditQuery(transaction=tid, action="forward")))
     assert {e.study_uid for e in delivered} == {in_ferry.study_uid, on_pacs.study_uid}
     assert {e.outcome for e in delivered} == {"allowed"}
+    transfer_story = iter_events(engine, AuditQuery(transaction=tid))
+    journey = [(e.action, orjson.loads(e.detail).get("status")) for e in transfer_story]
+    assert journey.count(("transfer", "delivered")) == 1, journey
     assert list(iter_events(engine, AuditQuery(patient_id=PATIENT, action="retrieve")))
 
 
