@@ -38,7 +38,7 @@ from exchange import transfers
 from exchange.models import TransferStatus
 from foundation import metrics
 from foundation.errors import NotFound, StudyNotFound
-from foundation.jobs import DEFAULT_MAX_ATTEMPTS, ClaimedJob, JobFailed, enqueue
+from foundation.jobs import DEFAULT_MAX_ATTEMPTS, ClaimedJob, JobFailed, JobStatus, enqueue
 from policy.decision import NodeFacts
 
 log = logging.getLogger(__name__)
@@ -315,13 +315,15 @@ class _Run:
             log.warning("transfer %s is gone; not marked %s", self.request.transfer_pk, status)
 
     def _studies_waiting(self) -> list[str]:
-        """The transfer's other studies queued for the node that it has not taken in full."""
+        """The transfer's other studies queued for the node that it has not taken in full: their
+        jobs are not done, nor has the node accepted every instance (a job finishing meanwhile)."""
         if self.request.transfer_pk is None:
             return []
         jobs = transfers.delivery_jobs(self.engine, self.request.transfer_pk)
         waiting = []
         for uid, job_pk in jobs.items():
-            if uid == self.request.study_uid:
+            job = self.context.jobs.get(job_pk)
+            if uid == self.request.study_uid or (job and job.status == JobStatus.DONE):
                 continue
             try:
                 total = len(self.context.archive.find_instances(uid))
