@@ -6,7 +6,9 @@ committed as soon as it arrives, so a worker that dies mid-study loses at most t
 flight and the run that resumes it (after the lease runs out) sends only the rest. Refusals and
 unreachable nodes fail the run (`JobFailed`): the queue retries with backoff and parks the job
 after `max_attempts`, where administrators see it. Each run is audited as Ferry's own action, and
-a delivery that belongs to a transfer reports its outcome to `exchange.transfers`.
+a delivery that belongs to a transfer reports its outcome to `exchange.transfers` (a transfer of
+several studies is delivered when the node has taken in the last of them; before, each study
+delivered is a note in its history).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from exchange import transfers
 from exchange.models import TransferStatus
 from foundation import metrics
 from foundation.errors import NotFound, StudyNotFound
-from foundation.jobs import DEFAULT_MAX_ATTEMPTS, ClaimedJob, JobFailed, enqueue
+from foundation.jobs import DEFAULT_MAX_ATTEMPTS, ClaimedJob, JobFailed, JobStatus, enqueue
 from policy.decision import NodeFacts
 
 log = logging.getLogger(__name__)
@@ -183,7 +185,11 @@ class _Run:
         if not done.complete:
             self._give_up(done.problem(), retry_status=TransferStatus.PARTIAL, **done.detail())
         summary = done.summary()
-        self._mark(TransferStatus.DELIVERED, summary)
+        waiting = self._studies_waiting()
+        if waiting:  # a transfer of several studies is delivered when the last one is
+            self._note(f"{summary}; waiting for {len(waiting)} more of the transfer's studies")
+        else:
+            self._mark(TransferStatus.DELIVERED, summary)
         metrics.FORWARD_RESULTS.labels("delivered").inc()
         self._audit(Outcome.ALLOWED, summary, **done.detail())
         return summary
@@ -307,6 +313,35 @@ class _Run:
             )  # fmt: skip
         except NotFound:  # the transfer was deleted; the delivery itself still stands
             log.warning("transfer %s is gone; not marked %s", self.request.transfer_pk, status)
+
+    def _studies_waiting(self) -> list[str]:
+        """The transfer's other studies queued for the node that it has not taken in full: their
+        jobs are not done, nor has the node accepted every instance (a job finishing meanwhile)."""
+        if self.request.transfer_pk is None:
+            return []
+        jobs = transfers.delivery_jobs(self.engine, self.request.transfer_pk)
+        waiting = []
+        for uid, job_pk in jobs.items():
+            job = self.context.jobs.get(job_pk)
+            if uid == self.request.study_uid or (job and job.status == JobStatus.DONE):
+                continue
+            try:
+                total = len(self.context.archive.find_instances(uid))
+            except StudyNotFound:
+                total = -1  # gone from the archive: its job fails, the transfer with it
+            if len(accepted_instances(self.engine, job_pk)) != total:
+                waiting.append(uid)
+        return waiting
+
+    def _note(self, reason: str) -> None:
+        if self.request.transfer_pk is None:
+            return
+        try:
+            transfers.note_delivery(
+                self.engine, self.request.transfer_pk, reason, self.context.clock()
+            )
+        except NotFound:
+            log.warning("transfer %s is gone; not noted", self.request.transfer_pk)
 
     def _transaction(self) -> str:
         """The transfer's opaque id: `ferry audit search --transaction` then finds the delivery."""

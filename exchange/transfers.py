@@ -22,7 +22,7 @@ from sqlmodel import Session, col, or_, select
 from archive.models import Patient, Study
 from audit.trail import AuditRecord, record
 from exchange.history import record_change
-from exchange.models import Transfer, TransferStatus
+from exchange.models import Transfer, TransferStatus, TransferStudy
 from exchange.notifications import Event, EventKind, Subject, notify
 from policy.decision import Decision
 from policy.models import Route
@@ -146,6 +146,29 @@ def mark_delivery(
         destination="worklist" if node is None else f"node:{node}",
         job=transfer.job_pk,
     )
+
+
+def delivery_jobs(engine: Engine, transfer_pk: int) -> dict[str, int]:
+    """The studies of a transfer made by people that were queued for a node: their forwarding
+    jobs, by Study Instance UID (a pushed transfer has none: its one study is on the row)."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(TransferStudy.study_instance_uid, TransferStudy.job_pk).where(
+                TransferStudy.transfer_pk == transfer_pk, col(TransferStudy.job_pk).is_not(None)
+            )
+        ).all()
+    return {uid: job_pk for uid, job_pk in rows if job_pk is not None}
+
+
+def note_delivery(engine: Engine, transfer_pk: int, reason: str, now: datetime) -> None:
+    """One study of several delivered, the others still on their way: a history row, the
+    transfer's status unchanged (it is delivered when the last study is)."""
+    with Session(engine) as session:
+        transfer = session.get(Transfer, transfer_pk)
+        if transfer is None:
+            raise UnknownRecord(f"no transfer {transfer_pk}")
+        status = TransferStatus(transfer.status)
+    record_change(engine, transfer_pk, status, SYSTEM_ACTOR, reason, now)
 
 
 _FAILED = frozenset(
