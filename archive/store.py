@@ -11,9 +11,9 @@ import filecmp
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -180,8 +180,6 @@ class Archive:
         self._write_lock: AbstractContextManager[object] = (
             threading.Lock() if engine.dialect.name == "sqlite" else nullcontext()
         )
-        # Concurrent stores (associations, STOW requests) share one index transaction.
-        self._group = _GroupCommit(self._commit_group)
 
     # -- store ---------------------------------------------------------------------------
 
@@ -376,10 +374,9 @@ class Archive:
         results: list[StoreOutcome | None],
     ) -> None:
         moves = [(item.parsed.path, item.blob_key) for _, item in work]
-        share = _Share(work, replacing, results)
         try:
             self.blobs.store(moves)
-            self._group.commit(share)
+            old_keys, inserted = self._commit_owned(work, replacing, results)
         except Exception as error:  # disk full, database gone: nothing is indexed
             self.blobs.delete(key for _, key in moves)
             if is_disk_full(error):
@@ -391,33 +388,23 @@ class Archive:
             for position, item in work:
                 results[position] = _failed(item.parsed, reason, "could not store")
             return
-        self.blobs.delete(share.old_keys)
+        self.blobs.delete(old_keys)
         for position, item in work:
             if results[position] is not None:  # refused inside the commit: owned elsewhere
                 self.blobs.delete([item.blob_key])
-            elif item.parsed.sop_instance_uid in share.inserted:
+            elif item.parsed.sop_instance_uid in inserted:
                 results[position] = _stored(item.parsed)
             else:
                 self.blobs.delete([item.blob_key])
                 message = "stored concurrently by another request"
                 results[position] = _failed(item.parsed, outcomes.DUPLICATE_SOP_INSTANCE, message)
 
-    def _commit_group(self, shares: list[_Share]) -> None:
-        """One transaction for the stores that waited together; if it fails, each alone, so
-        that one store's trouble (a value the database refuses) is not the others'."""
-        if len(shares) > 1:
-            try:
-                self._commit_owned(shares)
-                return
-            except Exception:
-                log.warning("a group commit of %d stores failed; committing each", len(shares))
-        for share in shares:
-            try:
-                self._commit_owned([share])
-            except Exception as error:
-                share.error = error
-
-    def _commit_owned(self, shares: list[_Share]) -> None:
+    def _commit_owned(
+        self,
+        work: list[tuple[int, Prepared]],
+        replacing: set[int],
+        results: list[StoreOutcome | None],
+    ) -> tuple[list[str], set[str]]:
         """Commit; instances whose study another institution created meanwhile are refused.
 
         The owner was checked before (`_owned_elsewhere`), outside this transaction: another
@@ -426,39 +413,36 @@ class Archive:
         if one changed, is rolled back and made again without those instances.
         """
         while True:
-            merged = _merge(shares)
             try:
-                self._commit(merged)
-                return
+                return self._commit(work, replacing)
             except _OwnedMeanwhile as taken:
-                for number in taken.items:
-                    share, position, item = merged[number]
-                    share.results[position] = _uid_in_use(item.parsed)
+                for position, item in work:
+                    if item.parsed.study_instance_uid in taken.studies:
+                        results[position] = _uid_in_use(item.parsed)
+                work = [(n, item) for n, item in work if results[n] is None]
 
-    def _commit(self, merged: list[tuple[_Share, int, Prepared]]) -> None:
-        if not merged:
-            return
+    def _commit(
+        self, work: list[tuple[int, Prepared]], replacing: set[int]
+    ) -> tuple[list[str], set[str]]:
+        old_keys: list[str] = []
+        if not work:
+            return old_keys, set()
         with self._write_lock, self.engine.begin() as connection:
-            fresh = [item.entry for share, n, item in merged if n not in share.replacing]
+            fresh = [item.entry for position, item in work if position not in replacing]
             inserted = index.insert_entries(connection, fresh)
-            for share, position, item in merged:
-                if position in share.replacing:
+            for position, item in work:
+                if position in replacing:
                     old = index.replace_entry(connection, item.entry)
                     inserted.add(item.parsed.sop_instance_uid)
                     if old:
-                        share.old_keys.append(old)
-            studies = list({item.parsed.study_instance_uid for _, _, item in merged})
-            owners = dict(connection.execute(_STUDY_OWNERS, {"uids": studies}).all())
-            taken = set()
-            for number, (_, _, item) in enumerate(merged):
-                wanted = item.entry.study["institution_pk"]
-                if owners.get(item.parsed.study_instance_uid, wanted) != wanted:
-                    taken.add(number)
+                        old_keys.append(old)
+            wanted = {item.parsed.study_instance_uid: item.entry.study["institution_pk"]
+                      for _, item in work}  # fmt: skip
+            owners = connection.execute(_STUDY_OWNERS, {"uids": list(wanted)}).all()
+            taken = {uid for uid, owner in owners if owner != wanted[uid]}
             if taken:
                 raise _OwnedMeanwhile(taken)  # rolls the whole batch back
-        for share, _, item in merged:
-            if item.parsed.sop_instance_uid in inserted:
-                share.inserted.add(item.parsed.sop_instance_uid)
+        return old_keys, inserted
 
     # -- read ----------------------------------------------------------------------------
 
@@ -579,75 +563,11 @@ def _failed(item: ParsedInstance, reason: int, message: str) -> StoreOutcome:
 
 
 class _OwnedMeanwhile(Exception):
-    """Instances (by number in the merged batch) whose study another institution created
-    between the owner check and the commit."""
+    """Studies another institution created between the owner check and the commit."""
 
-    def __init__(self, items: set[int]) -> None:
-        super().__init__(f"{len(items)} instances in studies owned elsewhere meanwhile")
-        self.items = items
-
-
-@dataclass
-class _Share:
-    """One store's part of a group commit: its instances, and what the commit did with them."""
-
-    work: list[tuple[int, Prepared]]
-    replacing: set[int]
-    results: list[StoreOutcome | None]
-    inserted: set[str] = field(default_factory=set)
-    old_keys: list[str] = field(default_factory=list)
-    error: Exception | None = None
-    done: bool = False
-
-
-def _merge(shares: list[_Share]) -> list[tuple[_Share, int, Prepared]]:
-    """The instances still to commit, each SOP Instance UID once: a second store of the same
-    UID in the group is left out, and hears what it would have after the first's commit
-    ("stored concurrently by another request")."""
-    merged = []
-    seen: set[str] = set()
-    for share in shares:
-        share.inserted.clear()
-        share.old_keys.clear()
-        for position, item in share.work:
-            uid = item.parsed.sop_instance_uid
-            if share.results[position] is None and uid not in seen:
-                seen.add(uid)
-                merged.append((share, position, item))
-    return merged
-
-
-class _GroupCommit:
-    """Stores that reach the commit while another is committing wait, and the first of them
-    commits them all in one transaction (its own included) once that one is done: group
-    commit, with no timer. Each store returns only when the transaction holding its
-    instances has committed (or failed), so nothing is answered before it is indexed."""
-
-    def __init__(self, commit: Callable[[list[_Share]], None]) -> None:
-        self._commit = commit
-        self._ready = threading.Condition(threading.Lock())
-        self._waiting: list[_Share] = []
-        self._committing = False
-
-    def commit(self, share: _Share) -> None:
-        with self._ready:
-            self._waiting.append(share)
-            while self._committing and not share.done:
-                self._ready.wait()
-            if not share.done:
-                self._committing = True
-                group, self._waiting = self._waiting, []
-        if not share.done:
-            try:
-                self._commit(group)
-            finally:
-                with self._ready:
-                    for member in group:
-                        member.done = True
-                    self._committing = False
-                    self._ready.notify_all()
-        if share.error is not None:
-            raise share.error
+    def __init__(self, studies: set[str]) -> None:
+        super().__init__(f"{len(studies)} studies owned elsewhere meanwhile")
+        self.studies = studies
 
 
 def _uid_in_use(item: ParsedInstance) -> StoreOutcome:
