@@ -150,10 +150,77 @@ def _pk_query(table: Table, names: tuple[str, ...]) -> Select[Any]:
     return select(table.c.pk, *columns).where(key.in_(bindparam("keys", expanding=True)))
 
 
+@functools.cache
+def _known_series_query() -> Select[Any]:
+    """The series with their study's and patient's keys, by Series Instance UID."""
+    return (
+        select(
+            SERIES.c.series_instance_uid,
+            SERIES.c.pk,
+            STUDY.c.pk,
+            STUDY.c.study_instance_uid,
+            PATIENT.c.pk,
+            PATIENT.c.patient_id,
+            PATIENT.c.issuer_of_patient_id,
+        )
+        .join(STUDY, STUDY.c.pk == SERIES.c.study_pk)
+        .join(PATIENT, PATIENT.c.pk == STUDY.c.patient_pk)
+        .where(SERIES.c.series_instance_uid.in_(bindparam("uids", expanding=True)))
+    )
+
+
+@functools.cache
+def _instance_insert(dialect: str) -> Any:
+    """Built once per dialect, as `_pk_query`."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    return (
+        insert(INSTANCE)
+        .on_conflict_do_nothing(index_elements=["sop_instance_uid"])
+        .returning(INSTANCE.c.sop_instance_uid)
+    )
+
+
+def _into_known_series(connection: Connection, entries: Sequence[IndexEntry]) -> list[IndexEntry]:
+    """Entries whose series is indexed already, under their own study and patient, get its
+    keys from one query; the others are returned, for the upserts. Nothing is written here:
+    the upserts would have found all three rows and inserted none."""
+    uids = list({entry.series["series_instance_uid"] for entry in entries})
+    known = {row[0]: row[1:] for row in connection.execute(_known_series_query(), {"uids": uids})}
+    rest = []
+    for entry in entries:
+        found = known.get(entry.series["series_instance_uid"])
+        if found is not None and (
+            found[2] == entry.study["study_instance_uid"]
+            and (found[4], found[5])
+            == (entry.patient["patient_id"], entry.patient["issuer_of_patient_id"])
+        ):
+            series_pk, study_pk, _, patient_pk = found[:4]
+            entry.study["patient_pk"] = patient_pk
+            entry.series["study_pk"] = study_pk
+            entry.instance["series_pk"] = series_pk
+        else:
+            rest.append(entry)
+    return rest
+
+
 def insert_entries(connection: Connection, entries: Sequence[IndexEntry]) -> set[str]:
-    """Write a batch; returns the SOP Instance UIDs actually inserted (others lost a race)."""
+    """Write a batch; returns the SOP Instance UIDs actually inserted (others lost a race).
+
+    Most instances arrive in a series already indexed (every one after a series' first): they
+    take its keys from one query instead of an upsert at each of the three levels.
+    """
     if not entries:
         return set()
+    rest = _into_known_series(connection, entries)
+    if rest:
+        _upsert_levels(connection, rest)
+    statement = _instance_insert(connection.dialect.name)
+    inserted = connection.execute(statement, [entry.instance for entry in entries])
+    return set(inserted.scalars().all())
+
+
+def _upsert_levels(connection: Connection, entries: Sequence[IndexEntry]) -> None:
+    """Patient, study and series rows inserted where new; every entry gets its keys."""
     patients = _upsert_pks(
         connection, PATIENT, ["patient_id", "issuer_of_patient_id"], [e.patient for e in entries]
     )
@@ -164,15 +231,8 @@ def insert_entries(connection: Connection, entries: Sequence[IndexEntry]) -> set
     for entry in entries:
         entry.series["study_pk"] = studies[(entry.study["study_instance_uid"],)]
     series = _upsert_pks(connection, SERIES, ["series_instance_uid"], [e.series for e in entries])
-    rows = []
     for entry in entries:
         entry.instance["series_pk"] = series[(entry.series["series_instance_uid"],)]
-        rows.append(entry.instance)
-    statement = _insert_ignoring_conflicts(connection, INSTANCE, ["sop_instance_uid"]).returning(
-        INSTANCE.c.sop_instance_uid
-    )
-    inserted = connection.execute(statement, rows).scalars().all()
-    return set(inserted)
 
 
 def replace_entry(connection: Connection, entry: IndexEntry) -> str | None:

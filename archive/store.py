@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, Select, bindparam, delete, func, select
+from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, select
 
 from archive import dicomjson, index, outcomes
 from archive.blobstore import BlobStore
@@ -252,8 +252,9 @@ class Archive:
             work = self._within_reserve(work, results)
             if expected_study_uid:
                 work = self._other_studies(work, expected_study_uid, results)
-            work = self._owned_elsewhere(work, institution_pk, results)
-            work, replacing = self._settle_duplicates(work, institution_pk, results)
+            with self.engine.connect() as connection:  # one checkout for both checks
+                work = self._owned_elsewhere(connection, work, institution_pk, results)
+                work, replacing = self._settle_duplicates(connection, work, institution_pk, results)
             if work:
                 self._write(work, replacing, results)
         finally:
@@ -297,6 +298,7 @@ class Archive:
 
     def _owned_elsewhere(
         self,
+        connection: Connection,
         work: list[tuple[int, Prepared]],
         institution_pk: int | None,
         results: list[StoreOutcome | None],
@@ -307,8 +309,7 @@ class Archive:
         uids = {item.parsed.study_instance_uid for _, item in work}
         if not uids:
             return work
-        with self.engine.connect() as connection:
-            owners = dict(connection.execute(_STUDY_OWNERS, {"uids": list(uids)}).all())
+        owners = dict(connection.execute(_STUDY_OWNERS, {"uids": list(uids)}).all())
         kept = []
         for position, item in work:
             owner = owners.get(item.parsed.study_instance_uid, institution_pk)
@@ -321,6 +322,7 @@ class Archive:
 
     def _settle_duplicates(
         self,
+        connection: Connection,
         work: list[tuple[int, Prepared]],
         institution_pk: int | None,
         results: list[StoreOutcome | None],
@@ -330,7 +332,7 @@ class Archive:
         Only the storing institution's own instance, in the same study, is ever replaced; a
         UID held anywhere else is refused as `_uid_in_use`, naming no owner.
         """
-        existing = self._existing(work)
+        existing = self._existing(connection, work)
         kept: list[tuple[int, Prepared]] = []
         replacing: set[int] = set()
         seen: set[str] = set()
@@ -357,13 +359,14 @@ class Archive:
                 item.parsed.path.unlink(missing_ok=True)
         return kept, replacing
 
-    def _existing(self, work: list[tuple[int, Prepared]]) -> dict[str, _Held]:
+    def _existing(
+        self, connection: Connection, work: list[tuple[int, Prepared]]
+    ) -> dict[str, _Held]:
         uids = [item.parsed.sop_instance_uid for _, item in work]
         if not uids:
             return {}
-        with self.engine.connect() as connection:
-            rows = connection.execute(_HELD_INSTANCES, {"uids": uids})
-            return {row[0]: _Held(*row[1:]) for row in rows}
+        rows = connection.execute(_HELD_INSTANCES, {"uids": uids})
+        return {row[0]: _Held(*row[1:]) for row in rows}
 
     def _same_bytes(self, path: Path, key: str) -> bool:
         try:

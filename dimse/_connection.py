@@ -4,6 +4,12 @@ pynetdicom reads whatever length a PDU header claims and blocks without a timeou
 that stops mid-PDU, and an association aborted mid-C-STORE leaves its partly received data
 set in the system's temporary folder. One misbehaving peer must cost Ferry neither memory,
 nor an association slot for ever, nor disk.
+
+pynetdicom also reads a PDU's body 4,096 bytes at a time (`AssociationSocket.recv`): 64 calls
+for one 262,144-byte P-DATA-TF, each a system call, a bytearray extension and a release and
+re-take of the interpreter lock, which under several associations waits behind the other
+threads every time. The body is read here instead, into one buffer of the PDU's length, as much
+as the socket holds per call.
 """
 
 from __future__ import annotations
@@ -44,7 +50,7 @@ class _LimitedReads:
             return bytearray()
         if not self.expecting_header:
             self.expecting_header = True
-            return self.read(nr_bytes)  # type: ignore[no-any-return]
+            return self._read_body(nr_bytes)
         header = self.read(nr_bytes)
         if len(header) == 6:
             pdu_type, _, length = struct.unpack(">BBL", header)
@@ -53,6 +59,22 @@ class _LimitedReads:
                 self._refuse(pdu_type, length, limit)
             self.expecting_header = False
         return header  # type: ignore[no-any-return]
+
+    def _read_body(self, nr_bytes: int) -> bytearray:
+        """`nr_bytes` read into one buffer, as much per call as the socket holds; fewer if the
+        peer closes first (the DUL then sees a short PDU, as with its own reads)."""
+        sock = self.association_socket.socket
+        body = bytearray(nr_bytes)
+        view = memoryview(body)
+        read = 0
+        while read < nr_bytes:
+            got = sock.recv_into(view[read:], nr_bytes - read)
+            if not got:
+                del view
+                del body[read:]
+                break
+            read += got
+        return body
 
     def _refuse(self, pdu_type: int, length: int, limit: int) -> None:
         log.warning(

@@ -19,10 +19,15 @@ before either thread starts). For those:
 - the reactor's sleep waits on an event, for at most the same time, set when a complete DIMSE
   message or an ACSE primitive (a release request, an abort) is queued for it.
 
-The loops themselves are untouched: every condition they poll (timers, kill flags, a DUL that
-died) is still looked at within the same bound as before, and waking early only makes them look
-sooner. Idle associations cost what they did. Drop this when pynetdicom's loops block on their
-queues and sockets by themselves.
+The loops themselves are untouched. What wakes them is the socket, the pipe or the event; the
+conditions that nothing signals (the ARTIM and idle timers, kill flags, a DUL thread that died)
+are looked at at least every `IDLE_WAIT_S` (20 ms) instead of every millisecond. At 1 ms, each
+association's two threads woke 2,000 times a second whatever happened: during a 5 ms store the
+DUL thread took the interpreter lock five times from the thread storing, and over four
+associations eight threads did, each wake-up a system call, a pass of the loop and a lock
+hand-over. A timer is thus seen up to 20 ms late (its own length is seconds), and an
+association's end waits up to 20 ms for its DUL thread to notice. Drop this when pynetdicom's
+loops block on their queues and sockets by themselves.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from pynetdicom import dul as _dul
 from pynetdicom import evt
 
 _WAKE = "_ferry_wake"  # attribute of the association's threads that wait on their wake-up
+IDLE_WAIT_S = 0.02  # the longest a woken loop sleeps: how late a timer or a kill flag is seen
 
 
 class _ReactorWake:
@@ -136,7 +142,7 @@ class _WakeableTime:
         if wake is None:
             self._module.sleep(seconds)
         else:
-            wake.sleep(seconds)
+            wake.sleep(max(seconds, IDLE_WAIT_S))
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._module, name)

@@ -1,0 +1,144 @@
+"""The DIMSE bridge's CPU time per C-STORE instance, per thread (issue 14).
+
+    PYTHONPATH=$PWD .venv/bin/python bench/dimse_cpu.py --make 400 SETDIR   # once
+    PYTHONPATH=$PWD .venv/bin/python bench/dimse_cpu.py SETDIR [--serve]
+
+SETDIR holds `warm/` (10 instances, sent first), `one/` (sent over one association) and
+`par/0` … `par/3` (sent over four at once): 512×512 CT, 525 KB Part 10 files (`_instances.py`),
+with UIDs new to an empty Ferry, each run starting one. The
+bridge runs in a process of the benchmark (`--serve`: in `ferry serve`); its user + system CPU
+seconds (`/proc/<pid>/stat`) before and after each set, over the instances, is the figure, and
+each thread's share from `/proc/<pid>/task/*/stat`, named with `py-spy dump` where installed.
+Wall-clock rates are printed too, but on a shared machine only the CPU time is comparable.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from _dimse_ferry import FerryDimse
+from _dimse_ingest import tree_cpu_seconds
+from _dimse_peers import send_folders
+from _instances import iter_study_instances
+from _memory import PeakMemory
+from _workload import plan_workload
+
+SAMPLE_S = 0.05
+
+
+def _task_times(pid: int) -> dict[int, tuple[int, int]]:
+    times = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            fields = Path(f"/proc/{pid}/task/{task}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        times[int(task)] = (int(fields[11]), int(fields[12]))
+    return times
+
+
+def _thread_names(pid: int) -> dict[int, str]:
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    if not Path(spy).exists():
+        return {}
+    dump = subprocess.run([spy, "dump", "-p", str(pid)], capture_output=True, text=True).stdout
+    pattern = r'Thread (?:0x[0-9A-Fa-f]+ )?\(?(\d+)\)? \((?:idle|active)[^)]*\): "([^"]+)"'
+    return {int(m.group(1)): re.sub(r"[-@ ]?\d+", "", m.group(2)).strip()
+            for m in re.finditer(pattern, dump)}  # fmt: skip
+
+
+def measure(pid: int, port: int, ae_title: str, folders: list[Path]) -> dict[str, object]:
+    count = sum(1 for folder in folders for _ in folder.iterdir())
+    last: dict[int, tuple[int, int]] = {}
+    names: dict[int, str] = {}
+    done = threading.Event()
+
+    def sample() -> None:
+        rounds = 0
+        while not done.wait(SAMPLE_S):
+            last.update(_task_times(pid))
+            rounds += 1
+            if rounds in (20, 45):  # threads live as long as their association: name them then
+                names.update(_thread_names(pid))
+
+    os.sync()
+    base = _task_times(pid)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    with PeakMemory(pid) as memory:
+        before = tree_cpu_seconds(pid)
+        sent = send_folders(port, ae_title, folders)
+        time.sleep(0.3)
+        used = tree_cpu_seconds(pid) - before
+    done.set()
+    sampler.join()
+    if sent.errors:
+        raise RuntimeError(f"storescu failed: {sent.errors}")
+    ticks = os.sysconf("SC_CLK_TCK")
+    threads: collections.Counter[str] = collections.Counter()
+    for tid, (user, system) in last.items():
+        name = names.get(tid, "?")
+        start = base.get(tid, (0, 0))
+        threads[f"{name} user"] += user - start[0]
+        threads[f"{name} system"] += system - start[1]
+    return {
+        "instances": count,
+        "cpu_ms_per_instance": round(used * 1000 / count, 2),
+        "instances_per_s": round(count / sent.seconds, 1),
+        "peak_rss_mib": round(memory.peak_mib),
+        "peak_pss_mib": round(memory.peak_pss_mib),
+        "threads_ms_per_instance": {
+            name: round(value * 1000 / ticks / count, 2)
+            for name, value in sorted(threads.items())
+            if value
+        },
+    }
+
+
+def make_sets(root: Path, count: int) -> None:
+    for name, salt, size, parts in (("warm", "cpu-warm", 10, 1), ("one", "cpu", count, 1),
+                                    ("par", "cpu-par", count, 4)):  # fmt: skip
+        workload = plan_workload(1, salt, size, 100, 0)
+        blobs = [blob for _, blob in iter_study_instances(workload.ingest_single, 1)]
+        share = -(-len(blobs) // parts)
+        for part in range(parts):
+            folder = root / name / str(part) if parts > 1 else root / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for number, blob in enumerate(blobs[part * share : (part + 1) * share]):
+                (folder / f"{part * share + number:05d}.dcm").write_bytes(blob)
+
+
+def main() -> int:
+    if sys.argv[1] == "--make":
+        make_sets(Path(sys.argv[3]), int(sys.argv[2]))
+        return 0
+    sets = Path(sys.argv[1])
+    ferry = FerryDimse(own_bridge="--serve" not in sys.argv)
+    ferry.start()
+    try:
+        pid = ferry.ingest_pid
+        assert pid is not None
+        warm = send_folders(ferry.dicom_port, ferry.ae_title, [sets / "warm"])
+        if warm.errors:
+            raise RuntimeError(f"storescu failed: {warm.errors}")
+        result = {
+            f"a{len(folders)}": measure(pid, ferry.dicom_port, ferry.ae_title, folders)
+            for folders in ([sets / "one"], sorted((sets / "par").iterdir()))
+        }
+    finally:
+        ferry.stop()
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
