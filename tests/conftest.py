@@ -15,11 +15,11 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import httpx
 import pytest
@@ -60,6 +60,29 @@ def _ephemeral_ports() -> range:
 
 _EPHEMERAL = _ephemeral_ports()
 _LISTENER_PORTS = range(20000, 32000) if _EPHEMERAL.start >= 32000 else range(61001, 65000)
+
+
+T = TypeVar("T")
+
+
+def run_coroutine(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """`asyncio.run(main())` on a thread of its own: the process's Playwright (sync API) keeps an
+    event loop running on the main thread once any browser test has started it."""
+    outcome: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            outcome.append(asyncio.run(main()))
+        except BaseException as error:  # handed to the caller's thread
+            failure.append(error)
+
+    thread = threading.Thread(target=run, name="test-coroutine")
+    thread.start()
+    thread.join()
+    if failure:
+        raise failure[0]
+    return outcome[0]
 
 
 def free_port() -> int:

@@ -7,7 +7,6 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 
-import anyio
 import httpx
 import pytest
 from starlette.requests import Request
@@ -19,7 +18,7 @@ from dicomweb.capabilities import Capability, capability_of, declare
 from dicomweb.routes import ROUTES
 from ferry.app import create_app
 from ferry.settings import Settings
-from tests.conftest import RunningServer, run_server
+from tests.conftest import RunningServer, run_coroutine, run_server
 
 
 @pytest.fixture
@@ -149,7 +148,9 @@ def test_a_route_added_at_runtime_is_listed(settings: Settings, archive: Archive
     mount.routes.append(Route("/studies/{study}/hello", say_hello, methods=["PUT"]))
     app.add_route("/dicom-web/extra", undeclared, methods=["PATCH"])
     app.add_route("/elsewhere", undeclared, methods=["GET"])
-    listed = {r["path"]: r["methods"] for r in anyio.run(_options, app).json()["resources"]}
+    listed = {
+        r["path"]: r["methods"] for r in run_coroutine(lambda: _options(app)).json()["resources"]
+    }
     (hello,) = listed["/studies/{StudyInstanceUID}/hello"]
     assert hello["method"] == "PUT" and hello["id"] == "SayHelloOfStudy"
     assert hello["produces"] == ["text/plain"] and hello["query"] == ["greeting"]

@@ -4,7 +4,6 @@ ASGI server)."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import threading
 import time
@@ -23,7 +22,7 @@ from archive.blobstore import FilesystemBlobStore
 from dicomweb.multipart import iter_multipart_related
 from dicomweb.stored_parts import StoredPart, StoredPartsResponse
 from ferry.http_server import server_config
-from tests.conftest import make_settings
+from tests.conftest import make_settings, run_coroutine
 
 BOUNDARY = "stored-parts-test"
 PART_TYPE = "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
@@ -106,7 +105,8 @@ def test_read_and_streamed_where_the_server_offers_no_zero_copy(
     stored: tuple[FilesystemBlobStore, list[StoredPart], bytes],
 ) -> None:
     blobs, parts, expected = stored
-    response = asyncio.run(_get(_app(blobs, parts)))
+    app = _app(blobs, parts)
+    response = run_coroutine(lambda: _get(app))
     assert response.status_code == 200
     assert response.headers["content-length"] == str(len(expected))
     assert response.content == expected
