@@ -18,7 +18,7 @@ ignored. Statistics carry no patient data: their filters stay in the URL and the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlencode
@@ -234,24 +234,30 @@ async def audit_page(request: Request, visitor: Visitor) -> Response:
 @signed_in
 async def transactions_csv(request: Request, visitor: Visitor) -> Response:
     """Every transaction the posted filters match, as CSV: the API's own stream."""
-    place = visitor.place(request.path_params["code"])
-    asked = _asked(request, visitor, TRANSACTION_FILTERS, "offset")
-    search = _query(TransactionsSearch, {**asked.filters, "institution": place.code,
-                                         "format": "csv"})  # fmt: skip
-    return _private(await run_operation(request, visitor, list_transactions, body=search))
+    return await _csv(request, visitor, TRANSACTION_FILTERS, "offset",
+                      TransactionsSearch, list_transactions)  # fmt: skip
 
 
 @signed_in
 async def audit_csv(request: Request, visitor: Visitor) -> Response:
     """Every audit event the posted filters match, as CSV: the API's own stream."""
+    return await _csv(request, visitor, AUDIT_FILTERS, "before_pk",
+                      AuditTrailSearch, search_audit_trail)  # fmt: skip
+
+
+async def _csv(
+    request: Request,
+    visitor: Visitor,
+    filters: Iterable[str],
+    cursor: str,
+    model: type[BaseModel],
+    operation: Callable[[Call], object],
+) -> Response:
+    """A search's posted filters run as the API's CSV operation, never cached by the browser."""
     place = visitor.place(request.path_params["code"])
-    asked = _asked(request, visitor, AUDIT_FILTERS, "before_pk")
-    search = _query(AuditTrailSearch, {**asked.filters, "institution": place.code,
-                                       "format": "csv"})  # fmt: skip
-    return _private(await run_operation(request, visitor, search_audit_trail, body=search))
-
-
-def _private(answer: Response | BaseModel) -> Response:
+    asked = _asked(request, visitor, filters, cursor)
+    search = _query(model, {**asked.filters, "institution": place.code, "format": "csv"})
+    answer = await run_operation(request, visitor, operation, body=search)
     assert isinstance(answer, Response)  # format=csv: always the stream
     answer.headers["Cache-Control"] = "no-store"
     return answer
