@@ -1,7 +1,7 @@
 """The DIMSE bridge's CPU time per C-STORE instance, per thread (issue 14).
 
     PYTHONPATH=$PWD .venv/bin/python bench/dimse_cpu.py --make 400 SETDIR   # once
-    PYTHONPATH=$PWD .venv/bin/python bench/dimse_cpu.py SETDIR [--serve]
+    PYTHONPATH=$PWD .venv/bin/python bench/dimse_cpu.py SETDIR [--serve] [FERRY_X=VALUE ...]
 
 SETDIR holds `warm/` (10 instances, sent first), `one/` (sent over one association) and
 `par/0` … `par/3` (sent over four at once): 512×512 CT, 525 KB Part 10 files (`_instances.py`),
@@ -10,6 +10,9 @@ bridge runs in a process of the benchmark (`--serve`: in `ferry serve`); its use
 seconds (`/proc/<pid>/stat`) before and after each set, over the instances, is the figure, and
 each thread's share from `/proc/<pid>/task/*/stat`, named with `py-spy dump` where installed.
 Wall-clock rates are printed too, but on a shared machine only the CPU time is comparable.
+With `--serve`, the figures are those of `ferry serve`'s whole process tree (its forked HTTP
+workers and bridges too), and `FERRY_X=VALUE` arguments are settings for it
+(`FERRY_DICOM_PROCESSES=1`).
 """
 
 from __future__ import annotations
@@ -122,7 +125,8 @@ def main() -> int:
         make_sets(Path(sys.argv[3]), int(sys.argv[2]))
         return 0
     sets = Path(sys.argv[1])
-    ferry = FerryDimse(own_bridge="--serve" not in sys.argv)
+    settings = dict(arg.split("=", 1) for arg in sys.argv[2:] if arg.startswith("FERRY_"))
+    ferry = FerryDimse(own_bridge="--serve" not in sys.argv, extra_env=settings)
     ferry.start()
     try:
         pid = ferry.ingest_pid

@@ -1,6 +1,7 @@
 """What runs beside the HTTP server in one process: the DIMSE bridge and the job worker.
 
-`ferry serve` starts both (the embedded default); in the scaled shape each may run alone
+`ferry serve` starts both (the embedded default), and forks further bridge processes
+(`ferry.forks`, `FERRY_DICOM_PROCESSES`); in the scaled shape each may run alone
 (`FERRY_DICOM_PORT=0` turns the listener off, `FERRY_JOBS_ENABLED=false` the worker).
 """
 
@@ -10,9 +11,7 @@ import functools
 import logging
 import os
 import signal
-import subprocess
-import sys
-import threading
+import socket
 
 from sqlalchemy import Engine
 
@@ -37,6 +36,7 @@ from exchange.notifications import NOTIFY
 from exchange.notify_job import Notifier, notify_handler
 from exchange.request_expiry import request_sweeper
 from exchange.routing import transfer_sweeper
+from ferry.forks import per_core
 from ferry.settings import Settings, SettingsError
 from foundation.clock import Clock, utc_now
 from foundation.jobs import Worker
@@ -151,53 +151,48 @@ class Background:
         self.bridge = Bridge(config, archive, clock=clock) if listening else None
         context = self.bridge.context if self.bridge else BridgeContext(config, archive, clock)
         self.worker = build_worker(context, settings) if settings.jobs_enabled else None
-        self.more_bridges: list[subprocess.Popen[bytes]] = []
 
     def start(self) -> None:
         if self.bridge is not None:
             self.bridge.start()
-            for _ in range(self.settings.dicom_processes - 1):
-                self.more_bridges.append(_bridge_process())
         if self.worker is not None:
             self.worker.start()
         if self.shipping is not None:
             self.shipping.start()
 
     def stop(self) -> None:
-        for process in self.more_bridges:
-            process.terminate()
         if self.bridge is not None:
             self.bridge.stop()
         if self.worker is not None:
             self.worker.stop()
         if self.shipping is not None:
             self.shipping.stop()
-        for process in self.more_bridges:
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        self.more_bridges.clear()
 
 
-def _bridge_process() -> subprocess.Popen[bytes]:
-    """Another bridge on the same ports, from the same environment; it ends when we do."""
-    command = [sys.executable, "-m", "ferry.cli", "dimse", "serve", "--parent", str(os.getpid())]
-    return subprocess.Popen(command)
+def bridge_count(settings: Settings) -> int:
+    """Bridge processes of `ferry serve`: `FERRY_DICOM_PROCESSES`, one per CPU core when 0;
+    none without a DIMSE port."""
+    if not (settings.dicom_port or settings.dicom_tls_port):
+        return 0
+    return per_core(settings.dicom_processes)
 
 
-def serve_bridge_only(settings: Settings, archive: Archive, parent: int | None) -> None:
-    """`ferry dimse serve`: the bridge alone, until SIGTERM, SIGINT or the parent's end."""
-    stopping = threading.Event()
-    for signal_number in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signal_number, lambda *_: stopping.set())
+def serve_forked_bridge(settings: Settings, archive: Archive, http: socket.socket) -> None:
+    """A bridge forked from `ferry serve`: the HTTP socket is the HTTP processes' alone (a
+    copy kept open here would take connections that nobody answers once they have ended)."""
+    http.close()
+    serve_bridge_only(settings, archive)
+
+
+def serve_bridge_only(settings: Settings, archive: Archive) -> None:
+    """`ferry dimse serve`, or a bridge `ferry serve` forked: the bridge alone, until SIGTERM
+    or SIGINT."""
+    stopping = {signal.SIGTERM, signal.SIGINT}
+    signal.pthread_sigmask(signal.SIG_BLOCK, stopping)  # and in the threads started from here
     bridge = Bridge(settings.dimse(), archive)
     bridge.start()
     log.info("DIMSE bridge process %s listening", os.getpid())
     try:
-        while not stopping.wait(1.0):
-            if parent is not None and os.getppid() != parent:
-                break  # `ferry serve` went away without telling us (SIGKILL)
+        signal.sigwait(stopping)
     finally:
         bridge.stop()

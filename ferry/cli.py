@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import signal
 import sys
 from pathlib import Path
@@ -15,9 +16,16 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     import uvicorn
 
     from ferry.app import build_archive, create_app
-    from ferry.background import Background, build_shipping, describe_mail, describe_shipping
+    from ferry.background import (
+        Background,
+        bridge_count,
+        build_shipping,
+        describe_mail,
+        describe_shipping,
+        serve_forked_bridge,
+    )
+    from ferry.forks import Forks, per_core
     from ferry.http_server import server_config
-    from ferry.http_workers import HttpWorkers, http_worker_count
     from ferry.metrics_routes import MetricsListener, collectors
     from foundation import metrics
 
@@ -26,7 +34,8 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     archive = build_archive(settings)
     app = create_app(settings, archive)
     build_shipping(settings, archive.engine)  # unusable TLS files stop the start, before forks
-    workers = http_worker_count(settings.http_workers)
+    workers = per_core(settings.http_workers)
+    bridges = bridge_count(settings)
     base = settings.public_url or f"http://{settings.http_host}:{settings.http_port}"
     dicom_host = settings.dicom_host or settings.http_host
     print(f"Ferry is starting; data in {settings.data_dir.resolve()}")
@@ -41,7 +50,8 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     print(f"  Metrics:  {_describe_metrics(settings, base)}")
     print(f"  Emails:   {describe_mail(settings)}")
     print(f"  Audit:    {describe_shipping(settings)}")
-    print(f"  HTTP:     {workers} process{'es' if workers > 1 else ''}", flush=True)
+    dimse = f", DIMSE bridge in {bridges}" if bridges else ""
+    print(f"  Processes: HTTP in {workers}{dimse}", flush=True)
     config = server_config(
         app, settings, log_level=settings.log_level, timeout_graceful_shutdown=10
     )
@@ -51,8 +61,12 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
         uvicorn.Server(config).run(sockets=[listener])
 
     # Forked before any thread starts (the bridge, the job worker, uvicorn's own).
-    http_workers = HttpWorkers(serve_http, archive.engine, workers)
-    http_workers.start()
+    forks = Forks(archive.engine)
+    forks.start("ferry-http", serve_http, workers - 1)
+    forks.start(
+        "ferry-dimse", functools.partial(serve_forked_bridge, settings, archive, listener),
+        bridges - 1,
+    )  # fmt: skip
     background = Background(settings, archive)
     metrics_listener = None
     if settings.metrics_port:
@@ -66,7 +80,7 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     try:
         serve_http()
     finally:
-        http_workers.stop()
+        forks.stop()
         background.stop()
         if metrics_listener is not None:
             metrics_listener.stop()

@@ -1,6 +1,6 @@
 """`ferry dimse ...`: a bridge process alone, and an administrator's hands on the SCU side.
 
-`serve` runs one more bridge on the DIMSE ports (the scaled shape, or `FERRY_DICOM_PROCESSES`),
+`serve` runs one more bridge on the DIMSE ports (the scaled shape: beside `ferry serve`'s own),
 `echo` tests a node's address and AE title, `find` queries it, `retrieve` fetches a study from
 it into Ferry (C-MOVE needs `ferry serve` listening to receive; C-GET does not), `forward` queues
 a delivery that the running worker carries out.
@@ -148,14 +148,14 @@ def _guarded(run: Any) -> Any:
     return command
 
 
-def _serve(settings: Settings, args: argparse.Namespace) -> int:
+def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     from ferry.app import build_archive, configure_libraries
     from ferry.background import serve_bridge_only
 
     configure_libraries(settings)
     archive = build_archive(settings)
     try:
-        serve_bridge_only(settings, archive, args.parent)
+        serve_bridge_only(settings, archive)
     finally:
         archive.engine.dispose()
     return 0
@@ -167,7 +167,6 @@ def add_dimse_commands(commands: Any) -> None:
     serve = verbs.add_parser(
         "serve", help="run a DIMSE bridge process only (shares the port with the others)"
     )
-    serve.add_argument("--parent", type=int, help=argparse.SUPPRESS)
     serve.set_defaults(run=_serve)
     echo = verbs.add_parser("echo", help="C-ECHO a node")
     echo.add_argument("--node", metavar="AET", required=True)

@@ -168,7 +168,7 @@ class Settings:
     dicom_accept_unknown_callers: bool = False  # unknown calling AEs may then only C-ECHO
     dicom_max_pdu: int = 262144
     dicom_max_associations: int = 32  # per bridge process
-    dicom_processes: int = 1  # bridge processes sharing the DIMSE port (SO_REUSEPORT)
+    dicom_processes: int = 0  # bridge processes sharing the DIMSE port; 0: one per CPU core
     dicom_acse_timeout: int = 30
     dicom_dimse_timeout: int = 120
     dicom_network_timeout: int = 120
@@ -368,7 +368,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_DICOM_ACCEPT_UNKNOWN_CALLERS": ("dicom_accept_unknown_callers", _parse_bool),
     "FERRY_DICOM_MAX_PDU": ("dicom_max_pdu", _parse_positive),
     "FERRY_DICOM_MAX_ASSOCIATIONS": ("dicom_max_associations", _parse_positive),
-    "FERRY_DICOM_PROCESSES": ("dicom_processes", _parse_positive),
+    "FERRY_DICOM_PROCESSES": ("dicom_processes", _parse_count),
     "FERRY_DICOM_ACSE_TIMEOUT": ("dicom_acse_timeout", _parse_positive),
     "FERRY_DICOM_DIMSE_TIMEOUT": ("dicom_dimse_timeout", _parse_positive),
     "FERRY_DICOM_NETWORK_TIMEOUT": ("dicom_network_timeout", _parse_positive),
