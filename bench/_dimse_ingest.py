@@ -244,6 +244,10 @@ def ingest_figures(
             memory.peak_mib if memory else None, raw,
         ),
         Figure(
+            group, f"{group}.peak_pss", f"{label}, receiver peak PSS (sampled)", "MiB", LOWER,
+            memory.peak_pss_mib if memory else None, raw,
+        ),
+        Figure(
             group, f"{group}.cpu", f"{label}, receiver CPU per instance", "ms", LOWER, cpu_ms, raw
         ),
     ]  # fmt: skip

@@ -72,14 +72,15 @@ SERVER_FAILURES = (StoreFailed, ServerError, httpx.HTTPError, subprocess.Subproc
 
 def targets(associations: int) -> tuple[ViewingTarget, ...]:
     """Issue 14: each ingest rate at or above Orthanc's (1.0×), peak memory during each ingest
-    at most 300 MiB."""
+    at most 300 MiB: the process tree's PSS, each page shared by forked processes counted once
+    (as `dicomweb.py` judges it; the VmHWM summed over the processes is shown beside it)."""
     rows = []
     for count in (1, associations):
         key, label = f"ingest.a{count}", ingest_label(count)
         rows += [
             ViewingTarget(f"{label}, at or above Orthanc's", f"{key}.rate", "instances/s", ">=",
                           against="orthanc"),
-            ViewingTarget(f"{label}, receiver peak RSS", f"{key}.peak_rss", "MiB", "<=",
+            ViewingTarget(f"{label}, receiver peak PSS", f"{key}.peak_pss", "MiB", "<=",
                           MEMORY_LIMIT_MIB),
         ]  # fmt: skip
     return tuple(rows)
@@ -300,7 +301,8 @@ def _render_summary(report: Report, judged: list[dict[str, Any]], associations: 
     for count in (1, associations):
         plural = "s" if count > 1 else ""
         rate = report.rows.get(f"ingest.a{count}.rate")
-        memory = report.rows.get(f"ingest.a{count}.peak_rss")
+        memory = report.rows.get(f"ingest.a{count}.peak_pss")
+        summed = report.rows.get(f"ingest.a{count}.peak_rss")
         values = rate.values if rate else {}
         ferry, orthanc = values.get("ferry"), values.get("orthanc")
         ratio = f"{ferry / orthanc:.2f}×" if ferry and orthanc else "n/a"
@@ -309,9 +311,12 @@ def _render_summary(report: Report, judged: list[dict[str, Any]], associations: 
                       _cell(values.get("storescp")), _cell(values.get("pynetdicom"))))  # fmt: skip
         peaks = memory.values if memory else {}
         ferry_peak = peaks.get("ferry")
-        lines.append(("… peak RSS during it (MiB)", _cell(ferry_peak),
+        lines.append(("… peak PSS of the tree during it (MiB)", _cell(ferry_peak),
                       _cell(peaks.get("orthanc")), "", f"≤ {MEMORY_LIMIT_MIB:.0f}",
-                      _verdict(met.get(f"ingest.a{count}.peak_rss")), "", ""))  # fmt: skip
+                      _verdict(met.get(f"ingest.a{count}.peak_pss")), "", ""))  # fmt: skip
+        hwm = summed.values if summed else {}
+        lines.append(("  (VmHWM summed over its processes)", _cell(hwm.get("ferry")),
+                      _cell(hwm.get("orthanc")), "", "", "", "", ""))  # fmt: skip
     widths = [max(len(str(row[n])) for row in (header, *lines)) for n in range(len(header))]
     out = ["Issue 14, DIMSE:"]
     for number, row in enumerate((header, *lines)):

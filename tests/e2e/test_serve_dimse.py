@@ -7,6 +7,9 @@ no test code in between.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import time
 from dataclasses import replace
@@ -14,6 +17,9 @@ from pathlib import Path
 
 import pytest
 from pydicom import dcmread
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE
+from pynetdicom.sop_class import CTImageStorage
 
 from tests import factories
 from tests._peers import wait_until_dicom_answers
@@ -24,6 +30,7 @@ from tests.e2e.test_crash import _environment, _ferry_command, _wait_until_up
 pytestmark = pytest.mark.slow
 
 WAIT = 30.0
+MOST_ASSOCIATIONS = 40  # both processes have accepted some long before this
 
 
 def _ferry(data_dir: Path, *arguments: str) -> str:
@@ -127,29 +134,58 @@ def _children(pid: int) -> list[int]:
     return found
 
 
-def _cpu_ticks(pid: int) -> int:
-    fields = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
+def _socket_holders(pids: list[int]) -> dict[str, int]:
+    """Socket inode -> the process holding it, as `ss -tnp` shows a socket's process."""
+    holders = {}
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                with contextlib.suppress(OSError):
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        holders[target[8:-1]] = pid
+    return holders
 
 
-def test_two_bridge_processes_share_the_port(tmp_path: Path) -> None:
-    """FERRY_DICOM_PROCESSES=2: a second bridge takes associations, and ends with `ferry serve`."""
+def _accepted_by(serve: int, dicom_port: int, scu_port: int) -> int:
+    """The process of `ferry serve`'s tree holding the accepted end of the SCU's connection."""
+    deadline = time.monotonic() + WAIT
+    while time.monotonic() < deadline:
+        for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+            fields = line.split()
+            local, remote, inode = fields[1], fields[2], fields[9]
+            if local.endswith(f":{dicom_port:04X}") and remote.endswith(f":{scu_port:04X}"):
+                holder = _socket_holders([serve, *_children(serve)]).get(inode)
+                if holder is not None:
+                    return holder
+        time.sleep(0.05)
+    pytest.fail(f"no process of ferry serve holds the association from port {scu_port}")
+
+
+def _command_name(pid: int) -> str:
+    return (Path("/proc") / str(pid) / "comm").read_text().strip()
+
+
+def _alive(pid: int) -> bool:
+    return Path(f"/proc/{pid}").exists() and _state(pid) not in ("Z", "gone")
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_two_bridge_processes_take_associations_and_end_with_serve(
+    tmp_path: Path, stop: signal.Signals
+) -> None:
+    """FERRY_DICOM_PROCESSES=2: `ferry serve` and a forked bridge (`ferry-dimse-1` in `ps`)
+    each accept associations and store on them; however `ferry serve` ends, the bridge ends."""
     data_dir = tmp_path / "ferry"
     data_dir.mkdir()
     _ferry(data_dir, "admin", "create-institution", "HOSP", "Hospital")
     _ferry(data_dir, "admin", "add-node", "--institution", "HOSP", "--ae-title", "MODALITY",
            "--host", "127.0.0.1", "--port", "104", "--write")  # fmt: skip
-    folders = []
-    for number in range(16):
-        folder = tmp_path / f"study{number}"
-        folder.mkdir()
-        factories.write_series(folder, 1, spec=factories.StudySpec())
-        folders.append(folder)
     dicom_port, http_port = free_port(), free_port()
     environment = _environment(data_dir, http_port) | {
         "FERRY_DICOM_PORT": str(dicom_port),
         "FERRY_DICOM_PROCESSES": "2",
-        "FERRY_HTTP_WORKERS": "1",  # the one child to find is the second bridge
+        "FERRY_HTTP_WORKERS": "1",  # the one child is the second bridge
     }
     log = tmp_path / "serve.log"
     with log.open("ab") as output:
@@ -157,28 +193,47 @@ def test_two_bridge_processes_share_the_port(tmp_path: Path) -> None:
             [*_ferry_command(), "serve"], env=environment, cwd=tmp_path, stdout=output,
             stderr=subprocess.STDOUT,
         )  # fmt: skip
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    held = []
     try:
         _wait_until_up(serve, f"http://127.0.0.1:{http_port}", log)
         deadline = time.monotonic() + WAIT
-        while not _children(serve.pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        [second] = _children(serve.pid)
         while _listeners(dicom_port) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
         assert _listeners(dicom_port) == 2
-        idle = _cpu_ticks(second)
-        for folder in folders:  # sixteen associations, spread by the kernel over both
-            sent = run_dcmtk("storescu", "-aet", "MODALITY", "-aec", "FERRY", "+sd",
-                             "127.0.0.1", str(dicom_port), str(folder))  # fmt: skip
-            assert sent.returncode == 0, sent.stderr
-        assert _cpu_ticks(second) > idle  # it stored some of them
-        serve.terminate()
+        [bridge] = _children(serve.pid)
+        assert _command_name(bridge) == "ferry-dimse-1"
+        accepted_by: set[int] = set()
+        spec = factories.StudySpec()
+        # The kernel spreads associations over the two listening sockets by their addresses:
+        # some land in each process long before the last.
+        for number in range(1, MOST_ASSOCIATIONS + 1):
+            assoc = ae.associate("127.0.0.1", dicom_port, ae_title="FERRY")
+            assert assoc.is_established
+            held.append(assoc)
+            scu_port = assoc.dul.socket.socket.getsockname()[1]
+            accepted_by.add(_accepted_by(serve.pid, dicom_port, scu_port))
+            instance = factories.ct_slice(spec=replace(spec, instance_number=number))
+            status = assoc.send_c_store(instance)
+            assert status.Status == 0x0000  # stored by the process that accepted it
+            if len(accepted_by) == 2:
+                break
+        assert accepted_by == {serve.pid, bridge}
+        for assoc in held:
+            assoc.release()
+        held.clear()
+
+        serve.send_signal(stop)
         serve.wait(timeout=WAIT)
         deadline = time.monotonic() + WAIT
-        while Path(f"/proc/{second}").exists() and time.monotonic() < deadline:
+        while (_alive(bridge) or _listeners(dicom_port)) and time.monotonic() < deadline:
             time.sleep(0.1)
-        assert not Path(f"/proc/{second}").exists() or "Z" in _state(second)
+        assert not _alive(bridge)
+        assert _listeners(dicom_port) == 0  # nothing takes associations any more
     finally:
+        for assoc in held:
+            assoc.abort()
         if serve.poll() is None:
             serve.kill()
             serve.wait()
