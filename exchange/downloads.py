@@ -7,9 +7,12 @@ order, with one time stamp, and each instance's size is in the index; so the arc
 every member's place and its bytes are the same whenever the same selection is asked for. The
 ETag names exactly that: the members' names, sizes and blobs and the DICOMDIR's bytes. A range
 of the ZIP (`_stored_zip`) skips the members before it, starts inside the one it begins in, and
-reads from disk, without sending them, the members whose CRC-32 the central directory needs.
-Blobs are read in chunks: memory holds the plan (a few hundred bytes per instance), never a
-study.
+takes the CRC-32s its descriptors and central directory need from the index (`instance.crc32`);
+one the index does not know yet is worked out from the blob (read from disk, without sending it
+when it lies before the range) and kept there, so the next download reads no blob for it. With
+every CRC known, `ZipDownload.pieces` gives the members' data as spans of their blobs, which
+the HTTP edge sends from the files (`os.sendfile`). Blobs are read in chunks: memory holds the
+plan (a few hundred bytes per instance), never a study.
 
 The DICOMDIR is the last member. Its records need only each instance's header, which the index
 already holds (its DICOM JSON): no blob is opened for them, and `_dicomdir.Directory` writes the
