@@ -9,6 +9,7 @@ range of them too, and a blob whose CRC is not (or no longer) known is read agai
 from __future__ import annotations
 
 import io
+import subprocess
 import zipfile
 import zlib
 from pathlib import Path
@@ -54,7 +55,7 @@ def _checked(data: bytes) -> dict[str, tuple[int, bytes]]:
 
 
 def test_the_first_download_keeps_each_crc_and_the_next_sends_the_same_bytes(
-    world: World,
+    world: World, tmp_path: Path
 ) -> None:
     tid = world.send(send=True).json()["id"]
     assert set(_kept(world).values()) == {None}  # stored: no CRC worked out at ingest
@@ -69,6 +70,10 @@ def test_the_first_download_keeps_each_crc_and_the_next_sends_the_same_bytes(
     sent = {data: crc for crc, data in members.values()}
     assert {sent[_blob(world, i.blob_key)] for i in one} == {kept[i.blob_key] for i in one}
     assert len(members) == len(one) + 1  # and the DICOMDIR
+    path = tmp_path / "sent.zip"
+    path.write_bytes(second.content)
+    tested = subprocess.run(["unzip", "-t", str(path)], capture_output=True, text=True)
+    assert tested.returncode == 0 and "No errors detected" in tested.stdout, tested.stdout
     assert world.get("a-sender", f"/transfers/{tid}").json()["status"] == "downloaded"
 
 
@@ -143,3 +148,21 @@ def test_a_replaced_blob_has_no_crc_until_read_again(world: World, tmp_path: Pat
     members = _checked(after.content)
     assert (zlib.crc32(_blob(world, now.blob_key)), _blob(world, now.blob_key)) in members.values()
     assert _kept(world)[now.blob_key] == zlib.crc32(_blob(world, now.blob_key))
+
+
+def test_a_blob_changed_behind_the_index_cuts_the_download_short(world: World) -> None:
+    tid = world.send(send=True).json()["id"]
+    length = len(_download(world, tid).content)  # every CRC known from here on
+    key = world.server.archive.find_instances(world.studies["one"].study_uid)[-1].blob_key
+    blob = world.server.settings.blob_dir / key
+    blob.write_bytes(blob.read_bytes()[:-10])  # never done by Ferry: a key's bytes are for good
+    received = bytearray()
+    url = f"/api/transfers/{tid}/download.zip"
+    with pytest.raises(httpx.RemoteProtocolError):  # the connection ends short of its length
+        with world.http.stream("GET", url, headers=world.as_("b-receiver")) as answer:
+            assert answer.status_code == 200 and int(answer.headers["content-length"]) == length
+            for chunk in answer.iter_raw():
+                received += chunk
+    assert len(received) < length and b"PK\x05\x06" not in received
+    failed = world.audit(transaction=tid, action="download", outcome="failed")
+    assert [e.rule for e in failed if "no longer" in (e.reason or "")] == ["stream-failed"]
