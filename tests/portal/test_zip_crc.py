@@ -158,11 +158,13 @@ def test_a_blob_changed_behind_the_index_cuts_the_download_short(world: World) -
     blob.write_bytes(blob.read_bytes()[:-10])  # never done by Ferry: a key's bytes are for good
     received = bytearray()
     url = f"/api/transfers/{tid}/download.zip"
-    with pytest.raises(httpx.RemoteProtocolError):  # the connection ends short of its length
-        with world.http.stream("GET", url, headers=world.as_("b-receiver")) as answer:
-            assert answer.status_code == 200 and int(answer.headers["content-length"]) == length
-            for chunk in answer.iter_raw():
-                received += chunk
+    with (
+        pytest.raises(httpx.RemoteProtocolError),  # the connection ends short of its length
+        world.http.stream("GET", url, headers=world.as_("b-receiver")) as answer,
+    ):
+        assert answer.status_code == 200 and int(answer.headers["content-length"]) == length
+        for chunk in answer.iter_raw():
+            received += chunk
     assert len(received) < length and b"PK\x05\x06" not in received
     failed = world.audit(transaction=tid, action="download", outcome="failed")
     assert [e.rule for e in failed if "no longer" in (e.reason or "")] == ["stream-failed"]
