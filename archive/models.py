@@ -3,14 +3,15 @@
 Each row keeps the attributes QIDO-RS matches on as columns in a normalised search form
 (PN upper-cased, DA/TM/DT as comparable strings) and the level's attributes as DICOM JSON
 (`attrs_json`), so searches never open a file. An instance keeps its whole DICOM JSON
-(`metadata_json`, bulk data as BulkDataURI) computed once at ingest.
+(`metadata_json`, bulk data as BulkDataURI) computed once at ingest, and its blob's CRC-32
+(`crc32`) once something has read the whole blob (a ZIP download, `exchange.downloads`).
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import Column, Index, LargeBinary, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from foundation.grants import DEFAULT_GRANT_ACTIONS_TEXT
@@ -97,6 +98,10 @@ class Instance(SQLModel, table=True):
     size: int
     metadata_json: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = Field(default_factory=_now)
+    # The CRC-32 of the blob `blob_key` names (ZIP members need it), NULL until first read.
+    # Blobs never change under their key: a replaced instance is a new row with a new key,
+    # so its CRC starts unknown again, in the transaction that replaces it.
+    crc32: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
 
 
 class StudyGrant(SQLModel, table=True):

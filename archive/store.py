@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, select
+from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, select, update
 
 from archive import dicomjson, index, outcomes
 from archive.blobstore import BlobStore
@@ -73,6 +73,7 @@ def _instance_query(by_series: bool, by_instance: bool, metadata: bool = False) 
             Instance.transfer_syntax_uid,
             Instance.blob_key,
             Instance.size,
+            Instance.crc32,
         )
     )
     statement = (
@@ -99,6 +100,18 @@ def _instance_params(study: str, series: str | None, instance: str | None) -> di
     return params
 
 
+# A CRC lands only on the row whose blob it was read from: a row replaced meanwhile names
+# another blob (a new key), and keeps its own (unknown) CRC.
+_REMEMBER_CRC = (
+    update(index.INSTANCE)
+    .where(
+        index.INSTANCE.c.sop_instance_uid == bindparam("uid"),
+        index.INSTANCE.c.blob_key == bindparam("key"),
+        index.INSTANCE.c.crc32.is_(None),
+    )
+    .values(crc32=bindparam("crc"))
+)
+
 _STUDY_ACCESS = (
     select(Study.pk, Study.institution_pk, Patient.patient_id, Study.accession_number)
     .join(Patient, Patient.pk == Study.patient_pk)
@@ -120,6 +133,7 @@ class StoredInstance:
     transfer_syntax_uid: str
     blob_key: str
     size: int
+    crc32: int | None = None  # the blob's CRC-32, once something has read it whole
 
 
 @dataclass(frozen=True)
@@ -464,6 +478,15 @@ class Archive:
         if not rows:
             raise _not_found(study, series, instance)
         return [StoredInstance(*row) for row in rows]
+
+    def remember_crcs(self, crcs: Iterable[tuple[StoredInstance, int]]) -> None:
+        """Keep the CRC-32 of blobs read whole, for the instances that still name them."""
+        rows = [{"uid": stored.sop_instance_uid, "key": stored.blob_key, "crc": crc}
+                for stored, crc in crcs]  # fmt: skip
+        if not rows:
+            return
+        with self._write_lock, self.engine.begin() as connection:
+            connection.execute(_REMEMBER_CRC, rows)
 
     def read_metadata(
         self, study: str, series: str | None = None, instance: str | None = None

@@ -15,7 +15,6 @@ number of descriptors.
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -24,7 +23,8 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from archive.blobstore import BlobStore
+from archive.blobstore import BlobStore, open_ahead
+from archive.blobstore import close_all as _close_all
 from dicomweb.multipart import (
     iter_coalesced,
     iter_multipart_related,
@@ -123,21 +123,7 @@ class StoredPartsResponse(PrimedStreamingResponse):
 
         A blob that cannot be opened is its error, raised when its part's turn comes.
         """
-        files: list[BinaryIO | OSError] = []
-        try:
-            for part in batch:
-                try:
-                    file = self.blobs.open(part.key)
-                except OSError as error:
-                    files.append(error)
-                    continue
-                files.append(file)
-                with contextlib.suppress(OSError, ValueError):
-                    os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
-        except BaseException:
-            _close_all(files)
-            raise
-        return files
+        return open_ahead(self.blobs, (part.key for part in batch))
 
 
 def _batches(parts: Sequence[StoredPart]) -> Iterator[list[StoredPart]]:
@@ -159,9 +145,3 @@ def _closing(files: list[BinaryIO | OSError]) -> Iterator[None]:
         yield
     finally:
         _close_all(files)
-
-
-def _close_all(files: list[BinaryIO | OSError]) -> None:
-    for file in files:
-        if not isinstance(file, OSError):
-            file.close()

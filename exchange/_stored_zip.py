@@ -5,7 +5,10 @@ its CRC-32 is worked out while its bytes stream and written after them. Names, s
 time stamp fix where every header, every byte of data and the central directory lie, so the
 archive's length and any byte range of it are known before a blob is opened: a range is
 answered by skipping the members wholly before it and starting inside the one it begins in.
-The central directory needs every member's CRC; one that was not streamed is read for it.
+The central directory needs every member's CRC; one neither known beforehand (the index keeps
+each blob's, `exchange.downloads`) nor streamed is read for it. With every CRC a range needs
+known, its members' data need not pass through the process at all: `iter_zip_pieces` gives
+their spans, for the caller to send from the files (`os.sendfile`).
 
 ZIP64 structures (APPNOTE 4.3.14, 4.3.15, 4.5.3) are written where a size, an offset or the
 number of members passes what the classic fields hold, as `zipfile` does.
@@ -149,47 +152,21 @@ class ZipLayout:
 ReadMember = Callable[[int], Iterator[bytes]]  # a member's bytes, by its index, in chunks
 
 
-class _Crcs:
-    """Each member's CRC-32: kept when its data streamed whole, else read for it on demand."""
+@dataclass(frozen=True)
+class DataSpan:
+    """Bytes `start` to `end` of member `index`'s data, as stored: the caller sends them."""
 
-    def __init__(self, layout: ZipLayout, read: ReadMember) -> None:
-        self.known: list[int | None] = [None] * len(layout.members)
-        self.layout, self.read = layout, read
-
-    def of(self, index: int) -> int:
-        known = self.known[index]
-        if known is None:
-            size = self.layout.members[index].size
-            for _ in self.iter_data(index, size, size):  # read for its CRC, nothing sent
-                pass
-            known = self.known[index]
-        assert known is not None
-        return known
-
-    def iter_data(self, index: int, start: int, end: int) -> Iterator[bytes]:
-        """The member's data from `start` to `end` (offsets in its data). It is read from its
-        first byte, for the CRC; a size other than the planned one raises MemberChanged."""
-        member, crc, position = self.layout.members[index], 0, 0
-        for chunk in self.read(index):
-            following = position + len(chunk)
-            if following > member.size:
-                break
-            crc = zlib.crc32(chunk, crc)
-            if start < following and position < end:
-                yield chunk[max(start - position, 0) : end - position]
-            position = following
-            if end <= position < member.size:
-                return  # the rest is not asked for, nor is the descriptor after it
-        else:
-            if position == member.size:
-                self.known[index] = crc
-                return
-        raise MemberChanged(f"{member.name.decode()} is no longer the {member.size} bytes planned")
+    index: int
+    start: int
+    end: int
 
 
-def iter_zip_range(layout: ZipLayout, read: ReadMember, start: int, end: int) -> Iterator[bytes]:
-    """The archive's bytes from `start` to `end` (exclusive), part by part."""
-    crcs = _Crcs(layout, read)
+def iter_zip_pieces(
+    layout: ZipLayout, crc_of: Callable[[int], int], start: int, end: int
+) -> Iterator[bytes | DataSpan]:
+    """The archive's bytes from `start` to `end` (exclusive): headers, descriptors and the
+    central directory as bytes, each member's data as the span of it to send. `crc_of` is
+    asked for a member's CRC only after its span has been taken (a reader works it out then)."""
 
     def clip(data: bytes, at: int) -> bytes:
         return data[max(start - at, 0) : max(end - at, 0)]
@@ -203,9 +180,86 @@ def iter_zip_range(layout: ZipLayout, read: ReadMember, start: int, end: int) ->
             yield clip(layout.local_header(member), member.offset)
         if member.data_start < end and member.data_end > start:
             base = member.data_start
-            yield from crcs.iter_data(index, start - base, end - base)
+            yield DataSpan(index, max(start - base, 0), min(end - base, member.size))
         if member.data_end < end:
-            yield clip(layout.descriptor(member, crcs.of(index)), member.data_end)
+            yield clip(layout.descriptor(member, crc_of(index)), member.data_end)
     if layout.central_offset < end:
-        directory = layout.central_directory([crcs.of(i) for i in range(len(layout.members))])
+        directory = layout.central_directory([crc_of(i) for i in range(len(layout.members))])
         yield clip(directory, layout.central_offset)
+
+
+def crcs_needed(layout: ZipLayout, start: int, end: int) -> list[int]:
+    """The members whose CRC-32 the bytes from `start` to `end` hold (descriptors, directory)."""
+    if layout.central_offset < end:
+        return list(range(len(layout.members)))
+    return [i for i, m in enumerate(layout.members) if m.data_end < end and m.end > start]
+
+
+class _Crcs:
+    """Each member's CRC-32: given, kept when its data streamed whole, else read for it."""
+
+    def __init__(
+        self,
+        layout: ZipLayout,
+        read: ReadMember,
+        known: list[int | None],
+        learnt: Callable[[int], None] | None,
+    ) -> None:
+        self.known, self.learnt = known, learnt
+        self.layout, self.read = layout, read
+
+    def of(self, index: int) -> int:
+        known = self.known[index]
+        if known is None:
+            size = self.layout.members[index].size
+            for _ in self.iter_data(index, size, size):  # read for its CRC, nothing sent
+                pass
+            known = self.known[index]
+        assert known is not None
+        return known
+
+    def iter_data(self, index: int, start: int, end: int) -> Iterator[bytes]:
+        """The member's data from `start` to `end` (offsets in its data). Unless its CRC is
+        known it is read from its first byte, for the CRC; a size other than the planned one
+        raises MemberChanged."""
+        member, crc, position = self.layout.members[index], 0, 0
+        counting = self.known[index] is None
+        for chunk in self.read(index):
+            following = position + len(chunk)
+            if following > member.size:
+                break
+            if counting:
+                crc = zlib.crc32(chunk, crc)
+            if start < following and position < end:
+                yield chunk[max(start - position, 0) : end - position]
+            position = following
+            if end <= position < member.size:
+                return  # the rest is not asked for, nor is the descriptor after it
+        else:
+            if position == member.size:
+                if counting:
+                    self.known[index] = crc
+                    if self.learnt is not None:
+                        self.learnt(index)
+                return
+        raise MemberChanged(f"{member.name.decode()} is no longer the {member.size} bytes planned")
+
+
+def iter_zip_range(
+    layout: ZipLayout,
+    read: ReadMember,
+    start: int,
+    end: int,
+    known: list[int | None] | None = None,
+    learnt: Callable[[int], None] | None = None,
+) -> Iterator[bytes]:
+    """The archive's bytes from `start` to `end` (exclusive), part by part. `known` holds the
+    members' CRCs where known (None elsewhere); those worked out meanwhile are filled in, and
+    `learnt` told each one's index."""
+    known = [None] * len(layout.members) if known is None else known
+    crcs = _Crcs(layout, read, known, learnt)
+    for piece in iter_zip_pieces(layout, crcs.of, start, end):
+        if isinstance(piece, DataSpan):
+            yield from crcs.iter_data(piece.index, piece.start, piece.end)
+        else:
+            yield piece

@@ -7,9 +7,12 @@ order, with one time stamp, and each instance's size is in the index; so the arc
 every member's place and its bytes are the same whenever the same selection is asked for. The
 ETag names exactly that: the members' names, sizes and blobs and the DICOMDIR's bytes. A range
 of the ZIP (`_stored_zip`) skips the members before it, starts inside the one it begins in, and
-reads from disk, without sending them, the members whose CRC-32 the central directory needs.
-Blobs are read in chunks: memory holds the plan (a few hundred bytes per instance), never a
-study.
+takes the CRC-32s its descriptors and central directory need from the index (`instance.crc32`);
+one the index does not know yet is worked out from the blob (read from disk, without sending it
+when it lies before the range) and kept there, so the next download reads no blob for it. With
+every CRC known, `ZipDownload.pieces` gives the members' data as spans of their blobs, which
+the HTTP edge sends from the files (`os.sendfile`). Blobs are read in chunks: memory holds the
+plan (a few hundred bytes per instance), never a study.
 
 The DICOMDIR is the last member. Its records need only each instance's header, which the index
 already holds (its DICOM JSON): no blob is opened for them, and `_dicomdir.Directory` writes the
@@ -25,7 +28,9 @@ client sees a truncated download, never a "complete" but corrupt archive.
 from __future__ import annotations
 
 import hashlib
+import logging
 import uuid
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,13 +40,24 @@ from typing import Any
 import orjson
 from pydicom.dataset import Dataset
 from pydicom.fileset import _four_level_record_type  # the leaf record type pydicom would use
+from sqlalchemy.exc import SQLAlchemyError
 
 from archive.store import Archive, StoredInstance
 from exchange._dicomdir import Directory, ImageRecord, Reference, leaf_record
-from exchange._stored_zip import ZipLayout, iter_zip_range
+from exchange._stored_zip import (
+    DataSpan,
+    MemberChanged,
+    ZipLayout,
+    crcs_needed,
+    iter_zip_pieces,
+    iter_zip_range,
+)
 
+__all__ = ["DataSpan", "MemberChanged", "ZipDownload", "iter_zip", "plan_zip", "prepare_zip"]
+log = logging.getLogger(__name__)
 DICOMDIR = "DICOMDIR"
 FLUSH_BYTES = 1024 * 1024
+REMEMBER_BATCH = 64  # CRCs learnt by a download go into the index this many at a time
 FORMAT = b"ferry-zip-1"  # changes whenever the same selection would give other bytes
 _PREFIXES = {"IMAGE": "IM", "RT DOSE": "RD", "RT STRUCTURE SET": "RS", "RT PLAN": "RP",
              "RT TREAT RECORD": "RX", "PRESENTATION": "PR", "WAVEFORM": "WV",
@@ -189,34 +205,67 @@ class ZipDownload:
     """A ZIP planned to its last byte: where everything lies, what each member holds, its ETag."""
 
     layout: ZipLayout
-    blob_keys: tuple[str, ...]  # the instances, in order; the DICOMDIR is the last member
+    instances: tuple[StoredInstance, ...]  # in order; the DICOMDIR is the last member
     dicomdir: bytes
     etag: str  # a strong validator (RFC 9110 8.8.3): the same tag, the same bytes
+    crcs: tuple[int | None, ...]  # each member's CRC-32 where the index knows it
 
     @property
     def length(self) -> int:
         return self.layout.length
+
+    @property
+    def blob_keys(self) -> tuple[str, ...]:
+        return tuple(instance.blob_key for instance in self.instances)
+
+    def crcs_known(self, start: int = 0, end: int | None = None) -> bool:
+        """Whether the bytes from `start` to `end` can be sent with no blob read through the
+        process: every CRC they hold is in the index."""
+        stop = self.length if end is None else end
+        return all(self.crcs[i] is not None for i in crcs_needed(self.layout, start, stop))
+
+    def pieces(self, start: int = 0, end: int | None = None) -> Iterator[bytes | DataSpan]:
+        """The bytes from `start` to `end` as `iter_zip_pieces` gives them; the DICOMDIR's
+        data is bytes too, so every span is of a blob (`instances[span.index]`). Only for a
+        range whose CRCs are known (`crcs_known`)."""
+        stop = self.length if end is None else end
+        dicomdir = len(self.instances)
+
+        def crc_of(index: int) -> int:
+            crc = self.crcs[index]
+            assert crc is not None, "pieces() of a range with an unknown CRC"
+            return crc
+
+        for piece in iter_zip_pieces(self.layout, crc_of, start, stop):
+            if isinstance(piece, DataSpan) and piece.index == dicomdir:
+                yield self.dicomdir[piece.start : piece.end]
+            else:
+                yield piece
 
 
 def prepare_zip(archive: Archive, plan: ZipPlan, modified: datetime) -> ZipDownload:
     """Names every member and writes the DICOMDIR from the index; no blob is opened.
     `modified` is every member's time stamp (a transfer's gives the same ZIP each time)."""
     stamp = modified.astimezone(UTC).timetuple()[:6]
-    layout, entries, keys = _Layout(), list[tuple[str, int]](), list[str]()
+    layout, entries = _Layout(), list[tuple[str, int]]()
+    instances: list[StoredInstance] = []
     for series in plan.series:
         documents = _read_instances(archive, series)
         for instance in series:
             name = layout.place(instance, documents.get(instance.sop_instance_uid))
             entries.append((name, instance.size))
-            keys.append(instance.blob_key)
+            instances.append(instance)
     identity = hashlib.sha256(FORMAT + repr(stamp).encode())
-    for (name, size), key in zip(entries, keys, strict=True):
-        identity.update(f"\0{name}\0{size}\0{key}".encode())
+    for (name, size), instance in zip(entries, instances, strict=True):
+        identity.update(f"\0{name}\0{size}\0{instance.blob_key}".encode())
     uid = f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, identity.hexdigest()).int}"  # PS3.5 B.2
     dicomdir = layout.directory.encode(uid)
     identity.update(dicomdir)
     zip_layout = ZipLayout([*entries, (DICOMDIR, len(dicomdir))], stamp)
-    return ZipDownload(zip_layout, tuple(keys), dicomdir, f'"{identity.hexdigest()[:40]}"')
+    crcs = (*(instance.crc32 for instance in instances), zlib.crc32(dicomdir))
+    return ZipDownload(
+        zip_layout, tuple(instances), dicomdir, f'"{identity.hexdigest()[:40]}"', crcs
+    )
 
 
 def iter_zip(
@@ -224,27 +273,44 @@ def iter_zip(
 ) -> Iterator[bytes]:
     """The ZIP's bytes from `start` to `end` (exclusive; default: to the last), in pieces of at
     most about a MiB (a blob's chunk), and at least one per member: what is out leaves before
-    the next blob opens."""
+    the next blob opens. The CRC of every blob read whole goes into the index (`remember`), so
+    the next download of it need not read it."""
     opened: list[int] = []
+    instances = download.instances
 
     def read(index: int) -> Iterator[bytes]:
         opened.append(index)
-        if index == len(download.blob_keys):
+        if index == len(instances):
             return iter((download.dicomdir,))
-        return archive.blobs.iter_chunks(download.blob_keys[index])
+        return archive.blobs.iter_chunks(instances[index].blob_key)
 
     stop = download.length if end is None else end
+    known = list(download.crcs)
+    learnt: list[int] = []
+
+    def remember() -> None:
+        """Into the index; a database that cannot take them now leaves them unknown."""
+        found = [(instances[i], crc) for i in learnt if (crc := known[i]) is not None]
+        learnt.clear()
+        try:
+            archive.remember_crcs(found)
+        except SQLAlchemyError as error:
+            log.warning("CRC-32 of %d blobs not kept: %s", len(found), error)
+
     pending: list[bytes] = []
     size = 0
-    for part in iter_zip_range(download.layout, read, start, stop):
+    for part in iter_zip_range(download.layout, read, start, stop, known, learnt.append):
         if size and (opened or size + len(part) > FLUSH_BYTES):
             yield b"".join(pending)
             pending, size = [], 0
+        if len(learnt) >= REMEMBER_BATCH:
+            remember()
         opened.clear()
         if len(part) >= FLUSH_BYTES:  # a blob's chunk goes as it is, never copied
             yield part
             continue
         pending.append(part)
         size += len(part)
+    remember()  # before the last bytes: a client that has them all may look at the index
     if size:
         yield b"".join(pending)

@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import orjson
 from sqlmodel import Session
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 
 from exchange import sending
 from exchange.downloads import ZipDownload, iter_zip, plan_zip, prepare_zip
@@ -42,6 +42,7 @@ from portal.transfers_api import (
     _policy,
     transfer_out,
 )
+from portal.zip_response import ZipResponse
 
 log = logging.getLogger(__name__)
 
@@ -113,19 +114,26 @@ def download_zip(call: Call) -> Response:
                format="zip", **part)  # fmt: skip
     receiver = _is_receiver(actor, Action.DOWNLOAD, transfer)
 
-    def stream() -> Iterator[bytes]:
-        try:
-            yield from iter_zip(archive, download, start, end)
-        except Exception as error:
+    def finished(error: Exception | None) -> None:
+        """Audits a download that broke off; a whole one marks the transfer downloaded."""
+        if error is not None:
             log.warning("download of transfer %s broke off: %s", transfer.public_id, error)
             failed = Decision(False, "stream-failed", f"the download broke off: {error}"[:1024])
             audit_step(archive.engine, actor, transfer, "download", failed, outcome="failed",
                        studies=studies, **part)  # fmt: skip
-            raise
-        if receiver and end == download.length:
+        elif receiver and end == download.length:
             sending.note_received(archive.engine, actor, transfer, TransferStatus.DOWNLOADED)
 
-    return StreamingResponse(stream(), status, headers, media_type="application/zip")
+    def stream() -> Iterator[bytes]:
+        try:
+            yield from iter_zip(archive, download, start, end)
+        except Exception as error:
+            finished(error)
+            raise
+        finished(None)
+
+    return ZipResponse(stream(), status, headers, blobs=archive.blobs, download=download,
+                       span=(start, end), finished=finished)  # fmt: skip
 
 
 def deliver_transfer(call: Call) -> TransferOut:

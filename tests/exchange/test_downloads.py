@@ -6,6 +6,7 @@ import io
 import subprocess
 import tracemalloc
 import zipfile
+import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -103,3 +104,27 @@ def test_the_same_selection_is_the_same_zip_and_any_range_of_it_streams_in_littl
         read = {dcmread(io.BytesIO(zipped.read(n))).SOPInstanceUID: zipped.read(n)
                 for n in zipped.namelist()[:-1]}  # fmt: skip
     assert read == originals
+
+
+def test_a_streamed_zip_keeps_each_crc_and_the_next_one_reads_no_blob_for_them(
+    archive: Archive, tmp_path: Path
+) -> None:
+    spec = StudySpec()
+    slices = [ct_slice(spec=StudySpec(**{**spec.__dict__, "instance_number": n}))
+              for n in (1, 2, 3)]  # fmt: skip
+    _store(archive, tmp_path / "in", slices)
+    plan = plan_zip(archive, [spec.study_uid])
+    first = prepare_zip(archive, plan, SENT)
+    assert first.crcs[:-1] == (None, None, None) and not first.crcs_known()
+    whole = b"".join(iter_zip(archive, first))
+    stored = archive.find_instances(spec.study_uid)
+    blobs = [b"".join(archive.blobs.iter_chunks(i.blob_key)) for i in stored]
+    assert [i.crc32 for i in stored] == [zlib.crc32(b) for b in blobs]
+    again = prepare_zip(archive, plan_zip(archive, [spec.study_uid]), SENT)
+    assert again.etag == first.etag and again.crcs_known()
+    assert b"".join(iter_zip(archive, again)) == whole  # the streamed path, CRCs from the index
+    sent = b"".join(p if isinstance(p, bytes) else blobs[p.index][p.start : p.end]
+                    for p in again.pieces())  # fmt: skip
+    assert sent == whole  # the zero-copy path's pieces, each blob's span from its file
+    tail = again.layout.members[1].data_start + 100
+    assert b"".join(iter_zip(archive, again, tail)) == whole[tail:]

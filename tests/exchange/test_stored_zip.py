@@ -7,12 +7,20 @@ import io
 import random
 import subprocess
 import zipfile
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from exchange._stored_zip import MemberChanged, ReadMember, ZipLayout, iter_zip_range
+from exchange._stored_zip import (
+    MemberChanged,
+    ReadMember,
+    ZipLayout,
+    crcs_needed,
+    iter_zip_pieces,
+    iter_zip_range,
+)
 
 STAMP = (2026, 12, 6, 9, 30, 12)
 
@@ -86,3 +94,31 @@ def test_a_member_of_another_size_than_planned_breaks_the_stream(change: bytes |
     _, read = _reader(datas)
     with pytest.raises(MemberChanged, match="IM000003"):
         b"".join(iter_zip_range(layout, read, 0, layout.length))
+
+
+def test_with_the_crcs_known_no_member_is_read_and_the_spans_are_the_same_bytes() -> None:
+    members = _members()
+    datas = list(members.values())
+    layout = ZipLayout([(n, len(d)) for n, d in members.items()], STAMP)
+    opened, read = _reader(datas)
+    whole = b"".join(iter_zip_range(layout, read, 0, layout.length))
+    crcs = [zlib.crc32(d) for d in datas]
+    learnt: list[int] = []
+    known: list[int | None] = [None, *crcs[1:]]
+    opened.clear()
+    tail = b"".join(iter_zip_range(layout, read, layout.central_offset, layout.length, known,
+                                   learnt.append))  # fmt: skip
+    assert tail == whole[layout.central_offset :]
+    assert opened == [0] and known == crcs and learnt == [0]  # only the unknown one was read
+    for start in range(0, layout.length, 89):
+        for end in (start + 1, start + 400, layout.length):
+            end = min(end, layout.length)
+            assert set(crcs_needed(layout, start, end)) <= set(range(len(datas)))
+            pieces = iter_zip_pieces(layout, crcs.__getitem__, start, end)
+            sent = b"".join(p if isinstance(p, bytes) else datas[p.index][p.start : p.end]
+                            for p in pieces)  # fmt: skip
+            assert sent == whole[start:end], (start, end)
+    last = layout.members[-1]
+    assert crcs_needed(layout, last.data_start, last.data_end) == []
+    assert crcs_needed(layout, last.data_start, last.end) == [len(datas) - 1]
+    assert crcs_needed(layout, 0, layout.length) == list(range(len(datas)))

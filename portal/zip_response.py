@@ -1,0 +1,137 @@
+"""The ZIP download's response: members' data sent from the blobs' files where it can be.
+
+When every CRC-32 the asked bytes hold is in the index (`ZipDownload.crcs_known`; the first
+download of a study puts them there) and the server offers the ASGI zero-copy send extension
+(`ferry serve` on clear-text connections, `ferry.zero_copy`), the headers, descriptors and the
+central directory go as small body messages and each member's data as a
+`http.response.zerocopysend` naming the blob's open file: no byte of a blob passes through
+Python. Otherwise the ZIP streams through the process (`exchange.downloads.iter_zip`), which
+works out the missing CRCs and keeps them.
+
+Either way `finished` is called once the last byte is handed over (None) or when the response
+breaks off (the error, which is raised on: the connection ends before the central directory);
+not when the client leaves first.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import BinaryIO
+
+import anyio
+from starlette.responses import StreamingResponse
+from starlette.types import Receive, Scope, Send
+
+from archive.blobstore import BlobStore, close_all, open_ahead
+from exchange.downloads import DataSpan, MemberChanged, ZipDownload
+
+ZERO_COPY_SEND = "http.response.zerocopysend"  # the ASGI extension's message and scope key
+_BATCH_FILES = 32
+_BATCH_BYTES = 16 * 1024 * 1024
+_SMALL_BYTES = 64 * 1024  # headers and descriptors gathered into one message up to this
+
+Finished = Callable[[Exception | None], None]
+
+
+class ZipResponse(StreamingResponse):
+    """`application/zip` bytes `start` to `end` of a planned ZIP, with their Content-Length."""
+
+    def __init__(
+        self,
+        streamed: Iterator[bytes],
+        status: int,
+        headers: Mapping[str, str],
+        *,
+        blobs: BlobStore,
+        download: ZipDownload,
+        span: tuple[int, int],
+        finished: Finished,
+    ) -> None:
+        super().__init__(streamed, status, headers, media_type="application/zip")
+        self.blobs, self.download, self.finished = blobs, download, finished
+        self.start, self.end = span
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._zero_copy = ZERO_COPY_SEND in scope.get("extensions", {}) and (
+            self.download.crcs_known(self.start, self.end)
+        )
+        await super().__call__(scope, receive, send)
+
+    async def stream_response(self, send: Send) -> None:
+        if not self._zero_copy:
+            await super().stream_response(send)
+            return
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})  # fmt: skip
+        try:
+            await self._send_pieces(send)
+        except Exception as error:
+            await anyio.to_thread.run_sync(self.finished, error)
+            raise
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await anyio.to_thread.run_sync(self.finished, None)
+
+    async def _send_pieces(self, send: Send) -> None:
+        download = self.download
+        batches = _batches(download, self.start, self.end)
+        files: dict[int, BinaryIO | Exception] = {}
+        small: list[bytes] = []
+        size = 0
+        try:
+            for piece in download.pieces(self.start, self.end):
+                if isinstance(piece, bytes):
+                    small.append(piece)
+                    size += len(piece)
+                    if size < _SMALL_BYTES:
+                        continue
+                if small:
+                    body = b"".join(small)
+                    await send({"type": "http.response.body", "body": body, "more_body": True})
+                    small, size = [], 0
+                if not isinstance(piece, DataSpan):
+                    continue
+                if piece.index not in files:
+                    close_all(f for f in files.values() if not isinstance(f, Exception))
+                    files = await anyio.to_thread.run_sync(self._open, next(batches))
+                file = files[piece.index]
+                if isinstance(file, Exception):
+                    raise file
+                await send({"type": ZERO_COPY_SEND, "file": file, "offset": piece.start,
+                            "count": piece.end - piece.start, "more_body": True})  # fmt: skip
+            if small:
+                await send({"type": "http.response.body", "body": b"".join(small),
+                            "more_body": True})  # fmt: skip
+        finally:
+            close_all(f for f in files.values() if not isinstance(f, Exception))
+
+    def _open(self, indexes: list[int]) -> dict[int, BinaryIO | Exception]:
+        """Runs in a worker thread: the batch's blobs, read ahead, each checked to be the size
+        planned (a blob's key names the same bytes for good; a size that differs is a file
+        changed behind the index, and never sent under the CRC the index holds)."""
+        instances = self.download.instances
+        opened = open_ahead(self.blobs, (instances[i].blob_key for i in indexes))
+        files: dict[int, BinaryIO | Exception] = dict(zip(indexes, opened, strict=True))
+        for index, file in files.items():
+            planned = instances[index].size
+            if not isinstance(file, Exception) and os.fstat(file.fileno()).st_size != planned:
+                file.close()
+                name = self.download.layout.members[index].name.decode()
+                files[index] = MemberChanged(f"{name} is no longer the {planned} bytes planned")
+        return files
+
+
+def _batches(download: ZipDownload, start: int, end: int) -> Iterator[list[int]]:
+    """The blobs whose data the range holds, in order, a few at a time."""
+    batch: list[int] = []
+    size = 0
+    for index, member in enumerate(download.layout.members[: len(download.instances)]):
+        if member.data_start >= end or member.data_end <= start:
+            continue
+        batch.append(index)
+        size += member.size
+        if len(batch) >= _BATCH_FILES or size >= _BATCH_BYTES:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
