@@ -26,6 +26,7 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.config import LOGGING_CONFIG
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.utils import is_ssl
 
@@ -95,8 +96,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        if not self._refused:
+        if self._refused:
+            return
+        cycle = self.cycle
+        if cycle.body or cycle.response_complete or self.parser.should_upgrade():
             super().on_body(body)
+            return
+        # The body piece as httptools made it: uvicorn would copy it into its bytearray, and
+        # `receive` copy that again into bytes (`bytes()` of a bytes object is that object).
+        cycle.body = body  # type: ignore[assignment]
+        if len(body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def on_message_complete(self) -> None:
         if not self._refused:
