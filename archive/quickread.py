@@ -376,7 +376,7 @@ def _str_validator(vr: str) -> Callable[[str], bool] | None:
     Only the three validators whose rule for a str is its length and its pattern are taken
     apart (`validate_vr_length`, `validate_regex`); any other is called as pydicom has it.
     """
-    validator = VALIDATORS.get(vr)
+    validator: Callable[[str, Any], tuple[bool, str]] | None = VALIDATORS.get(vr)
     if validator is None:
         return None
     longest = MAX_VALUE_LEN.get(vr, 0)
@@ -395,7 +395,8 @@ def _str_validator(vr: str) -> Callable[[str], bool] | None:
         return matches
     if validator is validate_length_and_type_and_regex and pattern is not None:
         return lambda item: fits(item) and matches(item)
-    return lambda item: validator(vr, item)[0]
+    checked = validator
+    return lambda item: checked(vr, item)[0]
 
 
 _STR_VALIDATORS = {vr: _str_validator(vr) for vr in VALIDATORS}
