@@ -32,10 +32,18 @@ class IndexEntry:
     instance: dict[str, Any]
 
 
+@functools.cache
+def _column_lengths(table: Table) -> dict[str, int]:
+    """The columns of `table` with a length: read once, not for every value of every store."""
+    lengths = {column.name: getattr(column.type, "length", None) for column in table.columns}
+    return {name: length for name, length in lengths.items() if length}
+
+
 def _clip_row(table: Table, row: dict[str, Any]) -> dict[str, Any]:
     """Hostile or sloppy senders send 10 MB names; the search form keeps what fits."""
+    lengths = _column_lengths(table)
     for name, value in row.items():
-        length = getattr(table.c[name].type, "length", None)
+        length = lengths.get(name)
         if length and isinstance(value, str) and len(value) > length:
             row[name] = value[:length]
     return row

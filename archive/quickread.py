@@ -36,7 +36,14 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
-from pydicom.valuerep import VALIDATORS
+from pydicom.valuerep import (
+    MAX_VALUE_LEN,
+    STR_VR_REGEXES,
+    VALIDATORS,
+    validate_length_and_type_and_regex,
+    validate_type_and_length,
+    validate_type_and_regex,
+)
 
 from archive import dicomjson
 from archive.completeness import IMAGE_STORAGE_SOP_CLASSES
@@ -363,9 +370,41 @@ def _charset(raw: bytes) -> str:
     return _CHARSETS[text]
 
 
-def _valid(vr: str, item: str) -> None:
+def _str_validator(vr: str) -> Callable[[str], bool] | None:
+    """pydicom's validator of `vr` for a str value, without its layers of calls and messages.
+
+    Only the three validators whose rule for a str is its length and its pattern are taken
+    apart (`validate_vr_length`, `validate_regex`); any other is called as pydicom has it.
+    """
     validator: Callable[[str, Any], tuple[bool, str]] | None = VALIDATORS.get(vr)
-    if validator is not None and not validator(vr, item)[0]:
+    if validator is None:
+        return None
+    longest = MAX_VALUE_LEN.get(vr, 0)
+    pattern = STR_VR_REGEXES.get(vr)
+
+    def fits(item: str) -> bool:
+        return not longest or len(item) <= longest
+
+    def matches(item: str) -> bool:
+        assert pattern is not None
+        return not item or (pattern.match(item) is not None and item[-1] != "\n")
+
+    if validator is validate_type_and_length:
+        return fits
+    if validator is validate_type_and_regex and pattern is not None:
+        return matches
+    if validator is validate_length_and_type_and_regex and pattern is not None:
+        return lambda item: fits(item) and matches(item)
+    checked = validator
+    return lambda item: checked(vr, item)[0]
+
+
+_STR_VALIDATORS = {vr: _str_validator(vr) for vr in VALIDATORS}
+
+
+def _valid(vr: str, item: str) -> None:
+    validator = _STR_VALIDATORS.get(vr)
+    if validator is not None and not validator(item):
         raise _GiveUp  # pydicom would warn, and may read it otherwise
 
 

@@ -78,8 +78,9 @@ class _Intake:
         self.archive = archive
         self.items: list[Prepared | StoreOutcome] = []
 
-    def feed(self, data: bytes) -> None:
-        self._take(self.reader.feed(data))
+    def feed(self, pieces: list[bytes]) -> None:
+        for data in pieces:
+            self._take(self.reader.feed(data))
 
     def close(self) -> None:
         self._take(self.reader.close())
@@ -125,11 +126,12 @@ async def _receive(request: Request, config: DicomwebConfig, archive: Archive) -
             pending.append(chunk)
             pending_size += len(chunk)
             if pending_size >= _FEED_SIZE:
-                # Parsing, file writes and indexing leave the event loop, one hop per MiB.
-                await anyio.to_thread.run_sync(intake.feed, b"".join(pending))
+                # Parsing, file writes and indexing leave the event loop, one hop per MiB (the
+                # pieces as received: joining them would copy every byte once more).
+                await anyio.to_thread.run_sync(intake.feed, pending)
                 pending, pending_size = [], 0
         if pending:
-            await anyio.to_thread.run_sync(intake.feed, b"".join(pending))
+            await anyio.to_thread.run_sync(intake.feed, pending)
         await anyio.to_thread.run_sync(intake.close)
     except MalformedMultipart as error:
         intake.discard()

@@ -14,6 +14,11 @@ Both refusals half-close and read what the client still sends for a moment befor
 
 On clear-text connections the protocol also offers the ASGI zero-copy send extension
 (`ferry.zero_copy`): WADO-RS sends stored instances from their files with `os.sendfile`.
+
+A request body piece goes to the app as the bytes object httptools made of it, when nothing
+else is waiting to be read: uvicorn's own `on_body` copies it into a bytearray, which `receive`
+copies again into bytes, so every byte of a STOW-RS upload was copied twice more (and the fresh
+buffers cost page faults besides).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ import uvicorn
 from starlette.types import ASGIApp
 from uvicorn._types import ASGI3Application, ASGIReceiveCallable, ASGISendCallable, Scope
 from uvicorn.config import LOGGING_CONFIG
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
 from uvicorn.protocols.utils import is_ssl
 
@@ -95,8 +101,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
-        if not self._refused:
+        if self._refused:
+            return
+        cycle = self.cycle
+        if cycle.body or cycle.response_complete or self.parser.should_upgrade():
             super().on_body(body)
+            return
+        # The body piece as httptools made it: uvicorn would copy it into its bytearray, and
+        # `receive` copy that again into bytes (`bytes()` of a bytes object is that object).
+        cycle.body = body  # type: ignore[assignment]
+        if len(body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
 
     def on_message_complete(self) -> None:
         if not self._refused:
