@@ -113,6 +113,7 @@ class Bridge:
             (evt.EVT_CONN_OPEN, wakeups.wake_on_events),
             (evt.EVT_CONN_CLOSE, wakeups.release_wakeups),
             (evt.EVT_CONN_OPEN, _messages.send_store_responses),
+            (evt.EVT_CONN_OPEN, _connection.decode_in_place),
             (
                 evt.EVT_CONN_OPEN,
                 _connection.guard(self.config.dicom_max_pdu, self.config.dicom_network_timeout),

@@ -15,7 +15,7 @@ from pydicom.filewriter import write_file_meta_info
 from dimse import _messages
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
-UIDS = [generate_uid(), "1.2.3", "1.2.34", "1." + "2" * 62, "1.2.840.10008.5.1.4.1.1.77.1.6"]
+UIDS = ["2.25.329800735698586629295641978511506172918", "1.2.3", "1.2.34", "1." + "2" * 62, "1.2.840.10008.5.1.4.1.1.77.1.6"]
 
 
 @pytest.mark.parametrize("sop_instance", UIDS)
