@@ -139,7 +139,7 @@ def decode_in_place(event: evt.Event) -> None:
             or assoc.get_handlers(evt.EVT_DATA_RECV)
             or assoc.get_handlers(evt.EVT_PDU_RECV)
         ):
-            return decode_pdu(bytestream)  # type: ignore[no-any-return]
+            return decode_pdu(bytestream)
         view = memoryview(bytestream)
         pdu = PDataTF()
         items = pdu.presentation_data_value_items
@@ -150,7 +150,8 @@ def decode_in_place(event: evt.Event) -> None:
                 raise ValueError(f"a PDV item of {length} bytes runs past its P-DATA-TF")
             item = PresentationDataValueItem()
             item.presentation_context_id = context_id
-            item.presentation_data_value = view[offset + 5 : offset + 4 + length]  # type: ignore[assignment]
+            value = view[offset + 5 : offset + 4 + length]  # a view: decode_msg only slices it
+            item.presentation_data_value = value  # type: ignore[assignment]
             items.append(item)
             offset += 4 + length
         return pdu, "Evt10"

@@ -132,8 +132,8 @@ def _write_file_meta_info(fp: Any, file_meta: Any, *args: Any, **kwargs: Any) ->
 
 def install() -> None:
     """Library set-up: pynetdicom's received data sets get their File Meta written directly."""
-    dimse_messages.create_file_meta = _create_file_meta  # type: ignore[assignment]
-    dimse_messages.write_file_meta_info = _write_file_meta_info
+    setattr(dimse_messages, "create_file_meta", _create_file_meta)  # noqa: B010 (not exported)
+    setattr(dimse_messages, "write_file_meta_info", _write_file_meta_info)  # noqa: B010
 
 
 # -- C-STORE-RSP command set (PS3.7 9.3.1.2), Implicit VR Little Endian --------------------------
@@ -197,9 +197,7 @@ def send_store_responses(event: evt.Event) -> None:
             send_msg(primitive, context_id)
             return
         pdata = P_DATA()
-        pdata.presentation_data_value_list.append(
-            (context_id, _LAST_COMMAND_FRAGMENT + encoded)
-        )
+        pdata.presentation_data_value_list.append((context_id, _LAST_COMMAND_FRAGMENT + encoded))
         provider.dul.send_pdu(pdata)
 
-    provider.send_msg = send
+    provider.send_msg = send  # type: ignore[method-assign]

@@ -46,7 +46,9 @@ class SpoolFile:
         self._fd: int | None = None
         self.name: str = str(folder / f"{prefix}{secrets.token_hex(8)}.dcm")
         try:
-            self._fd = os.open(self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self._fd = os.open(
+                self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            )
         except OSError as error:
             if not is_disk_full(error):
                 raise

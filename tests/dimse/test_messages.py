@@ -6,16 +6,22 @@ import io
 import warnings
 
 import pytest
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000, generate_uid
+from pydicom.filewriter import write_file_meta_info
+from pydicom.uid import JPEG2000, ExplicitVRLittleEndian, ImplicitVRLittleEndian, generate_uid
 from pynetdicom.dimse_messages import C_STORE_RSP
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.dsutils import create_file_meta
-from pydicom.filewriter import write_file_meta_info
 
 from dimse import _messages
 
 CT = "1.2.840.10008.5.1.4.1.1.2"
-UIDS = ["2.25.329800735698586629295641978511506172918", "1.2.3", "1.2.34", "1." + "2" * 62, "1.2.840.10008.5.1.4.1.1.77.1.6"]
+UIDS = [
+    "2.25.329800735698586629295641978511506172918",
+    "1.2.3",
+    "1.2.34",
+    "1." + "2" * 62,
+    "1.2.840.10008.5.1.4.1.1.77.1.6",
+]
 
 
 @pytest.mark.parametrize("sop_instance", UIDS)
