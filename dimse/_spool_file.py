@@ -1,10 +1,11 @@
 """The file pynetdicom writes a C-STORE data set into as it arrives, in the archive's spool.
 
-pynetdicom writes from the association's reactor thread. A full disk there would be an
-exception in that thread, and the association would be lost with no answer; the sender never
-learns to come back later. `SpoolFile` turns "no space" into a mark instead: it stops writing,
-drops the rest of the data set, and the C-STORE handler answers Out of Resources (0xA700),
-which a sender retries. Marks are kept by file name until the handler has answered.
+pynetdicom writes it from the association's DUL thread, as the PDUs are decoded. A full disk
+there would be an exception in that thread, and the association would be lost with no answer;
+the sender never learns to come back later. `SpoolFile` turns "no space" into a mark instead:
+it stops writing, drops the rest of the data set, and the C-STORE handler answers Out of
+Resources (0xA700), which a sender retries. Marks are kept by file name until the handler has
+answered.
 """
 
 from __future__ import annotations
