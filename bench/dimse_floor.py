@@ -1,6 +1,6 @@
 """The CPU per C-STORE instance of Ferry's set-up around pynetdicom, without the store.
 
-    .venv/bin/python bench/dimse_floor.py SETDIR --tree main=/work/main --tree branch=$PWD [--rounds 3]
+    .venv/bin/python bench/dimse_floor.py SETDIR --tree main=/work/main --tree branch=$PWD
 
 For each tree in turn (rounds alternate them), a pynetdicom SCP in a process of its own with
 that tree first on PYTHONPATH and the bridge's set-up (`dimse.server`'s pynetdicom options, the
