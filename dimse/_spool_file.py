@@ -1,10 +1,11 @@
 """The file pynetdicom writes a C-STORE data set into as it arrives, in the archive's spool.
 
-pynetdicom writes from the association's reactor thread. A full disk there would be an
-exception in that thread, and the association would be lost with no answer; the sender never
-learns to come back later. `SpoolFile` turns "no space" into a mark instead: it stops writing,
-drops the rest of the data set, and the C-STORE handler answers Out of Resources (0xA700),
-which a sender retries. Marks are kept by file name until the handler has answered.
+pynetdicom writes it from the association's DUL thread, as the PDUs are decoded. A full disk
+there would be an exception in that thread, and the association would be lost with no answer;
+the sender never learns to come back later. `SpoolFile` turns "no space" into a mark instead:
+it stops writing, drops the rest of the data set, and the C-STORE handler answers Out of
+Resources (0xA700), which a sender retries. Marks are kept by file name until the handler has
+answered.
 """
 
 from __future__ import annotations
@@ -12,11 +13,10 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import tempfile
+import secrets
 import threading
 import uuid
 from pathlib import Path
-from typing import IO
 
 from foundation.errors import is_disk_full
 
@@ -34,29 +34,34 @@ def was_cut_short(name: str) -> bool:
 
 
 class SpoolFile:
-    """A NamedTemporaryFile look-alike (write, flush, close, name, file) that survives ENOSPC."""
+    """A NamedTemporaryFile look-alike (write, flush, close, name, file) that survives ENOSPC.
+
+    Written with `os.write` on its descriptor: unbuffered, so "no space" comes from the write
+    that found it, and without a file object (or NamedTemporaryFile's wrapper, which looked up
+    and wrapped `write` again on every fragment) between pynetdicom and the system call.
+    """
 
     def __init__(self, folder: Path, prefix: str) -> None:
         self.file = self  # pynetdicom flushes `file.file`, as on a NamedTemporaryFile
-        self._stream: IO[bytes]
-        try:  # unbuffered: "no space" comes from the write that found it, not a later flush
-            self._stream = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed by close())
-                delete=False, mode="wb", buffering=0, suffix=".dcm", dir=folder, prefix=prefix
+        self._cut = False
+        self._fd: int | None = None
+        self.name: str = str(folder / f"{prefix}{secrets.token_hex(8)}.dcm")
+        try:
+            self._fd = os.open(
+                self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
             )
-            self.name: str = self._stream.name
         except OSError as error:
             if not is_disk_full(error):
                 raise
-            self._stream = open(os.devnull, "wb")  # noqa: SIM115 (closed by close())
             self.name = str(folder / f"{prefix}unwritten-{uuid.uuid4().hex}.dcm")
             self._mark()
 
     def write(self, data: bytes) -> int:
-        if not self._marked():
+        if not self._cut and self._fd is not None:
             view = memoryview(data)
             try:
                 while view:
-                    written = self._stream.write(view)
+                    written = os.write(self._fd, view)
                     if not written:  # a regular file writes something or says why not
                         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                     view = view[written:]
@@ -65,27 +70,23 @@ class SpoolFile:
         return len(data)
 
     def flush(self) -> None:
-        if not self._marked():
-            try:
-                self._stream.flush()
-            except OSError as error:
-                self._give_up(error)
+        """Nothing is buffered."""
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):  # already answered for; nothing is buffered
-            self._stream.close()
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):  # already answered for; nothing is buffered
+                os.close(fd)
 
     def _give_up(self, error: OSError) -> None:
         if not is_disk_full(error):
             raise error
         self._mark()
-        with contextlib.suppress(OSError, ValueError):
-            self._stream.truncate(0)  # give back what was written: the disk is full
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)  # give back what was written: the disk is full
 
     def _mark(self) -> None:
+        self._cut = True
         with _lock:
             _cut_short.add(self.name)
-
-    def _marked(self) -> bool:
-        with _lock:
-            return self.name in _cut_short

@@ -20,7 +20,7 @@ from typing import Any
 from pynetdicom import dimse_messages
 
 from archive.outcomes import StoreOutcome
-from dimse import statuses
+from dimse import _messages, statuses
 from dimse._spool_file import SpoolFile, was_cut_short
 from dimse.context import BridgeContext
 from foundation import metrics
@@ -32,8 +32,10 @@ RECEIVING_PREFIX = "dimse-receiving-"
 
 
 def spool_received_data_sets(spool_dir: Path) -> None:
-    """Library set-up (called by the composition root): pynetdicom's C-STORE files go here."""
+    """Library set-up (called by the composition root): pynetdicom's C-STORE files go here,
+    their File Meta written directly (`dimse._messages`)."""
     spool_dir.mkdir(parents=True, exist_ok=True)
+    _messages.install()
     dimse_messages.NamedTemporaryFile = lambda **_options: SpoolFile(  # type: ignore[assignment]
         spool_dir, RECEIVING_PREFIX
     )

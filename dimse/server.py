@@ -35,7 +35,7 @@ from pynetdicom.transport import ThreadedAssociationServer
 from archive.outcomes import StoreOutcome
 from archive.store import Archive
 from audit.trail import record_many
-from dimse import _connection, commitment, query, retrieve, statuses, tls, wakeups
+from dimse import _connection, _messages, commitment, query, retrieve, statuses, tls, wakeups
 from dimse.callers import Caller, identify
 from dimse.config import DimseConfig
 from dimse.context import BridgeContext
@@ -112,6 +112,8 @@ class Bridge:
             (evt.EVT_CONN_OPEN, no_delay),
             (evt.EVT_CONN_OPEN, wakeups.wake_on_events),
             (evt.EVT_CONN_CLOSE, wakeups.release_wakeups),
+            (evt.EVT_CONN_OPEN, _messages.send_store_responses),
+            (evt.EVT_CONN_OPEN, _connection.decode_in_place),
             (
                 evt.EVT_CONN_OPEN,
                 _connection.guard(self.config.dicom_max_pdu, self.config.dicom_network_timeout),
