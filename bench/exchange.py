@@ -69,7 +69,8 @@ TARGETS = (
 
 class ExchangeFerry(FerryDimse):
     """FerryDimse (BENCH, its API client, storescu's node) plus DEST, a system administrator and
-    the courier; passwords are made here and never printed."""
+    the courier; passwords are made here and never printed (given as `--password=…`: one that
+    starts with "-" would otherwise read as an option)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -79,10 +80,10 @@ class ExchangeFerry(FerryDimse):
     def prepare(self, argv: list[str], env: dict[str, str]) -> None:
         super().prepare(argv, env)
         self.admin("create-institution", DESTINATION, "Destination")
-        self.admin("create-user", ADMIN, "--system-admin", "--password", self.password)
+        self.admin("create-user", ADMIN, "--system-admin", f"--password={self.password}")
         self.admin(
             "create-user", COURIER, "--institution", self.institution,
-            "--roles", "sender,receiver,viewer", "--password", self.password,
+            "--roles", "sender,receiver,viewer", f"--password={self.password}",
         )  # fmt: skip
 
     def set_up_exchange(self, pacs: StoreSCP) -> None:

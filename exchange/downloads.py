@@ -29,8 +29,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import threading
 import uuid
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -243,29 +245,87 @@ class ZipDownload:
                 yield piece
 
 
+class _Prepared:
+    """Recently planned ZIPs' names, DICOMDIRs and ETags, by what decides them.
+
+    A selection's member names and DICOMDIR follow from its instances' headers, which never
+    change under their blob keys (a replaced instance is a new row with a new key): so the same
+    time stamp and the same (SOP Instance UID, blob key, size) in the same order give the same
+    names, DICOMDIR and ETag. A download manager's parallel ranges, a resumed download and the
+    next person downloading the same transfer reuse them instead of reading every instance's
+    DICOM JSON again. At most `BUDGET` bytes of DICOMDIRs are kept, per process.
+    """
+
+    BUDGET = 32 * 1024 * 1024
+
+    def __init__(self) -> None:
+        self._kept: OrderedDict[bytes, tuple[tuple[str, ...], bytes, str]] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> tuple[tuple[str, ...], bytes, str] | None:
+        with self._lock:
+            found = self._kept.get(key)
+            if found is not None:
+                self._kept.move_to_end(key)
+            return found
+
+    def put(self, key: bytes, value: tuple[tuple[str, ...], bytes, str]) -> None:
+        cost = len(value[1]) + 64 * len(value[0])
+        if cost > self.BUDGET:
+            return
+        with self._lock:
+            if key in self._kept:
+                return
+            self._kept[key] = value
+            self._size += cost
+            while self._size > self.BUDGET:
+                _, (names, dicomdir, _) = self._kept.popitem(last=False)
+                self._size -= len(dicomdir) + 64 * len(names)
+
+
+_PREPARED = _Prepared()
+
+
 def prepare_zip(archive: Archive, plan: ZipPlan, modified: datetime) -> ZipDownload:
     """Names every member and writes the DICOMDIR from the index; no blob is opened.
     `modified` is every member's time stamp (a transfer's gives the same ZIP each time)."""
     stamp = modified.astimezone(UTC).timetuple()[:6]
-    layout, entries = _Layout(), list[tuple[str, int]]()
+    instances = [instance for series in plan.series for instance in series]
+    decided_by = hashlib.sha256(FORMAT + repr(stamp).encode())
+    for instance in instances:
+        decided_by.update(f"\0{instance.sop_instance_uid}\0{instance.blob_key}\0"
+                          f"{instance.size}".encode())  # fmt: skip
+    key = decided_by.digest()
+    prepared = _PREPARED.get(key)
+    if prepared is None:
+        prepared = _name_and_direct(archive, plan, stamp)
+        _PREPARED.put(key, prepared)
+    names, dicomdir, etag = prepared
+    entries = [(name, instance.size) for name, instance in zip(names, instances, strict=True)]
+    zip_layout = ZipLayout([*entries, (DICOMDIR, len(dicomdir))], stamp)
+    crcs = (*(instance.crc32 for instance in instances), zlib.crc32(dicomdir))
+    return ZipDownload(zip_layout, tuple(instances), dicomdir, etag, crcs)
+
+
+def _name_and_direct(
+    archive: Archive, plan: ZipPlan, stamp: tuple[int, ...]
+) -> tuple[tuple[str, ...], bytes, str]:
+    """Every member's name, the DICOMDIR and the ETag, from the instances' DICOM JSON."""
+    layout, names = _Layout(), list[str]()
     instances: list[StoredInstance] = []
     for series in plan.series:
         documents = _read_instances(archive, series)
         for instance in series:
-            name = layout.place(instance, documents.get(instance.sop_instance_uid))
-            entries.append((name, instance.size))
+            names.append(layout.place(instance, documents.get(instance.sop_instance_uid)))
             instances.append(instance)
     identity = hashlib.sha256(FORMAT + repr(stamp).encode())
-    for (name, size), instance in zip(entries, instances, strict=True):
-        identity.update(f"\0{name}\0{size}\0{instance.blob_key}".encode())
+    for name, instance in zip(names, instances, strict=True):
+        identity.update(f"\0{name}\0{instance.size}\0{instance.blob_key}".encode())
     uid = f"2.25.{uuid.uuid5(uuid.NAMESPACE_OID, identity.hexdigest()).int}"  # PS3.5 B.2
     dicomdir = layout.directory.encode(uid)
     identity.update(dicomdir)
-    zip_layout = ZipLayout([*entries, (DICOMDIR, len(dicomdir))], stamp)
-    crcs = (*(instance.crc32 for instance in instances), zlib.crc32(dicomdir))
-    return ZipDownload(
-        zip_layout, tuple(instances), dicomdir, f'"{identity.hexdigest()[:40]}"', crcs
-    )
+    return tuple(names), dicomdir, f'"{identity.hexdigest()[:40]}"'
 
 
 def iter_zip(

@@ -128,3 +128,24 @@ def test_a_streamed_zip_keeps_each_crc_and_the_next_one_reads_no_blob_for_them(
     assert sent == whole  # the zero-copy path's pieces, each blob's span from its file
     tail = again.layout.members[1].data_start + 100
     assert b"".join(iter_zip(archive, again, tail)) == whole[tail:]
+
+
+def test_a_replaced_instance_gives_a_new_dicomdir_though_the_last_plan_is_kept(
+    archive: Archive, tmp_path: Path
+) -> None:
+    spec = StudySpec()
+    before = ct_slice(spec=spec, PatientName="Before^Nam")
+    _store(archive, tmp_path / "in", [before])
+    plan = plan_zip(archive, [spec.study_uid])
+    first, again = prepare_zip(archive, plan, SENT), prepare_zip(archive, plan, SENT)
+    assert (again.etag, again.dicomdir) == (first.etag, first.dicomdir)
+    replacing = Archive(archive.engine, archive.blobs, replace_duplicates=True)
+    after = ct_slice(spec=spec, PatientName="After^Name", SOPInstanceUID=before.SOPInstanceUID,
+                     SeriesInstanceUID=before.SeriesInstanceUID)  # fmt: skip
+    _store(replacing, tmp_path / "new", [after])
+    replaced = prepare_zip(archive, plan_zip(archive, [spec.study_uid]), SENT)
+    assert replaced.etag != first.etag and len(replaced.instances) == 1
+    with zipfile.ZipFile(io.BytesIO(b"".join(iter_zip(archive, replaced)))) as zipped:
+        directory = dcmread(io.BytesIO(zipped.read(DICOMDIR)))
+    [patient] = [r for r in directory.DirectoryRecordSequence if r.DirectoryRecordType == "PATIENT"]
+    assert patient.PatientName == "After^Name"
