@@ -9,17 +9,13 @@ import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import Collection, Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import BinaryIO, Protocol
 
 CHUNK_SIZE = 1024 * 1024
 _PROBE_SIZE = 64 * 1024
 _SYNCFS_BATCH = 8  # from this many files on, one syncfs beats one fsync each
-# Data flushes started ahead of a store (`start_flush`): threads made on first use, so a bridge
-# forked before its first store starts with none.
-_FLUSHES = ThreadPoolExecutor(max_workers=8, thread_name_prefix="blob-flush")
 
 
 class BlobStore(Protocol):
@@ -28,10 +24,7 @@ class BlobStore(Protocol):
     spool_dir: Path
 
     def new_key(self, study_uid: str, sop_uid: str) -> str: ...
-    def start_flush(self, paths: Sequence[Path]) -> Future[None] | None: ...
-    def store(
-        self, moves: Iterable[tuple[Path, str]], *, flushed: Collection[Path] = ()
-    ) -> None: ...
+    def store(self, moves: Iterable[tuple[Path, str]]) -> None: ...
     def open(self, key: str) -> BinaryIO: ...
     def size(self, key: str) -> int: ...
     def iter_chunks(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]: ...
@@ -100,38 +93,16 @@ class FilesystemBlobStore:
             finally:
                 os.close(fd)
 
-    def start_flush(self, paths: Sequence[Path]) -> Future[None] | None:
-        """The spooled files' data flushed (`fdatasync`) in a worker thread, while the caller
-        parses them; once it succeeded, pass the paths to `store` as `flushed`. None where nothing
-        is flushed ahead: flushing off, or a batch that `store` flushes with one `syncfs`.
-
-        The files are opened here, so a file the caller removes meanwhile is still flushed
-        (harmlessly) instead of failing the flush.
-        """
-        if not self.fsync or not paths or len(paths) >= _SYNCFS_BATCH:
-            return None
-        fds: list[int] = []
-        try:
-            for path in paths:
-                fds.append(os.open(path, os.O_RDONLY | os.O_CLOEXEC))
-        except BaseException:
-            for fd in fds:
-                os.close(fd)
-            raise
-        return _FLUSHES.submit(_flush_data, fds)
-
-    def store(self, moves: Iterable[tuple[Path, str]], *, flushed: Collection[Path] = ()) -> None:
+    def store(self, moves: Iterable[tuple[Path, str]]) -> None:
         """Rename each spooled file to its key, then flush the files and the folders that changed.
 
         Renamed first, flushed after: on a journalling filesystem (ext4) the files' flush then
-        commits the renames with them. Files in `flushed` (their data flushed before the rename,
-        `start_flush`, while the store parsed them) are not flushed again: the folders' flush
-        commits their renames, the one flush left to wait for. Until the index row is committed,
-        a blob that a crash leaves unflushed is an orphan (`ferry archive check`), never a row's
-        target.
+        commits the renames with them, and the folders' flush finds nothing left to write: one
+        journal commit per store instead of two. Until the index row is committed, a blob that a
+        crash leaves unflushed is an orphan (`ferry archive check`), never a row's target.
         """
         folders: set[Path] = set()
-        targets = []  # renamed, their data still to flush
+        targets = []
         for source, key in moves:
             target = self._path(key)
             if target.parent not in folders and not target.parent.exists():
@@ -139,8 +110,7 @@ class FilesystemBlobStore:
                 folders.add(target.parent.parent)
             os.replace(source, target)
             folders.add(target.parent)
-            if source not in flushed:
-                targets.append(target)
+            targets.append(target)
         self._make_durable(targets)
         self._sync_dirs(folders)
 
@@ -189,16 +159,6 @@ class FilesystemBlobStore:
             probe.write_bytes(bytes(_PROBE_SIZE))
         finally:
             probe.unlink(missing_ok=True)
-
-
-def _flush_data(fds: list[int]) -> None:
-    """Each file's data and size on disk (`fdatasync` releases the interpreter lock); closed."""
-    try:
-        for fd in fds:
-            os.fdatasync(fd)
-    finally:
-        for fd in fds:
-            os.close(fd)
 
 
 def open_ahead(blobs: BlobStore, keys: Iterable[str]) -> list[BinaryIO | OSError]:

@@ -11,8 +11,7 @@ import filecmp
 import functools
 import logging
 import threading
-from collections.abc import Collection, Iterable, Sequence
-from concurrent.futures import Future, wait
+from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -248,36 +247,17 @@ class Archive:
         expected_study_uid: str | None = None,
         institution_pk: int | None = None,
     ) -> list[StoreOutcome]:
-        """Store spooled files (each consumed: stored or deleted); one outcome per file.
-
-        The files' data is flushed in a worker thread while they are parsed and checked
-        (`BlobStore.start_flush`); the store waits for it before the rename into the blob store,
-        so a blob's data is on disk before its index row is written (docs/archive.md).
-        """
-        flushing = self.blobs.start_flush(paths)
-        try:
-            prepared = [self.prepare(path) for path in paths]
-            flushed = frozenset(paths) if flushing is not None else frozenset()
-            return self.store_prepared(
-                prepared, expected_study_uid, institution_pk, flushing, flushed
-            )
-        finally:
-            if flushing is not None:
-                wait((flushing,))  # a refused store's flush ends before its answer too
+        """Store spooled files (each consumed: stored or deleted); one outcome per file."""
+        prepared = [self.prepare(path) for path in paths]
+        return self.store_prepared(prepared, expected_study_uid, institution_pk)
 
     def store_prepared(
         self,
         prepared: Sequence[Prepared | StoreOutcome],
         expected_study_uid: str | None = None,
         institution_pk: int | None = None,
-        flushing: Future[None] | None = None,
-        flushed: Collection[Path] = (),
     ) -> list[StoreOutcome]:
-        """Settle duplicates, make the blobs durable, commit the index; outcomes in order.
-
-        `flushing`: the data flush of the spooled files `flushed`, started before
-        (`BlobStore.start_flush`); a file the parse replaced (a header added) is flushed after.
-        """
+        """Settle duplicates, make the blobs durable, commit the index; outcomes in order."""
         results: list[StoreOutcome | None] = [
             p if isinstance(p, StoreOutcome) else None for p in prepared
         ]
@@ -290,7 +270,7 @@ class Archive:
                 work = self._owned_elsewhere(connection, work, institution_pk, results)
                 work, replacing = self._settle_duplicates(connection, work, institution_pk, results)
             if work:
-                self._write(work, replacing, results, flushing, flushed)
+                self._write(work, replacing, results)
         finally:
             for _, item in work:  # whatever was not renamed into the store is removed
                 item.parsed.path.unlink(missing_ok=True)
@@ -415,14 +395,10 @@ class Archive:
         work: list[tuple[int, Prepared]],
         replacing: set[int],
         results: list[StoreOutcome | None],
-        flushing: Future[None] | None = None,
-        flushed: Collection[Path] = (),
     ) -> None:
         moves = [(item.parsed.path, item.blob_key) for _, item in work]
         try:
-            if flushing is not None:
-                flushing.result()  # EIO, ENOSPC: refused below, nothing renamed yet
-            self.blobs.store(moves, flushed=flushed)
+            self.blobs.store(moves)
             old_keys, inserted = self._commit_owned(work, replacing, results)
         except Exception as error:  # disk full, database gone: nothing is indexed
             self.blobs.delete(key for _, key in moves)

@@ -1,9 +1,9 @@
 """A C-STORE whose blob cannot be flushed is refused, and nothing of it is kept.
 
-The blob's data is flushed (`fdatasync`) in a worker thread while the handler parses it; a disk
-that fails that flush (EIO, or ENOSPC from a thin-provisioned or network disk) must answer the
-sender Out of Resources (0xA700, which senders retry) with a reason, and leave no blob, no
-index row and nothing in the spool. The disk's failure is injected at the system call.
+A disk that fails the blob's flush (`fsync`, `fdatasync`: EIO, or ENOSPC from a thin-provisioned
+or network disk) must answer the sender Out of Resources (0xA700, which senders retry) with a
+reason, and leave no blob, no index row and nothing in the spool. The disk's failure is injected
+at the system calls.
 """
 
 from __future__ import annotations
@@ -44,6 +44,7 @@ def test_a_blob_that_cannot_be_flushed_is_refused_and_not_kept(
         raise OSError(code, os.strerror(code))
 
     monkeypatch.setattr(os, "fdatasync", failing)
+    monkeypatch.setattr(os, "fsync", failing)
     status = _c_store(dimse)
     assert status.Status == OUT_OF_RESOURCES
     assert status.ErrorComment == "could not store"
