@@ -13,7 +13,6 @@ from foundation.errors import FerryError
 
 
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
-    import uvicorn
 
     from ferry.app import build_archive, create_app
     from ferry.background import (
@@ -24,6 +23,7 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
         describe_shipping,
         serve_forked_bridge,
     )
+    from ferry.balance import BalancedServer, ConnectionCounts
     from ferry.forks import Forks, per_core
     from ferry.http_server import server_config
     from ferry.metrics_routes import MetricsListener, collectors
@@ -56,9 +56,10 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
         app, settings, log_level=settings.log_level, timeout_graceful_shutdown=10
     )
     listener = config.bind_socket()  # bound once; every HTTP process accepts from it
+    counts = ConnectionCounts(workers)  # shared before the fork: each process's connections
 
     def serve_http() -> None:
-        uvicorn.Server(config).run(sockets=[listener])
+        BalancedServer(config, counts).run(sockets=[listener])
 
     # Forked before any thread starts (the bridge, the job worker, uvicorn's own).
     forks = Forks(archive.engine)
