@@ -17,7 +17,6 @@ before the fork.
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import logging
 import multiprocessing
@@ -30,8 +29,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 log = logging.getLogger(__name__)
 
 DEFER_SECONDS = 0.002
-_OUT_OF_RESOURCES = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
-_RESOURCE_PAUSE_SECONDS = 1.0  # as asyncio's own accept loop waits when out of descriptors
+_PAUSE_ON_ERROR_SECONDS = 1.0  # as asyncio's own accept loop waits when out of descriptors
 
 
 class ConnectionCounts:
@@ -60,7 +58,7 @@ def _counted(protocol: type[HttpToolsProtocol], counts: ConnectionCounts) -> typ
     """`protocol`, publishing the process's count of open connections as they open and close."""
 
     class Counted(protocol):  # type: ignore[valid-type,misc]
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        def connection_made(self, transport: asyncio.Transport) -> None:
             super().connection_made(transport)
             counts.publish(len(self.server_state.connections))
 
@@ -88,8 +86,8 @@ class BalancedServer(uvicorn.Server):
             return
         self.counts.claim()
         config = self.config
-        protocol = _counted(config.http_protocol_class, self.counts)  # type: ignore[arg-type]
-        create_protocol = functools.partial(
+        protocol: Any = _counted(config.http_protocol_class, self.counts)  # type: ignore[arg-type]
+        create_protocol: Any = functools.partial(
             protocol, config=config, server_state=self.server_state, app_state=self.lifespan.state
         )
         loop = asyncio.get_running_loop()
@@ -118,11 +116,9 @@ class BalancedServer(uvicorn.Server):
             conn, _address = sock.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # another process took it
-        except OSError as error:
-            if error.errno not in _OUT_OF_RESOURCES:
-                raise
+        except OSError as error:  # out of descriptors, say: wait rather than spin on it
             log.error("cannot accept a connection: %s", error)
-            self._pause(loop, sock, create_protocol, _RESOURCE_PAUSE_SECONDS)
+            self._pause(loop, sock, create_protocol, _PAUSE_ON_ERROR_SECONDS)
             return
         conn.setblocking(False)
         task = loop.create_task(
