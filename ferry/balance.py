@@ -8,7 +8,7 @@ held to one core's worth of Python.
 
 `BalancedServer` accepts one connection at a time instead, and a process that already holds more
 open connections than another HTTP process lets the next one pass: it stops watching the socket
-for `DEFER_SECONDS`, which the other process (woken by the same arrival) uses to take it. If
+for `DEFER_SECONDS` (10 ms), which the other process (woken by the same arrival) uses to take it. If
 nobody has taken it by then, it accepts it itself, so a stuck or busy peer never delays a client
 by more than that. Each process publishes its count of open connections in an array shared
 before the fork.
@@ -28,7 +28,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger(__name__)
 
-DEFER_SECONDS = 0.002
+DEFER_SECONDS = 0.01
 _PAUSE_ON_ERROR_SECONDS = 1.0  # as asyncio's own accept loop waits when out of descriptors
 
 
