@@ -13,6 +13,7 @@ from foundation.errors import FerryError
 
 
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
+    import uvicorn
 
     from ferry.app import build_archive, create_app
     from ferry.background import (
@@ -23,7 +24,6 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
         describe_shipping,
         serve_forked_bridge,
     )
-    from ferry.balance import BalancedServer, ConnectionCounts
     from ferry.forks import Forks, per_core
     from ferry.http_server import server_config
     from ferry.metrics_routes import MetricsListener, collectors
@@ -56,10 +56,9 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
         app, settings, log_level=settings.log_level, timeout_graceful_shutdown=10
     )
     listener = config.bind_socket()  # bound once; every HTTP process accepts from it
-    counts = ConnectionCounts(workers)  # shared before the fork: each process's connections
 
     def serve_http() -> None:
-        BalancedServer(config, counts).run(sockets=[listener])
+        uvicorn.Server(config).run(sockets=[listener])
 
     # Forked before any thread starts (the bridge, the job worker, uvicorn's own).
     forks = Forks(archive.engine)

@@ -121,37 +121,3 @@ def test_two_processes_answer_and_die_with_ferry_serve(tmp_path: Path) -> None:
         if process.poll() is None:
             process.kill()
             process.wait(timeout=WAIT)
-
-
-def test_clients_connecting_together_are_shared_between_the_processes(tmp_path: Path) -> None:
-    """Four kept-alive connections opened at once are served by both processes, not one."""
-    data_dir = tmp_path / "var"
-    data_dir.mkdir()
-    log = tmp_path / "ferry.log"
-    auth = api_client_headers(data_dir)
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    process = _start(data_dir, log, port)
-    try:
-        _wait_until_up(process, base, log)
-        _wait_for(lambda: len(_started(log)) == 2, "both HTTP processes to start")
-        clients = [httpx.Client(base_url=base, headers=auth) for _ in range(4)]
-        try:
-            with ThreadPoolExecutor(4) as pool:  # four connections made together
-                assert set(pool.map(lambda c: c.get("/auth/me").status_code, clients)) == {200}
-            for client in clients:  # the same connections again (keep-alive)
-                assert client.get("/auth/me").status_code == 200
-        finally:
-            for client in clients:
-                client.close()
-        client_ports = re.findall(r"\[(\d+)\] 127\.0\.0\.1:(\d+) - \"GET /auth/me", log.read_text())
-        served_by: dict[str, set[str]] = {}
-        for pid, client_port in client_ports:
-            served_by.setdefault(client_port, set()).add(pid)
-        assert len(served_by) == 4  # four connections, each kept for its two requests
-        assert all(len(pids) == 1 for pids in served_by.values())
-        assert set().union(*served_by.values()) == _started(log)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=WAIT)
