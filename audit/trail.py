@@ -236,16 +236,16 @@ def _appending(engine: Engine) -> Iterator[Connection]:
         with engine.begin() as connection:
             yield connection
         return
-    with _process_lock(engine), engine.connect() as plain:
-        # pysqlite would open its own deferred transaction; autocommit lets us say IMMEDIATE.
-        connection = plain.execution_options(isolation_level="AUTOCOMMIT")
+    with _process_lock(engine), engine.connect() as connection:
+        # pysqlite begins a deferred transaction only before DML, and none while one is open:
+        # BEGIN IMMEDIATE said first is the transaction the statements below run in, without
+        # switching the pooled connection to autocommit and back on every append.
         connection.exec_driver_sql("BEGIN IMMEDIATE")
         try:
             yield connection
-            connection.exec_driver_sql("COMMIT")
+            connection.commit()
         except BaseException:
-            if connection.connection.dbapi_connection.in_transaction:  # type: ignore[union-attr]
-                connection.exec_driver_sql("ROLLBACK")
+            connection.rollback()
             raise
 
 

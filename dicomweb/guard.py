@@ -12,7 +12,7 @@ import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from starlette.requests import Request
@@ -31,6 +31,7 @@ from policy.principal import ANONYMOUS, Principal
 from policy.roles import Action
 
 Endpoint = Callable[[Request], Awaitable[Response]]
+Found = TypeVar("Found")
 GUARD_ATTRIBUTE = "__ferry_guard__"
 
 
@@ -239,6 +240,32 @@ def guarded(
     async def guarded_endpoint(request: Request) -> Response:
         await anyio.to_thread.run_sync(_prepare, request, spec)
         return await endpoint(request)
+
+    setattr(guarded_endpoint, GUARD_ATTRIBUTE, spec)
+    return guarded_endpoint
+
+
+def guarded_blocking(
+    action: Action,
+    work: Callable[[Request], Found],
+    answer: Callable[[Request, Found], Response],
+    study_from: Callable[[Request], str | None] = study_from_path,
+) -> Endpoint:
+    """`guarded` for an endpoint whose work blocks: the guard and `work` share one worker thread.
+
+    The same steps in the same order as `guarded` (authenticate, decide, audit, then the
+    endpoint), in one thread hop instead of two: a hop costs about 160 µs of CPU, a tenth of a
+    small search. `answer` makes the response from what `work` found, on the event loop.
+    """
+    spec = GuardSpec(action, study_from)
+
+    def prepare_and_work(request: Request) -> Found:
+        _prepare(request, spec)
+        return work(request)
+
+    @functools.wraps(work)
+    async def guarded_endpoint(request: Request) -> Response:
+        return answer(request, await anyio.to_thread.run_sync(prepare_and_work, request))
 
     setattr(guarded_endpoint, GUARD_ATTRIBUTE, spec)
     return guarded_endpoint

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 from datetime import UTC, datetime
 
-import anyio
 from pydicom.datadict import dictionary_VR
 from starlette.requests import Request
 from starlette.responses import Response
@@ -18,6 +17,7 @@ from archive.search import (
     SEQUENCE_MATCHABLE,
     Filter,
     SearchQuery,
+    SearchResult,
     StudyScope,
     encode_json_array,
     search,
@@ -166,30 +166,36 @@ def _accepts_json(header: str | None) -> bool:
     return any(r.essence in _JSON_TYPES for r in ranges)
 
 
-async def _search(request: Request, level: Level) -> Response:
+def _search(request: Request, level: Level) -> tuple[SearchResult, list[str]]:
+    """Runs in a worker thread, right after the guard (`guarded_blocking`)."""
     config: DicomwebConfig = request.app.state.dicomweb
     _check_accept(request)
     query, warnings = parse_search(request, level, config)
     base = public_base(request, config)
-    result = await anyio.to_thread.run_sync(search, request.app.state.archive.engine, query, base)
+    result = search(request.app.state.archive.engine, query, base)
     metrics.QIDO_RESULTS.labels(level.value).observe(len(result.documents))
     if result.truncated:
         warnings.append(
             "The number of results exceeded the maximum supported by the server. "
             "Additional results can be requested."
         )
+    return result, warnings
+
+
+def answer_search(_request: Request, found: tuple[SearchResult, list[str]]) -> Response:
+    result, warnings = found
     headers = {"Warning": warning_header(warnings)} if warnings else {}
     body = encode_json_array(result.documents)
     return Response(body, media_type="application/dicom+json", headers=headers)
 
 
-async def search_for_studies(request: Request) -> Response:
-    return await _search(request, Level.STUDY)
+def search_for_studies(request: Request) -> tuple[SearchResult, list[str]]:
+    return _search(request, Level.STUDY)
 
 
-async def search_for_series(request: Request) -> Response:
-    return await _search(request, Level.SERIES)
+def search_for_series(request: Request) -> tuple[SearchResult, list[str]]:
+    return _search(request, Level.SERIES)
 
 
-async def search_for_instances(request: Request) -> Response:
-    return await _search(request, Level.INSTANCE)
+def search_for_instances(request: Request) -> tuple[SearchResult, list[str]]:
+    return _search(request, Level.INSTANCE)

@@ -9,16 +9,16 @@ from __future__ import annotations
 from starlette.routing import Route
 
 from dicomweb import capabilities, pixels, qido, rendered, stow, wado
-from dicomweb.guard import guarded, public
+from dicomweb.guard import guarded, guarded_blocking, public
 from policy.roles import Action
 
 STUDY = "/studies/{study}"
 SERIES = STUDY + "/series/{series}"
 INSTANCE = SERIES + "/instances/{instance}"
 
-_search_studies = guarded(Action.SEARCH, qido.search_for_studies)
-_search_series = guarded(Action.SEARCH, qido.search_for_series)
-_search_instances = guarded(Action.SEARCH, qido.search_for_instances)
+_search_studies = guarded_blocking(Action.SEARCH, qido.search_for_studies, qido.answer_search)
+_search_series = guarded_blocking(Action.SEARCH, qido.search_for_series, qido.answer_search)
+_search_instances = guarded_blocking(Action.SEARCH, qido.search_for_instances, qido.answer_search)
 _store = guarded(Action.STORE, stow.store_instances)
 _retrieve = guarded(Action.DOWNLOAD, wado.retrieve_instances)
 _metadata = guarded(Action.READ_METADATA, wado.retrieve_metadata)
