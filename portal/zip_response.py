@@ -24,7 +24,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from archive.blobstore import BlobStore, close_all, open_ahead
-from exchange.downloads import DataSpan, MemberChanged, ZipDownload
+from exchange.downloads import MemberChanged, ZipDownload
 
 ZERO_COPY_SEND = "http.response.zerocopysend"  # the ASGI extension's message and scope key
 _BATCH_FILES = 32
@@ -65,14 +65,18 @@ class ZipResponse(StreamingResponse):
         await send({"type": "http.response.start", "status": self.status_code,
                     "headers": self.raw_headers})  # fmt: skip
         try:
-            await self._send_pieces(send)
+            tail = await self._send_pieces(send)
         except Exception as error:
             await anyio.to_thread.run_sync(self.finished, error)
             raise
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        # What a whole download marks is done before its last bytes leave, so a client that has
+        # them all (and the page it loads next) sees it.
         await anyio.to_thread.run_sync(self.finished, None)
+        await send({"type": "http.response.body", "body": tail, "more_body": False})
 
-    async def _send_pieces(self, send: Send) -> None:
+    async def _send_pieces(self, send: Send) -> bytes:
+        """Sends all but the last small bytes (the end of the central directory, when the range
+        reaches it), which it returns."""
         download = self.download
         batches = _batches(download, self.start, self.end)
         files: dict[int, BinaryIO | Exception] = {}
@@ -83,14 +87,16 @@ class ZipResponse(StreamingResponse):
                 if isinstance(piece, bytes):
                     small.append(piece)
                     size += len(piece)
-                    if size < _SMALL_BYTES:
-                        continue
+                    if size >= _SMALL_BYTES and len(small) > 1:  # the newest may be the last
+                        body = b"".join(small[:-1])
+                        await send({"type": "http.response.body", "body": body,
+                                    "more_body": True})  # fmt: skip
+                        small, size = [piece], len(piece)
+                    continue
                 if small:
                     body = b"".join(small)
                     await send({"type": "http.response.body", "body": body, "more_body": True})
                     small, size = [], 0
-                if not isinstance(piece, DataSpan):
-                    continue
                 if piece.index not in files:
                     close_all(f for f in files.values() if not isinstance(f, Exception))
                     files = await anyio.to_thread.run_sync(self._open, next(batches))
@@ -99,9 +105,7 @@ class ZipResponse(StreamingResponse):
                     raise file
                 await send({"type": ZERO_COPY_SEND, "file": file, "offset": piece.start,
                             "count": piece.end - piece.start, "more_body": True})  # fmt: skip
-            if small:
-                await send({"type": "http.response.body", "body": b"".join(small),
-                            "more_body": True})  # fmt: skip
+            return b"".join(small)
         finally:
             close_all(f for f in files.values() if not isinstance(f, Exception))
 
