@@ -8,9 +8,10 @@ central directory go as small body messages and each member's data as a
 Python. Otherwise the ZIP streams through the process (`exchange.downloads.iter_zip`), which
 works out the missing CRCs and keeps them.
 
-Either way `finished` is called once the last byte is handed over (None) or when the response
-breaks off (the error, which is raised on: the connection ends before the central directory);
-not when the client leaves first.
+`finished` is called with None once every byte is handed over, or, on the zero-copy path, just
+before the last small bytes (the end of the central directory) are: a client that has the whole
+ZIP then finds the transfer marked. It is called with the error when the response breaks off (the
+error is raised on: the connection ends before the central directory).
 """
 
 from __future__ import annotations
