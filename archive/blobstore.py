@@ -9,9 +9,9 @@ import hashlib
 import os
 import secrets
 import shutil
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Protocol, TypeVar
 
 CHUNK_SIZE = 1024 * 1024
 _PROBE_SIZE = 64 * 1024
@@ -159,6 +159,26 @@ class FilesystemBlobStore:
             probe.write_bytes(bytes(_PROBE_SIZE))
         finally:
             probe.unlink(missing_ok=True)
+
+
+OPEN_AHEAD_FILES = 32  # blobs opened and read ahead together for sending from their files
+OPEN_AHEAD_BYTES = 16 * 1024 * 1024
+_Item = TypeVar("_Item")
+
+
+def ahead_batches(items: Iterable[_Item], size: Callable[[_Item], int]) -> Iterator[list[_Item]]:
+    """`items` in order, a few at a time: as many as `open_ahead` should open and read ahead
+    together (up to OPEN_AHEAD_FILES blobs or OPEN_AHEAD_BYTES)."""
+    batch: list[_Item] = []
+    total = 0
+    for item in items:
+        batch.append(item)
+        total += size(item)
+        if len(batch) >= OPEN_AHEAD_FILES or total >= OPEN_AHEAD_BYTES:
+            yield batch
+            batch, total = [], 0
+    if batch:
+        yield batch
 
 
 def open_ahead(blobs: BlobStore, keys: Iterable[str]) -> list[BinaryIO | OSError]:

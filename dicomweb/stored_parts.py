@@ -23,7 +23,7 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from archive.blobstore import BlobStore, open_ahead
+from archive.blobstore import BlobStore, ahead_batches, open_ahead
 from archive.blobstore import close_all as _close_all
 from dicomweb.multipart import (
     iter_coalesced,
@@ -35,8 +35,6 @@ from dicomweb.multipart import (
 from dicomweb.streaming import PrimedStreamingResponse
 
 ZERO_COPY_SEND = "http.response.zerocopysend"  # the ASGI extension's message and scope key
-_BATCH_FILES = 32
-_BATCH_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -67,7 +65,7 @@ class StoredPartsResponse(PrimedStreamingResponse):
             media_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
             headers={"Content-Length": str(length)},
         )
-        self._batches = list(_batches(self.parts))
+        self._batches = list(ahead_batches(self.parts, lambda part: part.size))
         self._first: list[BinaryIO | OSError] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -124,19 +122,6 @@ class StoredPartsResponse(PrimedStreamingResponse):
         A blob that cannot be opened is its error, raised when its part's turn comes.
         """
         return open_ahead(self.blobs, (part.key for part in batch))
-
-
-def _batches(parts: Sequence[StoredPart]) -> Iterator[list[StoredPart]]:
-    batch: list[StoredPart] = []
-    size = 0
-    for part in parts:
-        batch.append(part)
-        size += part.size
-        if len(batch) >= _BATCH_FILES or size >= _BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
 
 
 @contextlib.contextmanager

@@ -24,12 +24,10 @@ import anyio
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from archive.blobstore import BlobStore, close_all, open_ahead
+from archive.blobstore import BlobStore, ahead_batches, close_all, open_ahead
 from exchange.downloads import MemberChanged, ZipDownload
 
 ZERO_COPY_SEND = "http.response.zerocopysend"  # the ASGI extension's message and scope key
-_BATCH_FILES = 32
-_BATCH_BYTES = 16 * 1024 * 1024
 _SMALL_BYTES = 64 * 1024  # headers and descriptors gathered into one message up to this
 
 Finished = Callable[[Exception | None], None]
@@ -128,15 +126,6 @@ class ZipResponse(StreamingResponse):
 
 def _batches(download: ZipDownload, start: int, end: int) -> Iterator[list[int]]:
     """The blobs whose data the range holds, in order, a few at a time."""
-    batch: list[int] = []
-    size = 0
-    for index, member in enumerate(download.layout.members[: len(download.instances)]):
-        if member.data_start >= end or member.data_end <= start:
-            continue
-        batch.append(index)
-        size += member.size
-        if len(batch) >= _BATCH_FILES or size >= _BATCH_BYTES:
-            yield batch
-            batch, size = [], 0
-    if batch:
-        yield batch
+    members = download.layout.members[: len(download.instances)]
+    held = (i for i, m in enumerate(members) if m.data_start < end and m.data_end > start)
+    return ahead_batches(held, lambda index: members[index].size)
