@@ -28,6 +28,7 @@ from archive.models import Instance, Patient, Series, Study, StudyGrant
 from archive.outcomes import StoreOutcome
 from archive.parse import InvalidInstance, ParsedInstance, read_received
 from archive.quickread import quick_read
+from foundation.driver_sql import DriverCursor
 from foundation.errors import (
     InstanceNotFound,
     InsufficientStorage,
@@ -323,7 +324,7 @@ class Archive:
         uids = {item.parsed.study_instance_uid for _, item in work}
         if not uids:
             return work
-        owners = dict(connection.execute(_STUDY_OWNERS, {"uids": list(uids)}).all())
+        owners = dict(DriverCursor(connection).execute(_STUDY_OWNERS, {"uids": list(uids)}))
         kept = []
         for position, item in work:
             owner = owners.get(item.parsed.study_instance_uid, institution_pk)
@@ -379,7 +380,7 @@ class Archive:
         uids = [item.parsed.sop_instance_uid for _, item in work]
         if not uids:
             return {}
-        rows = connection.execute(_HELD_INSTANCES, {"uids": uids})
+        rows = DriverCursor(connection).execute(_HELD_INSTANCES, {"uids": uids})
         return {row[0]: _Held(*row[1:]) for row in rows}
 
     def _same_bytes(self, path: Path, key: str) -> bool:
@@ -461,7 +462,7 @@ class Archive:
                         old_keys.append(old)
             wanted = {item.parsed.study_instance_uid: item.entry.study["institution_pk"]
                       for _, item in work}  # fmt: skip
-            owners = connection.execute(_STUDY_OWNERS, {"uids": list(wanted)}).all()
+            owners = DriverCursor(connection).execute(_STUDY_OWNERS, {"uids": list(wanted)})
             taken = {uid for uid, owner in owners if owner != wanted[uid]}
             if taken:
                 raise _OwnedMeanwhile(taken)  # rolls the whole batch back
