@@ -56,7 +56,9 @@ def _flatten(values: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _shape(values: Mapping[str, Any]) -> tuple[tuple[str, int], ...]:
-    return tuple((name, len(value) if isinstance(value, list) else -1) for name, value in values.items())
+    return tuple(
+        (name, len(value) if isinstance(value, list) else -1) for name, value in values.items()
+    )
 
 
 @functools.lru_cache(maxsize=512)
