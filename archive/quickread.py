@@ -277,9 +277,9 @@ class _DataSet:
                     if not top:
                         raise _GiveUp  # an item's own character set
                     self.charset = _charset(raw)
-                value = _convert(vr, raw, self.charset) if raw else None
+                value, entry = _text_element(vr, raw, self.charset)
                 values[tag] = (vr, value)
-                document[key] = _json(vr, value)
+                document[key] = entry
             position = offset + length
 
     def items(
@@ -424,6 +424,34 @@ def _valid(vr: str, item: str) -> None:
     validator = _STR_VALIDATORS.get(vr)
     if validator is not None and not validator(item):
         raise _GiveUp  # pydicom would warn, and may read it otherwise
+
+
+def _text_element(vr: str, raw: bytes, charset: str) -> tuple[Any, dict[str, Any]]:
+    """The value and its DICOM JSON; short ones remembered, in new containers each time."""
+    if not raw:
+        return None, {"vr": vr}
+    if len(raw) > _REMEMBERED_LENGTH:
+        value = _convert(vr, raw, charset)
+        return value, _json(vr, value)
+    items, json_items = _remembered(vr, raw, charset)
+    entry: dict[str, Any] = {"vr": vr}
+    if json_items is not None:
+        entry["Value"] = [dict(item) for item in json_items] if vr == "PN" else list(json_items)
+    return list(items), entry
+
+
+# Most values of an instance are those of the one before it in the series (names, dates,
+# codes, spacing): their conversion and pydicom's checks run once per process.
+_REMEMBERED_LENGTH = 64
+
+
+@functools.lru_cache(maxsize=4096)
+def _remembered(
+    vr: str, raw: bytes, charset: str
+) -> tuple[tuple[Any, ...], tuple[Any, ...] | None]:
+    value = _convert(vr, raw, charset)
+    entry = _json(vr, value)
+    return tuple(value), tuple(entry["Value"]) if "Value" in entry else None
 
 
 def _convert(vr: str, raw: bytes, charset: str) -> Any:
