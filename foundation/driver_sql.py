@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection
 from sqlalchemy.engine import Dialect
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 
 @dataclass(frozen=True)
@@ -71,9 +72,10 @@ def _compile(
     compiled = shaped.compile(
         dialect=dialect, column_keys=column_keys, compile_kwargs={"render_postcompile": True}
     )
+    assert isinstance(compiled, SQLCompiler)
     names = tuple(compiled.positiontup) if compiled.positiontup is not None else None
     expanded = dict(shape)
-    processors = []
+    processors: list[tuple[str, Callable[[Any], Any]]] = []
     for key, bind in compiled.binds.items():
         process = bind.type.dialect_impl(dialect).bind_processor(dialect)
         if process is None:
@@ -106,7 +108,7 @@ class DriverCursor:
         cursor = self._dbapi.cursor()
         try:
             cursor.execute(compiled.sql, compiled.arguments(values))
-            return cursor.fetchall() if cursor.description is not None else []
+            return list(cursor.fetchall()) if cursor.description is not None else []
         finally:
             cursor.close()
 
