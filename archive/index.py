@@ -15,6 +15,7 @@ from archive.levels import SERIES_TAGS, STUDY_TAGS, level_json
 from archive.models import Instance, Patient, Series, Study
 from archive.parse import ParsedInstance
 from foundation.database import table_of
+from foundation.driver_sql import DriverCursor
 
 PATIENT = table_of(Patient)
 STUDY = table_of(Study)
@@ -188,12 +189,12 @@ def _instance_insert(dialect: str) -> Any:
     )
 
 
-def _into_known_series(connection: Connection, entries: Sequence[IndexEntry]) -> list[IndexEntry]:
+def _into_known_series(driver: DriverCursor, entries: Sequence[IndexEntry]) -> list[IndexEntry]:
     """Entries whose series is indexed already, under their own study and patient, get its
     keys from one query; the others are returned, for the upserts. Nothing is written here:
     the upserts would have found all three rows and inserted none."""
     uids = list({entry.series["series_instance_uid"] for entry in entries})
-    known = {row[0]: row[1:] for row in connection.execute(_known_series_query(), {"uids": uids})}
+    known = {row[0]: row[1:] for row in driver.execute(_known_series_query(), {"uids": uids})}
     rest = []
     for entry in entries:
         found = known.get(entry.series["series_instance_uid"])
@@ -215,16 +216,19 @@ def insert_entries(connection: Connection, entries: Sequence[IndexEntry]) -> set
     """Write a batch; returns the SOP Instance UIDs actually inserted (others lost a race).
 
     Most instances arrive in a series already indexed (every one after a series' first): they
-    take its keys from one query instead of an upsert at each of the three levels.
+    take its keys from one query instead of an upsert at each of the three levels. That query
+    and the instance rows run on the DB-API cursor (`foundation.driver_sql`), in this
+    transaction; the upserts of a new series' levels, once per series, through SQLAlchemy.
     """
     if not entries:
         return set()
-    rest = _into_known_series(connection, entries)
+    driver = DriverCursor(connection)
+    rest = _into_known_series(driver, entries)
     if rest:
         _upsert_levels(connection, rest)
     statement = _instance_insert(connection.dialect.name)
-    inserted = connection.execute(statement, [entry.instance for entry in entries])
-    return set(inserted.scalars().all())
+    inserted = driver.execute_many(statement, [entry.instance for entry in entries])
+    return {row[0] for row in inserted}
 
 
 def _upsert_levels(connection: Connection, entries: Sequence[IndexEntry]) -> None:

@@ -28,6 +28,7 @@ from __future__ import annotations
 import base64
 import functools
 import logging
+import re
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
-from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
+from pydicom.uid import RE_VALID_UID, UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 from pydicom.valuerep import (
     MAX_VALUE_LEN,
     STR_VR_REGEXES,
@@ -70,6 +71,7 @@ _BINARY = frozenset({"OB", "OD", "OF", "OL", "OV", "OW"})
 _NUMBERS = {"US": "H", "SS": "h", "UL": "I", "SL": "i", "FL": "f", "FD": "d"}
 _SIZES = {"US": 2, "SS": 2, "UL": 4, "SL": 4, "FL": 4, "FD": 8}
 _CHARSET_VRS = frozenset({"SH", "LO", "UC", "ST", "LT", "UT", "PN"})
+_DATE_TIME_VRS = frozenset({"DA", "DT", "TM"})
 _SINGLE_VRS = frozenset({"ST", "LT", "UT"})  # one value, backslashes and all
 _SPLIT_RSTRIP = frozenset({"CS", "AS", "DA", "DT", "TM", "UI", "IS"})  # pydicom's multi_string
 _CONVERTED = _CHARSET_VRS | _SPLIT_RSTRIP | {"AE", "DS", "UR"} | set(_NUMBERS) | _BINARY
@@ -81,6 +83,7 @@ _BULK_BYTES = (dicomjson.BULK_DATA_THRESHOLD // 4) * 3  # pydicom's rule for Inl
 _INT_MAX = 2**31 - 1
 _SOP_CLASS, _SOP_INSTANCE, _STUDY, _SERIES = 0x00080016, 0x00080018, 0x0020000D, 0x0020000E
 _CHARSET_TAG = 0x00080005
+_VALID_UID = re.compile(RE_VALID_UID)
 _REQUEST_ATTRIBUTES = 0x00400275
 _ITEM, _SEQUENCE_DELIMITER = 0xFFFEE000, 0xFFFEE0DD
 _MAX_DEPTH = 64  # as archive.structure: deeper is refused there
@@ -155,27 +158,42 @@ def _implicit_vr(tag: int) -> str:
     return "" if " " in vr else vr  # "US or SS" and the like are pydicom's guess: given up
 
 
-def _header(buffer: _Buffer, position: int, implicit: bool) -> tuple[int, str, int, int]:
-    """Tag, VR, value length and value offset of the element at `position`.
+_IMPLICIT_HEAD = struct.Struct("<HHI").unpack  # group, element, length
+_EXPLICIT_HEAD = struct.Struct("<HH2sH").unpack  # group, element, VR, short length
+_LONG_LENGTH = struct.Struct("<I").unpack
+
+
+@functools.cache
+def _vr_name(raw: bytes) -> str | None:
+    """The VR of two bytes read where one stands, or None where pydicom would switch to
+    Implicit VR (each of the few pairs seen checked once)."""
+    vr = raw.decode("latin_1")
+    return vr if "AA" <= vr <= "ZZ" and vr.isalpha() and vr.isupper() else None
+
+
+def _header(
+    buffer: _Buffer, position: int, implicit: bool, head: bytes
+) -> tuple[int, str, int, int]:
+    """Tag, VR, value length and value offset of the element at `position`, whose first
+    eight bytes are `head`.
 
     In Implicit VR the VR is the dictionary's; "" for a private tag, an unknown one or one
     of several VRs (the pixel data's among them), which only the pixel data may be.
     """
-    head = buffer.take(position, 8)
     if implicit:
-        group, element, length = struct.unpack("<HHI", head)
+        group, element, length = _IMPLICIT_HEAD(head)
         tag = group << 16 | element
         return tag, "" if group & 1 else _implicit_vr(tag), length, position + 8
-    group, element = struct.unpack("<HH", head[:4])
-    vr = head[4:6].decode("latin_1")
-    if not ("AA" <= vr <= "ZZ" and vr.isalpha() and vr.isupper()):
+    group, element, raw_vr, length = _EXPLICIT_HEAD(head)
+    vr = _vr_name(raw_vr)
+    if vr is None:
         raise _GiveUp  # pydicom would switch to implicit VR
     if vr in _LONG_VRS:
-        if head[6:8] != b"\x00\x00":
+        if length:
             raise _GiveUp
-        length = struct.unpack("<I", buffer.take(position + 8, 4))[0]
+        length = _LONG_LENGTH(buffer.take(position + 8, 4))[0]
         return group << 16 | element, vr, length, position + 12
-    return group << 16 | element, vr, struct.unpack("<H", head[6:8])[0], position + 8
+    return group << 16 | element, vr, length, position + 8
 
 
 _Values = dict[int, tuple[str, Any]]  # tag -> (VR, converted value; for SQ, each item's)
@@ -209,13 +227,12 @@ class _DataSet:
                 return document, values, position
             if top and position >= buffer.size:
                 return document, values, position
-            group = struct.unpack("<H", buffer.take(position, 2))[0]
-            if group == 0xFFFE:
-                head = buffer.take(position, 8)
+            head = buffer.take(position, 8)  # every element's header is as long, at least
+            if head[:2] == b"\xfe\xff":  # group FFFE
                 if head[2:4] == b"\x0d\xe0" and end is None and not top:  # item delimiter
                     return document, values, position + 8
                 raise _GiveUp
-            tag, vr, length, offset = _header(buffer, position, self.implicit)
+            tag, vr, length, offset = _header(buffer, position, self.implicit, head)
             if tag <= previous:
                 raise _GiveUp  # out of order or repeated: as pydicom reads it
             previous = tag
@@ -260,9 +277,9 @@ class _DataSet:
                     if not top:
                         raise _GiveUp  # an item's own character set
                     self.charset = _charset(raw)
-                value = _convert(vr, raw, self.charset) if raw else None
+                value, entry = _text_element(vr, raw, self.charset)
                 values[tag] = (vr, value)
-                document[key] = _json(vr, value)
+                document[key] = entry
             position = offset + length
 
     def items(
@@ -339,7 +356,7 @@ def _meta(buffer: _Buffer, position: int) -> tuple[int, str]:
         head = buffer.take(position, 8)
         if struct.unpack("<H", head[:2])[0] != 0x0002:
             break
-        tag, vr, length, offset = _header(buffer, position, False)
+        tag, vr, length, offset = _header(buffer, position, False, head)
         if length == UNDEFINED_LENGTH:
             raise _GiveUp
         if tag == 0x00020010:
@@ -373,8 +390,9 @@ def _charset(raw: bytes) -> str:
 def _str_validator(vr: str) -> Callable[[str], bool] | None:
     """pydicom's validator of `vr` for a str value, without its layers of calls and messages.
 
-    Only the three validators whose rule for a str is its length and its pattern are taken
-    apart (`validate_vr_length`, `validate_regex`); any other is called as pydicom has it.
+    Only the validators whose rule for a str is its length and its pattern are taken apart
+    (`validate_vr_length`, `validate_regex`; DA, DT and TM's `validate_date_time` checks a str
+    as `validate_type_and_regex`); any other is called as pydicom has it.
     """
     validator: Callable[[str, Any], tuple[bool, str]] | None = VALIDATORS.get(vr)
     if validator is None:
@@ -391,8 +409,8 @@ def _str_validator(vr: str) -> Callable[[str], bool] | None:
 
     if validator is validate_type_and_length:
         return fits
-    if validator is validate_type_and_regex and pattern is not None:
-        return matches
+    if (validator is validate_type_and_regex or vr in _DATE_TIME_VRS) and pattern is not None:
+        return matches  # a date or time validator takes a str as validate_type_and_regex
     if validator is validate_length_and_type_and_regex and pattern is not None:
         return lambda item: fits(item) and matches(item)
     checked = validator
@@ -406,6 +424,34 @@ def _valid(vr: str, item: str) -> None:
     validator = _STR_VALIDATORS.get(vr)
     if validator is not None and not validator(item):
         raise _GiveUp  # pydicom would warn, and may read it otherwise
+
+
+def _text_element(vr: str, raw: bytes, charset: str) -> tuple[Any, dict[str, Any]]:
+    """The value and its DICOM JSON; short ones remembered, in new containers each time."""
+    if not raw:
+        return None, {"vr": vr}
+    if len(raw) > _REMEMBERED_LENGTH:
+        value = _convert(vr, raw, charset)
+        return value, _json(vr, value)
+    items, json_items = _remembered(vr, raw, charset)
+    entry: dict[str, Any] = {"vr": vr}
+    if json_items is not None:
+        entry["Value"] = [dict(item) for item in json_items] if vr == "PN" else list(json_items)
+    return list(items), entry
+
+
+# Most values of an instance are those of the one before it in the series (names, dates,
+# codes, spacing): their conversion and pydicom's checks run once per process.
+_REMEMBERED_LENGTH = 64
+
+
+@functools.lru_cache(maxsize=4096)
+def _remembered(
+    vr: str, raw: bytes, charset: str
+) -> tuple[tuple[Any, ...], tuple[Any, ...] | None]:
+    value = _convert(vr, raw, charset)
+    entry = _json(vr, value)
+    return tuple(value), tuple(entry["Value"]) if "Value" in entry else None
 
 
 def _convert(vr: str, raw: bytes, charset: str) -> Any:
@@ -506,8 +552,8 @@ def _uid(values: dict[int, tuple[str, Any]], tag: int) -> str:
     if found is None or found[0] != "UI" or not found[1] or len(found[1]) != 1:
         raise _GiveUp  # missing, empty or several: the pydicom path refuses it
     value = str(found[1][0]).strip()
-    if not value or not UID(value).is_valid:
-        raise _GiveUp
+    if not value or len(value) > 64 or _VALID_UID.match(value) is None:
+        raise _GiveUp  # as pydicom's UID.is_valid
     return value
 
 

@@ -18,7 +18,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Select, bindparam, delete, func, select, update
+from sqlalchemy import (
+    Engine,
+    Select,
+    bindparam,
+    delete,
+    func,
+    null,
+    select,
+    union_all,
+    update,
+)
 
 from archive import dicomjson, index, outcomes
 from archive.blobstore import BlobStore
@@ -28,6 +38,7 @@ from archive.models import Instance, Patient, Series, Study, StudyGrant
 from archive.outcomes import StoreOutcome
 from archive.parse import InvalidInstance, ParsedInstance, read_received
 from archive.quickread import quick_read
+from foundation.driver_sql import DriverCursor
 from foundation.errors import (
     InstanceNotFound,
     InsufficientStorage,
@@ -45,7 +56,10 @@ _UID_IN_USE = "a UID of this instance is already in use; not stored (use new UID
 _STUDY_OWNERS = select(index.STUDY.c.study_instance_uid, index.STUDY.c.institution_pk).where(
     index.STUDY.c.study_instance_uid.in_(bindparam("uids", expanding=True))
 )
-_HELD_INSTANCES = (
+# What a store checks before its blobs are written, in one read: the instances already held
+# under the received SOP Instance UIDs (where they live), then the received studies' owners
+# (rows without a SOP Instance UID).
+_HELD_AND_OWNERS = union_all(
     select(
         index.INSTANCE.c.sop_instance_uid,
         index.INSTANCE.c.blob_key,
@@ -54,7 +68,10 @@ _HELD_INSTANCES = (
     )
     .join(index.SERIES, index.SERIES.c.pk == index.INSTANCE.c.series_pk)
     .join(index.STUDY, index.STUDY.c.pk == index.SERIES.c.study_pk)
-    .where(index.INSTANCE.c.sop_instance_uid.in_(bindparam("uids", expanding=True)))
+    .where(index.INSTANCE.c.sop_instance_uid.in_(bindparam("instances", expanding=True))),
+    select(null(), null(), index.STUDY.c.study_instance_uid, index.STUDY.c.institution_pk).where(
+        index.STUDY.c.study_instance_uid.in_(bindparam("studies", expanding=True))
+    ),
 )
 
 
@@ -266,9 +283,9 @@ class Archive:
             work = self._within_reserve(work, results)
             if expected_study_uid:
                 work = self._other_studies(work, expected_study_uid, results)
-            with self.engine.connect() as connection:  # one checkout for both checks
-                work = self._owned_elsewhere(connection, work, institution_pk, results)
-                work, replacing = self._settle_duplicates(connection, work, institution_pk, results)
+            owners, existing = self._read_places(work)
+            work = self._owned_elsewhere(owners, work, institution_pk, results)
+            work, replacing = self._settle_duplicates(existing, work, institution_pk, results)
             if work:
                 self._write(work, replacing, results)
         finally:
@@ -310,22 +327,32 @@ class Archive:
             )
         return kept
 
+    def _read_places(
+        self, work: list[tuple[int, Prepared]]
+    ) -> tuple[dict[str, int | None], dict[str, _Held]]:
+        """The received studies' owners, and the instances held under the received UIDs."""
+        if not work:
+            return {}, {}
+        values = {
+            "instances": [item.parsed.sop_instance_uid for _, item in work],
+            "studies": list({item.parsed.study_instance_uid for _, item in work}),
+        }
+        with self.engine.connect() as connection:
+            rows = DriverCursor(connection).execute(_HELD_AND_OWNERS, values)
+        owners = {row[2]: row[3] for row in rows if row[0] is None}
+        return owners, {row[0]: _Held(*row[1:]) for row in rows if row[0] is not None}
+
     def _owned_elsewhere(
         self,
-        connection: Connection,
+        owners: dict[str, int | None],
         work: list[tuple[int, Prepared]],
         institution_pk: int | None,
         results: list[StoreOutcome | None],
     ) -> list[tuple[int, Prepared]]:
         """New studies belong to the storing institution; another's study is not added to."""
-        for _, item in work:
-            item.entry.study["institution_pk"] = institution_pk
-        uids = {item.parsed.study_instance_uid for _, item in work}
-        if not uids:
-            return work
-        owners = dict(connection.execute(_STUDY_OWNERS, {"uids": list(uids)}).all())
         kept = []
         for position, item in work:
+            item.entry.study["institution_pk"] = institution_pk
             owner = owners.get(item.parsed.study_instance_uid, institution_pk)
             if owner == institution_pk:
                 kept.append((position, item))
@@ -336,7 +363,7 @@ class Archive:
 
     def _settle_duplicates(
         self,
-        connection: Connection,
+        existing: dict[str, _Held],
         work: list[tuple[int, Prepared]],
         institution_pk: int | None,
         results: list[StoreOutcome | None],
@@ -346,7 +373,6 @@ class Archive:
         Only the storing institution's own instance, in the same study, is ever replaced; a
         UID held anywhere else is refused as `_uid_in_use`, naming no owner.
         """
-        existing = self._existing(connection, work)
         kept: list[tuple[int, Prepared]] = []
         replacing: set[int] = set()
         seen: set[str] = set()
@@ -372,15 +398,6 @@ class Archive:
             if results[position] is not None:
                 item.parsed.path.unlink(missing_ok=True)
         return kept, replacing
-
-    def _existing(
-        self, connection: Connection, work: list[tuple[int, Prepared]]
-    ) -> dict[str, _Held]:
-        uids = [item.parsed.sop_instance_uid for _, item in work]
-        if not uids:
-            return {}
-        rows = connection.execute(_HELD_INSTANCES, {"uids": uids})
-        return {row[0]: _Held(*row[1:]) for row in rows}
 
     def _same_bytes(self, path: Path, key: str) -> bool:
         try:
@@ -461,7 +478,7 @@ class Archive:
                         old_keys.append(old)
             wanted = {item.parsed.study_instance_uid: item.entry.study["institution_pk"]
                       for _, item in work}  # fmt: skip
-            owners = connection.execute(_STUDY_OWNERS, {"uids": list(wanted)}).all()
+            owners = DriverCursor(connection).execute(_STUDY_OWNERS, {"uids": list(wanted)})
             taken = {uid for uid, owner in owners if owner != wanted[uid]}
             if taken:
                 raise _OwnedMeanwhile(taken)  # rolls the whole batch back
