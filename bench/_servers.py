@@ -93,8 +93,12 @@ class ManagedServer(Server):
             )
         self.started_pid = self._process.pid
         self.base_url = f"http://{LOOPBACK}:{self.port}/dicom-web"
-        self._wait_ready(f"http://{LOOPBACK}:{self.port}{self.ready_path}")
-        self.version = self.read_version()
+        try:
+            self._wait_ready(f"http://{LOOPBACK}:{self.port}{self.ready_path}")
+            self.version = self.read_version()
+        except BaseException:  # not ready in time, or interrupted: not left running
+            self.stop()
+            raise
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -17,6 +17,7 @@ workers and bridges too), and `FERRY_X=VALUE` arguments are settings for it
 
 from __future__ import annotations
 
+import argparse
 import collections
 import json
 import os
@@ -55,8 +56,10 @@ def _thread_names(pid: int) -> dict[int, str]:
         return {}
     dump = subprocess.run([spy, "dump", "-p", str(pid)], capture_output=True, text=True).stdout
     pattern = r'Thread (?:0x[0-9A-Fa-f]+ )?\(?(\d+)\)? \((?:idle|active)[^)]*\): "([^"]+)"'
-    return {int(m.group(1)): re.sub(r"[-@ ]?\d+", "", m.group(2)).strip()
-            for m in re.finditer(pattern, dump)}  # fmt: skip
+    return {
+        int(m.group(1)): re.sub(r"[-@ ]?\d+", "", m.group(2)).strip()
+        for m in re.finditer(pattern, dump)
+    }
 
 
 def measure(pid: int, port: int, ae_title: str, folders: list[Path]) -> dict[str, object]:
@@ -108,8 +111,11 @@ def measure(pid: int, port: int, ae_title: str, folders: list[Path]) -> dict[str
 
 
 def make_sets(root: Path, count: int) -> None:
-    for name, salt, size, parts in (("warm", "cpu-warm", 10, 1), ("one", "cpu", count, 1),
-                                    ("par", "cpu-par", count, 4)):  # fmt: skip
+    for name, salt, size, parts in (
+        ("warm", "cpu-warm", 10, 1),
+        ("one", "cpu", count, 1),
+        ("par", "cpu-par", count, 4),
+    ):
         workload = plan_workload(1, salt, size, 100, 0)
         blobs = [blob for _, blob in iter_study_instances(workload.ingest_single, 1)]
         share = -(-len(blobs) // parts)
@@ -120,13 +126,49 @@ def make_sets(root: Path, count: int) -> None:
                 (folder / f"{part * share + number:05d}.dcm").write_bytes(blob)
 
 
+def _arguments() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="The DIMSE bridge's CPU time per C-STORE instance, per thread (issue 14).",
+        epilog="Make the sets once with --make COUNT SETDIR, then measure with SETDIR.",
+    )
+    parser.add_argument(
+        "--make",
+        type=int,
+        metavar="COUNT",
+        help="write the sets of COUNT instances into SETDIR, then stop",
+    )
+    parser.add_argument(
+        "setdir",
+        type=Path,
+        metavar="SETDIR",
+        help="warm/, one/ and par/0..3 of 525 KB CT instances",
+    )
+    parser.add_argument(
+        "--serve",
+        action="store_true",
+        help="measure the bridge of `ferry serve` (its whole process tree)",
+    )
+    parser.add_argument(
+        "settings",
+        nargs="*",
+        metavar="FERRY_X=VALUE",
+        help="settings for Ferry, e.g. FERRY_DICOM_PROCESSES=1",
+    )
+    arguments = parser.parse_intermixed_args()
+    for setting in arguments.settings:
+        if not setting.startswith("FERRY_") or "=" not in setting:
+            parser.error(f"{setting!r} is not a FERRY_X=VALUE setting")
+    return arguments
+
+
 def main() -> int:
-    if sys.argv[1] == "--make":
-        make_sets(Path(sys.argv[3]), int(sys.argv[2]))
+    arguments = _arguments()
+    sets = arguments.setdir
+    if arguments.make is not None:
+        make_sets(sets, arguments.make)
         return 0
-    sets = Path(sys.argv[1])
-    settings = dict(arg.split("=", 1) for arg in sys.argv[2:] if arg.startswith("FERRY_"))
-    ferry = FerryDimse(own_bridge="--serve" not in sys.argv, extra_env=settings)
+    settings = dict(setting.split("=", 1) for setting in arguments.settings)
+    ferry = FerryDimse(own_bridge=not arguments.serve, extra_env=settings)
     ferry.start()
     try:
         pid = ferry.ingest_pid
