@@ -255,7 +255,7 @@ def search(engine: Engine, query: SearchQuery, base_url: str) -> SearchResult:
     if prepared is None:  # built for this query, run through SQLAlchemy
         statement = build_statement(query).limit(query.limit + 1).offset(query.offset)
         with engine.connect() as connection:
-            rows = list(connection.execute(statement, query_parameters(query)).tuples())
+            rows = list(connection.execute(statement, query_parameters(query)).all())
     with dbapi_cursor(engine) as cursor:
         if prepared is not None:
             rows = fetch_all(cursor, prepared[0], prepared[1])
