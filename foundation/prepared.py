@@ -83,7 +83,7 @@ def _splice(prepared: Prepared, lengths: tuple[int, ...]) -> str:
 def prepare(statement: ClauseElement, dialect: Dialect) -> Prepared:
     """Compile `statement` for `dialect` (cache the result: compiling is the costly part)."""
     compiled = statement.compile(dialect=dialect)
-    binds = compiled.binds
+    binds = {name: bind for bind, name in compiled.bind_names.items()}  # as the SQL names them
     expanding = frozenset(name for name, bind in binds.items() if bind.expanding)
     processors = {}
     for name, bind in binds.items():
