@@ -153,9 +153,7 @@ def _append(engine: Engine, rows: list[dict[str, Any]], concerns: list[list[int]
         connection.execute(_MOVE_HEAD, {"new_pk": rows[-1]["pk"], "new_hash": last_hash})
 
 
-def _append_prepared(
-    engine: Engine, rows: list[dict[str, Any]], concerns: list[list[int]]
-) -> bool:
+def _append_prepared(engine: Engine, rows: list[dict[str, Any]], concerns: list[list[int]]) -> bool:
     """`_append`'s statements, compiled once, on a pooled DB-API connection: an append is on
     every audited request's path, and SQLAlchemy's execution around each of its statements
     cost more than SQLite's work. False, with nothing written, when the head row is missing."""

@@ -22,6 +22,7 @@ from typing import Any
 
 from sqlalchemy import Dialect, Engine
 from sqlalchemy.sql import ClauseElement
+from sqlalchemy.sql.compiler import SQLCompiler
 
 _MARKER = "__[POSTCOMPILE_{}]"
 
@@ -83,6 +84,7 @@ def _splice(prepared: Prepared, lengths: tuple[int, ...]) -> str:
 def prepare(statement: ClauseElement, dialect: Dialect) -> Prepared:
     """Compile `statement` for `dialect` (cache the result: compiling is the costly part)."""
     compiled = statement.compile(dialect=dialect)
+    assert isinstance(compiled, SQLCompiler), compiled
     binds = {name: bind for bind, name in compiled.bind_names.items()}  # as the SQL names them
     expanding = frozenset(name for name, bind in binds.items() if bind.expanding)
     processors = {}
