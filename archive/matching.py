@@ -149,6 +149,32 @@ def match_code(column: ColumnElement[Any], value: str) -> ColumnElement[bool]:
     return match_single_value(column, value.strip())
 
 
+UNIVERSAL = "universal"
+EQUAL = "equal"
+
+
+def plain_match(kind: Kind, value: str, attribute: str) -> tuple[str, str] | None:
+    """What `match` builds when it is `true()` (UNIVERSAL) or `column == text` (EQUAL, text),
+    so a search of those alone can run a statement built once; None for anything more
+    (wildcards, lists, ranges, names), which `match` builds. Refuses what `match` refuses."""
+    if value == "" or value == "*":
+        return UNIVERSAL, ""
+    if kind is Kind.UID:
+        uids = split_values(value)
+        if len(uids) != 1:
+            return None
+        if not UID(uids[0]).is_valid:
+            raise InvalidQuery(f"{attribute}: {uids[0][:80]!r} is not a valid UID")
+        return EQUAL, uids[0]
+    if kind is Kind.CODE:
+        if len(split_values(value)) > 1:
+            return None
+        value = value.strip()
+    elif kind is not Kind.TEXT:
+        return None
+    return None if _has_wildcard(value) else (EQUAL, value)
+
+
 def match(
     kind: Kind, columns: list[Any], value: str, attribute: str, *, fuzzy: bool
 ) -> ColumnElement[bool]:

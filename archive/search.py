@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 from sqlalchemy import (
-    Connection,
+    Dialect,
     Engine,
     Select,
     and_,
@@ -25,14 +25,16 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
 )
 
 from archive import levels
 from archive.dicomjson import BASE_PLACEHOLDER, with_base
 from archive.levels import Level
-from archive.matching import Kind, match
+from archive.matching import UNIVERSAL, Kind, match, plain_match
 from archive.models import Instance, Patient, Series, Study, StudyGrant
 from foundation.grants import grant_allows_clause, live_grant_clause
+from foundation.prepared import Prepared, dbapi_cursor, fetch_all, prepare
 
 _ORDER = {Level.STUDY: 0, Level.SERIES: 1, Level.INSTANCE: 2}
 
@@ -248,21 +250,101 @@ def query_parameters(query: SearchQuery) -> dict[str, Any]:
 
 
 def search(engine: Engine, query: SearchQuery, base_url: str) -> SearchResult:
-    statement = build_statement(query).limit(query.limit + 1).offset(query.offset)
-    with engine.connect() as connection:
-        rows = connection.execute(statement, query_parameters(query)).all()
+    prepared = _prepared_search(query, engine.dialect)
+    rows: list[Any] = []
+    if prepared is None:  # built for this query, run through SQLAlchemy
+        statement = build_statement(query).limit(query.limit + 1).offset(query.offset)
+        with engine.connect() as connection:
+            rows = list(connection.execute(statement, query_parameters(query)).all())
+    with dbapi_cursor(engine) as cursor:
+        if prepared is not None:
+            rows = fetch_all(cursor, prepared[0], prepared[1])
         truncated = len(rows) > query.limit
         rows = rows[: query.limit]
+        reader = _PageReader(cursor, engine.dialect)
         if query.level is Level.STUDY:
-            documents = _study_documents(connection, rows, query, base_url)
+            documents = _study_documents(reader, rows, query, base_url)
         elif query.level is Level.SERIES:
-            documents = _series_documents(connection, rows, query, base_url)
+            documents = _series_documents(reader, rows, query, base_url)
         else:
-            documents = _instance_documents(connection, rows, query, base_url)
+            documents = _instance_documents(rows, query, base_url)
     return SearchResult(documents=documents, truncated=truncated)
 
 
-# The counts beside the answers, built once (building costs more than running them here).
+def _prepared_search(
+    query: SearchQuery, dialect: Dialect
+) -> tuple[Prepared, dict[str, Any]] | None:
+    """The search as a statement built and compiled once for its shape, with its values; None
+    when a filter needs more than equality (`build_statement` builds those per query)."""
+    filters = []
+    values: dict[str, Any] = {"limit": query.limit + 1, "offset": query.offset}
+    for position, item in enumerate(query.filters):
+        spec = MATCHABLE[item.tag]
+        plain = plain_match(spec.kind, item.value, item.attribute)
+        if plain is None:
+            return None
+        filters.append((item.tag, plain[0]))
+        values[f"filter_{position}"] = plain[1]
+    if query.scope is not None:
+        values.update(query.scope.parameters())
+    if query.study_uid is not None:
+        values["study_uid"] = query.study_uid
+    if query.series_uid is not None:
+        values["series_uid"] = query.series_uid
+    shape = _Shape(
+        query.level,
+        _scope_shape(query.scope),
+        query.study_uid is not None,
+        query.series_uid is not None,
+        tuple(filters),
+    )
+    return _prepare_shape(shape, dialect), values
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What a search's statement depends on, its values apart."""
+
+    level: Level
+    scope: tuple[str, bool, bool] | None  # (action, has institutions, limited to studies)
+    study: bool
+    series: bool
+    filters: tuple[tuple[int, str], ...]  # (tag, UNIVERSAL or EQUAL)
+
+
+def _scope_shape(scope: StudyScope | None) -> tuple[str, bool, bool] | None:
+    if scope is None:
+        return None
+    return scope.action, bool(scope.institution_pks), scope.study_uids is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _prepare_shape(shape: _Shape, dialect: Dialect) -> Prepared:
+    """`build_statement`'s statement for a shape, its values bound: the same SQL it sends."""
+    statement = _BASE[shape.level]
+    if shape.scope is not None:
+        action, has_institutions, limited = shape.scope
+        scope = _scope_clause(action, limited=limited) if has_institutions else false()
+        statement = statement.where(scope)
+    if shape.study:
+        statement = statement.where(Study.study_instance_uid == bindparam("study_uid"))
+    if shape.series:
+        statement = statement.where(Series.series_instance_uid == bindparam("series_uid"))
+    for position, (tag, form) in enumerate(shape.filters):
+        spec = MATCHABLE[tag]
+        if form == UNIVERSAL:
+            condition: Any = true()
+        else:
+            condition = spec.columns[0] == bindparam(f"filter_{position}")
+        if _ORDER[spec.level] > _ORDER[shape.level]:
+            condition = _deeper_exists(shape.level, spec.level, condition)
+        statement = statement.where(condition)
+    statement = _ordered(statement, shape.level)
+    statement = statement.limit(bindparam("limit")).offset(bindparam("offset"))
+    return prepare(statement, dialect)
+
+
+# The queries beside the main one, for the page's rows: built once, compiled once per dialect.
 _PKS = bindparam("pks", expanding=True)
 _STUDY_MODALITIES = (
     select(Series.study_pk, Series.modality, func.count())
@@ -286,6 +368,44 @@ _SERIES_INSTANCES = (
     .where(Instance.series_pk.in_(_PKS))
     .group_by(Instance.series_pk)
 )
+# includefield's attributes that a level does not keep come from its first instance (by pk).
+_STUDY_FIRST_INSTANCES = (
+    select(Series.study_pk, Instance.metadata_json)
+    .join(Series, Series.pk == Instance.series_pk)
+    .where(
+        Instance.pk.in_(
+            select(func.min(Instance.pk))
+            .join(Series, Series.pk == Instance.series_pk)
+            .where(Series.study_pk.in_(_PKS))
+            .group_by(Series.study_pk)
+        )
+    )
+)
+_SERIES_FIRST_INSTANCES = select(Instance.series_pk, Instance.metadata_json).where(
+    Instance.pk.in_(
+        select(func.min(Instance.pk))
+        .where(Instance.series_pk.in_(_PKS))
+        .group_by(Instance.series_pk)
+    )
+)
+
+
+@functools.lru_cache(maxsize=32)
+def _prepared(statement: Select[Any], dialect: Dialect) -> Prepared:
+    return prepare(statement, dialect)
+
+
+@dataclass(frozen=True)
+class _PageReader:
+    """Runs the queries beside the main one on the search's DB-API cursor."""
+
+    cursor: Any
+    dialect: Dialect
+
+    def rows(self, statement: Select[Any], pks: list[int]) -> list[tuple[Any, ...]]:
+        if not pks:
+            return []
+        return fetch_all(self.cursor, _prepared(statement, self.dialect), {"pks": pks})
 
 
 def _element(vr: str, values: list[Any]) -> dict[str, Any]:
@@ -297,18 +417,22 @@ def _key(tag: int) -> str:
 
 
 def _study_documents(
-    connection: Connection, rows: list[Any], query: SearchQuery, base_url: str
+    reader: _PageReader, rows: list[Any], query: SearchQuery, base_url: str
 ) -> list[bytes]:
     pks = [row[0] for row in rows]
     modalities: dict[int, set[str]] = defaultdict(set)
     series_counts: dict[int, int] = defaultdict(int)
-    for study_pk, modality, count in connection.execute(_STUDY_MODALITIES, {"pks": pks}):
+    for study_pk, modality, count in reader.rows(_STUDY_MODALITIES, pks):
         series_counts[study_pk] += count
         if modality:
             modalities[study_pk].add(modality)
-    instance_counts = dict(connection.execute(_STUDY_INSTANCES, {"pks": pks}).all())
+    instance_counts = dict(reader.rows(_STUDY_INSTANCES, pks))
     want_sop_classes = query.include_all or levels.SOP_CLASSES_IN_STUDY in query.include_tags
-    sop_classes = _sop_classes(connection, pks) if want_sop_classes and pks else {}
+    sop_classes: dict[int, set[str]] = defaultdict(set)
+    if want_sop_classes:
+        for study_pk, sop_class in reader.rows(_STUDY_SOP_CLASSES, pks):
+            sop_classes[study_pk].add(sop_class)
+    included = _Included(reader, query, levels.STUDY_TAGS, _STUDY_FIRST_INSTANCES, pks)
     documents = []
     for pk, study_uid, attrs in rows:
         document = orjson.loads(attrs)
@@ -322,23 +446,17 @@ def _study_documents(
                 "UI", sorted(sop_classes.get(pk, ()))
             )
         _add_common(document, f"{base_url}/studies/{study_uid}")
-        _add_included(connection, document, query, Study.pk, pk, levels.STUDY_TAGS)
+        included.add_to(document, pk)
         documents.append(_encode(document, base_url))
     return documents
 
 
-def _sop_classes(connection: Connection, pks: list[int]) -> dict[int, set[str]]:
-    result: dict[int, set[str]] = defaultdict(set)
-    for study_pk, sop_class in connection.execute(_STUDY_SOP_CLASSES, {"pks": pks}):
-        result[study_pk].add(sop_class)
-    return result
-
-
 def _series_documents(
-    connection: Connection, rows: list[Any], query: SearchQuery, base_url: str
+    reader: _PageReader, rows: list[Any], query: SearchQuery, base_url: str
 ) -> list[bytes]:
     pks = [row[0] for row in rows]
-    counts = dict(connection.execute(_SERIES_INSTANCES, {"pks": pks}).all())
+    counts = dict(reader.rows(_SERIES_INSTANCES, pks))
+    included = _Included(reader, query, _SERIES_LEVEL_TAGS, _SERIES_FIRST_INSTANCES, pks)
     documents = []
     for pk, study_uid, study_attrs, series_uid, series_attrs in rows:
         document = orjson.loads(study_attrs)
@@ -347,14 +465,12 @@ def _series_documents(
             "IS", [counts.get(pk, 0)]
         )
         _add_common(document, f"{base_url}/studies/{study_uid}/series/{series_uid}")
-        _add_included(connection, document, query, Series.pk, pk, _SERIES_LEVEL_TAGS)
+        included.add_to(document, pk)
         documents.append(_encode(document, base_url))
     return documents
 
 
-def _instance_documents(
-    connection: Connection, rows: list[Any], query: SearchQuery, base_url: str
-) -> list[bytes]:
+def _instance_documents(rows: list[Any], query: SearchQuery, base_url: str) -> list[bytes]:
     documents = []
     wanted = levels.INSTANCE_TAGS | query.include_tags
     for _pk, study_uid, study_attrs, series_uid, series_attrs, sop_uid, metadata in rows:
@@ -379,36 +495,34 @@ def _add_common(document: dict[str, Any], retrieve_url: str) -> None:
 _SERIES_LEVEL_TAGS = levels.STUDY_TAGS | levels.SERIES_TAGS
 
 
-def _add_included(
-    connection: Connection,
-    document: dict[str, Any],
-    query: SearchQuery,
-    entity: Any,
-    pk: int,
-    level_tags: frozenset[int],
-) -> None:
-    """Attributes asked for by includefield that the level does not keep: from one instance
-    of the entity (`Study.pk` or `Series.pk`) whose key is `pk`."""
-    missing = {
-        _key(tag)
-        for tag in query.include_tags
-        if tag not in level_tags and tag not in levels.COMPUTED_TAGS and _key(tag) not in document
-    }
-    if not missing:
-        return
-    statement = (
-        select(Instance.metadata_json)
-        .join(Series, Series.pk == Instance.series_pk)
-        .join(Study, Study.pk == Series.study_pk)
-        .where(entity == pk)
-        .order_by(Instance.pk)
-        .limit(1)
-    )
-    metadata = connection.execute(statement).scalar()
-    if metadata is None:
-        return
-    instance = orjson.loads(metadata)
-    document.update((key, instance[key]) for key in missing if key in instance)
+class _Included:
+    """Attributes asked for by includefield that the level does not keep, from each entity's
+    first instance: read for the whole page in one query, and only when one is asked for."""
+
+    def __init__(
+        self,
+        reader: _PageReader,
+        query: SearchQuery,
+        level_tags: frozenset[int],
+        first_instances: Select[Any],
+        pks: list[int],
+    ) -> None:
+        self.keys = [
+            _key(tag)
+            for tag in sorted(query.include_tags)
+            if tag not in level_tags and tag not in levels.COMPUTED_TAGS
+        ]
+        self.metadata: dict[int, bytes] = {}
+        if self.keys:
+            self.metadata = dict(reader.rows(first_instances, pks))
+
+    def add_to(self, document: dict[str, Any], pk: int) -> None:
+        missing = [key for key in self.keys if key not in document]
+        metadata = self.metadata.get(pk) if missing else None
+        if metadata is None:
+            return
+        instance = orjson.loads(metadata)
+        document.update((key, instance[key]) for key in missing if key in instance)
 
 
 def _encode(document: dict[str, Any], base_url: str) -> bytes:

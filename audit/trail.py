@@ -9,6 +9,8 @@ spinning in SQLite's busy handler). One append is one INSERT and one UPDATE of t
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import logging
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Dialect, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.models import (
@@ -32,6 +34,7 @@ from audit.models import (
 )
 from foundation import metrics
 from foundation.errors import AuditUnavailable
+from foundation.prepared import Prepared, fetch_all, prepare
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +133,9 @@ def record_many(engine: Engine, events: Sequence[AuditRecord]) -> None:
         return
     concerns = [sorted(set(event.institutions)) for event in events]
     try:
-        _append(engine, rows, concerns)
-    except (SQLAlchemyError, OSError) as error:
+        if not _append_prepared(engine, rows, concerns):
+            _append(engine, rows, concerns)  # the chain head's row is missing: seeded there
+    except (SQLAlchemyError, OSError, engine.dialect.loaded_dbapi.Error) as error:
         cause = getattr(error, "orig", None) or error
         log.error("audit trail not writable, refusing %s: %s", events[0].action, cause)
         metrics.AUDIT_WRITE_FAILURES.labels(events[0].action).inc(len(events))
@@ -141,20 +145,63 @@ def record_many(engine: Engine, events: Sequence[AuditRecord]) -> None:
 def _append(engine: Engine, rows: list[dict[str, Any]], concerns: list[list[int]]) -> None:
     with _appending(engine) as connection:
         head = _lock_head(connection)
-        last_hash = head.hash
-        for position, row in enumerate(rows, start=head.pk + 1):
-            row["pk"] = position
-            row["prev_hash"] = last_hash
-            row["hash"] = last_hash = event_hash(row)
+        last_hash = _chain(rows, head)
         connection.execute(_INSERT_EVENTS, rows)
-        links = [
-            {"event_pk": row["pk"], "institution_pk": pk}
-            for row, pks in zip(rows, concerns, strict=True)
-            for pk in pks
-        ]
+        links = _links(rows, concerns)
         if links:
             connection.execute(_INSERT_LINKS, links)
         connection.execute(_MOVE_HEAD, {"new_pk": rows[-1]["pk"], "new_hash": last_hash})
+
+
+def _append_prepared(engine: Engine, rows: list[dict[str, Any]], concerns: list[list[int]]) -> bool:
+    """`_append`'s statements, compiled once, on a pooled DB-API connection: an append is on
+    every audited request's path, and SQLAlchemy's execution around each of its statements
+    cost more than SQLite's work. False, with nothing written, when the head row is missing."""
+    dialect = engine.dialect
+    with _appending_dbapi(engine) as cursor:
+        lock = _READ_HEAD if dialect.name == "sqlite" else _LOCK_HEAD
+        found = fetch_all(cursor, _prepared(lock, dialect), {})
+        if not found:
+            return False
+        last_hash = _chain(rows, ChainHead(int(found[0][0]), str(found[0][1])))
+        _execute_many(cursor, _prepared(_INSERT_EVENTS, dialect), rows)
+        links = _links(rows, concerns)
+        if links:
+            _execute_many(cursor, _prepared(_INSERT_LINKS, dialect), links)
+        _execute_many(
+            cursor,
+            _prepared(_MOVE_HEAD, dialect),
+            [{"new_pk": rows[-1]["pk"], "new_hash": last_hash}],
+        )
+    return True
+
+
+def _chain(rows: list[dict[str, Any]], head: ChainHead) -> str:
+    """Number and hash the rows after `head`; the last row's hash."""
+    last_hash = head.hash
+    for position, row in enumerate(rows, start=head.pk + 1):
+        row["pk"] = position
+        row["prev_hash"] = last_hash
+        row["hash"] = last_hash = event_hash(row)
+    return last_hash
+
+
+def _links(rows: list[dict[str, Any]], concerns: list[list[int]]) -> list[dict[str, int]]:
+    return [
+        {"event_pk": row["pk"], "institution_pk": pk}
+        for row, pks in zip(rows, concerns, strict=True)
+        for pk in pks
+    ]
+
+
+def _execute_many(cursor: Any, prepared: Prepared, rows: list[dict[str, Any]]) -> None:
+    parameters = [prepared.parameters(row)[1] for row in rows]
+    cursor.executemany(prepared.sql, parameters)
+
+
+@functools.lru_cache(maxsize=16)
+def _prepared(statement: Any, dialect: Dialect) -> Prepared:
+    return prepare(statement, dialect)
 
 
 def chain_head(engine: Engine) -> ChainHead:
@@ -227,6 +274,29 @@ def _process_lock(engine: Engine) -> threading.Lock:
     key = engine.url.render_as_string(hide_password=True)
     with _PROCESS_LOCKS_GUARD:
         return _PROCESS_LOCKS.setdefault(key, threading.Lock())
+
+
+@contextmanager
+def _appending_dbapi(engine: Engine) -> Iterator[Any]:
+    """`_appending` on a pooled DB-API connection: a cursor in a transaction holding the
+    chain's write lock (`BEGIN IMMEDIATE` on SQLite, the head's row lock on PostgreSQL)."""
+    sqlite = engine.dialect.name == "sqlite"
+    with _process_lock(engine) if sqlite else contextlib.nullcontext():
+        connection = engine.raw_connection()
+        try:
+            cursor = connection.cursor()
+            try:
+                if sqlite:
+                    cursor.execute("BEGIN IMMEDIATE")
+                yield cursor
+                connection.commit()
+            except BaseException:
+                connection.rollback()
+                raise
+            finally:
+                cursor.close()
+        finally:
+            connection.close()
 
 
 @contextmanager

@@ -11,7 +11,9 @@ block to block); a block's cost is the server's user and system CPU time over it
 second). CPU time, unlike latency, hardly moves when other work shares the machine, and
 servers measured in alternating blocks see the same load. Requests: `floor` (`GET /auth/me`,
 the no-op authenticated request), `accession` (`studies?AccessionNumber=`, one study), `list`
-(`studies?limit=101`, every study).
+(`studies?limit=101`, every study), and the rest of `dicomweb.py`'s QIDO-RS mix: `patient`
+(`studies?PatientID=`), `series` (`studies/{uid}/series`, 3), `instances` (a series' 100),
+`sop` (`instances?SOPInstanceUID=`), `ohif` (`studies?includefield=00081030,00080060&limit=101`).
 """
 
 from __future__ import annotations
@@ -47,11 +49,21 @@ def main() -> None:
     parser.add_argument("--requests", default="floor,accession,list")
     args = parser.parse_args()
     workload = plan_workload(1, "qido-cpu", 0, args.series_size, args.instances)
+    first = workload.fill[0]
+    series = first.series[0]
+    study = f"/dicom-web/studies/{first.study_uid}"
     paths = {
         "floor": ("/auth/me", JSON),
         "accession": (f"/dicom-web/studies?AccessionNumber={workload.fill[1].accession_number}",
                       DICOM_JSON),
         "list": ("/dicom-web/studies?limit=101", DICOM_JSON),
+        "patient": (f"/dicom-web/studies?PatientID={first.patient_id}", DICOM_JSON),
+        "series": (f"{study}/series", DICOM_JSON),
+        "instances": (f"{study}/series/{series.series_uid}/instances", DICOM_JSON),
+        "sop": ("/dicom-web/instances?SOPInstanceUID="
+                f"{series.sop_uids[len(series.sop_uids) // 2]}", DICOM_JSON),
+        "ohif": ("/dicom-web/studies?includefield=00081030,00080060&limit=101&offset=0",
+                 DICOM_JSON),
     }  # fmt: skip
     servers: list[FerryServer] = []
     try:

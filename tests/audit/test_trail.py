@@ -121,14 +121,50 @@ def test_a_lost_head_row_is_rebuilt_from_the_last_event(engine):
     assert verify_chain(engine).intact
 
 
-def test_an_append_is_one_insert_and_one_head_update(engine):
+class _RecordingCursor:
+    """A DB-API cursor that notes the first word of each execute and executemany it runs."""
+
+    def __init__(self, cursor: Any, statements: list[str]) -> None:
+        self._cursor, self._statements = cursor, statements
+
+    def execute(self, statement: str, *arguments: Any) -> Any:
+        self._statements.append(statement.split()[0].upper())
+        return self._cursor.execute(statement, *arguments)
+
+    def executemany(self, statement: str, *arguments: Any) -> Any:
+        self._statements.append(statement.split()[0].upper())
+        return self._cursor.executemany(statement, *arguments)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class _RecordingConnection:
+    """A pooled DB-API connection whose cursors note what they run."""
+
+    def __init__(self, connection: Any, statements: list[str]) -> None:
+        self._connection, self._statements = connection, statements
+
+    def cursor(self) -> _RecordingCursor:
+        return _RecordingCursor(self._connection.cursor(), self._statements)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+
+def test_an_append_is_one_insert_and_one_head_update(engine, monkeypatch):
     record(engine, sample(1))  # warm: the head row exists, the statements are compiled
     statements: list[str] = []
 
     def remember(_conn, _cursor, statement, _params, _context, _many) -> None:
         statements.append(statement.split()[0].upper())
 
+    # Statements through SQLAlchemy's Connection, and those run on a pooled DB-API connection.
     event.listen(engine, "before_cursor_execute", remember)
+    raw_connection = engine.raw_connection
+    monkeypatch.setattr(
+        engine, "raw_connection", lambda: _RecordingConnection(raw_connection(), statements)
+    )
     try:
         record(engine, sample(2))
         single = [s for s in statements if s in {"INSERT", "UPDATE", "SELECT"}]
