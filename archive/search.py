@@ -33,8 +33,8 @@ from archive.dicomjson import BASE_PLACEHOLDER, with_base
 from archive.levels import Level
 from archive.matching import UNIVERSAL, Kind, match, plain_match
 from archive.models import Instance, Patient, Series, Study, StudyGrant
+from foundation.driver_sql import Prepared, dbapi_cursor, fetch_all, prepare
 from foundation.grants import grant_allows_clause, live_grant_clause
-from foundation.prepared import Prepared, dbapi_cursor, fetch_all, prepare
 
 _ORDER = {Level.STUDY: 0, Level.SERIES: 1, Level.INSTANCE: 2}
 

@@ -33,8 +33,8 @@ from audit.models import (
     Outcome,
 )
 from foundation import metrics
+from foundation.driver_sql import Prepared, execute_many, fetch_all, prepare
 from foundation.errors import AuditUnavailable
-from foundation.prepared import Prepared, fetch_all, prepare
 
 log = logging.getLogger(__name__)
 
@@ -164,11 +164,11 @@ def _append_prepared(engine: Engine, rows: list[dict[str, Any]], concerns: list[
         if not found:
             return False
         last_hash = _chain(rows, ChainHead(int(found[0][0]), str(found[0][1])))
-        _execute_many(cursor, _prepared(_INSERT_EVENTS, dialect), rows)
+        execute_many(cursor, _prepared(_INSERT_EVENTS, dialect), rows)
         links = _links(rows, concerns)
         if links:
-            _execute_many(cursor, _prepared(_INSERT_LINKS, dialect), links)
-        _execute_many(
+            execute_many(cursor, _prepared(_INSERT_LINKS, dialect), links)
+        execute_many(
             cursor,
             _prepared(_MOVE_HEAD, dialect),
             [{"new_pk": rows[-1]["pk"], "new_hash": last_hash}],
@@ -192,11 +192,6 @@ def _links(rows: list[dict[str, Any]], concerns: list[list[int]]) -> list[dict[s
         for row, pks in zip(rows, concerns, strict=True)
         for pk in pks
     ]
-
-
-def _execute_many(cursor: Any, prepared: Prepared, rows: list[dict[str, Any]]) -> None:
-    parameters = [prepared.parameters(row)[1] for row in rows]
-    cursor.executemany(prepared.sql, parameters)
 
 
 @functools.lru_cache(maxsize=16)
