@@ -20,8 +20,9 @@ Here both are the same bytes, packed with `struct`:
 - `send_store_responses` (an EVT_CONN_OPEN handler for accepted associations) lets the
   association's DIMSE provider send a C-STORE response that carries only the required fields
   (Success or a bare status: no Error Comment, no Offending Element) as one P-DATA of its
-  encoded command set; every other message, and every message while an EVT_DIMSE_SENT handler
-  is bound, takes pynetdicom's own `send_msg`.
+  encoded command set, written by the reactor itself where `dimse._direct_send` allows it
+  (else queued for the DUL thread); every other message, and every message while an
+  EVT_DIMSE_SENT handler is bound, takes pynetdicom's own `send_msg`.
 
 `tests/dimse/test_messages.py` holds both byte for byte against pydicom's and pynetdicom's
 output. Drop this when pynetdicom encodes command sets and the File Meta without a pydicom
@@ -45,6 +46,8 @@ from pynetdicom import (
 )
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
+
+from dimse._direct_send import DirectSend
 
 _UID = re.compile(RE_VALID_UID)
 _C_STORE_RSP = 0x8001
@@ -181,10 +184,12 @@ def _bare_store_response(primitive: Any) -> bytes | None:
 
 
 def send_store_responses(event: evt.Event) -> None:
-    """An EVT_CONN_OPEN handler: bare C-STORE responses skip pydicom's encoder."""
+    """An EVT_CONN_OPEN handler: bare C-STORE responses skip pydicom's encoder, and are written
+    to the socket by the reactor where that is safe (`dimse._direct_send`)."""
     assoc = event.assoc
     provider = assoc.dimse
     send_msg = provider.send_msg
+    direct = DirectSend(assoc) if assoc.dul.socket is not None else None
 
     def send(primitive: Any, context_id: int) -> None:
         encoded = _bare_store_response(primitive)
@@ -195,6 +200,8 @@ def send_store_responses(event: evt.Event) -> None:
             or assoc.get_handlers(evt.EVT_DIMSE_SENT)
         ):
             send_msg(primitive, context_id)
+            return
+        if direct is not None and direct.send_command(context_id, encoded):
             return
         pdata = P_DATA()
         pdata.presentation_data_value_list.append((context_id, _LAST_COMMAND_FRAGMENT + encoded))
