@@ -4,8 +4,9 @@
 
 For each tree in turn (rounds alternate them), a pynetdicom SCP in a process of its own with
 that tree first on PYTHONPATH and the bridge's set-up (`dimse.server`'s pynetdicom options and
-server class, the spool file and its File Meta, the wake-ups, the read guard, and whatever other EVT_CONN_OPEN
-handlers of `dimse._messages` and `dimse._connection` the tree has); its C-STORE handler moves
+server class, the spool file and its File Meta, the wake-ups, the read guard, and whatever other
+EVT_CONN_OPEN handlers of `dimse._messages`, `dimse._connection` and `dimse._store_requests` the
+tree has); its C-STORE handler moves
 the received file into the spool like Ferry's and deletes it. `storescu` sends SETDIR/warm, then
 SETDIR/one (`dimse_cpu.py --make` makes both); the figure is the process's user + system CPU
 (`/proc/<pid>/stat`) over SETDIR/one's instances. Without the archive's fsync and SQL, which move
@@ -65,6 +66,12 @@ def serve(port: int, spool: Path) -> None:
         pass
     if hasattr(_connection, "decode_in_place"):
         handlers.append((evt.EVT_CONN_OPEN, _connection.decode_in_place))
+    try:
+        from dimse import _store_requests
+
+        handlers.append((evt.EVT_CONN_OPEN, _store_requests.receive_store_requests))
+    except ImportError:  # a tree before it
+        pass
     ae = AE("FLOOR")
     ae.maximum_pdu_size = 262144
     ae.require_called_aet = False

@@ -57,7 +57,7 @@ _IMPLEMENTATION_UID = str(PYNETDICOM_IMPLEMENTATION_UID)
 _IMPLEMENTATION_VERSION = PYNETDICOM_IMPLEMENTATION_VERSION
 
 
-def _plain_uid(value: object) -> bool:
+def plain_uid(value: object) -> bool:
     return isinstance(value, str) and len(value) <= 64 and _UID.match(value) is not None
 
 
@@ -111,7 +111,7 @@ def _create_file_meta(
     *, sop_class_uid: Any, sop_instance_uid: Any, transfer_syntax: Any, **options: Any
 ) -> Any:
     if not options and all(
-        _plain_uid(uid) for uid in (sop_class_uid, sop_instance_uid, transfer_syntax)
+        plain_uid(uid) for uid in (sop_class_uid, sop_instance_uid, transfer_syntax)
     ):
         return _FileMeta(str(sop_class_uid), str(sop_instance_uid), str(transfer_syntax))
     return _pydicom_create_file_meta(
@@ -176,8 +176,8 @@ def _bare_store_response(primitive: Any) -> bytes | None:
         or not 0 <= status <= 0xFFFF
         or primitive.ErrorComment is not None
         or primitive.OffendingElement is not None
-        or not _plain_uid(sop_class)
-        or not _plain_uid(sop_instance)
+        or not plain_uid(sop_class)
+        or not plain_uid(sop_instance)
     ):
         return None
     return store_response_bytes(str(sop_class), message_id, status, str(sop_instance))

@@ -39,6 +39,7 @@ from audit.trail import record_many
 from dimse import (
     _connection,
     _messages,
+    _store_requests,
     _supported_contexts,
     commitment,
     query,
@@ -125,6 +126,7 @@ class Bridge:
             (evt.EVT_CONN_CLOSE, wakeups.release_wakeups),
             (evt.EVT_CONN_OPEN, _messages.send_store_responses),
             (evt.EVT_CONN_OPEN, _connection.decode_in_place),
+            (evt.EVT_CONN_OPEN, _store_requests.receive_store_requests),
             (
                 evt.EVT_CONN_OPEN,
                 _connection.guard(self.config.dicom_max_pdu, self.config.dicom_network_timeout),
