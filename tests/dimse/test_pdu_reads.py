@@ -60,5 +60,5 @@ def test_reads_are_pynetdicoms(sent: bytes, close: bool) -> None:
 def test_a_p_data_over_the_limit_is_not_read() -> None:
     over = struct.pack(">BBL", 0x04, 0, 20000) + b"\0" * 20000
     events, pdus = _read(over, True, True)
-    assert events[1:] == ["Evt17", "Evt17"]  # after the connection indication (Evt5)
+    assert set(events[1:]) == {"Evt17"}  # after the connection indication (Evt5)
     assert pdus == []
