@@ -75,7 +75,7 @@ class _LimitedReads:
             self.expecting_header = False
         return header  # type: ignore[no-any-return]
 
-    def _read_body(self, nr_bytes: int, header: bytes = b"") -> bytearray:
+    def _read_body(self, nr_bytes: int, header: bytes | bytearray = b"") -> bytearray:
         """`nr_bytes` read into one buffer after `header`, as much per call as the socket holds;
         fewer if the peer closes first (the DUL then sees a short PDU, as with its own reads)."""
         sock = self.association_socket.socket

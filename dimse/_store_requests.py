@@ -38,6 +38,8 @@ from pynetdicom.pdu_primitives import P_DATA
 
 from dimse._messages import plain_uid
 
+# Looked up on each use: the bridge's set-up replaces its NamedTemporaryFile and File Meta writers.
+_library: Any = dimse_messages
 _ELEMENT = struct.Struct("<HHL")
 _C_STORE_RQ = 0x0001
 _NO_DATA_SET = 0x0101
@@ -123,16 +125,14 @@ class StoreRequest:
 
     def open_file(self, transfer_syntax: str) -> None:
         """The spool file, its preamble and File Meta, as `decode_msg` writes them."""
-        self._data_set_file = dimse_messages.NamedTemporaryFile(
-            delete=False, mode="wb", suffix=".dcm"
-        )
+        self._data_set_file = _library.NamedTemporaryFile(delete=False, mode="wb", suffix=".dcm")
         self._data_set_path = Path(self._data_set_file.name)
         self._data_set_file.write(b"\x00" * 128)
         self._data_set_file.write(b"DICM")
         request = self.request
-        dimse_messages.write_file_meta_info(
+        _library.write_file_meta_info(
             self._data_set_file,
-            dimse_messages.create_file_meta(
+            _library.create_file_meta(
                 sop_class_uid=request.AffectedSOPClassUID,
                 sop_instance_uid=request.AffectedSOPInstanceUID,
                 transfer_syntax=transfer_syntax,
@@ -151,7 +151,7 @@ class StoreRequest:
         message = DIMSEMessage()
         message.encoded_command_set.write(self.command_set_bytes)
         message.context_id = self.context_id
-        message.command_set = dimse_messages.decode(message.encoded_command_set, True, True)
+        message.command_set = _library.decode(message.encoded_command_set, True, True)
         message.__class__ = C_STORE_RQ
         message._data_set_file = self._data_set_file
         message._data_set_path = self._data_set_path
@@ -161,7 +161,7 @@ class StoreRequest:
 def receive_store_requests(event: evt.Event) -> None:
     """An EVT_CONN_OPEN handler: plain C-STORE requests are read without pydicom."""
     assoc = event.assoc
-    provider = assoc.dimse
+    provider: Any = assoc.dimse
     receive_primitive = provider.receive_primitive
 
     def rest(primitive: P_DATA, start: int) -> P_DATA:
@@ -213,4 +213,4 @@ def receive_store_requests(event: evt.Event) -> None:
                 provider.msg_queue.put((message.context_id, message.completed()))
                 return
 
-    provider.receive_primitive = receive  # type: ignore[method-assign]
+    provider.receive_primitive = receive
