@@ -184,10 +184,12 @@ def receive_store_requests(event: evt.Event) -> None:
         return StoreRequest(context_id, command_set, request)
 
     def receive(primitive: P_DATA) -> None:
+        message = provider.message
         if type(primitive) is not P_DATA or assoc.get_handlers(evt.EVT_DIMSE_RECV):
+            if type(message) is StoreRequest:  # a handler bound since the request began
+                provider.message = message.as_message()
             receive_primitive(primitive)
             return
-        message = provider.message
         for index, (context_id, fragment) in enumerate(primitive.presentation_data_value_list):
             control = fragment[0]
             if message is None:

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
-from pynetdicom import AE, _config, dimse_messages
+from pynetdicom import AE, _config, dimse_messages, evt
 from pynetdicom.association import Association
 from pynetdicom.dimse_messages import C_STORE_RQ
 from pynetdicom.dimse_primitives import C_STORE
@@ -70,12 +70,16 @@ def _pdata(request: C_STORE, max_pdu: int = 16384) -> list[P_DATA]:
     return list(message.encode_msg(1, max_pdu))
 
 
-def _outcome(ours: bool, primitives: list[P_DATA]) -> dict[str, Any]:
-    """What the provider queued (primitive attributes, file bytes) or raised."""
+def _outcome(ours: bool, primitives: list[P_DATA], bind_at: int = -1) -> dict[str, Any]:
+    """What the provider queued (primitive attributes, file bytes) or raised; an EVT_DIMSE_RECV
+    handler bound before primitive `bind_at`, if given, records the messages it is given."""
     assoc = _association(ours)
     provider = assoc.dimse
+    seen: list[Any] = []
     try:
-        for primitive in primitives:
+        for index, primitive in enumerate(primitives):
+            if index == bind_at:
+                assoc.bind(evt.EVT_DIMSE_RECV, lambda event: seen.append(type(event.message)))
             provider.receive_primitive(primitive)
     except Exception as error:  # compared between the two readings
         return {"raised": type(error)}
@@ -91,15 +95,16 @@ def _outcome(ours: bool, primitives: list[P_DATA]) -> dict[str, Any]:
         queued.append((context_id, type(request), values))
     pending = provider.message
     return {
+        "seen": seen,
         "queued": queued,
         "pending": type(pending).__name__,
         "pending file": Path(pending._data_set_path).read_bytes() if pending else None,
     }
 
 
-def _same(primitives: Callable[[], list[P_DATA]]) -> dict[str, Any]:
+def _same(primitives: Callable[[], list[P_DATA]], bind_at: int = -1) -> dict[str, Any]:
     made = primitives()
-    theirs, ours = _outcome(False, made), _outcome(True, made)
+    theirs, ours = _outcome(False, made, bind_at), _outcome(True, made, bind_at)
     if ours.get("pending") == "StoreRequest":
         ours["pending"] = "C_STORE_RQ"
     assert ours == theirs
@@ -138,6 +143,12 @@ def test_a_command_amid_the_data_set_is_handed_to_pynetdicom() -> None:
         return [first[0], first[1], *_pdata(_request(size=100))]
 
     _same(primitives)
+
+
+@pytest.mark.parametrize("bind_at", [0, 1, 2])
+def test_a_handler_on_received_messages_is_given_pynetdicoms(bind_at: int) -> None:
+    outcome = _same(lambda: _pdata(_request(size=40000)), bind_at)
+    assert outcome["seen"] == [C_STORE_RQ]
 
 
 def test_a_partial_data_set_is_where_the_association_end_finds_it() -> None:
