@@ -3,9 +3,10 @@
     .venv/bin/python bench/dimse_floor.py SETDIR --tree main=/work/main --tree branch=$PWD
 
 For each tree in turn (rounds alternate them), a pynetdicom SCP in a process of its own with
-that tree first on PYTHONPATH and the bridge's set-up (`dimse.server`'s pynetdicom options, the
-spool file and its File Meta, the wake-ups, the read guard, and whatever other EVT_CONN_OPEN
-handlers of `dimse._messages` and `dimse._connection` the tree has); its C-STORE handler moves
+that tree first on PYTHONPATH and the bridge's set-up (`dimse.server`'s pynetdicom options and
+server class, the spool file and its File Meta, the wake-ups, the read guard, and whatever other
+EVT_CONN_OPEN handlers of `dimse._messages`, `dimse._connection` and `dimse._store_requests` the
+tree has); its C-STORE handler moves
 the received file into the spool like Ferry's and deletes it. `storescu` sends SETDIR/warm, then
 SETDIR/one (`dimse_cpu.py --make` makes both); the figure is the process's user + system CPU
 (`/proc/<pid>/stat`) over SETDIR/one's instances. Without the archive's fsync and SQL, which move
@@ -36,7 +37,7 @@ def serve(port: int, spool: Path) -> None:
     from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, AllStoragePresentationContexts, evt
     from pynetdicom.sop_class import Verification
 
-    import dimse.server  # noqa: F401 (pynetdicom's options, as the bridge sets them)
+    import dimse.server  # pynetdicom's options, as the bridge sets them
     from dimse import _connection, wakeups
     from dimse.peers import no_delay
     from dimse.receiving import _spool, spool_received_data_sets
@@ -65,13 +66,23 @@ def serve(port: int, spool: Path) -> None:
         pass
     if hasattr(_connection, "decode_in_place"):
         handlers.append((evt.EVT_CONN_OPEN, _connection.decode_in_place))
+    try:
+        from dimse import _store_requests
+
+        handlers.append((evt.EVT_CONN_OPEN, _store_requests.receive_store_requests))
+    except ImportError:  # a tree before it
+        pass
     ae = AE("FLOOR")
     ae.maximum_pdu_size = 262144
     ae.require_called_aet = False
     ae.add_supported_context(Verification)
     for context in AllStoragePresentationContexts:
         ae.add_supported_context(context.abstract_syntax, ALL_TRANSFER_SYNTAXES)
-    server = ae.start_server(("127.0.0.1", port), block=False, evt_handlers=handlers)
+    # The bridge's own server class: its supported contexts, as each association copies them.
+    server = ae.make_server(
+        ("127.0.0.1", port), evt_handlers=handlers, server_class=dimse.server.SharedPortServer
+    )
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     stopped = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stopped.set())
     print("ready", flush=True)

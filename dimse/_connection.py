@@ -9,7 +9,8 @@ pynetdicom also reads a PDU's body 4,096 bytes at a time (`AssociationSocket.rec
 for one 262,144-byte P-DATA-TF, each a system call, a bytearray extension and a release and
 re-take of the interpreter lock, which under several associations waits behind the other
 threads every time. The body is read here instead, into one buffer of the PDU's length, as much
-as the socket holds per call.
+as the socket holds per call, after the header (the DUL's `_read_pdu_data` is replaced by one
+that makes the same reads, checks and events, without joining header and body by a copy).
 
 pynetdicom then copies every byte of a P-DATA-TF four more times before it reaches the spool
 file: the PDU into `bytes` (`DULServiceProvider._decode_pdu`), its items' part (`PDU.decode`),
@@ -37,6 +38,7 @@ from pynetdicom.pdu_items import PresentationDataValueItem
 log = logging.getLogger(__name__)
 
 P_DATA_TF = 0x04
+_PDU_TYPES = range(0x01, 0x08)  # A-ASSOCIATE-RQ … A-ABORT (PS3.8 9.3.1)
 # Other PDUs (an A-ASSOCIATE-RQ with many contexts is the largest) stay far below this.
 OTHER_PDU_LIMIT = 1 << 20
 # A-ABORT (PS3.8 9.3.8): source 2 = service provider, reason 6 = invalid PDU parameter value.
@@ -73,21 +75,56 @@ class _LimitedReads:
             self.expecting_header = False
         return header  # type: ignore[no-any-return]
 
-    def _read_body(self, nr_bytes: int) -> bytearray:
-        """`nr_bytes` read into one buffer, as much per call as the socket holds; fewer if the
-        peer closes first (the DUL then sees a short PDU, as with its own reads)."""
+    def _read_body(self, nr_bytes: int, header: bytes | bytearray = b"") -> bytearray:
+        """`nr_bytes` read into one buffer after `header`, as much per call as the socket holds;
+        fewer if the peer closes first (the DUL then sees a short PDU, as with its own reads)."""
         sock = self.association_socket.socket
-        body = bytearray(nr_bytes)
+        start = len(header)
+        body = bytearray(start + nr_bytes)
+        body[:start] = header
         view = memoryview(body)
-        read = 0
-        while read < nr_bytes:
-            got = sock.recv_into(view[read:], nr_bytes - read)
+        read = start
+        end = start + nr_bytes
+        while read < end:
+            got = sock.recv_into(view[read:], end - read)
             if not got:
                 del view
                 del body[read:]
                 break
             read += got
         return body
+
+    def read_pdu_data(self, dul: Any) -> None:
+        """The DUL's `_read_pdu_data` (pynetdicom 3.0.4): the same reads, checks and events, with
+        the header and body read into one buffer, not joined by copying the body once more."""
+        events = dul.event_queue
+        try:
+            header = self.recv(6)
+            if len(header) != 6:
+                events.put("Evt17")  # transport connection closed
+                return
+            pdu_type, _, length = struct.unpack(">BBL", header)
+            if pdu_type not in _PDU_TYPES:
+                log.error("Unknown PDU type received %#04x", pdu_type)
+                events.put("Evt19")  # unrecognised or invalid PDU
+                return
+            self.expecting_header = True
+            pdu_bytes = bytearray(header) if self.refused else self._read_body(length, header)
+        except (OSError, TimeoutError):
+            log.error("Connection closed before the entire PDU was received")
+            events.put("Evt17")
+            return
+        if len(pdu_bytes) != 6 + length:
+            events.put("Evt17")
+            return
+        try:
+            pdu, event = dul._decode_pdu(pdu_bytes)
+            events.put(event)
+        except Exception:
+            log.exception("Unable to decode the received PDU data")
+            events.put("Evt19")
+            return
+        dul._recv_pdu.put(pdu)
 
     def _refuse(self, pdu_type: int, length: int, limit: int) -> None:
         log.warning(
@@ -111,7 +148,10 @@ def guard(max_pdu: int, network_timeout: float) -> Any:
             return
         with contextlib.suppress(OSError):
             sock.settimeout(network_timeout)
-        association_socket.recv = _LimitedReads(association_socket, max_pdu).recv
+        reads = _LimitedReads(association_socket, max_pdu)
+        association_socket.recv = reads.recv
+        dul = event.assoc.dul
+        dul._read_pdu_data = lambda: reads.read_pdu_data(dul)
 
     return on_open
 

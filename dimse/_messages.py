@@ -20,8 +20,9 @@ Here both are the same bytes, packed with `struct`:
 - `send_store_responses` (an EVT_CONN_OPEN handler for accepted associations) lets the
   association's DIMSE provider send a C-STORE response that carries only the required fields
   (Success or a bare status: no Error Comment, no Offending Element) as one P-DATA of its
-  encoded command set; every other message, and every message while an EVT_DIMSE_SENT handler
-  is bound, takes pynetdicom's own `send_msg`.
+  encoded command set, written by the reactor itself where `dimse._direct_send` allows it
+  (else queued for the DUL thread); every other message, and every message while an
+  EVT_DIMSE_SENT handler is bound, takes pynetdicom's own `send_msg`.
 
 `tests/dimse/test_messages.py` holds both byte for byte against pydicom's and pynetdicom's
 output. Drop this when pynetdicom encodes command sets and the File Meta without a pydicom
@@ -46,6 +47,8 @@ from pynetdicom import (
 from pynetdicom.dimse_primitives import C_STORE
 from pynetdicom.pdu_primitives import P_DATA
 
+from dimse._direct_send import DirectSend
+
 _UID = re.compile(RE_VALID_UID)
 _C_STORE_RSP = 0x8001
 _NO_DATA_SET = 0x0101
@@ -54,7 +57,7 @@ _IMPLEMENTATION_UID = str(PYNETDICOM_IMPLEMENTATION_UID)
 _IMPLEMENTATION_VERSION = PYNETDICOM_IMPLEMENTATION_VERSION
 
 
-def _plain_uid(value: object) -> bool:
+def plain_uid(value: object) -> bool:
     return isinstance(value, str) and len(value) <= 64 and _UID.match(value) is not None
 
 
@@ -108,7 +111,7 @@ def _create_file_meta(
     *, sop_class_uid: Any, sop_instance_uid: Any, transfer_syntax: Any, **options: Any
 ) -> Any:
     if not options and all(
-        _plain_uid(uid) for uid in (sop_class_uid, sop_instance_uid, transfer_syntax)
+        plain_uid(uid) for uid in (sop_class_uid, sop_instance_uid, transfer_syntax)
     ):
         return _FileMeta(str(sop_class_uid), str(sop_instance_uid), str(transfer_syntax))
     return _pydicom_create_file_meta(
@@ -173,18 +176,20 @@ def _bare_store_response(primitive: Any) -> bytes | None:
         or not 0 <= status <= 0xFFFF
         or primitive.ErrorComment is not None
         or primitive.OffendingElement is not None
-        or not _plain_uid(sop_class)
-        or not _plain_uid(sop_instance)
+        or not plain_uid(sop_class)
+        or not plain_uid(sop_instance)
     ):
         return None
     return store_response_bytes(str(sop_class), message_id, status, str(sop_instance))
 
 
 def send_store_responses(event: evt.Event) -> None:
-    """An EVT_CONN_OPEN handler: bare C-STORE responses skip pydicom's encoder."""
+    """An EVT_CONN_OPEN handler: bare C-STORE responses skip pydicom's encoder, and are written
+    to the socket by the reactor where that is safe (`dimse._direct_send`)."""
     assoc = event.assoc
     provider = assoc.dimse
     send_msg = provider.send_msg
+    direct = DirectSend(assoc) if assoc.dul.socket is not None else None
 
     def send(primitive: Any, context_id: int) -> None:
         encoded = _bare_store_response(primitive)
@@ -195,6 +200,8 @@ def send_store_responses(event: evt.Event) -> None:
             or assoc.get_handlers(evt.EVT_DIMSE_SENT)
         ):
             send_msg(primitive, context_id)
+            return
+        if direct is not None and direct.send_command(context_id, encoded):
             return
         pdata = P_DATA()
         pdata.presentation_data_value_list.append((context_id, _LAST_COMMAND_FRAGMENT + encoded))

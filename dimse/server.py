@@ -20,6 +20,7 @@ from typing import Any
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, evt
+from pynetdicom.presentation import PresentationContext
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     PatientRootQueryRetrieveInformationModelGet,
@@ -35,7 +36,18 @@ from pynetdicom.transport import ThreadedAssociationServer
 from archive.outcomes import StoreOutcome
 from archive.store import Archive
 from audit.trail import record_many
-from dimse import _connection, _messages, commitment, query, retrieve, statuses, tls, wakeups
+from dimse import (
+    _connection,
+    _messages,
+    _store_requests,
+    _supported_contexts,
+    commitment,
+    query,
+    retrieve,
+    statuses,
+    tls,
+    wakeups,
+)
 from dimse.callers import Caller, identify
 from dimse.config import DimseConfig
 from dimse.context import BridgeContext
@@ -114,6 +126,7 @@ class Bridge:
             (evt.EVT_CONN_CLOSE, wakeups.release_wakeups),
             (evt.EVT_CONN_OPEN, _messages.send_store_responses),
             (evt.EVT_CONN_OPEN, _connection.decode_in_place),
+            (evt.EVT_CONN_OPEN, _store_requests.receive_store_requests),
             (
                 evt.EVT_CONN_OPEN,
                 _connection.guard(self.config.dicom_max_pdu, self.config.dicom_network_timeout),
@@ -371,6 +384,16 @@ class SharedPortServer(ThreadedAssociationServer):
     The kernel spreads new connections over them, so parallel associations are not held to one
     interpreter lock.
     """
+
+    @property
+    def contexts(self) -> list[PresentationContext]:
+        """The supported contexts, each deep copied cheaply per association
+        (`dimse._supported_contexts`)."""
+        return self._contexts
+
+    @contexts.setter
+    def contexts(self, contexts: list[PresentationContext]) -> None:
+        self._contexts = _supported_contexts.supported_contexts(contexts)
 
     def server_bind(self) -> None:
         if hasattr(socket, "SO_REUSEPORT"):

@@ -5,8 +5,9 @@ sleeps `_run_loop_delay` (1 ms) whenever it finds nothing to do, then looks at t
 the primitives to send; the association's reactor (`Association._run_reactor`) sleeps a fixed
 1 ms before each look at the DIMSE message queue. Over one association every C-STORE crosses both
 loops twice: the request's PDUs wait for the DUL's next look, the complete message for the
-reactor's, the response for the DUL's again. On loopback that is about a millisecond per
-instance of pure waiting, a third of what pynetdicom costs with a handler that does nothing.
+reactor's, the response for the DUL's again (a bare C-STORE response no longer does:
+`dimse._direct_send`). On loopback that is about a millisecond per instance of pure waiting, a
+third of what pynetdicom costs with a handler that does nothing.
 
 Both loops call `time.sleep` of their own module. `quicken_reactors()` (library set-up, called by
 the composition root) gives the two modules a `time` whose `sleep` is unchanged for every thread

@@ -18,6 +18,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pynetdicom import AE, build_context
 from pynetdicom.sop_class import Verification
 
+from dimse._direct_send import DirectSend
 from dimse.callers import find_node
 from dimse.peers import PeerUnreachable, open_association
 from dimse.server import Bridge
@@ -308,3 +309,20 @@ def test_ferry_does_not_trust_a_node_certificate_from_another_ca(
         dimse.add_node("TLSNODE", port=port, tls=True)
         with pytest.raises(PeerUnreachable):
             echo_node(dimse, tls_ferry.settings, "TLSNODE")
+
+
+def test_a_tls_association_leaves_its_writes_to_its_dul_thread(
+    tls_ferry: TlsFerry, pki: Pki
+) -> None:
+    """An SSL socket is not written by one thread while another may read it: no direct write."""
+    ae = AE(ae_title="MODALITY")
+    ae.add_requested_context(Verification)
+    tls_args = (client_context(pki, pki.client), None)
+    assoc = ae.associate("127.0.0.1", tls_ferry.tls_port, ae_title="FERRY", tls_args=tls_args)
+    assert assoc.is_established
+    try:
+        (context,) = assoc.accepted_contexts
+        assert not DirectSend(assoc).send_command(context.context_id, b"\0" * 8)
+        assert int(assoc.send_c_echo().Status) == 0x0000
+    finally:
+        assoc.release()
