@@ -178,7 +178,7 @@ class DriverCursor:
         cursor = self._dbapi.cursor()
         try:
             cursor.execute(sql, parameters)
-            return cursor.fetchall() if cursor.description is not None else []
+            return list(cursor.fetchall()) if cursor.description is not None else []
         finally:
             cursor.close()
 
