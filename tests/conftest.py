@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import io
 import os
@@ -109,6 +110,64 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     (`-n 2`) a long test that started last would keep one process busy while the others have
     nothing left to do."""
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
+# A test that is about the password hashes themselves (their parameters, their cost, a
+# sign-in verifying one at production cost) says so; every other test hashes cheaply.
+production_passwords = pytest.mark.production_passwords
+
+# argon2id at its smallest sensible cost: a millisecond a hash instead of a quarter of a second
+# of CPU (and 64 MiB) with the production parameters.
+_TEST_HASHER_PARAMETERS = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _passwords_hashed_cheaply() -> Iterator[None]:
+    """In-process password hashing with argon2id at a test's cost, except in the tests marked
+    `production_passwords` (see `_production_passwords`).
+
+    Hundreds of tests sign people in to reach what they test; each sign-in verifies a hash, and
+    with the production parameters that costs a quarter of a second of CPU. The code that hashes,
+    verifies, rehashes on outdated parameters and costs the same for an unknown email is the
+    production code either way: only `policy.passwords._hasher`'s parameters change, and the
+    hashes stored for people are made with the same ones (tests/policy/_people.py), so no
+    sign-in rehashes. A `ferry` subprocess hashes with the production parameters."""
+    from argon2 import PasswordHasher
+
+    from policy import passwords
+
+    cheap = PasswordHasher(**_TEST_HASHER_PARAMETERS)
+    production, decoy = passwords._hasher, passwords._decoy_hash
+
+    def cheap_decoy() -> str:
+        return cheap.hash("no account has this password")
+
+    passwords._hasher = lambda: cheap  # type: ignore[assignment]
+    passwords._decoy_hash = functools.cache(cheap_decoy)  # type: ignore[assignment]
+    _PRODUCTION_HASHING[:] = [production, decoy]
+    try:
+        yield
+    finally:
+        passwords._hasher, passwords._decoy_hash = production, decoy  # type: ignore[assignment]
+
+
+_PRODUCTION_HASHING: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _production_passwords(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The production argon2id parameters for a test marked `production_passwords`."""
+    if request.node.get_closest_marker("production_passwords") is None:
+        yield
+        return
+    from policy import passwords
+
+    cheap = passwords._hasher, passwords._decoy_hash
+    passwords._hasher, passwords._decoy_hash = _PRODUCTION_HASHING  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        passwords._hasher, passwords._decoy_hash = cheap  # type: ignore[assignment]
 
 
 CHROMIUM = Path("/usr/bin/chromium")
