@@ -221,15 +221,24 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     to do; a test marked `fresh_database` gets an empty one instead."""
     fresh = request.node.get_closest_marker("fresh_database") is not None
     if request.param == "sqlite":
-        path = tmp_path / "index.db"
-        if not fresh:
-            shutil.copyfile(request.getfixturevalue("_migrated_sqlite"), path)
-        yield f"sqlite:///{path}"
+        if fresh:
+            yield f"sqlite:///{tmp_path / 'index.db'}"
+        else:
+            yield request.getfixturevalue("sqlite_database_url")
         return
     base = request.getfixturevalue("postgres_url")
     migrated = None if fresh else request.getfixturevalue("_migrated_postgres")
     with postgres_schema(base, migrated) as url:
         yield url
+
+
+@pytest.fixture
+def sqlite_database_url(tmp_path: Path, _migrated_sqlite: Path) -> str:
+    """A migrated SQLite database of the test's own, for a module whose `database_url` is
+    SQLite only (pages, DIMSE traffic): a copy of `_migrated_sqlite`, not a fresh migration."""
+    path = tmp_path / "index.db"
+    shutil.copyfile(_migrated_sqlite, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture(scope="session")

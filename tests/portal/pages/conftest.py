@@ -56,9 +56,9 @@ def browser(playwright_session: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
+def database_url(sqlite_database_url: str) -> str:
     """Pages test what people see; the data layer is tested on both databases elsewhere."""
-    return f"sqlite:///{tmp_path / 'index.db'}"
+    return sqlite_database_url
 
 
 def assert_accessible(page: Any) -> None:
