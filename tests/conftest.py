@@ -40,6 +40,35 @@ from policy.models import Institution, User
 from tests import factories
 from tests.policy._people import add_institution, add_user
 
+
+def _share_httpx_default_ssl_context() -> None:
+    """One SSL context with the default trust store for every httpx client of the test process.
+
+    httpx builds a context for each client it makes (`httpx.get` makes one a call), loading the
+    trust store's certificates each time: about 50 ms of CPU, and the tests make thousands of
+    clients, nearly all of them for plain HTTP on loopback. A context built from the same trust
+    store (certifi's, or the one SSL_CERT_FILE or SSL_CERT_DIR names) is the same whoever built
+    it, and is safe to share between clients and threads; any other verify or cert setting
+    still gets a context of its own."""
+    from httpx._transports import default
+
+    build = default.create_ssl_context
+
+    @functools.cache
+    def shared(trust_env: bool, store: tuple[str | None, str | None]) -> Any:
+        return build(verify=True, cert=None, trust_env=trust_env)
+
+    def create_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if verify is True and cert is None:
+            store = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+            return shared(trust_env, store)
+        return build(verify=verify, cert=cert, trust_env=trust_env)
+
+    default.create_ssl_context = create_ssl_context  # type: ignore[assignment]
+
+
+_share_httpx_default_ssl_context()
+
 REQUIRED = {item.strip() for item in os.environ.get("FERRY_TEST_REQUIRE", "").split(",") if item}
 
 
