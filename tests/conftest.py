@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import io
 import os
@@ -38,6 +39,35 @@ from foundation.database import create_database_engine
 from policy.models import Institution, User
 from tests import factories
 from tests.policy._people import add_institution, add_user
+
+
+def _share_httpx_default_ssl_context() -> None:
+    """One SSL context with the default trust store for every httpx client of the test process.
+
+    httpx builds a context for each client it makes (`httpx.get` makes one a call), loading the
+    trust store's certificates each time: about 50 ms of CPU, and the tests make thousands of
+    clients, nearly all of them for plain HTTP on loopback. A context built from the same trust
+    store (certifi's, or the one SSL_CERT_FILE or SSL_CERT_DIR names) is the same whoever built
+    it, and is safe to share between clients and threads; any other verify or cert setting
+    still gets a context of its own."""
+    from httpx._transports import default
+
+    build = default.create_ssl_context
+
+    @functools.cache
+    def shared(trust_env: bool, store: tuple[str | None, str | None]) -> Any:
+        return build(verify=True, cert=None, trust_env=trust_env)
+
+    def create_ssl_context(verify: Any = True, cert: Any = None, trust_env: bool = True) -> Any:
+        if verify is True and cert is None:
+            store = (os.environ.get("SSL_CERT_FILE"), os.environ.get("SSL_CERT_DIR"))
+            return shared(trust_env, store)
+        return build(verify=verify, cert=cert, trust_env=trust_env)
+
+    default.create_ssl_context = create_ssl_context  # type: ignore[assignment]
+
+
+_share_httpx_default_ssl_context()
 
 REQUIRED = {item.strip() for item in os.environ.get("FERRY_TEST_REQUIRE", "").split(",") if item}
 
@@ -111,6 +141,64 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
+# A test that is about the password hashes themselves (their parameters, their cost, a
+# sign-in verifying one at production cost) says so; every other test hashes cheaply.
+production_passwords = pytest.mark.production_passwords
+
+# argon2id at its smallest sensible cost: a millisecond a hash instead of a quarter of a second
+# of CPU (and 64 MiB) with the production parameters.
+_TEST_HASHER_PARAMETERS = {"time_cost": 1, "memory_cost": 1024, "parallelism": 1}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _passwords_hashed_cheaply() -> Iterator[None]:
+    """In-process password hashing with argon2id at a test's cost, except in the tests marked
+    `production_passwords` (see `_production_passwords`).
+
+    Hundreds of tests sign people in to reach what they test; each sign-in verifies a hash, and
+    with the production parameters that costs a quarter of a second of CPU. The code that hashes,
+    verifies, rehashes on outdated parameters and costs the same for an unknown email is the
+    production code either way: only `policy.passwords._hasher`'s parameters change, and the
+    hashes stored for people are made with the same ones (tests/policy/_people.py), so no
+    sign-in rehashes. A `ferry` subprocess hashes with the production parameters."""
+    from argon2 import PasswordHasher
+
+    from policy import passwords
+
+    cheap = PasswordHasher(**_TEST_HASHER_PARAMETERS)
+    production, decoy = passwords._hasher, passwords._decoy_hash
+
+    def cheap_decoy() -> str:
+        return cheap.hash("no account has this password")
+
+    passwords._hasher = lambda: cheap  # type: ignore[assignment]
+    passwords._decoy_hash = functools.cache(cheap_decoy)  # type: ignore[assignment]
+    _PRODUCTION_HASHING[:] = [production, decoy]
+    try:
+        yield
+    finally:
+        passwords._hasher, passwords._decoy_hash = production, decoy  # type: ignore[assignment]
+
+
+_PRODUCTION_HASHING: list[Any] = []
+
+
+@pytest.fixture(autouse=True)
+def _production_passwords(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The production argon2id parameters for a test marked `production_passwords`."""
+    if request.node.get_closest_marker("production_passwords") is None:
+        yield
+        return
+    from policy import passwords
+
+    cheap = passwords._hasher, passwords._decoy_hash
+    passwords._hasher, passwords._decoy_hash = _PRODUCTION_HASHING  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        passwords._hasher, passwords._decoy_hash = cheap  # type: ignore[assignment]
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 
 
@@ -162,15 +250,24 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     to do; a test marked `fresh_database` gets an empty one instead."""
     fresh = request.node.get_closest_marker("fresh_database") is not None
     if request.param == "sqlite":
-        path = tmp_path / "index.db"
-        if not fresh:
-            shutil.copyfile(request.getfixturevalue("_migrated_sqlite"), path)
-        yield f"sqlite:///{path}"
+        if fresh:
+            yield f"sqlite:///{tmp_path / 'index.db'}"
+        else:
+            yield request.getfixturevalue("sqlite_database_url")
         return
     base = request.getfixturevalue("postgres_url")
     migrated = None if fresh else request.getfixturevalue("_migrated_postgres")
     with postgres_schema(base, migrated) as url:
         yield url
+
+
+@pytest.fixture
+def sqlite_database_url(tmp_path: Path, _migrated_sqlite: Path) -> str:
+    """A migrated SQLite database of the test's own, for a module whose `database_url` is
+    SQLite only (pages, DIMSE traffic): a copy of `_migrated_sqlite`, not a fresh migration."""
+    path = tmp_path / "index.db"
+    shutil.copyfile(_migrated_sqlite, path)
+    return f"sqlite:///{path}"
 
 
 @pytest.fixture(scope="session")

@@ -39,9 +39,9 @@ SUCCESS = 0x0000
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
+def database_url(sqlite_database_url: str) -> str:
     """SQLite only: what is tested is the DIMSE traffic, not the index."""
-    return f"sqlite:///{tmp_path / 'index.db'}"
+    return sqlite_database_url
 
 
 def write_study(folder: Path, count: int) -> tuple[str, list[Path]]:

@@ -30,8 +30,8 @@ def chromium(playwright_session: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'index.db'}"
+def database_url(sqlite_database_url: str) -> str:
+    return sqlite_database_url
 
 
 def _sign_in_and_land(chromium: Any, server: RunningServer, query: str) -> str:

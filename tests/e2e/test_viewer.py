@@ -131,9 +131,9 @@ def chromium(ohif: Path, playwright_session: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
+def database_url(sqlite_database_url: str) -> str:
     """SQLite only: the viewer sees DICOMweb, and the PostgreSQL paths are tested elsewhere."""
-    return f"sqlite:///{tmp_path / 'index.db'}"
+    return sqlite_database_url
 
 
 @pytest.fixture

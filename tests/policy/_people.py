@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import Engine
 from sqlmodel import Session
 
+from policy import passwords
 from policy.models import ApiClient, ApiToken, Institution, Membership, User, UserStatus
 from policy.passwords import hash_password
 
@@ -40,7 +41,7 @@ def add_user(
             email=email,
             status=status,
             system_admin=system_admin,
-            password_hash=_hashed(password) if password else "",
+            password_hash=hashed_password(password) if password else "",
         )
         session.add(user)
         session.flush()
@@ -51,12 +52,19 @@ def add_user(
         return user.pk
 
 
+def hashed_password(password: str) -> str:
+    """One argon2id hash per password and hashing parameters a test process: it is slow on
+    purpose (tenths of a second with the production parameters), and a user row needs a valid
+    hash, not a salt of its own. The parameters are the test process's (cheap, see
+    tests/conftest.py `_passwords_hashed_cheaply`) unless the test is about passwords, and a
+    sign-in verifies with the same ones; tests/policy/test_passwords.py and test_store.py hash
+    afresh."""
+    hasher = passwords._hasher()
+    return _hashed_with(password, (hasher.time_cost, hasher.memory_cost, hasher.parallelism))
+
+
 @functools.cache
-def _hashed(password: str) -> str:
-    """One argon2id hash per password a test process: it is slow on purpose (tenths of a second
-    with the production parameters), and a user row needs a valid hash, not a salt of its own.
-    Signing in still verifies it with those parameters; tests/policy/test_passwords.py and
-    test_store.py hash afresh."""
+def _hashed_with(password: str, parameters: tuple[int, int, int]) -> str:
     return hash_password(password)
 
 

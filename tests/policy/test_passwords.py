@@ -19,7 +19,12 @@ from policy.passwords import (
     hash_password,
     verify_password,
 )
+from tests.conftest import production_passwords
 from tests.policy._people import PASSWORD, add_user, change_user, get_user
+
+# What these tests prove (the hashes' parameters, the rehash, the cost of each refusal) is
+# about the production parameters, not the cheaper ones the other tests hash with.
+pytestmark = production_passwords
 
 NOW = datetime(2026, 11, 28, 9, 0, tzinfo=UTC)
 

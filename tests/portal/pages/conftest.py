@@ -16,7 +16,6 @@ institutions and their people, axe-core on every page, screenshots for the docs 
 
 from __future__ import annotations
 
-import functools
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,12 +27,11 @@ import pytest
 
 from policy import store
 from policy.models import RetrieveMethod
-from policy.passwords import hash_password
 from tests import factories
 from tests.conftest import CHROMIUM, RunningServer, issue_token_for
 from tests.dimse.test_remote import RemotePacs
 from tests.factories import StudySpec, write_series
-from tests.policy._people import PASSWORD, change_user
+from tests.policy._people import PASSWORD, change_user, hashed_password
 
 AXE = Path(__file__).resolve().parents[1] / "vendor" / "axe.min.js"
 BLOCKING = ("serious", "critical")
@@ -58,9 +56,9 @@ def browser(playwright_session: Any) -> Iterator[Any]:
 
 
 @pytest.fixture
-def database_url(tmp_path: Path) -> str:
+def database_url(sqlite_database_url: str) -> str:
     """Pages test what people see; the data layer is tested on both databases elsewhere."""
-    return f"sqlite:///{tmp_path / 'index.db'}"
+    return sqlite_database_url
 
 
 def assert_accessible(page: Any) -> None:
@@ -171,10 +169,10 @@ def world(server: RunningServer, browser: Any, tmp_path: Path) -> Iterator[World
         context.close()
 
 
-@functools.cache
 def password_hash() -> str:
-    """Hashed once a session: argon2 is slow on purpose, and every person shares the password."""
-    return hash_password(PASSWORD)
+    """Hashed once a session (per hashing parameters, see tests/policy/_people.py): argon2 is
+    slow on purpose, and every person shares the password."""
+    return hashed_password(PASSWORD)
 
 
 def _name(who: str) -> str:

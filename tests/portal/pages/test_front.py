@@ -11,10 +11,12 @@ from sqlmodel import Session, select
 
 from exchange.notifications import NOTIFY
 from foundation.jobs import Job
+from tests.conftest import production_passwords
 from tests.policy._people import PASSWORD
 from tests.portal.pages.conftest import World, assert_accessible, snapshot
 
 
+@production_passwords  # one sign-in through the form verifies a hash of production cost
 def test_the_front_page_says_what_ferry_is_and_signs_in_with_the_form(world: World) -> None:
     page = world.anonymous()
     page.goto("/")
