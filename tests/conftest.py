@@ -26,6 +26,7 @@ import httpx
 import pytest
 import uvicorn
 from pydicom import Dataset, dcmread
+from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 from sqlmodel import Session, select
 from starlette.applications import Starlette
@@ -400,6 +401,29 @@ def _spare_schemas_dropped() -> Iterator[None]:
     _SPARE_SCHEMAS.clear()
 
 
+def migrated_database(
+    request: pytest.FixtureRequest, tmp_path: Path, stack: contextlib.ExitStack
+) -> str:
+    """The URL of a database already migrated, for a module's server on `request.param`
+    ("sqlite" or "postgres"): a copy of the test process's migrated SQLite file, or a
+    PostgreSQL schema made from its dump (dropped when `stack` closes)."""
+    if request.param == "sqlite":
+        path = tmp_path / "index.db"
+        shutil.copyfile(request.getfixturevalue("_migrated_sqlite"), path)
+        return f"sqlite:///{path}"
+    migrated = request.getfixturevalue("_migrated_postgres")
+    return stack.enter_context(postgres_schema(request.getfixturevalue("postgres_url"), migrated))
+
+
+@pytest.fixture
+def engine(settings: Settings) -> Iterator[Engine]:
+    """A migrated engine on the test's database (SQLite, and PostgreSQL where it runs)."""
+    built = create_database_engine(settings.database_url)
+    migrate(built)
+    yield built
+    built.dispose()
+
+
 @contextlib.contextmanager
 def postgres_schema(base: str, migrated: str | None) -> Iterator[str]:
     """A schema of its own on the PostgreSQL server at `base`, made from `migrated` (see
@@ -659,15 +683,7 @@ def module_server(
     own fixtures (settings, archive) or runs `run_server` itself."""
     tmp_path = tmp_path_factory.mktemp("module-server")
     with contextlib.ExitStack() as stack:
-        if request.param == "sqlite":
-            path = tmp_path / "index.db"
-            shutil.copyfile(request.getfixturevalue("_migrated_sqlite"), path)
-            url = f"sqlite:///{path}"
-        else:
-            migrated = request.getfixturevalue("_migrated_postgres")
-            url = stack.enter_context(
-                postgres_schema(request.getfixturevalue("postgres_url"), migrated)
-            )
+        url = migrated_database(request, tmp_path, stack)
         settings = make_settings(tmp_path, url)
         archive = build_archive(settings)
         stack.callback(archive.engine.dispose)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import contextlib
-import shutil
 from collections.abc import Iterator
 
 import pytest
 
 from ferry.app import build_archive, configure_libraries
-from tests.conftest import RunningServer, make_settings, postgres_schema, run_server
+from tests.conftest import RunningServer, make_settings, migrated_database, run_server
 
 
 @pytest.fixture(
@@ -22,15 +21,7 @@ def corpus_server(
     already migrated (copied from the test process's migrated one, as tests.conftest does)."""
     tmp_path = tmp_path_factory.mktemp("corpus")
     with contextlib.ExitStack() as stack:
-        if request.param == "sqlite":
-            path = tmp_path / "index.db"
-            shutil.copyfile(request.getfixturevalue("_migrated_sqlite"), path)
-            url = f"sqlite:///{path}"
-        else:
-            base = request.getfixturevalue("postgres_url")
-            url = stack.enter_context(
-                postgres_schema(base, request.getfixturevalue("_migrated_postgres"))
-            )
+        url = migrated_database(request, tmp_path, stack)
         overrides = getattr(request.module, "SETTINGS", {})
         overrides = overrides() if callable(overrides) else overrides
         settings = make_settings(tmp_path, url, **overrides)

@@ -4,19 +4,15 @@ through a `DriverCursor` in a connection's transaction or a pooled connection of
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from sqlalchemy import Engine, bindparam, insert, select, text
 
 from archive import index
 from archive.store import Archive
 from audit.models import AuditEvent
 from audit.trail import AuditRecord, record
-from ferry.database import create_database_engine, migrate
-from ferry.settings import Settings
 from foundation.driver_sql import DriverCursor, dbapi_cursor, fetch_all, prepare
 from policy.models import Institution
 from tests import factories
@@ -88,14 +84,6 @@ def test_lists_fill_an_in_and_rows_come_back_as_tuples(archive: Archive, tmp_pat
 
 
 _PKS = bindparam("pks", expanding=True)
-
-
-@pytest.fixture
-def engine(settings: Settings) -> Iterator[Engine]:
-    built = create_database_engine(settings)
-    migrate(built)
-    yield built
-    built.dispose()
 
 
 def _through_sqlalchemy(engine: Engine, statement, values) -> list[tuple]:
