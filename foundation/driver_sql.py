@@ -160,7 +160,8 @@ def fetch_all(cursor: Any, prepared: Prepared, values: Mapping[str, Any]) -> lis
 
 
 def execute_many(cursor: Any, prepared: Prepared, rows: Sequence[Mapping[str, Any]]) -> None:
-    """One statement for many rows (all with the same keys), nothing returned."""
+    """One statement for many rows (all with the same keys, no expanding lists), nothing
+    returned."""
     cursor.executemany(prepared.sql, [prepared.parameters(row)[1] for row in rows])
 
 
