@@ -12,8 +12,6 @@ import hashlib
 import logging
 import os
 import tempfile
-import threading
-from collections import OrderedDict
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -26,6 +24,7 @@ from archive._inflated import InflatedFile
 from archive.blobstore import BlobStore
 from archive.frames import FrameLocation, PixelDataLayout, locate_frames, native_frames
 from archive.pixel_module import PixelModule
+from foundation.weighted_lru import WeightedLRU
 
 log = logging.getLogger(__name__)
 
@@ -35,34 +34,11 @@ LAYOUT_VERSION = 3
 MAX_FRAMES_IN_MEMORY = 100_000
 
 
-class LayoutMemory:
+class LayoutMemory(WeightedLRU[tuple[str, str], PixelDataLayout]):
     """Least recently used layouts, weighed by their frame count."""
 
     def __init__(self, max_frames: int) -> None:
-        self.max_frames = max_frames
-        self._items: OrderedDict[tuple[str, str], PixelDataLayout] = OrderedDict()
-        self._weight = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: tuple[str, str]) -> PixelDataLayout | None:
-        with self._lock:
-            layout = self._items.get(key)
-            if layout is not None:
-                self._items.move_to_end(key)
-            return layout
-
-    def put(self, key: tuple[str, str], layout: PixelDataLayout) -> None:
-        weight = len(layout.frames)
-        if weight > self.max_frames:
-            return
-        with self._lock:
-            if key in self._items:
-                return
-            self._items[key] = layout
-            self._weight += weight
-            while self._weight > self.max_frames:
-                _, dropped = self._items.popitem(last=False)
-                self._weight -= len(dropped.frames)
+        super().__init__(max_frames, lambda layout: len(layout.frames))
 
 
 _MEMORY = LayoutMemory(MAX_FRAMES_IN_MEMORY)

@@ -29,10 +29,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import threading
 import uuid
 import zlib
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -54,6 +52,7 @@ from exchange._stored_zip import (
     iter_zip_pieces,
     iter_zip_range,
 )
+from foundation.weighted_lru import WeightedLRU
 
 __all__ = ["DataSpan", "MemberChanged", "ZipDownload", "iter_zip", "plan_zip", "prepare_zip"]
 log = logging.getLogger(__name__)
@@ -245,46 +244,22 @@ class ZipDownload:
                 yield piece
 
 
-class _Prepared:
-    """Recently planned ZIPs' names, DICOMDIRs and ETags, by what decides them.
-
-    A selection's member names and DICOMDIR follow from its instances' headers, which never
-    change under their blob keys (a replaced instance is a new row with a new key): so the same
-    time stamp and the same (SOP Instance UID, blob key, size) in the same order give the same
-    names, DICOMDIR and ETag. A download manager's parallel ranges, a resumed download and the
-    next person downloading the same transfer reuse them instead of reading every instance's
-    DICOM JSON again. At most `BUDGET` bytes of DICOMDIRs are kept, per process.
-    """
-
-    BUDGET = 32 * 1024 * 1024
-
-    def __init__(self) -> None:
-        self._kept: OrderedDict[bytes, tuple[tuple[str, ...], bytes, str]] = OrderedDict()
-        self._size = 0
-        self._lock = threading.Lock()
-
-    def get(self, key: bytes) -> tuple[tuple[str, ...], bytes, str] | None:
-        with self._lock:
-            found = self._kept.get(key)
-            if found is not None:
-                self._kept.move_to_end(key)
-            return found
-
-    def put(self, key: bytes, value: tuple[tuple[str, ...], bytes, str]) -> None:
-        cost = len(value[1]) + 64 * len(value[0])
-        if cost > self.BUDGET:
-            return
-        with self._lock:
-            if key in self._kept:
-                return
-            self._kept[key] = value
-            self._size += cost
-            while self._size > self.BUDGET:
-                _, (names, dicomdir, _) = self._kept.popitem(last=False)
-                self._size -= len(dicomdir) + 64 * len(names)
+_Plan = tuple[tuple[str, ...], bytes, str]  # member names, DICOMDIR, ETag
 
 
-_PREPARED = _Prepared()
+def _plan_bytes(plan: _Plan) -> int:
+    return len(plan[1]) + 64 * len(plan[0])
+
+
+# Recently planned ZIPs' names, DICOMDIRs and ETags, by what decides them.
+#
+# A selection's member names and DICOMDIR follow from its instances' headers, which never
+# change under their blob keys (a replaced instance is a new row with a new key): so the same
+# time stamp and the same (SOP Instance UID, blob key, size) in the same order give the same
+# names, DICOMDIR and ETag. A download manager's parallel ranges, a resumed download and the
+# next person downloading the same transfer reuse them instead of reading every instance's
+# DICOM JSON again. At most 32 MiB of DICOMDIRs (and names) are kept, per process.
+_PREPARED: WeightedLRU[bytes, _Plan] = WeightedLRU(32 * 1024 * 1024, _plan_bytes)
 
 
 def prepare_zip(archive: Archive, plan: ZipPlan, modified: datetime) -> ZipDownload:
