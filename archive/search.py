@@ -33,7 +33,7 @@ from archive.dicomjson import BASE_PLACEHOLDER, with_base
 from archive.levels import Level
 from archive.matching import UNIVERSAL, Kind, match, plain_match
 from archive.models import Instance, Patient, Series, Study, StudyGrant
-from foundation.driver_sql import Prepared, dbapi_cursor, fetch_all, prepare
+from foundation.driver_sql import Prepared, dbapi_cursor, fetch_all, prepare, prepared
 from foundation.grants import grant_allows_clause, live_grant_clause
 
 _ORDER = {Level.STUDY: 0, Level.SERIES: 1, Level.INSTANCE: 2}
@@ -250,15 +250,15 @@ def query_parameters(query: SearchQuery) -> dict[str, Any]:
 
 
 def search(engine: Engine, query: SearchQuery, base_url: str) -> SearchResult:
-    prepared = _prepared_search(query, engine.dialect)
+    plain = _prepared_search(query, engine.dialect)
     rows: list[Any] = []
-    if prepared is None:  # built for this query, run through SQLAlchemy
+    if plain is None:  # built for this query, run through SQLAlchemy
         statement = build_statement(query).limit(query.limit + 1).offset(query.offset)
         with engine.connect() as connection:
             rows = list(connection.execute(statement, query_parameters(query)).all())
     with dbapi_cursor(engine) as cursor:
-        if prepared is not None:
-            rows = fetch_all(cursor, prepared[0], prepared[1])
+        if plain is not None:
+            rows = fetch_all(cursor, plain[0], plain[1])
         truncated = len(rows) > query.limit
         rows = rows[: query.limit]
         reader = _PageReader(cursor, engine.dialect)
@@ -390,11 +390,6 @@ _SERIES_FIRST_INSTANCES = select(Instance.series_pk, Instance.metadata_json).whe
 )
 
 
-@functools.lru_cache(maxsize=32)
-def _prepared(statement: Select[Any], dialect: Dialect) -> Prepared:
-    return prepare(statement, dialect)
-
-
 @dataclass(frozen=True)
 class _PageReader:
     """Runs the queries beside the main one on the search's DB-API cursor."""
@@ -405,7 +400,7 @@ class _PageReader:
     def rows(self, statement: Select[Any], pks: list[int]) -> list[tuple[Any, ...]]:
         if not pks:
             return []
-        return fetch_all(self.cursor, _prepared(statement, self.dialect), {"pks": pks})
+        return fetch_all(self.cursor, prepared(statement, self.dialect), {"pks": pks})
 
 
 def _element(vr: str, values: list[Any]) -> dict[str, Any]:

@@ -10,7 +10,6 @@ spinning in SQLite's busy handler). One append is one INSERT and one UPDATE of t
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import json
 import logging
@@ -21,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, Engine, bindparam, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, insert, select, update
 from sqlalchemy.exc import SQLAlchemyError
 
 from audit.models import (
@@ -33,7 +32,7 @@ from audit.models import (
     Outcome,
 )
 from foundation import metrics
-from foundation.driver_sql import Prepared, execute_many, fetch_all, prepare
+from foundation.driver_sql import execute_many, fetch_all, prepared
 from foundation.errors import AuditUnavailable
 
 log = logging.getLogger(__name__)
@@ -160,17 +159,17 @@ def _append_prepared(engine: Engine, rows: list[dict[str, Any]], concerns: list[
     dialect = engine.dialect
     with _appending_dbapi(engine) as cursor:
         lock = _READ_HEAD if dialect.name == "sqlite" else _LOCK_HEAD
-        found = fetch_all(cursor, _prepared(lock, dialect), {})
+        found = fetch_all(cursor, prepared(lock, dialect), {})
         if not found:
             return False
         last_hash = _chain(rows, ChainHead(int(found[0][0]), str(found[0][1])))
-        execute_many(cursor, _prepared(_INSERT_EVENTS, dialect), rows)
+        execute_many(cursor, prepared(_INSERT_EVENTS, dialect), rows)
         links = _links(rows, concerns)
         if links:
-            execute_many(cursor, _prepared(_INSERT_LINKS, dialect), links)
+            execute_many(cursor, prepared(_INSERT_LINKS, dialect), links)
         execute_many(
             cursor,
-            _prepared(_MOVE_HEAD, dialect),
+            prepared(_MOVE_HEAD, dialect),
             [{"new_pk": rows[-1]["pk"], "new_hash": last_hash}],
         )
     return True
@@ -192,11 +191,6 @@ def _links(rows: list[dict[str, Any]], concerns: list[list[int]]) -> list[dict[s
         for row, pks in zip(rows, concerns, strict=True)
         for pk in pks
     ]
-
-
-@functools.lru_cache(maxsize=16)
-def _prepared(statement: Any, dialect: Dialect) -> Prepared:
-    return prepare(statement, dialect)
 
 
 def chain_head(engine: Engine) -> ChainHead:

@@ -11,8 +11,8 @@ defaults, once, then run on a DB-API cursor with the values they need:
 - `DriverCursor(connection)` runs them on the DB-API connection under a SQLAlchemy
   `Connection`, inside whatever transaction that connection is in: the caller keeps its
   `engine.begin()` / `engine.connect()` and may mix these with ordinary `execute` calls;
-- `dbapi_cursor(engine)` and `fetch_all` run them on a pooled DB-API connection of their own,
-  for a caller that holds its compiled `Prepared` itself.
+- `dbapi_cursor(engine)` with `fetch_all` / `execute_many` runs them on a pooled DB-API
+  connection of its own, with a `Prepared` from `prepared` (or `prepare`, cached by the caller).
 
 Expanding parameters (`bindparam(..., expanding=True)`, an `IN` list) are spliced in as one
 placeholder per value; an empty list matches nothing. Rows come back as the driver gives them,
@@ -134,8 +134,12 @@ def _constant(value: Any, _context: Any) -> Any:
 
 
 @functools.lru_cache(maxsize=512)
-def _prepared(statement: ClauseElement, dialect: Dialect, columns: tuple[str, ...]) -> Prepared:
-    return prepare(statement, dialect, columns)
+def prepared(
+    statement: ClauseElement, dialect: Dialect, column_keys: tuple[str, ...] | None = None
+) -> Prepared:
+    """`prepare`, remembered per statement (by identity), dialect and column keys: for
+    statements built once, at import or per shape."""
+    return prepare(statement, dialect, column_keys)
 
 
 @contextmanager
@@ -175,7 +179,7 @@ class DriverCursor:
 
     def execute(self, statement: ClauseElement, values: Mapping[str, Any]) -> list[Any]:
         """Run once; the rows it returns, if any."""
-        sql, parameters = _prepared(statement, self.dialect, tuple(values)).parameters(values)
+        sql, parameters = prepared(statement, self.dialect, tuple(values)).parameters(values)
         cursor = self._dbapi.cursor()
         try:
             cursor.execute(sql, parameters)
@@ -189,8 +193,8 @@ class DriverCursor:
         """Run once per row (all rows with the same keys); the rows returned, all together."""
         if not rows:
             return []
-        prepared = _prepared(statement, self.dialect, tuple(rows[0]))
-        arguments = [prepared.parameters(row) for row in rows]
+        compiled = prepared(statement, self.dialect, tuple(rows[0]))
+        arguments = [compiled.parameters(row) for row in rows]
         cursor = self._dbapi.cursor()
         try:
             if self.dialect.name == "postgresql":  # psycopg: one pipelined round trip

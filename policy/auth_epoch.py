@@ -19,6 +19,8 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import Field, SQLModel
 
+from foundation.driver_sql import dbapi_cursor
+
 EPOCH_PK = 1
 _READ = "SELECT value FROM auth_epoch WHERE pk = 1"
 
@@ -39,18 +41,9 @@ def read_auth_epoch(engine: Engine) -> int | None:
     and SQLAlchemy's `Connection` and result around it cost four times the query on SQLite.
     """
     try:
-        connection = engine.raw_connection()
-    except SQLAlchemyError:
-        return None
-    try:
-        cursor = connection.cursor()
-        try:
+        with dbapi_cursor(engine) as cursor:  # back to the pool, its transaction ended
             cursor.execute(_READ)
             row = cursor.fetchone()
-        finally:
-            cursor.close()
-    except engine.dialect.loaded_dbapi.Error:
+    except (SQLAlchemyError, engine.dialect.loaded_dbapi.Error):
         return None
-    finally:
-        connection.close()  # back to the pool, which ends any transaction the read began
     return None if row is None or row[0] is None else int(row[0])
