@@ -54,6 +54,7 @@ from dimse.context import BridgeContext
 from dimse.peer_address import peer_matches
 from dimse.peers import no_delay
 from dimse.receiving import status_code, store_received
+from dimse.shared_listeners import AcceptTurns, SharedListeners
 from dimse.transfer_syntaxes import ACCEPTED_TRANSFER_SYNTAXES, STORAGE_SOP_CLASSES
 from exchange import transfers
 from foundation.clock import Clock, utc_now
@@ -83,9 +84,19 @@ def caller_of(event: evt.Event) -> Caller:
 class Bridge:
     """The DIMSE edge: `start()` listens, `stop()` closes; handlers run on pynetdicom threads."""
 
-    def __init__(self, config: DimseConfig, archive: Archive, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        config: DimseConfig,
+        archive: Archive,
+        *,
+        clock: Clock = utc_now,
+        shared: SharedListeners | None = None,
+    ) -> None:
+        """`shared`: the ports `ferry serve` bound for all its bridges; without it, the bridge
+        binds its own."""
         self.config = config
         self.context = BridgeContext(config, archive, clock)
+        self.shared = shared
         self.servers: list[ThreadedAssociationServer] = []
         self._lock = threading.Lock()
 
@@ -146,6 +157,7 @@ class Bridge:
             (evt.EVT_RELEASED, self._on_ended),
             (evt.EVT_ABORTED, self._on_ended),
             (evt.EVT_CONN_CLOSE, self._on_ended),
+            *([(evt.EVT_CONN_CLOSE, self._on_closed)] if self.shared else []),
         ]
 
     def start(self) -> None:
@@ -153,6 +165,8 @@ class Bridge:
         host = config.dicom_host
         self.config.spool_dir.mkdir(parents=True, exist_ok=True)
         ae = self.build_ae()
+        if self.shared is not None:
+            self.shared.turns.claim()
         if config.dicom_port:
             self._listen(ae, (host, config.dicom_port), None)
         if config.dicom_tls_port:
@@ -160,11 +174,14 @@ class Bridge:
 
     def _listen(self, ae: AE, address: tuple[str, int], ssl_context: Any) -> None:
         """pynetdicom's non-blocking start_server, with a socket other bridge processes share."""
+        shared = self.shared
         server = ae.make_server(
             address,
             ssl_context=ssl_context,
             evt_handlers=self.handlers(),
             server_class=SharedPortServer,
+            listener=shared.sockets[address[1]] if shared else None,
+            turns=shared.turns if shared else None,
         )
         thread = threading.Thread(
             target=server.serve_forever, name=f"ferry-dimse-{address[1]}", daemon=True
@@ -182,6 +199,8 @@ class Bridge:
             server.shutdown()
             server.server_close()
         self.servers.clear()
+        if self.shared is not None:
+            self.shared.turns.release()
 
     # -- association -------------------------------------------------------------------------
 
@@ -252,6 +271,11 @@ class Bridge:
             # rejections do), bounded by the ARTIM timer.
             event.assoc.kill()
         log.info("association from %s (%s) to %s rejected: %s", calling, address, called, reason)
+
+    def _on_closed(self, _event: evt.Event) -> None:
+        """The other bridges learn at once that this one holds an association fewer."""
+        assert self.shared is not None
+        self.shared.turns.refresh()
 
     def _on_echo(self, _event: evt.Event) -> int:
         return statuses.SUCCESS
@@ -379,11 +403,26 @@ class Bridge:
 
 
 class SharedPortServer(ThreadedAssociationServer):
-    """Binds with SO_REUSEPORT: several bridge processes (`ferry dimse serve`) share one port.
+    """A listener several bridge processes share.
 
-    The kernel spreads new connections over them, so parallel associations are not held to one
-    interpreter lock.
+    Given `listener` (a socket `ferry serve` bound before forking its bridges,
+    `dimse.shared_listeners`), it accepts from that socket when `turns` says this bridge is the
+    least busy; otherwise it binds its own with SO_REUSEPORT (`ferry dimse serve` processes
+    started apart), and the kernel spreads new connections over the sockets.
     """
+
+    request_queue_size = 64
+
+    def __init__(
+        self,
+        *args: Any,
+        listener: socket.socket | None = None,
+        turns: AcceptTurns | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self._listener = listener
+        self._turns = turns
+        super().__init__(*args, **kwargs)
 
     @property
     def contexts(self) -> list[PresentationContext]:
@@ -396,9 +435,42 @@ class SharedPortServer(ThreadedAssociationServer):
         self._contexts = _supported_contexts.supported_contexts(contexts)
 
     def server_bind(self) -> None:
+        if self._listener is not None:
+            self.socket.close()  # the one socketserver made; the shared one is already bound
+            self.socket = self._listener
+            self.server_address = self._listener.getsockname()
+            return
         if hasattr(socket, "SO_REUSEPORT"):
             self.socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         super().server_bind()
+
+    def server_activate(self) -> None:
+        if self._listener is None:
+            super().server_activate()
+
+    def get_request(self) -> tuple[socket.socket, tuple[str, int]]:
+        """The next connection; BlockingIOError (socketserver then waits again) when another
+        bridge took it."""
+        if self._turns is None:
+            return super().get_request()
+        self._turns.wait_for_turn(self.socket)
+        connection, address = self.socket.accept()
+        connection.setblocking(True)
+        if self.ssl_context:
+            connection = self.ssl_context.wrap_socket(connection, server_side=True)
+        self._turns.accepted(connection)
+        return connection, address
+
+    def service_actions(self) -> None:
+        super().service_actions()
+        if self._turns is not None:
+            self._turns.refresh()  # associations ended, and a heartbeat for the other bridges
+
+    def server_close(self) -> None:
+        if self._listener is None:
+            super().server_close()
+        else:  # shutdown(2) would stop the other bridges' listening too
+            self.socket.close()
 
     def shutdown(self) -> None:
         """Stops serving and closes the socket (the AE never listed it: made, not started)."""

@@ -28,6 +28,7 @@ from dimse.context import BridgeContext
 from dimse.forward import FORWARD_STUDY, enqueue_forward, forward_handler
 from dimse.request_peers import BridgePacs
 from dimse.server import Bridge
+from dimse.shared_listeners import SharedListeners
 from exchange.answer_job import ANSWER_REQUEST, answer_handler
 from exchange.fetching import FetchServices
 from exchange.mail_sender import MailSender, SmtpConfig
@@ -139,7 +140,14 @@ def describe_mail(settings: Settings) -> str:
 
 
 class Background:
-    def __init__(self, settings: Settings, archive: Archive, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        archive: Archive,
+        *,
+        clock: Clock = utc_now,
+        shared: SharedListeners | None = None,
+    ) -> None:
         self.settings = settings
         # Shipping runs where the job worker runs (the lease keeps it to one process anyway);
         # built first: unusable certificate files stop the start before anything listens.
@@ -148,7 +156,7 @@ class Background:
         )
         listening = bool(settings.dicom_port or settings.dicom_tls_port)
         config = settings.dimse()
-        self.bridge = Bridge(config, archive, clock=clock) if listening else None
+        self.bridge = Bridge(config, archive, clock=clock, shared=shared) if listening else None
         context = self.bridge.context if self.bridge else BridgeContext(config, archive, clock)
         self.worker = build_worker(context, settings) if settings.jobs_enabled else None
 
@@ -177,19 +185,24 @@ def bridge_count(settings: Settings) -> int:
     return per_core(settings.dicom_processes)
 
 
-def serve_forked_bridge(settings: Settings, archive: Archive, http: socket.socket) -> None:
-    """A bridge forked from `ferry serve`: the HTTP socket is the HTTP processes' alone (a
-    copy kept open here would take connections that nobody answers once they have ended)."""
+def serve_forked_bridge(
+    settings: Settings, archive: Archive, http: socket.socket, shared: SharedListeners | None
+) -> None:
+    """A bridge forked from `ferry serve`, accepting from the DIMSE ports `ferry serve` bound:
+    the HTTP socket is the HTTP processes' alone (a copy kept open here would take connections
+    that nobody answers once they have ended)."""
     http.close()
-    serve_bridge_only(settings, archive)
+    serve_bridge_only(settings, archive, shared)
 
 
-def serve_bridge_only(settings: Settings, archive: Archive) -> None:
+def serve_bridge_only(
+    settings: Settings, archive: Archive, shared: SharedListeners | None = None
+) -> None:
     """`ferry dimse serve`, or a bridge `ferry serve` forked: the bridge alone, until SIGTERM
     or SIGINT."""
     stopping = {signal.SIGTERM, signal.SIGINT}
     signal.pthread_sigmask(signal.SIG_BLOCK, stopping)  # and in the threads started from here
-    bridge = Bridge(settings.dimse(), archive)
+    bridge = Bridge(settings.dimse(), archive, shared=shared)
     bridge.start()
     log.info("DIMSE bridge process %s listening", os.getpid())
     try:

@@ -15,6 +15,7 @@ from foundation.errors import FerryError
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     import uvicorn
 
+    from dimse.shared_listeners import bind_shared
     from ferry.app import build_archive, create_app
     from ferry.background import (
         Background,
@@ -60,14 +61,17 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     def serve_http() -> None:
         uvicorn.Server(config).run(sockets=[listener])
 
-    # Forked before any thread starts (the bridge, the job worker, uvicorn's own).
+    # Forked before any thread starts (the bridge, the job worker, uvicorn's own). The DIMSE
+    # ports are bound after the HTTP workers are forked (they need no copy) and before the
+    # bridges are: every bridge accepts from them, the least busy first.
     forks = Forks(archive.engine)
     forks.start("ferry-http", serve_http, workers - 1)
+    shared = bind_shared(settings.dimse(), bridges) if bridges else None
     forks.start(
-        "ferry-dimse", functools.partial(serve_forked_bridge, settings, archive, listener),
+        "ferry-dimse", functools.partial(serve_forked_bridge, settings, archive, listener, shared),
         bridges - 1,
     )  # fmt: skip
-    background = Background(settings, archive)
+    background = Background(settings, archive, shared=shared)
     metrics_listener = None
     if settings.metrics_port:
         metrics_listener = MetricsListener(settings.metrics_port, collectors(settings, archive))

@@ -5,10 +5,10 @@ other core idle while four clients store or retrieve, over HTTP or DIMSE. `ferry
 therefore binds its HTTP port once and serves it from `FERRY_HTTP_WORKERS` processes, and runs
 `FERRY_DICOM_PROCESSES` DIMSE bridges (each default: one per CPU core it may run on). The first
 of each is `ferry serve` itself, which also runs the job worker; the others are forked from it
-once the app is built, before any thread starts. An HTTP worker inherits the listening socket;
-a bridge binds its own on the DIMSE ports with `SO_REUSEPORT`. The kernel hands each new
-connection or association to one of the processes, so an idle process takes the next one while
-a busy one is still working.
+once the app is built, before any thread starts. An HTTP worker inherits the listening socket,
+and the kernel hands each new connection to one of the processes; a bridge inherits the DIMSE
+ports' listening sockets, bound after the HTTP workers are forked, and the bridge holding the
+fewest associations takes the next (`dimse.shared_listeners`).
 
 Nothing a request relies on lives in one process's memory: users, sessions, revocation, sign-in
 lockouts, jobs and the audit chain are rows in the database; signing keys are files re-read when

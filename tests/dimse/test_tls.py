@@ -22,6 +22,7 @@ from dimse._direct_send import DirectSend
 from dimse.callers import find_node
 from dimse.peers import PeerUnreachable, open_association
 from dimse.server import Bridge
+from dimse.shared_listeners import bind_shared
 from ferry.settings import Settings
 from tests._peers import start_scp
 from tests.conftest import free_port, sqlite_only
@@ -160,9 +161,11 @@ class TlsFerry:
         return self.settings.dicom_tls_port
 
 
-@pytest.fixture
-def tls_ferry(dimse: Dimse, pki: Pki) -> Iterator[TlsFerry]:
-    """A bridge with a plain and a TLS listener; peers need a certificate from the test CA."""
+@pytest.fixture(params=["own-sockets", "shared-listeners"])
+def tls_ferry(dimse: Dimse, pki: Pki, request: pytest.FixtureRequest) -> Iterator[TlsFerry]:
+    """A bridge with a plain and a TLS listener; peers need a certificate from the test CA.
+    The bridge binds them itself (`ferry dimse serve`), or accepts from the ones `ferry serve`
+    binds for all its bridges."""
     settings = replace(
         dimse.web.settings,
         dicom_port=free_port(),
@@ -171,7 +174,8 @@ def tls_ferry(dimse: Dimse, pki: Pki) -> Iterator[TlsFerry]:
         dicom_tls_key=pki.server.key,
         dicom_tls_ca=pki.ca,
     )
-    bridge = Bridge(settings.dimse(), dimse.archive, clock=dimse.clock)
+    shared = bind_shared(settings.dimse(), 2) if request.param == "shared-listeners" else None
+    bridge = Bridge(settings.dimse(), dimse.archive, clock=dimse.clock, shared=shared)
     bridge.start()
     try:
         yield TlsFerry(settings, bridge)
