@@ -19,6 +19,10 @@ import uuid
 from pathlib import Path
 
 from foundation.errors import is_disk_full
+from foundation.writeback import start_writeback
+
+# Every this many bytes received, the disk starts writing them (`foundation.writeback`).
+_WRITEBACK_BYTES = 256 * 1024
 
 _cut_short: set[str] = set()
 _lock = threading.Lock()
@@ -44,6 +48,8 @@ class SpoolFile:
     def __init__(self, folder: Path, prefix: str) -> None:
         self.file = self  # pynetdicom flushes `file.file`, as on a NamedTemporaryFile
         self._cut = False
+        self._written = 0
+        self._written_back = 0  # bytes whose write-back was started
         self._fd: int | None = None
         self.name: str = str(folder / f"{prefix}{secrets.token_hex(8)}.dcm")
         try:
@@ -65,8 +71,13 @@ class SpoolFile:
                     if not written:  # a regular file writes something or says why not
                         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                     view = view[written:]
+                    self._written += written
             except OSError as error:
                 self._give_up(error)
+                return len(data)
+            if self._written - self._written_back >= _WRITEBACK_BYTES:
+                start_writeback(self._fd, self._written_back, self._written - self._written_back)
+                self._written_back = self._written
         return len(data)
 
     def flush(self) -> None:

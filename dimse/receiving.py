@@ -25,6 +25,7 @@ from dimse._spool_file import SpoolFile, was_cut_short
 from dimse.context import BridgeContext
 from foundation import metrics
 from foundation.errors import is_disk_full
+from foundation.writeback import start_file_writeback
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,8 @@ def store_received(
             failure_reason=statuses.STORE_OUT_OF_RESOURCES,
             message="no space left; send again later",
         )
+    if received is not None:
+        start_file_writeback(received)  # the rest of it, while it is parsed and checked
     try:
         _spool(event, spooled)
         size = spooled.stat().st_size
