@@ -115,11 +115,6 @@ class SharedListeners:
     sockets: dict[int, socket.socket]
     turns: AcceptTurns
 
-    def close(self) -> None:
-        """This process's copies (the sockets stay open in the others)."""
-        for listener in self.sockets.values():
-            listener.close()
-
 
 def bind_shared(config: DimseConfig, bridges: int) -> SharedListeners:
     """Binds the configured DIMSE ports for `bridges` bridges to share (see the module)."""
