@@ -55,8 +55,10 @@ class ThumbnailCache:
         return None
 
     def write(self, blob_key: str, digest: str, rendered: Rendered) -> None:
-        """Keep an image; anything else (a document, a video) is not a thumbnail to keep."""
-        if rendered.media_type not in _EXTENSIONS:
+        """Keep an image; anything else (a document, a video) is not a thumbnail to keep, nor
+        an image drawn with a caveat: the cache keeps bytes, and a hit would lose the `Warning`
+        that must go with them (re-drawn each time instead; such instances are rare)."""
+        if rendered.media_type not in _EXTENSIONS or rendered.warnings:
             return
         path = self.path(blob_key, digest, rendered.media_type)
         spool = path.with_name(f".{path.name}.{secrets.token_hex(4)}")

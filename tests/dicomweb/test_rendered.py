@@ -434,3 +434,19 @@ def test_a_deleted_studys_thumbnails_leave_the_cache(own_server) -> None:
     assert thumbnail_files(server) == [kept_file]  # no picture of the deleted study's patient
     assert get(server, url(server, gone[0], "series", "thumbnail")).status_code == 404
     assert get(server, url(server, kept[0], "series", "thumbnail")).status_code == 200
+
+
+def test_a_thumbnail_with_a_warning_says_it_every_time(own_server) -> None:
+    """A picture drawn with a caveat (here a NumberOfFrames read as 1) is not served from the
+    cache without it."""
+    server = own_server  # the cache folder holds only this test's pictures
+    ct = factories.ct_slice()
+    ct.NumberOfFrames = 0
+    store(server, ct)
+    address = url(server, ct, resource="thumbnail")
+    first, second = get(server, address), get(server, address)
+    assert first.status_code == second.status_code == 200
+    assert "NumberOfFrames 0" in first.headers["warning"]
+    assert second.headers.get("warning") == first.headers["warning"]
+    assert second.content == first.content
+    assert thumbnail_files(server) == []  # kept only when there is nothing to say with it
