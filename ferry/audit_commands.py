@@ -29,6 +29,7 @@ from audit.shipping import shipping_status
 from audit.trail import AuditRecord, ChainHead, chain_head, record
 from audit.verify import verify_chain
 from ferry.database import create_database_engine, migrate
+from ferry.patient_id_argument import add_patient_id
 from ferry.settings import Settings
 from foundation.clock import as_utc
 
@@ -63,7 +64,7 @@ def add_audit_commands(commands: Any) -> None:  # argparse's private _SubParsers
 
 
 def _add_criteria(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--patient-id")
+    add_patient_id(parser)
     parser.add_argument("--study", help="Study Instance UID")
     parser.add_argument("--accession", help="Accession Number")
     parser.add_argument("--transaction")

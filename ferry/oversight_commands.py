@@ -36,6 +36,7 @@ from exchange.oversight.transactions import (
 )
 from ferry.audit_commands import _engine, _limit, _os_user
 from ferry.audit_commands import _line as event_line
+from ferry.patient_id_argument import add_patient_id
 from ferry.settings import Settings
 from foundation.errors import InvalidQuery
 from policy.models import Institution
@@ -52,7 +53,7 @@ def add_oversight_commands(commands: Any) -> None:  # argparse's private _SubPar
     transactions.add_argument("--kind", action="append", choices=KINDS, default=[])
     transactions.add_argument("--state", action="append", default=[], help="repeatable")
     transactions.add_argument("--counterpart", help="the other institution's code")
-    transactions.add_argument("--patient-id")
+    add_patient_id(transactions)
     transactions.add_argument("--accession")
     transactions.add_argument("--sort", choices=SORTS, default="created")
     transactions.add_argument("--asc", action="store_true", help="oldest first")
@@ -61,7 +62,7 @@ def add_oversight_commands(commands: Any) -> None:  # argparse's private _SubPar
     transactions.set_defaults(run=_transactions)
     events = sub.add_parser("audit", help="the System Audit Trail, scoped to the institution")
     _add_common(events)
-    events.add_argument("--patient-id")
+    add_patient_id(events)
     events.add_argument("--study", help="Study Instance UID")
     events.add_argument("--accession")
     events.add_argument("--transaction", help="a transfer's or request's id")

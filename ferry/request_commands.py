@@ -17,6 +17,7 @@ from ferry.exchange_commands import (
     _setup,
     with_user,
 )
+from ferry.patient_id_argument import add_patient_id
 from ferry.settings import Settings
 
 
@@ -135,7 +136,7 @@ def add_request_commands(commands: Any) -> None:
     create.add_argument("--institution", required=True, help="your institution's code")
     create.add_argument("--ask", required=True, help="the asked institution's code")
     create.add_argument("--node", help="AE title of your node for the answer (default: worklist)")
-    create.add_argument("--patient-id", default="")
+    add_patient_id(create, default="")
     create.add_argument("--issuer", default="", help="Issuer of Patient ID")
     create.add_argument("--patient-name", default="", help="DICOM PN: Family^Given")
     create.add_argument("--birth-date", default="", help="YYYYMMDD")

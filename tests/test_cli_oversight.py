@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from audit.trail import AuditRecord, record
 from tests.conftest import RunningServer
@@ -63,7 +66,7 @@ def test_the_command_line_refuses_bad_input(
 
 
 def test_the_scoped_audit_trail_from_the_command_line(
-    server: RunningServer, tmp_path: Path, ferry_cli: Any
+    server: RunningServer, tmp_path: Path, ferry_cli: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     world = build_world(server, tmp_path)
     world.http.close()
@@ -93,3 +96,9 @@ def test_the_scoped_audit_trail_from_the_command_line(
     backwards = ferry_cli("oversight", "audit", "--institution", "A",
                           "--from", "2026-06-12", "--to", "2026-06-01")  # fmt: skip
     assert backwards.code == 1 and "starts after it ends" in backwards.err
+    with monkeypatch.context() as typed:  # `--patient-id -`: read, not shown in `ps`
+        typed.setattr(sys, "stdin", io.StringIO("PAT-1\n"))
+        read = ferry_cli("oversight", "transactions", "--institution", "A", "--patient-id", "-")
+    assert read.code == 0, read.err
+    listed = ferry_cli("oversight", "transactions", "--institution", "A", "--patient-id", "PAT-1")
+    assert read.out == listed.out and "PAT-1" in listed.out

@@ -22,7 +22,9 @@ from audit.export import UTF8_BOM
 from tests.audit._records import seed, tamper
 
 
-def ferry_process(settings, *arguments: str) -> subprocess.CompletedProcess[str]:
+def ferry_process(
+    settings, *arguments: str, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
     """`ferry audit ARGUMENTS...` as a separate process, the installed script."""
     script = Path(sys.executable).parent / "ferry"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "ferry.cli"]
@@ -34,6 +36,7 @@ def ferry_process(settings, *arguments: str) -> subprocess.CompletedProcess[str]
         [*command, "audit", *arguments],
         env=environment,
         cwd=settings.data_dir.parent,
+        input=stdin,
         capture_output=True,
         text=True,
         timeout=120,
@@ -99,6 +102,18 @@ def test_search_filters_and_prints_json(engine, ferry):
 
     result = ferry("search", "--accession", "ACC2", "--study", "nope", "--json")
     assert json.loads(result.stdout)["events"] == []
+
+
+def test_a_patient_id_read_from_standard_input_is_kept_out_of_the_process_list(
+    engine, settings
+):
+    seed(engine, 8)
+    result = ferry_process(settings, "search", "--patient-id", "-", "--json", stdin="PAT1\n")
+    assert result.returncode == 0, result.stderr
+    assert [event["pk"] for event in json.loads(result.stdout)["events"]] == [5, 1]
+    refused = ferry_process(settings, "search", "--patient-id", "-", stdin="")
+    assert refused.returncode == 2
+    assert "no patient ID on standard input" in refused.stderr
 
 
 def test_reading_the_trail_is_itself_audited(engine, ferry):
