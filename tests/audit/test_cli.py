@@ -22,9 +22,7 @@ from audit.export import UTF8_BOM
 from tests.audit._records import seed, tamper
 
 
-def ferry_process(
-    settings, *arguments: str, stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
+def ferry_process(settings, *arguments: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     """`ferry audit ARGUMENTS...` as a separate process, the installed script."""
     script = Path(sys.executable).parent / "ferry"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "ferry.cli"]
@@ -104,9 +102,7 @@ def test_search_filters_and_prints_json(engine, ferry):
     assert json.loads(result.stdout)["events"] == []
 
 
-def test_a_patient_id_read_from_standard_input_is_kept_out_of_the_process_list(
-    engine, settings
-):
+def test_a_patient_id_read_from_standard_input_is_kept_out_of_the_process_list(engine, settings):
     seed(engine, 8)
     result = ferry_process(settings, "search", "--patient-id", "-", "--json", stdin="PAT1\n")
     assert result.returncode == 0, result.stderr
