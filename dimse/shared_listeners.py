@@ -4,7 +4,7 @@
 (`FERRY_DICOM_PROCESSES`), and every bridge accepts from the same listening sockets. With a
 socket each (`SO_REUSEPORT`), the kernel would choose the bridge by a hash of the caller's
 address and port, not by how busy the bridges are: four parallel associations were split three
-and one about a run in three, and the bridge with three carried three quarters of the work
+and one in 7 of 14 runs counted, and the bridge with three carried three quarters of the work
 under one interpreter lock while the other core waited (docs/dimse.md).
 
 Here the least busy bridge takes the next association. Every bridge wakes when a connection
