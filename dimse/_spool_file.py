@@ -11,7 +11,6 @@ answered.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import secrets
 import threading
@@ -19,10 +18,7 @@ import uuid
 from pathlib import Path
 
 from foundation.errors import is_disk_full
-from foundation.writeback import start_writeback
-
-# Every this many bytes received, the disk starts writing them (`foundation.writeback`).
-_WRITEBACK_BYTES = 256 * 1024
+from foundation.writeback import WriteBehind
 
 _cut_short: set[str] = set()
 _lock = threading.Lock()
@@ -48,14 +44,14 @@ class SpoolFile:
     def __init__(self, folder: Path, prefix: str) -> None:
         self.file = self  # pynetdicom flushes `file.file`, as on a NamedTemporaryFile
         self._cut = False
-        self._written = 0
-        self._written_back = 0  # bytes whose write-back was started
         self._fd: int | None = None
+        self._write_behind: WriteBehind | None = None
         self.name: str = str(folder / f"{prefix}{secrets.token_hex(8)}.dcm")
         try:
             self._fd = os.open(
                 self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
             )
+            self._write_behind = WriteBehind(self._fd)
         except OSError as error:
             if not is_disk_full(error):
                 raise
@@ -63,21 +59,11 @@ class SpoolFile:
             self._mark()
 
     def write(self, data: bytes) -> int:
-        if not self._cut and self._fd is not None:
-            view = memoryview(data)
+        if not self._cut and self._fd is not None and self._write_behind is not None:
             try:
-                while view:
-                    written = os.write(self._fd, view)
-                    if not written:  # a regular file writes something or says why not
-                        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-                    view = view[written:]
-                    self._written += written
+                self._write_behind.write(data)
             except OSError as error:
                 self._give_up(error)
-                return len(data)
-            if self._written - self._written_back >= _WRITEBACK_BYTES:
-                start_writeback(self._fd, self._written_back, self._written - self._written_back)
-                self._written_back = self._written
         return len(data)
 
     def flush(self) -> None:

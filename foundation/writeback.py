@@ -12,10 +12,14 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import errno
 import os
 from collections.abc import Callable
 
 _SYNC_FILE_RANGE_WRITE = 2  # <fcntl.h>
+# Every this many bytes written, the disk starts writing them: large enough that the requests
+# are few, small enough that the data is on its way while the rest still arrives.
+WRITEBACK_BYTES = 256 * 1024
 
 
 def _load() -> Callable[[int, int, int, int], int] | None:
@@ -49,3 +53,36 @@ def start_file_writeback(path: str | os.PathLike[str]) -> None:
         _sync_file_range(fd, 0, 0, _SYNC_FILE_RANGE_WRITE)
     finally:
         os.close(fd)
+
+
+class WriteBehind:
+    """Writes to `fd` unbuffered, and starts the write-back every `WRITEBACK_BYTES`.
+
+    Once the file is whole, `finish` starts the rest. Nothing here waits for the disk or makes
+    anything durable.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._written = 0
+        self._started = 0  # bytes whose write-back was started
+
+    def write(self, data: bytes | memoryview) -> None:
+        """All of `data`, or OSError (ENOSPC when the disk takes nothing more)."""
+        view = memoryview(data)
+        while view:
+            written = os.write(self._fd, view)
+            if not written:  # a regular file writes something or says why not
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            view = view[written:]
+            self._written += written
+        if self._written - self._started >= WRITEBACK_BYTES:
+            self._start()
+
+    def finish(self) -> None:
+        if self._written > self._started:
+            self._start()
+
+    def _start(self) -> None:
+        start_writeback(self._fd, self._started, self._written - self._started)
+        self._started = self._written
