@@ -80,9 +80,10 @@ class _SpooledPart:
     """
 
     def __init__(self, spool_dir: Path, max_bytes: int | None) -> None:
-        self.fd, name = tempfile.mkstemp(dir=spool_dir, prefix=".part-")
+        fd, name = tempfile.mkstemp(dir=spool_dir, prefix=".part-")
         self.path = Path(name)
-        self.writer = WriteBehind(self.fd)
+        self.writer = WriteBehind(fd)
+        self._open = True
         self.max_bytes = max_bytes
         self.headers: dict[str, str] = {}
         self.size = 0
@@ -100,7 +101,9 @@ class _SpooledPart:
             return
         if self.max_bytes is not None and self.size > self.max_bytes:
             self.too_large = True
-            os.ftruncate(self.fd, 0)  # the part will be refused; its bytes are no use on disk
+            os.ftruncate(
+                self.writer.fd, 0
+            )  # the part will be refused; its bytes are no use on disk
             return
         self.writer.write(memoryview(data)[start:end])
 
@@ -118,9 +121,9 @@ class _SpooledPart:
         self.path.unlink(missing_ok=True)
 
     def _close(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
+        if self._open:
+            self._open = False
+            os.close(self.writer.fd)
 
 
 class RelatedPartsReader:

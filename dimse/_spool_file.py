@@ -44,14 +44,11 @@ class SpoolFile:
     def __init__(self, folder: Path, prefix: str) -> None:
         self.file = self  # pynetdicom flushes `file.file`, as on a NamedTemporaryFile
         self._cut = False
-        self._fd: int | None = None
-        self._write_behind: WriteBehind | None = None
+        self._writer: WriteBehind | None = None  # None once closed, or never opened
         self.name: str = str(folder / f"{prefix}{secrets.token_hex(8)}.dcm")
         try:
-            self._fd = os.open(
-                self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
-            )
-            self._write_behind = WriteBehind(self._fd)
+            fd = os.open(self.name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            self._writer = WriteBehind(fd)
         except OSError as error:
             if not is_disk_full(error):
                 raise
@@ -59,9 +56,9 @@ class SpoolFile:
             self._mark()
 
     def write(self, data: bytes) -> int:
-        if not self._cut and self._fd is not None and self._write_behind is not None:
+        if not self._cut and self._writer is not None:
             try:
-                self._write_behind.write(data)
+                self._writer.write(data)
             except OSError as error:
                 self._give_up(error)
         return len(data)
@@ -70,18 +67,18 @@ class SpoolFile:
         """Nothing is buffered."""
 
     def close(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
             with contextlib.suppress(OSError):  # already answered for; nothing is buffered
-                os.close(fd)
+                os.close(writer.fd)
 
     def _give_up(self, error: OSError) -> None:
         if not is_disk_full(error):
             raise error
         self._mark()
-        if self._fd is not None:
+        if self._writer is not None:
             with contextlib.suppress(OSError):
-                os.ftruncate(self._fd, 0)  # give back what was written: the disk is full
+                os.ftruncate(self._writer.fd, 0)  # give back what was written: the disk is full
 
     def _mark(self) -> None:
         self._cut = True

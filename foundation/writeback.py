@@ -63,7 +63,7 @@ class WriteBehind:
     """
 
     def __init__(self, fd: int) -> None:
-        self._fd = fd
+        self.fd = fd  # the writer's to close
         self._written = 0
         self._started = 0  # bytes whose write-back was started
 
@@ -71,7 +71,7 @@ class WriteBehind:
         """All of `data`, or OSError (ENOSPC when the disk takes nothing more)."""
         view = memoryview(data)
         while view:
-            written = os.write(self._fd, view)
+            written = os.write(self.fd, view)
             if not written:  # a regular file writes something or says why not
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
             view = view[written:]
@@ -84,5 +84,5 @@ class WriteBehind:
             self._start()
 
     def _start(self) -> None:
-        start_writeback(self._fd, self._started, self._written - self._started)
+        start_writeback(self.fd, self._started, self._written - self._started)
         self._started = self._written
