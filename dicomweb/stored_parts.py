@@ -1,19 +1,23 @@
 """A multipart/related answer of stored blobs, sent from their files (PS3.18 10.4, RFC 2387).
 
-Where the server offers the ASGI zero-copy send extension (`ferry serve` does, on clear-text
-connections), each part's body goes as a `http.response.zerocopysend` message naming the
-blob's open file: the server sends it with `os.sendfile`, and no byte of it passes through
-Python. Elsewhere (another ASGI server, a test transport) the same bytes are read and
-streamed. Either way the first blobs are opened before the status line, so a blob missing
-from the store is an error response, not a body cut short (dicomweb.streaming).
+Where the server offers `ferry.file_parts` (`ferry serve` does, on clear-text connections,
+beside the ASGI zero-copy send extension: `ferry/zero_copy.py`), each batch of parts goes as
+one message listing each part's head and the blob's open file: the server writes the head and
+sends the file with `os.sendfile`, and no byte of a blob passes through Python. Elsewhere
+(another ASGI server, a test transport) the same bytes are read and streamed. Either way the
+first blobs are opened before the status line, so a blob missing from the store is an error
+response, not a body cut short (dicomweb.streaming).
 
-Files are opened a batch at a time in a worker thread, each with a read-ahead hint, so that
-the kernel reads the next blobs while the earlier ones are sent and a series holds a bounded
-number of descriptors.
+Files are opened a batch at a time in a worker thread, each with a read-ahead hint, the next
+batch while the current one is sent: the kernel reads the next blobs while the earlier ones
+go out, and a series holds a bounded number of descriptors. The first batch is small (it is
+opened before the status line, where a client waits for it) and can be opened by the route's
+own worker thread (`open_first`), in the hop that found the instances.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -34,7 +38,10 @@ from dicomweb.multipart import (
 )
 from dicomweb.streaming import PrimedStreamingResponse
 
-ZERO_COPY_SEND = "http.response.zerocopysend"  # the ASGI extension's message and scope key
+FILE_PARTS = "ferry.file_parts"  # the server's extension: its scope key and message type
+FIRST_BATCH_FILES = 4  # opened before the status line; the rest while earlier parts are sent
+
+_Opened = list[BinaryIO | OSError]
 
 
 @dataclass(frozen=True)
@@ -65,17 +72,27 @@ class StoredPartsResponse(PrimedStreamingResponse):
             media_type=f'multipart/related; type="application/dicom"; boundary={boundary}',
             headers={"Content-Length": str(length)},
         )
-        self._batches = list(ahead_batches(self.parts, lambda part: part.size))
-        self._first: list[BinaryIO | OSError] | None = None
+        first, rest = self.parts[:FIRST_BATCH_FILES], self.parts[FIRST_BATCH_FILES:]
+        self._batches = [first, *ahead_batches(rest, lambda part: part.size)] if first else []
+        self._first: _Opened | None = None
+
+    def open_first(self, scope: Scope) -> None:
+        """Blocks: the first batch's files, where the server will send them itself, opened now.
+
+        For a route that found the parts in a worker thread: opening them there saves the
+        response a hop of its own before the status line. Raises the first blob's OSError.
+        """
+        if self._first is None and self._batches and _zero_copy(scope):
+            self._first = _opened_or_raise(self._open(self._batches[0]))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if ZERO_COPY_SEND not in scope.get("extensions", {}) or not self._batches:
+        if not _zero_copy(scope) or not self._batches:
             await super().__call__(scope, receive, send)
             return
-        self._first = await anyio.to_thread.run_sync(self._open, self._batches[0])
-        if isinstance(self._first[0], OSError):  # before the status line: an error response
-            _close_all(self._first)
-            raise self._first[0]
+        if self._first is None:  # before the status line: an error response
+            self._first = _opened_or_raise(
+                await anyio.to_thread.run_sync(self._open, self._batches[0])
+            )
         try:
             await StreamingResponse.__call__(self, scope, receive, send)
         finally:
@@ -91,32 +108,40 @@ class StoredPartsResponse(PrimedStreamingResponse):
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
         heads: dict[str, bytes] = {}  # a series' parts mostly share one Content-Type
         separator = b""
-        for number, batch in enumerate(self._batches):
-            files = first if number == 0 else await anyio.to_thread.run_sync(self._open, batch)
-            with _closing(files):
-                for part, file in zip(batch, files, strict=True):
-                    if isinstance(file, OSError):
-                        raise file  # the response has begun: it is cut short
-                    head = heads.get(part.content_type)
-                    if head is None:
-                        head = multipart_part_header(self.boundary, part.content_type)
-                        heads[part.content_type] = head
-                    head = separator + head
-                    await send({"type": "http.response.body", "body": head, "more_body": True})
-                    await send(
-                        {
-                            "type": ZERO_COPY_SEND,
-                            "file": file,
-                            "offset": 0,
-                            "count": part.size,
-                            "more_body": True,
-                        }
+        files: _Opened = first
+        following: asyncio.Task[_Opened] | None = None
+        try:
+            for number, batch in enumerate(self._batches):
+                if following is not None:
+                    files, following = await following, None
+                if number + 1 < len(self._batches):  # opened while this batch is sent
+                    following = asyncio.ensure_future(
+                        anyio.to_thread.run_sync(self._open, self._batches[number + 1])
                     )
-                    separator = b"\r\n"
+                with _closing(files):
+                    spans: list[tuple[bytes, BinaryIO, int, int]] = []
+                    failed: OSError | None = None
+                    for part, file in zip(batch, files, strict=True):
+                        if isinstance(file, OSError):
+                            failed = file
+                            break
+                        head = heads.get(part.content_type)
+                        if head is None:
+                            head = multipart_part_header(self.boundary, part.content_type)
+                            heads[part.content_type] = head
+                        spans.append((separator + head, file, 0, part.size))
+                        separator = b"\r\n"
+                    if spans:
+                        await send({"type": FILE_PARTS, "parts": spans, "more_body": True})
+                    if failed is not None:
+                        raise failed  # the response has begun: it is cut short
+        finally:
+            if following is not None:  # cut short: the batch opened meanwhile is closed
+                await _close_when_opened(following)
         closing = multipart_closing(self.boundary)
         await send({"type": "http.response.body", "body": closing, "more_body": False})
 
-    def _open(self, batch: Sequence[StoredPart]) -> list[BinaryIO | OSError]:
+    def _open(self, batch: Sequence[StoredPart]) -> _Opened:
         """Runs in a worker thread: the batch's files, the kernel asked to read them ahead.
 
         A blob that cannot be opened is its error, raised when its part's turn comes.
@@ -124,8 +149,25 @@ class StoredPartsResponse(PrimedStreamingResponse):
         return open_ahead(self.blobs, (part.key for part in batch))
 
 
+async def _close_when_opened(opening: asyncio.Task[_Opened]) -> None:
+    with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+        _close_all(await opening)
+
+
+def _zero_copy(scope: Scope) -> bool:
+    return FILE_PARTS in scope.get("extensions", {})
+
+
+def _opened_or_raise(files: _Opened) -> _Opened:
+    """The files, or the first one's error with every file closed."""
+    if isinstance(files[0], OSError):
+        _close_all(files)
+        raise files[0]
+    return files
+
+
 @contextlib.contextmanager
-def _closing(files: list[BinaryIO | OSError]) -> Iterator[None]:
+def _closing(files: _Opened) -> Iterator[None]:
     try:
         yield
     finally:

@@ -98,25 +98,27 @@ def _find_and_negotiate(
     series: str | None,
     instance: str | None,
 ) -> tuple[list[StoredInstance], Targets]:
-    """Runs in a worker thread: the instances and what each is sent in, in one hop."""
+    """Blocks: the instances and what each is sent in."""
     instances = archive.find_instances(study, series, instance)
     read_pixels = partial(read_stored_pixels, archive.blobs)
     return instances, negotiate_transfer_syntax(ranges, instances, read_pixels)
 
 
-async def retrieve_instances(request: Request) -> Response:
+def retrieve_instances(request: Request) -> Response:
+    """Runs in the guard's worker thread (`guarded_blocking`): the instances, what each is sent
+    in, and, where they go as stored, the first blobs opened; the response that sends them."""
     archive: Archive = request.app.state.archive
     ranges = _accept(request)
     study, series, instance = _scope(request)
-    instances, targets = await anyio.to_thread.run_sync(
-        _find_and_negotiate, archive, ranges, study, series, instance
-    )
+    instances, targets = _find_and_negotiate(archive, ranges, study, series, instance)
     boundary = new_boundary()
     if all(_sent_syntax(i, targets) == i.transfer_syntax_uid for i in instances):
         parts = [
             StoredPart(_part_type(i.transfer_syntax_uid), i.blob_key, i.size) for i in instances
         ]
-        return StoredPartsResponse(archive.blobs, parts, boundary)
+        response = StoredPartsResponse(archive.blobs, parts, boundary)
+        response.open_first(request.scope)
+        return response
     # Transcoded sizes are unknown until made: the body goes out chunked.
     return PrimedStreamingResponse(
         iter_coalesced(
@@ -124,6 +126,10 @@ async def retrieve_instances(request: Request) -> Response:
         ),
         media_type=f'multipart/related; type="{DICOM}"; boundary={boundary}',
     )
+
+
+def answer_retrieval(_request: Request, response: Response) -> Response:
+    return response
 
 
 def _etag(request: Request, version: object, base: str) -> str:

@@ -12,8 +12,9 @@ header would be parsed and kept. `LimitedHttpToolsProtocol` adds both limits:
 Both refusals half-close and read what the client still sends for a moment before closing
 (a lingering close), so the client reads the answer instead of a reset.
 
-On clear-text connections the protocol also offers the ASGI zero-copy send extension
-(`ferry.zero_copy`): WADO-RS sends stored instances from their files with `os.sendfile`.
+On clear-text connections the protocol also offers the ASGI zero-copy send extension and
+Ferry's `ferry.file_parts` beside it (`ferry.zero_copy`): WADO-RS sends stored instances from
+their files with `os.sendfile`.
 
 A request body piece goes to the app as the bytes object httptools made of it, when nothing
 else is waiting to be read: uvicorn's own `on_body` copies it into a bytearray, which `receive`
@@ -36,7 +37,7 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResp
 from uvicorn.protocols.utils import is_ssl
 
 from ferry.settings import Settings
-from ferry.zero_copy import ZERO_COPY_SEND, ZeroCopySender
+from ferry.zero_copy import FILE_PARTS, ZERO_COPY_SEND, ZeroCopySender
 
 _LINGER_SECONDS = 2.0
 _REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
@@ -84,7 +85,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         if self._zero_copy is not None:
-            self.scope["extensions"] = {ZERO_COPY_SEND: {}}
+            self.scope["extensions"] = {ZERO_COPY_SEND: {}, FILE_PARTS: {}}
         self._awaiting_headers = True
         self._message_started = True
         self._header_bytes = 0

@@ -117,3 +117,35 @@ def test_a_client_that_leaves_midway_leaves_nothing_open(server: RunningServer) 
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     assert _settled_descriptors(before) <= before
     assert httpx.get(f"{server.base_url}/healthz").status_code == 200
+
+
+def _read_until_closed(connection: socket.socket) -> tuple[dict[str, str], bytes]:
+    data = b""
+    while chunk := connection.recv(65536):
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    assert lines[0].startswith("HTTP/1.1 200 "), lines[0]
+    return {k.strip().lower(): v.strip() for k, _, v in (x.partition(":") for x in lines[1:])}, body
+
+
+def test_a_blob_lost_from_a_later_batch_cuts_the_answer_short_and_leaves_nothing_open(
+    server: RunningServer,
+) -> None:
+    study, blobs = _series(server)
+    last = server.archive.find_instances(study)[-1]  # opened while the first parts are sent
+    (server.settings.blob_dir / last.blob_key).unlink()
+    httpx.get(f"{server.base_url}/healthz")  # the server's own descriptors, opened once
+    before = _open_descriptors()
+    with socket.create_connection(("127.0.0.1", server.settings.http_port)) as connection:
+        connection.settimeout(30)
+        connection.sendall(request(f"/dicom-web/studies/{study}", server, ACCEPT))
+        headers, body = _read_until_closed(connection)  # the server closes: no short "whole"
+    assert len(body) < int(headers["content-length"])
+    boundary = headers["content-type"].split("boundary=")[1].encode()
+    parts = body.split(b"--" + boundary)[1:]
+    assert len(parts) == SLICES - 1  # every part before the lost blob's, each whole
+    for part, blob in zip(parts, blobs, strict=False):
+        assert part.removeprefix(b"\r\n").partition(b"\r\n\r\n")[2].removesuffix(b"\r\n") == blob
+    assert _settled_descriptors(before) <= before
+    assert httpx.get(f"{server.base_url}/healthz").status_code == 200
