@@ -38,7 +38,7 @@ from archive.models import Instance, Patient, Series, Study, StudyGrant
 from archive.outcomes import StoreOutcome
 from archive.parse import InvalidInstance, ParsedInstance, read_received
 from archive.quickread import quick_read
-from foundation.driver_sql import DriverCursor
+from foundation.driver_sql import DriverCursor, dbapi_cursor, fetch_all, prepared
 from foundation.errors import (
     InstanceNotFound,
     InsufficientStorage,
@@ -489,9 +489,11 @@ class Archive:
     def find_instances(
         self, study: str, series: str | None = None, instance: str | None = None
     ) -> list[StoredInstance]:
-        statement = _instance_query(series is not None, instance is not None)
-        with self.engine.connect() as connection:
-            rows = connection.execute(statement, _instance_params(study, series, instance)).all()
+        statement = prepared(
+            _instance_query(series is not None, instance is not None), self.engine.dialect
+        )
+        with dbapi_cursor(self.engine) as cursor:  # every retrieve: no per-execute layers
+            rows = fetch_all(cursor, statement, _instance_params(study, series, instance))
         if not rows:
             raise _not_found(study, series, instance)
         return [StoredInstance(*row) for row in rows]
