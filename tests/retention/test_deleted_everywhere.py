@@ -72,8 +72,10 @@ def test_a_deleted_study_answers_404_everywhere(server: RunningServer) -> None:
 
 def test_a_study_deleted_while_it_streams_fails_cleanly(server: RunningServer) -> None:
     spec = factories.StudySpec()
+    # 24 blobs of 2 MiB: the answer opens 4, then 8 at a time, each batch while the one before
+    # is sent; what the sockets hold (a few MiB) leaves the last batch unopened at the sweep.
     big = [
-        factories.ct_slice(1024, 1024, spec=replace(spec, instance_number=n)) for n in range(1, 13)
+        factories.ct_slice(1024, 1024, spec=replace(spec, instance_number=n)) for n in range(1, 25)
     ]
     store(server, *big)
     url = f"{server.dicomweb_url}/studies/{spec.study_uid}"
