@@ -130,7 +130,13 @@ _REMEMBER_CRC = (
 )
 
 _STUDY_ACCESS = (
-    select(Study.pk, Study.institution_pk, Patient.patient_id, Study.accession_number)
+    select(
+        Study.pk,
+        Study.institution_pk,
+        Patient.patient_id,
+        Study.accession_number,
+        select(StudyGrant.pk).where(StudyGrant.study_pk == Study.pk).exists(),
+    )
     .join(Patient, Patient.pk == Study.patient_pk)
     .where(Study.study_instance_uid == bindparam("study"))
 )
@@ -520,18 +526,25 @@ class Archive:
         return list(documents)
 
     def read_study_access(self, study: str) -> StudyAccess | None:
-        """Owner and grants of a study, for the policy decision; None when there is no study."""
-        with self.engine.connect() as connection:
-            row = connection.execute(_STUDY_ACCESS, {"study": study}).first()
-            if row is None:
-                return None
-            grants = connection.execute(_STUDY_GRANTS, {"study_pk": row.pk}).all()
+        """Owner and grants of a study, for the policy decision; None when there is no study.
+
+        On every guarded request: the study's row on the DB-API cursor, and its grants (whose
+        times the ORM's types read) only for a study that has any."""
+        with dbapi_cursor(self.engine) as cursor:
+            rows = fetch_all(cursor, prepared(_STUDY_ACCESS, self.engine.dialect), {"study": study})
+        if not rows:
+            return None
+        pk, institution_pk, patient_id, accession_number, granted = rows[0]
+        grants: list[Any] = []
+        if granted:
+            with self.engine.connect() as connection:
+                grants = list(connection.execute(_STUDY_GRANTS, {"study_pk": pk}).all())
         return StudyAccess(
             study,
-            row.institution_pk,
+            institution_pk,
             tuple((g[0], g[1], g[2], g[3]) for g in grants),
-            row.patient_id,
-            row.accession_number,
+            patient_id,
+            accession_number,
         )
 
     def series_version(self, study: str, series: str) -> tuple[int, int, int]:
