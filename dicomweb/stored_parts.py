@@ -82,11 +82,11 @@ class StoredPartsResponse(PrimedStreamingResponse):
         For a route that found the parts in a worker thread: opening them there saves the
         response a hop of its own before the status line. Raises the first blob's OSError.
         """
-        if self._first is None and self._batches and _zero_copy(scope):
+        if self._first is None and self._batches and _file_parts_offered(scope):
             self._first = _opened_or_raise(self._open(self._batches[0]))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _zero_copy(scope) or not self._batches:
+        if not _file_parts_offered(scope) or not self._batches:
             await super().__call__(scope, receive, send)
             return
         if self._first is None:  # before the status line: an error response
@@ -154,7 +154,7 @@ async def _close_when_opened(opening: asyncio.Task[_Opened]) -> None:
         _close_all(await opening)
 
 
-def _zero_copy(scope: Scope) -> bool:
+def _file_parts_offered(scope: Scope) -> bool:
     return FILE_PARTS in scope.get("extensions", {})
 
 

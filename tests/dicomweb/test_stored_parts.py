@@ -4,6 +4,7 @@ ASGI server)."""
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
@@ -17,10 +18,11 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from archive.blobstore import FilesystemBlobStore
 from dicomweb.multipart import iter_multipart_related
-from dicomweb.stored_parts import StoredPart, StoredPartsResponse
+from dicomweb.stored_parts import FILE_PARTS, StoredPart, StoredPartsResponse
 from ferry.http_server import server_config
 from tests.conftest import make_settings, run_coroutine
 
@@ -47,11 +49,30 @@ def stored(tmp_path: Path) -> tuple[FilesystemBlobStore, list[StoredPart], bytes
     return blobs, parts, expected
 
 
+class _ChunkedFileParts(Response):
+    """One `ferry.file_parts` message without a Content-Length: a span of a file with no
+    descriptor (in memory) and a span of a stored blob; the server reads and sends both."""
+
+    def __init__(self, blobs: FilesystemBlobStore, part: StoredPart) -> None:
+        super().__init__()
+        self.blobs, self.part = blobs, part
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        assert FILE_PARTS in scope["extensions"]
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        with self.blobs.open_unbuffered(self.part.key) as blob:
+            spans = [(b"first:", io.BytesIO(b"0123456789"), 2, 5), (b"|second:", blob, 1, 9)]
+            await send({"type": FILE_PARTS, "parts": spans, "more_body": False})
+
+
 def _app(blobs: FilesystemBlobStore, parts: list[StoredPart]) -> Starlette:
     async def retrieve(_request: Request) -> Response:
         return StoredPartsResponse(blobs, parts, BOUNDARY)
 
-    return Starlette(routes=[Route("/parts", retrieve)])
+    async def chunked(_request: Request) -> Response:
+        return _ChunkedFileParts(blobs, parts[0])
+
+    return Starlette(routes=[Route("/parts", retrieve), Route("/chunked", chunked)])
 
 
 @pytest.fixture(params=["auto", "asyncio"])  # uvloop where installed, and asyncio's own
@@ -93,6 +114,18 @@ def test_sent_from_the_files_by_the_server(
         f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
     )
     assert b"".join(pieces) == expected
+
+
+def test_spans_without_a_length_or_a_descriptor_are_read_and_sent_chunked(
+    served: str, stored: tuple[FilesystemBlobStore, list[StoredPart], bytes]
+) -> None:
+    blobs, parts, _ = stored
+    with blobs.open(parts[0].key) as blob:
+        blob_bytes = blob.read(10)
+    answer = httpx.get(served.removesuffix("/parts") + "/chunked", timeout=30)
+    assert answer.status_code == 200
+    assert answer.headers["transfer-encoding"] == "chunked"
+    assert answer.content == b"first:23456|second:" + blob_bytes[1:10]
 
 
 async def _get(app: Starlette) -> httpx.Response:
