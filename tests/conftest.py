@@ -89,8 +89,20 @@ def _ephemeral_ports() -> range:
         return range(32768, 61000)
 
 
+def _worker_share(ports: range) -> range:
+    """This test process's own share of `ports` (every Nth, N the parallel processes), so
+    that two processes of one run never pick the same port."""
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1") or 1)
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw")
+    index = int(worker) if worker.isdigit() else 0
+    return ports[index % count :: count]
+
+
 _EPHEMERAL = _ephemeral_ports()
-_LISTENER_PORTS = range(20000, 32000) if _EPHEMERAL.start >= 32000 else range(61001, 65000)
+_LISTENER_PORTS = _worker_share(
+    range(20000, 32000) if _EPHEMERAL.start >= 32000 else range(61001, 65000)
+)
+_HANDED_OUT: set[int] = set()  # a test's servers ask for several ports before any binds
 
 
 T = TypeVar("T")
@@ -120,15 +132,22 @@ def free_port() -> int:
     """A free port outside the ephemeral range.
 
     A port the kernel hands out (bind to 0) is free now but may be taken by any outgoing
-    connection before the test's server binds it; one outside the range stays free.
+    connection before the test's server binds it; one outside the range stays free. Never
+    one this process handed out lately (a test's HTTP and DIMSE ports are both picked before
+    either is bound), nor one of another parallel test process's share.
     """
+    if len(_HANDED_OUT) > len(_LISTENER_PORTS) // 2:
+        _HANDED_OUT.clear()  # the oldest tests' servers are long gone
     for _ in range(200):
         port = random.choice(_LISTENER_PORTS)
+        if port in _HANDED_OUT:
+            continue
         with socket.socket() as probe:
             try:
                 probe.bind(("127.0.0.1", port))
             except OSError:
                 continue
+            _HANDED_OUT.add(port)
             return port
     raise RuntimeError("no free port for a test server")
 
