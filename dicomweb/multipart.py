@@ -83,7 +83,6 @@ class _SpooledPart:
         fd, name = tempfile.mkstemp(dir=spool_dir, prefix=".part-")
         self.path = Path(name)
         self.writer = WriteBehind(fd)
-        self._open = True
         self.max_bytes = max_bytes
         self.headers: dict[str, str] = {}
         self.size = 0
@@ -101,29 +100,23 @@ class _SpooledPart:
             return
         if self.max_bytes is not None and self.size > self.max_bytes:
             self.too_large = True
-            os.ftruncate(
-                self.writer.fd, 0
-            )  # the part will be refused; its bytes are no use on disk
+            # The part will be refused; its bytes are no use on disk.
+            os.ftruncate(self.writer.fd, 0)
             return
         self.writer.write(memoryview(data)[start:end])
 
     def finish(self, complete: bool) -> ReceivedPart:
         if not self.too_large:
             self.writer.finish()
-        self._close()
+        self.writer.close()
         headers = MappingProxyType(self.headers)
         return ReceivedPart(
             self.path, headers, headers.get("content-type"), self.size, complete, self.too_large
         )
 
     def delete(self) -> None:
-        self._close()
+        self.writer.close()
         self.path.unlink(missing_ok=True)
-
-    def _close(self) -> None:
-        if self._open:
-            self._open = False
-            os.close(self.writer.fd)
 
 
 class RelatedPartsReader:

@@ -70,7 +70,7 @@ class SpoolFile:
         writer, self._writer = self._writer, None
         if writer is not None:
             with contextlib.suppress(OSError):  # already answered for; nothing is buffered
-                os.close(writer.fd)
+                writer.close()
 
     def _give_up(self, error: OSError) -> None:
         if not is_disk_full(error):

@@ -63,7 +63,7 @@ class WriteBehind:
     """
 
     def __init__(self, fd: int) -> None:
-        self.fd = fd  # the writer's to close
+        self.fd = fd  # the writer's to close (`close`)
         self._written = 0
         self._started = 0  # bytes whose write-back was started
 
@@ -82,6 +82,12 @@ class WriteBehind:
     def finish(self) -> None:
         if self._written > self._started:
             self._start()
+
+    def close(self) -> None:
+        """Closes the descriptor; later calls do nothing."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
 
     def _start(self) -> None:
         start_writeback(self.fd, self._started, self._written - self._started)

@@ -81,3 +81,19 @@ def test_write_behind_with_nothing_new_starts_nothing(
     finally:
         os.close(fd)
     assert started == [(0, WRITEBACK_BYTES)]
+
+
+def test_write_behind_closes_its_descriptor_once(tmp_path: Path) -> None:
+    fd = os.open(tmp_path / "part", os.O_WRONLY | os.O_CREAT, 0o600)
+    behind = WriteBehind(fd)
+    behind.write(b"whole")
+    behind.close()
+    with pytest.raises(OSError):
+        os.fstat(fd)  # closed
+    reopened = os.open(tmp_path / "other", os.O_WRONLY | os.O_CREAT, 0o600)  # may reuse the number
+    try:
+        behind.close()  # a second close must not close what now holds that number
+        os.fstat(reopened)
+    finally:
+        os.close(reopened)
+    assert (tmp_path / "part").read_bytes() == b"whole"
