@@ -10,6 +10,8 @@ from typing import Any
 
 from _report import Report, format_number
 
+REFERENCE = "reference"  # the physical reference's column: the same bytes from a bare server
+
 
 @dataclass(frozen=True)
 class BusyTarget:
@@ -113,3 +115,38 @@ def _pair(report: Report, key: str) -> tuple[float | None, float | None]:
 
 def _number(value: float | None) -> str:
     return "–" if value is None or math.isnan(value) else format_number(value)
+
+
+def reference_shares(report: Report, clients: int) -> list[dict[str, Any]]:
+    """Each series retrieve's physical reference (`REFERENCE`'s figure) and what share of it
+    Ferry and Orthanc reached in the same run."""
+    shares = []
+    for name, key in (("1 client", "wado.series.throughput"),
+                      (f"{clients} clients", f"wado.series.c{clients}.throughput")):  # fmt: skip
+        row = report.rows.get(key)
+        values = row.values if row else {}
+        reference = values.get(REFERENCE)
+        shares.append({
+            "name": f"WADO-RS series retrieve, curl, {name}", "key": key, "unit": "MB/s",
+            "reference": reference,
+            **{server: values.get(server) for server in ("ferry", "orthanc")},
+            **{f"{server}_share": values[server] / reference
+               for server in ("ferry", "orthanc")
+               if reference and values.get(server) is not None},
+        })  # fmt: skip
+    return shares
+
+
+def render_references(shares: Sequence[dict[str, Any]]) -> str:
+    """The physical reference under issue 14's table: its MB/s and each server's share of it."""
+    lines = ["Physical reference, same run: curl reading the same answer from a bare loopback "
+             "server (each series' body made once into a file, sent by one sendfile)"]  # fmt: skip
+    for row in shares:
+        reached = ", ".join(
+            f"{title} {_number(row.get(server))} ({row[f'{server}_share']:.0%})"
+            for server, title in (("ferry", "Ferry"), ("orthanc", "Orthanc"))
+            if f"{server}_share" in row
+        )
+        lines.append(f"  {row['name']}: {_number(row['reference'])} {row['unit']}"
+                     + (f"; {reached}" if reached else ""))  # fmt: skip
+    return "\n".join(lines)

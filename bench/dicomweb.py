@@ -30,12 +30,20 @@ from typing import Any
 import httpx
 import orjson
 
-from _busy_targets import busy_targets, judge_busy, render_busy
+from _busy_targets import (
+    REFERENCE,
+    busy_targets,
+    judge_busy,
+    reference_shares,
+    render_busy,
+    render_references,
+)
 from _floor import measure_floor_latency
 from _frames import fraction_of_series, viewing_measures
 from _http import UnexpectedAnswer, read_json_array
 from _images import ViewingStudy, plan_viewing, viewing_instances
 from _instances import StudySpec, iter_batches, iter_study_instances
+from _loopback import LoopbackFiles
 from _progress import fill_progress, log, raise_interrupt
 from _qido import measure_search_latency, plan_queries, short_count
 from _report import SERVER_TITLES, Figure, Report, emit
@@ -196,12 +204,34 @@ def run_retrieve(
                 continue
             log(f"{target.name}: {label}")
             attempt(report, target, group, label, functools.partial(measure, target.server))
+    if "wado" in args.measures:
+        run_reference(args, study, report)
+
+
+def run_reference(args: argparse.Namespace, study: StudySpec, report: Report) -> None:
+    """The same series retrieves from `LoopbackFiles`: the same bytes, sent as bare as a server
+    can send them (the physical reference; its own column)."""
+    reference = LoopbackFiles(study, args.seed)
+    target = Target(reference)
+    log(f"{reference.name}: starting (the series' files, sent by sendfile)")
+    try:
+        reference.start()
+    except ServerError as error:
+        report.fail(reference.name, "wado.series", "WADO-RS series retrieve", str(error))
+        return
+    try:
+        for group, (label, measure) in retrieve_measures(args, study, only_retrieve=True).items():
+            log(f"{reference.name}: {label}")
+            attempt(report, target, group, label, functools.partial(measure, reference))
+    finally:
+        stop_logged(reference)
 
 
 def retrieve_measures(
-    args: argparse.Namespace, study: StudySpec
+    args: argparse.Namespace, study: StudySpec, only_retrieve: bool = False
 ) -> dict[str, tuple[str, Callable[[Server], list[Figure]]]]:
-    """The selected measures on the stored study, by group: (label, measure of one server)."""
+    """The selected measures on the stored study, by group: (label, measure of one server);
+    `only_retrieve` leaves out /metadata."""
     series = study.series[0]
     measures: dict[str, tuple[str, Callable[[Server], list[Figure]]]] = {}
     if "wado" in args.measures:
@@ -212,7 +242,7 @@ def retrieve_measures(
         )
         group = f"wado.series.c{args.clients}"
         measures[group] = (f"WADO-RS series retrieve, {args.clients} clients", parallel)
-    if "metadata" in args.measures:
+    if "metadata" in args.measures and not only_retrieve:
         sop = series.sop_uids[len(series.sop_uids) // 2]
         for level, path, uids in (
             (
@@ -351,7 +381,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, raise_interrupt)
     servers = build_servers(args)
-    report = Report([server.name for server in servers])
+    columns = [server.name for server in servers]
+    if "wado" in args.measures:
+        columns.append(REFERENCE)  # filled by run_reference
+    report = Report(columns, {**SERVER_TITLES, REFERENCE: LoopbackFiles.title})
     started = datetime.datetime.now().astimezone()
     try:
         with contextlib.ExitStack() as running:
@@ -393,6 +426,8 @@ def write_results(
         document["targets"] = judge(report)
     if {"ferry", "orthanc"} <= set(report.servers):
         document["issue14"] = judge_busy(report, busy_targets(args.clients, args.qido_sizes))
+    if REFERENCE in report.servers:
+        document["references"] = reference_shares(report, args.clients)
     data = orjson.dumps(document, option=orjson.OPT_INDENT_2)
     names = ", ".join(
         f"{SERVER_TITLES.get(s.name, s.name)} {s.version or ''}".strip() for s in servers
@@ -404,6 +439,8 @@ def write_results(
         table += "\n\n" + render_targets(document["targets"], "Ferry")
     if "issue14" in document:
         table += "\n\n" + render_busy(document["issue14"])
+    if "references" in document:
+        table += "\n\n" + render_references(document["references"])
     default = RESULTS_DIR / f"dicomweb-{started:%Y%m%d-%H%M%S}.json"
     emit(table, data, as_json=args.json, output=args.output, default=default)
 
