@@ -41,7 +41,6 @@ class LoopbackFiles(ManagedServer):
         super().__init__("reference")
         self.study = study
         self.seed = seed
-        self.version = "sendfile"
 
     def command(self, data_dir: Path, port: int) -> tuple[list[str], dict[str, str]]:
         write_series_bodies(data_dir / SERIES_DIR, self.study, self.seed)

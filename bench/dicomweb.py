@@ -213,7 +213,7 @@ def run_reference(args: argparse.Namespace, study: StudySpec, report: Report) ->
     can send them (the physical reference; its own column)."""
     reference = LoopbackFiles(study, args.seed)
     target = Target(reference)
-    log(f"{reference.name}: starting (the series' files, sent by sendfile)")
+    log(f"{reference.name}: starting (each series' answer in one file, sent by sendfile)")
     try:
         reference.start()
     except ServerError as error:
