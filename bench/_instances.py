@@ -59,25 +59,17 @@ class StudySpec:
         return frozenset(series.modality for series in self.series)
 
 
-PIECE_BYTES = 1 << 20  # a STOW-RS body is sent in pieces of whole parts this large or larger
-
-
 @dataclass(frozen=True)
 class Batch:
-    """One STOW-RS request body, in pieces (`multipart_related_pieces`), and what it carries."""
+    """One STOW-RS request body and what it carries."""
 
-    pieces: tuple[bytes, ...]
+    body: bytes
     sop_uids: tuple[str, ...]
     payload_bytes: int
 
     @property
     def count(self) -> int:
         return len(self.sop_uids)
-
-    @property
-    def size(self) -> int:
-        """The body's length in bytes: its Content-Length."""
-        return sum(map(len, self.pieces))
 
 
 def derive_uid(salt: str, *parts: object) -> str:
@@ -162,32 +154,11 @@ def iter_study_instances(studies: Iterable[StudySpec], seed: int) -> Iterator[tu
                 yield sop_uid, ct_instance(study, series, index, seed)
 
 
-def multipart_related_pieces(instances: list[bytes]) -> tuple[bytes, ...]:
-    """A multipart/related body with one application/dicom part per instance (PS3.18 8.6.1.2),
-    in pieces of whole parts (each with its delimiter line and header), about `PIECE_BYTES`
-    each; the close-delimiter ends the last.
-
-    Sent piece by piece, not as one bytes: httpcore writes a body by `socket.send` and slices
-    off what was sent (`buffer = buffer[n:]`), copying the rest each time. For a 26 MB body
-    that the server reads as it stores, that copied several times the body per request: about
-    a fifth of a CPU of the benchmark's own during STOW-RS from 4 clients (`perf`, py-spy),
-    taken from the servers it measures. Pieces of a part each were tried first: Orthanc then
-    once answered a batch of 200 small instances (1.3 KB each, a piece and a `send` apiece)
-    with 137 of them stored; whole megabytes, as a body of small instances fits in one piece,
-    are what it was always sent before.
-    """
+def encode_multipart_related(instances: list[bytes]) -> bytes:
+    """A multipart/related body with one application/dicom part per instance (PS3.18 8.6.1.2)."""
     head = f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\n\r\n".encode()
-    pieces: list[bytes] = []
-    pending: list[bytes] = []
-    pending_bytes = 0
-    for instance in instances:
-        pending += (head, instance, b"\r\n")
-        pending_bytes += len(head) + len(instance) + 2
-        if pending_bytes >= PIECE_BYTES:
-            pieces.append(b"".join(pending))
-            pending, pending_bytes = [], 0
-    pieces.append(b"".join([*pending, f"--{BOUNDARY}--\r\n".encode()]))
-    return tuple(pieces)
+    parts = [piece for instance in instances for piece in (head, instance, b"\r\n")]
+    return b"".join([*parts, f"--{BOUNDARY}--\r\n".encode()])
 
 
 def iter_batches(instances: Iterable[tuple[str, bytes]], size: int) -> Iterator[Batch]:
@@ -205,4 +176,4 @@ def iter_batches(instances: Iterable[tuple[str, bytes]], size: int) -> Iterator[
 def _batch(instances: list[tuple[str, bytes]]) -> Batch:
     blobs = [blob for _, blob in instances]
     payload = sum(len(blob) for blob in blobs)
-    return Batch(multipart_related_pieces(blobs), tuple(uid for uid, _ in instances), payload)
+    return Batch(encode_multipart_related(blobs), tuple(uid for uid, _ in instances), payload)

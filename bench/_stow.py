@@ -201,11 +201,7 @@ def _store_worker(
                 continue
             if batch is None:
                 return
-            response = client.post(
-                f"{base_url}/studies",
-                content=iter(batch.pieces),  # with a Content-Length: not chunked
-                headers={**STOW_HEADERS, "Content-Length": str(batch.size)},
-            )
+            response = client.post(f"{base_url}/studies", content=batch.body, headers=STOW_HEADERS)
             check_store_response(response, batch)
             tally.add(batch)
     except Exception as error:  # handed to the main thread, which raises it
