@@ -213,14 +213,16 @@ def run_reference(args: argparse.Namespace, study: StudySpec, report: Report) ->
     can send them (the physical reference; its own column)."""
     reference = LoopbackFiles(study, args.seed)
     target = Target(reference)
+    measures = retrieve_measures(args, study, only_retrieve=True)
     log(f"{reference.name}: starting (each series' answer in one file, sent by sendfile)")
     try:
         reference.start()
     except ServerError as error:
-        report.fail(reference.name, "wado.series", "WADO-RS series retrieve", str(error))
+        for group, (label, _) in measures.items():
+            report.fail(reference.name, group, label, str(error))
         return
     try:
-        for group, (label, measure) in retrieve_measures(args, study, only_retrieve=True).items():
+        for group, (label, measure) in measures.items():
             log(f"{reference.name}: {label}")
             attempt(report, target, group, label, functools.partial(measure, reference))
     finally:
