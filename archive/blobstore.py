@@ -205,12 +205,19 @@ def open_ahead(blobs: BlobStore, keys: Iterable[str]) -> list[BinaryIO | OSError
                 files.append(error)
                 continue
             files.append(file)
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                os.posix_fadvise(file.fileno(), 0, 0, os.POSIX_FADV_WILLNEED)
+            read_ahead(file)
     except BaseException:
         close_all(files)
         raise
     return files
+
+
+def read_ahead(file: BinaryIO, offset: int = 0, length: int = 0) -> None:
+    """Ask the kernel to read `length` bytes of `file` from `offset` (0: to its end) into the
+    page cache now (`POSIX_FADV_WILLNEED`), for sending them from the descriptor soon after; a
+    file that cannot take the hint is read when sent."""
+    with contextlib.suppress(OSError, ValueError, AttributeError):
+        os.posix_fadvise(file.fileno(), offset, length, os.POSIX_FADV_WILLNEED)
 
 
 def close_all(files: Iterable[BinaryIO | OSError]) -> None:

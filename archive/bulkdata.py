@@ -195,22 +195,29 @@ def _read_deflated_value(handle: BinaryIO, steps: list[int]) -> bytes:
     return bytes(element.value)
 
 
+def value_spans(value: BulkValue, start: int = 0, end: int | None = None) -> list[tuple[int, int]]:
+    """Where the bytes from `start` up to `end` (exclusive, default the value's end) are in the
+    file: (file offset, byte count) pieces, in order. Not for a value held in memory."""
+    end = value.length if end is None else end
+    spans = []
+    base = 0
+    for offset, count in value.ranges:
+        low, high = max(start, base), min(end, base + count)
+        if low < high:
+            spans.append((offset + low - base, high - low))
+        base += count
+    return spans
+
+
 def iter_bulk_value(
     handle: BinaryIO, value: BulkValue, start: int = 0, end: int | None = None
 ) -> Iterator[bytes]:
     """The bytes from `start` up to `end` (exclusive, default the value's end), in chunks."""
-    end = value.length if end is None else end
     if value.data is not None:
         yield value.data[start:end]
         return
-    base = 0
-    for offset, count in value.ranges:
-        low, high = max(start, base), min(end, base + count)
-        base += count
-        if low >= high:
-            continue
-        handle.seek(offset + low - (base - count))
-        remaining = high - low
+    for offset, remaining in value_spans(value, start, end):
+        handle.seek(offset)
         while remaining > 0:
             chunk = handle.read(min(remaining, _READ_SIZE))
             if not chunk:

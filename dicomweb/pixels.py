@@ -22,7 +22,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from archive.blobstore import BlobStore
-from archive.bulkdata import BulkValue, iter_bulk_value, locate_bulk_value, parse_bulk_path
+from archive.bulkdata import (
+    BulkValue,
+    iter_bulk_value,
+    locate_bulk_value,
+    parse_bulk_path,
+    value_spans,
+)
 from archive.framecache import open_pixel_data, read_layout
 from archive.frames import (
     PIXEL_DATA_TAGS,
@@ -36,8 +42,14 @@ from dicomweb.capabilities import Capability, declare
 from dicomweb.config import DicomwebConfig
 from dicomweb.decoding import decode_frame
 from dicomweb.errors import error_response
+from dicomweb.file_spans import FileSpansResponse, multipart_spans
 from dicomweb.media import InvalidMediaType, MediaRange, accept_header, parse_accept
-from dicomweb.multipart import iter_multipart_related, multipart_length, new_boundary
+from dicomweb.multipart import (
+    iter_multipart_related,
+    multipart_closing,
+    multipart_length,
+    new_boundary,
+)
 from dicomweb.pixelmedia import OCTET_STREAM, FrameRepresentation, negotiate_frames
 from dicomweb.streaming import PrimedStreamingResponse
 from dicomweb.urls import path_uid
@@ -172,9 +184,26 @@ def _frames_response(
             body = b"".join(iter_multipart_related(parts, boundary))
             return Response(body, media_type=media_type)
         headers["Content-Length"] = str(length)
+        if _as_stored(layout) and not any(location.bit_count for location in locations):
+            return FileSpansResponse(
+                _coalesce(iter_multipart_related(parts, boundary)),
+                blobs,
+                key,
+                multipart_spans(
+                    boundary, ((representation.content_type, loc.ranges) for loc in locations)
+                ),
+                multipart_closing(boundary),
+                media_type=media_type,
+                headers=headers,
+            )
     return PrimedStreamingResponse(
         _coalesce(iter_multipart_related(parts, boundary)), media_type=media_type, headers=headers
     )
+
+
+def _as_stored(layout: PixelDataLayout | None) -> bool:
+    """Whether the layout's offsets are the stored file's own (a deflated file's are not)."""
+    return layout is None or not layout.inflated_from
 
 
 def _iter_frame_parts(
@@ -246,11 +275,15 @@ def _single_part(
     headers = {"Content-Length": str(end - start), "Accept-Ranges": "bytes"}
     if wanted:
         headers["Content-Range"] = wanted.content_range
+    chunks = _coalesce(_iter_value(blobs, key, value, start, end, layout))
+    status = 206 if wanted else 200
+    if value.data is None and _as_stored(layout):
+        spans = [(b"", offset, count) for offset, count in value_spans(value, start, end)]
+        return FileSpansResponse(
+            chunks, blobs, key, spans, status_code=status, media_type=content_type, headers=headers
+        )
     return PrimedStreamingResponse(
-        _coalesce(_iter_value(blobs, key, value, start, end, layout)),
-        status_code=206 if wanted else 200,
-        media_type=content_type,
-        headers=headers,
+        chunks, status_code=status, media_type=content_type, headers=headers
     )
 
 
@@ -366,11 +399,21 @@ def _one_part(
     boundary = new_boundary()
     parts = [(content_type, _iter_value(blobs, key, value, 0, value.length, layout))]
     length = multipart_length([(content_type, value.length)], boundary)
-    return PrimedStreamingResponse(
-        _coalesce(iter_multipart_related(parts, boundary)),
-        media_type=f'multipart/related; type="{multipart_type}"; boundary={boundary}',
-        headers={"Content-Length": str(length)},
-    )
+    chunks = _coalesce(iter_multipart_related(parts, boundary))
+    media_type = f'multipart/related; type="{multipart_type}"; boundary={boundary}'
+    headers = {"Content-Length": str(length)}
+    if value.data is None and _as_stored(layout):
+        spans = multipart_spans(boundary, [(content_type, value_spans(value))])
+        return FileSpansResponse(
+            chunks,
+            blobs,
+            key,
+            spans,
+            multipart_closing(boundary),
+            media_type=media_type,
+            headers=headers,
+        )
+    return PrimedStreamingResponse(chunks, media_type=media_type, headers=headers)
 
 
 def _one_stream(

@@ -29,6 +29,7 @@ from starlette.types import Receive, Scope, Send
 
 from archive.blobstore import BlobStore, ahead_batches, open_ahead
 from archive.blobstore import close_all as _close_all
+from dicomweb.file_spans import FILE_PARTS, file_parts_offered
 from dicomweb.multipart import (
     iter_coalesced,
     iter_multipart_related,
@@ -38,7 +39,6 @@ from dicomweb.multipart import (
 )
 from dicomweb.streaming import PrimedStreamingResponse
 
-FILE_PARTS = "ferry.file_parts"  # the server's extension: its scope key and message type
 FIRST_BATCH_FILES = 4  # opened before the status line; the rest while earlier parts are sent
 
 _Opened = list[BinaryIO | OSError]
@@ -82,11 +82,11 @@ class StoredPartsResponse(PrimedStreamingResponse):
         For a route that found the parts in a worker thread: opening them there saves the
         response a hop of its own before the status line. Raises the first blob's OSError.
         """
-        if self._first is None and self._batches and _file_parts_offered(scope):
+        if self._first is None and self._batches and file_parts_offered(scope):
             self._first = _opened_or_raise(self._open(self._batches[0]))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not _file_parts_offered(scope) or not self._batches:
+        if not file_parts_offered(scope) or not self._batches:
             await super().__call__(scope, receive, send)
             return
         if self._first is None:  # before the status line: an error response
@@ -152,10 +152,6 @@ class StoredPartsResponse(PrimedStreamingResponse):
 async def _close_when_opened(opening: asyncio.Task[_Opened]) -> None:
     with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
         _close_all(await opening)
-
-
-def _file_parts_offered(scope: Scope) -> bool:
-    return FILE_PARTS in scope.get("extensions", {})
 
 
 def _opened_or_raise(files: _Opened) -> _Opened:

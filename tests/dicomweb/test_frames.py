@@ -13,7 +13,7 @@ from pydicom.encaps import generate_frames
 from pydicom.uid import ExplicitVRLittleEndian, JPEG2000Lossless, JPEGBaseline8Bit, RLELossless
 
 from tests import factories
-from tests.conftest import RunningServer, store
+from tests.conftest import RunningServer, run_coroutine, store
 
 
 @pytest.fixture
@@ -169,6 +169,41 @@ def test_five_hundred_frames_one_by_one_and_all_at_once(server) -> None:
     response = frames_of(server, ds, ",".join(str(n) for n in range(1, 501)), OCTETS)
     assert [body for _, body in parts(response)] == expected
     assert response.headers["content-length"] == str(len(response.content))
+
+
+LARGE = 4 * 1024 * 1024  # answers past this go from the stored file where the server can
+
+
+def _without_file_parts(server, url: str, accept: str, **headers: str) -> httpx.Response:
+    """The same request answered as under an ASGI server without `ferry.file_parts`."""
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=server.app)
+        async with httpx.AsyncClient(transport=transport, base_url=server.base_url) as client:
+            return await client.get(url, headers=server.headers | headers | {"Accept": accept})
+
+    return run_coroutine(get)
+
+
+def test_large_answers_from_the_stored_file_are_the_frames_pydicom_finds(server) -> None:
+    native = factories.mr_multiframe(frames=40, rows=256, columns=256)
+    jpeg = factories.jpeg_multiframe(frames=8, rows=1024, columns=1024, fragments_per_frame=3)
+    store(server, native, jpeg)
+    for ds, frame_list in ((native, range(1, 41)), (jpeg, [8, 1, 5, 2, 3, 4, 6, 7])):
+        url = f"{instance_url(server, ds)}/frames/{','.join(map(str, frame_list))}"
+        answer = get(server, url)
+        assert len(answer.content) > LARGE
+        expected = [pydicom_frames(ds)[n - 1] for n in frame_list]
+        assert [body for _, body in parts(answer)] == expected
+        assert parts(_without_file_parts(server, url, OHIF_FRAMES)) == parts(answer)
+    pixel_data = bulk_uris(metadata(server, native))["7FE00010"]
+    value = b"".join(pydicom_frames(native))
+    assert [body for _, body in parts(get(server, pixel_data, OCTETS))] == [value]
+    ranged = get(server, pixel_data, "application/octet-stream", Range="bytes=100-4500000")
+    assert ranged.status_code == 206 and ranged.content == value[100:4500001]
+    assert ranged.content == _without_file_parts(
+        server, pixel_data, "application/octet-stream", Range="bytes=100-4500000"
+    ).content
 
 
 def test_one_frame_single_part_with_a_byte_range(server) -> None:

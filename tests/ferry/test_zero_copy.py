@@ -149,3 +149,49 @@ def test_a_blob_lost_from_a_later_batch_cuts_the_answer_short_and_leaves_nothing
         assert part.removeprefix(b"\r\n").partition(b"\r\n\r\n")[2].removesuffix(b"\r\n") == blob
     assert _settled_descriptors(before) <= before
     assert httpx.get(f"{server.base_url}/healthz").status_code == 200
+
+
+def _large_multiframe(server: RunningServer) -> tuple[str, str]:
+    """A 40-frame 512×512 16-bit instance (20 MB): the URL of all its frames, and its blob key."""
+    ds = factories.mr_multiframe(frames=40, rows=512, columns=512)
+    DICOMwebClient(server.dicomweb_url, headers=server.headers).store_instances([ds])
+    (stored,) = server.archive.find_instances(ds.StudyInstanceUID)
+    path = (
+        f"/dicom-web/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}/frames/{','.join(str(n) for n in range(1, 41))}"
+    )
+    return path, stored.blob_key
+
+
+FRAMES = 'Accept: multipart/related; type="application/octet-stream"\r\n'
+
+
+def test_frames_to_a_client_that_leaves_midway_leave_nothing_open(server: RunningServer) -> None:
+    path, _ = _large_multiframe(server)
+    httpx.get(f"{server.base_url}/healthz")  # the server's own descriptors, opened once
+    before = _open_descriptors()
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.settings.http_port)) as connection:
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
+            connection.settimeout(30)
+            connection.sendall(request(path, server, FRAMES))
+            assert connection.recv(65536).startswith(b"HTTP/1.1 200 ")
+            time.sleep(0.2)  # the server is waiting for room when the client resets
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    assert _settled_descriptors(before) <= before
+    assert httpx.get(f"{server.base_url}/healthz").status_code == 200
+
+
+def test_frames_of_a_blob_lost_from_the_store_are_a_complete_500(server: RunningServer) -> None:
+    path, key = _large_multiframe(server)
+    with socket.create_connection(("127.0.0.1", server.settings.http_port)) as connection:
+        connection.settimeout(30)
+        connection.sendall(request(path, server, FRAMES))  # the frames' places, now cached
+        assert read_answer(connection).status == 200
+    (server.settings.blob_dir / key).unlink()
+    with socket.create_connection(("127.0.0.1", server.settings.http_port)) as connection:
+        connection.settimeout(30)
+        connection.sendall(request(path, server, FRAMES))
+        answer = read_answer(connection)
+    assert answer.status == 500 and answer.headers["connection"] == "close"
+    assert httpx.get(f"{server.base_url}/healthz").status_code == 200
