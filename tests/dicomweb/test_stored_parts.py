@@ -21,8 +21,8 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from archive.blobstore import FilesystemBlobStore
-from dicomweb.multipart import iter_multipart_related
 from dicomweb.file_spans import FILE_PARTS
+from dicomweb.multipart import iter_multipart_related
 from dicomweb.stored_parts import StoredPart, StoredPartsResponse
 from ferry.http_server import server_config
 from tests.conftest import make_settings, run_coroutine
