@@ -652,10 +652,11 @@ class _ThreadServer(uvicorn.Server):
             await self.lifespan.shutdown()
 
 
-def run_server(settings: Settings, archive: Archive) -> Iterator[RunningServer]:
-    app = create_app(settings, archive)
-    config = server_config(app, settings, log_level="warning")
-    server = _ThreadServer(config)
+@contextlib.contextmanager
+def serving(app: Starlette, settings: Settings, **options: Any) -> Iterator[str]:
+    """`app` under `ferry serve`'s uvicorn configuration (`options`: its other arguments, such
+    as `loop`), in a thread until the block ends; yields its base URL once it listens."""
+    server = _ThreadServer(server_config(app, settings, log_level="warning", **options))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 15
@@ -663,17 +664,32 @@ def run_server(settings: Settings, archive: Archive) -> Iterator[RunningServer]:
         if time.monotonic() > deadline or not thread.is_alive():
             raise RuntimeError("uvicorn did not start")
         time.sleep(0.02)
-    from tests._peers import wait_until_http_answers  # it imports this module
-
-    wait_until_http_answers(f"http://127.0.0.1:{settings.http_port}/healthz")
-    token, institution_pk = _tester(app, archive)
     try:
-        yield RunningServer(
-            settings, archive, f"http://127.0.0.1:{settings.http_port}", app, token, institution_pk
-        )
+        yield f"http://127.0.0.1:{settings.http_port}"
     finally:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+def read_slowly(url: str, pause_s: float = 0.005) -> tuple[httpx.Response, bytes]:
+    """GET `url`, its body read in pieces of 256 KiB with a pause after each: slower than a
+    server on loopback, which then fills the socket and waits for room."""
+    with httpx.stream("GET", url, timeout=30) as response:
+        pieces = []
+        for piece in response.iter_bytes(256 * 1024):
+            pieces.append(piece)
+            time.sleep(pause_s)
+    return response, b"".join(pieces)
+
+
+def run_server(settings: Settings, archive: Archive) -> Iterator[RunningServer]:
+    from tests._peers import wait_until_http_answers  # it imports this module
+
+    app = create_app(settings, archive)
+    with serving(app, settings) as base_url:
+        wait_until_http_answers(f"{base_url}/healthz")
+        token, institution_pk = _tester(app, archive)
+        yield RunningServer(settings, archive, base_url, app, token, institution_pk)
 
 
 @pytest.fixture

@@ -5,14 +5,11 @@ server): multipart parts of several ranges each, an empty part, a byte range wit
 from __future__ import annotations
 
 import os
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,8 +18,7 @@ from starlette.routing import Route
 from archive.blobstore import FilesystemBlobStore
 from dicomweb.file_spans import FileSpansResponse, multipart_spans
 from dicomweb.multipart import iter_multipart_related, multipart_closing, multipart_length
-from ferry.http_server import server_config
-from tests.conftest import make_settings, run_coroutine
+from tests.conftest import make_settings, read_slowly, run_coroutine, serving
 
 BOUNDARY = "file-spans-test"
 PART_TYPE = "application/octet-stream; transfer-syntax=1.2.840.10008.1.2.4.50"
@@ -111,19 +107,8 @@ def served(
     """The app under `ferry serve`'s uvicorn configuration (`ferry.file_parts` offered)."""
     blobs, key, _ = blob
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'unused.db'}")
-    config = server_config(_app(blobs, key), settings, log_level="warning", loop=request.param)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{settings.http_port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with serving(_app(blobs, key), settings, loop=request.param) as base_url:
+        yield base_url
 
 
 def test_multipart_spans_make_the_multipart_body() -> None:
@@ -138,14 +123,10 @@ def test_spans_sent_from_the_file_by_the_server(
 ) -> None:
     *_, data = blob
     expected = _expected_multipart(data)
-    with httpx.stream("GET", f"{served}/frames", timeout=30) as response:
-        pieces = []
-        for piece in response.iter_bytes(256 * 1024):
-            pieces.append(piece)
-            time.sleep(0.005)  # slower than the server: it waits for room in the socket
+    response, body = read_slowly(f"{served}/frames")
     assert response.status_code == 200
     assert response.headers["content-length"] == str(len(expected))
-    assert b"".join(pieces) == expected
+    assert body == expected
     ranged = httpx.get(f"{served}/ranged", timeout=30)
     offset, count = RANGE
     assert ranged.status_code == 206

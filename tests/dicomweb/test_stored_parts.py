@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import io
 import os
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
@@ -24,8 +21,7 @@ from archive.blobstore import FilesystemBlobStore
 from dicomweb.file_spans import FILE_PARTS
 from dicomweb.multipart import iter_multipart_related
 from dicomweb.stored_parts import StoredPart, StoredPartsResponse
-from ferry.http_server import server_config
-from tests.conftest import make_settings, run_coroutine
+from tests.conftest import make_settings, read_slowly, run_coroutine, serving
 
 BOUNDARY = "stored-parts-test"
 PART_TYPE = "application/dicom; transfer-syntax=1.2.840.10008.1.2.1"
@@ -85,36 +81,21 @@ def served(
     """The app under `ferry serve`'s uvicorn configuration (zero-copy send offered)."""
     blobs, parts, _ = stored
     settings = make_settings(tmp_path, f"sqlite:///{tmp_path / 'unused.db'}")
-    config = server_config(_app(blobs, parts), settings, log_level="warning", loop=request.param)
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 15
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{settings.http_port}/parts"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=15)
+    with serving(_app(blobs, parts), settings, loop=request.param) as base_url:
+        yield f"{base_url}/parts"
 
 
 def test_sent_from_the_files_by_the_server(
     served: str, stored: tuple[FilesystemBlobStore, list[StoredPart], bytes]
 ) -> None:
     *_, expected = stored
-    with httpx.stream("GET", served, timeout=30) as response:
-        pieces = []
-        for piece in response.iter_bytes(256 * 1024):
-            pieces.append(piece)
-            time.sleep(0.01)  # slower than the server: it waits for room in the socket
+    response, body = read_slowly(served, pause_s=0.01)
     assert response.status_code == 200
     assert response.headers["content-length"] == str(len(expected))
     assert response.headers["content-type"] == (
         f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
     )
-    assert b"".join(pieces) == expected
+    assert body == expected
 
 
 def test_spans_without_a_length_or_a_descriptor_are_read_and_sent_chunked(

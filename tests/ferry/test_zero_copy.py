@@ -103,20 +103,26 @@ def test_head_answers_the_length_without_a_body(server: RunningServer) -> None:
     assert sum(len(blob) for blob in blobs) < len(whole.content)
 
 
-def test_a_client_that_leaves_midway_leaves_nothing_open(server: RunningServer) -> None:
-    study, _ = _series(server)
+def _leave_midway_three_times(server: RunningServer, path: str, accept: str) -> None:
+    """Clients that reset the connection while the server waits for room to send `path`; the
+    server has closed what it opened for them and still answers."""
     httpx.get(f"{server.base_url}/healthz")  # the server's own descriptors, opened once
     before = _open_descriptors()
     for _ in range(3):
         with socket.create_connection(("127.0.0.1", server.settings.http_port)) as connection:
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
             connection.settimeout(30)
-            connection.sendall(request(f"/dicom-web/studies/{study}", server, ACCEPT))
+            connection.sendall(request(path, server, accept))
             assert connection.recv(65536).startswith(b"HTTP/1.1 200 ")
             time.sleep(0.2)  # the server is waiting for room when the client resets
             connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     assert _settled_descriptors(before) <= before
     assert httpx.get(f"{server.base_url}/healthz").status_code == 200
+
+
+def test_a_client_that_leaves_midway_leaves_nothing_open(server: RunningServer) -> None:
+    study, _ = _series(server)
+    _leave_midway_three_times(server, f"/dicom-web/studies/{study}", ACCEPT)
 
 
 def _read_until_closed(connection: socket.socket) -> tuple[dict[str, str], bytes]:
@@ -168,18 +174,7 @@ FRAMES = 'Accept: multipart/related; type="application/octet-stream"\r\n'
 
 def test_frames_to_a_client_that_leaves_midway_leave_nothing_open(server: RunningServer) -> None:
     path, _ = _large_multiframe(server)
-    httpx.get(f"{server.base_url}/healthz")  # the server's own descriptors, opened once
-    before = _open_descriptors()
-    for _ in range(3):
-        with socket.create_connection(("127.0.0.1", server.settings.http_port)) as connection:
-            connection.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 32 * 1024)
-            connection.settimeout(30)
-            connection.sendall(request(path, server, FRAMES))
-            assert connection.recv(65536).startswith(b"HTTP/1.1 200 ")
-            time.sleep(0.2)  # the server is waiting for room when the client resets
-            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    assert _settled_descriptors(before) <= before
-    assert httpx.get(f"{server.base_url}/healthz").status_code == 200
+    _leave_midway_three_times(server, path, FRAMES)
 
 
 def test_frames_of_a_blob_lost_from_the_store_are_a_complete_500(server: RunningServer) -> None:
