@@ -24,7 +24,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from archive.blobstore import BlobStore, read_ahead
-from dicomweb.multipart import multipart_part_header
+from dicomweb.multipart import multipart_closing, part_prefixes
 from dicomweb.streaming import PrimedStreamingResponse
 
 FILE_PARTS = "ferry.file_parts"  # the server's extension: its scope key and message type
@@ -42,14 +42,9 @@ def multipart_spans(
     """The spans of a multipart/related body of (content type, file ranges) parts, each part's
     head before its first range; `multipart_closing(boundary)` ends the body."""
     spans: list[Span] = []
-    heads: dict[str, bytes] = {}  # the parts mostly share one Content-Type
-    separator = b""
+    prefixes = part_prefixes(boundary)
     for content_type, ranges in parts:
-        head = heads.get(content_type)
-        if head is None:
-            head = heads[content_type] = multipart_part_header(boundary, content_type)
-        prefix = separator + head
-        separator = b"\r\n"
+        prefix = prefixes(content_type)
         if not ranges:  # an empty part is its head
             spans.append((prefix, 0, 0))
         for offset, count in ranges:
@@ -77,6 +72,23 @@ class FileSpansResponse(PrimedStreamingResponse):
         super().__init__(chunks, status_code=status_code, media_type=media_type, headers=headers)
         self.blobs, self.key, self.spans, self.ending = blobs, key, list(spans), ending
         self._file: BinaryIO | None = None
+
+    @classmethod
+    def multipart(
+        cls,
+        chunks: Iterable[bytes],
+        blobs: BlobStore,
+        key: str,
+        boundary: str,
+        parts: Iterable[tuple[str, Sequence[tuple[int, int]]]],
+        *,
+        media_type: str,
+        headers: Mapping[str, str],
+    ) -> FileSpansResponse:
+        """A multipart/related body of (content type, file ranges) parts of the blob `key`."""
+        spans = multipart_spans(boundary, parts)
+        ending = multipart_closing(boundary)
+        return cls(chunks, blobs, key, spans, ending, media_type=media_type, headers=headers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not file_parts_offered(scope):

@@ -20,7 +20,7 @@ import os
 import string
 import tempfile
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType, TracebackType
@@ -39,6 +39,7 @@ __all__ = [
     "multipart_length",
     "multipart_part_header",
     "new_boundary",
+    "part_prefixes",
 ]
 
 MAX_BOUNDARY_LENGTH = 70  # RFC 2046 §5.1.1
@@ -273,6 +274,25 @@ def multipart_part_header(
     return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
 
 
+def part_prefixes(boundary: str) -> Callable[[str], bytes]:
+    """For the parts of one multipart body, in order: called with each part's Content-Type, the
+    bytes before its body (the CRLF ending the part before, then its delimiter line and header
+    block). A body's parts mostly share one Content-Type: each head is made once."""
+    _check_boundary(boundary)
+    heads: dict[str, bytes] = {}
+    separator = b""
+
+    def prefix(content_type: str) -> bytes:
+        nonlocal separator
+        head = heads.get(content_type)
+        if head is None:
+            head = heads[content_type] = multipart_part_header(boundary, content_type)
+        before, separator = separator, b"\r\n"
+        return before + head
+
+    return prefix
+
+
 def multipart_closing(boundary: str) -> bytes:
     """The close-delimiter, with the CRLF that ends the last part's body (RFC 2046 §5.1.1)."""
     _check_boundary(boundary)
@@ -291,10 +311,9 @@ def iter_multipart_related(
 
 
 def _iter_framed(parts: Iterable[tuple[str, Iterable[bytes]]], boundary: str) -> Iterator[bytes]:
-    separator = b""
+    prefix = part_prefixes(boundary)
     for content_type, chunks in parts:
-        yield separator + multipart_part_header(boundary, content_type)
-        separator = b"\r\n"
+        yield prefix(content_type)
         for chunk in chunks:
             if chunk:
                 yield chunk
@@ -303,14 +322,10 @@ def _iter_framed(parts: Iterable[tuple[str, Iterable[bytes]]], boundary: str) ->
 
 def multipart_length(part_sizes_and_types: Iterable[tuple[str, int]], boundary: str) -> int:
     """The exact length of what iter_multipart_related yields for (content type, size) pairs."""
-    total = len(multipart_closing(boundary))
-    heads: dict[str, int] = {}  # a series' parts mostly share one Content-Type
-    for index, (content_type, size) in enumerate(part_sizes_and_types):
-        head = heads.get(content_type)
-        if head is None:
-            head = heads[content_type] = len(multipart_part_header(boundary, content_type))
-        total += (2 if index else 0) + head + size
-    return total
+    prefix = part_prefixes(boundary)
+    return len(multipart_closing(boundary)) + sum(
+        len(prefix(content_type)) + size for content_type, size in part_sizes_and_types
+    )
 
 
 def _check_boundary(boundary: str) -> None:

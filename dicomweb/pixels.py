@@ -42,11 +42,10 @@ from dicomweb.capabilities import Capability, declare
 from dicomweb.config import DicomwebConfig
 from dicomweb.decoding import decode_frame
 from dicomweb.errors import error_response
-from dicomweb.file_spans import FileSpansResponse, multipart_spans
+from dicomweb.file_spans import FileSpansResponse
 from dicomweb.media import InvalidMediaType, MediaRange, accept_header, parse_accept
 from dicomweb.multipart import (
     iter_multipart_related,
-    multipart_closing,
     multipart_length,
     new_boundary,
 )
@@ -184,21 +183,14 @@ def _frames_response(
             body = b"".join(iter_multipart_related(parts, boundary))
             return Response(body, media_type=media_type)
         headers["Content-Length"] = str(length)
-        if _as_stored(layout) and not any(location.bit_count for location in locations):
-            return FileSpansResponse(
-                _coalesce(iter_multipart_related(parts, boundary)),
-                blobs,
-                key,
-                multipart_spans(
-                    boundary, ((representation.content_type, loc.ranges) for loc in locations)
-                ),
-                multipart_closing(boundary),
-                media_type=media_type,
-                headers=headers,
-            )
-    return PrimedStreamingResponse(
-        _coalesce(iter_multipart_related(parts, boundary)), media_type=media_type, headers=headers
-    )
+    chunks = _coalesce(iter_multipart_related(parts, boundary))
+    bit_packed = any(location.bit_count for location in locations)
+    if not representation.decode and not bit_packed and _as_stored(layout):
+        ranges = ((representation.content_type, loc.ranges) for loc in locations)
+        return FileSpansResponse.multipart(
+            chunks, blobs, key, boundary, ranges, media_type=media_type, headers=headers
+        )
+    return PrimedStreamingResponse(chunks, media_type=media_type, headers=headers)
 
 
 def _as_stored(layout: PixelDataLayout | None) -> bool:
@@ -403,15 +395,9 @@ def _one_part(
     media_type = f'multipart/related; type="{multipart_type}"; boundary={boundary}'
     headers = {"Content-Length": str(length)}
     if value.data is None and _as_stored(layout):
-        spans = multipart_spans(boundary, [(content_type, value_spans(value))])
-        return FileSpansResponse(
-            chunks,
-            blobs,
-            key,
-            spans,
-            multipart_closing(boundary),
-            media_type=media_type,
-            headers=headers,
+        ranges = [(content_type, value_spans(value))]
+        return FileSpansResponse.multipart(
+            chunks, blobs, key, boundary, ranges, media_type=media_type, headers=headers
         )
     return PrimedStreamingResponse(chunks, media_type=media_type, headers=headers)
 

@@ -35,7 +35,7 @@ from dicomweb.multipart import (
     iter_multipart_related,
     multipart_closing,
     multipart_length,
-    multipart_part_header,
+    part_prefixes,
 )
 from dicomweb.streaming import PrimedStreamingResponse
 
@@ -106,8 +106,7 @@ class StoredPartsResponse(PrimedStreamingResponse):
             await super().stream_response(send)
             return
         await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
-        heads: dict[str, bytes] = {}  # a series' parts mostly share one Content-Type
-        separator = b""
+        prefix = part_prefixes(self.boundary)
         files: _Opened = first
         following: asyncio.Task[_Opened] | None = None
         try:
@@ -125,12 +124,7 @@ class StoredPartsResponse(PrimedStreamingResponse):
                         if isinstance(file, OSError):
                             failed = file
                             break
-                        head = heads.get(part.content_type)
-                        if head is None:
-                            head = multipart_part_header(self.boundary, part.content_type)
-                            heads[part.content_type] = head
-                        spans.append((separator + head, file, 0, part.size))
-                        separator = b"\r\n"
+                        spans.append((prefix(part.content_type), file, 0, part.size))
                     if spans:
                         await send({"type": FILE_PARTS, "parts": spans, "more_body": True})
                     if failed is not None:

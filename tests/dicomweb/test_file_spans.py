@@ -63,12 +63,12 @@ def _app(blobs: FilesystemBlobStore, key: str) -> Starlette:
     async def frames(_request: Request) -> Response:
         chunks = iter_multipart_related([(PART_TYPE, read(ranges)) for ranges in PARTS], BOUNDARY)
         length = multipart_length([(PART_TYPE, sum(n for _, n in r)) for r in PARTS], BOUNDARY)
-        return FileSpansResponse(
+        return FileSpansResponse.multipart(
             chunks,
             blobs,
             key,
-            multipart_spans(BOUNDARY, [(PART_TYPE, ranges) for ranges in PARTS]),
-            multipart_closing(BOUNDARY),
+            BOUNDARY,
+            [(PART_TYPE, ranges) for ranges in PARTS],
             media_type=f"multipart/related; boundary={BOUNDARY}",
             headers={"Content-Length": str(length)},
         )
