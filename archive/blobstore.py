@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import hashlib
 import io
 import os
@@ -39,7 +40,9 @@ class BlobStore(Protocol):
     def free_bytes(self) -> int: ...
 
 
+@functools.cache
 def _load_syncfs() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    """libc's `syncfs`, looked up once a process (`find_library` runs `ldconfig -p`)."""
     name = ctypes.util.find_library("c")
     if not name:
         return None

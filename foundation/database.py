@@ -6,11 +6,14 @@ package's models, and the migration scripts here speak only Alembic and SQLAlche
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, MetaData, Table, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
@@ -53,9 +56,22 @@ def alembic_config(engine: Engine, metadata: MetaData | None = None) -> Config:
     return config
 
 
+@functools.cache
+def head_revisions() -> frozenset[str]:
+    """The newest revisions of the migration scripts (read once a process: Alembic parses every
+    script to find them)."""
+    return frozenset(ScriptDirectory(str(MIGRATIONS_DIR)).get_heads())
+
+
 def migrate(engine: Engine, metadata: MetaData | None = None) -> None:
-    """Bring the schema to the newest revision; safe to run at every start."""
+    """Bring the schema to the newest revision; safe to run at every start.
+
+    A database already at the newest revision costs one read of `alembic_version`: every
+    `ferry` command and process start migrates, and most find nothing to do."""
     with engine.begin() as connection:
+        current = MigrationContext.configure(connection).get_current_heads()
+        if current and frozenset(current) == head_revisions():
+            return
         config = alembic_config(engine, metadata)
         config.attributes["connection"] = connection
         command.upgrade(config, "head")

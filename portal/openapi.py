@@ -138,7 +138,7 @@ def _run(operation: Operation, call: Call) -> Any:
 def _endpoint(
     operation: Operation, parameters: Mapping[str, PathParameter], authenticate: Authenticate
 ) -> Callable[[Request], Awaitable[Response]]:
-    adapter = TypeAdapter(operation.response) if operation.response is not None else None
+    adapter = _adapter(operation.response) if operation.response is not None else None
 
     async def endpoint(request: Request) -> Response:
         principal = ANONYMOUS if operation.public else await authenticate(request)
@@ -157,6 +157,13 @@ def _endpoint(
 
     endpoint.__name__ = operation.operation_id
     return endpoint
+
+
+@functools.cache
+def _adapter(response: Any) -> TypeAdapter[Any]:
+    """One validator a response type, for every app built in the process (building one costs
+    more than the requests of most tests)."""
+    return TypeAdapter(response)
 
 
 def build_routes(
