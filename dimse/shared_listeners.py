@@ -7,12 +7,9 @@ address and port, not by how busy the bridges are: four parallel associations we
 and one in 7 of 14 runs counted, and the bridge with three carried three quarters of the work
 under one interpreter lock while the other core waited (docs/dimse.md).
 
-Here the least busy bridge takes the next association. Every bridge wakes when a connection
-waits; each publishes how many associations it holds in a slot of a small array in shared
-memory (made before the fork); one holding more than the least busy live bridge leaves the
-connection for that bridge, and takes it itself after `_MOST_WAIT_SECONDS` if nobody did (a
-bridge that hangs or has died delays associations, never refuses them). Bridges holding as many
-as each other race; the kernel gives the connection to one and the others find none.
+Here the least busy bridge takes the next association (`foundation.accept_turns`, which the
+HTTP workers of `ferry serve` use too): every bridge wakes when a connection waits, and one
+holding more associations than the least busy live bridge leaves it to that bridge.
 
 A separately started `ferry dimse serve` still binds its own socket with `SO_REUSEPORT` and
 joins the port as before (the kernel then chooses between the sockets).
@@ -20,10 +17,6 @@ joins the port as before (the kernel then chooses between the sockets).
 
 from __future__ import annotations
 
-import ctypes
-import multiprocessing
-import os
-import select
 import socket
 import threading
 import time
@@ -31,46 +24,19 @@ import weakref
 from dataclasses import dataclass
 
 from dimse.config import DimseConfig
+from foundation import accept_turns
 
-_MOST_WAIT_SECONDS = 0.2
-_RECHECK_SECONDS = 0.002
-# A bridge's serving loop writes its heartbeat at least every half second (socketserver's
-# poll interval); a slot not written for this long is a bridge that is gone or hung.
-_STALE_SECONDS = 2.0
 _BACKLOG = 64
 
 
-class AcceptTurns:
-    """Each bridge's count of associations, in memory every forked bridge shares."""
+class AcceptTurns(accept_turns.AcceptTurns):
+    """Each bridge's count of associations, in memory every forked bridge shares (a bridge's
+    serving loop publishes it at least every half second: socketserver's poll interval)."""
 
     def __init__(self, bridges: int) -> None:
-        forking = multiprocessing.get_context("fork")
-        self._pids = forking.RawArray(ctypes.c_int, bridges)
-        self._counts = forking.RawArray(ctypes.c_int, bridges)
-        self._heartbeats = forking.RawArray(ctypes.c_double, bridges)
-        self._claiming = forking.Lock()
-        self._slot = -1
+        super().__init__(bridges)
         self._held: weakref.WeakSet[socket.socket] = weakref.WeakSet()
         self._lock = threading.Lock()
-
-    def claim(self) -> None:
-        """Takes a free slot for this process (a bridge calls it once, as it starts)."""
-        with self._claiming:
-            pid = os.getpid()
-            for slot, holder in enumerate(self._pids):
-                if holder in (0, pid):
-                    self._pids[slot] = pid
-                    self._slot = slot
-                    self.refresh()
-                    return
-        raise RuntimeError("more bridges than the turns were made for")
-
-    def release(self) -> None:
-        if self._slot >= 0:
-            with self._claiming:
-                self._pids[self._slot] = 0
-                self._counts[self._slot] = 0
-            self._slot = -1
 
     def accepted(self, connection: socket.socket) -> None:
         """Counts `connection` until it is closed (or dropped)."""
@@ -82,30 +48,17 @@ class AcceptTurns:
         """Publishes this bridge's open associations (and that it is alive); returns them."""
         with self._lock:
             held = sum(1 for connection in list(self._held) if connection.fileno() != -1)
-        if self._slot >= 0:
-            self._counts[self._slot] = held
-            self._heartbeats[self._slot] = time.monotonic()
+        self.publish(held)
         return held
 
     def wait_for_turn(self, listener: socket.socket) -> None:
         """Returns when this bridge may accept: it is among the least busy, the connection
-        was taken by another bridge, or it waited `_MOST_WAIT_SECONDS`."""
-        deadline = time.monotonic() + _MOST_WAIT_SECONDS
-        while self.refresh() > self._least_busy_other() and time.monotonic() < deadline:
-            time.sleep(_RECHECK_SECONDS)
-            if not select.select([listener], [], [], 0)[0]:
+        was taken by another bridge, or it waited `MOST_WAIT_SECONDS`."""
+        deadline = time.monotonic() + accept_turns.MOST_WAIT_SECONDS
+        while self.busier_than_least(self.refresh()) and time.monotonic() < deadline:
+            time.sleep(accept_turns.RECHECK_SECONDS)
+            if not accept_turns.connection_waits(listener):
                 return  # taken: the caller's accept finds nothing waiting
-
-    def _least_busy_other(self) -> int:
-        now = time.monotonic()
-        counts = [
-            count
-            for slot, (pid, count, heartbeat) in enumerate(
-                zip(self._pids, self._counts, self._heartbeats, strict=True)
-            )
-            if slot != self._slot and pid and now - heartbeat < _STALE_SECONDS
-        ]
-        return min(counts, default=1 << 30)
 
 
 @dataclass(frozen=True)

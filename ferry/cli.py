@@ -13,8 +13,6 @@ from foundation.errors import FerryError
 
 
 def _serve(settings: Settings, _args: argparse.Namespace) -> int:
-    import uvicorn
-
     from dimse.shared_listeners import bind_shared
     from ferry.app import build_archive, create_app
     from ferry.background import (
@@ -27,8 +25,10 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
     )
     from ferry.forks import Forks, per_core
     from ferry.http_server import server_config
+    from ferry.http_workers import TurnTakingServer
     from ferry.metrics_routes import MetricsListener, collectors
     from foundation import metrics
+    from foundation.accept_turns import AcceptTurns
 
     # Before any other process starts: files of the processes of an earlier run go.
     metrics.configure(settings.metrics_folder(), clean=True)
@@ -57,9 +57,10 @@ def _serve(settings: Settings, _args: argparse.Namespace) -> int:
         app, settings, log_level=settings.log_level, timeout_graceful_shutdown=10
     )
     listener = config.bind_socket()  # bound once; every HTTP process accepts from it
+    turns = AcceptTurns(workers)  # the least busy HTTP process takes the next connection
 
     def serve_http() -> None:
-        uvicorn.Server(config).run(sockets=[listener])
+        TurnTakingServer(config, turns).run(sockets=[listener])
 
     # Forked before any thread starts (the bridge, the job worker, uvicorn's own). The DIMSE
     # ports are bound after the HTTP workers are forked (they need no copy) and before the

@@ -1,8 +1,8 @@
 """`ferry serve` answers HTTP from several processes on one port (`FERRY_HTTP_WORKERS`).
 
 Every uvicorn log line names its process, so the access lines show which process answered
-each request; an API token made once works whichever process answers, and a SIGKILLed
-`ferry serve` leaves no worker behind.
+each request; an API token made once works whichever process answers, connections held open are
+shared out evenly (`ferry.http_workers`), and a SIGKILLed `ferry serve` leaves no worker behind.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -31,6 +32,7 @@ from tests.e2e.test_crash import (
 pytestmark = pytest.mark.slow
 
 ACCESS_LINE = re.compile(r"\[(\d+)\] [\d.]+:\d+ - \"GET /auth/me HTTP/1.1\" (\d+)")
+HELD_LINE = re.compile(r"\[(\d+)\] [\d.]+:\d+ - \"GET /healthz\?client=(\d) HTTP/1.1\" 200")
 STARTED = re.compile(r"\[(\d+)\] Application startup complete")
 MOST_REQUESTS = 2000  # each a new connection; both processes answer long before this
 
@@ -110,6 +112,21 @@ def test_two_processes_answer_and_die_with_ferry_serve(tmp_path: Path) -> None:
             assert set(clients.map(search, range(100))) == {200}
         verified = ferry(data_dir, "audit", "verify")
         assert verified.returncode == 0, verified.stdout + verified.stderr
+
+        # Four clients connecting one after another and staying connected (as STOW-RS and
+        # WADO-RS tools do) are served two by each process: the least busy accepts.
+        time.sleep(0.3)  # the processes' counts of the closed connections above catch up
+        held = [httpx.Client(base_url=base) for _ in range(4)]
+        try:
+            for number, client in enumerate(held):
+                assert client.get(f"/healthz?client={number}").status_code == 200
+            _wait_for(lambda: len(HELD_LINE.findall(log.read_text(errors="replace"))) == 4,
+                      "the access lines of the four held connections")  # fmt: skip
+            by_process = Counter(pid for pid, _ in HELD_LINE.findall(log.read_text()))
+            assert sorted(by_process.values()) == [2, 2], by_process
+        finally:
+            for client in held:
+                client.close()
 
         (worker,) = (int(pid) for pid in answered if int(pid) != process.pid)
         process.send_signal(signal.SIGKILL)
