@@ -1,10 +1,11 @@
 """The HTTP processes of `ferry serve` share one listening socket; the least busy accepts.
 
 uvicorn hands the socket to the event loop, which accepts every connection waiting whenever it
-wakes (asyncio and libuv alike): four clients connecting at once were split one and three, or
-two and two, between the two processes of a 2-core machine, and with three on one process its
-interpreter lock carried three quarters of the work while the other core idled (STOW-RS from
-four clients moved between 1.45× and 1.93× Orthanc's rate from run to run with the split).
+wakes (asyncio and libuv alike), however many it already holds: four clients connecting one
+after another and staying connected were split three and one, or four and none, between the two
+processes of a 2-core machine in four runs of four, and the busier process's interpreter lock
+then carried three quarters of the work while the other core idled (docs/dicomweb.md, "Which
+HTTP process takes a connection").
 
 `TurnTakingServer` accepts instead, one connection at a time, by turns (`foundation.accept_turns`,
 as the DIMSE bridges do): each process publishes how many connections it holds, and one holding
@@ -81,6 +82,10 @@ class TurnTakingServer(uvicorn.Server):
     def busier_than_least(self, held: int) -> bool:
         return self._turns.busier_than_least(held)
 
+    def stop_taking_turns(self) -> None:
+        """Shutting down: the other processes no longer leave connections to this one."""
+        self._turns.release()
+
 
 class _TurnTakingListener:
     """One shared listening socket, watched by this process's event loop."""
@@ -154,6 +159,7 @@ class _TurnTakingListener:
         if not self._closing:
             self._closing = True
             self._loop.remove_reader(self._sock.fileno())
+            self._server.stop_taking_turns()
 
     async def wait_closed(self) -> None:
         for task in list(self._tasks):

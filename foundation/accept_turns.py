@@ -2,9 +2,10 @@
 
 `ferry serve` binds its HTTP port and its DIMSE ports once and forks the processes that serve
 them; each waits on the same listening socket. Left to itself, the kernel wakes them all and the
-first to look takes every connection waiting (asyncio and libuv accept in a loop), so a burst of
-four clients could land three and one, or four and none, on two processes: the busier process's
-interpreter lock then carries most of the work while the other core waits.
+first to look takes every connection waiting (asyncio and libuv accept in a loop), however busy
+it is: four clients connecting one after another landed three and one, or four and none, on two
+processes, and the busier process's interpreter lock then carried most of the work while the
+other core waited.
 
 Here each process publishes how many connections it holds in a slot of a small array in shared
 memory (made before the fork). One holding more than the least busy live process leaves the
