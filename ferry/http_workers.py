@@ -60,7 +60,7 @@ class TurnTakingServer(uvicorn.Server):
 
     async def on_tick(self, counter: int) -> bool:
         """Every 0.1 s: this process's count, closed connections included, and a heartbeat."""
-        self._turns.publish(self.held())
+        self.publish_turn()
         return await super().on_tick(counter)
 
     def held(self) -> int:
