@@ -15,22 +15,11 @@ from math import ceil
 from sqlalchemy import Engine
 from sqlmodel import Session, select
 
+from exchange.retention_defaults import DEFAULT_DAYS, DEFAULT_WARN_DAYS, RetentionDefaults
 from exchange.retention_models import HoldingKind, RetentionPolicy
 from policy.store import InvalidRecord
 
-DEFAULT_DAYS = 15
-DEFAULT_WARN_DAYS = 2
-DEFAULT_MAX_DAYS = 3650
 _DAY = timedelta(days=1)
-
-
-@dataclass(frozen=True)
-class RetentionDefaults:
-    """The system administrator's word: default period, ceiling, default warning."""
-
-    days: int = DEFAULT_DAYS
-    max_days: int = DEFAULT_MAX_DAYS
-    warn_days: int = DEFAULT_WARN_DAYS
 
 
 @dataclass(frozen=True)

@@ -73,9 +73,8 @@ def what_if_membership(archive: Archive, args: argparse.Namespace) -> int:
     return 0
 
 
-def add_policy_commands(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser], run: object
-) -> None:
+def add_policy_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = run_policy_command
     policy = commands.add_parser("policy", help="explain decisions, try rule changes")
     sub = policy.add_subparsers(dest="policy_command", required=True)
     explain_parser = sub.add_parser("explain", help="the decision for a user, study and action")

@@ -14,16 +14,18 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from audit.export import AuditSource
 from dicomweb.config import DicomwebConfig
 from dimse.config import DimseConfig
-from exchange.retention_terms import RetentionDefaults
+from exchange.retention_defaults import RetentionDefaults
 from foundation.ae_titles import parse_ae_title
 from policy.config import AuthConfig
 from portal.config import PortalConfig
 from retention.config import RetentionConfig
+
+if TYPE_CHECKING:  # imported where used: every `ferry` command reads the settings first
+    from audit.export import AuditSource
 
 
 class SettingsError(ValueError):
@@ -260,6 +262,8 @@ class Settings:
 
     def audit_source(self) -> AuditSource:
         """Ferry as the audit messages name it: public host (or this host), AE title, host."""
+        from audit.export import AuditSource
+
         host = socket.gethostname()
         source_id = host
         if self.public_url:

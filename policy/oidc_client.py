@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import secrets
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -44,11 +43,6 @@ class Endpoints:
     authorization_endpoint: str
     token_endpoint: str
     jwks_uri: str = ""
-
-
-def new_secret() -> str:
-    """A state, nonce or PKCE code verifier: 256 random bits, 43 URL-safe characters."""
-    return secrets.token_urlsafe(32)
 
 
 def s256_challenge(verifier: str) -> str:

@@ -10,6 +10,7 @@ may take the answer that another one started; old rows are deleted as new ones a
 from __future__ import annotations
 
 import hashlib
+import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -17,10 +18,14 @@ from sqlalchemy import Engine, delete, update
 from sqlmodel import Field, Session, SQLModel, col, select
 
 from foundation.errors import AuthenticationFailed
-from policy.oidc_client import new_secret
 
 LIFETIME = timedelta(minutes=10)  # time to sign in at the provider; the cookie lives as long
 MAX_NEXT_LENGTH = 1024
+
+
+def new_secret() -> str:
+    """A state, nonce or PKCE code verifier: 256 random bits, 43 URL-safe characters."""
+    return secrets.token_urlsafe(32)
 
 
 class SignInNotUnderWay(AuthenticationFailed):

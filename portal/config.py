@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from exchange.retention_terms import RetentionDefaults
+from exchange.retention_defaults import RetentionDefaults
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from sqlalchemy import Engine
 from archive.store import Archive
 from audit.trail import AuditRecord, record
 from exchange.holds import NewHold, get_hold, holders_of, list_holds, place_hold, release_hold
+from exchange.retention_defaults import RetentionDefaults
 from exchange.retention_models import RetentionHold
-from exchange.retention_terms import POLICY_FIELDS, RetentionDefaults, read_policy, set_policy
+from exchange.retention_terms import POLICY_FIELDS, read_policy, set_policy
 from exchange.retention_terms import terms_of as effective_terms
 from foundation.clock import as_utc
 from foundation.errors import NotFound

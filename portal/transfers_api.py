@@ -21,8 +21,9 @@ from exchange.history import read_history
 from exchange.holds import frozen_studies
 from exchange.models import Priority, Transfer, TransferReport, TransferStatus
 from exchange.parties import Actor, decide_on, require, side_of, study_uids
+from exchange.retention_defaults import RetentionDefaults
 from exchange.retention_models import HoldingKind
-from exchange.retention_terms import RetentionDefaults, days_left, read_policy, terms_of
+from exchange.retention_terms import days_left, read_policy, terms_of
 from exchange.worklist import WorklistQuery, describe_studies, search_worklist
 from foundation.errors import Forbidden, InvalidQuery, NotFound
 from policy import store

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from exchange.retention_terms import RetentionDefaults
+from exchange.retention_defaults import RetentionDefaults
 
 AUDIT_RETENTION_DAYS = 7 * 365 + 2  # seven years, leap days included
 

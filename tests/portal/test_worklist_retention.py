@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from exchange.holds import NewHold, place_hold
-from exchange.retention_terms import RetentionDefaults, set_policy
+from exchange.retention_defaults import RetentionDefaults
+from exchange.retention_terms import set_policy
 from policy import store
 from retention.config import RetentionConfig
 from retention.sweeper import Sweeper

@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from exchange.retention_defaults import RetentionDefaults
 from exchange.retention_models import HoldingKind
-from exchange.retention_terms import RetentionDefaults, Terms, days_left, terms_of
+from exchange.retention_terms import Terms, days_left, terms_of
 from retention.rules import HoldFacts, Holding, StudyHoldings, decide_fate
 
 T0 = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)  # the study arrives at A
