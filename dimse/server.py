@@ -68,6 +68,10 @@ log = logging.getLogger(__name__)
 _config.STORE_RECV_CHUNKED_DATASET = True
 _config.LOG_HANDLER_LEVEL = "none"
 
+# How often a listener's accept loop looks up from waiting (socketserver's `poll_interval`,
+# 0.5 s by default): a bridge's stop waits for the loop to see it, once per listener, and the
+# loop's turn-taking heartbeat (`SharedPortServer.service_actions`) runs as often.
+LISTENER_POLL_SECONDS = 0.05
 _CALLER = "ferry_caller"
 _STORED = "ferry_stored"
 _STORE_DECISION = "ferry_store_decision"
@@ -184,7 +188,10 @@ class Bridge:
             turns=shared.turns if shared else None,
         )
         thread = threading.Thread(
-            target=server.serve_forever, name=f"ferry-dimse-{address[1]}", daemon=True
+            target=server.serve_forever,
+            args=(LISTENER_POLL_SECONDS,),
+            name=f"ferry-dimse-{address[1]}",
+            daemon=True,
         )
         thread.start()
         self.servers.append(server)
