@@ -248,13 +248,20 @@ def _upsert_levels(connection: Connection, entries: Sequence[IndexEntry]) -> Non
 
 
 def replace_entry(connection: Connection, entry: IndexEntry) -> str | None:
-    """Point the instance at a new blob; returns the old blob key, to delete after commit."""
+    """Point the instance at a new blob; returns the old blob key, to delete after commit.
+
+    The new version may name another series of the study: the series it leaves, if it held
+    nothing else, goes (an empty series would still answer QIDO-RS and count in the study)."""
     row = connection.execute(
-        select(INSTANCE.c.pk, INSTANCE.c.blob_key).where(
+        select(INSTANCE.c.pk, INSTANCE.c.blob_key, INSTANCE.c.series_pk).where(
             INSTANCE.c.sop_instance_uid == entry.instance["sop_instance_uid"]
         )
     ).first()
     if row is not None:
         connection.execute(INSTANCE.delete().where(INSTANCE.c.pk == row.pk))
     insert_entries(connection, [entry])
-    return None if row is None else str(row.blob_key)
+    if row is None:
+        return None
+    still_held = select(INSTANCE.c.pk).where(INSTANCE.c.series_pk == row.series_pk).exists()
+    connection.execute(SERIES.delete().where(SERIES.c.pk == row.series_pk, ~still_held))
+    return str(row.blob_key)

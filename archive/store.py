@@ -434,7 +434,7 @@ class Archive:
             for position, item in work:
                 results[position] = _failed(item.parsed, reason, "could not store")
             return
-        self.blobs.delete(old_keys)
+        self._discard(old_keys)
         for position, item in work:
             if results[position] is not None:  # refused inside the commit: owned elsewhere
                 self.blobs.delete([item.blob_key])
@@ -596,13 +596,17 @@ class Archive:
                 ~select(Study.pk).where(Study.patient_pk == Patient.pk).exists()
             )
             connection.execute(delete(Patient).where(Patient.pk.in_(empty_patients)))
-        keys = [s.blob_key for s in stored]
+        self._discard([s.blob_key for s in stored])
+        return len(stored)
+
+    def _discard(self, keys: list[str]) -> None:
+        """Blobs no instance names any more (deleted or replaced), with their frame layouts
+        and the files derived from them: no picture of a patient stays behind in a cache."""
         self.blobs.delete(keys)
         if self.frame_cache_dir is not None:
             forget_layouts(self.frame_cache_dir, keys)
         for root in self.derived_dirs:
             forget_derived(root, keys)
-        return len(stored)
 
     def iter_blob_keys(self) -> Iterable[str]:
         with self.engine.connect() as connection:

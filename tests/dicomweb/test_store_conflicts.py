@@ -112,6 +112,50 @@ def test_my_own_instance_is_replaced_only_within_its_study(replacing: RunningSer
     assert b"corrected" in _retrieve(server, mine)
 
 
+def test_an_instance_replaced_into_another_series_leaves_nothing_of_the_old_behind(
+    replacing: RunningServer,
+) -> None:
+    """A corrected instance sent again with another Series Instance UID (a modality's fix of
+    its series, say): the study then has only the new series, the old one is gone from every
+    query, and no thumbnail or frame layout made from the old bytes stays on disk."""
+    server = replacing
+    mine = factories.ct_slice()
+    assert _stow(server, server.token, mine).status_code == 200
+    study_url = f"{server.dicomweb_url}/studies/{mine.StudyInstanceUID}"
+    old_series_url = f"{study_url}/series/{mine.SeriesInstanceUID}"
+    with server.http() as http:
+        instance_url = f"{old_series_url}/instances/{mine.SOPInstanceUID}"
+        assert http.get(f"{instance_url}/thumbnail", headers={"Accept": "image/jpeg"}).is_success
+        assert http.get(f"{instance_url}/frames/1").is_success
+    (old,) = server.archive.find_instances(mine.StudyInstanceUID)
+    made = [p for root in server.archive.derived_dirs for p in root.rglob("*") if p.is_file()]
+    made += list(server.archive.frame_cache_dir.rglob("*.json"))  # type: ignore[union-attr]
+    assert made, "the thumbnail and the frame layout were made from the old bytes"
+
+    moved = factories.ct_slice(
+        spec=factories.StudySpec(study_uid=mine.StudyInstanceUID),
+        SOPInstanceUID=mine.SOPInstanceUID,
+    )
+    assert moved.SeriesInstanceUID != mine.SeriesInstanceUID
+    assert _stow(server, server.token, moved).status_code == 200
+
+    with server.http() as http:
+        series = http.get(f"{study_url}/series").json()
+        assert [s["0020000E"]["Value"][0] for s in series] == [moved.SeriesInstanceUID]
+        (study,) = http.get(
+            f"{server.dicomweb_url}/studies",
+            params={"StudyInstanceUID": mine.StudyInstanceUID,
+                    "includefield": "NumberOfStudyRelatedSeries"},
+        ).json()  # fmt: skip
+        assert study["00201206"]["Value"] == [1]
+        found = http.get(f"{old_series_url}/instances")  # a search: no match is 200, []
+        assert found.status_code == 200 and found.json() == []
+        assert http.get(f"{old_series_url}/metadata").status_code == 404
+    assert not [p for p in made if p.exists()], "files made from the replaced bytes remain"
+    (new,) = server.archive.find_instances(mine.StudyInstanceUID)
+    assert new.blob_key != old.blob_key
+
+
 def test_a_taken_uid_answers_alike_for_studies_and_instances_naming_no_owner(
     server: RunningServer,
 ) -> None:
