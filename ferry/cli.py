@@ -174,7 +174,7 @@ def _rotate_keys(settings: Settings, _args: argparse.Namespace) -> int:
 # The commands whose arguments a module of their own declares (its `add_…_commands`), by the
 # word that names them. Only the named command's module is imported: each imports what its
 # commands need (the database, pydicom, an HTTP client), and a command should not wait for
-# the others' (`ferry admin routes` took 1.7 s, most of it importing what it never used).
+# the others' (`ferry admin routes` took about 2 s, most of it importing what it never used).
 _COMMAND_MODULES = {
     "admin": ("ferry.admin_commands", "add_admin_commands"),
     "dimse": ("ferry.dimse_commands", "add_dimse_commands"),
@@ -226,7 +226,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     word = _command_word(argv) if argv is not None else None
     if word in _COMMAND_MODULES:
         wanted = [_COMMAND_MODULES[word]]
-    elif word in commands.choices and word != "admin":
+    elif word in commands.choices:
         wanted = []  # one of the commands above
     else:
         wanted = list(dict.fromkeys(_COMMAND_MODULES.values()))
