@@ -31,7 +31,8 @@ _BACKLOG = 64
 
 class AcceptTurns(accept_turns.AcceptTurns):
     """Each bridge's count of associations, in memory every forked bridge shares (a bridge's
-    serving loop publishes it at least every half second: socketserver's poll interval)."""
+    serving loop publishes it each time it looks up from its wait, every
+    `dimse.server.LISTENER_POLL_SECONDS`)."""
 
     def __init__(self, bridges: int) -> None:
         super().__init__(bridges)
