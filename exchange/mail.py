@@ -37,6 +37,11 @@ WORDING: Mapping[EventKind, tuple[str, str]] = {
         "Transfer failed",
         "A study sent by {institution} to {counterpart} could not be delivered.",
     ),
+    EventKind.TRANSFER_EXPIRED: (
+        "Transfer expired before {counterpart} downloaded it",
+        "A study sent by {institution} to {counterpart} was neither downloaded nor delivered "
+        "before {counterpart}'s retention period ended; {counterpart} no longer has it.",
+    ),
     EventKind.REQUEST_RECEIVED: (
         "Request received from {counterpart}",
         "{counterpart} asked {institution} for a study.",

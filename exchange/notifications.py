@@ -38,6 +38,7 @@ class EventKind(StrEnum):
     TRANSFER_DELIVERED = "transfer-delivered"  # to the sending institution
     TRANSFER_PARTLY_DELIVERED = "transfer-partly-delivered"
     TRANSFER_FAILED = "transfer-failed"
+    TRANSFER_EXPIRED = "transfer-expired"  # to the sending institution: nobody took it in time
     REQUEST_RECEIVED = "request-received"  # to the institution asked
     REQUEST_ANSWERED = "request-answered"  # to the requesting institution (and requester)
     REQUEST_REJECTED = "request-rejected"
@@ -66,6 +67,7 @@ AUDIENCES: Mapping[EventKind, Audience] = {
     EventKind.TRANSFER_DELIVERED: Audience(Action.SEARCH),
     EventKind.TRANSFER_PARTLY_DELIVERED: Audience(Action.SEARCH, failure=True),
     EventKind.TRANSFER_FAILED: Audience(Action.SEARCH, failure=True),
+    EventKind.TRANSFER_EXPIRED: Audience(Action.SEARCH, failure=True),
     EventKind.REQUEST_RECEIVED: Audience(Action.ANSWER, addressed=True),
     EventKind.REQUEST_ANSWERED: Audience(Action.REQUEST),
     EventKind.REQUEST_REJECTED: Audience(Action.REQUEST, failure=True),

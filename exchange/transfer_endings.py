@@ -6,7 +6,9 @@ DELETE after it deletes one. Grants are looked up by study and institution, not 
 that gave them: a study sent twice shares the first transfer's grant. Each change is a history
 row like any other, by the actor that removed the copy, so both institutions see why the
 studies are gone. Transfers that never reached their receiver (a draft, cancelled, returned,
-refused, still collecting) keep their state.
+refused, still collecting) keep their state. A transfer that expires before anyone at the
+receiver downloaded it, or whose studies retention deletes before then, tells the sending
+institution (`transfer-expired`, a failure).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from archive.models import Study, StudyGrant
 from exchange.history import change_status
 from exchange.models import Transfer, TransferStatus, TransferStudy
 from exchange.parties import study_uids
+from exchange.transfers import notify_transfer
 
 _NEVER_RECEIVED = frozenset(
     {
@@ -72,15 +75,23 @@ def note_grant_removed(
             if session.exec(live).one():
                 continue
             reason = "the receiving institution's retention period ended; its copy is gone"
+            previous = TransferStatus(transfer.status)
             change_status(session, transfer, TransferStatus.EXPIRED, actor=actor, reason=reason,
                           now=now)  # fmt: skip
+            notify_transfer(session.connection(), transfer, TransferStatus.EXPIRED, now, previous)
             ended += 1
         session.commit()
     return ended
 
 
-def note_study_deleted(engine: Engine, study_uid: str, actor: str, now: datetime) -> int:
-    """After a study went: each transfer that carried it and has no study left is deleted."""
+def note_study_deleted(
+    engine: Engine, study_uid: str, actor: str, now: datetime, *, by_retention: bool = False
+) -> int:
+    """After a study went: each transfer that carried it and has no study left is deleted.
+
+    `by_retention`: the study went because its retention periods ended (the sweeper), so a
+    transfer nobody at the receiver had taken ran out unused, and its sender is told; a study
+    deleted by a person or a tool tells nobody."""
     ended = 0
     with Session(engine) as session:
         for transfer in session.exec(_carrying(study_uid)).all():
@@ -90,8 +101,13 @@ def note_study_deleted(engine: Engine, study_uid: str, actor: str, now: datetime
                 study_uids(session, transfer)))  # fmt: skip
             if session.exec(left).one():
                 continue
+            previous = TransferStatus(transfer.status)
             change_status(session, transfer, TransferStatus.DELETED, actor=actor,
                           reason="its studies were deleted", now=now)  # fmt: skip
+            if by_retention:
+                notify_transfer(
+                    session.connection(), transfer, TransferStatus.DELETED, now, previous
+                )
             ended += 1
         session.commit()
     return ended

@@ -174,13 +174,18 @@ def note_delivery(engine: Engine, transfer_pk: int, reason: str, now: datetime) 
 _FAILED = frozenset(
     {TransferStatus.REFUSED, TransferStatus.FAILED, TransferStatus.NEEDS_RECONCILIATION}
 )
+# Where a transfer stands when nobody at the receiver has taken it yet: expiring from there,
+# it ends unused (a download or a delivery to a node is a transfer that did its work).
+_UNTAKEN = frozenset({TransferStatus.SENT, TransferStatus.ON_WORKLIST, TransferStatus.VIEWED})
 
 
 def transfer_events(
     transfer: Transfer, status: TransferStatus, previous: TransferStatus | None = None
 ) -> list[Event]:
     """What people are told when a transfer reaches `status`: arrivals to the receiving
-    institution, how the delivery went to the sending one (a partial delivery once)."""
+    institution, how the delivery went to the sending one (a partial delivery once), and to the
+    sending one a transfer that ran out (expired or deleted, `previous` saying where it stood)
+    before anyone at the receiver took it."""
     assert transfer.pk is not None
     subject = Subject("transfer", transfer.pk)
     sender, receiver = transfer.sender_institution_pk, transfer.destination_institution_pk
@@ -193,6 +198,8 @@ def transfer_events(
         kinds.append((EventKind.TRANSFER_PARTLY_DELIVERED, sender, receiver))
     if status in _FAILED:
         kinds.append((EventKind.TRANSFER_FAILED, sender, receiver))
+    if status in (TransferStatus.EXPIRED, TransferStatus.DELETED) and previous in _UNTAKEN:
+        kinds.append((EventKind.TRANSFER_EXPIRED, sender, receiver))
     return [Event(kind, pk, subject, counterpart_pk=other) for kind, pk, other in kinds]
 
 

@@ -169,7 +169,7 @@ class Sweeper:
         except StudyNotFound:  # deleted meanwhile (by a person): nothing left to do
             return False
         remove_orphaned_reports(self.engine, study.study_uid)  # derived: they go with it
-        note_study_deleted(self.engine, study.study_uid, ACTOR, now)
+        note_study_deleted(self.engine, study.study_uid, ACTOR, now, by_retention=True)
         return True
 
     def _remove_grant(self, study: StudyHoldings, due: Due, now: datetime) -> None:

@@ -16,10 +16,13 @@ from archive.importer import import_paths
 from archive.store import Archive
 from audit.search import AuditQuery, iter_events
 from dimse.context import BridgeContext
+from exchange.models import Transfer, TransferStatus
 from exchange.notification_models import MailStatus, Notification, NotificationChoice
 from exchange.notifications import Event, EventKind, Priority, Subject, hears, notify
 from exchange.recipients import set_choice
-from exchange.transfers import list_transfers, note_arrivals
+from exchange.retention_terms import set_policy
+from exchange.transfer_endings import note_study_deleted
+from exchange.transfers import list_transfers, note_arrivals, transfer_events
 from ferry.app import build_archive
 from ferry.background import build_worker, describe_mail
 from ferry.settings import Settings
@@ -27,6 +30,7 @@ from foundation.jobs import JobQueue, Worker
 from policy import store
 from policy.models import Node
 from policy.store.destinations import create_route
+from retention.sweeper import Sweeper
 from tests.conftest import free_port, make_settings
 from tests.exchange._smtp import SmtpServer, self_signed, smtp_server
 from tests.factories import StudySpec, write_series
@@ -201,6 +205,76 @@ def test_a_failed_forwarding_tells_the_senders_who_want_failures(ferry, tmp_path
     _carries_no_patient_data(mail)
     assert [m.subject for m in ferry.mail_to("a-all@a.test")] == ["[Ferry] Transfer failed"]
     assert ferry.mail_to("a-own@a.test") == [] and ferry.mail_to("b-all@b.test") == []
+
+
+@pytest.mark.parametrize(
+    ("owner_days", "status"), [(30, "expired"), (None, "deleted")],
+    ids=["receivers-copy-ends-first", "both-copies-end-together"],
+)  # fmt: skip
+def test_a_transfer_nobody_took_before_it_ran_out_tells_the_senders(
+    ferry, tmp_path, owner_days, status
+):
+    """B's worklist copy of a pushed study reaches the end of B's retention period unopened
+    (A keeping its own copy longer, or both going at once, as with the default 15 days): the
+    sending institution hears that it went unused (a failure); the receiver, warned before,
+    hears nothing more."""
+    if owner_days:
+        defaults = ferry.settings.retention_defaults()
+        set_policy(ferry.engine, ferry.a, {"upload_days": owner_days}, defaults, actor="test",
+                   now=ferry.clock())  # fmt: skip
+    _node(ferry, "PACS_A", ferry.a)
+    store.update_institution(ferry.engine, ferry.b, worklist_restricted=False)
+    route = create_route(ferry.engine, "FERRY_TO_B", ferry.b)
+    ferry.person("a-failures@a.test", {ferry.a: "sender"}, "failures")
+    ferry.person("a-own@a.test", {ferry.a: "sender"})  # a node sent it, not them
+    ferry.person("a-asks@a.test", {ferry.a: "requester"}, "all")  # may not see A's transfers
+    ferry.person("b-all@b.test", {ferry.b: "viewer"}, "all")
+    transfer_pk = _push(ferry, tmp_path, route.pk)
+    assert [m.subject for m in ferry.mail_to("b-all@b.test")] == [
+        "[Ferry] Transfer arrived at Institution B (B)"
+    ]
+
+    ferry.clock.advance(timedelta(days=15, minutes=1).total_seconds())
+    sweep = Sweeper(ferry.archive, ferry.settings.retention(), ferry.clock).run()
+    assert (sweep.grants_removed, len(sweep.studies_deleted)) == ((1, 0) if owner_days else (0, 1))
+    ferry.run()
+
+    [transfer] = list_transfers(ferry.engine)
+    assert transfer.status == status
+    [mail] = ferry.mail_to("a-failures@a.test")
+    assert mail.subject == "[Ferry] Transfer expired before Institution B (B) downloaded it"
+    text = mail.texts()["text/plain"]
+    assert "sent by Institution A (A) to Institution B (B) was neither downloaded" in text
+    assert f"/portal/transfers/{transfer_pk}" in text
+    _carries_no_patient_data(mail)
+    assert ferry.mail_to("a-own@a.test") == ferry.mail_to("a-asks@a.test") == []
+    assert len(ferry.mail_to("b-all@b.test")) == 1  # still only the arrival
+
+
+@pytest.mark.parametrize("ended", [TransferStatus.EXPIRED, TransferStatus.DELETED])
+@pytest.mark.parametrize("previous", list(TransferStatus))
+def test_only_a_transfer_that_ran_out_before_anyone_took_it_is_told(previous, ended):
+    transfer = Transfer(pk=7, sender_institution_pk=1, destination_institution_pk=2,
+                        status=ended.value)  # fmt: skip
+    told = [(e.kind, e.institution_pk) for e in transfer_events(transfer, ended, previous)]
+    untaken = {TransferStatus.SENT, TransferStatus.ON_WORKLIST, TransferStatus.VIEWED}
+    assert told == ([(EventKind.TRANSFER_EXPIRED, 1)] if previous in untaken else [])
+
+
+def test_a_study_deleted_by_its_owner_tells_nobody_of_its_transfers(ferry, tmp_path):
+    """A DELETE by a person is not a transfer running out: the worklist transfer it ends is
+    deleted without an email."""
+    _node(ferry, "PACS_A", ferry.a)
+    store.update_institution(ferry.engine, ferry.b, worklist_restricted=False)
+    route = create_route(ferry.engine, "FERRY_TO_B", ferry.b)
+    ferry.person("a-all@a.test", {ferry.a: "sender"}, "all")
+    _push(ferry, tmp_path, route.pk)
+    ferry.archive.delete(SECRET.study_uid)
+    note_study_deleted(ferry.engine, SECRET.study_uid, "a-all@a.test", ferry.clock())
+    ferry.run()
+    [transfer] = list_transfers(ferry.engine)
+    assert transfer.status == "deleted"
+    assert ferry.mail_to("a-all@a.test") == []
 
 
 def test_own_means_what_the_person_did_or_what_is_about_them(ferry):
