@@ -216,6 +216,22 @@ def stalled_client(
         stalled.set()
 
 
+def _spooling(data_dir: Path, batch: dict[str, bytes]) -> bool:
+    """Whether a file being received holds one of `batch`'s instances (its UID is near the
+    start of the data set)."""
+    uids = [uid.encode() for uid in batch]
+    incoming = data_dir / "blobs" / ".incoming"
+    for path in incoming.iterdir() if incoming.is_dir() else ():
+        try:
+            with path.open("rb") as spooled:
+                head = spooled.read(8192)
+        except OSError:  # stored (renamed) meanwhile
+            continue
+        if any(uid in head for uid in uids):
+            return True
+    return False
+
+
 def _wait_for(condition, what: str) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + WAIT
     while not condition():
@@ -265,6 +281,8 @@ def kill_during_uploads(
         try:
             _wait_for(stalled.is_set, "the stalled upload")
             _wait_for(lambda: uploads.completed_requests >= 2, "two answered requests")
+            # The client's last bytes left it; the server has them once it spools that upload.
+            _wait_for(lambda: _spooling(data_dir, stalled_batch), "the stalled upload's spooling")
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=WAIT)
         finally:
