@@ -443,8 +443,22 @@ def _add(commands: Any, name: str, command: Command, help_text: str) -> argparse
     return parser
 
 
-def add_admin_commands(commands: Any) -> None:
-    """Adds the who-is-who commands to the `ferry admin` sub-command list."""
+def _rotate_keys(settings: Settings, _args: argparse.Namespace) -> int:
+    from policy.tokens import open_key_ring, rotate_keys
+
+    new = rotate_keys(settings.auth())
+    print(f"new signing key {new.kid}; tokens signed by older keys stay valid until they expire")
+    for key in open_key_ring(settings.auth()).jwks(new.created_at)["keys"]:
+        print(f"  verifying with {key['kid']}")
+    return 0
+
+
+def add_admin_commands(top: Any) -> None:
+    """Adds `ferry admin` and its who-is-who commands to `ferry`'s command list."""
+    admin = top.add_parser("admin", help="bootstrap and scripting of who is who")
+    commands = admin.add_subparsers(dest="admin_command", required=True)
+    rotate = commands.add_parser("rotate-keys", help="start signing tokens with a new key")
+    rotate.set_defaults(run=_rotate_keys)
     parser = _add(commands, "create-institution", create_institution, "add an institution")
     parser.add_argument("code")
     parser.add_argument("name")

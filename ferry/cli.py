@@ -161,16 +161,6 @@ def _config(_settings: Settings, _args: argparse.Namespace) -> int:
     return 0
 
 
-def _rotate_keys(settings: Settings, _args: argparse.Namespace) -> int:
-    from policy.tokens import open_key_ring, rotate_keys
-
-    new = rotate_keys(settings.auth())
-    print(f"new signing key {new.kid}; tokens signed by older keys stay valid until they expire")
-    for key in open_key_ring(settings.auth()).jwks(new.created_at)["keys"]:
-        print(f"  verifying with {key['kid']}")
-    return 0
-
-
 # The commands whose arguments a module of their own declares (its `add_…_commands`), by the
 # word that names them. Only the named command's module is imported: each imports what its
 # commands need (the database, pydicom, an HTTP client), and a command should not wait for
@@ -219,10 +209,6 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     viewer_commands = viewer.add_subparsers(dest="viewer_command", required=True)
     install = viewer_commands.add_parser("install", help="fetch OHIF from the npm registry")
     install.set_defaults(run=_viewer_install)
-    admin = commands.add_parser("admin", help="bootstrap and scripting of who is who")
-    admin_commands = admin.add_subparsers(dest="admin_command", required=True)
-    rotate = admin_commands.add_parser("rotate-keys", help="start signing tokens with a new key")
-    rotate.set_defaults(run=_rotate_keys)
     word = _command_word(argv) if argv is not None else None
     if word in _COMMAND_MODULES:
         wanted = [_COMMAND_MODULES[word]]
@@ -231,8 +217,7 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     else:
         wanted = list(dict.fromkeys(_COMMAND_MODULES.values()))
     for module_name, adder in wanted:
-        add = getattr(importlib.import_module(module_name), adder)
-        add(admin_commands if module_name == "ferry.admin_commands" else commands)
+        getattr(importlib.import_module(module_name), adder)(commands)
     return parser
 
 

@@ -129,7 +129,8 @@ def test_an_instance_replaced_into_another_series_leaves_nothing_of_the_old_behi
         assert http.get(f"{instance_url}/frames/1").is_success
     (old,) = server.archive.find_instances(mine.StudyInstanceUID)
     made = [p for root in server.archive.derived_dirs for p in root.rglob("*") if p.is_file()]
-    made += list(server.archive.frame_cache_dir.rglob("*.json"))  # type: ignore[union-attr]
+    assert server.archive.frame_cache_dir is not None
+    made += list(server.archive.frame_cache_dir.rglob("*.json"))
     assert made, "the thumbnail and the frame layout were made from the old bytes"
 
     moved = factories.ct_slice(
