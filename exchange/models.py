@@ -39,6 +39,14 @@ class TransferStatus(StrEnum):
     DELETED = "deleted"  # none of its studies is left in the archive
 
 
+# How a transfer ends under retention (exchange.transfer_endings).
+ENDED_BY_RETENTION = frozenset({TransferStatus.EXPIRED, TransferStatus.DELETED})
+# Where a transfer stands when nobody at the receiver has taken it yet: ending from there, it
+# ran out unused (a download or a delivery to a node is a transfer that did its work). Its
+# sender is told (`transfer-expired`) and the statistics count it as a failure.
+UNTAKEN = frozenset({TransferStatus.SENT, TransferStatus.ON_WORKLIST, TransferStatus.VIEWED})
+
+
 class Priority(StrEnum):
     ROUTINE = "routine"
     URGENT = "urgent"
@@ -90,6 +98,10 @@ class Transfer(SQLModel, table=True):
     # archive (`exchange.transfer_facts`): the oversight still names and finds them after.
     patient_id: str = Field(default="", max_length=64)
     accession_number: str = Field(default="", max_length=64)
+    # Where it stood when it ended (`expired` or `deleted`, exchange.transfer_endings): the
+    # statistics count a failed transfer as failed after its studies are gone, and tell one
+    # that ran out unused.
+    ended_from: str | None = Field(default=None, max_length=32)
 
 
 class TransferStudy(SQLModel, table=True):

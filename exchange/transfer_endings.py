@@ -21,7 +21,7 @@ from sqlmodel import Session, col, select
 
 from archive.models import Study, StudyGrant
 from exchange.history import change_status
-from exchange.models import Transfer, TransferStatus, TransferStudy
+from exchange.models import ENDED_BY_RETENTION, Transfer, TransferStatus, TransferStudy
 from exchange.parties import study_uids
 from exchange.transfers import notify_transfer
 
@@ -34,14 +34,23 @@ _NEVER_RECEIVED = frozenset(
         TransferStatus.REFUSED,
     }
 )
-_ENDED = frozenset({TransferStatus.EXPIRED, TransferStatus.DELETED})
+# The actor of the changes the retention sweeper makes (history rows, audit events).
+RETENTION_ACTOR = "ferry:retention"
 
 
 def _may_end(transfer: Transfer, status: TransferStatus) -> bool:
     current = TransferStatus(transfer.status)
     if current in _NEVER_RECEIVED or current == TransferStatus.DELETED:
         return False
-    return status == TransferStatus.DELETED or current not in _ENDED
+    return status == TransferStatus.DELETED or current not in ENDED_BY_RETENTION
+
+
+def _end(transfer: Transfer) -> TransferStatus:
+    """Where the transfer stands before it ends, kept (`ended_from`) at its first end."""
+    current = TransferStatus(transfer.status)
+    if current not in ENDED_BY_RETENTION:
+        transfer.ended_from = current.value
+    return current
 
 
 def _carrying(study_uid: str) -> Any:
@@ -75,7 +84,7 @@ def note_grant_removed(
             if session.exec(live).one():
                 continue
             reason = "the receiving institution's retention period ended; its copy is gone"
-            previous = TransferStatus(transfer.status)
+            previous = _end(transfer)
             change_status(session, transfer, TransferStatus.EXPIRED, actor=actor, reason=reason,
                           now=now)  # fmt: skip
             notify_transfer(session.connection(), transfer, TransferStatus.EXPIRED, now, previous)
@@ -101,7 +110,7 @@ def note_study_deleted(
                 study_uids(session, transfer)))  # fmt: skip
             if session.exec(left).one():
                 continue
-            previous = TransferStatus(transfer.status)
+            previous = _end(transfer)
             change_status(session, transfer, TransferStatus.DELETED, actor=actor,
                           reason="its studies were deleted", now=now)  # fmt: skip
             if by_retention:

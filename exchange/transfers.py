@@ -22,7 +22,13 @@ from sqlmodel import Session, col, or_, select
 from archive.models import Patient, Study
 from audit.trail import AuditRecord, record
 from exchange.history import record_change
-from exchange.models import Transfer, TransferStatus, TransferStudy
+from exchange.models import (
+    ENDED_BY_RETENTION,
+    UNTAKEN,
+    Transfer,
+    TransferStatus,
+    TransferStudy,
+)
 from exchange.notifications import Event, EventKind, Subject, notify
 from policy.decision import Decision
 from policy.models import Route
@@ -174,9 +180,6 @@ def note_delivery(engine: Engine, transfer_pk: int, reason: str, now: datetime) 
 _FAILED = frozenset(
     {TransferStatus.REFUSED, TransferStatus.FAILED, TransferStatus.NEEDS_RECONCILIATION}
 )
-# Where a transfer stands when nobody at the receiver has taken it yet: expiring from there,
-# it ends unused (a download or a delivery to a node is a transfer that did its work).
-_UNTAKEN = frozenset({TransferStatus.SENT, TransferStatus.ON_WORKLIST, TransferStatus.VIEWED})
 
 
 def transfer_events(
@@ -198,7 +201,7 @@ def transfer_events(
         kinds.append((EventKind.TRANSFER_PARTLY_DELIVERED, sender, receiver))
     if status in _FAILED:
         kinds.append((EventKind.TRANSFER_FAILED, sender, receiver))
-    if status in (TransferStatus.EXPIRED, TransferStatus.DELETED) and previous in _UNTAKEN:
+    if status in ENDED_BY_RETENTION and previous in UNTAKEN:
         kinds.append((EventKind.TRANSFER_EXPIRED, sender, receiver))
     return [Event(kind, pk, subject, counterpart_pk=other) for kind, pk, other in kinds]
 

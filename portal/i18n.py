@@ -44,6 +44,7 @@ STATE_WORDS: Mapping[str, str] = {
     "partly-answered": "partly answered",
     "nothing-found": "nothing found",
     "partial": "partly delivered",
+    "expired-unused": "expired unused",
 }
 CATALOGUES: dict[str, Catalogue] = {DEFAULT_LOCALE: Catalogue(STATE_WORDS)}
 

@@ -27,7 +27,7 @@ from exchange.notifications import Event, EventKind, Subject, notify
 from exchange.report_retention import remove_orphaned_reports
 from exchange.retention_models import RetentionWarning
 from exchange.retention_terms import Terms, read_terms, terms_of
-from exchange.transfer_endings import note_grant_removed, note_study_deleted
+from exchange.transfer_endings import RETENTION_ACTOR, note_grant_removed, note_study_deleted
 from exchange.transfer_facts import remember_transfer_facts
 from foundation import metrics
 from foundation.clock import Clock
@@ -39,7 +39,7 @@ from retention.rules import Due, Fate, HoldFacts, StudyHoldings, decide_fate
 
 log = logging.getLogger(__name__)
 
-ACTOR = "ferry:retention"
+ACTOR = RETENTION_ACTOR
 REASON = "retention"
 
 

@@ -7,7 +7,9 @@ percentile, computed here over at most `MAX_SAMPLES` of the newest pairs per mea
 long range costs a bounded query.
 
 Volumes count transfers that moved (not drafts, not still collecting, not refused or failed),
-by when they were sent (a pushed study: when it arrived). Studies, instances and bytes are
+by when they were sent (a pushed study: when it arrived). A transfer counts by the state it
+stood in when retention ended it (`Transfer.ended_from`), so last month's failures stay
+failures after their studies are gone. Studies, instances and bytes are
 those of the transfers' studies still in the archive; a study with several modalities counts in
 each.
 """
@@ -22,13 +24,22 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sqlalchemy import Engine, String, case, func, literal, or_, select, union_all
+from sqlalchemy import Engine, String, and_, case, exists, func, literal, or_, select, union_all
 
-from exchange.models import Origin, TransferStatus
+from exchange.models import ENDED_BY_RETENTION, UNTAKEN, Origin, TransferStatus
 from exchange.oversight._local_day import EARLIEST, local_moment
-from exchange.oversight._tables import INSTANCE, REQUEST, SERIES, STUDY, TRANSFER, TRANSFER_STUDY
+from exchange.oversight._tables import (
+    INSTANCE,
+    REQUEST,
+    SERIES,
+    STUDY,
+    TRANSFER,
+    TRANSFER_EVENT,
+    TRANSFER_STUDY,
+)
 from exchange.oversight.transactions import ANSWERED, transfer_times
 from exchange.request_models import RequestStatus
+from exchange.transfer_endings import RETENTION_ACTOR
 from foundation.errors import InvalidQuery
 
 INTERVALS = ("day", "week", "month")
@@ -46,6 +57,8 @@ TRANSFER_FAILURES = (
     TransferStatus.NEEDS_RECONCILIATION.value,
     TransferStatus.RETURNED.value,
 )
+# A transfer retention ended before anyone at the receiver took it (exchange.models.UNTAKEN).
+EXPIRED_UNUSED = "expired-unused"
 REQUEST_FAILURES = (RequestStatus.EXPIRED.value,)
 
 
@@ -197,7 +210,7 @@ class _Window:
             .outerjoin(STUDY, STUDY.c.study_instance_uid == studies.c.study_instance_uid)
             .outerjoin(SERIES, SERIES.c.study_pk == STUDY.c.pk)
             .outerjoin(INSTANCE, INSTANCE.c.series_pk == SERIES.c.pk)
-            .where(ours, t.status.not_in(NOT_MOVED), *self.within(when))
+            .where(ours, _standing().not_in(NOT_MOVED), *self.within(when))
             .group_by(*keys)
             .order_by(*keys)
         )
@@ -209,10 +222,15 @@ class _Window:
             t.sender_institution_pk, t.destination_institution_pk
         )
         kind = case((t.origin == Origin.PUSH.value, "push"), else_="transfer")
+        standing = _standing()
+        unused = _ran_out_unused(standing)
+        state = case((unused, EXPIRED_UNUSED), else_=standing)
         transfers = select(
             self.period(when).label("period"), direction.label("direction"),
-            counterpart.label("counterpart"), kind.label("kind"), t.status.label("state"),
-        ).where(ours, t.status.in_(TRANSFER_FAILURES), *self.within(when))  # fmt: skip
+            counterpart.label("counterpart"), kind.label("kind"), state.label("state"),
+        ).where(
+            ours, or_(standing.in_(TRANSFER_FAILURES), unused), *self.within(when)
+        )  # fmt: skip
         r = REQUEST.c
         ours, direction, counterpart = self.sides(
             r.requesting_institution_pk, r.asked_institution_pk
@@ -263,6 +281,29 @@ class _Window:
             by_direction[side].append((ended - began).total_seconds())
         for side in ("sent", "received"):
             yield _summary(measure, side, by_direction.get(side, []), sampled)
+
+
+def _standing() -> Any:
+    """Where a transfer stands, or stood when it ended (`ended_from`): a failed transfer whose
+    studies retention deleted is still a failure, and never a volume."""
+    t = TRANSFER.c
+    return func.coalesce(t.ended_from, t.status)
+
+
+def _ran_out_unused(standing: Any) -> Any:
+    """An ended transfer (expired or deleted) that nobody at the receiver had taken, ended by
+    retention: the rule of its sender's `transfer-expired` email. A study deleted by a person
+    ends its transfers too, and is not counted."""
+    t, event = TRANSFER.c, TRANSFER_EVENT.c
+    ended = [status.value for status in ENDED_BY_RETENTION]
+    by_retention = exists().where(
+        event.transfer_pk == t.pk, event.status.in_(ended), event.actor == RETENTION_ACTOR
+    )
+    return and_(
+        t.status.in_(ended),
+        standing.in_([status.value for status in UNTAKEN]),
+        by_retention.correlate(TRANSFER),
+    )
 
 
 def _summary(measure: str, direction: str, seconds: Sequence[float], sampled: bool) -> Turnaround:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -12,132 +11,35 @@ import orjson
 import pytest
 from sqlmodel import Session, select
 
-from archive.importer import import_paths
-from archive.store import Archive
 from audit.search import AuditQuery, iter_events
-from dimse.context import BridgeContext
 from exchange.models import Transfer, TransferStatus
 from exchange.notification_models import MailStatus, Notification, NotificationChoice
-from exchange.notifications import Event, EventKind, Priority, Subject, hears, notify
-from exchange.recipients import set_choice
+from exchange.notifications import Event, EventKind, Priority, Subject, hears
 from exchange.retention_terms import set_policy
 from exchange.transfer_endings import note_study_deleted
-from exchange.transfers import list_transfers, note_arrivals, transfer_events
-from ferry.app import build_archive
-from ferry.background import build_worker, describe_mail
-from ferry.settings import Settings
-from foundation.jobs import JobQueue, Worker
+from exchange.transfers import list_transfers, transfer_events
+from ferry.background import describe_mail
+from foundation.jobs import JobQueue
 from policy import store
-from policy.models import Node
 from policy.store.destinations import create_route
 from retention.sweeper import Sweeper
-from tests.conftest import free_port, make_settings
-from tests.exchange._smtp import SmtpServer, self_signed, smtp_server
-from tests.factories import StudySpec, write_series
-from tests.policy._people import add_institution, add_user
-
-SECRET = StudySpec(
-    patient_name="Secret^Patient", patient_id="PID-SECRET-77", accession_number="ACC-SECRET-77"
+from tests.conftest import free_port
+from tests.exchange._smtp import self_signed, smtp_server
+from tests.exchange._two_institutions import (
+    SECRET,
+    Ferry,
+    add_node,
+    build_ferry,
+    push_study,
 )
-
-
-class Clock:
-    """The worker's clock, moved by hand past backoff delays; never behind the real one."""
-
-    def __init__(self) -> None:
-        self.now = datetime.now(UTC)
-
-    def __call__(self) -> datetime:
-        self.now = max(self.now, datetime.now(UTC))
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now = max(self.now, datetime.now(UTC)) + timedelta(seconds=seconds)
-
-
-@dataclass
-class Ferry:
-    settings: Settings
-    archive: Archive
-    clock: Clock
-    worker: Worker
-    smtp: SmtpServer | None
-    a: int
-    b: int
-
-    @property
-    def engine(self) -> Any:
-        return self.archive.engine
-
-    def person(self, email: str, memberships: dict[int, str], choice: str | None = None) -> int:
-        user_pk = add_user(self.engine, email, memberships=memberships)
-        if choice is not None:
-            set_choice(self.engine, user_pk, NotificationChoice(choice), self.clock())
-        return user_pk
-
-    def mail_to(self, email: str) -> list[Any]:
-        assert self.smtp is not None
-        return self.smtp.mailbox.to(email)
-
-    def run(self) -> int:
-        self.worker.run_ticks()
-        return self.worker.run_until_idle()
-
-    def notify(self, event: Event, **options: Any) -> int:
-        with self.engine.begin() as connection:
-            return notify(connection, event, now=self.clock(), **options)
-
-
-def _ferry(tmp_path: Path, database_url: str, smtp: SmtpServer | None, **values: Any) -> Ferry:
-    mail = {"smtp_host": "127.0.0.1", "smtp_port": smtp.port} if smtp else {}
-    defaults = {
-        "dicom_port": 0,
-        "smtp_starttls": False,
-        "mail_from": "Ferry <ferry@ferry.test>",
-        "forward_max_attempts": 1,
-    }
-    settings = make_settings(tmp_path, database_url, **(defaults | mail | values))
-    archive = build_archive(settings)
-    clock = Clock()
-    worker = build_worker(BridgeContext(settings.dimse(), archive, clock), settings)
-    a, b = add_institution(archive.engine, "A"), add_institution(archive.engine, "B")
-    return Ferry(settings, archive, clock, worker, smtp, a, b)
 
 
 @pytest.fixture
 def ferry(tmp_path: Path, database_url: str) -> Iterator[Ferry]:
     with smtp_server() as smtp:
-        built = _ferry(tmp_path, database_url, smtp)
+        built = build_ferry(tmp_path, database_url, smtp)
         yield built
         built.archive.engine.dispose()
-
-
-def _push(ferry: Ferry, tmp_path: Path, route_pk: int) -> int:
-    """A's PACS pushed a study onto a route; returns the transfer's pk once it is settled."""
-    write_series(tmp_path / "study", 2, spec=SECRET)
-    import_paths(ferry.archive, [tmp_path / "study"], progress=False, institution_pk=ferry.a)
-    note_arrivals(ferry.engine, route_pk, ferry.a, "PACS_A", {SECRET.study_uid: 2}, ferry.clock())
-    ferry.clock.advance(31)
-    ferry.run()
-    [transfer] = list_transfers(ferry.engine)
-    assert transfer.pk is not None
-    return transfer.pk
-
-
-def _node(ferry: Ferry, ae_title: str, institution_pk: int, port: int = 104) -> int:
-    with Session(ferry.engine) as session:
-        node = Node(
-            institution_pk=institution_pk,
-            ae_title=ae_title,
-            host="127.0.0.1",
-            port=port,
-            can_query=True,
-            can_write=True,
-        )
-        session.add(node)
-        session.commit()
-        assert node.pk is not None
-        return node.pk
 
 
 def _carries_no_patient_data(mail: Any) -> None:
@@ -147,7 +49,7 @@ def _carries_no_patient_data(mail: Any) -> None:
 
 
 def test_a_direct_push_on_the_worklist_tells_the_receivers_who_want_it(ferry, tmp_path):
-    _node(ferry, "PACS_A", ferry.a)
+    add_node(ferry, "PACS_A", ferry.a)
     store.update_institution(ferry.engine, ferry.b, worklist_restricted=False)
     route = create_route(ferry.engine, "FERRY_TO_B", ferry.b)
     ferry.person("b-all@b.test", {ferry.b: "viewer"}, "all")
@@ -156,7 +58,7 @@ def test_a_direct_push_on_the_worklist_tells_the_receivers_who_want_it(ferry, tm
     ferry.person("b-asks@b.test", {ferry.b: "requester"}, "all")  # may not see B's studies
     ferry.person("a-all@a.test", {ferry.a: "sender"}, "all")  # A hears of a delivery, not this
 
-    transfer_pk = _push(ferry, tmp_path, route.pk)
+    transfer_pk = push_study(ferry, tmp_path, route.pk)
 
     [mail] = ferry.mail_to("b-all@b.test")
     for nobody in ("b-none@b.test", "b-own@b.test", "b-asks@b.test", "a-all@a.test"):
@@ -183,8 +85,8 @@ def test_a_direct_push_on_the_worklist_tells_the_receivers_who_want_it(ferry, tm
 
 
 def test_a_failed_forwarding_tells_the_senders_who_want_failures(ferry, tmp_path):
-    _node(ferry, "PACS_A", ferry.a)
-    gone = _node(ferry, "PACS_B", ferry.b, port=free_port())  # nothing listens there
+    add_node(ferry, "PACS_A", ferry.a)
+    gone = add_node(ferry, "PACS_B", ferry.b, port=free_port())  # nothing listens there
     store.create_destination_rule(
         ferry.engine, ferry.b, node_pk=gone, sender_institution_pk=ferry.a
     )
@@ -194,7 +96,7 @@ def test_a_failed_forwarding_tells_the_senders_who_want_failures(ferry, tmp_path
     ferry.person("a-own@a.test", {ferry.a: "sender"})
     ferry.person("b-all@b.test", {ferry.b: "viewer"}, "all")
 
-    transfer_pk = _push(ferry, tmp_path, route.pk)
+    transfer_pk = push_study(ferry, tmp_path, route.pk)
 
     [transfer] = list_transfers(ferry.engine)
     assert transfer.status == "failed"  # parked after FERRY_FORWARD_MAX_ATTEMPTS=1
@@ -222,14 +124,14 @@ def test_a_transfer_nobody_took_before_it_ran_out_tells_the_senders(
         defaults = ferry.settings.retention_defaults()
         set_policy(ferry.engine, ferry.a, {"upload_days": owner_days}, defaults, actor="test",
                    now=ferry.clock())  # fmt: skip
-    _node(ferry, "PACS_A", ferry.a)
+    add_node(ferry, "PACS_A", ferry.a)
     store.update_institution(ferry.engine, ferry.b, worklist_restricted=False)
     route = create_route(ferry.engine, "FERRY_TO_B", ferry.b)
     ferry.person("a-failures@a.test", {ferry.a: "sender"}, "failures")
     ferry.person("a-own@a.test", {ferry.a: "sender"})  # a node sent it, not them
     ferry.person("a-asks@a.test", {ferry.a: "requester"}, "all")  # may not see A's transfers
     ferry.person("b-all@b.test", {ferry.b: "viewer"}, "all")
-    transfer_pk = _push(ferry, tmp_path, route.pk)
+    transfer_pk = push_study(ferry, tmp_path, route.pk)
     assert [m.subject for m in ferry.mail_to("b-all@b.test")] == [
         "[Ferry] Transfer arrived at Institution B (B)"
     ]
@@ -264,11 +166,11 @@ def test_only_a_transfer_that_ran_out_before_anyone_took_it_is_told(previous, en
 def test_a_study_deleted_by_its_owner_tells_nobody_of_its_transfers(ferry, tmp_path):
     """A DELETE by a person is not a transfer running out: the worklist transfer it ends is
     deleted without an email."""
-    _node(ferry, "PACS_A", ferry.a)
+    add_node(ferry, "PACS_A", ferry.a)
     store.update_institution(ferry.engine, ferry.b, worklist_restricted=False)
     route = create_route(ferry.engine, "FERRY_TO_B", ferry.b)
     ferry.person("a-all@a.test", {ferry.a: "sender"}, "all")
-    _push(ferry, tmp_path, route.pk)
+    push_study(ferry, tmp_path, route.pk)
     ferry.archive.delete(SECRET.study_uid)
     note_study_deleted(ferry.engine, SECRET.study_uid, "a-all@a.test", ferry.clock())
     ferry.run()
@@ -350,7 +252,7 @@ def test_a_refusing_or_vanished_smtp_server_loses_nothing(ferry):
 def test_starttls_with_the_servers_own_certificate(tmp_path, database_url):
     context, certificate = self_signed(tmp_path)
     with smtp_server(tls=context) as smtp:
-        ferry = _ferry(tmp_path, database_url, smtp, smtp_starttls=True, smtp_ca=certificate)
+        ferry = build_ferry(tmp_path, database_url, smtp, smtp_starttls=True, smtp_ca=certificate)
         try:
             ferry.person("b-admin@b.test", {ferry.b: "admin"})
             ferry.notify(Event(EventKind.REGISTRATION_WAITING, ferry.b, Subject("registration", 1)))
@@ -364,7 +266,7 @@ def test_starttls_with_the_servers_own_certificate(tmp_path, database_url):
 def test_a_certificate_nobody_vouches_for_is_refused(tmp_path, database_url):
     context, _certificate = self_signed(tmp_path)
     with smtp_server(tls=context) as smtp:
-        ferry = _ferry(tmp_path, database_url, smtp, smtp_starttls=True)
+        ferry = build_ferry(tmp_path, database_url, smtp, smtp_starttls=True)
         try:
             ferry.person("b-admin@b.test", {ferry.b: "admin"})
             ferry.notify(Event(EventKind.REGISTRATION_WAITING, ferry.b, Subject("registration", 1)))
@@ -377,7 +279,7 @@ def test_a_certificate_nobody_vouches_for_is_refused(tmp_path, database_url):
 
 
 def test_without_an_smtp_host_emails_are_recorded_not_sent(tmp_path, database_url):
-    ferry = _ferry(tmp_path, database_url, None)
+    ferry = build_ferry(tmp_path, database_url, None)
     try:
         assert describe_mail(ferry.settings).startswith("recorded, not sent")
         admin = ferry.person("b-admin@b.test", {ferry.b: "admin"})
