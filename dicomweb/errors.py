@@ -25,6 +25,7 @@ HTTP_STATUS: dict[type[errors.FerryError], int] = {
     errors.Forbidden: 403,
     errors.Conflict: 409,
     errors.InsufficientStorage: 507,  # RFC 4918 11.5
+    errors.NodeFailed: 502,  # RFC 9110 15.6.3: the node behind Ferry failed, Ferry did not
     errors.ServiceUnavailable: 503,
 }
 

@@ -19,11 +19,13 @@ from pynetdicom.presentation import PresentationContext
 from dimse import tls
 from dimse._reactor import steady_reactor
 from dimse.config import DimseConfig
+from foundation.errors import NodeUnavailable
 from policy.decision import NodeFacts
 
 
-class PeerUnreachable(Exception):
-    """The node refused, rejected or did not answer the association request."""
+class PeerUnreachable(NodeUnavailable):
+    """The node refused, rejected or did not answer the association request (a job that
+    talks to nodes tries again later)."""
 
 
 def no_delay(event: evt.Event) -> None:

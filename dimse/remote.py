@@ -34,7 +34,7 @@ from dimse.context import BridgeContext
 from dimse.peers import open_association
 from dimse.receiving import status_code, store_received
 from dimse.transfer_syntaxes import ACCEPTED_TRANSFER_SYNTAXES
-from foundation.errors import FerryError, Forbidden, StudyNotFound
+from foundation.errors import Forbidden, NodeFailed, NodeUnavailable, StudyNotFound
 from policy.decision import NodeFacts
 from policy.models import RetrieveMethod
 
@@ -77,12 +77,22 @@ class NodeRefused(Forbidden):
     """Ferry may not query or retrieve from this node (its rights say no)."""
 
 
-class RemoteFailed(FerryError):
+class RemoteFailed(NodeFailed):
     """The node answered with a failure status, or stopped answering mid-operation."""
 
     def __init__(self, message: str, status: int | None = None) -> None:
         super().__init__(message)
         self.status = status
+
+
+class RemoteUnavailable(RemoteFailed, NodeUnavailable):
+    """The node went silent mid-operation, or answered that it is out of resources (0xA7xx):
+    the same may succeed later."""
+
+
+def _out_of_resources(code: int) -> bool:
+    """Refused: Out of Resources (C-FIND 0xA700, C-MOVE and C-GET 0xA701/0xA702; PS3.4 C.4)."""
+    return code & 0xFF00 == 0xA700
 
 
 @dataclass(frozen=True)
@@ -264,7 +274,7 @@ def _final_status(
     for status, _ in responses:
         if _status_code(status, node, service) != statuses.PENDING:
             return status
-    raise RemoteFailed(f"{node.ae_title} ended the {service} without a final response")
+    raise RemoteUnavailable(f"{node.ae_title} ended the {service} without a final response")
 
 
 def _classes_in_study(
@@ -373,7 +383,7 @@ def _values(answer: Dataset, keyword: str) -> list[str]:
 def _status_code(status: Dataset, node: NodeFacts, service: str) -> int:
     """The response's status; no status means the peer went silent or away."""
     if "Status" not in status:
-        raise RemoteFailed(
+        raise RemoteUnavailable(
             f"{node.ae_title} at {node.host}:{node.port} did not answer the {service}"
             " (timed out or the association was lost)"
         )
@@ -385,7 +395,8 @@ def _failure(node: NodeFacts, service: str, status: Dataset) -> RemoteFailed:
     meaning = _FAILURE_MEANINGS.get(code, "failed")
     comment = str(status.get("ErrorComment") or "").strip()
     message = f"{node.ae_title} answered the {service} with status 0x{code:04X}: {meaning}"
-    return RemoteFailed(f"{message} ({comment})" if comment else message, code)
+    kind = RemoteUnavailable if _out_of_resources(code) else RemoteFailed
+    return kind(f"{message} ({comment})" if comment else message, code)
 
 
 def _require_context(assoc: Association, node: NodeFacts, sop_class: str) -> None:

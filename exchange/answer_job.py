@@ -13,15 +13,16 @@ parked where administrators see failed jobs.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from archive.store import Archive
 from exchange.answers import ANSWER_REQUEST, Pick, note, send_answer
-from exchange.fetching import FetchServices
+from exchange.fetching import FetchServices, trying_again
 from exchange.parties import Actor, actor_from_payload
 from exchange.request_models import PENDING, ImagingRequest, RequestStatus
 from exchange.request_parties import audit_request, load_request
 from exchange.request_search import RemotePacs
-from foundation.errors import FerryError
+from foundation.errors import FerryError, NodeUnavailable
 from foundation.jobs import ClaimedJob, JobFailed
 from policy.decision import Decision, PolicySnapshot
 
@@ -39,7 +40,15 @@ def answer_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
         picks = [Pick(str(uid), node) for uid, node in payload["picks"]]
         if RequestStatus(request.status) not in PENDING:
             return f"the request is {request.status}: nothing fetched"
-        ready, failed = _fetch(archive, actor, request, picks, policy(), pacs)
+        run = _fetch(archive, actor, request, picks, policy(), pacs)
+        all_down = run.unavailable and not run.fetched and not run.failed
+        if all_down and job.attempts < job.max_attempts:  # every node is down: all again later
+            titles, errors = ", ".join(run.unavailable), "; ".join(run.unavailable.values())
+            note(archive.engine, actor, request, trying_again(titles, errors, job))
+            raise JobFailed(errors[:1000])
+        ready, failed = run.ready, run.failed + run.not_tried()
+        for reason in run.not_tried():
+            note(archive.engine, actor, request, f"could not fetch {reason}")
         request = load_request(archive.engine, request.public_id)
         if RequestStatus(request.status) not in PENDING:  # cancelled while fetching
             note(archive.engine, actor, request, "fetched, not sent: the request was closed")
@@ -60,6 +69,22 @@ def answer_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
     return answer
 
 
+@dataclass
+class _Run:
+    """One run of the fetch: studies now in Ferry, reasons of those that failed, and the nodes
+    that could not be reached (why, by AE title) with the picks left untried on them."""
+
+    ready: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    fetched: int = 0
+    unavailable: dict[str, str] = field(default_factory=dict)
+    untried: list[tuple[str, str]] = field(default_factory=list)  # (study UID, AE title)
+
+    def not_tried(self) -> list[str]:
+        return [f"{uid[:64]} from {title}: {self.unavailable[title]}"[:300]
+                for uid, title in self.untried]  # fmt: skip
+
+
 def _fetch(
     archive: Archive,
     actor: Actor,
@@ -67,18 +92,20 @@ def _fetch(
     picks: list[Pick],
     policy: PolicySnapshot,
     pacs: RemotePacs,
-) -> tuple[list[str], list[str]]:
-    """(studies now in Ferry, reasons of those that are not); each noted in the history."""
-    ready: list[str] = []
-    failed: list[str] = []
+) -> _Run:
+    """Fetches each pick on a node, each noted in the history; a node that cannot be reached
+    is not asked again in this run (its other picks would fail the same way)."""
+    run = _Run()
     on_nodes = sum(1 for pick in picks if pick.node_pk is not None)
-    fetched = 0
     for pick in picks:
         if pick.node_pk is None:
-            ready.append(pick.study_uid)
+            run.ready.append(pick.study_uid)
             continue
         node = policy.nodes.get(pick.node_pk)
         title = node.ae_title if node is not None else "a node no longer there"
+        if title in run.unavailable:
+            run.untried.append((pick.study_uid, title))
+            continue
         try:
             if node is None or node.institution_pk != request.asked_institution_pk:
                 raise FerryError("the node is no longer the asked institution's")
@@ -86,13 +113,18 @@ def _fetch(
                 pick.node_pk, pick.study_uid, requested_by=actor.label,
                 institution_pk=request.asked_institution_pk,
             )  # fmt: skip
+        except NodeUnavailable as error:
+            run.unavailable[title] = str(error)[:300]
+            run.untried.append((pick.study_uid, title))
+            continue
         except FerryError as error:
             reason = f"{pick.study_uid[:64]} from {title}: {error}"[:300]
-            failed.append(reason)
+            run.failed.append(reason)
             note(archive.engine, actor, request, f"could not fetch {reason}")
             continue
-        fetched += 1
-        ready.append(pick.study_uid)
-        note(archive.engine, actor, request,
-             f"fetched {pick.study_uid[:64]} from {title} ({fetched} of {on_nodes})")  # fmt: skip
-    return list(dict.fromkeys(ready)), failed
+        run.fetched += 1
+        run.ready.append(pick.study_uid)
+        fetched = f"fetched {pick.study_uid[:64]} from {title} ({run.fetched} of {on_nodes})"
+        note(archive.engine, actor, request, fetched)
+    run.ready = list(dict.fromkeys(run.ready))
+    return run

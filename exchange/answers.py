@@ -18,6 +18,7 @@ from sqlmodel import Session
 
 from archive.store import Archive
 from exchange import sending
+from exchange.fetching import FETCH_ATTEMPTS
 from exchange.models import Priority
 from exchange.notifications import EventKind
 from exchange.parties import Actor, actor_payload, study_facts
@@ -91,7 +92,8 @@ def queue_answer(
         assert stored is not None
         status = RequestStatus(stored.status)
         change_status(session, stored, status, actor=actor.label, reason=reason, now=actor.now)
-        enqueue(session.connection(), ANSWER_REQUEST, payload, now=actor.now, max_attempts=1)
+        enqueue(session.connection(), ANSWER_REQUEST, payload, now=actor.now,
+                max_attempts=FETCH_ATTEMPTS)  # fmt: skip
         session.commit()
     audit_request(engine, actor, stored, "answer", allowed(reason), step="fetching")
     return stored

@@ -4,14 +4,18 @@ The sender searches one of its institution's nodes (study-level C-FIND through `
 picks studies, and adds them to a draft transfer: an outbox job (`exchange.transfer-fetch`)
 fetches each into Ferry (C-MOVE or C-GET, stored as the sender's), adds it to the draft as it
 comes in, noting each in the transfer's history, and sends the transfer when every study is in
-(if asked to). Both steps need `transfer` in the sending institution (`decide`, as for any
-transfer); a node of another institution answers like one that does not exist, and the node
-must allow Ferry to query and retrieve (the bridge checks and audits every C-FIND and fetch).
+(if asked to). A node that cannot be reached (no association, silence, out of resources) is
+tried again with the queue's backoff for `FETCH_ATTEMPTS` runs, each noted in the history; a
+study the node refuses or does not have leaves the draft unsent with the reason. Both steps
+need `transfer` in the sending institution (`decide`, as for any transfer); a node of another
+institution answers like one that does not exist, and the node must allow Ferry to query and
+retrieve (the bridge checks and audits every C-FIND and fetch).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 
 from sqlalchemy import Engine
 from sqlmodel import Session
@@ -20,12 +24,26 @@ from archive.store import Archive
 from audit.trail import AuditRecord, record
 from exchange import sending
 from exchange.destinations import find_node
-from exchange.fetching import FetchServices
+from exchange.fetching import FETCH_ATTEMPTS, FetchServices, trying_again
 from exchange.history import note_change
 from exchange.models import Transfer, TransferStatus
-from exchange.parties import Actor, actor_from_payload, actor_payload, audit_step, load_transfer
+from exchange.parties import (
+    Actor,
+    actor_from_payload,
+    actor_payload,
+    audit_step,
+    load_transfer,
+    study_uids,
+)
 from exchange.request_search import MAX_MATCHES, Candidate, RemotePacs, from_keywords
-from foundation.errors import Conflict, FerryError, Forbidden, InvalidQuery, NotFound
+from foundation.errors import (
+    Conflict,
+    FerryError,
+    Forbidden,
+    InvalidQuery,
+    NodeUnavailable,
+    NotFound,
+)
 from foundation.jobs import ClaimedJob, JobFailed, JobQueue, enqueue
 from policy.decision import PolicySnapshot
 
@@ -129,7 +147,8 @@ def add_node_studies(
     with Session(engine) as session:
         note_change(session, transfer.pk or 0, TransferStatus.DRAFT, actor=actor.label,
                     reason=reason, now=actor.now)  # fmt: skip
-        enqueue(session.connection(), FETCH_FOR_TRANSFER, payload, now=actor.now, max_attempts=1)
+        enqueue(session.connection(), FETCH_FOR_TRANSFER, payload, now=actor.now,
+                max_attempts=FETCH_ATTEMPTS)  # fmt: skip
         session.commit()
     decision = sending.may_send_for(actor, transfer.sender_institution_pk, policy)
     audit_step(engine, actor, transfer, "transfer", decision, studies=uids, step="fetching",
@@ -138,7 +157,9 @@ def add_node_studies(
 
 
 def fetch_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
-    """The job: fetch each study into the draft, noting each; send when all are in."""
+    """The job: fetch each study into the draft, noting each; send when all are in. A node
+    that cannot be reached is tried again later (the job's attempts, with backoff); a run
+    after that fetches only the studies not yet in the draft."""
     archive, pacs, enqueue_forward = services.archive, services.pacs, services.enqueue_forward
     policy, clock = services.policy, services.clock
 
@@ -148,14 +169,24 @@ def fetch_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
         transfer = load_transfer(archive.engine, str(payload["transfer"]))
         if transfer.status != TransferStatus.DRAFT:
             return f"the transfer is {transfer.status}: nothing fetched"
-        failed = _fetch(archive, actor, transfer, int(payload["node_pk"]), payload["studies"],
-                        policy(), pacs)  # fmt: skip
+        uids: list[str] = list(payload["studies"])
+        run = _fetch(archive, actor, transfer, int(payload["node_pk"]), uids, policy(), pacs)
+        failed = run.failed
+        if run.unavailable is not None:
+            later = job.attempts < job.max_attempts
+            if later and not failed:
+                why = trying_again(run.node_title, str(run.unavailable), job)
+                _note(archive.engine, actor, transfer, why)
+                raise JobFailed(str(run.unavailable)[:1000])
+            _note(archive.engine, actor, transfer, f"could not fetch {len(run.left)} studies from "
+                  f"{run.node_title}: {run.unavailable}")  # fmt: skip
+            failed = failed + [f"{uid[:64]}: {run.unavailable}"[:300] for uid in run.left]
         if failed:
-            reason = f"not sent: {len(failed)} of {len(payload['studies'])} studies not fetched"
+            reason = f"not sent: {len(failed)} of {len(uids)} studies not fetched"
             _note(archive.engine, actor, transfer, reason)
             raise JobFailed(f"{reason}: {'; '.join(failed)}"[:1000], permanent=True)
         if not payload.get("send"):
-            return f"{len(payload['studies'])} studies fetched into the draft"
+            return f"{len(uids)} studies fetched into the draft"
         try:
             sent = sending.send_transfer(
                 archive, actor, transfer.public_id, policy(), enqueue_forward
@@ -175,6 +206,17 @@ def _note(engine: Engine, actor: Actor, transfer: Transfer, reason: str) -> None
         session.commit()
 
 
+@dataclass(frozen=True)
+class _Run:
+    """One run of the fetch: the reasons of studies that failed, and, if the node could not
+    be reached, why and the studies left untried."""
+
+    node_title: str
+    failed: list[str]
+    unavailable: NodeUnavailable | None = None
+    left: tuple[str, ...] = ()
+
+
 def _fetch(
     archive: Archive,
     actor: Actor,
@@ -183,17 +225,25 @@ def _fetch(
     uids: Sequence[str],
     policy: PolicySnapshot,
     pacs: RemotePacs,
-) -> list[str]:
-    """Fetches each study and adds it to the draft; the reasons of those not fetched."""
+) -> _Run:
+    """Fetches each study not yet in the draft and adds it, noting each; stops at a node that
+    cannot be reached (the rest would fail the same way)."""
     node = policy.nodes.get(node_pk)
     title = node.ae_title if node is not None else "a node no longer there"
+    with Session(archive.engine) as session:
+        in_draft = set(study_uids(session, transfer))
     failed: list[str] = []
     for number, uid in enumerate(uids, start=1):
+        if uid in in_draft:  # fetched by an earlier run
+            continue
         try:
             if node is None or node.institution_pk != transfer.sender_institution_pk:
                 raise FerryError("the node is no longer the sending institution's")
             pacs.retrieve_study(node_pk, uid, requested_by=actor.label,
                                 institution_pk=transfer.sender_institution_pk)  # fmt: skip
+        except NodeUnavailable as error:
+            left = tuple(u for u in uids[number - 1 :] if u not in in_draft)
+            return _Run(title, failed, error, left)
         except FerryError as error:
             failed.append(f"{uid[:64]}: {error}"[:300])
             _note(archive.engine, actor, transfer, f"could not fetch {uid[:64]} from {title}: "
@@ -202,4 +252,4 @@ def _fetch(
         sending.add_studies(archive.engine, transfer, [uid])
         _note(archive.engine, actor, transfer,
               f"fetched {uid[:64]} from {title} ({number} of {len(uids)})")  # fmt: skip
-    return failed
+    return _Run(title, failed)

@@ -17,6 +17,10 @@ FerryError
 ├── Conflict                the thing is in a state that does not allow this (a downloaded
 │                           transfer cannot be cancelled)
 ├── InsufficientStorage     free space is below FERRY_MIN_FREE_BYTES: new data is refused
+├── NodeFailed              a DICOM node Ferry asked on someone's behalf failed the operation
+│   │                       (a failure status, a service it lacks): Ferry is well, the node not
+│   └── NodeUnavailable     the node could not be reached, went silent or is out of resources:
+│                           the same may succeed later (fetch jobs try again)
 └── ServiceUnavailable      a passing condition: the same request may succeed later
     ├── StorageFull         a write could not be made durable (the disk or the database is full)
     └── AuditUnavailable    the audit event could not be written, so the access is refused
@@ -91,6 +95,14 @@ class Conflict(FerryError):
 
 
 class InsufficientStorage(FerryError):
+    pass
+
+
+class NodeFailed(FerryError):
+    pass
+
+
+class NodeUnavailable(NodeFailed):
     pass
 
 

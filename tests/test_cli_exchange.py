@@ -139,3 +139,7 @@ def test_transfer_from_a_node_searches_by_c_find_then_fetches_and_sends_by_a_job
         assert len(archive.find_instances(spec.study_uid)) == 2
     finally:
         pacs.stop()
+    down = ferry_cli("transfer", "search-node", "--as", "s@a.test", "--institution", "A",
+                     "--node", "PACS_A", "--key", "PatientID=NODE-1")  # fmt: skip
+    assert down.code == 1 and "PACS_A at 127.0.0.1:" in down.err  # a message, no traceback
+    assert "Traceback" not in down.err

@@ -21,6 +21,7 @@ PAGE_STATUS: dict[type[Exception], int] = {
     DuplicateRecord: 409,
     errors.StoredDataUnreadable: 422,
     errors.InsufficientStorage: 507,
+    errors.NodeFailed: 502,
     errors.ServiceUnavailable: 503,
 }
 
@@ -30,6 +31,7 @@ TITLES = {
     404: "Not found",
     409: "Not in this state",
     413: "Too large",
+    502: "The other system did not cooperate",
     503: "Try again shortly",
 }
 

@@ -6,11 +6,16 @@ worklist; the job worker fetches them (C-GET) and sends the transfer once both a
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
+
+from sqlmodel import Session, select
 
 from foundation.jobs import JobQueue
 from policy import store
+from policy.models import Node
 from tests import factories
+from tests.conftest import free_port
 from tests.portal import test_requests_api
 from tests.portal.test_requests_api import PATIENT, World
 
@@ -116,3 +121,82 @@ def test_bad_input(world: World) -> None:
     sent = world.post("a-sender", f"/transfers/{tid}/send")
     assert sent.status_code == 400  # no studies yet
     assert world.get("a-sender", f"/transfers/{tid}").json()["status"] == "draft"
+
+
+def move_pacs(world: World, port: int) -> None:
+    """PACS_A's node row now says `port` (a free one: nothing answers there)."""
+    engine = world.server.archive.engine
+    with Session(engine) as session:
+        node = session.exec(select(Node).where(Node.ae_title == "PACS_A")).one()
+    store.update_node(engine, replace(store.node_facts(node), port=port))
+
+
+def test_a_pacs_that_does_not_answer_is_a_502_and_a_fetch_tried_again_until_it_does(
+    world: World,
+) -> None:
+    uids = [s.study_uid for s in world.on_pacs]
+    move_pacs(world, free_port())
+    down = _search(world)
+    assert down.status_code == 502, down.text
+    assert down.json()["error"].startswith("PACS_A at 127.0.0.1:")
+    tid = _draft(world)
+    picks = {"node": "PACS_A", "studies": uids, "send": True}
+    assert world.post("a-sender", f"/transfers/{tid}/node-studies", picks).status_code == 202
+    world.worker.queue.retry_base_seconds = 0  # each run due at once, run one by one
+    assert world.worker.run_once()
+    waiting = world.get("a-sender", f"/transfers/{tid}").json()
+    assert waiting["status"] == "draft" and waiting["studies"] == []
+    assert waiting["history"][-1]["reason"].startswith("PACS_A could not be reached (PACS_A at")
+    assert waiting["history"][-1]["reason"].endswith("Ferry tries again shortly (attempt 1 of 8)")
+    [job] = JobQueue(world.server.archive.engine).list(kind="exchange.transfer-fetch")
+    assert (job.status, job.attempts) == ("queued", 1)
+    assert world.post("a-sender", f"/transfers/{tid}/node-studies", picks).status_code == 409
+
+    move_pacs(world, world.pacs.port)  # the PACS is back
+    assert world.worker.run_once()
+    sent = world.get("a-sender", f"/transfers/{tid}").json()
+    assert sent["status"] == "on-worklist", sent["history"]
+    assert {s["study_uid"] for s in sent["studies"]} == set(uids)
+    assert _search(world).status_code == 200
+
+
+def test_a_fetch_that_never_reaches_the_pacs_leaves_the_draft_unsent_and_says_why(
+    world: World,
+) -> None:
+    uids = [s.study_uid for s in world.on_pacs]
+    move_pacs(world, free_port())
+    tid = _draft(world)
+    picks = {"node": "PACS_A", "studies": uids, "send": True}
+    assert world.post("a-sender", f"/transfers/{tid}/node-studies", picks).status_code == 202
+    world.worker.queue.retry_base_seconds = 0
+    assert world.worker.run_until_idle() == 8
+    shown = world.get("a-sender", f"/transfers/{tid}").json()
+    reasons = [h["reason"] for h in shown["history"]]
+    assert sum("Ferry tries again shortly" in r for r in reasons) == 7
+    assert reasons[-2].startswith("could not fetch 2 studies from PACS_A: PACS_A at")
+    assert reasons[-1] == "not sent: 2 of 2 studies not fetched"
+    assert shown["status"] == "draft" and shown["studies"] == []
+    [job] = JobQueue(world.server.archive.engine).list(kind="exchange.transfer-fetch")
+    assert (job.status, job.attempts) == ("parked", 8)
+
+
+def test_a_run_after_the_pacs_came_back_fetches_only_what_the_draft_lacks(world: World) -> None:
+    first, second = (s.study_uid for s in world.on_pacs)
+    tid = _draft(world)
+    one = {"node": "PACS_A", "studies": [first], "send": False}
+    assert world.post("a-sender", f"/transfers/{tid}/node-studies", one).status_code == 202
+    assert world.worker.run_until_idle() == 1
+    move_pacs(world, free_port())
+    both = {"node": "PACS_A", "studies": [first, second], "send": True}
+    assert world.post("a-sender", f"/transfers/{tid}/node-studies", both).status_code == 202
+    world.worker.queue.retry_base_seconds = 0
+    assert world.worker.run_once()
+    move_pacs(world, world.pacs.port)
+    assert world.worker.run_once()
+    sent = world.get("a-sender", f"/transfers/{tid}").json()
+    assert sent["status"] == "on-worklist", sent["history"]
+    fetched = [h["reason"] for h in sent["history"] if h["reason"].startswith("fetched")]
+    assert fetched == [f"fetched {first} from PACS_A (1 of 1)",
+                       f"fetched {second} from PACS_A (2 of 2)"]  # fmt: skip
+    retrieved = world.audit(action="retrieve", outcome="allowed", study_uid=first)
+    assert len(retrieved) == 1  # not fetched a second time

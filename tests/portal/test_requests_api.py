@@ -24,7 +24,7 @@ from foundation.jobs import JobQueue, Worker
 from policy import store
 from policy.models import RetrieveMethod
 from tests import factories
-from tests.conftest import RunningServer, issue_token_for
+from tests.conftest import RunningServer, free_port, issue_token_for
 from tests.dimse.test_remote import RemotePacs
 from tests.exchange._smtp import SmtpServer, smtp_server
 from tests.factories import StudySpec, write_series
@@ -346,3 +346,53 @@ def test_the_requester_cancelling_while_the_pacs_is_fetched_stops_the_answer(wor
     seen = world.get("gp", f"/requests/{rid}").json()
     assert seen["status"] == "cancelled" and seen["answers"] == []
     assert world.get("a-sender", "/transfers").json() == []
+
+
+def test_an_answer_from_a_pacs_that_does_not_answer_waits_for_it(world: World) -> None:
+    from tests.portal.test_node_transfers_api import move_pacs
+
+    rid = world.ask().json()["id"]
+    world.worker.run_until_idle()  # the emails of the request
+    move_pacs(world, free_port())
+    down = world.post("a-sender", f"/requests/{rid}/search", {"node": "PACS_A"})
+    assert down.status_code == 502 and down.json()["error"].startswith("PACS_A at 127.0.0.1:")
+    picks = [{"study_uid": world.in_ferry.study_uid},
+             {"study_uid": world.on_pacs[0].study_uid, "node": "PACS_A"}]  # fmt: skip
+    assert world.post("a-sender", f"/requests/{rid}/answer", {"studies": picks}).status_code == 200
+    world.worker.queue.retry_base_seconds = 0  # each run due at once, run one by one
+    assert world.worker.run_once()
+    waiting = world.get("gp", f"/requests/{rid}").json()
+    assert waiting["status"] == "in-progress" and waiting["answers"] == []
+    note = waiting["history"][-1]["reason"]
+    assert note.startswith("PACS_A could not be reached (PACS_A at 127.0.0.1:")
+    assert note.endswith("Ferry tries again shortly (attempt 1 of 8)")
+
+    move_pacs(world, world.pacs.port)  # the PACS is back
+    assert world.worker.run_once()
+    answered = world.get("gp", f"/requests/{rid}").json()
+    assert answered["status"] == "answered", answered["history"]
+    [item] = world.get("practice-viewer", "/worklist", params={"institution": "PRACTICE"}).json()[
+        "items"
+    ]
+    wanted = {world.in_ferry.study_uid, world.on_pacs[0].study_uid}
+    assert {s["study_uid"] for s in item["studies"]} == wanted
+
+
+def test_an_answer_whose_pacs_never_answers_sends_what_ferry_holds(world: World) -> None:
+    from tests.portal.test_node_transfers_api import move_pacs
+
+    rid = world.ask().json()["id"]
+    move_pacs(world, free_port())
+    picks = [{"study_uid": world.in_ferry.study_uid},
+             {"study_uid": world.on_pacs[0].study_uid, "node": "PACS_A"}]  # fmt: skip
+    assert world.post("a-sender", f"/requests/{rid}/answer", {"studies": picks}).status_code == 200
+    world.worker.queue.retry_base_seconds = 0
+    world.worker.run_until_idle()
+    seen = world.get("gp", f"/requests/{rid}").json()
+    assert seen["status"] == "partly-answered"
+    reasons = [h["reason"] for h in seen["history"]]
+    assert sum("Ferry tries again shortly" in r for r in reasons) == 7
+    untried = f"could not fetch {world.on_pacs[0].study_uid} from PACS_A: PACS_A at 127.0.0.1:"
+    assert any(r.startswith(untried) for r in reasons), reasons
+    [job] = JobQueue(world.server.archive.engine).list(kind="exchange.answer")
+    assert (job.status, job.attempts) == ("done", 8)

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import httpx
 from playwright.sync_api import expect
 from pydicom.fileset import FileSet
+from sqlmodel import Session, select
 
 from dimse.context import BridgeContext
 from ferry.background import build_worker
+from policy import store
+from policy.models import Node
+from tests.conftest import free_port
 from tests.dimse.test_remote import RemotePacs
 from tests.factories import StudySpec, ct_slice, write_series
 from tests.portal.pages.conftest import PACS_PATIENT, World, assert_accessible, snapshot
@@ -258,3 +263,24 @@ def test_pick_studies_on_our_pacs_node_and_ferry_fetches_then_sends(
     [item] = _worklist(world)
     assert [s["patient_id"] for s in item["studies"]] == [PACS_PATIENT]
     assert all(s["in_archive"] for s in item["studies"])
+
+
+def test_a_pacs_that_does_not_answer_is_named_and_the_page_still_answers(
+    world: World, pacs: RemotePacs
+) -> None:
+    engine = world.server.archive.engine
+    with Session(engine) as session:
+        node = session.exec(select(Node).where(Node.ae_title == "CLIN_PACS")).one()
+    store.update_node(engine, replace(store.node_facts(node), port=free_port()))  # nobody there
+    page = world.page("clin-sender")
+    page.goto("/institutions/CLIN/send")
+    page.get_by_label("Search in").select_option(label="Our node CLIN_PACS")
+    page.get_by_label("Patient ID").fill(PACS_PATIENT)
+    with page.expect_response(re.compile("/send/search$")) as searched:
+        page.get_by_role("button", name="Search").click()
+    assert searched.value.status == 502
+    expect(page.get_by_role("heading", level=1)).to_have_text("The other system did not cooperate")
+    expect(page.get_by_role("alert")).to_contain_text("CLIN_PACS at 127.0.0.1:")
+    assert_accessible(page)
+    page.goto("/institutions/CLIN/send")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Send studies from Clinic North")
