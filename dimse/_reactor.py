@@ -26,7 +26,11 @@ as running (``_is_paused = False``) under the same lock that ``clear()`` takes, 
 flag after waking. After ``clear()`` returns, ``_is_paused`` is True only while the reactor is
 held at the gate, and it stays held until the sender's ``set()``: the handshake pynetdicom meant.
 `steady_reactor` installs it from EVT_CONN_OPEN, before the reactor loop starts, on every
-association Ferry opens (forwarding, C-MOVE sub-operations, remote queries).
+association Ferry opens (forwarding, C-MOVE sub-operations, remote queries). An association
+Ferry accepts gets it from the handler of a request whose answer is sent later from another
+thread on that same association (a Storage Commitment N-EVENT-REPORT): a handler runs on the
+reactor thread, so nothing waits at the old checkpoint while it is replaced
+(`hold_reactor_for_sends`).
 """
 
 from __future__ import annotations
@@ -68,6 +72,11 @@ class ReactorGate:
 
 def steady_reactor(event: evt.Event) -> None:
     """An EVT_CONN_OPEN handler: the association's reactor pauses when a send_* call asks it to."""
-    assoc = event.assoc
+    hold_reactor_for_sends(event.assoc)
+
+
+def hold_reactor_for_sends(assoc: Any) -> None:
+    """The association's reactor pauses when a send_* call asks it to. Call it before the
+    reactor loop starts, or from a handler (on the reactor thread itself)."""
     if not isinstance(assoc._reactor_checkpoint, ReactorGate):
         assoc._reactor_checkpoint = ReactorGate(assoc)

@@ -33,6 +33,7 @@ from sqlalchemy import select
 
 from archive.models import Instance, Series, Study
 from dimse import peers, statuses
+from dimse._reactor import hold_reactor_for_sends
 from dimse.callers import Caller
 from dimse.context import BridgeContext
 from policy.decision import Decision, Resource
@@ -213,6 +214,9 @@ def handle_n_action(context: BridgeContext, caller: Caller, event: Any) -> tuple
             status=f"{refused.status:04X}",
         )
         return statuses.status_dataset(refused.status, refused.reason), None
+    # The report may go on this association from the thread below: its reactor must hold
+    # while it waits for the requestor's answer (dimse/_reactor.py), or it may take the answer.
+    hold_reactor_for_sends(event.assoc)
     threading.Thread(
         target=_report,
         args=(context, caller, request, _Watch(event.assoc)),

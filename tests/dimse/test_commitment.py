@@ -17,6 +17,7 @@ from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 from sqlalchemy import select
 
 from audit.models import AuditEvent
+from dimse._reactor import ReactorGate
 from dimse.commitment import STORAGE_COMMITMENT_INSTANCE
 from tests._peers import start_scp
 from tests.conftest import free_port, sqlite_only
@@ -154,6 +155,38 @@ def test_report_on_the_same_association_names_what_is_held_and_visible(
     assert event["detail"]["committed"] == 1
     assert event["detail"]["failed"] == {"0112": 2, "0119": 1}
     assert foreign[0] not in json.dumps(event, default=str)
+
+
+def test_reports_on_one_kept_association_each_reach_it_through_the_reactor_gate(
+    dimse: Dimse, tmp_path: Path
+) -> None:
+    """A requestor that keeps its association asks again and again: each report comes on it,
+    sent from Ferry's report thread while the association's reactor is held at the gate that
+    keeps it from taking the requestor's answer (dimse/_reactor.py)."""
+    own = store_study(dimse, tmp_path / "own", dimse.institution_pk, count=1)
+    dimse.add_node("PACS")
+    reports: Reports = queue.Queue()
+    handlers = [(evt.EVT_N_EVENT_REPORT, on_report(reports))]
+    assoc = requestor().associate(
+        "127.0.0.1", dimse.port, ae_title=dimse.ae_title, evt_handlers=handlers
+    )
+    assert assoc.is_established
+    transactions = [generate_uid() for _ in range(3)]
+    try:
+        for transaction in transactions:
+            information = request(transaction, [(CTImageStorage, own[0])])
+            status, _ = assoc.send_n_action(information, 1, StorageCommitmentPushModel,
+                                            STORAGE_COMMITMENT_INSTANCE)  # fmt: skip
+            assert status.Status == 0x0000
+            event_type, info = reports.get(timeout=REPORT_WAIT)
+            assert (event_type, info.TransactionUID) == (1, transaction)
+        [served] = [a for server in dimse.bridge.servers for a in server.active_associations]
+        assert isinstance(served._reactor_checkpoint, ReactorGate)
+    finally:
+        assoc.release()
+    events = commit_events(dimse, len(transactions))
+    assert [e["detail"]["transaction_uid"] for e in events] == transactions
+    assert {e["detail"]["report"] for e in events} == {"same association"}
 
 
 @sqlite_only
