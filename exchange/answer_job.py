@@ -15,9 +15,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from sqlalchemy import Engine
+
 from archive.store import Archive
 from exchange.answers import ANSWER_REQUEST, Pick, note, send_answer
 from exchange.fetching import FetchServices, trying_again
+from exchange.notifications import Event, EventKind, Subject, notify
+from exchange.notifications import Priority as EventPriority
 from exchange.parties import Actor, actor_from_payload
 from exchange.request_models import PENDING, ImagingRequest, RequestStatus
 from exchange.request_parties import audit_request, load_request
@@ -58,15 +62,28 @@ def answer_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
             note(archive.engine, actor, request, reason)
             refused = Decision(False, "answer-fetch", reason[:1024])
             audit_request(archive.engine, actor, request, "answer", refused, outcome="failed")
+            _tell_not_sent(archive.engine, actor, request)
             raise JobFailed(reason[:1000], permanent=True)
         try:
             closed = send_answer(archive, actor, request, ready, failed, policy(),
                                  enqueue_forward)  # fmt: skip
         except FerryError as error:  # noted in the history and audited by send_answer
+            _tell_not_sent(archive.engine, actor, request)
             raise JobFailed(f"the answer was not sent: {error}", permanent=True) from error
         return f"{closed.status}: {closed.status_reason}"[:500]
 
     return answer
+
+
+def _tell_not_sent(engine: Engine, actor: Actor, request: ImagingRequest) -> None:
+    """The institution asked hears that its answer went nowhere (`answer-not-sent`)."""
+    event = Event(
+        EventKind.ANSWER_NOT_SENT, request.asked_institution_pk,
+        Subject("request", request.pk or 0), EventPriority(request.urgency),
+        actor_user_pk=actor.user_pk, counterpart_pk=request.requesting_institution_pk,
+    )  # fmt: skip
+    with engine.begin() as connection:
+        notify(connection, event, now=actor.now)
 
 
 @dataclass

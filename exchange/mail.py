@@ -42,6 +42,11 @@ WORDING: Mapping[EventKind, tuple[str, str]] = {
         "A study sent by {institution} to {counterpart} was neither downloaded nor delivered "
         "before {counterpart}'s retention period ended; {counterpart} no longer has it.",
     ),
+    EventKind.TRANSFER_NOT_SENT: (
+        "Transfer to {counterpart} not sent",
+        "Ferry could not fetch every study picked on a PACS of {institution} for {counterpart}, "
+        "so it did not send them; the transfer's history says why.",
+    ),
     EventKind.REQUEST_RECEIVED: (
         "Request received from {counterpart}",
         "{counterpart} asked {institution} for a study.",
@@ -53,6 +58,11 @@ WORDING: Mapping[EventKind, tuple[str, str]] = {
     EventKind.REQUEST_REJECTED: (
         "Request rejected by {counterpart}",
         "{counterpart} rejected a request of {institution}.",
+    ),
+    EventKind.ANSWER_NOT_SENT: (
+        "Answer to {counterpart} not sent",
+        "Ferry could not fetch the studies picked on a PACS of {institution} to answer a "
+        "request of {counterpart}, so nothing was sent; the request's history says why.",
     ),
     EventKind.REGISTRATION_WAITING: (
         "Registration waiting at {institution}",

@@ -27,6 +27,8 @@ from exchange.destinations import find_node
 from exchange.fetching import FETCH_ATTEMPTS, FetchServices, trying_again
 from exchange.history import note_change
 from exchange.models import Transfer, TransferStatus
+from exchange.notifications import Event, EventKind, Subject, notify
+from exchange.notifications import Priority as EventPriority
 from exchange.parties import (
     Actor,
     actor_from_payload,
@@ -183,7 +185,7 @@ def fetch_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
             failed = failed + [f"{uid[:64]}: {run.unavailable}"[:300] for uid in run.left]
         if failed:
             reason = f"not sent: {len(failed)} of {len(uids)} studies not fetched"
-            _note(archive.engine, actor, transfer, reason)
+            _not_sent(archive.engine, actor, transfer, reason)
             raise JobFailed(f"{reason}: {'; '.join(failed)}"[:1000], permanent=True)
         if not payload.get("send"):
             return f"{len(uids)} studies fetched into the draft"
@@ -192,7 +194,7 @@ def fetch_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
                 archive, actor, transfer.public_id, policy(), enqueue_forward
             )
         except FerryError as error:  # refused: audited by sending; the draft stays
-            _note(archive.engine, actor, transfer, f"not sent: {error}")
+            _not_sent(archive.engine, actor, transfer, f"not sent: {error}")
             raise JobFailed(f"the transfer was not sent: {error}", permanent=True) from error
         return f"fetched and sent: {sent.status}"
 
@@ -203,6 +205,21 @@ def _note(engine: Engine, actor: Actor, transfer: Transfer, reason: str) -> None
     with Session(engine) as session:
         note_change(session, transfer.pk or 0, TransferStatus.DRAFT, actor=actor.label,
                     reason=reason[:1024], now=actor.now)  # fmt: skip
+        session.commit()
+
+
+def _not_sent(engine: Engine, actor: Actor, transfer: Transfer, reason: str) -> None:
+    """The history's last word on a draft the job leaves unsent, and in the same transaction
+    the sending institution's failure email (`transfer-not-sent`)."""
+    event = Event(
+        EventKind.TRANSFER_NOT_SENT, transfer.sender_institution_pk,
+        Subject("transfer", transfer.pk or 0), EventPriority(transfer.priority),
+        actor_user_pk=actor.user_pk, counterpart_pk=transfer.destination_institution_pk,
+    )  # fmt: skip
+    with Session(engine) as session:
+        note_change(session, transfer.pk or 0, TransferStatus.DRAFT, actor=actor.label,
+                    reason=reason[:1024], now=actor.now)  # fmt: skip
+        notify(session.connection(), event, now=actor.now)
         session.commit()
 
 

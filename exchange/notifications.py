@@ -39,9 +39,11 @@ class EventKind(StrEnum):
     TRANSFER_PARTLY_DELIVERED = "transfer-partly-delivered"
     TRANSFER_FAILED = "transfer-failed"
     TRANSFER_EXPIRED = "transfer-expired"  # to the sending institution: nobody took it in time
+    TRANSFER_NOT_SENT = "transfer-not-sent"  # to the sender: studies picked on its PACS not in
     REQUEST_RECEIVED = "request-received"  # to the institution asked
     REQUEST_ANSWERED = "request-answered"  # to the requesting institution (and requester)
     REQUEST_REJECTED = "request-rejected"
+    ANSWER_NOT_SENT = "answer-not-sent"  # to the institution asked: its PACS gave nothing
     REGISTRATION_WAITING = "registration-waiting"  # to the institution's administrators
     REGISTRATION_APPROVED = "registration-approved"  # to the person who registered
     REGISTRATION_REJECTED = "registration-rejected"
@@ -68,9 +70,11 @@ AUDIENCES: Mapping[EventKind, Audience] = {
     EventKind.TRANSFER_PARTLY_DELIVERED: Audience(Action.SEARCH, failure=True),
     EventKind.TRANSFER_FAILED: Audience(Action.SEARCH, failure=True),
     EventKind.TRANSFER_EXPIRED: Audience(Action.SEARCH, failure=True),
+    EventKind.TRANSFER_NOT_SENT: Audience(Action.TRANSFER, failure=True),
     EventKind.REQUEST_RECEIVED: Audience(Action.ANSWER, addressed=True),
     EventKind.REQUEST_ANSWERED: Audience(Action.REQUEST),
     EventKind.REQUEST_REJECTED: Audience(Action.REQUEST, failure=True),
+    EventKind.ANSWER_NOT_SENT: Audience(Action.ANSWER, failure=True),
     EventKind.REGISTRATION_WAITING: Audience(Action.ADMINISTER, addressed=True),
     EventKind.REGISTRATION_APPROVED: Audience(None),
     EventKind.REGISTRATION_REJECTED: Audience(None, failure=True),

@@ -53,6 +53,11 @@ class Actor:
         return self.principal.label
 
     @property
+    def user_pk(self) -> int | None:
+        """The person's user, when a person acts (not an API client or Ferry itself)."""
+        return self.principal.id if self.principal.kind is PrincipalKind.USER else None
+
+    @property
     def context(self) -> Context:
         return Context(self.now, self.client_address)
 

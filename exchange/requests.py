@@ -38,7 +38,6 @@ from exchange.request_models import (
 from exchange.request_parties import audit_request, change_status, require
 from foundation.errors import Conflict, Forbidden, InvalidQuery
 from policy.decision import Decision, PolicySnapshot, Resource, decide
-from policy.principal import PrincipalKind
 from policy.roles import Action
 
 DEFAULT_EXPIRY_DAYS = 30
@@ -90,10 +89,6 @@ def _check_new(new: NewRequest, policy: PolicySnapshot) -> None:
         raise InvalidQuery(f"a request names at most {MAX_ACCESSIONS} accession numbers")
 
 
-def _user_pk(actor: Actor) -> int | None:
-    return actor.principal.id if actor.principal.kind is PrincipalKind.USER else None
-
-
 def create_request(
     engine: Engine,
     actor: Actor,
@@ -125,7 +120,7 @@ def create_request(
         details=new.details,
         clinical_reason=new.clinical_reason,
         created_by=actor.label[:256],
-        created_by_user_pk=_user_pk(actor),
+        created_by_user_pk=actor.user_pk,
         created_at=actor.now,
         expires_at=actor.now + timedelta(days=expiry_days),
     )
@@ -150,7 +145,7 @@ def _tell(session: Session, request: ImagingRequest, kind: EventKind, actor: Act
         institution,
         Subject("request", request.pk or 0),
         EventPriority(request.urgency),
-        actor_user_pk=_user_pk(actor) if actor else None,
+        actor_user_pk=actor.user_pk if actor else None,
         person_user_pk=request.created_by_user_pk,
         counterpart_pk=counterpart,
     )

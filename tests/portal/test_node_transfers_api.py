@@ -169,7 +169,7 @@ def test_a_fetch_that_never_reaches_the_pacs_leaves_the_draft_unsent_and_says_wh
     picks = {"node": "PACS_A", "studies": uids, "send": True}
     assert world.post("a-sender", f"/transfers/{tid}/node-studies", picks).status_code == 202
     world.worker.queue.retry_base_seconds = 0
-    assert world.worker.run_until_idle() == 8
+    assert world.worker.run_until_idle() == 9  # eight runs of the fetch, then the email
     shown = world.get("a-sender", f"/transfers/{tid}").json()
     reasons = [h["reason"] for h in shown["history"]]
     assert sum("Ferry tries again shortly" in r for r in reasons) == 7
@@ -178,6 +178,13 @@ def test_a_fetch_that_never_reaches_the_pacs_leaves_the_draft_unsent_and_says_wh
     assert shown["status"] == "draft" and shown["studies"] == []
     [job] = JobQueue(world.server.archive.engine).list(kind="exchange.transfer-fetch")
     assert (job.status, job.attempts) == ("parked", 8)
+    [mail] = world.mail_to("a-sender")  # they started it ("own", the default)
+    assert mail.subject == "[Ferry] Transfer to Riverside Practice (PRACTICE) not sent"
+    assert "could not fetch every study picked on a PACS of Hospital A (HOSPA)" in mail.texts()[
+        "text/plain"
+    ]
+    assert PATIENT not in mail.raw.decode()  # no patient data in an email
+    assert world.mail_to("a-requester") == world.mail_to("practice-viewer") == []
 
 
 def test_a_run_after_the_pacs_came_back_fetches_only_what_the_draft_lacks(world: World) -> None:

@@ -332,6 +332,10 @@ def test_an_answer_nothing_of_which_can_be_fetched_stays_in_progress_and_says_wh
     assert world.audit(transaction=rid, action="answer", outcome="failed")
     [job] = JobQueue(world.server.archive.engine).list(kind="exchange.answer")
     assert job.status == "parked" and "none of the picked" in job.last_error
+    world.worker.run_until_idle()
+    not_sent = [m.subject for m in world.mail_to("a-sender") if "not sent" in m.subject]
+    assert not_sent == ["[Ferry] Answer to Riverside Practice (PRACTICE) not sent"]
+    assert not [m for m in world.mail_to("gp") if "not sent" in m.subject]
     # the answer can be given again, now from Ferry's archive
     pick = {"studies": [{"study_uid": world.in_ferry.study_uid}]}
     assert world.post("a-sender", f"/requests/{rid}/answer", pick).json()["status"] == "answered"
