@@ -180,9 +180,10 @@ def test_a_fetch_that_never_reaches_the_pacs_leaves_the_draft_unsent_and_says_wh
     assert (job.status, job.attempts) == ("parked", 8)
     [mail] = world.mail_to("a-sender")  # they started it ("own", the default)
     assert mail.subject == "[Ferry] Transfer to Riverside Practice (PRACTICE) not sent"
-    assert "could not fetch every study picked on a PACS of Hospital A (HOSPA)" in mail.texts()[
-        "text/plain"
-    ]
+    assert (
+        "could not fetch every study picked on a PACS of Hospital A (HOSPA)"
+        in mail.texts()["text/plain"]
+    )
     assert PATIENT not in mail.raw.decode()  # no patient data in an email
     assert world.mail_to("a-requester") == world.mail_to("practice-viewer") == []
 
