@@ -10,6 +10,7 @@ query and retrieve is one audit event: actor `ferry`, on behalf of whoever asked
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
@@ -26,6 +27,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelGet,
     StudyRootQueryRetrieveInformationModelMove,
+    Verification,
 )
 
 from audit.trail import AuditRecord, record
@@ -166,6 +168,26 @@ def iter_find_responses(
         if code == statuses.SUCCESS:
             return
         raise _failure(node, "C-FIND", status)
+
+
+# -- C-ECHO ---------------------------------------------------------------------------------
+
+
+def echo_node(context: BridgeContext, node: NodeFacts) -> float:
+    """C-ECHO the node (Verification, PS3.4 Annex A): seconds from the association request to
+    the answer; PeerUnreachable or RemoteFailed saying why not."""
+    started = time.perf_counter()
+    assoc = open_association(context.config, node, [build_context(Verification)])
+    answered = False
+    try:
+        status = assoc.send_c_echo()
+        code = _status_code(status, node, "C-ECHO")
+        answered = True
+    finally:
+        end_association(assoc, answered)
+    if code != statuses.SUCCESS:
+        raise _failure(node, "C-ECHO", status)
+    return time.perf_counter() - started
 
 
 # -- C-MOVE / C-GET --------------------------------------------------------------------------

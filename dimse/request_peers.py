@@ -1,4 +1,4 @@
-"""The requests workflow's way to a PACS: study-level C-FIND and C-MOVE/C-GET (`dimse.remote`).
+"""The portal's way to a PACS: study-level C-FIND, C-MOVE/C-GET and C-ECHO (`dimse.remote`).
 
 Implements `exchange.request_search.RemotePacs` for the composition root to hand over.
 """
@@ -11,7 +11,7 @@ from pydicom.dataset import Dataset
 
 from dimse.callers import get_node
 from dimse.context import BridgeContext
-from dimse.remote import find_on_node, retrieve_from_node
+from dimse.remote import echo_node, find_on_node, retrieve_from_node
 from foundation.errors import InvalidQuery
 from policy.decision import NodeFacts
 
@@ -60,6 +60,9 @@ class BridgePacs:
             self.context, self._node(node_pk), study_uid,
             institution_pk=institution_pk, requested_by=requested_by,
         )  # fmt: skip
+
+    def echo(self, node_pk: int) -> float:
+        return echo_node(self.context, self._node(node_pk))
 
 
 def _keywords(answer: Dataset) -> dict[str, str]:

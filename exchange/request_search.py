@@ -52,6 +52,10 @@ class RemotePacs(Protocol):
         """C-MOVE or C-GET into Ferry (stored as the node's institution); raises FerryError."""
         ...
 
+    def echo(self, node_pk: int) -> float:
+        """C-ECHO: seconds to the node's answer; NodeFailed (NodeUnavailable) saying why not."""
+        ...
+
 
 @dataclass(frozen=True)
 class Candidate:

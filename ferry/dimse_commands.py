@@ -14,7 +14,6 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 from pydicom.dataset import Dataset
-from pynetdicom.sop_class import Verification
 
 from ferry.settings import Settings
 from foundation.errors import FerryError, InvalidQuery
@@ -61,24 +60,14 @@ def _identifier(level: str, keys: list[str]) -> Dataset:
 
 
 def _echo(settings: Settings, args: argparse.Namespace) -> int:
-    from dimse.peers import open_association
+    from dimse.remote import echo_node
 
     context = _context(settings)
     node = _node(context, args.node)
-    assoc = open_association(settings.dimse(), node, [_verification()])
-    try:
-        status = assoc.send_c_echo()
-    finally:
-        assoc.release()
-    code = int(status.Status) if "Status" in status else -1
-    print(f"C-ECHO {node.ae_title} at {node.host}:{node.port}: status 0x{code & 0xFFFF:04X}")
-    return 0 if code == 0 else 1
-
-
-def _verification() -> Any:
-    from pynetdicom.presentation import build_context
-
-    return build_context(Verification)
+    seconds = echo_node(context, node)
+    print(f"C-ECHO {node.ae_title} at {node.host}:{node.port}: status 0x0000 "
+          f"({seconds * 1000:.0f} ms)")  # fmt: skip
+    return 0
 
 
 def _find(settings: Settings, args: argparse.Namespace) -> int:

@@ -285,6 +285,20 @@ class NodeOut(Output):
     any_address: bool
 
 
+class NodeEchoIn(Input):
+    """An empty object: the node is named in the path."""
+
+
+class NodeEchoOut(Output):
+    """The node answered a C-ECHO (Verification): who, where, and how long it took."""
+
+    ae_title: str
+    host: str
+    port: int
+    status: str  # "0x0000": anything else is a 502 saying what the node answered
+    milliseconds: float  # from the association request to the answer
+
+
 class NodePermissionIn(Input):
     subject_kind: Literal["user", "role", "institution"]
     subject: Annotated[str, Field(min_length=1, max_length=320)]

@@ -8,7 +8,8 @@ from datetime import timedelta
 from sqlalchemy import Engine
 
 from exchange import grants
-from foundation.errors import NotFound
+from exchange.request_search import RemotePacs
+from foundation.errors import InvalidQuery, NotFound
 from policy import store
 from policy.decision import NodeFacts
 from policy.models import DestinationRule, Node, Route
@@ -23,6 +24,8 @@ from portal.api_schemas import (
     HolidayOut,
     HoursIn,
     HoursOut,
+    NodeEchoIn,
+    NodeEchoOut,
     NodeIn,
     NodeOut,
     NodePatch,
@@ -83,6 +86,18 @@ def update_node(call: Call) -> NodeOut:
         changes["reconcile_with_pk"] = body.reconcile_with_pk
     changed = replace(store.node_facts(node), **changes)
     return NodeOut.model_validate(store.update_node(_engine(call), changed))
+
+
+def echo_node(call: Call) -> NodeEchoOut:
+    """C-ECHO the node from Ferry, as its administrators check a new or changed address; a node
+    that cannot be reached or answers with a failure is 502, saying why."""
+    node = _node(call)
+    pacs: RemotePacs | None = getattr(call.state, "remote_pacs", None)
+    if pacs is None:
+        raise InvalidQuery("this Ferry cannot reach nodes from here")
+    seconds = pacs.echo(node.pk or 0)
+    return NodeEchoOut(ae_title=node.ae_title, host=node.host, port=node.port, status="0x0000",
+                       milliseconds=round(seconds * 1000, 1))  # fmt: skip
 
 
 def delete_node(call: Call) -> None:
@@ -323,6 +338,9 @@ OPERATIONS: list[Operation] = [
     Operation("GET", "/nodes/{node_pk}", get_node, "one node", _N, response=NodeOut),
     Operation("PATCH", "/nodes/{node_pk}", update_node, "change a node", _N, NodePatch, NodeOut),
     Operation("DELETE", "/nodes/{node_pk}", delete_node, "remove a node", _N, status=204),
+    Operation("POST", "/nodes/{node_pk}/echo", echo_node,
+              "C-ECHO the node: does it answer Ferry at its address?", _N, NodeEchoIn,
+              NodeEchoOut, asks_a_node=True),
     Operation("GET", "/nodes/{node_pk}/permissions", list_node_permissions,
               "who may query or write the node", _N, response=list[NodePermissionOut]),
     Operation("POST", "/nodes/{node_pk}/permissions", add_node_permission,

@@ -39,7 +39,7 @@ _T = "transfers"
 OPERATIONS = [
     Operation("POST", "/transfers/node-search", search_node,
               "search one of your institution's nodes for studies to send (C-FIND)", _T,
-              NodeSearchIn, SearchOut),
+              NodeSearchIn, SearchOut, asks_a_node=True),
     Operation("POST", "/transfers/{transfer_id}/node-studies", add_studies_from_node,
               "fetch studies from one of the sending institution's nodes into a draft (a job), "
               "and send it once they are in if asked", _T, NodeStudiesIn, TransferOut, 202),

@@ -80,6 +80,7 @@ class Operation:
     # The media type of a streamed answer: the handler returns a Response. With `response`
     # too, the handler returns either (JSON by default, the stream when the client asks).
     streams: str = ""
+    asks_a_node: bool = False  # it talks to a DICOM node while the client waits: 502 possible
 
     @property
     def operation_id(self) -> str:
@@ -238,6 +239,9 @@ _ERRORS = {
 }
 
 
+_NODE_FAILED = "the DICOM node could not be reached or answered with a failure; the reason says"
+
+
 def _operation_entry(
     operation: Operation, parameters: Mapping[str, PathParameter], refs: Mapping[Any, Any]
 ) -> dict[str, Any]:
@@ -245,6 +249,8 @@ def _operation_entry(
     responses: dict[str, Any] = {
         code: {**error, "description": text} for code, text in _ERRORS.items()
     }
+    if operation.asks_a_node:
+        responses["502"] = {**error, "description": _NODE_FAILED}
     if operation.streams:
         binary = {"schema": {"type": "string", "format": "binary"}}
         content = {operation.streams: binary}

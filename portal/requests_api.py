@@ -236,7 +236,7 @@ OPERATIONS = [
               "one request with its answers and history", _R, response=RequestOut),
     Operation("POST", "/requests/{request_id}/search", search_for_request,
               "search Ferry or one of your nodes with the request's identifiers (takes it up)",
-              _R, SearchIn, SearchOut),
+              _R, SearchIn, SearchOut, asks_a_node=True),
     Operation("POST", "/requests/{request_id}/answer", answer_request,
               "answer with studies: those on a node are fetched, then all are sent to the "
               "requester's destination", _R, AnswerIn, RequestOut),

@@ -23,7 +23,7 @@ import anyio
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from foundation.errors import InvalidQuery, NotFound
+from foundation.errors import InvalidQuery, NodeFailed, NotFound
 from policy import store
 from policy.roles import Action, Role, Scope
 from portal.admin_api import (
@@ -49,6 +49,8 @@ from portal.api_schemas import (
     HoursIn,
     HoursOut,
     MembershipOut,
+    NodeEchoIn,
+    NodeEchoOut,
     NodeIn,
     NodeOut,
     NodePermissionIn,
@@ -67,6 +69,7 @@ from portal.destinations_api import (
     create_node,
     delete_destination_rule,
     delete_node,
+    echo_node,
     get_hours,
     get_node,
     list_destination_rules,
@@ -465,13 +468,40 @@ async def _place_node(request: Request, visitor: Visitor, place: Place) -> NodeO
 @signed_in
 async def node_page(request: Request, visitor: Visitor) -> Response:
     place = visitor.place(request.path_params["code"])
-    node = await _place_node(request, visitor, place)
+    return await _show_node(request, visitor, place, await _place_node(request, visitor, place))
+
+
+async def _show_node(
+    request: Request,
+    visitor: Visitor,
+    place: Place,
+    node: NodeOut,
+    echo: NodeEchoOut | None = None,
+    echo_failure: str = "",
+) -> Response:
     path = {"node_pk": node.pk}
     rights: list[NodePermissionOut] = await run_operation(
         request, visitor, list_node_permissions, path=path
     )
-    context = admin_context(place, "nodes", visitor, node=node, rights=rights, kinds=SUBJECT_KINDS)
-    return render(request, "admin/node.html", context, visitor=visitor, timezone=place.timezone)
+    context = admin_context(place, "nodes", visitor, node=node, rights=rights,
+                            kinds=SUBJECT_KINDS, echo=echo, echo_failure=echo_failure)  # fmt: skip
+    status = 502 if echo_failure else 200
+    return render(request, "admin/node.html", context, visitor=visitor, status=status,
+                  timezone=place.timezone)  # fmt: skip
+
+
+@signed_in
+async def check_node(request: Request, visitor: Visitor) -> Response:
+    """C-ECHO the node and show the node's page with what it answered."""
+    place = visitor.place(request.path_params["code"])
+    node = await _place_node(request, visitor, place)
+    try:
+        echo = await run_operation(
+            request, visitor, echo_node, path={"node_pk": node.pk}, body=NodeEchoIn()
+        )
+    except NodeFailed as failure:
+        return await _show_node(request, visitor, place, node, echo_failure=str(failure))
+    return await _show_node(request, visitor, place, node, echo=echo)
 
 
 @signed_in

@@ -101,6 +101,7 @@ ADMINISTRATION: list[BaseRoute] = [
     Route("/institutions/{code}/admin/nodes", admin.add_node, methods=["POST"]),
     Route("/institutions/{code}/admin/nodes/{node_pk}/remove", admin.remove_node, methods=["POST"]),
     Route("/institutions/{code}/admin/nodes/{node_pk}", admin.node_page, methods=["GET"]),
+    Route("/institutions/{code}/admin/nodes/{node_pk}/echo", admin.check_node, methods=["POST"]),
     Route(
         "/institutions/{code}/admin/nodes/{node_pk}/rights", admin.add_node_right, methods=["POST"]
     ),

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
+from pynetdicom import AE, evt
+from pynetdicom.sop_class import Verification
 from sqlmodel import Session, select
 
 from audit.models import AuditEvent
@@ -14,7 +17,9 @@ from exchange.models import Transfer
 from foundation.jobs import JobQueue
 from policy import store
 from policy.store.destinations import create_route
-from tests.conftest import RunningServer, issue_token_for
+from tests._peers import start_scp
+from tests.conftest import RunningServer, free_port, issue_token_for
+from tests.policy._people import add_api_token
 
 
 @dataclass
@@ -304,3 +309,58 @@ def test_the_openapi_document_names_the_new_operations(world):
     schemas = document["components"]["schemas"]
     assert schemas["RouteIn"]["properties"]["quiet_seconds"]["maximum"] == 86400
     assert schemas["NodeIn"]["properties"]["retrieve_method"]["enum"] == ["move", "get"]
+
+
+def _verification_scp(status: int) -> tuple[Any, int]:
+    """A pynetdicom SCP that answers C-ECHO with `status`; (its AE, its port)."""
+    ae = AE(ae_title="ECHO_SCP")
+    ae.add_supported_context(Verification)
+    port = free_port()
+    start_scp(ae, port, [(evt.EVT_C_ECHO, lambda _event: status)])
+    return ae, port
+
+
+def test_an_administrator_checks_that_a_node_answers_by_c_echo(world):
+    answering, answering_port = _verification_scp(0x0000)
+    failing, failing_port = _verification_scp(0xC000)
+    try:
+        nodes = {
+            ae: created(world.call("north-admin", "POST", "/institutions/NORTH/nodes",
+                                   {"ae_title": ae, "host": "127.0.0.1", "port": port}))["pk"]
+            for ae, port in (("NORTH_PACS", answering_port), ("NORTH_BUSY", failing_port),
+                             ("NORTH_GONE", free_port()))
+        }  # fmt: skip
+        echoed = world.call("north-admin", "POST", f"/nodes/{nodes['NORTH_PACS']}/echo", {})
+        assert echoed.status_code == 200, echoed.text
+        answer = echoed.json()
+        assert (answer["ae_title"], answer["port"], answer["status"]) == (
+            "NORTH_PACS", answering_port, "0x0000",
+        )  # fmt: skip
+        assert answer["milliseconds"] > 0
+        busy = world.call("north-admin", "POST", f"/nodes/{nodes['NORTH_BUSY']}/echo", {})
+        assert busy.status_code == 502
+        assert busy.json()["error"] == (
+            "NORTH_BUSY answered the C-ECHO with status 0xC000: the node was unable to process"
+            " the request"
+        )
+        gone = world.call("north-admin", "POST", f"/nodes/{nodes['NORTH_GONE']}/echo", {})
+        assert gone.status_code == 502
+        assert gone.json()["error"].startswith("NORTH_GONE at 127.0.0.1:")
+        path = f"/nodes/{nodes['NORTH_PACS']}/echo"
+        assert world.call("system", "POST", path, {}).status_code == 200
+        stranger = world.call("south-admin", "POST", path, {})
+        missing = world.call("south-admin", "POST", "/nodes/999999/echo", {})
+        assert stranger.status_code == missing.status_code == 404  # exactly like a missing one
+        assert stranger.json()["error"] == f"no node {nodes['NORTH_PACS']}"
+        assert world.call("north-viewer", "POST", path, {}).status_code == 403
+        read_only, _, _ = add_api_token(world.server.archive.engine, world.pks["NORTH"],
+                                        roles="admin", scopes="read")  # fmt: skip
+        refused = world.http.post(
+            f"/api{path}", headers={"authorization": f"Bearer {read_only}"}, json={}
+        )
+        assert refused.status_code == 403
+        assert len(world.refusals(path)) >= 3  # audited
+        assert world.call("north-admin", "GET", f"/nodes/{nodes['NORTH_PACS']}").status_code == 200
+    finally:
+        answering.shutdown()
+        failing.shutdown()

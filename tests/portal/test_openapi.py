@@ -5,17 +5,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 from starlette.routing import Mount, Route
 
 from audit.search import AuditQuery, iter_events
 from policy import store
 from tests import factories
-from tests.conftest import RunningServer, issue_token_for
+from tests._peers import start_scp
+from tests.conftest import RunningServer, free_port, issue_token_for
 
 SCHEMATHESIS = Path(sys.executable).parent / "schemathesis"
 CHECKS = ",".join(
@@ -76,11 +80,25 @@ def test_request_bodies_come_from_the_code(server: RunningServer):
     assert document["paths"]["/api/users"]["get"]["security"] == [{"bearer": []}]
 
 
-def system_admin_token(server: RunningServer) -> str:
+@pytest.fixture
+def demo_pacs() -> Iterator[int]:
+    """DEMO's PACS: a pynetdicom SCP that answers C-ECHO (`POST /api/nodes/{pk}/echo`); its
+    port."""
+    ae = AE(ae_title="DEMO_PACS")
+    ae.add_supported_context(Verification)
+    port = free_port()
+    start_scp(ae, port)
+    try:
+        yield port
+    finally:
+        ae.shutdown()
+
+
+def system_admin_token(server: RunningServer, pacs_port: int = 104) -> str:
     """A system administrator, and a little data for the generated requests to find."""
     engine = server.archive.engine
     demo = store.create_institution(engine, "DEMO", "Demo")
-    factories.create_node(engine, demo.pk, "DEMO_PACS", "pacs.demo", 104)
+    factories.create_node(engine, demo.pk, "DEMO_PACS", "127.0.0.1", pacs_port)
     client = store.create_api_client(engine, "tool", demo.pk, "viewer")
     store.issue_api_token(engine, client.pk)
     admin = store.create_user(engine, "root@ferry.test", system_admin=True)
@@ -126,13 +144,15 @@ SLICES = {
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 @pytest.mark.parametrize("part", list(SLICES))
-def test_schemathesis_finds_no_server_error(server: RunningServer, tmp_path: Path, part: str):
+def test_schemathesis_finds_no_server_error(
+    server: RunningServer, tmp_path: Path, part: str, demo_pacs: int
+):
     """Every operation, generated inputs valid and invalid, as a system administrator.
 
     Changing users runs last: it may disable or re-password the very administrator the run
     authenticates as, after which everything else would only see 401.
     """
-    token = system_admin_token(server)
+    token = system_admin_token(server, demo_pacs)
     schemathesis(server, token, tmp_path, *SLICES[part], "--exclude-operation-id", "update_user")
     if part == "the rest":
         schemathesis(server, token, tmp_path, "--include-operation-id", "update_user")

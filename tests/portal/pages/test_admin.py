@@ -8,7 +8,11 @@ from typing import Any
 
 import httpx
 from playwright.sync_api import expect
+from pynetdicom import AE
+from pynetdicom.sop_class import Verification
 
+from tests._peers import start_scp
+from tests.conftest import free_port
 from tests.policy._people import PASSWORD
 from tests.portal.pages.conftest import World, assert_accessible, snapshot
 
@@ -266,3 +270,46 @@ def test_an_administrator_gives_and_takes_a_right_on_a_node(world: World) -> Non
     )
     assert bad.status == 400
     assert world.api("hosp-admin", "GET", f"/nodes/{node_pk}/permissions").json() == []
+
+
+def test_an_administrator_checks_a_node_answers_and_sees_why_one_does_not(world: World) -> None:
+    scp = AE(ae_title="HOSP_ECHO")
+    scp.add_supported_context(Verification)
+    port = free_port()
+    start_scp(scp, port)
+    try:
+        pks = {}
+        for ae_title, node_port in (("HOSP_ECHO", port), ("HOSP_GONE", free_port())):
+            node = {"ae_title": ae_title, "host": "127.0.0.1", "port": node_port}
+            made = world.api("hosp-admin", "POST", "/institutions/HOSP/nodes", node)
+            assert made.status_code == 201, made.text
+            pks[ae_title] = made.json()["pk"]
+        admin = world.page("hosp-admin")
+        admin.goto(f"/institutions/HOSP/admin/nodes/{pks['HOSP_ECHO']}")
+        admin.get_by_role("button", name="Check the connection (C-ECHO)").click()
+        expect(admin.get_by_role("status")).to_contain_text(
+            f"HOSP_ECHO at 127.0.0.1:{port} answered the C-ECHO in"
+        )
+        assert_accessible(admin)
+        admin.goto(f"/institutions/HOSP/admin/nodes/{pks['HOSP_GONE']}")
+        with admin.expect_response(re.compile("/echo$")) as checked:
+            admin.get_by_role("button", name="Check the connection (C-ECHO)").click()
+        assert checked.value.status == 502
+        expect(admin.get_by_role("alert")).to_contain_text("No answer from the node: HOSP_GONE at")
+        expect(admin.get_by_role("heading", level=1)).to_have_text("Node HOSP_GONE")
+        assert_accessible(admin)
+
+        path = f"/institutions/HOSP/admin/nodes/{pks['HOSP_ECHO']}/echo"
+        no_csrf = admin.request.post(path, form={}, max_redirects=0)
+        assert no_csrf.status == 403
+        radiologist = world.page("hosp-radiologist")
+        radiologist.goto("/institutions/HOSP")
+        refused = radiologist.request.post(path, form={"csrf_token": _csrf(radiologist)})
+        assert refused.status == 403
+        far = world.page("far-radiologist")
+        far.goto("/institutions/FAR")
+        elsewhere = far.request.post(f"/institutions/FAR/admin/nodes/{pks['HOSP_ECHO']}/echo",
+                                     form={"csrf_token": _csrf(far)})  # fmt: skip
+        assert elsewhere.status in (403, 404)
+    finally:
+        scp.shutdown()
