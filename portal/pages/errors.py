@@ -31,7 +31,7 @@ TITLES = {
     404: "Not found",
     409: "Not in this state",
     413: "Too large",
-    502: "The other system did not cooperate",
+    502: "Trouble with the node",
     503: "Try again shortly",
 }
 

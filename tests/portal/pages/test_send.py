@@ -279,7 +279,7 @@ def test_a_pacs_that_does_not_answer_is_named_and_the_page_still_answers(
     with page.expect_response(re.compile("/send/search$")) as searched:
         page.get_by_role("button", name="Search").click()
     assert searched.value.status == 502
-    expect(page.get_by_role("heading", level=1)).to_have_text("The other system did not cooperate")
+    expect(page.get_by_role("heading", level=1)).to_have_text("Trouble with the node")
     expect(page.get_by_role("alert")).to_contain_text("CLIN_PACS at 127.0.0.1:")
     assert_accessible(page)
     page.goto("/institutions/CLIN/send")
