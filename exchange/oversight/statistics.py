@@ -8,8 +8,8 @@ long range costs a bounded query.
 
 Volumes count transfers that moved (not drafts, not still collecting, not refused or failed),
 by when they were sent (a pushed study: when it arrived). A transfer counts by the state it
-stood in when retention ended it (`Transfer.ended_from`), so last month's failures stay
-failures after their studies are gone. Studies, instances and bytes are
+stood in when it ended (`Transfer.ended_from`: retention, or a deletion, ended it), so last
+month's failures stay failures after their studies are gone. Studies, instances and bytes are
 those of the transfers' studies still in the archive; a study with several modalities counts in
 each.
 """
