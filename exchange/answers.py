@@ -52,9 +52,11 @@ def answer_request(
     policy: PolicySnapshot,
     enqueue_forward: EnqueueForward,
     pacs: RemotePacs | None,
+    max_attempts: int = FETCH_ATTEMPTS,
 ) -> ImagingRequest:
     """Answers at once when every pick is in Ferry; else queues the fetch from the nodes (an
-    `exchange.answer` job, which sends when it is done) and returns the request in progress."""
+    `exchange.answer` job of `max_attempts` runs while a node cannot be reached, which sends
+    when it is done) and returns the request in progress."""
     engine = archive.engine
     request = require(engine, actor, Action.ANSWER, public_id)
     require_pending(engine, actor, request, "answered")
@@ -68,7 +70,7 @@ def answer_request(
     if not nodes:
         return send_answer(archive, actor, request, [p.study_uid for p in picks], [], policy,
                            enqueue_forward)  # fmt: skip
-    return queue_answer(engine, actor, request, picks, nodes)
+    return queue_answer(engine, actor, request, picks, nodes, max_attempts)
 
 
 def queue_answer(
@@ -77,6 +79,7 @@ def queue_answer(
     request: ImagingRequest,
     picks: Sequence[Pick],
     nodes: Sequence[str],
+    max_attempts: int = FETCH_ATTEMPTS,
 ) -> ImagingRequest:
     """The fetch as a job, written with the history row that announces it (outbox)."""
     on_nodes = sum(1 for pick in picks if pick.node_pk is not None)
@@ -93,7 +96,7 @@ def queue_answer(
         status = RequestStatus(stored.status)
         change_status(session, stored, status, actor=actor.label, reason=reason, now=actor.now)
         enqueue(session.connection(), ANSWER_REQUEST, payload, now=actor.now,
-                max_attempts=FETCH_ATTEMPTS)  # fmt: skip
+                max_attempts=max_attempts)  # fmt: skip
         session.commit()
     audit_request(engine, actor, stored, "answer", allowed(reason), step="fetching")
     return stored

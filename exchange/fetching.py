@@ -18,8 +18,9 @@ from foundation.clock import Clock
 from foundation.jobs import DEFAULT_MAX_ATTEMPTS, ClaimedJob
 from policy.decision import PolicySnapshot
 
-# Runs of a fetch job while a node cannot be reached: with the queue's backoff (5 s, doubling)
-# the last is about ten minutes after the first, long enough for a PACS to restart.
+# Runs of a fetch job while a node cannot be reached, unless `FERRY_FETCH_MAX_ATTEMPTS` says
+# otherwise: with the queue's backoff (5 s, doubling) the last is about ten minutes after the
+# first, long enough for a PACS to restart.
 FETCH_ATTEMPTS = DEFAULT_MAX_ATTEMPTS
 
 

@@ -5,7 +5,7 @@ picks studies, and adds them to a draft transfer: an outbox job (`exchange.trans
 fetches each into Ferry (C-MOVE or C-GET, stored as the sender's), adds it to the draft as it
 comes in, noting each in the transfer's history, and sends the transfer when every study is in
 (if asked to). A node that cannot be reached (no association, silence, out of resources) is
-tried again with the queue's backoff for `FETCH_ATTEMPTS` runs, each noted in the history; a
+tried again with the queue's backoff (`FERRY_FETCH_MAX_ATTEMPTS` runs), each noted in the history; a
 study the node refuses or does not have leaves the draft unsent with the reason. Both steps
 need `transfer` in the sending institution (`decide`, as for any transfer); a node of another
 institution answers like one that does not exist, and the node must allow Ferry to query and
@@ -126,8 +126,10 @@ def add_node_studies(
     policy: PolicySnapshot,
     *,
     send: bool,
+    max_attempts: int = FETCH_ATTEMPTS,
 ) -> Transfer:
-    """Queues the fetch of the studies into the draft (and its sending, with `send`)."""
+    """Queues the fetch of the studies into the draft (and its sending, with `send`): a job of
+    `max_attempts` runs while the node cannot be reached."""
     transfer = sending.open_draft(engine, actor, public_id)
     node_pk = sender_node(engine, actor, transfer.sender_institution_pk, ae_title, policy)
     uids = list(dict.fromkeys(uid.strip() for uid in study_uids if uid.strip()))
@@ -150,7 +152,7 @@ def add_node_studies(
         note_change(session, transfer.pk or 0, TransferStatus.DRAFT, actor=actor.label,
                     reason=reason, now=actor.now)  # fmt: skip
         enqueue(session.connection(), FETCH_FOR_TRANSFER, payload, now=actor.now,
-                max_attempts=FETCH_ATTEMPTS)  # fmt: skip
+                max_attempts=max_attempts)  # fmt: skip
         session.commit()
     decision = sending.may_send_for(actor, transfer.sender_institution_pk, policy)
     audit_step(engine, actor, transfer, "transfer", decision, studies=uids, step="fetching",

@@ -166,8 +166,9 @@ def create_app(settings: Settings, archive: Archive | None = None) -> Starlette:
     app.state.enqueue_forward = functools.partial(
         enqueue_forward, max_attempts=settings.forward_max_attempts
     )
-    # requests: C-FIND, fetch
+    # requests and node transfers: C-FIND, C-ECHO, fetch (its job's runs)
     app.state.remote_pacs = BridgePacs(BridgeContext(settings.dimse(), archive))
+    app.state.fetch_max_attempts = settings.fetch_max_attempts
     return app
 
 

@@ -84,7 +84,7 @@ def _create(settings: Settings, args: argparse.Namespace) -> int:
 
         transfer = add_node_studies(
             archive.engine, actor, transfer.public_id, args.from_node, args.study, policy,
-            send=args.send,
+            send=args.send, max_attempts=settings.fetch_max_attempts,
         )  # fmt: skip
         print(_line(transfer))
         print(f"fetching {len(args.study)} studies from {args.from_node} by the job worker of "

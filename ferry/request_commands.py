@@ -109,8 +109,9 @@ def _answer(settings: Settings, args: argparse.Namespace) -> int:
         ae_title, _, uid = item.partition(":")
         picks.append(answers.Pick(uid, node_of(policy, request.asked_institution_pk, ae_title)))
     answered = answers.answer_request(
-        archive, actor, args.id, picks, policy, _enqueue(settings), _pacs(settings, archive)
-    )
+        archive, actor, args.id, picks, policy, _enqueue(settings), _pacs(settings, archive),
+        settings.fetch_max_attempts,
+    )  # fmt: skip
     print(_line(answered))
     if answered.status == "in-progress":
         print(f"{answered.status_reason} (by the job worker of `ferry serve`)")

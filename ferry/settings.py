@@ -182,6 +182,7 @@ class Settings:
     forward_retry_seconds: int = 5
     # A forwarding or C-MOVE association whose peer stops answering C-STOREs is aborted after this.
     forward_response_timeout: float = 30.0
+    fetch_max_attempts: int = 8  # runs of a fetch from a PACS that cannot be reached
     request_expiry_days: int = 30  # an unanswered request expires after this many days
     # Worklist reconciliation: attributes that take the RIS's values (`Target=Source`, `Keyword`).
     reconcile_map: tuple[str, ...] = (
@@ -383,6 +384,7 @@ _VARIABLES: dict[str, tuple[str, Callable[[str], Any]]] = {
     "FERRY_FORWARD_MAX_ATTEMPTS": ("forward_max_attempts", _parse_positive),
     "FERRY_FORWARD_RETRY_SECONDS": ("forward_retry_seconds", _parse_positive),
     "FERRY_FORWARD_RESPONSE_TIMEOUT": ("forward_response_timeout", _parse_seconds),
+    "FERRY_FETCH_MAX_ATTEMPTS": ("fetch_max_attempts", _parse_positive),
     "FERRY_REQUEST_EXPIRY_DAYS": ("request_expiry_days", _parse_positive),
     "FERRY_RETENTION_DAYS": ("retention_days", _parse_positive),
     "FERRY_RETENTION_MAX_DAYS": ("retention_max_days", _parse_positive),

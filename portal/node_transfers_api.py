@@ -30,7 +30,7 @@ def add_studies_from_node(call: Call) -> TransferOut:
     policy = _policy(call)
     transfer = add_node_studies(
         _engine(call), _actor(call), call.path["transfer_id"], body.node, body.studies, policy,
-        send=body.send,
+        send=body.send, max_attempts=call.state.fetch_max_attempts,
     )  # fmt: skip
     return transfer_out(call, transfer, policy, detail=True)
 

@@ -196,7 +196,7 @@ def answer_request(call: Call) -> RequestOut:
     ]  # fmt: skip
     answered = answers.answer_request(
         _archive(call), actor, request.public_id, picks, policy, call.state.enqueue_forward,
-        call.state.remote_pacs,
+        call.state.remote_pacs, call.state.fetch_max_attempts,
     )  # fmt: skip
     return request_out(call, answered, policy, detail=True)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 from sqlmodel import Session, select
 
 from archive.store import Archive
@@ -14,7 +15,7 @@ from dimse.context import BridgeContext
 from dimse.forward import FORWARD_STUDY
 from ferry.background import build_worker
 from ferry.settings import Settings
-from foundation.jobs import Job
+from foundation.jobs import Job, JobQueue
 from policy import store
 from policy.models import RetrieveMethod
 from tests import factories
@@ -104,7 +105,7 @@ def test_download_names_a_study_and_finds_the_transfer_that_brought_it(
 
 
 def test_transfer_from_a_node_searches_by_c_find_then_fetches_and_sends_by_a_job(
-    ferry_cli: Any, archive: Archive, settings: Settings
+    ferry_cli: Any, archive: Archive, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     engine = archive.engine
     a = store.create_institution(engine, "A", "A").pk
@@ -143,3 +144,9 @@ def test_transfer_from_a_node_searches_by_c_find_then_fetches_and_sends_by_a_job
                      "--node", "PACS_A", "--key", "PatientID=NODE-1")  # fmt: skip
     assert down.code == 1 and "PACS_A at 127.0.0.1:" in down.err  # a message, no traceback
     assert "Traceback" not in down.err
+    monkeypatch.setenv("FERRY_FETCH_MAX_ATTEMPTS", "12")  # a PACS down for hours is waited for
+    later = ferry_cli("transfer", "create", "--as", "s@a.test", "--institution", "A", "--to", "B",
+                      "--from-node", "PACS_A", "--study", spec.study_uid, "--send")  # fmt: skip
+    assert later.code == 0, later.err
+    [job, _] = JobQueue(engine).list(kind="exchange.transfer-fetch")
+    assert (job.status, job.max_attempts) == ("queued", 12)
