@@ -131,6 +131,7 @@ class TransactionOut(BaseModel):
     viewed_at: datetime | None
     downloaded_at: datetime | None
     answered_at: datetime | None
+    ended_from: str | None = None  # a transfer retention or a deletion ended: its state before
 
 
 class TransactionsOut(BaseModel):

@@ -22,6 +22,7 @@ from sqlalchemy import (
     ColumnElement,
     Engine,
     Select,
+    String,
     and_,
     case,
     exists,
@@ -109,6 +110,7 @@ class Transaction:
     viewed_at: datetime | None
     downloaded_at: datetime | None
     answered_at: datetime | None
+    ended_from: str | None = None  # a transfer retention or a deletion ended: its state before
 
 
 COLUMNS = tuple(f.name for f in fields(Transaction))
@@ -200,6 +202,7 @@ def _transfer_branch(query: TransactionQuery) -> Select[Any]:
             times.c.viewed.label("viewed_at"),
             times.c.downloaded.label("downloaded_at"),
             type_coerce(null(), _TIME).label("answered_at"),
+            t.ended_from.label("ended_from"),
         )
         .select_from(TRANSFER)
         .outerjoin(times, times.c.transfer_pk == t.pk)
@@ -239,7 +242,9 @@ def _transfer_branch(query: TransactionQuery) -> Select[Any]:
         conditions.append(
             case((t.origin == Origin.PUSH.value, "push"), else_="transfer").in_(query.kinds)
         )
-    return statement.where(*conditions, *_common(query, t.status, t.created_at))
+    return statement.where(
+        *conditions, *_common(query, t.status, t.created_at, ended_from=t.ended_from)
+    )
 
 
 def _remembered(query: TransactionQuery, t: Any) -> ColumnElement[bool]:
@@ -291,6 +296,7 @@ def _request_branch(query: TransactionQuery) -> Select[Any]:
             times.c.viewed.label("viewed_at"),
             times.c.downloaded.label("downloaded_at"),
             case((r.status.in_(ANSWERED), r.closed_at)).label("answered_at"),
+            type_coerce(null(), String).label("ended_from"),
         )
         .select_from(REQUEST)
         .outerjoin(answer, answer.c.request_pk == r.pk)
@@ -318,10 +324,17 @@ def _between(sender: Any, receiver: Any, me: int, other: int) -> ColumnElement[b
     return or_(and_(sender == me, receiver == other), and_(receiver == me, sender == other))
 
 
-def _common(query: TransactionQuery, status: Any, created_at: Any) -> list[ColumnElement[bool]]:
+def _common(
+    query: TransactionQuery, status: Any, created_at: Any, *, ended_from: Any = None
+) -> list[ColumnElement[bool]]:
+    """The state and time criteria. A state finds a transfer in it now, or one that ended from
+    it (a failed transfer whose studies retention deleted is still found among the failed)."""
     conditions: list[ColumnElement[bool]] = []
     if query.states:
-        conditions.append(status.in_(query.states))
+        in_state = status.in_(query.states)
+        if ended_from is not None:
+            in_state = or_(in_state, ended_from.in_(query.states))
+        conditions.append(in_state)
     if query.since is not None:
         conditions.append(created_at >= query.since)
     if query.until is not None:

@@ -17,6 +17,7 @@ from sqlmodel import Session
 from exchange.history import change_status
 from exchange.models import Transfer, TransferStatus
 from exchange.oversight import statistics
+from exchange.oversight.transactions import TransactionQuery, search_transactions
 from exchange.retention_terms import set_policy
 from exchange.transfer_endings import note_study_deleted
 from exchange.transfers import list_transfers
@@ -121,6 +122,14 @@ def test_a_failed_transfer_stays_a_failure_after_retention_deleted_its_study(fer
     assert (transfer.status, transfer.ended_from) == ("deleted", "failed")
     assert _failures(ferry, ferry.a) == failed and _moved(ferry, ferry.a) == 0
     assert _failures(ferry, ferry.b) == [("received", ferry.a, "push", "failed", 1)]
+    # and the oversight's search finds it among the failed, saying where it stands now
+    for state in ("failed", "deleted"):
+        query = TransactionQuery(ferry.a, states=(state,))
+        total, [found] = search_transactions(ferry.engine, query)
+        assert (total, found.id, found.state, found.ended_from) == (
+            1, transfer.public_id, "deleted", "failed",
+        )  # fmt: skip
+    assert search_transactions(ferry.engine, TransactionQuery(ferry.a, states=("sent",)))[0] == 0
 
 
 _OLD_TRANSFER = text(

@@ -10,7 +10,10 @@ import re
 from typing import Any
 
 from playwright.sync_api import expect
+from sqlalchemy import update
+from sqlmodel import col
 
+from exchange.models import Transfer
 from policy import store
 from tests.policy._people import change_user
 from tests.portal.pages.conftest import World, assert_accessible, password_hash, snapshot
@@ -243,3 +246,25 @@ def test_counts_read_one_study_and_two_studies(world: World) -> None:
     expect(rows.nth(1).get_by_role("cell").nth(1)).to_have_text("transfer2 studies")
     expect(admin.get_by_text("2 found")).to_be_visible()
     expect(admin.get_by_text("1 studies")).to_have_count(0)
+
+
+def test_a_transfer_that_ended_is_found_by_the_state_it_ended_from(world: World) -> None:
+    """A transfer that failed and was later deleted (retention ends every transfer) is found
+    among the failed, and its row says both."""
+    failed = world.send("chest")
+    engine = world.server.archive.engine
+    with engine.begin() as connection:  # as the sweeper leaves a failed transfer it ends
+        connection.execute(
+            update(Transfer).where(col(Transfer.public_id) == failed)
+            .values(status="deleted", ended_from="failed")
+        )  # fmt: skip
+    admin = world.page("hosp-admin")
+    admin.goto("/institutions/HOSP/oversight")
+    admin.get_by_label("State").select_option("failed")
+    admin.get_by_role("button", name="Show").click()
+    expect(admin.get_by_text("1 found")).to_be_visible()
+    row = admin.get_by_role("table", name="Transactions").get_by_role(
+        "row", name=re.compile("PAT-1")
+    )
+    expect(row.locator(".status")).to_have_text("deletedwas failed")
+    assert_accessible(admin)
