@@ -50,8 +50,9 @@ def answer_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
             titles, errors = ", ".join(run.unavailable), "; ".join(run.unavailable.values())
             note(archive.engine, actor, request, trying_again(titles, errors, job))
             raise JobFailed(errors[:1000])
-        ready, failed = run.ready, run.failed + run.not_tried()
-        for reason in run.not_tried():
+        untried = run.not_tried()
+        ready, failed = run.ready, run.failed + untried
+        for reason in untried:
             note(archive.engine, actor, request, f"could not fetch {reason}")
         request = load_request(archive.engine, request.public_id)
         if RequestStatus(request.status) not in PENDING:  # cancelled while fetching

@@ -203,26 +203,27 @@ def fetch_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
     return fetch
 
 
-def _note(engine: Engine, actor: Actor, transfer: Transfer, reason: str) -> None:
+def _note(
+    engine: Engine, actor: Actor, transfer: Transfer, reason: str, event: Event | None = None
+) -> None:
+    """A history row on the draft, and `event`'s email queued in the same transaction."""
     with Session(engine) as session:
         note_change(session, transfer.pk or 0, TransferStatus.DRAFT, actor=actor.label,
                     reason=reason[:1024], now=actor.now)  # fmt: skip
+        if event is not None:
+            notify(session.connection(), event, now=actor.now)
         session.commit()
 
 
 def _not_sent(engine: Engine, actor: Actor, transfer: Transfer, reason: str) -> None:
-    """The history's last word on a draft the job leaves unsent, and in the same transaction
-    the sending institution's failure email (`transfer-not-sent`)."""
+    """The history's last word on a draft the job leaves unsent, with the sending institution's
+    failure email (`transfer-not-sent`)."""
     event = Event(
         EventKind.TRANSFER_NOT_SENT, transfer.sender_institution_pk,
         Subject("transfer", transfer.pk or 0), EventPriority(transfer.priority),
         actor_user_pk=actor.user_pk, counterpart_pk=transfer.destination_institution_pk,
     )  # fmt: skip
-    with Session(engine) as session:
-        note_change(session, transfer.pk or 0, TransferStatus.DRAFT, actor=actor.label,
-                    reason=reason[:1024], now=actor.now)  # fmt: skip
-        notify(session.connection(), event, now=actor.now)
-        session.commit()
+    _note(engine, actor, transfer, reason, event)
 
 
 @dataclass(frozen=True)
