@@ -57,6 +57,13 @@ class Origin(StrEnum):
     PERSON = "person"  # a person or an API client, through the portal, the API or the CLI
 
 
+# The jobs that fill a person's draft (from a PACS node; with pseudonymised copies): while one
+# is queued or running, the draft is not sent by hand.
+FETCH_FOR_TRANSFER = "exchange.transfer-fetch"
+PSEUDONYMISE_FOR_TRANSFER = "exchange.transfer-pseudonymise"
+DRAFT_FILLING_JOBS = (FETCH_FOR_TRANSFER, PSEUDONYMISE_FOR_TRANSFER)
+
+
 class Transfer(SQLModel, table=True):
     __tablename__ = "transfer"
     __table_args__ = (
@@ -102,6 +109,9 @@ class Transfer(SQLModel, table=True):
     # statistics count a failed transfer as failed after its studies are gone, and tell one
     # that ran out unused.
     ended_from: str | None = Field(default=None, max_length=32)
+    # The profile its studies were copied with (`exchange.pseudonymisation`): the receiver
+    # holds pseudonymised copies, never the originals. None: the studies themselves.
+    pseudonymised_with: str | None = Field(default=None, max_length=64)
 
 
 class TransferStudy(SQLModel, table=True):
@@ -141,3 +151,28 @@ class TransferEvent(SQLModel, table=True):
     actor: str = Field(max_length=256)
     status: str = Field(max_length=32)
     reason: str = Field(default="", max_length=1024)
+
+
+class PseudonymisationProfile(SQLModel, table=True):
+    """An institution's recipe for research and teaching copies (`archive.pseudonymise`).
+
+    `rules` is JSON: `{"keep": [keyword...], "remove": [...], "replace": {keyword: value}}`;
+    `secret` keys the pseudonyms (hex, never shown): the same patient, study or date gets the
+    same pseudonym in every copy made with this profile.
+    """
+
+    __tablename__ = "pseudonymisation_profile"
+    __table_args__ = (
+        UniqueConstraint("institution_pk", "name", name="uq_pseudonymisation_profile_name"),
+    )
+
+    pk: int | None = Field(default=None, primary_key=True)
+    institution_pk: int = Field(foreign_key="institution.pk")
+    name: str = Field(max_length=64)
+    description: str = Field(default="", max_length=500)
+    rules: str = Field(default="{}")
+    dates: str = Field(default="remove", max_length=16)
+    private_tags: str = Field(default="remove", max_length=16)
+    secret: str = Field(default_factory=lambda: secrets.token_hex(32), max_length=64)
+    created_at: datetime
+    created_by: str = Field(default="", max_length=256)

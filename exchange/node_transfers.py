@@ -26,7 +26,7 @@ from exchange import sending
 from exchange.destinations import find_node
 from exchange.fetching import FETCH_ATTEMPTS, FetchServices, trying_again
 from exchange.history import note_change
-from exchange.models import Transfer, TransferStatus
+from exchange.models import FETCH_FOR_TRANSFER, Transfer, TransferStatus
 from exchange.notifications import Event, EventKind, Subject, notify
 from exchange.notifications import Priority as EventPriority
 from exchange.parties import (
@@ -49,7 +49,6 @@ from foundation.errors import (
 from foundation.jobs import ClaimedJob, JobFailed, JobQueue, enqueue
 from policy.decision import PolicySnapshot
 
-FETCH_FOR_TRANSFER = "exchange.transfer-fetch"
 # Study-level matching keys a sender may search a node with (PS3.4 C.6.2.1.2).
 QUERY_KEYS = frozenset(
     {"PatientID", "PatientName", "PatientBirthDate", "AccessionNumber", "StudyDate",
@@ -193,7 +192,7 @@ def fetch_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
             return f"{len(uids)} studies fetched into the draft"
         try:
             sent = sending.send_transfer(
-                archive, actor, transfer.public_id, policy(), enqueue_forward
+                archive, actor, transfer.public_id, policy(), enqueue_forward, by_filling_job=True
             )
         except FerryError as error:  # refused: audited by sending; the draft stays
             _not_sent(archive.engine, actor, transfer, f"not sent: {error}")

@@ -22,7 +22,9 @@ from archive.store import Archive
 from exchange.grants import add_grant, live_grants
 from exchange.history import change_status, note_change
 from exchange.models import (
+    DRAFT_FILLING_JOBS,
     NOTE_MAX_CHARS,
+    PSEUDONYMISE_FOR_TRANSFER,
     Origin,
     Priority,
     Transfer,
@@ -30,10 +32,12 @@ from exchange.models import (
     TransferStatus,
     TransferStudy,
 )
-from exchange.parties import Actor, audit_step, require, study_uids
+from exchange.parties import Actor, actor_payload, audit_step, require, study_uids
+from exchange.pseudonymisation_profiles import ProfileNotFound, find_profile
 from exchange.routing import EnqueueForward, Target, decide_route
 from exchange.transfers import notify_transfer
 from foundation.errors import Conflict, Forbidden, InvalidQuery
+from foundation.jobs import JobQueue, enqueue
 from policy.decision import Decision, PolicySnapshot, Resource, decide
 from policy.roles import Action
 from policy.store import DuplicateRecord, InvalidRecord
@@ -72,6 +76,10 @@ class NewTransfer:
     priority: Priority = Priority.ROUTINE
     note: str = ""
     reports: Sequence[tuple[str, str]] = field(default_factory=tuple)  # (title, text)
+    # With a profile, the draft gets pseudonymised copies of `studies`, never the studies
+    # (`exchange.pseudonymisation`), and is sent once they are in if `send_when_copied`.
+    profile: str | None = None
+    send_when_copied: bool = False
 
 
 def _grant_reason(transfer: Transfer) -> str:
@@ -131,15 +139,23 @@ def may_send_for(actor: Actor, institution_pk: int, policy: PolicySnapshot) -> D
 def create_transfer(
     archive: Archive, actor: Actor, new: NewTransfer, policy: PolicySnapshot
 ) -> Transfer:
-    """A draft, with its studies and reports; `send_transfer` sends it."""
+    """A draft, with its studies and reports; `send_transfer` sends it. With a profile, the
+    job that makes the copies is queued with it (in the same transaction)."""
     decision = may_send_for(actor, new.sender_pk, policy)
     if not decision.allowed:
         raise Forbidden(decision.reason)
     _check_new(new, policy)
+    if new.profile is not None:
+        try:
+            find_profile(archive.engine, new.sender_pk, new.profile)
+        except ProfileNotFound as error:
+            raise InvalidQuery(str(error)) from None
     studies = check_studies(archive, actor, new.studies)
+    if new.profile is not None and not studies:
+        raise InvalidQuery("name the studies to copy")
     with Session(archive.engine, expire_on_commit=False) as session:
         transfer = Transfer(
-            study_instance_uid=studies[0] if studies else "",
+            study_instance_uid=studies[0] if studies and new.profile is None else "",
             sender_institution_pk=new.sender_pk,
             destination_institution_pk=new.destination_pk,
             destination_node_pk=new.node_pk,
@@ -151,20 +167,38 @@ def create_transfer(
             priority=Priority(new.priority).value,
             note=new.note,
             created_by=actor.label[:256],
+            pseudonymised_with=new.profile,
         )
         session.add(transfer)
         session.flush()
-        for uid in studies:
-            session.add(TransferStudy(transfer_pk=transfer.pk or 0, study_instance_uid=uid))
+        if new.profile is None:
+            for uid in studies:
+                session.add(TransferStudy(transfer_pk=transfer.pk or 0, study_instance_uid=uid))
         for title, text in new.reports:
             session.add(TransferReport(transfer_pk=transfer.pk or 0, title=title, text=text))
         note_change(
             session, transfer.pk or 0, TransferStatus.DRAFT, actor=actor.label, reason="created",
             now=actor.now,
         )  # fmt: skip
+        if new.profile is not None:
+            _queue_copies(session, actor, transfer, new, studies)
         session.commit()
-    audit_step(archive.engine, actor, transfer, "transfer", decision, step="draft")
+    audit_step(archive.engine, actor, transfer, "transfer", decision, step="draft",
+               studies=studies)  # fmt: skip
     return transfer
+
+
+def _queue_copies(
+    session: Session, actor: Actor, transfer: Transfer, new: NewTransfer, originals: list[str]
+) -> None:
+    then = "; sent when they are in" if new.send_when_copied else ""
+    reason = (f"making pseudonymised copies of {len(originals)} studies with profile "
+              f"{new.profile}{then}")  # fmt: skip
+    note_change(session, transfer.pk or 0, TransferStatus.DRAFT, actor=actor.label,
+                reason=reason[:1024], now=actor.now)  # fmt: skip
+    payload = {"transfer": transfer.public_id, "profile": new.profile, "studies": originals,
+               "send": new.send_when_copied, **actor_payload(actor)}  # fmt: skip
+    enqueue(session.connection(), PSEUDONYMISE_FOR_TRANSFER, payload, now=actor.now)
 
 
 def open_draft(engine: Engine, actor: Actor, public_id: str) -> Transfer:
@@ -172,6 +206,9 @@ def open_draft(engine: Engine, actor: Actor, public_id: str) -> Transfer:
     transfer = require(engine, actor, Action.TRANSFER, public_id, side="sender")
     if transfer.status != TransferStatus.DRAFT:
         _refuse(engine, actor, transfer, "transfer", Conflict("only a draft takes new studies"))
+    if transfer.pseudonymised_with is not None:
+        own = Conflict("a transfer of pseudonymised copies takes only the copies Ferry makes")
+        _refuse(engine, actor, transfer, "transfer", own)
     return transfer
 
 
@@ -199,13 +236,24 @@ def send_transfer(
     public_id: str,
     policy: PolicySnapshot,
     enqueue_forward: EnqueueForward,
+    *,
+    by_filling_job: bool = False,
 ) -> Transfer:
-    """Decides the destination now; allowed, grants and (for a node) queues the deliveries."""
+    """Decides the destination now; allowed, grants and (for a node) queues the deliveries.
+    A draft that a job is still filling is sent by that job, not by hand (409)."""
     engine = archive.engine
     transfer = require(engine, actor, Action.TRANSFER, public_id, side="sender")
     if transfer.status != TransferStatus.DRAFT:
         _refuse(engine, actor, transfer, "transfer", Conflict(f"the transfer is {transfer.status}"))
+    if not by_filling_job and _being_filled(engine, public_id):
+        busy = Conflict("studies are still being added to this draft: it is sent once they are in")
+        _refuse(engine, actor, transfer, "transfer", busy)
     return _dispatch(archive, actor, transfer, policy, enqueue_forward)
+
+
+def _being_filled(engine: Engine, public_id: str) -> bool:
+    queue = JobQueue(engine)
+    return any(queue.underway(kind, "transfer", public_id) for kind in DRAFT_FILLING_JOBS)
 
 
 def _dispatch(

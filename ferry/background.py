@@ -32,9 +32,11 @@ from dimse.shared_listeners import SharedListeners
 from exchange.answer_job import ANSWER_REQUEST, answer_handler
 from exchange.fetching import FetchServices
 from exchange.mail_sender import MailSender, SmtpConfig
-from exchange.node_transfers import FETCH_FOR_TRANSFER, fetch_handler
+from exchange.models import FETCH_FOR_TRANSFER, PSEUDONYMISE_FOR_TRANSFER
+from exchange.node_transfers import fetch_handler
 from exchange.notifications import NOTIFY
 from exchange.notify_job import Notifier, notify_handler
+from exchange.pseudonymisation import CopyServices, copy_handler
 from exchange.request_expiry import request_sweeper
 from exchange.routing import transfer_sweeper
 from ferry.forks import per_core
@@ -58,6 +60,9 @@ def build_worker(
         context.archive, BridgePacs(context), enqueue,
         functools.partial(snapshot, context.engine), context.clock,
     )  # fmt: skip
+    copying = CopyServices(
+        context.archive, enqueue, functools.partial(snapshot, context.engine), context.clock
+    )
     return Worker(
         context.jobs,
         {
@@ -65,6 +70,7 @@ def build_worker(
             NOTIFY: notify_handler(notifier),
             ANSWER_REQUEST: answer_handler(fetching),
             FETCH_FOR_TRANSFER: fetch_handler(fetching),
+            PSEUDONYMISE_FOR_TRANSFER: copy_handler(copying),
         },
         idle_seconds=idle_seconds,
         ticks=[

@@ -94,6 +94,10 @@ class Conflict(FerryError):
     pass
 
 
+class CannotPseudonymise(Conflict):
+    """An instance Ferry will not copy pseudonymised (burned-in annotation in its pixels)."""
+
+
 class InsufficientStorage(FerryError):
     pass
 

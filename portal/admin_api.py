@@ -28,6 +28,7 @@ from portal import (
     node_transfers_api,
     notifications_api,
     oversight_api,
+    profiles_api,
     receiving_api,
     requests_api,
     retention_api,
@@ -65,6 +66,7 @@ log = logging.getLogger(__name__)
 API_PREFIX = "/api"
 _CODE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,31}$")
 _TOKEN_ID = re.compile(r"^[0-9a-f]{1,32}$")
+_PROFILE = re.compile(r"^[^\s/][^/]{0,63}$")
 
 
 def _engine(call: Call) -> Engine:
@@ -548,6 +550,9 @@ PARAMETERS = {
     "grant_pk": PathParameter(_PK, _pk),
     "hold_pk": PathParameter(_PK, _pk),
     "day": PathParameter({"type": "string", "format": "date"}, date.fromisoformat),
+    "profile": PathParameter(
+        {"type": "string", "pattern": _PROFILE.pattern}, _matching(_PROFILE), "a profile's name"
+    ),
 }
 
 _I = "institutions"
@@ -632,6 +637,7 @@ def api_mount() -> Mount:
         *node_transfers_api.OPERATIONS,
         *notifications_api.OPERATIONS,
         *oversight_api.OPERATIONS,
+        *profiles_api.OPERATIONS,
         *receiving_api.OPERATIONS,
         *requests_api.OPERATIONS,
         *retention_api.OPERATIONS,

@@ -31,6 +31,12 @@ class TransferIn(Input):
     note: Annotated[str, Field(max_length=NOTE_MAX_CHARS)] = ""
     reports: list[ReportIn] = Field(default_factory=list, max_length=10)
     send: bool = Field(default=False, description="send at once instead of keeping a draft")
+    profile: Annotated[str, Field(min_length=1, max_length=64)] | None = Field(
+        default=None,
+        description="a pseudonymisation profile of `institution`: the destination gets "
+        "pseudonymised copies of the studies, never the studies (made by a job; with `send`, "
+        "sent once every copy is in)",
+    )
 
 
 class ReasonIn(Input):
@@ -110,6 +116,7 @@ class TransferOut(BaseModel):
     completed_at: datetime | None
     done_at: datetime | None
     side: str  # sender or receiver: how the caller is a party to it
+    pseudonymised_with: str | None = None  # the profile its studies were copied with
     studies: list[StudyOut]
     reports: list[ReportOut] = []
     history: list[ChangeOut] = []

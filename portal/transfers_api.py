@@ -133,6 +133,7 @@ def transfer_out(
         completed_at=transfer.completed_at,
         done_at=transfer.done_at,
         side=side_of(decision),
+        pseudonymised_with=transfer.pseudonymised_with,
         studies=[StudyOut(**{**s.__dict__, "modalities": list(s.modalities)}) for s in studies],
         reports=[ReportOut(title=r.title, text=r.text) for r in reports],
         history=[ChangeOut(**c.__dict__) for c in read_history(engine, transfer.pk or 0)]
@@ -191,9 +192,11 @@ def create_transfer(call: Call) -> TransferOut:
         priority=Priority(body.priority),
         note=body.note,
         reports=[(r.title, r.text) for r in body.reports],
+        profile=body.profile,
+        send_when_copied=body.send,
     )
     transfer = sending.create_transfer(_archive(call), actor, new, policy)
-    if body.send:
+    if body.send and body.profile is None:  # copies are sent by the job that makes them
         transfer = sending.send_transfer(
             _archive(call), actor, transfer.public_id, policy, call.state.enqueue_forward
         )
