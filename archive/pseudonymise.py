@@ -287,7 +287,7 @@ def pseudonymise_dataset(dataset: Dataset, profile: Profile, secret: bytes) -> D
 
 
 def pseudonymise_file(
-    source: Path | BinaryIO, target: Path, profile: Profile, secret: bytes
+    source: Path | BinaryIO, target: Path | BinaryIO, profile: Profile, secret: bytes
 ) -> str:
     """A Part 10 file's pseudonymised copy written to `target` (its encoding kept); the copy's
     Study Instance UID. One instance in memory at a time."""

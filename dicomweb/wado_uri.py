@@ -5,12 +5,16 @@ an image comes as image/jpeg, an encapsulated document as its own type, a video 
 stream, and anything else as application/dicom. The rendering is that of /rendered.
 The DICOM object is sent in Explicit VR Little Endian unless `transferSyntax` names another
 syntax or `*` (as stored): PS3.18 9.4.2.4, by the rule WADO-RS follows (`dicomweb.transfer_syntax`).
+`anonymize=yes` (with contentType=application/dicom only) sends it de-identified by the basic
+profile of PS3.15 Annex E (`archive.pseudonymise`), under a secret of that request alone.
 """
 
 from __future__ import annotations
 
 import functools
 import os
+import secrets
+import tempfile
 from collections.abc import Iterator
 from typing import IO
 
@@ -21,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from archive.blobstore import CHUNK_SIZE
+from archive.pseudonymise import BASIC, pseudonymise_file
 from archive.store import Archive, StoredInstance
 from dicomweb.guard import authorize_study
 from dicomweb.media import InvalidMediaType, parse_accept
@@ -167,11 +172,12 @@ async def retrieve_wado_uri(request: Request) -> Response:
         _required_uid(params, n) for n in ("studyUID", "seriesUID", "objectUID")
     )
     anonymize = single(params, "anonymize")
+    wanted = _content_types(params)
     if anonymize is not None:
         if anonymize != "yes":
             raise InvalidQuery(f"anonymize {anonymize[:20]!r} must be yes")
-        raise InvalidQuery("anonymize: pseudonymisation comes with the pseudonymisation work")
-    wanted = _content_types(params)
+        if wanted is None or wanted[0] != DICOM:
+            raise InvalidQuery("anonymize=yes is for contentType=application/dicom")
     transfer_syntax = _transfer_syntax(params)
     options, frames = _options(params), _frames(params)
     (stored,) = await anyio.to_thread.run_sync(archive.find_instances, study, series, instance)
@@ -180,7 +186,9 @@ async def retrieve_wado_uri(request: Request) -> Response:
     if messages:
         headers["Warning"] = warning_header(messages)
     if wanted is not None and wanted[0] == DICOM:
-        return await _download(request, archive, stored, transfer_syntax, headers)
+        return await _download(
+            request, archive, stored, transfer_syntax, headers, anonymize=anonymize is not None
+        )
     fallback = wanted is None or DICOM in wanted
     accepted = [t for t in wanted or ["*/*"] if t != DICOM]
     rendered = await anyio.to_thread.run_sync(
@@ -216,10 +224,12 @@ async def _download(
     stored: StoredInstance,
     transfer_syntax: str | None,
     headers: dict[str, str],
+    *,
+    anonymize: bool = False,
 ) -> Response:
     """The Part 10 file is a download, however it came to be chosen: decided as one."""
-    if request.state.action is Action.DOWNLOAD:
-        return await _dicom_response(archive, stored, transfer_syntax, headers)  # the guard did
+    if request.state.action is Action.DOWNLOAD:  # the guard did
+        return await _dicom_response(archive, stored, transfer_syntax, headers, anonymize)
     await anyio.to_thread.run_sync(
         functools.partial(
             authorize_study,
@@ -230,16 +240,23 @@ async def _download(
             negotiated=DICOM,
         )
     )
-    return await _dicom_response(archive, stored, transfer_syntax, headers)
+    return await _dicom_response(archive, stored, transfer_syntax, headers, anonymize)
 
 
 async def _dicom_response(
-    archive: Archive, stored: StoredInstance, choice: str | None, headers: dict[str, str]
+    archive: Archive,
+    stored: StoredInstance,
+    choice: str | None,
+    headers: dict[str, str],
+    anonymize: bool = False,
 ) -> Response:
     """The Part 10 file in the transfer syntax chosen (`_transfer_syntax`): as stored when
     it is that syntax, else transcoded whole before the response starts, so that a refusal
-    is still a status, not a cut."""
+    is still a status, not a cut. With `anonymize`, de-identified by the basic profile of
+    PS3.15 Annex E under a secret of this request only (nothing links two answers)."""
     spool, left_default = await anyio.to_thread.run_sync(_prepare_object, archive, stored, choice)
+    if anonymize:
+        spool = await anyio.to_thread.run_sync(_anonymized, archive, stored, spool)
     if left_default is not None:
         warnings = [headers["Warning"]] if "Warning" in headers else []
         headers = {**headers, "Warning": ", ".join([*warnings, warning_header([left_default])])}
@@ -269,6 +286,19 @@ def _prepare_object(
         return spool_transcoded(archive.blobs, stored, target), None  # 422 if it won't decode
     except (ValueError, RuntimeError, NotImplementedError) as error:
         raise NotAcceptable(f"transcoding to {target} failed: {error}") from None
+
+
+def _anonymized(archive: Archive, stored: StoredInstance, spool: IO[bytes] | None) -> IO[bytes]:
+    """The object (transcoded or as stored) de-identified into a spool of its own."""
+    target = tempfile.TemporaryFile()
+    try:
+        with spool or archive.blobs.open(stored.blob_key) as source:
+            source.seek(0)
+            pseudonymise_file(source, target, BASIC, secrets.token_bytes(32))
+    except BaseException:
+        target.close()
+        raise
+    return target
 
 
 def _iter_spool(spool: IO[bytes]) -> Iterator[bytes]:

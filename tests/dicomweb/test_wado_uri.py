@@ -55,6 +55,38 @@ def test_application_dicom_returns_the_stored_file(server) -> None:
     assert dcmread(io.BytesIO(response.content)).SOPInstanceUID == ct.SOPInstanceUID
 
 
+def test_anonymize_yes_sends_the_object_de_identified_by_the_basic_profile(server) -> None:
+    spec = factories.StudySpec(patient_id="WADO-PAT-9", patient_name="Roe^Richard",
+                               accession_number="ACC-W9")  # fmt: skip
+    ct = factories.ct_slice(spec=spec)
+    store(server, ct)
+    first = wado(server, ct, contentType="application/dicom", anonymize="yes")
+    assert first.status_code == 200, first.text
+    assert first.headers["content-type"] == "application/dicom"
+    assert int(first.headers["content-length"]) == len(first.content)
+    copy = dcmread(io.BytesIO(first.content))
+    for identifying in (b"WADO-PAT-9", b"Roe^Richard", b"ACC-W9", ct.StudyInstanceUID.encode(),
+                        ct.SOPInstanceUID.encode(), b"Referrer"):  # fmt: skip
+        assert identifying not in first.content
+    assert copy.PatientIdentityRemoved == "YES" and copy.PatientID.startswith("PSN")
+    assert copy.LongitudinalTemporalInformationModified == "REMOVED"
+    assert copy.file_meta.MediaStorageSOPInstanceUID == copy.SOPInstanceUID
+    assert copy.PixelData == ct.PixelData  # the pixels are the stored ones
+    second = wado(server, ct, contentType="application/dicom", anonymize="yes")
+    assert dcmread(io.BytesIO(second.content)).PatientID != copy.PatientID  # nothing links them
+    transcoded = wado(server, ct, contentType="application/dicom", anonymize="yes",
+                      transferSyntax=ImplicitVRLittleEndian)  # fmt: skip
+    assert transcoded.status_code == 200
+    implicit = dcmread(io.BytesIO(transcoded.content))
+    assert implicit.file_meta.TransferSyntaxUID == ImplicitVRLittleEndian
+    assert b"WADO-PAT-9" not in transcoded.content
+    burned = factories.ct_slice(BurnedInAnnotation="YES")
+    store(server, burned)
+    refused = wado(server, burned, contentType="application/dicom", anonymize="yes")
+    assert refused.status_code == 409 and "burned-in annotation" in refused.json()["error"]
+    assert wado(server, ct, contentType="application/dicom").status_code == 200  # still up
+
+
 def test_another_transfer_syntax_is_transcoded(server) -> None:
     ct = factories.ct_slice()
     store(server, ct)
@@ -233,7 +265,8 @@ BAD_WADO_URI = [
     ({"requestType": "WADO-RS"}, 400, "requestType"),
     ({"studyUID": "not-a-uid"}, 400, "studyUID"),
     ({"objectUID": "1.2.3..4"}, 400, "objectUID"),
-    ({"anonymize": "yes"}, 400, "pseudonymisation comes with the pseudonymisation work"),
+    ({"anonymize": "yes"}, 400, "anonymize=yes is for contentType=application/dicom"),
+    ({"anonymize": "yes", "contentType": "image/jpeg"}, 400, "application/dicom"),
     ({"anonymize": "no"}, 400, "anonymize"),
     ({"windowCenter": "40"}, 400, "windowWidth"),
     ({"windowCenter": "40", "windowWidth": "0"}, 400, "width"),

@@ -208,7 +208,6 @@ def test_the_receiver_gets_a_pseudonymised_copy_never_the_original(world: World)
     owner = world.server.archive.read_study_access(world.original.study_uid)
     assert owner is not None and event.institution_pk == owner.institution_pk  # the sender's
 
-
     again = world.send(profile="research", send=True)  # a later copy for the same cohort
     world.worker.run_until_idle()
     second = world.call("res-receiver", "GET", f"/transfers/{again.json()['id']}").json()
