@@ -78,7 +78,7 @@ def test_the_basic_profile_removes_who_the_patient_is_at_every_level() -> None:
     # The reference follows the referenced instance's own copy.
     pseudonymise_dataset(first, BASIC, KEY)
     assert ds.SourceImageSequence[0].ReferencedSOPInstanceUID == first.SOPInstanceUID
-    assert not any(tag.is_private for tag in ds.keys())
+    assert not any(tag.is_private for tag in ds)
     assert 0x60003000 not in ds  # Overlay Data, by the table (its Rows are not listed)
     assert ds.PatientIdentityRemoved == "YES"
     assert ds.LongitudinalTemporalInformationModified == "REMOVED"
