@@ -106,6 +106,7 @@ TABS = (
     ("rules", "Who may send to us, and when"),
     ("api-clients", "API clients and tokens"),
     ("routes", "Direct-push routes"),
+    ("profiles", "Pseudonymisation profiles"),
     ("jobs", "Failed jobs and transfers"),
 )
 

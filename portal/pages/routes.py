@@ -21,6 +21,7 @@ from portal.pages import (
     front,
     oidc_sign_in,
     oversight,
+    profiles,
     push_routes,
     requests,
     transfer_new,
@@ -137,6 +138,13 @@ ADMINISTRATION: list[BaseRoute] = [
     Route(
         "/institutions/{code}/admin/routes/{route_pk}/remove",
         push_routes.remove_route,
+        methods=["POST"],
+    ),
+    Route("/institutions/{code}/admin/profiles", profiles.profiles_page, methods=["GET"]),
+    Route("/institutions/{code}/admin/profiles", profiles.add_a_profile, methods=["POST"]),
+    Route(
+        "/institutions/{code}/admin/profiles/{profile}/remove",
+        profiles.remove_a_profile,
         methods=["POST"],
     ),
     Route("/institutions/{code}/admin/jobs", admin_jobs.jobs_page, methods=["GET"]),

@@ -37,6 +37,7 @@ from portal.pages.session import (
     signed_in,
 )
 from portal.pages.transfers import _path as transfer_path
+from portal.profiles_api import list_institution_profiles
 from portal.request_schemas import SearchOut
 from portal.transfer_schemas import (
     DestinationsQuery,
@@ -115,9 +116,13 @@ async def _page(
             found = await anyio.to_thread.run_sync(
                 find_studies, engine, visitor.actor, place.pk, keys
             )
+    profiles = await run_operation(
+        request, visitor, list_institution_profiles, path={"code": place.code}
+    )
     context = {
         "place": place,
         "destinations": destinations,
+        "profiles": profiles,
         "nodes": nodes,
         "search": params,
         "searched": searched,
@@ -150,6 +155,7 @@ def _transfer_input(
         "priority": form.get("priority", "routine"),
         "note": form.get("note", ""),
         "send": send,
+        "profile": form.get("profile") or None,
     }
     return form_input(TransferIn, values)
 
@@ -166,8 +172,12 @@ async def send_studies(request: Request, visitor: Visitor) -> Response:
         raise InvalidQuery("choose a destination")
     if on_node and not node:
         raise InvalidQuery("the studies picked on a node need that node's name")
+    if on_node and visitor.form.get("profile"):
+        raise InvalidQuery("pseudonymised copies are made from studies in Ferry: fetch them first")
     body = _transfer_input(place, visitor.form, studies, send=not on_node)
     made: TransferOut = await run_operation(request, visitor, create_transfer, body=body)
+    if body.profile is not None:
+        return RedirectResponse(f"/transfers/{made.id}?done=copying", status_code=303)
     if not on_node:
         return RedirectResponse(f"/transfers/{made.id}?done=sent", status_code=303)
     fetch = form_input(NodeStudiesIn, {"node": node, "studies": on_node, "send": True})
