@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import orjson
@@ -28,7 +29,6 @@ from archive.pseudonymise import (
     tag_of,
 )
 from exchange.models import PseudonymisationProfile
-from exchange.parties import Actor
 from foundation.errors import Conflict, InvalidQuery, NotFound
 
 MAX_RULES = 200
@@ -129,11 +129,13 @@ def find_profile(engine: Engine, institution_pk: int, name: str) -> Pseudonymisa
 
 def create_profile(
     engine: Engine,
-    actor: Actor,
     institution_pk: int,
     name: str,
     description: str,
     rules: ProfileRules,
+    *,
+    now: datetime,
+    created_by: str,
 ) -> PseudonymisationProfile:
     checked = check_rules(rules)
     if not name.strip():
@@ -141,8 +143,8 @@ def create_profile(
     row = PseudonymisationProfile(
         institution_pk=institution_pk, name=name.strip(), description=description,
         rules=orjson.dumps(checked).decode(), dates=Dates(rules.dates).value,
-        private_tags=PrivateTags(rules.private_tags).value, created_at=actor.now,
-        created_by=actor.label[:256],
+        private_tags=PrivateTags(rules.private_tags).value, created_at=now,
+        created_by=created_by[:256],
     )  # fmt: skip
     try:
         with Session(engine, expire_on_commit=False) as session:

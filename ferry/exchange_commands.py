@@ -74,11 +74,19 @@ def _create(settings: Settings, args: argparse.Namespace) -> int:
     destination = _pk(policy, args.to)
     node = node_of(policy, destination, args.node) if args.node else None
     in_ferry = [] if args.from_node else args.study
+    if args.profile and args.from_node:
+        raise InvalidQuery("pseudonymised copies are made from studies in Ferry: fetch them first")
     new = NewTransfer(
         _pk(policy, args.institution), destination, node, in_ferry,
-        Priority(args.priority), args.note,
+        Priority(args.priority), args.note, profile=args.profile, send_when_copied=args.send,
     )  # fmt: skip
     transfer = create_transfer(archive, actor, new, policy)
+    if args.profile:
+        print(_line(transfer))
+        print(f"making pseudonymised copies of {len(in_ferry)} studies with profile "
+              f"{args.profile} by the job worker of `ferry serve`"
+              + ("; sent when they are in" if args.send else ""))  # fmt: skip
+        return 0
     if args.from_node:
         from exchange.node_transfers import add_node_studies
 
@@ -234,6 +242,11 @@ def add_exchange_commands(commands: Any) -> None:
     create.add_argument("--priority", choices=["routine", "urgent"], default="routine")
     create.add_argument("--note", default="")
     create.add_argument("--send", action="store_true")
+    create.add_argument(
+        "--profile",
+        help="a pseudonymisation profile of the sending institution: the destination gets "
+        "pseudonymised copies of the --study UIDs, never the studies",
+    )
     create.set_defaults(run=_create)
     search = with_user(sub.add_parser("search-node", help="studies on one of your nodes (C-FIND)"))
     search.add_argument("--institution", required=True, help="your institution's code")

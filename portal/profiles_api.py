@@ -15,7 +15,6 @@ from sqlalchemy import Engine
 
 from archive.pseudonymise import TABLE_VERSION, Dates, PrivateTags
 from exchange.models import PseudonymisationProfile
-from exchange.parties import Actor
 from exchange.pseudonymisation_profiles import (
     MAX_RULES,
     MAX_VALUE_CHARS,
@@ -101,11 +100,10 @@ def get_profile(call: Call) -> ProfileOut:
 def add_profile(call: Call) -> ProfileOut:
     facts = Access(call).require_code(call.path["code"])
     body: ProfileIn = call.body
-    client = call.request.client.host if call.request.client else ""
-    actor = Actor(call.principal, call.now, client, "api")
     rules = ProfileRules(body.keep, body.remove, body.replace, Dates(body.dates),
                          PrivateTags(body.private_tags))  # fmt: skip
-    row = create_profile(_engine(call), actor, facts.pk, body.name, body.description, rules)
+    row = create_profile(_engine(call), facts.pk, body.name, body.description, rules,
+                         now=call.now, created_by=call.principal.label)  # fmt: skip
     return profile_out(row)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -150,3 +151,36 @@ def test_transfer_from_a_node_searches_by_c_find_then_fetches_and_sends_by_a_job
     assert later.code == 0, later.err
     [job, _] = JobQueue(engine).list(kind="exchange.transfer-fetch")
     assert (job.status, job.max_attempts) == ("queued", 12)
+
+
+def test_create_sends_pseudonymised_copies_with_a_profile(
+    ferry_cli: Any, archive: Archive, settings: Settings, tmp_path: Path
+) -> None:
+    from exchange.pseudonymisation_profiles import ProfileRules, create_profile
+
+    engine = archive.engine
+    a = store.create_institution(engine, "A", "A").pk
+    b = store.create_institution(engine, "B", "B").pk
+    store.create_destination_rule(engine, b, sender_institution_pk=a)
+    for email, pk, roles in (("s@a.test", a, "sender"), ("q@a.test", a, "requester"),
+                             ("r@b.test", b, "receiver")):  # fmt: skip
+        user = store.create_user(engine, email)
+        store.set_membership(engine, user.pk, pk, roles)
+    create_profile(engine, a or 0, "research", "", ProfileRules(),
+                   now=datetime.now(UTC), created_by="test")  # fmt: skip
+    spec = StudySpec(patient_id="CLI-PSN-1")
+    archive.store_files(write_series(tmp_path / "s", 2, spec=spec), None, a)
+    base = ("transfer", "create", "--institution", "A", "--to", "B", "--study", spec.study_uid)
+    refused = ferry_cli(*base, "--as", "q@a.test", "--profile", "research", "--send")
+    assert refused.code == 1 and "Traceback" not in refused.err
+    unknown = ferry_cli(*base, "--as", "s@a.test", "--profile", "nobody-s", "--send")
+    assert unknown.code == 1 and "no pseudonymisation profile" in unknown.err
+    made = ferry_cli(*base, "--as", "s@a.test", "--profile", "research", "--send")
+    assert made.code == 0, made.err
+    assert "making pseudonymised copies of 1 studies with profile research" in made.out
+    tid = made.out.split()[0]
+    build_worker(BridgeContext(settings.dimse(), archive), settings).run_until_idle()
+    shown = ferry_cli("transfer", "show", "--as", "r@b.test", tid)
+    assert "on-worklist" in shown.out and "CLI-PSN-1" not in shown.out
+    listed = ferry_cli("worklist", "--as", "r@b.test")
+    assert "1 on the worklist" in listed.out and "CLI-PSN-1" not in listed.out
