@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import BinaryIO
+from typing import IO
 
 from dicomanonymizer.dicom_anonymization_databases import dicomfields_2026c as table
 from pydicom import dcmread
@@ -287,7 +287,7 @@ def pseudonymise_dataset(dataset: Dataset, profile: Profile, secret: bytes) -> D
 
 
 def pseudonymise_file(
-    source: Path | BinaryIO, target: Path | BinaryIO, profile: Profile, secret: bytes
+    source: Path | IO[bytes], target: Path | IO[bytes], profile: Profile, secret: bytes
 ) -> str:
     """A Part 10 file's pseudonymised copy written to `target` (its encoding kept); the copy's
     Study Instance UID. One instance in memory at a time."""
