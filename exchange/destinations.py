@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 
 from exchange.routing import Target, decide_route
 from foundation.errors import InvalidQuery
-from policy.decision import PolicySnapshot
+from policy.decision import PSEUDONYMISED_ONLY, PolicySnapshot
 from policy.principal import Principal
 from policy.store import list_nodes
 
@@ -46,6 +46,7 @@ class DestinationOption:
     reason: str
     rule: str
     goes_to_node_pk: int | None = None  # where an allowed send goes now (None: the worklist)
+    pseudonymised_only: bool = False  # allowed for pseudonymised copies only
 
 
 def list_destinations(
@@ -97,6 +98,12 @@ def _option(
     decision, target = decide_route(
         principal, sender_pk, institution_pk, Target(node_pk), now, policy
     )
+    copies_only = not decision.allowed and decision.rule == PSEUDONYMISED_ONLY
+    if copies_only:
+        decision, target = decide_route(
+            principal, sender_pk, institution_pk, Target(node_pk), now, policy,
+            pseudonymised=True,
+        )  # fmt: skip
     return DestinationOption(
         institution_pk,
         code,
@@ -106,4 +113,5 @@ def _option(
         decision.reason,
         decision.rule,
         target.node_pk if decision.allowed else None,
+        copies_only and decision.allowed,
     )

@@ -84,13 +84,16 @@ def decide_route(
     requested: Target,
     now: datetime,
     policy: PolicySnapshot,
+    *,
+    pseudonymised: bool = False,
 ) -> tuple[Decision, Target]:
-    """The policy's decision on sending there now, and where the study then goes."""
+    """The policy's decision on sending there now (the studies themselves, or pseudonymised
+    copies), and where the study then goes."""
     if principal is None:
         reason = f"the sending node is no longer a node of institution {sender_institution_pk}"
         return Decision(False, "unknown-node", reason), requested
     resource = Resource.destination(
-        destination_institution_pk, requested.node_pk, sender_institution_pk
+        destination_institution_pk, requested.node_pk, sender_institution_pk, pseudonymised
     )
     decision = decide(principal, Action.TRANSFER, resource, Context(now), policy)
     return decision, target_of(decision, requested) if decision.allowed else requested

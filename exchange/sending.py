@@ -279,6 +279,7 @@ def _dispatch(
         requested,
         actor.now,
         policy,
+        pseudonymised=transfer.pseudonymised_with is not None,
     )
     if not decision.allowed:
         audit_step(engine, actor, transfer, "transfer", decision, destination=requested.label)

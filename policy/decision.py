@@ -77,6 +77,10 @@ class NodeFacts:
     any_address: bool = False  # it may call from any address, not only `host`
 
 
+# The rule of a refusal that pseudonymised copies would pass (`_decide_destination`).
+PSEUDONYMISED_ONLY = "pseudonymised-only"
+
+
 @dataclass(frozen=True)
 class RuleFacts:
     """A destination rule: who may send to which destination, when, and where out of hours."""
@@ -88,6 +92,7 @@ class RuleFacts:
     window: str = "always"  # always, core, out-of-hours
     out_of_hours_node_pk: int | None = None
     out_of_hours_to_worklist: bool = False
+    pseudonymised_only: bool = False  # the destination takes only pseudonymised copies
 
 
 @dataclass(frozen=True)
@@ -127,6 +132,7 @@ class Resource:
     sender_institution_pk: int | None = None
     account: AccountFacts | None = None
     owners: frozenset[int] = frozenset()  # a job's institutions (none: Ferry's own work)
+    pseudonymised: bool = False  # a destination sent pseudonymised copies, not the studies
 
     @classmethod
     def study(
@@ -163,12 +169,15 @@ class Resource:
         return cls(ResourceKind.REQUEST, asked_pk, sender_institution_pk=requesting_pk)
 
     @classmethod
-    def destination(cls, institution_pk: int, node_pk: int | None, sender_pk: int) -> Resource:
+    def destination(
+        cls, institution_pk: int, node_pk: int | None, sender_pk: int, pseudonymised: bool = False
+    ) -> Resource:
         return cls(
             ResourceKind.DESTINATION,
             institution_pk,
             node_pk=node_pk,
             sender_institution_pk=sender_pk,
+            pseudonymised=pseudonymised,
         )
 
     @classmethod
@@ -339,16 +348,23 @@ def _decide_destination(
     if not restricted:
         return _allow("unrestricted-destination", "the destination takes any sender", chain[:-1])
     core = in_core_hours(context.now, facts.hours)
+    wants_copies = False
     for rule in snapshot.rules:
         if rule.institution_pk != destination or rule.node_pk != resource.node_pk:
             continue
         if rule.sender_institution_pk not in (None, sender):
             continue
         chain.append(f"destination-rule:{rule.pk}")
+        if rule.pseudonymised_only and not resource.pseudonymised:
+            wants_copies = True
+            continue
         if rule.window == "always" or (rule.window == "core") == core:
             return _routed(rule, core, chain)
         if rule.window == "core" and not core and _has_out_of_hours(rule):
             return _routed(rule, core, chain)
+    if wants_copies:
+        reason = f"{facts.code} takes only pseudonymised copies from this sender"
+        return _deny(PSEUDONYMISED_ONLY, reason, chain)
     return _deny("default-deny", "no destination rule lets this sender send here now", chain)
 
 

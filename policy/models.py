@@ -204,6 +204,8 @@ class DestinationRule(SQLModel, table=True):
     window: str = Field(default="always", max_length=16)  # always, core, out-of-hours
     out_of_hours_node_pk: int | None = Field(default=None, foreign_key="node.pk")
     out_of_hours_to_worklist: bool = Field(default=False)
+    # Senders under this rule send only pseudonymised copies (exchange.pseudonymisation).
+    pseudonymised_only: bool = Field(default=False)
 
 
 class CoreHours(SQLModel, table=True):

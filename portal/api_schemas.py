@@ -323,6 +323,9 @@ class DestinationRuleIn(Input):
     window: Literal["always", "core", "out-of-hours"] = "always"
     out_of_hours_node_pk: Pk | None = None
     out_of_hours_to_worklist: bool = False
+    pseudonymised_only: bool = Field(
+        default=False, description="these senders send only pseudonymised copies here"
+    )
 
 
 class DestinationRuleOut(Output):
@@ -333,6 +336,7 @@ class DestinationRuleOut(Output):
     window: str
     out_of_hours_node_pk: int | None
     out_of_hours_to_worklist: bool
+    pseudonymised_only: bool
 
 
 class HoursIn(Input):

@@ -205,6 +205,7 @@ def create_destination_rule(call: Call) -> DestinationRuleOut:
         window=body.window,
         out_of_hours_node_pk=body.out_of_hours_node_pk,
         out_of_hours_to_worklist=body.out_of_hours_to_worklist,
+        pseudonymised_only=body.pseudonymised_only,
     )
     return DestinationRuleOut.model_validate(rule)
 

@@ -179,6 +179,7 @@ class DestinationOut(BaseModel):
     reason: str
     rule: str
     goes_to: str | None  # where an allowed send goes now: "worklist" or a node's AE title
+    pseudonymised_only: bool = False  # allowed for pseudonymised copies only (a profile)
 
 
 class DestinationsOut(BaseModel):

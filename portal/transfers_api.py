@@ -164,6 +164,7 @@ def get_destinations(call: Call) -> DestinationsOut:
             goes_to=(nodes.get(o.goes_to_node_pk) if o.goes_to_node_pk else "worklist")
             if o.allowed
             else None,
+            pseudonymised_only=o.pseudonymised_only,
         )
         for o in options
     ]

@@ -218,6 +218,7 @@ def create_destination_rule(
     window: str = "always",
     out_of_hours_node_pk: int | None = None,
     out_of_hours_to_worklist: bool = False,
+    pseudonymised_only: bool = False,
 ) -> DestinationRule:
     """Nodes named must belong to the destination institution; None means its worklist."""
     if window not in WINDOWS:
@@ -233,6 +234,7 @@ def create_destination_rule(
         window=window,
         out_of_hours_node_pk=out_of_hours_node_pk,
         out_of_hours_to_worklist=out_of_hours_to_worklist,
+        pseudonymised_only=pseudonymised_only,
     )
     with writing(engine, "the rules changed meanwhile") as session:
         for pk in (institution_pk, sender_institution_pk):

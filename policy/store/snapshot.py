@@ -61,6 +61,7 @@ def snapshot(engine: Engine) -> PolicySnapshot:
                 window=r.window,
                 out_of_hours_node_pk=r.out_of_hours_node_pk,
                 out_of_hours_to_worklist=r.out_of_hours_to_worklist,
+                pseudonymised_only=r.pseudonymised_only,
             )
             for r in rules
         ),

@@ -300,6 +300,7 @@ async def add_rule(request: Request, visitor: Visitor) -> Response:
         "sender": form.get("sender") or None,
         "node_pk": pk_of(target, "node") if target else None,
         "window": form.get("window", "always"),
+        "pseudonymised_only": "pseudonymised_only" in form,
     }
     body = form_input(DestinationRuleIn, values)
     path = {"code": place.code}

@@ -375,3 +375,40 @@ def test_wado_uri_renders_for_a_viewer_and_that_is_no_download(server) -> None:
     assert response.headers["content-type"] == "image/jpeg"
     query = AuditQuery(study_uid=ds.StudyInstanceUID, action="download")
     assert not search_events(server.archive.engine, query).entries
+
+
+def test_wado_uri_anonymize_is_a_download_decided_as_one(server) -> None:
+    """De-identified or not, the Part 10 file needs the download right: a viewer of the
+    institution and another institution's receiver get 404, exactly like a missing object."""
+    ds = factories.ct_slice()
+    DICOMwebClient(server.dicomweb_url, headers=server.headers).store_instances([ds])
+    other = add_institution(server.archive.engine, "ELSEWHERE")
+    tokens = {
+        "viewer": server.token_for("viewer@ferry.test", {server.institution_pk: "viewer"}),
+        "stranger": server.token_for("s@elsewhere.test", {other: "receiver,viewer"}),
+        "receiver": server.token_for("receiver@ferry.test", {server.institution_pk: "receiver"}),
+    }
+    query = {"requestType": "WADO", "contentType": "application/dicom", "anonymize": "yes",
+             "studyUID": ds.StudyInstanceUID, "seriesUID": ds.SeriesInstanceUID,
+             "objectUID": ds.SOPInstanceUID}  # fmt: skip
+    answers = {
+        who: httpx.get(
+            f"{server.base_url}/wado",
+            params=query,
+            timeout=30,
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        for who, token in tokens.items()
+    }
+    unknown = httpx.get(
+        f"{server.base_url}/wado", params=query | {"studyUID": "1.2.3.999"}, timeout=30,
+        headers={"Authorization": f"Bearer {tokens['stranger']}"},
+    )  # fmt: skip
+    for who in ("viewer", "stranger"):
+        assert answers[who].status_code == 404, who
+        assert answers[who].json() | {"error": ""} == unknown.json() | {"error": ""}
+    assert answers["receiver"].status_code == 200
+    assert ds.PatientID.encode() not in answers["receiver"].content
+    audit = AuditQuery(study_uid=ds.StudyInstanceUID, action="download")
+    events = search_events(server.archive.engine, audit).entries
+    assert sorted(e.outcome for e in events) == ["allowed", "denied", "denied"]

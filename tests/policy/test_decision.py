@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 
 import pytest
@@ -303,6 +304,25 @@ def test_destination_rules_and_windows(memberships, node, moment, allowed, oblig
     assert decision.allowed is allowed
     if obligation:
         assert obligation in decision.obligations
+
+
+def test_a_destination_that_takes_only_pseudonymised_copies() -> None:
+    research = replace(
+        ROUTED,
+        rules=(RuleFacts(3, B, None, A, window="always", pseudonymised_only=True),),
+    )
+    studies = Resource.destination(B, None, A)
+    copies = Resource.destination(B, None, A, pseudonymised=True)
+    refused = decide(user(SENDER), Action.TRANSFER, studies, Context(WEDNESDAY_NOON), research)
+    assert (refused.allowed, refused.rule) == (False, "pseudonymised-only")
+    assert refused.reason == "B takes only pseudonymised copies from this sender"
+    allowed = decide(user(SENDER), Action.TRANSFER, copies, Context(WEDNESDAY_NOON), research)
+    assert allowed.allowed and "route-to:worklist" in allowed.obligations
+    # Copies pass a plain rule too; another sender's copies pass no rule of A's.
+    assert decide(user(SENDER), Action.TRANSFER, copies, Context(WEDNESDAY_NOON), ROUTED).allowed
+    other = Resource.destination(B, None, A_CARDIO, pseudonymised=True)
+    theirs = decide(user({A_CARDIO: {Role.SENDER}}), Action.TRANSFER, other, Context(NOW), research)
+    assert (theirs.allowed, theirs.rule) == (False, "default-deny")
 
 
 def test_an_unrestricted_destination_takes_any_sender() -> None:

@@ -240,3 +240,34 @@ def test_a_transfer_of_copies_is_refused_with_a_reason(world: World) -> None:
     )  # fmt: skip
     assert stow.status_code == 409 and "only the copies" in stow.text
     assert world.call("hosp-sender", "GET", f"/transfers/{draft['id']}").status_code == 200
+
+
+def test_a_destination_may_take_only_pseudonymised_copies(world: World) -> None:
+    engine = world.server.archive.engine
+    lab = store.create_institution(engine, "LAB", "Reading Lab").pk
+    admin = store.create_user(engine, "lab-admin@ferry.test")
+    store.set_membership(engine, admin.pk, lab or 0, "admin")
+    world.tokens["lab-admin"] = issue_token_for(world.server.app, world.server.archive, admin.pk)
+    rule = world.call("lab-admin", "POST", "/institutions/LAB/destination-rules",
+                      {"sender": "GH", "pseudonymised_only": True})  # fmt: skip
+    assert rule.status_code == 201 and rule.json()["pseudonymised_only"] is True, rule.text
+    assert world.call("hosp-admin", "POST", PROFILES, RESEARCH).status_code == 201
+
+    options = world.call("hosp-sender", "GET", "/destinations?institution=GH").json()
+    [lab_option] = [o for o in options["allowed"] if o["institution"] == "LAB"]
+    assert lab_option["pseudonymised_only"] is True
+    [res_option] = [o for o in options["allowed"] if o["institution"] == "RES"]
+    assert res_option["pseudonymised_only"] is False
+
+    studies = world.send(destination="LAB", send=True)
+    assert studies.status_code == 403
+    assert studies.json()["error"] == "LAB takes only pseudonymised copies from this sender"
+    refusals = world.audit(action="transfer", outcome="denied")
+    assert [(e.rule, e.study_uid) for e in refusals] == [
+        ("pseudonymised-only", world.original.study_uid)
+    ]  # audited
+    copies = world.send(destination="LAB", profile="research", send=True)
+    assert copies.status_code == 201, copies.text
+    world.worker.run_until_idle()
+    sent = world.call("hosp-sender", "GET", f"/transfers/{copies.json()['id']}").json()
+    assert sent["status"] == "on-worklist" and sent["destination"] == "LAB"

@@ -1,4 +1,5 @@
-"""pseudonymisation profiles, and the profile a transfer's copies were made with
+"""pseudonymisation profiles, the profile a transfer's copies were made with, and destination
+rules that take only pseudonymised copies
 
 Revision ID: pseudonymise_0001
 Revises: endings_0001
@@ -34,9 +35,15 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("transfer") as batch:
         batch.add_column(sa.Column("pseudonymised_with", sa.String(length=64), nullable=True))
+    with op.batch_alter_table("destination_rule") as batch:
+        batch.add_column(
+            sa.Column("pseudonymised_only", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
 
 
 def downgrade() -> None:
+    with op.batch_alter_table("destination_rule") as batch:
+        batch.drop_column("pseudonymised_only")
     with op.batch_alter_table("transfer") as batch:
         batch.drop_column("pseudonymised_with")
     op.drop_table("pseudonymisation_profile")

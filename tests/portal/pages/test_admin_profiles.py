@@ -163,3 +163,23 @@ def test_a_sender_sends_pseudonymised_copies_and_the_receiver_sees_only_the_copy
         max_redirects=0,
     )  # fmt: skip
     assert answer.status == 400 and "no pseudonymisation profile" in answer.text()
+
+
+def test_an_administrator_takes_only_pseudonymised_copies_from_a_sender(world: World) -> None:
+    admin = world.page("hosp-admin")
+    admin.goto("/institutions/HOSP/admin/rules")
+    admin.get_by_label("From", exact=True).select_option("FAR")
+    admin.get_by_label("pseudonymised copies only").check()
+    admin.get_by_role("button", name="Add the rule").click()
+    expect(admin.get_by_role("status")).to_have_text("The rule was added.")
+    row = admin.get_by_role("table", name="Destination rules").get_by_role(
+        "row", name=re.compile("FAR")
+    )
+    expect(row).to_contain_text("pseudonymised copies only")
+    assert_accessible(admin)
+    rules = world.api("hosp-admin", "GET", "/institutions/HOSP/destination-rules").json()
+    assert [r["pseudonymised_only"] for r in rules if r["sender_institution_pk"]
+            == world.pks["FAR"]] == [True]  # fmt: skip
+    sender = world.page("far-radiologist")
+    sender.goto("/institutions/FAR/send")
+    expect(sender.get_by_text("(pseudonymised copies only)")).to_be_visible()
