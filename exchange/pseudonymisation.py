@@ -157,7 +157,10 @@ def _store(archive: Archive, institution_pk: int, paths: list[Path]) -> None:
 def _audit_copy(
     engine: Engine, actor: Actor, transfer: Transfer, original: str, copy_uid: str, profile: str
 ) -> None:
-    """Which original became which copy: the sending institution's audit trail only."""
+    """Which original became which copy: the sending institution's audit trail only. The
+    event names the transfer in its detail, not as its transaction: the receiving institution
+    sees the events of the transactions it received (docs/oversight.md), and must not see
+    these."""
     with Session(engine) as session:
         facts = study_facts(session, [original])
     for study in facts:
@@ -166,8 +169,8 @@ def _audit_copy(
             actor_kind=actor.principal.kind.value, institution_pk=transfer.sender_institution_pk,
             rule="profile", reason=f"copy made with profile {profile}",
             study_uid=study.study_uid, patient_id=study.patient_id,
-            accession_number=study.accession_number, transaction=transfer.public_id,
-            client_address=actor.client_address, detail={"copy": copy_uid, "profile": profile},
+            accession_number=study.accession_number, client_address=actor.client_address,
+            detail={"transfer": transfer.public_id, "copy": copy_uid, "profile": profile},
         ))  # fmt: skip
 
 

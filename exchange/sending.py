@@ -183,8 +183,10 @@ def create_transfer(
         if new.profile is not None:
             _queue_copies(session, actor, transfer, new, studies)
         session.commit()
-    audit_step(archive.engine, actor, transfer, "transfer", decision, step="draft",
-               studies=studies)  # fmt: skip
+    # A draft of copies names no original here: the receiver reads its transfer's events, and
+    # the originals are in the sender's `pseudonymise` events only (exchange.pseudonymisation).
+    named = studies if new.profile is None else []
+    audit_step(archive.engine, actor, transfer, "transfer", decision, step="draft", studies=named)
     return transfer
 
 

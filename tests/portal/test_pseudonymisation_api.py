@@ -75,6 +75,8 @@ def world(server: RunningServer, tmp_path: Path) -> Iterator[World]:
         "hosp-sender": {hosp: "sender,viewer"},
         "hosp-requester": {hosp: "requester"},
         "res-receiver": {res: "receiver,viewer"},
+        "res-auditor": {res: "auditor"},
+        "hosp-auditor": {hosp: "auditor"},
         "c-admin": {c: "admin,sender"},
     }
     tokens = {}
@@ -202,9 +204,19 @@ def test_the_receiver_gets_a_pseudonymised_copy_never_the_original(world: World)
                               headers=world.headers("res-receiver"))  # fmt: skip
     assert original.status_code == 404  # exactly like a study that does not exist
 
-    [event] = world.audit(action="pseudonymise", transaction=draft["id"])
+    [event] = world.audit(action="pseudonymise", study_uid=world.original.study_uid)
     assert (event.patient_id, event.study_uid) == (PATIENT, world.original.study_uid)
-    assert orjson.loads(event.detail) == {"copy": copy_uid, "profile": "research"}
+    assert orjson.loads(event.detail) == {"transfer": draft["id"], "copy": copy_uid,
+                                          "profile": "research"}  # fmt: skip
+    theirs = world.call("res-auditor", "GET", "/oversight/audit?institution=RES&limit=1000")
+    assert theirs.status_code == 200, theirs.text
+    assert draft["id"] in theirs.text and copy_uid in theirs.text  # the transfer, its copy
+    for identifying in (PATIENT, "ACC-77", world.original.study_uid):
+        assert identifying not in theirs.text  # never the original, at the receiver
+    ours = world.call("hosp-auditor", "POST", "/oversight/audit/search",
+                      {"institution": "GH", "patient_id": PATIENT})  # fmt: skip
+    assert ours.status_code == 200, ours.text
+    assert copy_uid in ours.text  # the sender goes from the patient to the copy
     owner = world.server.archive.read_study_access(world.original.study_uid)
     assert owner is not None and event.institution_pk == owner.institution_pk  # the sender's
 
