@@ -24,11 +24,10 @@ from archive.store import Archive
 from audit.trail import AuditRecord, record
 from exchange import sending
 from exchange.destinations import find_node
+from exchange.draft_notes import not_sent, note_on_draft
 from exchange.fetching import FETCH_ATTEMPTS, FetchServices, trying_again
 from exchange.history import note_change
 from exchange.models import FETCH_FOR_TRANSFER, Transfer, TransferStatus
-from exchange.notifications import Event, EventKind, Subject, notify
-from exchange.notifications import Priority as EventPriority
 from exchange.parties import (
     Actor,
     actor_from_payload,
@@ -179,14 +178,16 @@ def fetch_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
             later = job.attempts < job.max_attempts
             if later and not failed:
                 why = trying_again(run.node_title, str(run.unavailable), job)
-                _note(archive.engine, actor, transfer, why)
+                note_on_draft(archive.engine, actor, transfer, why)
                 raise JobFailed(str(run.unavailable)[:1000])
-            _note(archive.engine, actor, transfer, f"could not fetch {len(run.left)} studies from "
-                  f"{run.node_title}: {run.unavailable}")  # fmt: skip
+            gave_up = f"could not fetch {len(run.left)} studies from {run.node_title}: " + str(
+                run.unavailable
+            )
+            note_on_draft(archive.engine, actor, transfer, gave_up)
             failed = failed + [f"{uid[:64]}: {run.unavailable}"[:300] for uid in run.left]
         if failed:
             reason = f"not sent: {len(failed)} of {len(uids)} studies not fetched"
-            _not_sent(archive.engine, actor, transfer, reason)
+            not_sent(archive.engine, actor, transfer, reason)
             raise JobFailed(f"{reason}: {'; '.join(failed)}"[:1000], permanent=True)
         if not payload.get("send"):
             return f"{len(uids)} studies fetched into the draft"
@@ -195,34 +196,11 @@ def fetch_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
                 archive, actor, transfer.public_id, policy(), enqueue_forward, by_filling_job=True
             )
         except FerryError as error:  # refused: audited by sending; the draft stays
-            _not_sent(archive.engine, actor, transfer, f"not sent: {error}")
+            not_sent(archive.engine, actor, transfer, f"not sent: {error}")
             raise JobFailed(f"the transfer was not sent: {error}", permanent=True) from error
         return f"fetched and sent: {sent.status}"
 
     return fetch
-
-
-def _note(
-    engine: Engine, actor: Actor, transfer: Transfer, reason: str, event: Event | None = None
-) -> None:
-    """A history row on the draft, and `event`'s email queued in the same transaction."""
-    with Session(engine) as session:
-        note_change(session, transfer.pk or 0, TransferStatus.DRAFT, actor=actor.label,
-                    reason=reason[:1024], now=actor.now)  # fmt: skip
-        if event is not None:
-            notify(session.connection(), event, now=actor.now)
-        session.commit()
-
-
-def _not_sent(engine: Engine, actor: Actor, transfer: Transfer, reason: str) -> None:
-    """The history's last word on a draft the job leaves unsent, with the sending institution's
-    failure email (`transfer-not-sent`)."""
-    event = Event(
-        EventKind.TRANSFER_NOT_SENT, transfer.sender_institution_pk,
-        Subject("transfer", transfer.pk or 0), EventPriority(transfer.priority),
-        actor_user_pk=actor.user_pk, counterpart_pk=transfer.destination_institution_pk,
-    )  # fmt: skip
-    _note(engine, actor, transfer, reason, event)
 
 
 @dataclass(frozen=True)
@@ -265,10 +243,10 @@ def _fetch(
             return _Run(title, failed, error, left)
         except FerryError as error:
             failed.append(f"{uid[:64]}: {error}"[:300])
-            _note(archive.engine, actor, transfer, f"could not fetch {uid[:64]} from {title}: "
-                  f"{error}")  # fmt: skip
+            why = f"could not fetch {uid[:64]} from {title}: {error}"
+            note_on_draft(archive.engine, actor, transfer, why)
             continue
         sending.add_studies(archive.engine, transfer, [uid])
-        _note(archive.engine, actor, transfer,
-              f"fetched {uid[:64]} from {title} ({number} of {len(uids)})")  # fmt: skip
+        fetched = f"fetched {uid[:64]} from {title} ({number} of {len(uids)})"
+        note_on_draft(archive.engine, actor, transfer, fetched)
     return _Run(title, failed)

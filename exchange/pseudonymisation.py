@@ -28,7 +28,7 @@ from archive.pseudonymise import Profile, new_uid, pseudonymise_file
 from archive.store import Archive
 from audit.trail import AuditRecord, record
 from exchange import sending
-from exchange.history import note_change
+from exchange.draft_notes import not_sent, note_on_draft
 from exchange.models import Transfer, TransferStatus
 from exchange.parties import Actor, actor_from_payload, load_transfer, study_facts, study_uids
 from exchange.pseudonymisation_profiles import ProfileNotFound, find_profile, profile_of
@@ -64,14 +64,14 @@ def copy_handler(services: CopyServices) -> Callable[[ClaimedJob], str]:
             row = find_profile(archive.engine, transfer.sender_institution_pk,
                                str(payload["profile"]))  # fmt: skip
         except ProfileNotFound as error:
-            _note(archive.engine, actor, transfer, f"not sent: {error}")
+            not_sent(archive.engine, actor, transfer, f"not sent: {error}")
             raise JobFailed(str(error), permanent=True) from error
         profile, secret = profile_of(row)
         originals: list[str] = list(payload["studies"])
         failed = _copy_all(archive, actor, transfer, originals, profile, secret)
         if failed:
             reason = f"not sent: {len(failed)} of {len(originals)} studies not copied"
-            _note(archive.engine, actor, transfer, reason)
+            not_sent(archive.engine, actor, transfer, reason)
             raise JobFailed(f"{reason}: {'; '.join(failed)}"[:1000], permanent=True)
         if not payload.get("send"):
             return f"{len(originals)} pseudonymised copies made into the draft"
@@ -79,7 +79,7 @@ def copy_handler(services: CopyServices) -> Callable[[ClaimedJob], str]:
             sent = sending.send_transfer(archive, actor, transfer.public_id, services.policy(),
                                          services.enqueue_forward, by_filling_job=True)  # fmt: skip
         except FerryError as error:
-            _note(archive.engine, actor, transfer, f"not sent: {error}")
+            not_sent(archive.engine, actor, transfer, f"not sent: {error}")
             raise JobFailed(f"the transfer was not sent: {error}", permanent=True) from error
         return f"copied and sent: {sent.status}"
 
@@ -103,16 +103,18 @@ def _copy_all(
         if copy_uid in in_draft:  # an earlier run made it
             continue
         try:
+            sending.check_studies(archive, actor, [uid])  # still there, and still theirs to see
             made = copy_study(archive, transfer.sender_institution_pk, uid, profile, secret)
         except FerryError as error:
             failed.append(f"study {number}: {error}"[:300])
-            _note(archive.engine, actor, transfer, f"could not copy study {number} of "
-                  f"{len(originals)}: {error}")  # fmt: skip
+            why = f"could not copy study {number} of {len(originals)}: {error}"
+            note_on_draft(archive.engine, actor, transfer, why)
             continue
         _audit_copy(archive.engine, actor, transfer, uid, made, profile.name)
         sending.add_studies(archive.engine, transfer, [made])
-        _note(archive.engine, actor, transfer, f"pseudonymised copy {made} made with profile "
-              f"{profile.name} ({number} of {len(originals)})")  # fmt: skip
+        made_note = (f"pseudonymised copy {made} made with profile {profile.name} "
+                     f"({number} of {len(originals)})")  # fmt: skip
+        note_on_draft(archive.engine, actor, transfer, made_note)
     return failed
 
 
@@ -172,10 +174,3 @@ def _audit_copy(
             accession_number=study.accession_number, client_address=actor.client_address,
             detail={"transfer": transfer.public_id, "copy": copy_uid, "profile": profile},
         ))  # fmt: skip
-
-
-def _note(engine: Engine, actor: Actor, transfer: Transfer, reason: str) -> None:
-    with Session(engine) as session:
-        note_change(session, transfer.pk or 0, TransferStatus.DRAFT, actor=actor.label,
-                    reason=reason[:1024], now=actor.now)  # fmt: skip
-        session.commit()

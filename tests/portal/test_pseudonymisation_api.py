@@ -19,8 +19,11 @@ import pytest
 
 from audit.search import AuditQuery, iter_events
 from dimse.context import BridgeContext
+from exchange.history import read_history
+from exchange.notifications import NOTIFY
+from exchange.parties import load_transfer
 from ferry.background import build_worker
-from foundation.jobs import Worker
+from foundation.jobs import JobQueue, Worker
 from policy import store
 from tests.conftest import RunningServer, issue_token_for
 from tests.factories import StudySpec, write_series
@@ -283,3 +286,27 @@ def test_a_destination_may_take_only_pseudonymised_copies(world: World) -> None:
     world.worker.run_until_idle()
     sent = world.call("hosp-sender", "GET", f"/transfers/{copies.json()['id']}").json()
     assert sent["status"] == "on-worklist" and sent["destination"] == "LAB"
+
+
+def test_the_job_decides_again_for_whom_it_copies(world: World) -> None:
+    """The copies are made later, by the worker, for the person who asked: a person whose
+    rights went meanwhile gets no copy (and the draft stays unsent, saying why)."""
+    assert world.call("hosp-admin", "POST", PROFILES, RESEARCH).status_code == 201
+    created = world.send(profile="research", send=True)
+    assert created.status_code == 201, created.text
+    engine = world.server.archive.engine
+    sender = store.find_user(engine, "hosp-sender@ferry.test")
+    gh = world.server.archive.read_study_access(world.original.study_uid)
+    assert gh is not None and gh.institution_pk is not None
+    store.set_membership(engine, sender.pk, gh.institution_pk, "requester")
+    world.worker.run_until_idle()
+    transfer = load_transfer(engine, created.json()["id"])
+    assert transfer.status == "draft"
+    reasons = [change.reason for change in read_history(engine, transfer.pk or 0)]
+    assert (
+        "that you may see" in reasons[-2] and reasons[-1] == "not sent: 1 of 1 studies not copied"
+    )
+    assert world.audit(action="pseudonymise") == []  # nothing was copied
+    assert world.call("res-receiver", "GET", f"/transfers/{transfer.public_id}").status_code == 404
+    [email] = JobQueue(engine).list(kind=NOTIFY)  # the sending institution hears of it
+    assert orjson.loads(email.payload)["event"] == "transfer-not-sent"
