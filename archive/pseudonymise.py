@@ -231,6 +231,8 @@ def _clean(dataset: Dataset, run: _Run) -> None:
         if tag in profile.keep:
             continue
         action = "K" if tag.is_private else standard_action(tag)
+        if action == "D" and element.VR == "UI":  # a dummy UID is still a UID: the keyed one
+            action = "U"
         if action != "K" and element.VR != "SQ":
             dated = _date_action(run, element)
             if dated is not None:

@@ -52,6 +52,7 @@ def _with_references(ds: Dataset, referenced: Dataset) -> Dataset:
     block.add_new(0x01, "LO", "patient's favourite colour")
     ds.add_new(0x60003000, "OW", b"\x01\x02" * 8)  # Overlay Data
     ds.add_new(0x60000010, "US", 4)  # Overlay Rows
+    ds.AnnotationGroupUID = "1.2.3.4"  # D in the table
     return ds
 
 
@@ -74,6 +75,7 @@ def test_the_basic_profile_removes_who_the_patient_is_at_every_level() -> None:
     assert not ds.get("AccessionNumber") and not ds.get("StudyDate")
     assert ds.StudyInstanceUID == new_uid(KEY, original_study)
     assert ds.ContributingEquipmentSequence[0].OperatorsName == "REMOVED"  # nested, cleaned
+    assert ds.AnnotationGroupUID == new_uid(KEY, "1.2.3.4")  # D on a UID: still a valid UID
     assert ds.ContributingEquipmentSequence[0].Manufacturer == "ACME"  # nested, kept
     # The reference follows the referenced instance's own copy.
     pseudonymise_dataset(first, BASIC, KEY)
