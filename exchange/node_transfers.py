@@ -24,7 +24,7 @@ from archive.store import Archive
 from audit.trail import AuditRecord, record
 from exchange import sending
 from exchange.destinations import find_node
-from exchange.draft_notes import not_sent, note_on_draft
+from exchange.draft_filling import finish, note_on_draft
 from exchange.fetching import FETCH_ATTEMPTS, FetchServices, trying_again
 from exchange.history import note_change
 from exchange.models import FETCH_FOR_TRANSFER, Transfer, TransferStatus
@@ -185,20 +185,9 @@ def fetch_handler(services: FetchServices) -> Callable[[ClaimedJob], str]:
             )
             note_on_draft(archive.engine, actor, transfer, gave_up)
             failed = failed + [f"{uid[:64]}: {run.unavailable}"[:300] for uid in run.left]
-        if failed:
-            reason = f"not sent: {len(failed)} of {len(uids)} studies not fetched"
-            not_sent(archive.engine, actor, transfer, reason)
-            raise JobFailed(f"{reason}: {'; '.join(failed)}"[:1000], permanent=True)
-        if not payload.get("send"):
-            return f"{len(uids)} studies fetched into the draft"
-        try:
-            sent = sending.send_transfer(
-                archive, actor, transfer.public_id, policy(), enqueue_forward, by_filling_job=True
-            )
-        except FerryError as error:  # refused: audited by sending; the draft stays
-            not_sent(archive.engine, actor, transfer, f"not sent: {error}")
-            raise JobFailed(f"the transfer was not sent: {error}", permanent=True) from error
-        return f"fetched and sent: {sent.status}"
+        return finish(archive, actor, transfer, failed=failed, total=len(uids), done="fetched",
+                      send=bool(payload.get("send")), policy=policy,
+                      enqueue_forward=enqueue_forward)  # fmt: skip
 
     return fetch
 

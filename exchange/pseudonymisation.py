@@ -28,7 +28,7 @@ from archive.pseudonymise import Profile, new_uid, pseudonymise_file
 from archive.store import Archive
 from audit.trail import AuditRecord, record
 from exchange import sending
-from exchange.draft_notes import not_sent, note_on_draft
+from exchange.draft_filling import finish, not_sent, note_on_draft
 from exchange.models import Transfer, TransferStatus
 from exchange.parties import Actor, actor_from_payload, load_transfer, study_facts, study_uids
 from exchange.pseudonymisation_profiles import ProfileNotFound, find_profile, profile_of
@@ -69,19 +69,9 @@ def copy_handler(services: CopyServices) -> Callable[[ClaimedJob], str]:
         profile, secret = profile_of(row)
         originals: list[str] = list(payload["studies"])
         failed = _copy_all(archive, actor, transfer, originals, profile, secret)
-        if failed:
-            reason = f"not sent: {len(failed)} of {len(originals)} studies not copied"
-            not_sent(archive.engine, actor, transfer, reason)
-            raise JobFailed(f"{reason}: {'; '.join(failed)}"[:1000], permanent=True)
-        if not payload.get("send"):
-            return f"{len(originals)} pseudonymised copies made into the draft"
-        try:
-            sent = sending.send_transfer(archive, actor, transfer.public_id, services.policy(),
-                                         services.enqueue_forward, by_filling_job=True)  # fmt: skip
-        except FerryError as error:
-            not_sent(archive.engine, actor, transfer, f"not sent: {error}")
-            raise JobFailed(f"the transfer was not sent: {error}", permanent=True) from error
-        return f"copied and sent: {sent.status}"
+        return finish(archive, actor, transfer, failed=failed, total=len(originals),
+                      done="copied", send=bool(payload.get("send")), policy=services.policy,
+                      enqueue_forward=services.enqueue_forward)  # fmt: skip
 
     return run
 
