@@ -15,6 +15,10 @@ from datetime import datetime
 from typing import Any
 
 import orjson
+from pydicom import config
+from pydicom.datadict import dictionary_has_tag, dictionary_VR
+from pydicom.tag import BaseTag
+from pydicom.valuerep import validate_value
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
@@ -32,6 +36,10 @@ from exchange.models import PseudonymisationProfile
 from foundation.errors import Conflict, InvalidQuery, NotFound
 
 MAX_RULES = 200
+# The VRs whose values a profile may set as text (PS3.5 Table 6.2-1).
+_TEXT_VRS = frozenset(
+    {"AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UR", "UT"}
+)
 MAX_VALUE_CHARS = 64
 # Who the patient is and which study it is: always pseudonymised, never kept or set by hand.
 _ALWAYS_PSEUDONYMISED = frozenset(
@@ -68,6 +76,19 @@ def _tags(words: Sequence[str], what: str) -> dict[str, Any]:
     return found
 
 
+def _check_value(tag: BaseTag, word: str, value: str) -> None:
+    """A value set by a profile fits its attribute's VR (PS3.5 6.2), or 400 with why."""
+    vr = dictionary_VR(tag) if dictionary_has_tag(tag) else ""
+    if vr not in _TEXT_VRS:
+        raise InvalidQuery(f"replace: {word} is not a text attribute; remove or keep it instead")
+    try:
+        validate_value(vr, value, config.RAISE)
+    except ValueError:
+        raise InvalidQuery(
+            f"replace: {value[:40]!r} is not a valid {vr} value for {word}"
+        ) from None
+
+
 def check_rules(rules: ProfileRules) -> dict[str, Any]:
     """The rules as stored (keywords, each once), or 400 with the reason."""
     replace = rules.replace or {}
@@ -78,6 +99,8 @@ def check_rules(rules: ProfileRules) -> dict[str, Any]:
     values = dict(zip(replaced, replace.values(), strict=True))
     if any(len(value) > MAX_VALUE_CHARS for value in values.values()):
         raise InvalidQuery(f"a replacement value has at most {MAX_VALUE_CHARS} characters")
+    for word, value in values.items():
+        _check_value(replaced[word], word, value)
     twice = (keep.keys() & remove.keys()) | (keep.keys() & values.keys())
     twice |= remove.keys() & values.keys()
     if twice:
