@@ -29,7 +29,7 @@ from typing import IO
 
 from dicomanonymizer.dicom_anonymization_databases import dicomfields_2026c as table
 from pydicom import dcmread
-from pydicom.datadict import keyword_for_tag, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
@@ -284,6 +284,9 @@ def pseudonymise_dataset(dataset: Dataset, profile: Profile, secret: bytes) -> D
         )
     run = _Run(profile, secret, str(dataset.get("PatientID", "") or ""))
     _clean(dataset, run)
+    for tag, value in profile.replace.items():  # set where present; added at the top level
+        if tag not in dataset:
+            dataset.add_new(tag, dictionary_VR(tag), value)
     _mark(dataset, profile)
     return dataset
 

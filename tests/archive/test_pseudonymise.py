@@ -94,13 +94,17 @@ def test_a_profile_keeps_removes_and_sets_what_it_says() -> None:
         "teaching",
         keep=frozenset({tag_of("PatientSex"), tag_of("StudyDescription")}),
         remove=frozenset({tag_of("Modality")}),
-        replace={tag_of("InstitutionName"): "TEACHING FILE"},
+        replace={
+            tag_of("InstitutionName"): "TEACHING FILE",
+            tag_of("ClinicalTrialProtocolID"): "COHORT-3",
+        },
         private_tags=PrivateTags.KEEP,
     )
     ds = _with_references(_slice(StudySpec(patient_sex="M", study_description="Knee")), _slice())
     pseudonymise_dataset(ds, profile, KEY)
     assert (ds.PatientSex, ds.StudyDescription) == ("M", "Knee")
     assert "Modality" not in ds and ds.InstitutionName == "TEACHING FILE"
+    assert ds.ClinicalTrialProtocolID == "COHORT-3"  # absent from the original: added
     assert ds[0x00091001].value == "patient's favourite colour"
     assert ds.DeidentificationMethod == "Ferry pseudonymisation, profile teaching"
     assert "113111" in [c.CodeValue for c in ds.DeidentificationMethodCodeSequence]
