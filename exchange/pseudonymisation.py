@@ -93,7 +93,8 @@ def _copy_all(
         if copy_uid in in_draft:  # an earlier run made it
             continue
         try:
-            sending.check_studies(archive, actor, [uid])  # still there, and still theirs to see
+            # Still there, still theirs to see, still the institution's own.
+            sending.check_own_studies(archive, actor, [uid], transfer.sender_institution_pk)
             made = copy_study(archive, transfer.sender_institution_pk, uid, profile, secret)
         except FerryError as error:
             failed.append(f"study {number}: {error}"[:300])

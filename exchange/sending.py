@@ -116,6 +116,18 @@ def check_studies(archive: Archive, actor: Actor, uids: Sequence[str]) -> list[s
     return unique
 
 
+def check_own_studies(archive: Archive, actor: Actor, uids: Sequence[str], owner: int) -> None:
+    """Pseudonymised copies are made of the sending institution's own studies only (one it
+    was granted stays its owner's to share): 400, saying so, for another's."""
+    for uid in check_studies(archive, actor, uids):
+        access = archive.read_study_access(uid)
+        if access is None or access.institution_pk != owner:
+            raise InvalidQuery(
+                f"study {uid[:64]!r} is not this institution's own: pseudonymised copies are "
+                "made of its own studies"
+            )
+
+
 def _check_new(new: NewTransfer, policy: PolicySnapshot) -> None:
     if new.destination_pk not in policy.institutions:
         raise InvalidQuery("unknown destination institution")
@@ -151,8 +163,10 @@ def create_transfer(
         except ProfileNotFound as error:
             raise InvalidQuery(str(error)) from None
     studies = check_studies(archive, actor, new.studies)
-    if new.profile is not None and not studies:
-        raise InvalidQuery("name the studies to copy")
+    if new.profile is not None:
+        if not studies:
+            raise InvalidQuery("name the studies to copy")
+        check_own_studies(archive, actor, studies, new.sender_pk)
     with Session(archive.engine, expire_on_commit=False) as session:
         transfer = Transfer(
             study_instance_uid=studies[0] if studies and new.profile is None else "",

@@ -10,15 +10,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from sqlmodel import Session
 
 from audit.search import AuditQuery, iter_events
 from dimse.context import BridgeContext
+from exchange.grants import add_grant
 from exchange.history import read_history
 from exchange.notifications import NOTIFY
 from exchange.parties import load_transfer
@@ -314,3 +317,24 @@ def test_the_job_decides_again_for_whom_it_copies(world: World) -> None:
     assert world.call("res-receiver", "GET", f"/transfers/{transfer.public_id}").status_code == 404
     [email] = JobQueue(engine).list(kind=NOTIFY)  # the sending institution hears of it
     assert orjson.loads(email.payload)["event"] == "transfer-not-sent"
+
+
+def test_copies_are_made_of_the_institutions_own_studies_only(world: World, tmp_path: Path) -> None:
+    """A study another institution shared with this one stays its owner's to share: no copy
+    of it becomes this institution's."""
+    engine = world.server.archive.engine
+    owner = world.server.archive.read_study_access(world.original.study_uid)
+    c = next(i for i in store.list_institutions(engine) if i.code == "C")
+    assert owner is not None and owner.institution_pk is not None and c.pk is not None
+    theirs = StudySpec(patient_id="C-PAT-1")
+    paths = write_series(tmp_path / "theirs", 1, spec=theirs)
+    assert all(o.stored for o in world.server.archive.store_files(paths, None, c.pk))
+    with Session(engine) as session:
+        add_grant(session, theirs.study_uid, owner.institution_pk, now=datetime.now(UTC),
+                  reason="shared for a second opinion")  # fmt: skip
+        session.commit()
+    assert world.call("hosp-admin", "POST", PROFILES, RESEARCH).status_code == 201
+    refused = world.send(profile="research", studies=[theirs.study_uid])
+    assert refused.status_code == 400
+    assert "is not this institution's own" in refused.json()["error"]
+    assert world.audit(action="pseudonymise") == []
