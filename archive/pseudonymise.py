@@ -22,10 +22,11 @@ import datetime as dt
 import hashlib
 import hmac
 from collections.abc import Callable, Mapping
+from copy import deepcopy as copy_of
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from dicomanonymizer.dicom_anonymization_databases import dicomfields_2026c as table
 from pydicom import dcmread
@@ -43,6 +44,7 @@ PATIENT_NAME = Tag(0x0010, 0x0010)
 _DATE_VRS = frozenset({"DA", "DT"})
 _TIME_VRS = frozenset({"TM"})
 _MAX_SHIFT_DAYS = 3650
+_SHOWN_CHARS = 64
 
 
 class Dates(StrEnum):
@@ -289,6 +291,53 @@ def pseudonymise_dataset(dataset: Dataset, profile: Profile, secret: bytes) -> D
             dataset.add_new(tag, dictionary_VR(tag), value)
     _mark(dataset, profile)
     return dataset
+
+
+What = Literal["kept", "changed", "emptied", "removed", "added"]
+
+
+@dataclass(frozen=True)
+class Change:
+    """One top-level attribute of an instance and of its copy, as text (for a person to read)."""
+
+    tag: str  # "(0010,0020)"
+    keyword: str
+    before: str | None  # None: absent
+    after: str | None
+
+    @property
+    def what(self) -> What:
+        if self.before is None:
+            return "added"
+        if self.after is None:
+            return "removed"
+        if self.after == self.before:
+            return "kept"
+        return "emptied" if self.after == "" else "changed"
+
+
+def _shown(element: DataElement) -> str:
+    if element.VR == "SQ":
+        return f"{len(element.value)} item(s)"
+    if element.VR in ("OB", "OW", "OD", "OF", "OL", "OV", "UN"):
+        return f"{len(element.value or b'')} bytes"
+    return str(element.value if element.value is not None else "")[:_SHOWN_CHARS]
+
+
+def preview(source: Path | IO[bytes], profile: Profile, secret: bytes) -> list[Change]:
+    """What a copy of this instance would hold, attribute by attribute, against the instance
+    (top level; pixel data not read). Raises as `pseudonymise_dataset` does."""
+    original = dcmread(source, stop_before_pixels=True)
+    copy = pseudonymise_dataset(copy_of(original), profile, secret)
+    tags = sorted(set(original.keys()) | set(copy.keys()))
+    changes = []
+    for tag in tags:
+        before, after = original.get(tag), copy.get(tag)
+        changes.append(Change(
+            f"({tag.group:04X},{tag.elem:04X})", name_of(tag),
+            None if before is None else _shown(before), None if after is None else _shown(after),
+        ))  # fmt: skip
+    return changes
 
 
 def pseudonymise_file(

@@ -19,10 +19,13 @@ from foundation.errors import Forbidden, InvalidQuery
 from portal.pages.admin import admin_context, may_administer
 from portal.pages.session import Place, Visitor, form_input, render, run_operation, signed_in
 from portal.profiles_api import (
+    PreviewIn,
+    PreviewOut,
     ProfileIn,
     ProfileOut,
     add_profile,
     list_institution_profiles,
+    preview_profile,
     remove_profile,
 )
 
@@ -32,14 +35,31 @@ _WORDS = re.compile(r"[\s,;]+")
 @signed_in
 async def profiles_page(request: Request, visitor: Visitor) -> Response:
     place = visitor.place(request.path_params["code"])
+    return await _show(request, visitor, place)
+
+
+async def _show(
+    request: Request, visitor: Visitor, place: Place, shown: PreviewOut | None = None
+) -> Response:
     if not may_administer(visitor, place):  # a sender reads them through the API, not here
         raise Forbidden("the profiles are administered by the institution's administrators")
     path = {"code": place.code}
     rows: list[ProfileOut] = await run_operation(
         request, visitor, list_institution_profiles, path=path
     )
-    context = admin_context(place, "profiles", visitor, profiles=rows)
+    context = admin_context(place, "profiles", visitor, profiles=rows, preview=shown)
     return render(request, "admin/profiles.html", context, visitor=visitor, timezone=place.timezone)
+
+
+@signed_in
+async def preview_a_profile(request: Request, visitor: Visitor) -> Response:
+    """The profile tried on one of the institution's studies: the copy's attributes against
+    the study's, on the profiles page (posted: the Study Instance UID stays out of URLs)."""
+    place = visitor.place(request.path_params["code"])
+    path = {"code": place.code, "profile": request.path_params["profile"]}
+    body = form_input(PreviewIn, {"study": visitor.form.get("study", "").strip()})
+    shown: PreviewOut = await run_operation(request, visitor, preview_profile, path=path, body=body)
+    return await _show(request, visitor, place, shown)
 
 
 def _words(text: str) -> list[str]:

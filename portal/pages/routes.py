@@ -147,6 +147,11 @@ ADMINISTRATION: list[BaseRoute] = [
         profiles.remove_a_profile,
         methods=["POST"],
     ),
+    Route(
+        "/institutions/{code}/admin/profiles/{profile}/preview",
+        profiles.preview_a_profile,
+        methods=["POST"],
+    ),
     Route("/institutions/{code}/admin/jobs", admin_jobs.jobs_page, methods=["GET"]),
     Route("/institutions/{code}/admin/jobs/{job_pk}/retry", admin_jobs.retry, methods=["POST"]),
     Route(

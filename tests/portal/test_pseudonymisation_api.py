@@ -338,3 +338,38 @@ def test_copies_are_made_of_the_institutions_own_studies_only(world: World, tmp_
     assert refused.status_code == 400
     assert "is not this institution's own" in refused.json()["error"]
     assert world.audit(action="pseudonymise") == []
+
+
+def test_an_administrator_previews_what_a_profile_makes_of_a_study(world: World) -> None:
+    assert world.call("hosp-admin", "POST", PROFILES, RESEARCH).status_code == 201
+    path = f"{PROFILES}/research/preview"
+    body = {"study": world.original.study_uid}
+    shown = world.call("hosp-admin", "POST", path, body)
+    assert shown.status_code == 200, shown.text
+    answer = shown.json()
+    assert answer["copy_study"].startswith("2.25.") and answer["profile"] == "research"
+    by_keyword = {a["keyword"]: a for a in answer["attributes"]}
+    assert by_keyword["PatientID"]["before"] == PATIENT
+    assert by_keyword["PatientID"]["after"].startswith("PSN")
+    assert by_keyword["PatientSex"]["what"] == "kept"
+    assert by_keyword["SeriesDescription"]["what"] == "removed"
+    assert by_keyword["InstitutionName"]["after"] == "RESEARCH COPY"
+    assert by_keyword["AccessionNumber"]["what"] == "emptied"
+    assert by_keyword["PatientIdentityRemoved"]["what"] == "added"
+    assert "PixelData" not in by_keyword  # the header only
+    [event] = world.audit(action="pseudonymise", actor="user:hosp-admin@ferry.test")
+    assert (event.rule, event.patient_id) == ("preview", PATIENT)
+    assert world.audit(action="transfer") == []  # nothing was sent or made
+
+    # Nobody but the institution's administrators: a sender, a read-only token, another
+    # institution's administrator, the receiving institution.
+    for who, status in (("hosp-sender", 403), ("hosp-read-only", 403), ("c-admin", 404),
+                        ("res-receiver", 404)):  # fmt: skip
+        refused = world.call(who, "POST", path, body)
+        assert refused.status_code == status, (who, refused.text)
+    assert world.call("hosp-admin", "POST", f"{PROFILES}/nobody-s/preview",
+                      body).status_code == 404  # fmt: skip
+    bad = world.call("hosp-admin", "POST", path, {"study": "not-a-uid"})
+    assert bad.status_code == 422
+    unknown = world.call("hosp-admin", "POST", path, {"study": "1.2.3.4.5"})
+    assert unknown.status_code == 400 and "that you may see" in unknown.text

@@ -183,3 +183,43 @@ def test_an_administrator_takes_only_pseudonymised_copies_from_a_sender(world: W
     sender = world.page("far-radiologist")
     sender.goto("/institutions/FAR/send")
     expect(sender.get_by_text("(pseudonymised copies only)")).to_be_visible()
+
+
+def test_an_administrator_tries_a_profile_on_a_study_before_sending(world: World) -> None:
+    add_person(world, "clin-admin", {"CLIN": "admin"})
+    made = world.api("clin-admin", "POST", "/institutions/CLIN/pseudonymisation-profiles",
+                     {"name": "teaching", "keep": ["StudyDescription"]})  # fmt: skip
+    assert made.status_code == 201, made.text
+    page = world.page("clin-admin")
+    page.goto("/institutions/CLIN/admin/profiles")
+    page.get_by_text("Try teaching on a study…").click()
+    page.get_by_label("Study Instance UID of one of our studies").fill(
+        world.studies["chest"].study_uid
+    )
+    page.get_by_role("button", name="Show what teaching makes of it").click()
+    table = page.get_by_role("table", name="The copy against the study")
+    expect(table).to_be_visible()
+    patient = table.get_by_role("row", name=re.compile("^PatientID"))
+    expect(patient).to_contain_text("PAT-1")  # the administrator reads the original here
+    expect(patient).to_contain_text("PSN")
+    expect(table.get_by_role("row", name=re.compile("^StudyDescription"))).to_contain_text("kept")
+    expect(table.get_by_role("row", name=re.compile("^AccessionNumber"))).to_contain_text("emptied")
+    assert_accessible(page)
+    snapshot(page, "admin-profile-preview")
+    token = csrf(page)
+    for study, words in (("1.2.3.4.5", "that you may see"),
+                         ("not a uid", "")):  # fmt: skip
+        answer = page.request.post(
+            "/institutions/CLIN/admin/profiles/teaching/preview",
+            form={"csrf_token": token, "study": study}, max_redirects=0,
+        )  # fmt: skip
+        assert answer.status == 400, study
+        assert words in answer.text()
+    sender = world.page("clin-sender")  # a sender, not an administrator
+    sender.goto("/institutions/CLIN")
+    answer = sender.request.post(
+        "/institutions/CLIN/admin/profiles/teaching/preview",
+        form={"csrf_token": csrf(sender), "study": world.studies["chest"].study_uid},
+        max_redirects=0,
+    )  # fmt: skip
+    assert answer.status == 403
