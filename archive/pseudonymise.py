@@ -18,9 +18,11 @@ Ferry does not clean pixel data (the Clean Pixel Data option).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import hmac
+import struct
 from collections.abc import Callable, Mapping
 from copy import deepcopy as copy_of
 from dataclasses import dataclass, field
@@ -35,6 +37,7 @@ from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import BaseTag, Tag
+from pydicom.uid import UID
 
 from foundation.errors import CannotPseudonymise
 
@@ -343,14 +346,84 @@ def preview(source: Path | IO[bytes], profile: Profile, secret: bytes) -> list[C
 def pseudonymise_file(
     source: Path | IO[bytes], target: Path | IO[bytes], profile: Profile, secret: bytes
 ) -> str:
-    """A Part 10 file's pseudonymised copy written to `target` (its encoding kept); the copy's
-    Study Instance UID. One instance in memory at a time."""
-    dataset = dcmread(source)
+    """A Part 10 file's pseudonymised copy written to `target`, its encoding kept; the copy's
+    Study Instance UID. The attributes are read and written by pydicom, the pixel data copied
+    as it is stored, a chunk at a time, after them (never the frames in memory). Anything after
+    the pixel data at the top level (Digital Signatures, padding) is left out. A deflated or
+    big-endian data set, which cannot be copied so, is read whole."""
+    with contextlib.ExitStack() as stack:
+        reader = source if not isinstance(source, Path) else stack.enter_context(source.open("rb"))
+        writer = target if not isinstance(target, Path) else stack.enter_context(target.open("wb"))
+        start = reader.tell()
+        header = dcmread(reader, stop_before_pixels=True)
+        pixels_at = reader.tell()
+        syntax = UID(header.file_meta.TransferSyntaxUID)
+        if syntax.is_deflated or not syntax.is_little_endian:
+            reader.seek(start)
+            whole = dcmread(reader)
+            _write(whole, writer, profile, secret)
+            return str(whole.StudyInstanceUID)
+        _write(header, writer, profile, secret)
+        reader.seek(pixels_at)
+        _copy_pixel_elements(reader, writer, implicit=syntax.is_implicit_VR)
+        return str(header.StudyInstanceUID)
+
+
+def _write(dataset: Dataset, writer: IO[bytes], profile: Profile, secret: bytes) -> None:
     pseudonymise_dataset(dataset, profile, secret)
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = dataset.SOPClassUID
     meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
     meta.TransferSyntaxUID = dataset.file_meta.TransferSyntaxUID
     dataset.file_meta = meta
-    dataset.save_as(target, enforce_file_format=True)
-    return str(dataset.StudyInstanceUID)
+    dataset.save_as(writer, enforce_file_format=True)
+
+
+_PIXEL_GROUP = 0x7FE0
+_LONG_VRS = frozenset({b"OB", b"OD", b"OF", b"OL", b"OV", b"OW", b"SQ", b"UC", b"UN", b"UR", b"UT"})
+_UNDEFINED = 0xFFFFFFFF
+_SEQUENCE_END = (0xFFFE, 0xE0DD)
+_CHUNK = 1 << 20
+
+
+def _copy_pixel_elements(reader: IO[bytes], writer: IO[bytes], *, implicit: bool) -> None:
+    """The top level's group 7FE0 elements (Float, Double Float, Pixel Data) byte for byte:
+    a defined length in chunks, an undefined one (encapsulated) fragment by fragment."""
+    while True:
+        head = reader.read(8)
+        if len(head) < 8:
+            return
+        group, _element = struct.unpack("<HH", head[:4])
+        if group != _PIXEL_GROUP:
+            return
+        if implicit:
+            (length,) = struct.unpack("<L", head[4:])
+        elif head[4:6] in _LONG_VRS:
+            extra = reader.read(4)
+            head += extra
+            (length,) = struct.unpack("<L", extra)
+        else:
+            (length,) = struct.unpack("<H", head[6:])
+        writer.write(head)
+        if length != _UNDEFINED:
+            _copy_bytes(reader, writer, length)
+            continue
+        while True:  # items, then the sequence delimiter
+            item = reader.read(8)
+            if len(item) < 8:
+                raise ValueError("pixel data cut short: no sequence delimiter")
+            writer.write(item)
+            tag_group, tag_element, item_length = struct.unpack("<HHL", item)
+            if (tag_group, tag_element) == _SEQUENCE_END:
+                break
+            _copy_bytes(reader, writer, item_length)
+
+
+def _copy_bytes(reader: IO[bytes], writer: IO[bytes], length: int) -> None:
+    left = length
+    while left:
+        chunk = reader.read(min(left, _CHUNK))
+        if not chunk:
+            raise ValueError("pixel data cut short")
+        writer.write(chunk)
+        left -= len(chunk)

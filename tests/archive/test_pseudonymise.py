@@ -4,12 +4,14 @@ additions, and keyed pseudonyms that hold across copies."""
 from __future__ import annotations
 
 import io
+import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydicom import dcmread
-from pydicom.dataset import Dataset
-from pydicom.uid import UID
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import UID, DeflatedExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from archive.pseudonymise import (
     BASIC,
@@ -159,3 +161,78 @@ def test_a_file_keeps_its_encoding_and_its_pixels(tmp_path: Path, make: object) 
     assert copy.file_meta.MediaStorageSOPInstanceUID == copy.SOPInstanceUID
     assert copy.PixelData == original.PixelData  # compressed frames byte for byte
     assert original.PatientID.encode() not in target.getvalue()
+
+
+def _whole_read_copy(raw: bytes) -> bytes:
+    """The copy as a whole-dataset read and write makes it: what the streamed copy must equal."""
+    dataset = dcmread(io.BytesIO(raw))
+    pseudonymise_dataset(dataset, BASIC, KEY)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = dataset.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = dataset.SOPInstanceUID
+    meta.TransferSyntaxUID = dataset.file_meta.TransferSyntaxUID
+    dataset.file_meta = meta
+    out = io.BytesIO()
+    dataset.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        factories.ct_slice,
+        factories.jpeg_baseline,
+        factories.jpeg2000,
+        lambda: factories.mr_multiframe(),
+        lambda: _implicit(factories.ct_slice()),
+    ],
+)
+def test_the_pixel_data_is_streamed_and_the_copy_is_the_whole_reads(make: Any) -> None:
+    raw = factories.part10_bytes(make())
+    streamed = io.BytesIO()
+    pseudonymise_file(io.BytesIO(raw), streamed, BASIC, KEY)
+    assert streamed.getvalue() == _whole_read_copy(raw)
+
+
+def test_what_follows_the_pixel_data_is_left_out(tmp_path: Path) -> None:
+    ds = factories.ct_slice()
+    ds.add_new(0xFFFCFFFC, "OB", b"\x00" * 64)  # Data Set Trailing Padding, after the pixels
+    source = tmp_path / "padded.dcm"
+    source.write_bytes(factories.part10_bytes(ds))
+    copy = io.BytesIO()
+    pseudonymise_file(source, copy, BASIC, KEY)
+    read = dcmread(io.BytesIO(copy.getvalue()))
+    assert 0xFFFCFFFC not in read and read.PixelData == ds.PixelData
+
+
+def test_a_deflated_data_set_is_read_whole_and_copied(tmp_path: Path) -> None:
+    ds = factories.ct_slice()
+    source = tmp_path / "deflated.dcm"
+    deflated = dcmread(io.BytesIO(factories.part10_bytes(ds)))
+    deflated.file_meta.TransferSyntaxUID = DeflatedExplicitVRLittleEndian
+    deflated.save_as(source, enforce_file_format=True)
+    copy = io.BytesIO()
+    pseudonymise_file(source, copy, BASIC, KEY)
+    read = dcmread(io.BytesIO(copy.getvalue()))
+    assert read.file_meta.TransferSyntaxUID == DeflatedExplicitVRLittleEndian
+    assert read.PatientID.startswith("PSN") and read.PixelData == ds.PixelData
+
+
+def test_a_large_instance_is_copied_without_its_frames_in_memory(tmp_path: Path) -> None:
+    ds = factories.ct_slice(rows=2048, columns=2048)  # 8 MiB of pixels
+    source = tmp_path / "large.dcm"
+    source.write_bytes(factories.part10_bytes(ds))
+    del ds
+    tracemalloc.start()
+    try:
+        pseudonymise_file(source, tmp_path / "copy.dcm", BASIC, KEY)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 3 * 1024 * 1024  # a chunk of 1 MiB and the attributes, not 8 MiB of frames
+    assert dcmread(tmp_path / "copy.dcm").PixelData == dcmread(source).PixelData
+
+
+def _implicit(ds: Dataset) -> Dataset:
+    ds.file_meta.TransferSyntaxUID = ImplicitVRLittleEndian
+    return ds
