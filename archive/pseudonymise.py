@@ -363,9 +363,12 @@ def pseudonymise_file(
             whole = dcmread(reader)
             _write(whole, writer, profile, secret)
             return str(whole.StudyInstanceUID)
+        image = "Rows" in header  # an image without its pixels is no copy of it
         _write(header, writer, profile, secret)
         reader.seek(pixels_at)
-        _copy_pixel_elements(reader, writer, implicit=syntax.is_implicit_VR)
+        copied = _copy_pixel_elements(reader, writer, implicit=syntax.is_implicit_VR)
+        if image and not copied:
+            raise ValueError("the image's pixel data cannot be read")
         return str(header.StudyInstanceUID)
 
 
@@ -386,20 +389,27 @@ _SEQUENCE_END = (0xFFFE, 0xE0DD)
 _CHUNK = 1 << 20
 
 
-def _copy_pixel_elements(reader: IO[bytes], writer: IO[bytes], *, implicit: bool) -> None:
+def _copy_pixel_elements(reader: IO[bytes], writer: IO[bytes], *, implicit: bool) -> int:
     """The top level's group 7FE0 elements (Float, Double Float, Pixel Data) byte for byte:
-    a defined length in chunks, an undefined one (encapsulated) fragment by fragment."""
+    a defined length in chunks, an undefined one (encapsulated) fragment by fragment. Returns
+    how many were copied."""
+    copied = 0
     while True:
         head = reader.read(8)
+        if not head:
+            return copied
         if len(head) < 8:
-            return
+            raise ValueError("pixel data cut short: an element header")
         group, _element = struct.unpack("<HH", head[:4])
         if group != _PIXEL_GROUP:
-            return
+            return copied
+        copied += 1
         if implicit:
             (length,) = struct.unpack("<L", head[4:])
         elif head[4:6] in _LONG_VRS:
             extra = reader.read(4)
+            if len(extra) < 4:
+                raise ValueError("pixel data cut short: an element header")
             head += extra
             (length,) = struct.unpack("<L", extra)
         else:

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from typing import IO
 
 import anyio
+from pydicom.errors import InvalidDicomError
 from pydicom.uid import UID
 from starlette.datastructures import QueryParams
 from starlette.requests import Request
@@ -49,7 +50,7 @@ from dicomweb.transfer_syntax import (
     spool_transcoded,
 )
 from dicomweb.warning import warning_header
-from foundation.errors import InvalidQuery, NotAcceptable
+from foundation.errors import InvalidQuery, NotAcceptable, StoredDataUnreadable
 from policy.roles import Action
 
 DICOM = "application/dicom"
@@ -295,6 +296,9 @@ def _anonymized(archive: Archive, stored: StoredInstance, spool: IO[bytes] | Non
         with spool or archive.blobs.open(stored.blob_key) as source:
             source.seek(0)
             pseudonymise_file(source, target, BASIC, secrets.token_bytes(32))
+    except (InvalidDicomError, ValueError, KeyError, TypeError) as error:
+        target.close()
+        raise StoredDataUnreadable(f"cannot de-identify the object: {error}"[:300]) from None
     except BaseException:
         target.close()
         raise

@@ -327,3 +327,22 @@ def test_unknown_object_is_not_found(server) -> None:
         headers=server.headers,
     )
     assert response.status_code == 404
+
+
+def test_anonymize_of_a_blob_damaged_on_disk_is_unprocessable_not_a_crash(server) -> None:
+    ct = factories.ct_slice()
+    store(server, ct)
+    (stored,) = server.archive.find_instances(
+        ct.StudyInstanceUID, ct.SeriesInstanceUID, ct.SOPInstanceUID
+    )
+    with server.archive.blobs.open(stored.blob_key) as handle:
+        path = handle.name
+    with open(path, "r+b") as blob:  # cut inside the pixel data's element header
+        blob.truncate(blob.seek(0, 2) - len(ct.PixelData) - 6)
+    damaged = wado(server, ct, contentType="application/dicom", anonymize="yes",
+                   transferSyntax="*")  # fmt: skip
+    assert damaged.status_code == 422, damaged.text
+    assert "cannot de-identify the object" in damaged.json()["error"]
+    other = factories.ct_slice()
+    store(server, other)
+    assert wado(server, other, contentType="application/dicom", anonymize="yes").status_code == 200
