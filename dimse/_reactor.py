@@ -31,11 +31,25 @@ Ferry accepts gets it from the handler of a request whose answer is sent later f
 thread on that same association (a Storage Commitment N-EVENT-REPORT): a handler runs on the
 reactor thread, so nothing waits at the old checkpoint while it is replaced
 (`hold_reactor_for_sends`).
+
+A peer may also ask before it answers. With the default asynchronous operations window (one
+operation invoked and one performed by each side, PS3.7 D.3.3.3), a requestor that performs
+Ferry's N-EVENT-REPORT may invoke its next N-ACTION before it sends the report's response, and
+pynetdicom's requestor does so whenever its application thread asks while the reactor is still
+in the report's handler (``_serve_request`` marks the reactor paused around every handler).
+``send_*`` takes whatever message comes next as its response: the request would be judged an
+invalid response and the association aborted. `requests_kept_for_reactor` wraps such a send so
+that a request arriving first is set aside and put back at the head of the queue, in order, once
+the response came, where the reactor (still held) serves it when the send lets it go.
 """
 
 from __future__ import annotations
 
+import contextlib
+import queue
 import threading
+import time
+from collections.abc import Iterator
 from typing import Any
 
 from pynetdicom import evt
@@ -80,3 +94,49 @@ def hold_reactor_for_sends(assoc: Any) -> None:
     reactor loop starts, or from a handler (on the reactor thread itself)."""
     if not isinstance(assoc._reactor_checkpoint, ReactorGate):
         assoc._reactor_checkpoint = ReactorGate(assoc)
+
+
+@contextlib.contextmanager
+def requests_kept_for_reactor(assoc: Any) -> Iterator[None]:
+    """While a send_* call waits for its response, a request from the peer is kept, not taken
+    for that response: put back at the head of the DIMSE queue when the response comes (or the
+    wait ends), for the held reactor to serve next. Use on an association held at a ReactorGate.
+    """
+    dimse = assoc.dimse
+    take = dimse.get_msg
+
+    def get_response(block: bool = False) -> Any:
+        if not block:
+            return take(block)
+        kept = []
+        timeout = dimse.dimse_timeout
+        deadline = None if timeout is None else time.monotonic() + timeout
+        try:
+            while True:
+                context_id, message = dimse.msg_queue.get(block=True, timeout=_left(deadline))
+                if message is None or message.MessageIDBeingRespondedTo is not None:
+                    return context_id, message
+                kept.append((context_id, message))
+        except queue.Empty:
+            return None, None
+        finally:
+            _put_back_first(dimse.msg_queue, kept)
+
+    dimse.get_msg = get_response
+    try:
+        yield
+    finally:
+        del dimse.get_msg  # the instance attribute goes: the provider's own method again
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _put_back_first(messages: Any, kept: list[Any]) -> None:
+    if not kept:
+        return
+    with messages.mutex:
+        messages.queue.extendleft(reversed(kept))
+        messages.unfinished_tasks += len(kept)
+        messages.not_empty.notify()

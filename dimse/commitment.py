@@ -33,7 +33,7 @@ from sqlalchemy import select
 
 from archive.models import Instance, Series, Study
 from dimse import peers, statuses
-from dimse._reactor import hold_reactor_for_sends
+from dimse._reactor import hold_reactor_for_sends, requests_kept_for_reactor
 from dimse.callers import Caller
 from dimse.context import BridgeContext
 from policy.decision import Decision, Resource
@@ -316,12 +316,14 @@ def _report_on(
     if not assoc.is_established or _closing(assoc):
         return False
     try:
-        status, _ = assoc.send_n_event_report(
-            commitment.event_information(ae_title),
-            commitment.event_type_id,
-            StorageCommitmentPushModel,
-            STORAGE_COMMITMENT_INSTANCE,
-        )
+        # The requestor may ask its next commitment before it answers this report.
+        with requests_kept_for_reactor(assoc):
+            status, _ = assoc.send_n_event_report(
+                commitment.event_information(ae_title),
+                commitment.event_type_id,
+                StorageCommitmentPushModel,
+                STORAGE_COMMITMENT_INSTANCE,
+            )
     except (RuntimeError, ValueError):  # released between the check and the send
         return False
     if "Status" not in status:

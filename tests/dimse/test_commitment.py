@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from pydicom.dataset import Dataset
 from pydicom.uid import CTImageStorage, MRImageStorage, generate_uid
 from pynetdicom import AE, evt
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.sop_class import StorageCommitmentPushModel, Verification
 from sqlalchemy import select
 
@@ -186,6 +188,61 @@ def test_reports_on_one_kept_association_each_reach_it_through_the_reactor_gate(
         assoc.release()
     events = commit_events(dimse, len(transactions))
     assert [e["detail"]["transaction_uid"] for e in events] == transactions
+    assert {e["detail"]["report"] for e in events} == {"same association"}
+
+
+def test_a_requestor_that_asks_again_before_it_answers_the_report_gets_both_reports(
+    dimse: Dimse, tmp_path: Path
+) -> None:
+    """With the default operations window a requestor performing Ferry's N-EVENT-REPORT may
+    invoke its next N-ACTION before it answers the report: Ferry must not take that request for
+    the report's response (dimse/_reactor.py), but answer it once the response came."""
+    own = store_study(dimse, tmp_path / "own", dimse.institution_pk, count=1)
+    dimse.add_node("PACS")
+    first, second = generate_uid(), generate_uid()
+    reports: Reports = queue.Queue()
+    asking, second_sent = threading.Event(), threading.Event()
+    second_status: list[Dataset] = []
+
+    def ask_second() -> None:
+        information = request(second, [(CTImageStorage, own[0])])
+        status, _ = assoc.send_n_action(information, 1, StorageCommitmentPushModel,
+                                        STORAGE_COMMITMENT_INSTANCE)  # fmt: skip
+        second_status.append(status)
+
+    def on_sent(event: evt.Event) -> None:  # on the wire: the second N-ACTION, once asking
+        if asking.is_set() and isinstance(event.pdu, P_DATA_TF):  # type: ignore[attr-defined]
+            second_sent.set()
+
+    def on_event_report(event: evt.Event) -> tuple[int, None]:
+        information = event.event_information
+        if information.TransactionUID == first:  # the next request goes out before this answer
+            asking.set()
+            threading.Thread(target=ask_second, daemon=True).start()
+            assert second_sent.wait(REPORT_WAIT)
+        reports.put((event.event_type, information))
+        return 0x0000, None
+
+    handlers = [(evt.EVT_N_EVENT_REPORT, on_event_report), (evt.EVT_PDU_SENT, on_sent)]
+    assoc = requestor().associate(
+        "127.0.0.1", dimse.port, ae_title=dimse.ae_title, evt_handlers=handlers
+    )
+    assert assoc.is_established
+    try:
+        status, _ = assoc.send_n_action(request(first, [(CTImageStorage, own[0])]), 1,
+                                        StorageCommitmentPushModel,
+                                        STORAGE_COMMITMENT_INSTANCE)  # fmt: skip
+        assert status.Status == 0x0000
+        got = [reports.get(timeout=REPORT_WAIT) for _ in range(2)]
+        assert [(event_type, info.TransactionUID) for event_type, info in got] == [
+            (1, first),
+            (1, second),
+        ]
+        assert [status.Status for status in second_status] == [0x0000]
+    finally:
+        assoc.release()
+    events = commit_events(dimse, 2)
+    assert [e["detail"]["transaction_uid"] for e in events] == [first, second]
     assert {e["detail"]["report"] for e in events} == {"same association"}
 
 
