@@ -41,18 +41,34 @@ class Workload:
 
 
 def plan_workload(
-    seed: int, salt: str, instances: int, series_size: int, fill_instances: int
+    seed: int,
+    salt: str,
+    instances: int,
+    series_size: int,
+    fill_instances: int,
+    concurrent_instances: int | None = None,
 ) -> Workload:
-    """Everything the run stores; `salt` keeps its UIDs apart from those of earlier runs."""
+    """Everything the run stores; `salt` keeps its UIDs apart from those of earlier runs.
+    The concurrent ingest set has `concurrent_instances` (default: `instances`)."""
     fill_studies = max(2, math.ceil(fill_instances / (SERIES_PER_STUDY * series_size)))
     return Workload(
         seed=seed,
         series_size=series_size,
         ingest_single=_plan_large(salt, "ingest-1", instances, series_size),
-        ingest_concurrent=_plan_large(salt, "ingest-n", instances, series_size),
+        ingest_concurrent=_plan_large(
+            salt, "ingest-n", concurrent_instances or instances, series_size
+        ),
         retrieve=_plan_large(salt, "retrieve", SERIES_PER_STUDY * series_size, series_size)[0],
         fill=tuple(_iter_fill(salt, seed, fill_studies, series_size)),
     )
+
+
+def whole_rounds(instances: int, batch_size: int, clients: int) -> int:
+    """`instances` rounded up so that every client sends as many batches as the others: with a
+    remainder, the last requests would run with clients idle, and the rate of N clients would
+    be measured partly with fewer."""
+    per_round = batch_size * clients
+    return math.ceil(instances / per_round) * per_round
 
 
 def fill_counts(workload: Workload, sizes: Sequence[int], prior: int) -> list[int]:

@@ -65,7 +65,7 @@ from _stow import (
     store_instances,
 )
 from _targets import judge, render_targets
-from _workload import Workload, fill_counts, plan_workload
+from _workload import Workload, fill_counts, plan_workload, whole_rounds
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MEASURES = ("floor", "stow", "qido", "wado", "metadata", "frames")
@@ -357,10 +357,13 @@ def benchmark(args: argparse.Namespace, servers: Sequence[Server], report: Repor
     for target in targets:
         if not isinstance(target.server, ManagedServer):
             check_empty(target)
-    prior = 2 * args.instances if "stow" in args.measures else 0
+    concurrent = whole_rounds(args.instances, args.batch_size, args.clients)
+    prior = args.instances + concurrent if "stow" in args.measures else 0
     fill = max(args.qido_sizes) - prior if "qido" in args.measures else 0
     salt = datetime.datetime.now().strftime("%Y%m%dT%H%M%S.%f")
-    workload = plan_workload(args.seed, salt, args.instances, args.series_size, fill)
+    workload = plan_workload(
+        args.seed, salt, args.instances, args.series_size, fill, concurrent_instances=concurrent
+    )
     if "floor" in args.measures:
         for target in targets:
             log(f"{target.name}: no-op authenticated request")
