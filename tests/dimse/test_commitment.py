@@ -210,6 +210,8 @@ def test_a_requestor_that_asks_again_before_it_answers_the_report_gets_both_repo
                                         STORAGE_COMMITMENT_INSTANCE)  # fmt: skip
         second_status.append(status)
 
+    asker = threading.Thread(target=ask_second, daemon=True)
+
     def on_sent(event: evt.Event) -> None:  # on the wire: the second N-ACTION, once asking
         if asking.is_set() and isinstance(event.pdu, P_DATA_TF):  # type: ignore[attr-defined]
             second_sent.set()
@@ -218,7 +220,7 @@ def test_a_requestor_that_asks_again_before_it_answers_the_report_gets_both_repo
         information = event.event_information
         if information.TransactionUID == first:  # the next request goes out before this answer
             asking.set()
-            threading.Thread(target=ask_second, daemon=True).start()
+            asker.start()
             assert second_sent.wait(REPORT_WAIT)
         reports.put((event.event_type, information))
         return 0x0000, None
@@ -238,6 +240,7 @@ def test_a_requestor_that_asks_again_before_it_answers_the_report_gets_both_repo
             (1, first),
             (1, second),
         ]
+        asker.join(REPORT_WAIT)  # its response came before the second report; its status now
         assert [status.Status for status in second_status] == [0x0000]
     finally:
         assoc.release()
